@@ -1,0 +1,184 @@
+/**
+ * Cluster access through @kubernetes/client-node: a kubeconfig from a file
+ * (with context, like kubectl) or from text (a Secrets Manager secret), and
+ * errors turned into messages a person can act on: the URL that could not be
+ * reached, the verb and resource that were refused with the RBAC rule that
+ * would allow them, what was not found.
+ */
+import { ApiException, KubeConfig } from '@kubernetes/client-node';
+import { ClusterError, messageOf } from '../errors.ts';
+
+export interface KubeconfigSource {
+  /** Path of a kubeconfig file; defaults to $KUBECONFIG (resolved by the caller) or ~/.kube/config. */
+  readonly path?: string;
+  /** Kubeconfig YAML text (Lambda: read from Secrets Manager). */
+  readonly yaml?: string;
+  readonly context?: string;
+}
+
+/** Loads a kubeconfig and selects the context. */
+export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (source.yaml !== undefined) kc.loadFromString(source.yaml);
+    else if (source.path !== undefined) kc.loadFromFile(source.path);
+    else kc.loadFromDefault();
+  } catch (err) {
+    throw new ClusterError(
+      `could not read the kubeconfig${source.path === undefined ? '' : ` at ${source.path}`}: ${messageOf(err)}; pass --kubeconfig with a valid file`,
+      { cause: err },
+    );
+  }
+  if (source.context !== undefined) {
+    if (!kc.getContexts().some((c) => c.name === source.context)) {
+      throw new ClusterError(
+        `the kubeconfig has no context "${source.context}"; it has: ${
+          kc
+            .getContexts()
+            .map((c) => c.name)
+            .join(', ') || 'none'
+        }`,
+      );
+    }
+    kc.setCurrentContext(source.context);
+  }
+  if (kc.getCurrentCluster() === null) {
+    throw new ClusterError(
+      'the kubeconfig names no current cluster; pass --context or fix current-context',
+    );
+  }
+  return kc;
+}
+
+/** What a call was doing, for error messages and RBAC hints. */
+export interface CallDescription {
+  readonly verb: 'get' | 'list' | 'patch' | 'create' | 'update' | 'delete' | 'watch';
+  readonly resource: string;
+  readonly group: string;
+  readonly namespace?: string;
+  readonly name?: string;
+  readonly subresource?: string;
+}
+
+/** A Kubernetes API call failed; `status` is the HTTP status when the server answered. */
+export class KubeApiError extends ClusterError {
+  readonly status: number | undefined;
+  readonly reason: string | undefined;
+
+  constructor(message: string, status?: number, reason?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+function target(call: CallDescription): string {
+  const what = `${call.resource}${call.subresource === undefined ? '' : `/${call.subresource}`}${call.group === '' ? '' : `.${call.group}`}`;
+  const where =
+    call.namespace === undefined ? 'at the cluster scope' : `in namespace ${call.namespace}`;
+  return `${call.verb} ${what}${call.name === undefined ? '' : ` "${call.name}"`} ${where}`;
+}
+
+/** The RBAC rule (YAML) that grants `call`. */
+export function rbacRuleFor(call: CallDescription): string {
+  const resource =
+    call.subresource === undefined ? call.resource : `${call.resource}/${call.subresource}`;
+  return [
+    `- apiGroups: ["${call.group}"]`,
+    `  resources: ["${resource}"]`,
+    ...(call.name === undefined ? [] : [`  resourceNames: ["${call.name}"]`]),
+    `  verbs: ["${call.verb}"]`,
+    `  # in a ${call.namespace === undefined ? 'ClusterRole' : `Role in namespace ${call.namespace}`}`,
+  ].join('\n');
+}
+
+function statusMessage(body: unknown): { message?: string; reason?: string } {
+  const parse = (value: unknown) => {
+    if (typeof value === 'string') {
+      try {
+        return JSON.parse(value) as unknown;
+      } catch {
+        return { message: value };
+      }
+    }
+    return value;
+  };
+  const status = parse(body);
+  if (typeof status === 'object' && status !== null) {
+    const s = status as { message?: unknown; reason?: unknown };
+    return {
+      ...(typeof s.message === 'string' ? { message: s.message } : {}),
+      ...(typeof s.reason === 'string' ? { reason: s.reason } : {}),
+    };
+  }
+  return {};
+}
+
+/** Runs a client-node call and rethrows its failure as a KubeApiError a person can act on. */
+export async function kubeCall<T>(
+  server: string,
+  call: CallDescription,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw explainKubeError(server, call, err);
+  }
+}
+
+/** Turns a client-node error into a KubeApiError naming the call and the fix. */
+export function explainKubeError(
+  server: string,
+  call: CallDescription,
+  err: unknown,
+): KubeApiError {
+  if (err instanceof ApiException) {
+    const { message, reason } = statusMessage(err.body);
+    const detail = message === undefined ? '' : ` (${message})`;
+    switch (err.code) {
+      case 401:
+        return new KubeApiError(
+          `the API server at ${server} did not accept regvault's credentials to ${target(call)}${detail}; check the kubeconfig's user (token or certificate) is current`,
+          401,
+          reason,
+          { cause: err },
+        );
+      case 403:
+        return new KubeApiError(
+          `the API server at ${server} refused to ${target(call)}${detail}. Grant regvault's identity this rule:\n${rbacRuleFor(call)}`,
+          403,
+          reason,
+          { cause: err },
+        );
+      case 404:
+        return new KubeApiError(
+          `${target(call).replace(/^\w+ /, '')} was not found at ${server}${detail}`,
+          404,
+          reason,
+          { cause: err },
+        );
+      case 409:
+        return new KubeApiError(
+          `${target(call)} conflicted with another change${detail}; read it again and retry`,
+          409,
+          reason,
+          { cause: err },
+        );
+      default:
+        return new KubeApiError(
+          `${target(call)} failed with HTTP ${err.code} at ${server}${detail}`,
+          err.code,
+          reason,
+          { cause: err },
+        );
+    }
+  }
+  const text = messageOf(err);
+  return new KubeApiError(
+    `could not reach the Kubernetes API server at ${server} to ${target(call)}: ${text}; check the kubeconfig's server URL and the network path to it`,
+    undefined,
+    undefined,
+    { cause: err },
+  );
+}

@@ -1,0 +1,157 @@
+/**
+ * The copy engine's data: locations, shards, cursors, totals, failures and
+ * inventory records. Everything here is plain JSON so a shard and its cursor
+ * fit an SQS message and a Step Functions state; credentials never appear.
+ */
+import { z } from 'zod';
+
+/** Size of one ListObjectsV2 page, the unit of hand-off between workers. */
+export const PAGE_SIZE = 1_000;
+
+export const locationSchema = z.object({
+  /** Omitted for AWS S3. */
+  endpoint: z.url({ protocol: /^https?$/ }).optional(),
+  region: z.string().min(1),
+  bucket: z
+    .string()
+    .regex(
+      /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+      'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
+    ),
+  /** Key prefix inside the bucket ('' for the whole bucket). */
+  prefix: z.string().default(''),
+  forcePathStyle: z.boolean().default(true),
+  /**
+   * Names who reads and writes here (a Secrets Manager ARN, a local profile).
+   * Two locations with the same endpoint and the same `access` can copy
+   * server-side. It is a reference, never a secret.
+   */
+  access: z.string().default('default'),
+});
+/** One S3 location: where, not who (credentials are resolved by the caller from `access`). */
+export type Location = z.infer<typeof locationSchema>;
+
+export const ShardKind = { Links: 'links', Blobs: 'blobs', Objects: 'objects' } as const;
+export type ShardKind = (typeof ShardKind)[keyof typeof ShardKind];
+
+export const shardSchema = z.object({
+  id: z.string().min(1),
+  kind: z.enum(['links', 'blobs', 'objects']),
+  /** Listing prefix in the source bucket. */
+  prefix: z.string(),
+  /** Keys from this one on (inclusive lower bound). */
+  startAt: z.string().optional(),
+  /** Keys less than this only (exclusive upper bound). */
+  endBefore: z.string().optional(),
+  /** The registry data prefix (`<root>/docker/registry/v2/`) for link and blob shards. */
+  registryPrefix: z.string().optional(),
+  /** The planner's estimate, for progress and sizing only. */
+  estimatedObjects: z.number().int().nonnegative().optional(),
+});
+/**
+ * A bounded slice of the source: a prefix and a key range. Link shards run in
+ * three phases (tag links, then revision links, then layer links and the rest)
+ * so every reference is captured after what it points to; see docs/consistency.md.
+ */
+export type Shard = z.infer<typeof shardSchema>;
+
+export const cursorSchema = z.object({
+  phase: z.number().int().nonnegative(),
+  continuationToken: z.string().optional(),
+});
+/** Where a shard continues: its phase and the next page's listing token. */
+export type Cursor = z.infer<typeof cursorSchema>;
+
+export const totalsSchema = z.object({
+  listed: z.number().int().nonnegative(),
+  copied: z.number().int().nonnegative(),
+  skipped: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  /** Bytes of every object listed (copied, skipped or failed). */
+  bytesListed: z.number().int().nonnegative(),
+  bytesCopied: z.number().int().nonnegative(),
+  /** Objects of unfinished pushes (`_uploads/`) left out on purpose. */
+  uploadsSkipped: z.number().int().nonnegative(),
+  pages: z.number().int().nonnegative(),
+});
+export type Totals = z.infer<typeof totalsSchema>;
+
+/** Totals of nothing, to add to. */
+export function emptyTotals(): Totals {
+  return {
+    listed: 0,
+    copied: 0,
+    skipped: 0,
+    failed: 0,
+    bytesListed: 0,
+    bytesCopied: 0,
+    uploadsSkipped: 0,
+    pages: 0,
+  };
+}
+
+/** Adds `b` into a new totals object. */
+export function addTotals(a: Totals, b: Totals): Totals {
+  return {
+    listed: a.listed + b.listed,
+    copied: a.copied + b.copied,
+    skipped: a.skipped + b.skipped,
+    failed: a.failed + b.failed,
+    bytesListed: a.bytesListed + b.bytesListed,
+    bytesCopied: a.bytesCopied + b.bytesCopied,
+    uploadsSkipped: a.uploadsSkipped + b.uploadsSkipped,
+    pages: a.pages + b.pages,
+  };
+}
+
+export const failureSchema = z.object({
+  key: z.string(),
+  operation: z.string(),
+  code: z.string(),
+  message: z.string(),
+  /** The key was listed but was gone when copied (deleted, or garbage-collected). */
+  sourceGone: z.boolean().optional(),
+});
+/** One object that could not be copied, and why. */
+export type Failure = z.infer<typeof failureSchema>;
+
+/** How an object's content was checked on the way (issue 8 adds digest checks). */
+export const Verification = { None: 'none', Size: 'size' } as const;
+export type Verification = (typeof Verification)[keyof typeof Verification];
+
+export const inventoryRecordSchema = z.object({
+  key: z.string(),
+  size: z.number().int().nonnegative(),
+  etag: z.string(),
+  targetKey: z.string(),
+  copied: z.boolean(),
+  /** For a blob copied in this run: how its bytes were checked against its digest. */
+  verified: z.enum(['server-sha256', 'stream-sha256', 'unverified']).optional(),
+});
+/** One object that is in the target after the run: source key, size, source ETag and its key in the target. */
+export type InventoryRecord = z.infer<typeof inventoryRecordSchema>;
+
+/** An object as listed. */
+export interface ListedObject {
+  readonly key: string;
+  readonly size: number;
+  readonly etag: string;
+}
+
+/** Strips the quotes S3 puts around ETags. */
+export function cleanEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/^"|"$/g, '').replace(/^W\//, '');
+}
+
+/**
+ * A key that sorts just below `key` (StartAfter is exclusive, a shard's
+ * `startAt` inclusive): the last character one lower, followed by the highest
+ * code point. A plain proper prefix would also sort below, but far below: the
+ * listing would then page through every key between the two.
+ */
+export function keyJustBefore(key: string): string {
+  const chars = Array.from(key);
+  const last = chars.pop()?.codePointAt(0);
+  if (last === undefined || last === 0) return chars.join('');
+  return `${chars.join('')}${String.fromCodePoint(last - 1)}\u{10FFFF}`;
+}

@@ -1,0 +1,389 @@
+/**
+ * Runs the very ASL files CDK deploys on one machine with
+ * aws-local-stepfunctions: each Lambda task calls its step function in
+ * process, and the wait-for-task-token copy task hands its message to the
+ * same worker code, through an in-process queue or a real SQS queue (the
+ * sandbox's), with the task token made here because the local engine does
+ * not make one.
+ */
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import {
+  DeleteMessageCommand,
+  ReceiveMessageCommand,
+  SendMessageCommand,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
+import { StateMachine } from 'aws-local-stepfunctions';
+import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
+import { messageOf } from '../errors.ts';
+import {
+  type BackupPlanOutput,
+  type BackupState,
+  discoverBackup,
+  finalizeBackup,
+  markBackupFailed,
+  planBackup,
+} from '../workflows/backup.ts';
+import type { WorkflowDeps } from '../workflows/deps.ts';
+import type { ShardMessage } from '../workflows/job.ts';
+import {
+  causeText,
+  checkRollout,
+  compareRestore,
+  type FailedRestoreEvent,
+  preflightRestore,
+  type RestoreState,
+  resolveRestore,
+  rollBackOrReport,
+  type SwitchOutput,
+  switchRegistry,
+  verifyRestore,
+} from '../workflows/restore.ts';
+import { processShardRecords } from '../workflows/sqs-worker.ts';
+import type { ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
+
+const stateMachineFile = (name: 'backup' | 'restore') =>
+  fileURLToPath(new URL(`../../../state-machines/${name}.asl.json`, import.meta.url));
+
+/** A workflow failure as Step Functions reports it. */
+export class WorkflowFailed extends Error {
+  override readonly name = 'WorkflowFailed' as const;
+  readonly error: string;
+
+  constructor(error: string, cause: string) {
+    super(cause);
+    this.error = error;
+  }
+}
+
+export type Transport =
+  | { readonly kind: 'memory' }
+  | { readonly kind: 'sqs'; readonly client: SQSClient; readonly queueUrl: string };
+
+export interface LocalRunOptions {
+  readonly deps: WorkflowDeps;
+  /** Copy messages worked on at once (the Lambda's concurrency in AWS). */
+  readonly workers?: number;
+  readonly transport?: Transport;
+  /** Milliseconds for each Wait state (the rollout poll). */
+  readonly waitMs?: number;
+  /** A worker hands its shard on after this long (ms): keeps continuations exercised. */
+  readonly workerBudgetMs?: number;
+  /** Called with each state's name as it is entered, for progress. */
+  readonly onState?: (name: string) => void;
+  /** Called with the running copy totals after each copy message. */
+  readonly onCopyProgress?: (totals: Totals) => void;
+}
+
+export interface LocalRunResult {
+  readonly status: 'SUCCEEDED' | 'FAILED';
+  readonly output?: unknown;
+  readonly error?: string;
+  readonly cause?: string;
+  /** Copy messages handled, continuations included. */
+  readonly messages: number;
+  /** What the copy workers did, summed over every message. */
+  readonly totals: Totals;
+}
+
+/** Task tokens the local harness hands out, each resolved by a worker's callback. */
+class TokenBook implements TaskCallbacks {
+  readonly #waiting = new Map<
+    string,
+    { resolve: (v: ShardOutcome) => void; reject: (e: Error) => void }
+  >();
+  heartbeats = 0;
+
+  issue(): { token: string; done: Promise<ShardOutcome> } {
+    const token = `local-task-${randomUUID()}`;
+    const done = new Promise<ShardOutcome>((resolve, reject) =>
+      this.#waiting.set(token, { resolve, reject }),
+    );
+    return { token, done };
+  }
+
+  async success(token: string, output: ShardOutcome): Promise<void> {
+    this.#waiting.get(token)?.resolve(output);
+    this.#waiting.delete(token);
+  }
+
+  async failure(token: string, error: string, cause: string): Promise<void> {
+    const failure = new Error(cause);
+    failure.name = error;
+    this.#waiting.get(token)?.reject(failure);
+    this.#waiting.delete(token);
+  }
+
+  async heartbeat(): Promise<void> {
+    this.heartbeats++;
+  }
+}
+
+/** Moves copy messages from the workflow to the worker code and back. */
+class WorkerPool {
+  readonly book = new TokenBook();
+  messages = 0;
+  readonly #deps: WorkflowDeps;
+  readonly #transport: Transport;
+  readonly #workers: number;
+  readonly #budgetMs: number;
+  readonly #memoryQueue: ShardMessage[] = [];
+  #wake: (() => void) | undefined;
+  #running = true;
+  readonly #loops: Array<Promise<void>> = [];
+
+  /** Totals of every message worked on so far (copied, skipped, failed, bytes). */
+  totals: Totals = emptyTotals();
+  readonly #onProgress: ((totals: Totals) => void) | undefined;
+
+  constructor(
+    deps: WorkflowDeps,
+    transport: Transport,
+    workers: number,
+    budgetMs: number,
+    onProgress?: (totals: Totals) => void,
+  ) {
+    this.#onProgress = onProgress;
+    this.#deps = deps;
+    this.#transport = transport;
+    this.#workers = workers;
+    this.#budgetMs = budgetMs;
+    for (let i = 0; i < workers; i++) this.#loops.push(this.#loop());
+  }
+
+  async send(message: ShardMessage): Promise<void> {
+    if (this.#transport.kind === 'sqs') {
+      await this.#transport.client.send(
+        new SendMessageCommand({
+          QueueUrl: this.#transport.queueUrl,
+          MessageBody: JSON.stringify(message),
+        }),
+      );
+      return;
+    }
+    this.#memoryQueue.push(message);
+    this.#wake?.();
+  }
+
+  async #next(): Promise<Array<{ messageId: string; body: string; receipt?: string }>> {
+    if (this.#transport.kind === 'sqs') {
+      const received = await this.#transport.client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: this.#transport.queueUrl,
+          MaxNumberOfMessages: 1,
+          WaitTimeSeconds: 1,
+          VisibilityTimeout: 900,
+        }),
+      );
+      return (received.Messages ?? []).map((m) => ({
+        messageId: m.MessageId ?? '',
+        body: m.Body ?? '',
+        ...(m.ReceiptHandle === undefined ? {} : { receipt: m.ReceiptHandle }),
+      }));
+    }
+    const message = this.#memoryQueue.shift();
+    if (message !== undefined) return [{ messageId: randomUUID(), body: JSON.stringify(message) }];
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      setTimeout(resolve, 200);
+    });
+    return [];
+  }
+
+  async #loop(): Promise<void> {
+    while (this.#running) {
+      let batch: Array<{ messageId: string; body: string; receipt?: string }>;
+      try {
+        batch = await this.#next();
+      } catch (err) {
+        this.#deps.log.warn('local worker could not receive', { error: messageOf(err) });
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        continue;
+      }
+      if (batch.length === 0) continue;
+      this.messages += batch.length;
+      const result = await processShardRecords(batch, this.#deps, {
+        callbacks: this.book,
+        sender: this,
+        deadline: Date.now() + this.#budgetMs,
+      });
+      this.totals = addTotals(this.totals, result.totals);
+      this.#onProgress?.(this.totals);
+      const retry = new Set(result.batchItemFailures.map((f) => f.itemIdentifier));
+      for (const record of batch) {
+        if (
+          this.#transport.kind === 'sqs' &&
+          record.receipt !== undefined &&
+          !retry.has(record.messageId)
+        ) {
+          await this.#transport.client.send(
+            new DeleteMessageCommand({
+              QueueUrl: this.#transport.queueUrl,
+              ReceiptHandle: record.receipt,
+            }),
+          );
+        } else if (this.#transport.kind === 'memory' && retry.has(record.messageId)) {
+          this.#memoryQueue.push(JSON.parse(record.body) as ShardMessage);
+        }
+      }
+    }
+  }
+
+  /** The local stand-in for `sqs:sendMessage.waitForTaskToken`. */
+  async copyTask(input: unknown): Promise<ShardOutcome> {
+    const body =
+      (input as { MessageBody?: { runId?: string; shardId?: string } }).MessageBody ?? {};
+    const { token, done } = this.book.issue();
+    await this.send({
+      runId: body.runId ?? '',
+      shardId: body.shardId ?? '',
+      taskToken: token,
+      seq: 0,
+    });
+    return done;
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    this.#wake?.();
+    await Promise.all(this.#loops);
+  }
+
+  get size(): number {
+    return this.#workers;
+  }
+}
+
+/**
+ * Fills the `${Placeholder}`s as CDK's definitionSubstitutions do in AWS, with
+ * local stand-ins: the tasks they name run through local handlers anyway.
+ */
+export function substitute(text: string, transport: Transport | undefined): string {
+  return text.replace(/\$\{([A-Za-z0-9]+)\}/g, (_match, placeholder: string) => {
+    if (placeholder === 'CopyQueueUrl')
+      return transport?.kind === 'sqs'
+        ? transport.queueUrl
+        : 'https://sqs.local/000000000000/regvault-copy';
+    if (placeholder.endsWith('FunctionArn'))
+      return `arn:aws:lambda:us-east-1:000000000000:function:regvault-local-${placeholder.slice(0, -'FunctionArn'.length)}`;
+    throw new Error(`state machine placeholder \${${placeholder}} has no local value`);
+  });
+}
+
+type Handlers = Record<string, (input: never) => Promise<unknown>>;
+
+async function run(
+  name: 'backup' | 'restore',
+  input: unknown,
+  handlers: (pool: WorkerPool) => Handlers,
+  options: LocalRunOptions,
+): Promise<LocalRunResult> {
+  const definition = JSON.parse(
+    substitute(await readFile(stateMachineFile(name), 'utf8'), options.transport),
+  );
+  const machine = new StateMachine(definition, {
+    validationOptions: { checkArn: false, checkPaths: true },
+  });
+  const pool = new WorkerPool(
+    options.deps,
+    options.transport ?? { kind: 'memory' },
+    options.workers ?? 4,
+    options.workerBudgetMs ?? 600_000,
+    options.onCopyProgress,
+  );
+  const local = handlers(pool);
+  const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
+  for (const [state, fn] of Object.entries(local)) {
+    taskResourceLocalHandlers[state] = async (stateInput: never) => {
+      options.onState?.(state);
+      return (await fn(stateInput)) as never;
+    };
+  }
+  const execution = machine.run(input as never, {
+    // The local engine makes no task tokens; the harness issues its own per task (see WorkerPool.copyTask).
+    context: { Task: { Token: 'issued-by-the-local-harness' } } as never,
+    overrides: {
+      taskResourceLocalHandlers: taskResourceLocalHandlers as never,
+      waitTimeOverrides: { WaitForRollout: options.waitMs ?? 1_000 },
+      retryIntervalOverrides: Object.fromEntries(Object.keys(local).map((state) => [state, 10])),
+    },
+  });
+  try {
+    const output = await execution.result;
+    return { status: 'SUCCEEDED', output, messages: pool.messages, totals: pool.totals };
+  } catch (err) {
+    const failure = err as {
+      name?: string;
+      message?: string;
+      cause?: { name?: string; message?: string };
+    };
+    const error = failure.cause?.name ?? failure.name ?? 'Error';
+    const cause = failure.cause?.message ?? failure.message ?? String(err);
+    return { status: 'FAILED', error, cause, messages: pool.messages, totals: pool.totals };
+  } finally {
+    await pool.stop();
+  }
+}
+
+function stepError(event: { error?: { Error?: string; Cause?: string } }): {
+  error: string;
+  cause: string;
+} {
+  return {
+    error: event.error?.Error ?? 'Error',
+    cause: causeText(event.error).replace(/^[^:]+: /, ''),
+  };
+}
+
+/** Runs `state-machines/backup.asl.json` on this machine. */
+export function runBackupLocally(
+  input: unknown,
+  options: LocalRunOptions,
+): Promise<LocalRunResult> {
+  const { deps } = options;
+  return run(
+    'backup',
+    input,
+    (pool) => ({
+      DiscoverRegistryStorage: async (e: { input: unknown }) => discoverBackup(e.input, deps),
+      PlanShards: async (e: { state: BackupState }) => planBackup(e.state, deps),
+      CopyOneLinkShard: async (e: unknown) => pool.copyTask(e),
+      CopyOneBlobShard: async (e: unknown) => pool.copyTask(e),
+      FinalizeSnapshot: async (e: { state: BackupState; plan: BackupPlanOutput }) =>
+        finalizeBackup(e.state, e.plan, deps),
+      MarkSnapshotFailed: async (e: {
+        state: BackupState | null;
+        plan: BackupPlanOutput | null;
+        error?: { Error?: string; Cause?: string };
+      }) => markBackupFailed(e.state ?? undefined, e.plan ?? undefined, stepError(e), deps),
+    }),
+    options,
+  );
+}
+
+/** Runs `state-machines/restore.asl.json` on this machine. */
+export function runRestoreLocally(
+  input: unknown,
+  options: LocalRunOptions,
+): Promise<LocalRunResult> {
+  const { deps } = options;
+  return run(
+    'restore',
+    input,
+    (pool) => ({
+      ResolveSnapshot: async (e: { input: unknown }) => resolveRestore(e.input, deps),
+      PreflightTargetBucket: async (e: { state: RestoreState }) => preflightRestore(e.state, deps),
+      CopyOneBlobPart: async (e: unknown) => pool.copyTask(e),
+      CopyOneLinkPart: async (e: unknown) => pool.copyTask(e),
+      CompareWithInventory: async (e: { state: RestoreState }) => compareRestore(e.state, deps),
+      SwitchRegistryStorage: async (e: { state: RestoreState }) => switchRegistry(e.state, deps),
+      CheckRollout: async (e: { switched: SwitchOutput }) => checkRollout(e.switched, deps),
+      VerifyRegistry: async (e: { state: RestoreState }) => verifyRestore(e.state, deps),
+      RollBackOrReportFailedSwitch: async (e: FailedRestoreEvent) => rollBackOrReport(e, deps),
+      DescribeRestoreFailure: async (e: FailedRestoreEvent) => rollBackOrReport(e, deps),
+    }),
+    options,
+  );
+}

@@ -1,0 +1,697 @@
+/**
+ * fsck of a Docker Distribution storage layout: does every reference the
+ * registry follows lead somewhere, and (deep mode) does every blob hold the
+ * bytes its digest names? It works on relative keys (`blobs/...`,
+ * `repositories/...`) through a small source interface, so the same check
+ * runs on a live bucket and on a snapshot in the vault. See docs/integrity.md.
+ */
+import { createHash } from 'node:crypto';
+import {
+  GetObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { z } from 'zod';
+import type { InventoryRecord } from '../copy/model.ts';
+import { messageOf, VaultError } from '../errors.ts';
+import type { SnapshotManifest } from '../vault/format.ts';
+import { readInventory, type Vault } from '../vault/store.ts';
+import {
+  blobDigestOf,
+  blobKeyOf,
+  classifyRegistryKey,
+  KeyKind,
+  normaliseRoot,
+  REGISTRY_V2,
+  uploadIdOf,
+} from './layout.ts';
+
+/** One object of a registry layout, its key relative to `docker/registry/v2/`. */
+export interface RegistryObject {
+  readonly key: string;
+  readonly size: number;
+}
+
+/** Where fsck reads a registry layout from: a bucket, a snapshot, anything keyed alike. */
+export interface RegistrySource {
+  /** Every object, keys relative to the registry prefix (`blobs/...`, `repositories/...`). */
+  list(): AsyncIterable<RegistryObject> | Promise<readonly RegistryObject[]>;
+  /** An object's bytes, or undefined when it does not exist. */
+  read(key: string): Promise<Buffer | undefined>;
+  /** An object's bytes as a stream, so deep mode hashes large layers without holding them; falls back to `read`. */
+  open?(key: string): Promise<AsyncIterable<Uint8Array> | undefined>;
+}
+
+export interface FsckOptions {
+  /** Hash blobs and compare with their digests (and read every link). Off by default. */
+  readonly deep?: boolean;
+  /** In deep mode, hash only this many blobs, picked at random; all when omitted. */
+  readonly sample?: number;
+  /** Reads in flight at once (default 16). */
+  readonly concurrency?: number;
+  /** Picks the deep sample (tests pass a deterministic one); default: uniform at random. */
+  readonly pick?: (digests: readonly string[], count: number) => string[];
+}
+
+/** A reference the registry would follow that leads nowhere. */
+export interface DanglingReference {
+  /** What refers: `repo:tag`, `repo@sha256:...` (a manifest) or a link key. */
+  readonly from: string;
+  /** What it refers to: a key that is missing or unusable. */
+  readonly to: string;
+  readonly reason: string;
+}
+
+export interface FsckReport {
+  /** No dangling reference, unreadable manifest, corrupt blob or bad link. Orphans and uploads do not fail it. */
+  readonly ok: boolean;
+  readonly mode: 'fast' | 'deep';
+  readonly counts: {
+    readonly objects: number;
+    readonly bytes: number;
+    readonly blobs: number;
+    readonly repositories: number;
+    readonly tags: number;
+    readonly revisions: number;
+    readonly layerLinks: number;
+    /** Manifest blobs read and parsed. */
+    readonly manifests: number;
+    /** Blobs hashed (deep mode). */
+    readonly blobsVerified: number;
+    /** Objects read in all. */
+    readonly reads: number;
+  };
+  readonly dangling: DanglingReference[];
+  /** Manifests (by digest) that are not a JSON object. */
+  readonly invalidManifests: Array<{ digest: string; reason: string }>;
+  /** Blobs whose content does not hash to their digest (deep mode). */
+  readonly corruptBlobs: Array<{ digest: string; actual: string; size: number }>;
+  /** Revision and layer links whose content is not the digest in their key (deep mode). */
+  readonly badLinks: Array<{ key: string; found: string }>;
+  /** Blobs no manifest, revision link or tag refers to (a registry GC would remove them). */
+  readonly orphanBlobs: string[];
+  /** Unfinished pushes left in `_uploads/`. */
+  readonly uploads: Array<{ repository: string; id: string; objects: number; bytes: number }>;
+  /** One line per failure, at most `PROBLEM_LINES` (the rest counted on the last line). */
+  readonly problems: string[];
+  /** Orphans and leftover uploads: worth knowing, not a failure. */
+  readonly notices: string[];
+}
+
+/** Lines of `problems` and `notices` before the rest is summarised. */
+export const PROBLEM_LINES = 20;
+
+const TAG_CURRENT = /^repositories\/(.+)\/_manifests\/tags\/([^/]+)\/current\/link$/;
+const REVISION_LINK = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9a-f]{64})\/link$/;
+const LAYER_LINK = /^repositories\/(.+)\/_layers\/sha256\/([0-9a-f]{64})\/link$/;
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * Media types of layers the registry never stores (Windows base layers fetched
+ * from `urls`): a manifest may name them without the blob existing.
+ */
+const FOREIGN_LAYER = /foreign|nondistributable/;
+
+interface Descriptor {
+  readonly digest: string;
+  readonly mediaType?: string;
+  readonly hasUrls: boolean;
+}
+
+/** What a manifest refers to: blobs (config and layers) and child manifests (an index). */
+interface ManifestRefs {
+  readonly blobs: Descriptor[];
+  readonly children: Descriptor[];
+}
+
+type Parsed =
+  | { readonly ok: true; readonly refs: ManifestRefs }
+  | { readonly ok: false; readonly reason: string };
+
+const descriptorSchema = z.looseObject({
+  digest: z.string().optional(),
+  /** Schema 1 names its layers by `blobSum`. */
+  blobSum: z.string().optional(),
+  mediaType: z.string().optional(),
+  urls: z.array(z.string()).optional(),
+});
+const descriptorsSchema = z.array(descriptorSchema).optional();
+
+/** The parts of any manifest format the registry stores that name other content. */
+const manifestSchema = z.looseObject({
+  config: descriptorSchema.optional(),
+  layers: descriptorsSchema,
+  fsLayers: descriptorsSchema,
+  blobs: descriptorsSchema,
+  manifests: descriptorsSchema,
+});
+
+function descriptorsOf(
+  items: ReadonlyArray<z.infer<typeof descriptorSchema>> | undefined,
+): Descriptor[] {
+  const descriptors: Descriptor[] = [];
+  for (const item of items ?? []) {
+    const digest = item.digest ?? item.blobSum;
+    if (digest === undefined) continue;
+    descriptors.push({
+      digest,
+      ...(item.mediaType === undefined ? {} : { mediaType: item.mediaType }),
+      hasUrls: (item.urls ?? []).length > 0,
+    });
+  }
+  return descriptors;
+}
+
+/**
+ * References of any manifest format the registry stores: OCI and Docker v2
+ * image manifests (config, layers), OCI indexes and Docker manifest lists
+ * (manifests), schema 1 (fsLayers) and OCI artifact manifests (blobs).
+ * `subject` is left out: a referrer may name a manifest that was never pushed.
+ */
+export function parseManifest(bytes: Buffer): Parsed {
+  let document: unknown;
+  try {
+    document = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    return { ok: false, reason: `not JSON (${messageOf(err)})` };
+  }
+  const parsed = manifestSchema.safeParse(document);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      reason: `not a manifest: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(document)'}: ${i.message}`).join('; ')}`,
+    };
+  }
+  const manifest = parsed.data;
+  return {
+    ok: true,
+    refs: {
+      blobs: descriptorsOf([
+        ...(manifest.config === undefined ? [] : [manifest.config]),
+        ...(manifest.layers ?? []),
+        ...(manifest.fsLayers ?? []),
+        ...(manifest.blobs ?? []),
+      ]),
+      children: descriptorsOf(manifest.manifests),
+    },
+  };
+}
+
+const hexOf = (digest: string) => digest.replace(/^sha256:/, '');
+const revisionKey = (repository: string, digest: string) =>
+  `repositories/${repository}/_manifests/revisions/sha256/${hexOf(digest)}/link`;
+const layerKey = (repository: string, digest: string) =>
+  `repositories/${repository}/_layers/sha256/${hexOf(digest)}/link`;
+
+/** Runs `fn` over `items` with at most `limit` calls in flight. */
+async function forEachLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++];
+      if (item !== undefined) await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+}
+
+/** `count` items picked uniformly at random (a partial Fisher-Yates shuffle). */
+export function randomSample<T>(items: readonly T[], count: number): T[] {
+  const pool = [...items];
+  const take = Math.max(0, Math.min(count, pool.length));
+  for (let i = 0; i < take; i++) {
+    const j = i + Math.floor(Math.random() * (pool.length - i));
+    const a = pool[i];
+    const b = pool[j];
+    if (a === undefined || b === undefined) continue;
+    pool[i] = b;
+    pool[j] = a;
+  }
+  return pool.slice(0, take);
+}
+
+/** Summarises a long list into at most `limit` lines. */
+function capped(lines: readonly string[], limit = PROBLEM_LINES): string[] {
+  if (lines.length <= limit) return [...lines];
+  return [...lines.slice(0, limit - 1), `... and ${lines.length - limit + 1} more`];
+}
+
+async function collect(
+  listing: AsyncIterable<RegistryObject> | Promise<readonly RegistryObject[]>,
+): Promise<RegistryObject[]> {
+  if (Symbol.asyncIterator in listing) {
+    const objects: RegistryObject[] = [];
+    for await (const object of listing) objects.push(object);
+    return objects;
+  }
+  return [...(await listing)];
+}
+
+async function sha256Of(source: RegistrySource, key: string): Promise<string | undefined> {
+  const hash = createHash('sha256');
+  if (source.open !== undefined) {
+    const stream = await source.open(key);
+    if (stream === undefined) return undefined;
+    for await (const chunk of stream) hash.update(chunk);
+  } else {
+    const bytes = await source.read(key);
+    if (bytes === undefined) return undefined;
+    hash.update(bytes);
+  }
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/**
+ * Checks a registry layout. Fast mode reads tag links and manifest blobs only
+ * (never a layer); deep mode also hashes blobs (all, or `sample` of them) and
+ * reads every revision and layer link.
+ */
+export async function fsckRegistry(
+  source: RegistrySource,
+  options: FsckOptions = {},
+): Promise<FsckReport> {
+  const deep = options.deep ?? false;
+  const concurrency = options.concurrency ?? 16;
+  let reads = 0;
+  const read = async (key: string): Promise<Buffer | undefined> => {
+    reads++;
+    return source.read(key);
+  };
+
+  // 1. Inventory of the layout, from the listing alone.
+  const objects = await collect(source.list());
+  const keys = new Set<string>();
+  const blobs = new Map<string, number>();
+  const tags: Array<{ repository: string; tag: string; key: string }> = [];
+  const revisions = new Map<string, Set<string>>();
+  const layerLinks = new Map<string, Set<string>>();
+  const linkKeys: Array<{ key: string; digest: string }> = [];
+  const uploads = new Map<
+    string,
+    { repository: string; id: string; objects: number; bytes: number }
+  >();
+  const repositories = new Set<string>();
+  let bytes = 0;
+  const add = (map: Map<string, Set<string>>, repository: string, digest: string) => {
+    const set = map.get(repository) ?? new Set<string>();
+    set.add(digest);
+    map.set(repository, set);
+  };
+  for (const object of objects) {
+    keys.add(object.key);
+    bytes += object.size;
+    const kind = classifyRegistryKey(object.key);
+    if (kind === KeyKind.Blob) {
+      const digest = blobDigestOf(object.key);
+      if (digest !== undefined) blobs.set(digest, object.size);
+    } else if (kind === KeyKind.Tag) {
+      const match = TAG_CURRENT.exec(object.key);
+      if (match?.[1] !== undefined && match[2] !== undefined) {
+        tags.push({ repository: match[1], tag: match[2], key: object.key });
+        repositories.add(match[1]);
+      }
+    } else if (kind === KeyKind.Revision) {
+      const match = REVISION_LINK.exec(object.key);
+      if (match?.[1] !== undefined && match[2] !== undefined) {
+        add(revisions, match[1], `sha256:${match[2]}`);
+        linkKeys.push({ key: object.key, digest: `sha256:${match[2]}` });
+        repositories.add(match[1]);
+      }
+    } else if (kind === KeyKind.Layer) {
+      const match = LAYER_LINK.exec(object.key);
+      if (match?.[1] !== undefined && match[2] !== undefined) {
+        add(layerLinks, match[1], `sha256:${match[2]}`);
+        linkKeys.push({ key: object.key, digest: `sha256:${match[2]}` });
+        repositories.add(match[1]);
+      }
+    } else if (kind === KeyKind.Upload) {
+      const repository = /^repositories\/(.+?)\/_uploads\//.exec(object.key)?.[1] ?? '';
+      const id = uploadIdOf(object.key) ?? '';
+      const entry = uploads.get(`${repository}\0${id}`) ?? { repository, id, objects: 0, bytes: 0 };
+      entry.objects++;
+      entry.bytes += object.size;
+      uploads.set(`${repository}\0${id}`, entry);
+    }
+  }
+
+  const dangling: DanglingReference[] = [];
+  const invalidManifests: FsckReport['invalidManifests'] = [];
+  const referenced = new Set<string>();
+
+  // 2. Tags: each current link names a digest with a revision link and a manifest blob.
+  const toCheck = new Map<string, Set<string>>();
+  /** `repo@digest` -> `repo:tag`, to name a tag as the referrer when its revision link is missing. */
+  const tagged = new Map<string, string>();
+  for (const [repository, digests] of revisions)
+    for (const digest of digests) add(toCheck, repository, digest);
+  await forEachLimit(tags, concurrency, async ({ repository, tag, key }) => {
+    const body = (await read(key))?.toString('utf8').trim();
+    const from = `${repository}:${tag}`;
+    if (body === undefined) {
+      dangling.push({ from, to: key, reason: 'the tag link vanished while checking' });
+      return;
+    }
+    if (!DIGEST.test(body)) {
+      dangling.push({
+        from,
+        to: key,
+        reason: `the tag link holds ${JSON.stringify(body.slice(0, 80))}, not a sha256 digest`,
+      });
+      return;
+    }
+    referenced.add(body);
+    if (!keys.has(revisionKey(repository, body))) {
+      dangling.push({
+        from,
+        to: revisionKey(repository, body),
+        reason: 'tag without its revision link',
+      });
+    }
+    add(toCheck, repository, body);
+    tagged.set(`${repository}@${body}`, from);
+  });
+
+  // 3. Manifests: each one parses, and what it names exists as a blob and as a link in its repository.
+  const parsed = new Map<string, Promise<Parsed | undefined>>();
+  const parse = (digest: string): Promise<Parsed | undefined> => {
+    let pending = parsed.get(digest);
+    if (pending === undefined) {
+      pending = read(blobKeyOf(digest)).then((body) =>
+        body === undefined ? undefined : parseManifest(body),
+      );
+      parsed.set(digest, pending);
+    }
+    return pending;
+  };
+  const visited = new Set<string>();
+  const invalid = new Set<string>();
+  let queue: Array<{ repository: string; digest: string; from: string }> = [];
+  for (const [repository, digests] of toCheck) {
+    for (const digest of digests) {
+      // A manifest only a tag names (its revision link is missing) is reported as the tag's.
+      const revision = revisionKey(repository, digest);
+      const from = keys.has(revision)
+        ? revision
+        : (tagged.get(`${repository}@${digest}`) ?? revision);
+      queue.push({ repository, digest, from });
+    }
+  }
+  while (queue.length > 0) {
+    const batch = queue.filter((item) => {
+      const id = `${item.repository}@${item.digest}`;
+      if (visited.has(id)) return false;
+      visited.add(id);
+      return true;
+    });
+    queue = [];
+    await forEachLimit(batch, concurrency, async ({ repository, digest, from }) => {
+      referenced.add(digest);
+      const manifestName = `${repository}@${digest}`;
+      if (!blobs.has(digest)) {
+        dangling.push({ from, to: blobKeyOf(digest), reason: 'manifest blob missing' });
+        return;
+      }
+      const result = await parse(digest);
+      if (result === undefined) {
+        dangling.push({
+          from,
+          to: blobKeyOf(digest),
+          reason: 'manifest blob vanished while checking',
+        });
+        return;
+      }
+      if (!result.ok) {
+        if (!invalid.has(digest)) {
+          invalid.add(digest);
+          invalidManifests.push({ digest, reason: result.reason });
+        }
+        return;
+      }
+      for (const blob of result.refs.blobs) {
+        if (!DIGEST.test(blob.digest)) {
+          dangling.push({ from: manifestName, to: blob.digest, reason: 'not a sha256 digest' });
+          continue;
+        }
+        referenced.add(blob.digest);
+        const foreign =
+          blob.hasUrls || (blob.mediaType !== undefined && FOREIGN_LAYER.test(blob.mediaType));
+        if (foreign) continue;
+        if (!blobs.has(blob.digest))
+          dangling.push({ from: manifestName, to: blobKeyOf(blob.digest), reason: 'blob missing' });
+        if (!layerLinks.get(repository)?.has(blob.digest)) {
+          dangling.push({
+            from: manifestName,
+            to: layerKey(repository, blob.digest),
+            reason: 'layer link missing in the repository',
+          });
+        }
+      }
+      for (const child of result.refs.children) {
+        if (!DIGEST.test(child.digest)) {
+          dangling.push({ from: manifestName, to: child.digest, reason: 'not a sha256 digest' });
+          continue;
+        }
+        if (!revisions.get(repository)?.has(child.digest)) {
+          dangling.push({
+            from: manifestName,
+            to: revisionKey(repository, child.digest),
+            reason: 'child manifest without its revision link',
+          });
+        }
+        queue.push({ repository, digest: child.digest, from: manifestName });
+      }
+    });
+  }
+
+  // 4. Deep: blobs hash to their digests; links hold the digest their key names.
+  const corruptBlobs: FsckReport['corruptBlobs'] = [];
+  const badLinks: FsckReport['badLinks'] = [];
+  let blobsVerified = 0;
+  if (deep) {
+    const all = [...blobs.keys()].sort();
+    const chosen =
+      options.sample === undefined || options.sample >= all.length
+        ? all
+        : (options.pick ?? randomSample)(all, options.sample);
+    await forEachLimit(chosen, concurrency, async (digest) => {
+      reads++;
+      const actual = await sha256Of(source, blobKeyOf(digest));
+      if (actual === undefined) return; // deleted since the listing (a registry GC): nothing left to be corrupt
+      blobsVerified++;
+      if (actual !== digest) corruptBlobs.push({ digest, actual, size: blobs.get(digest) ?? 0 });
+    });
+    await forEachLimit(linkKeys, concurrency, async ({ key, digest }) => {
+      const body = (await read(key))?.toString('utf8').trim();
+      if (body !== undefined && body !== digest) badLinks.push({ key, found: body.slice(0, 80) });
+    });
+  }
+
+  const orphanBlobs = [...blobs.keys()].filter((digest) => !referenced.has(digest)).sort();
+  const uploadList = [...uploads.values()].sort((a, b) =>
+    `${a.repository}/${a.id}`.localeCompare(`${b.repository}/${b.id}`),
+  );
+  const byFrom = (a: DanglingReference, b: DanglingReference) =>
+    `${a.from} ${a.to}`.localeCompare(`${b.from} ${b.to}`);
+  dangling.sort(byFrom);
+  invalidManifests.sort((a, b) => a.digest.localeCompare(b.digest));
+  corruptBlobs.sort((a, b) => a.digest.localeCompare(b.digest));
+  badLinks.sort((a, b) => a.key.localeCompare(b.key));
+
+  const problems = capped([
+    ...dangling.map((d) => `dangling: ${d.from} -> ${d.to} (${d.reason})`),
+    ...invalidManifests.map((m) => `unreadable manifest ${m.digest}: ${m.reason}`),
+    ...corruptBlobs.map((c) => `corrupt blob ${c.digest}: its content hashes to ${c.actual}`),
+    ...badLinks.map((l) => `bad link ${l.key}: holds ${JSON.stringify(l.found)}`),
+  ]);
+  const notices = capped([
+    ...(orphanBlobs.length === 0
+      ? []
+      : [
+          `${orphanBlobs.length} orphan blobs (no manifest refers to them), e.g. ${orphanBlobs.slice(0, 3).join(', ')}`,
+        ]),
+    ...uploadList.map(
+      (u) =>
+        `leftover upload ${u.repository}/_uploads/${u.id} (${u.objects} objects, ${u.bytes} bytes)`,
+    ),
+  ]);
+  return {
+    ok:
+      dangling.length === 0 &&
+      invalidManifests.length === 0 &&
+      corruptBlobs.length === 0 &&
+      badLinks.length === 0,
+    mode: deep ? 'deep' : 'fast',
+    counts: {
+      objects: objects.length,
+      bytes,
+      blobs: blobs.size,
+      repositories: repositories.size,
+      tags: tags.length,
+      revisions: [...revisions.values()].reduce((sum, set) => sum + set.size, 0),
+      layerLinks: [...layerLinks.values()].reduce((sum, set) => sum + set.size, 0),
+      manifests: parsed.size,
+      blobsVerified,
+      reads,
+    },
+    dangling,
+    invalidManifests,
+    corruptBlobs,
+    badLinks,
+    orphanBlobs,
+    uploads: uploadList,
+    problems,
+    notices,
+  };
+}
+
+/** A report as a snapshot manifest check (`checks.fsck`). */
+export function fsckCheck(report: FsckReport): { ok: boolean; detail: string } {
+  const c = report.counts;
+  const summary = `${report.mode} fsck of ${c.repositories} repositories, ${c.tags} tags, ${c.manifests} manifests, ${c.blobs} blobs${
+    report.mode === 'deep' ? ` (${c.blobsVerified} hashed)` : ''
+  }`;
+  if (report.ok) {
+    const extra = [
+      ...(report.orphanBlobs.length === 0 ? [] : [`${report.orphanBlobs.length} orphan blobs`]),
+      ...(report.uploads.length === 0 ? [] : [`${report.uploads.length} leftover uploads`]),
+    ];
+    return {
+      ok: true,
+      detail: `${summary}: every reference resolves${extra.length === 0 ? '' : `; ${extra.join(', ')}`}`,
+    };
+  }
+  return { ok: false, detail: `${summary}: ${report.problems.slice(0, 5).join('; ')}` };
+}
+
+/** The registry data prefix under a driver root directory (`<root>/docker/registry/v2/`), tolerant of a root that already ends there. */
+function registryBase(rootPrefix: string): string {
+  const root = normaliseRoot(rootPrefix);
+  return root.endsWith(REGISTRY_V2) ? root : `${root}${REGISTRY_V2}`;
+}
+
+function isMissing(err: unknown): boolean {
+  const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
+  return name === 'NoSuchKey' || name === 'NotFound';
+}
+
+/** Reads and streams objects of one bucket; `undefined` for a key that does not exist. */
+function objectReader(client: S3Client, bucket: string) {
+  const get = async (key: string) => {
+    try {
+      return await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  };
+  return {
+    async read(key: string): Promise<Buffer | undefined> {
+      const response = await get(key);
+      if (response === undefined) return undefined;
+      return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+    },
+    async open(key: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+      const response = await get(key);
+      if (response === undefined) return undefined;
+      const body = response.Body;
+      if (body === undefined) return (async function* () {})();
+      // In Node the SDK's body is a Readable, which is async-iterable.
+      if (Symbol.asyncIterator in body) return body as AsyncIterable<Uint8Array>;
+      const whole = await body.transformToByteArray();
+      return (async function* () {
+        yield whole;
+      })();
+    },
+  };
+}
+
+/**
+ * A registry bucket as a source. `rootPrefix` is the storage driver's root
+ * directory (the key prefix before `docker/registry/v2/`), '' for none.
+ */
+export function bucketSource(client: S3Client, bucket: string, rootPrefix: string): RegistrySource {
+  const base = registryBase(rootPrefix);
+  const objects = objectReader(client, bucket);
+  return {
+    async *list() {
+      let token: string | undefined;
+      do {
+        const page: ListObjectsV2CommandOutput = await client.send(
+          new ListObjectsV2Command({
+            Bucket: bucket,
+            Prefix: base,
+            ...(token === undefined ? {} : { ContinuationToken: token }),
+          }),
+        );
+        for (const item of page.Contents ?? []) {
+          const key = item.Key ?? '';
+          if (key.startsWith(base)) yield { key: key.slice(base.length), size: item.Size ?? 0 };
+        }
+        token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+      } while (token !== undefined);
+    },
+    read: (key) => objects.read(`${base}${key}`),
+    open: (key) => objects.open(`${base}${key}`),
+  };
+}
+
+/**
+ * Inventory records of a registry backup as a source: listing is the records
+ * (no request), reads go to each record's vault key (a pool blob, or an object
+ * under this or an earlier snapshot). `base` is the source key prefix up to
+ * and including `docker/registry/v2/`. Backup finalize can call this with the
+ * records it holds, before the inventory is even written.
+ */
+export function recordsSource(
+  vault: Vault,
+  records: readonly InventoryRecord[],
+  base: string,
+): RegistrySource {
+  const targets = new Map<string, string>();
+  const objects: RegistryObject[] = [];
+  for (const record of records) {
+    if (!record.key.startsWith(base)) continue;
+    const key = record.key.slice(base.length);
+    targets.set(key, record.targetKey);
+    objects.push({ key, size: record.size });
+  }
+  const reader = objectReader(vault.client, vault.location.bucket);
+  return {
+    list: async () => objects,
+    async read(key) {
+      const target = targets.get(key);
+      return target === undefined ? undefined : reader.read(target);
+    },
+    async open(key) {
+      const target = targets.get(key);
+      return target === undefined ? undefined : reader.open(target);
+    },
+  };
+}
+
+/** A snapshot in the vault as a source, read through its inventory. */
+export function snapshotSource(vault: Vault, manifest: SnapshotManifest): RegistrySource {
+  if (manifest.layout !== 'registry') {
+    throw new VaultError(
+      `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
+    );
+  }
+  const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;
+  let loaded: Promise<RegistrySource> | undefined;
+  const inner = () => {
+    loaded ??= readInventory(vault, manifest).then((records) =>
+      recordsSource(vault, records, base),
+    );
+    return loaded;
+  };
+  return {
+    list: async () => collect((await inner()).list()),
+    read: async (key) => (await inner()).read(key),
+    open: async (key) => (await inner()).open?.(key),
+  };
+}

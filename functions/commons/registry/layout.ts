@@ -1,0 +1,75 @@
+/**
+ * The Docker Distribution storage layout in a bucket, as the S3 driver writes
+ * it under `<root>/docker/registry/v2/`. Used by the planner (which keys go in
+ * which shard and in what order), the vault mapping and fsck.
+ */
+
+/** Path of the registry's data below the driver's root directory. */
+export const REGISTRY_V2 = 'docker/registry/v2/';
+
+/** What a key in a registry bucket is. */
+export const KeyKind = {
+  Blob: 'blob',
+  Tag: 'tag',
+  Revision: 'revision',
+  Layer: 'layer',
+  Upload: 'upload',
+  Other: 'other',
+} as const;
+export type KeyKind = (typeof KeyKind)[keyof typeof KeyKind];
+
+const BLOB = /^blobs\/sha256\/([0-9a-f]{2})\/([0-9a-f]{64})\/data$/;
+
+/** Normalises a root directory to '' or 'path/' (no leading slash). */
+export function normaliseRoot(root: string | undefined): string {
+  const trimmed = (root ?? '').replace(/^\/+/, '').replace(/\/+$/, '');
+  return trimmed === '' ? '' : `${trimmed}/`;
+}
+
+/** The prefix under which the registry keeps its data, for a root directory. */
+export function registryPrefix(root: string | undefined): string {
+  return `${normaliseRoot(root)}${REGISTRY_V2}`;
+}
+
+/**
+ * Classifies a key relative to the registry prefix (`blobs/...` or
+ * `repositories/...`). Keys elsewhere are `other`.
+ */
+export function classifyRegistryKey(relativeKey: string): KeyKind {
+  if (relativeKey.startsWith('blobs/')) {
+    return BLOB.test(relativeKey) ? KeyKind.Blob : KeyKind.Other;
+  }
+  if (!relativeKey.startsWith('repositories/')) return KeyKind.Other;
+  // Repository names may contain slashes; the first reserved segment decides.
+  if (relativeKey.includes('/_uploads/')) return KeyKind.Upload;
+  if (relativeKey.includes('/_manifests/tags/')) return KeyKind.Tag;
+  if (relativeKey.includes('/_manifests/revisions/')) return KeyKind.Revision;
+  if (relativeKey.includes('/_layers/')) return KeyKind.Layer;
+  return KeyKind.Other;
+}
+
+/** The sha256 digest (`sha256:<hex>`) a blob data key holds, or undefined. */
+export function blobDigestOf(relativeKey: string): string | undefined {
+  const match = BLOB.exec(relativeKey);
+  return match?.[2] === undefined ? undefined : `sha256:${match[2]}`;
+}
+
+/** The data key of a blob relative to the registry prefix. */
+export function blobKeyOf(digest: string): string {
+  const hex = digest.replace(/^sha256:/, '');
+  return `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+}
+
+/** Repository name of a `repositories/<name>/_...` key, or undefined. */
+export function repositoryOf(relativeKey: string): string | undefined {
+  if (!relativeKey.startsWith('repositories/')) return undefined;
+  const rest = relativeKey.slice('repositories/'.length);
+  const reserved = rest.search(/\/_(manifests|layers|uploads)\//);
+  return reserved <= 0 ? undefined : rest.slice(0, reserved);
+}
+
+/** Upload session id of a `.../_uploads/<id>/...` key, or undefined. */
+export function uploadIdOf(relativeKey: string): string | undefined {
+  const match = /\/_uploads\/([^/]+)/.exec(relativeKey);
+  return match?.[1];
+}

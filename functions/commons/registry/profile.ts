@@ -1,0 +1,74 @@
+/**
+ * The registry-side interface the workflows use. One implementation per
+ * registry flavour (ACP's ModuleInfo first; plain Distribution and Quay
+ * later), so the workflows never change when a flavour is added.
+ */
+
+/** Where a registry keeps its data and which Secret holds the keys. */
+export interface StorageRef {
+  readonly bucket: string;
+  /** Empty for AWS S3. */
+  readonly regionEndpoint: string;
+  readonly region: string;
+  readonly secretName: string;
+  /** The driver's root directory in the bucket ('' when unset). */
+  readonly rootDirectory: string;
+}
+
+/** Keys read from the Secret; kept in memory only, never serialised. */
+export interface StorageKeys {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+}
+
+export interface DiscoveredRegistry {
+  /** The custom resource's name (e.g. the ModuleInfo). */
+  readonly resourceName: string;
+  readonly resourceVersion: string;
+  readonly storage: StorageRef;
+}
+
+export interface CapturedFile {
+  /** File name under the snapshot's `cluster/` folder. */
+  readonly name: string;
+  readonly yaml: string;
+}
+
+/** The result of switching storage: what was there before, for rollback and rollout tracking. */
+export interface SwitchResult {
+  readonly changed: boolean;
+  readonly resourceName: string;
+  readonly previous: StorageRef;
+  readonly current: StorageRef;
+  /** Registry pods that existed before the switch (the rollout must replace them). */
+  readonly podsBefore: readonly string[];
+  readonly switchedAt: string;
+}
+
+export interface PodState {
+  readonly name: string;
+  readonly ready: boolean;
+  readonly phase: string;
+  readonly reason?: string;
+  readonly createdAt?: string;
+}
+
+export interface RolloutStatus {
+  readonly done: boolean;
+  readonly ready: number;
+  readonly desired: number;
+  readonly newPods: readonly PodState[];
+  readonly oldPods: readonly string[];
+  /** Log lines of new pods that match a storage error pattern: the rollout has failed. */
+  readonly storageErrors: ReadonlyArray<{ pod: string; line: string }>;
+  readonly message: string;
+}
+
+export interface RegistryProfile {
+  readonly name: string;
+  discover(): Promise<DiscoveredRegistry>;
+  readStorageKeys(secretName: string): Promise<StorageKeys>;
+  captureConfig(options: { includeSecret: boolean }): Promise<CapturedFile[]>;
+  switchStorage(next: StorageRef): Promise<SwitchResult>;
+  rolloutStatus(switched: Pick<SwitchResult, 'podsBefore'>): Promise<RolloutStatus>;
+}

@@ -1,0 +1,206 @@
+/**
+ * Proving a registry serves what a snapshot holds: ping, the full catalog,
+ * every repository's tags, a manifest HEAD per tag compared with the recorded
+ * digest, full pulls of sampled images with every sha256 checked, and an
+ * optional push test. The report names what matched and what differed.
+ */
+import { messageOf } from '../errors.ts';
+import type { RegistryClient } from './client.ts';
+
+/** What a snapshot says the registry holds: repository -> tag -> manifest digest. */
+export interface ExpectedRegistry {
+  readonly repositories: ReadonlyArray<{
+    readonly name: string;
+    readonly tags: Readonly<Record<string, string>>;
+  }>;
+}
+
+export interface VerifyOptions {
+  /** Images pulled in full (every blob hashed); 0 for none, Infinity for all. */
+  readonly sample?: number;
+  /** Push a test image into this scratch repository (off when undefined). */
+  readonly pushTestRepository?: string;
+  /** Picks the sample; defaults to an even spread over the tags. */
+  readonly pick?: <T>(items: readonly T[], count: number) => T[];
+  /** Called as each check completes, for progress. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface VerifyReport {
+  readonly ok: boolean;
+  readonly ping: boolean;
+  readonly catalog: {
+    readonly expected: number;
+    readonly found: number;
+    readonly missing: string[];
+    readonly unexpected: string[];
+  };
+  readonly tags: {
+    readonly checked: number;
+    readonly missing: Array<{ repository: string; tag: string }>;
+    readonly unexpected: Array<{ repository: string; tag: string }>;
+  };
+  readonly manifests: {
+    readonly checked: number;
+    readonly matched: number;
+    readonly mismatched: Array<{
+      repository: string;
+      tag: string;
+      expected: string;
+      found: string | undefined;
+    }>;
+  };
+  readonly pulls: Array<{
+    repository: string;
+    tag: string;
+    ok: boolean;
+    digest?: string;
+    blobs?: number;
+    bytes?: number;
+    error?: string;
+  }>;
+  readonly push?: { ok: boolean; repository: string; digest?: string; error?: string };
+  /** One line per problem, for people. */
+  readonly problems: string[];
+}
+
+/** An even spread of `count` items (first, last and between), deterministic. */
+export function spread<T>(items: readonly T[], count: number): T[] {
+  if (count >= items.length) return [...items];
+  if (count <= 0) return [];
+  const picked: T[] = [];
+  for (let i = 0; i < count; i++) {
+    const item = items[Math.round((i * (items.length - 1)) / Math.max(1, count - 1))];
+    if (item !== undefined) picked.push(item);
+  }
+  return picked;
+}
+
+/** Checks `client`'s registry against `expected` and reports every difference. */
+export async function verifyRegistry(
+  client: RegistryClient,
+  expected: ExpectedRegistry,
+  options: VerifyOptions = {},
+): Promise<VerifyReport> {
+  const problems: string[] = [];
+  let ping = false;
+  try {
+    ping = await client.ping();
+    if (!ping) problems.push(`GET ${client.baseUrl}/v2/ did not answer 200`);
+  } catch (err) {
+    problems.push(messageOf(err));
+  }
+
+  const expectedNames = expected.repositories.map((r) => r.name);
+  let found: string[] = [];
+  try {
+    found = await client.catalog();
+  } catch (err) {
+    problems.push(`catalog: ${messageOf(err)}`);
+  }
+  const foundSet = new Set(found);
+  const expectedSet = new Set(expectedNames);
+  const missingRepos = expectedNames.filter((n) => !foundSet.has(n));
+  const unexpectedRepos = found.filter(
+    (n) => !expectedSet.has(n) && n !== options.pushTestRepository,
+  );
+  for (const name of missingRepos)
+    problems.push(`repository ${name} is in the snapshot but not in the catalog`);
+
+  const missingTags: Array<{ repository: string; tag: string }> = [];
+  const unexpectedTags: Array<{ repository: string; tag: string }> = [];
+  const mismatched: VerifyReport['manifests']['mismatched'] = [];
+  const present: Array<{ repository: string; tag: string; digest: string }> = [];
+  let tagsChecked = 0;
+  let manifestsChecked = 0;
+  const totalTags = expected.repositories.reduce((n, r) => n + Object.keys(r.tags).length, 0);
+  for (const repository of expected.repositories) {
+    let served: string[] = [];
+    try {
+      served = await client.tags(repository.name);
+    } catch (err) {
+      problems.push(`tags of ${repository.name}: ${messageOf(err)}`);
+    }
+    const servedSet = new Set(served);
+    for (const tag of served) {
+      if (!(tag in repository.tags)) unexpectedTags.push({ repository: repository.name, tag });
+    }
+    for (const [tag, digest] of Object.entries(repository.tags)) {
+      tagsChecked++;
+      if (!servedSet.has(tag)) {
+        missingTags.push({ repository: repository.name, tag });
+        problems.push(
+          `${repository.name}:${tag} is in the snapshot but the registry does not list it`,
+        );
+        continue;
+      }
+      manifestsChecked++;
+      let actual: string | undefined;
+      try {
+        actual = await client.manifestDigest(repository.name, tag);
+      } catch (err) {
+        problems.push(`${repository.name}:${tag}: ${messageOf(err)}`);
+      }
+      if (actual === digest) present.push({ repository: repository.name, tag, digest });
+      else {
+        mismatched.push({ repository: repository.name, tag, expected: digest, found: actual });
+        problems.push(
+          `${repository.name}:${tag} serves ${actual ?? 'no manifest'}, the snapshot recorded ${digest}`,
+        );
+      }
+      options.onProgress?.(tagsChecked, totalTags);
+    }
+  }
+
+  const pick = options.pick ?? spread;
+  const sample = pick(present, options.sample ?? 3);
+  const pulls: VerifyReport['pulls'] = [];
+  for (const image of sample) {
+    try {
+      const pulled = await client.pull(image.repository, image.digest);
+      pulls.push({
+        repository: image.repository,
+        tag: image.tag,
+        ok: true,
+        digest: pulled.digest,
+        blobs: pulled.blobs.length,
+        bytes: pulled.bytes,
+      });
+    } catch (err) {
+      pulls.push({
+        repository: image.repository,
+        tag: image.tag,
+        ok: false,
+        error: messageOf(err),
+      });
+      problems.push(`pulling ${image.repository}:${image.tag}: ${messageOf(err)}`);
+    }
+  }
+
+  let push: VerifyReport['push'];
+  if (options.pushTestRepository !== undefined) {
+    try {
+      const digest = await client.pushTest(options.pushTestRepository);
+      push = { ok: true, repository: options.pushTestRepository, digest };
+    } catch (err) {
+      push = { ok: false, repository: options.pushTestRepository, error: messageOf(err) };
+      problems.push(`push test into ${options.pushTestRepository}: ${messageOf(err)}`);
+    }
+  }
+
+  return {
+    ok: problems.length === 0,
+    ping,
+    catalog: {
+      expected: expectedNames.length,
+      found: found.length,
+      missing: missingRepos,
+      unexpected: unexpectedRepos,
+    },
+    tags: { checked: tagsChecked, missing: missingTags, unexpected: unexpectedTags },
+    manifests: { checked: manifestsChecked, matched: present.length, mismatched },
+    pulls,
+    ...(push === undefined ? {} : { push }),
+    problems,
+  };
+}

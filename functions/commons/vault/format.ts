@@ -1,0 +1,135 @@
+/**
+ * The vault format (docs/vault-format.md), version 1:
+ *
+ *   <vault>/blobs/sha256/<2 hex>/<hex>            one pool of blobs, shared by every snapshot
+ *   <vault>/snapshots/<id>/manifest.json           written last; complete only when it says so
+ *   <vault>/snapshots/<id>/inventory.jsonl.gz      every source key: size, ETag, vault key
+ *   <vault>/snapshots/<id>/catalog.json            repository -> tag -> manifest digest
+ *   <vault>/snapshots/<id>/objects/<key>           everything that is not a blob (links, the rest)
+ *   <vault>/snapshots/<id>/cluster/*.yaml          the captured registry configuration
+ *   <vault>/runs/<id>/...                          working state of a run (plans, shard results)
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { failureSchema, totalsSchema } from '../copy/model.ts';
+import { blobDigestOf } from '../registry/layout.ts';
+
+export const VAULT_FORMAT_VERSION = 1;
+
+/**
+ * A snapshot id: UTC time to the millisecond plus a random suffix, so ids sort
+ * by time (two backups in one second still sort in the order they started).
+ */
+export function newSnapshotId(now: Date = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '');
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+export const SNAPSHOT_ID = /^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$/;
+
+/** Normalises a vault prefix to '' or 'path/'. */
+export function vaultRoot(prefix: string): string {
+  const trimmed = prefix.replace(/^\/+/, '').replace(/\/+$/, '');
+  return trimmed === '' ? '' : `${trimmed}/`;
+}
+
+export const vaultKeys = {
+  blob: (root: string, digest: string) => {
+    const hex = digest.replace(/^sha256:/, '');
+    return `${root}blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+  },
+  snapshot: (root: string, id: string) => `${root}snapshots/${id}/`,
+  manifest: (root: string, id: string) => `${root}snapshots/${id}/manifest.json`,
+  inventory: (root: string, id: string) => `${root}snapshots/${id}/inventory.jsonl.gz`,
+  catalog: (root: string, id: string) => `${root}snapshots/${id}/catalog.json`,
+  objects: (root: string, id: string) => `${root}snapshots/${id}/objects/`,
+  cluster: (root: string, id: string, name: string) => `${root}snapshots/${id}/cluster/${name}`,
+  run: (root: string, id: string) => `${root}runs/${id}/`,
+  runRecords: (root: string, runId: string, shardId: string, seq: number) =>
+    `${root}runs/${runId}/records/${shardId}/${String(seq).padStart(6, '0')}.jsonl.gz`,
+  runShardResult: (root: string, runId: string, shardId: string) =>
+    `${root}runs/${runId}/shards/${shardId}.json`,
+  runPlan: (root: string, runId: string) => `${root}runs/${runId}/plan.json`,
+} as const;
+
+/**
+ * Where a source object goes in the vault. `relativeKey` is the key below the
+ * source location's prefix; a blob (its key under the registry prefix holds
+ * its digest) goes to the shared pool, everything else under the snapshot.
+ * Order-preserving within a shard, as the copy engine requires.
+ */
+export function backupKeyFor(
+  root: string,
+  snapshotId: string,
+  registryPrefix: string | undefined,
+  relativeKey: string,
+): string {
+  if (registryPrefix !== undefined && relativeKey.startsWith(registryPrefix)) {
+    const digest = blobDigestOf(relativeKey.slice(registryPrefix.length));
+    if (digest !== undefined) return vaultKeys.blob(root, digest);
+  }
+  return `${vaultKeys.objects(root, snapshotId)}${relativeKey}`;
+}
+
+export const SnapshotStatus = {
+  Running: 'running',
+  Complete: 'complete',
+  Failed: 'failed',
+} as const;
+export type SnapshotStatus = (typeof SnapshotStatus)[keyof typeof SnapshotStatus];
+
+export const snapshotManifestSchema = z.object({
+  formatVersion: z.literal(VAULT_FORMAT_VERSION),
+  id: z.string().regex(SNAPSHOT_ID),
+  status: z.enum(['running', 'complete', 'failed']),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+  toolVersion: z.string(),
+  layout: z.enum(['registry', 'generic']),
+  source: z.object({
+    profile: z.string(),
+    resourceName: z.string().optional(),
+    bucket: z.string(),
+    endpoint: z.string().optional(),
+    region: z.string(),
+    prefix: z.string(),
+    rootDirectory: z.string(),
+  }),
+  counts: z.object({
+    objects: z.number().int().nonnegative(),
+    blobs: z.number().int().nonnegative(),
+    repositories: z.number().int().nonnegative(),
+    tags: z.number().int().nonnegative(),
+  }),
+  bytes: z.number().int().nonnegative(),
+  totals: totalsSchema,
+  uploadsSkipped: z.array(z.string()),
+  checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string() })),
+  failures: z.object({ count: z.number().int().nonnegative(), sample: z.array(failureSchema) }),
+  clusterFiles: z.array(z.string()),
+  /** The run that made it (its working files live under `runs/<runId>/` until cleaned). */
+  runId: z.string(),
+  /**
+   * `inventory.jsonl.gz` is a series of gzip members, one per part, so a
+   * restore worker reads one part with a ranged GET. Blob parts come first.
+   */
+  inventory: z.object({
+    records: z.number().int().nonnegative(),
+    parts: z.array(
+      z.object({
+        kind: z.enum(['blobs', 'links', 'objects']),
+        offset: z.number().int().nonnegative(),
+        length: z.number().int().nonnegative(),
+        records: z.number().int().nonnegative(),
+      }),
+    ),
+  }),
+});
+/** `snapshots/<id>/manifest.json`. */
+export type SnapshotManifest = z.infer<typeof snapshotManifestSchema>;
+
+export const catalogSchema = z.object({
+  repositories: z.array(z.object({ name: z.string(), tags: z.record(z.string(), z.string()) })),
+});
+/** `snapshots/<id>/catalog.json`: what the registry served, for verification after a restore. */
+export type SnapshotCatalog = z.infer<typeof catalogSchema>;

@@ -1,0 +1,238 @@
+/**
+ * Reading and writing the vault: JSON documents, gzip'd JSON-lines record
+ * files, the snapshot inventory (one file of gzip members, read part by part
+ * with ranged GETs) and snapshot lookup.
+ */
+import { promisify } from 'node:util';
+import { gunzip, gzip } from 'node:zlib';
+import {
+  GetObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { z } from 'zod';
+import type { Location } from '../copy/model.ts';
+import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
+import { VaultError } from '../errors.ts';
+import { type SnapshotManifest, snapshotManifestSchema, vaultKeys, vaultRoot } from './format.ts';
+
+const gzipAsync = promisify(gzip);
+const gunzipAsync = promisify(gunzip);
+
+/** A vault: where it is and a client that can read and write it. */
+export interface Vault {
+  readonly location: Location;
+  readonly client: S3Client;
+}
+
+/** The vault's key root ('' or 'prefix/'). */
+export const rootOf = (vault: Vault): string => vaultRoot(vault.location.prefix);
+
+function isMissing(err: unknown): boolean {
+  const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
+  return name === 'NoSuchKey' || name === 'NotFound';
+}
+
+export async function putBytes(
+  vault: Vault,
+  key: string,
+  body: Uint8Array,
+  contentType: string,
+): Promise<void> {
+  await vault.client.send(
+    new PutObjectCommand({
+      Bucket: vault.location.bucket,
+      Key: key,
+      Body: body,
+      ContentType: contentType,
+      ContentLength: body.byteLength,
+    }),
+  );
+}
+
+export async function getBytes(
+  vault: Vault,
+  key: string,
+  range?: { offset: number; length: number },
+): Promise<Buffer | undefined> {
+  try {
+    const response = await vault.client.send(
+      new GetObjectCommand({
+        Bucket: vault.location.bucket,
+        Key: key,
+        ...(range === undefined
+          ? {}
+          : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` }),
+      }),
+    );
+    return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
+export async function putJson(vault: Vault, key: string, value: unknown): Promise<void> {
+  await putBytes(
+    vault,
+    key,
+    Buffer.from(`${JSON.stringify(value, null, 2)}\n`),
+    'application/json',
+  );
+}
+
+/** Reads and validates a JSON document; `undefined` when the key does not exist. */
+export async function getJson<S extends z.ZodType>(
+  vault: Vault,
+  key: string,
+  schema: S,
+): Promise<z.infer<S> | undefined> {
+  const bytes = await getBytes(vault, key);
+  if (bytes === undefined) return undefined;
+  const parsed = schema.safeParse(JSON.parse(bytes.toString('utf8')));
+  if (!parsed.success) {
+    throw new VaultError(
+      `s3://${vault.location.bucket}/${key} is not a valid document of this vault format: ${parsed.error.issues
+        .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+        .join('; ')}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** One gzip member of JSON lines. */
+export async function gzipLines(items: readonly unknown[]): Promise<Buffer> {
+  return gzipAsync(Buffer.from(items.map((item) => `${JSON.stringify(item)}\n`).join('')));
+}
+
+/** Parses gzip'd JSON lines (one member or several). */
+export async function gunzipLines(bytes: Buffer): Promise<unknown[]> {
+  const text = (await gunzipAsync(bytes)).toString('utf8');
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as unknown);
+}
+
+/** Every key under a prefix, in order. */
+export async function listKeys(
+  vault: Vault,
+  prefix: string,
+): Promise<Array<{ key: string; size: number }>> {
+  const keys: Array<{ key: string; size: number }> = [];
+  let token: string | undefined;
+  do {
+    const page: ListObjectsV2CommandOutput = await vault.client.send(
+      new ListObjectsV2Command({
+        Bucket: vault.location.bucket,
+        Prefix: prefix,
+        ...(token === undefined ? {} : { ContinuationToken: token }),
+      }),
+    );
+    for (const item of page.Contents ?? [])
+      keys.push({ key: item.Key ?? '', size: item.Size ?? 0 });
+    token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return keys;
+}
+
+/** Snapshot ids in the vault, oldest first (ids sort by time). */
+export async function listSnapshotIds(vault: Vault): Promise<string[]> {
+  const root = rootOf(vault);
+  const ids: string[] = [];
+  let token: string | undefined;
+  do {
+    const page: ListObjectsV2CommandOutput = await vault.client.send(
+      new ListObjectsV2Command({
+        Bucket: vault.location.bucket,
+        Prefix: `${root}snapshots/`,
+        Delimiter: '/',
+        ...(token === undefined ? {} : { ContinuationToken: token }),
+      }),
+    );
+    for (const prefix of page.CommonPrefixes ?? []) {
+      const id = (prefix.Prefix ?? '').slice(`${root}snapshots/`.length).replace(/\/$/, '');
+      // A paginated delimiter listing can repeat a prefix (seen on fauxqs).
+      if (id !== '' && ids.at(-1) !== id) ids.push(id);
+    }
+    token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return [...new Set(ids)].sort();
+}
+
+export async function readManifest(
+  vault: Vault,
+  id: string,
+): Promise<SnapshotManifest | undefined> {
+  return getJson(vault, vaultKeys.manifest(rootOf(vault), id), snapshotManifestSchema);
+}
+
+/** Every snapshot with a manifest, oldest first. */
+export async function listSnapshots(vault: Vault): Promise<SnapshotManifest[]> {
+  const manifests: SnapshotManifest[] = [];
+  for (const id of await listSnapshotIds(vault)) {
+    const manifest = await readManifest(vault, id);
+    if (manifest !== undefined) manifests.push(manifest);
+  }
+  return manifests;
+}
+
+/** The complete snapshot named by `id`, or the newest complete one for `latest`. */
+export async function resolveSnapshot(vault: Vault, id: string): Promise<SnapshotManifest> {
+  const where = `s3://${vault.location.bucket}/${rootOf(vault)}`;
+  if (id === 'latest') {
+    const complete = (await listSnapshots(vault)).filter((m) => m.status === 'complete');
+    const latest = complete.at(-1);
+    if (latest === undefined) {
+      throw new VaultError(
+        `the vault ${where} holds no complete snapshot; run a backup first or check the vault bucket and prefix`,
+      );
+    }
+    return latest;
+  }
+  const manifest = await readManifest(vault, id);
+  if (manifest === undefined) {
+    const known = await listSnapshotIds(vault);
+    throw new VaultError(
+      `snapshot ${id} is not in the vault ${where}; it holds ${known.length === 0 ? 'no snapshots' : known.slice(-5).join(', ')}`,
+    );
+  }
+  if (manifest.status !== 'complete') {
+    throw new VaultError(
+      `snapshot ${id} is ${manifest.status}, not complete; restore a complete snapshot (\`latest\` picks the newest)`,
+    );
+  }
+  return manifest;
+}
+
+/** The records of one inventory part. */
+export async function readInventoryPart(
+  vault: Vault,
+  manifest: SnapshotManifest,
+  partIndex: number,
+): Promise<InventoryRecord[]> {
+  const part = manifest.inventory.parts[partIndex];
+  if (part === undefined)
+    throw new VaultError(`snapshot ${manifest.id} has no inventory part ${partIndex}`);
+  if (part.length === 0) return [];
+  const bytes = await getBytes(vault, vaultKeys.inventory(rootOf(vault), manifest.id), part);
+  if (bytes === undefined)
+    throw new VaultError(
+      `snapshot ${manifest.id} lost its inventory file; the snapshot cannot be restored`,
+    );
+  return (await gunzipLines(bytes)).map((line) => inventoryRecordSchema.parse(line));
+}
+
+/** The whole inventory of a snapshot. */
+export async function readInventory(
+  vault: Vault,
+  manifest: SnapshotManifest,
+): Promise<InventoryRecord[]> {
+  const records: InventoryRecord[] = [];
+  for (let index = 0; index < manifest.inventory.parts.length; index++) {
+    records.push(...(await readInventoryPart(vault, manifest, index)));
+  }
+  return records;
+}

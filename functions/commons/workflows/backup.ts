@@ -1,0 +1,540 @@
+/**
+ * The backup workflow's steps (state-machines/backup.asl.json): validate and
+ * discover, plan, (copy shards: the workers), finalize, and mark failed. Each
+ * step takes the previous step's small JSON output and returns its own.
+ */
+import { z } from 'zod';
+import { looksLikeRegistry } from '../copy/engine.ts';
+import {
+  addTotals,
+  emptyTotals,
+  type Failure,
+  type InventoryRecord,
+  type Location,
+  locationSchema,
+  type Totals,
+} from '../copy/model.ts';
+import { planGeneric, planRegistry } from '../copy/plan.ts';
+import { InputError, messageOf } from '../errors.ts';
+import { fsckCheck, fsckRegistry, recordsSource } from '../registry/fsck.ts';
+import { classifyRegistryKey, KeyKind, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import {
+  newSnapshotId,
+  type SnapshotCatalog,
+  type SnapshotManifest,
+  SnapshotStatus,
+  VAULT_FORMAT_VERSION,
+  vaultKeys,
+} from '../vault/format.ts';
+import {
+  getBytes,
+  getJson,
+  gzipLines,
+  listKeys,
+  listSnapshots,
+  putBytes,
+  putJson,
+  readManifest,
+  rootOf,
+} from '../vault/store.ts';
+import { Access, type WorkflowDeps } from './deps.ts';
+import { saveJob } from './job.ts';
+import { collectRunRecords, type ShardResult, shardResultSchema } from './worker.ts';
+
+/** Parses input with a schema, listing every problem with its field path. */
+export function parseInput<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.infer<S> {
+  const parsed = schema.safeParse(raw ?? {});
+  if (parsed.success) return parsed.data;
+  throw new InputError(
+    `the ${what} is not valid`,
+    parsed.error.issues.map((issue) => `${issue.path.join('.') || '(input)'}: ${issue.message}`),
+  );
+}
+
+export const backupInputSchema = z
+  .object({
+    /** Back up a plain bucket instead of the registry the cluster names. */
+    source: locationSchema
+      .pick({ endpoint: true, region: true, bucket: true, prefix: true, forcePathStyle: true })
+      .extend({ access: z.string().default(Access.Vault) })
+      .strict()
+      .optional(),
+    /** Capture the storage Secret too (it holds keys: off unless asked). */
+    includeSecret: z.boolean().default(false),
+    targetObjectsPerShard: z.number().int().min(100).max(1_000_000).default(20_000),
+    concurrency: z.number().int().min(1).max(512).default(64),
+  })
+  .strict();
+export type BackupInput = z.infer<typeof backupInputSchema>;
+
+/** The workflow state after discovery: references and names, no keys. */
+export interface BackupState {
+  readonly runId: string;
+  readonly snapshotId: string;
+  readonly startedAt: string;
+  readonly layout: 'registry' | 'generic';
+  readonly source: Location;
+  readonly profile: string;
+  readonly resourceName?: string;
+  readonly rootDirectory: string;
+  readonly previousSnapshotId?: string;
+  readonly targetObjectsPerShard: number;
+  readonly concurrency: number;
+  readonly clusterFiles: readonly string[];
+}
+
+function vaultLocation(deps: WorkflowDeps): Location {
+  return { ...deps.vault.location, access: Access.Vault };
+}
+
+function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest {
+  return {
+    formatVersion: VAULT_FORMAT_VERSION,
+    id: state.snapshotId,
+    status: SnapshotStatus.Running,
+    startedAt: state.startedAt,
+    toolVersion: deps.toolVersion,
+    layout: state.layout,
+    runId: state.runId,
+    source: {
+      profile: state.profile,
+      ...(state.resourceName === undefined ? {} : { resourceName: state.resourceName }),
+      bucket: state.source.bucket,
+      ...(state.source.endpoint === undefined ? {} : { endpoint: state.source.endpoint }),
+      region: state.source.region,
+      prefix: state.source.prefix,
+      rootDirectory: state.rootDirectory,
+    },
+    counts: { objects: 0, blobs: 0, repositories: 0, tags: 0 },
+    bytes: 0,
+    totals: emptyTotals(),
+    uploadsSkipped: [],
+    checks: {},
+    failures: { count: 0, sample: [] },
+    clusterFiles: [...state.clusterFiles],
+    inventory: { records: 0, parts: [] },
+  };
+}
+
+/** Step 1: validate the input, find the source (the registry's bucket, from the cluster), capture its config. */
+export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<BackupState> {
+  const input = parseInput(backupInputSchema, raw, 'backup input');
+  const now = deps.now();
+  const snapshotId = newSnapshotId(now);
+  const root = rootOf(deps.vault);
+  let source: Location;
+  let profile = 'bucket';
+  let resourceName: string | undefined;
+  let rootDirectory = '';
+  const clusterFiles: string[] = [];
+  if (input.source !== undefined) {
+    const given = input.source;
+    source = {
+      ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
+      region: given.region,
+      bucket: given.bucket,
+      prefix: given.prefix,
+      forcePathStyle: given.forcePathStyle,
+      access: given.access,
+    };
+  } else {
+    const registry = deps.profile();
+    const found = await registry.discover();
+    profile = registry.name;
+    resourceName = found.resourceName;
+    rootDirectory = normaliseRoot(found.storage.rootDirectory);
+    source = {
+      ...(found.storage.regionEndpoint === '' ? {} : { endpoint: found.storage.regionEndpoint }),
+      region: found.storage.region,
+      bucket: found.storage.bucket,
+      prefix: '',
+      forcePathStyle: true,
+      access: Access.registrySecret(found.storage.secretName),
+    };
+    for (const file of await registry.captureConfig({ includeSecret: input.includeSecret })) {
+      const key = vaultKeys.cluster(root, snapshotId, file.name);
+      await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
+      clusterFiles.push(file.name);
+    }
+  }
+  const sourceClient = await deps.s3(source);
+  const layout = (await looksLikeRegistry(sourceClient, source, rootDirectory))
+    ? 'registry'
+    : 'generic';
+  const previous = (await listSnapshots(deps.vault))
+    .filter(
+      (m) =>
+        m.status === SnapshotStatus.Complete &&
+        m.source.bucket === source.bucket &&
+        (m.source.endpoint ?? '') === (source.endpoint ?? '') &&
+        m.source.prefix === source.prefix,
+    )
+    .at(-1);
+  const state: BackupState = {
+    runId: `backup-${snapshotId}`,
+    snapshotId,
+    startedAt: now.toISOString(),
+    layout,
+    source,
+    profile,
+    ...(resourceName === undefined ? {} : { resourceName }),
+    rootDirectory,
+    ...(previous === undefined ? {} : { previousSnapshotId: previous.id }),
+    targetObjectsPerShard: input.targetObjectsPerShard,
+    concurrency: input.concurrency,
+    clusterFiles,
+  };
+  await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
+  deps.log.info('backup discovered its source', {
+    runId: state.runId,
+    bucket: source.bucket,
+    layout,
+    previous: previous?.id,
+  });
+  return state;
+}
+
+export interface BackupPlanOutput {
+  readonly linkShardIds: readonly string[];
+  readonly dataShardIds: readonly string[];
+  readonly estimatedObjects: number;
+  readonly planRequests: number;
+}
+
+/** At most this many shards per run: keeps the execution history far below Step Functions' 25,000 events. */
+export const MAX_SHARDS = 2_000;
+
+/** Step 2: plan the source into shards and write the run's job for the workers. */
+export async function planBackup(
+  state: BackupState,
+  deps: WorkflowDeps,
+): Promise<BackupPlanOutput> {
+  const client = await deps.s3(state.source);
+  const planWith = (targetObjectsPerShard: number) =>
+    state.layout === 'registry'
+      ? planRegistry(client, state.source.bucket, `${state.source.prefix}${state.rootDirectory}`, {
+          targetObjectsPerShard,
+        })
+      : planGeneric(client, state.source.bucket, state.source.prefix, { targetObjectsPerShard });
+  let plan = await planWith(state.targetObjectsPerShard);
+  const shardCount = plan.linkShards.length + plan.dataShards.length;
+  if (shardCount > MAX_SHARDS) {
+    // Each Map iteration costs about eight history events; a Standard execution allows 25,000.
+    plan = await planWith(Math.ceil((state.targetObjectsPerShard * shardCount) / MAX_SHARDS));
+  }
+  const shards = [...plan.linkShards, ...plan.dataShards];
+  await saveJob(deps.vault, {
+    purpose: 'backup',
+    runId: state.runId,
+    snapshotId: state.snapshotId,
+    source: state.source,
+    target: vaultLocation(deps),
+    ...(state.layout === 'registry'
+      ? { registryPrefix: `${state.rootDirectory}${REGISTRY_V2}` }
+      : {}),
+    ...(state.previousSnapshotId === undefined
+      ? {}
+      : { previousSnapshotId: state.previousSnapshotId }),
+    concurrency: state.concurrency,
+    shards,
+  });
+  return {
+    linkShardIds: plan.linkShards.map((s) => s.id),
+    dataShardIds: plan.dataShards.map((s) => s.id),
+    estimatedObjects: plan.estimatedObjects,
+    planRequests: plan.requests,
+  };
+}
+
+/** Records per inventory part: small enough for one worker invocation to restore. */
+export const INVENTORY_PART_RECORDS = 10_000;
+
+function partsOf(
+  records: readonly InventoryRecord[],
+  kind: 'blobs' | 'links' | 'objects',
+): Array<{ kind: typeof kind; records: InventoryRecord[] }> {
+  const parts: Array<{ kind: typeof kind; records: InventoryRecord[] }> = [];
+  for (let start = 0; start < records.length; start += INVENTORY_PART_RECORDS) {
+    parts.push({ kind, records: records.slice(start, start + INVENTORY_PART_RECORDS) });
+  }
+  return parts;
+}
+
+/** Writes `inventory.jsonl.gz` as one gzip member per part and returns the part table. */
+async function writeInventory(
+  deps: WorkflowDeps,
+  state: BackupState,
+  records: InventoryRecord[],
+): Promise<SnapshotManifest['inventory']> {
+  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
+  const sorted = [...records].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const isBlob = (r: InventoryRecord) =>
+    state.layout === 'registry' &&
+    r.key.startsWith(base) &&
+    classifyRegistryKey(r.key.slice(base.length)) === KeyKind.Blob;
+  const parts =
+    state.layout === 'registry'
+      ? [
+          ...partsOf(sorted.filter(isBlob), 'blobs'),
+          ...partsOf(
+            sorted.filter((r) => !isBlob(r)),
+            'links',
+          ),
+        ]
+      : partsOf(sorted, 'objects');
+  const members: Buffer[] = [];
+  const table: SnapshotManifest['inventory']['parts'] = [];
+  let offset = 0;
+  for (const part of parts) {
+    const member = await gzipLines(part.records);
+    table.push({ kind: part.kind, offset, length: member.length, records: part.records.length });
+    members.push(member);
+    offset += member.length;
+  }
+  await putBytes(
+    deps.vault,
+    vaultKeys.inventory(rootOf(deps.vault), state.snapshotId),
+    Buffer.concat(members),
+    'application/gzip',
+  );
+  return { records: sorted.length, parts: table };
+}
+
+const TAG_LINK = /^repositories\/(.+)\/_manifests\/tags\/([^/]+)\/current\/link$/;
+const REVISION_LINK = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9a-f]{64})\/link$/;
+
+/** Repository -> tag -> digest, read from the tag links the backup copied. */
+async function buildCatalog(
+  deps: WorkflowDeps,
+  state: BackupState,
+  records: readonly InventoryRecord[],
+): Promise<SnapshotCatalog> {
+  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
+  const repositories = new Map<string, Record<string, string>>();
+  await Promise.all(
+    records.map(async (record) => {
+      const match = TAG_LINK.exec(record.key.slice(base.length));
+      if (match?.[1] === undefined || match[2] === undefined) return;
+      const body = await getBytes(deps.vault, record.targetKey);
+      const tags = repositories.get(match[1]) ?? {};
+      tags[match[2]] = (body ?? Buffer.alloc(0)).toString('utf8').trim();
+      repositories.set(match[1], tags);
+    }),
+  );
+  return {
+    repositories: [...repositories.entries()]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([name, tags]) => ({
+        name,
+        tags: Object.fromEntries(Object.entries(tags).sort(([a], [b]) => a.localeCompare(b))),
+      })),
+  };
+}
+
+/** The fast reference check: every tag's manifest has a revision link and a blob in the snapshot. */
+function referenceCheck(
+  state: BackupState,
+  records: readonly InventoryRecord[],
+  catalog: SnapshotCatalog,
+): { ok: boolean; detail: string } {
+  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
+  const keys = new Set(records.map((r) => r.key.slice(base.length)));
+  const dangling: string[] = [];
+  for (const repository of catalog.repositories) {
+    for (const [tag, digest] of Object.entries(repository.tags)) {
+      const hex = digest.replace(/^sha256:/, '');
+      if (!keys.has(`repositories/${repository.name}/_manifests/revisions/sha256/${hex}/link`))
+        dangling.push(`${repository.name}:${tag} (revision link)`);
+      if (!keys.has(`blobs/sha256/${hex.slice(0, 2)}/${hex}/data`))
+        dangling.push(`${repository.name}:${tag} (manifest blob ${digest})`);
+    }
+  }
+  for (const key of keys) {
+    const match = REVISION_LINK.exec(key);
+    if (
+      match?.[2] !== undefined &&
+      !keys.has(`blobs/sha256/${match[2].slice(0, 2)}/${match[2]}/data`)
+    )
+      dangling.push(`${match[1]}@sha256:${match[2]} (manifest blob)`);
+  }
+  return dangling.length === 0
+    ? {
+        ok: true,
+        detail: `${catalog.repositories.length} repositories: every tag leads to a revision link and a manifest blob in the snapshot`,
+      }
+    : {
+        ok: false,
+        detail: `${dangling.length} dangling references, e.g. ${dangling.slice(0, 5).join(', ')}`,
+      };
+}
+
+export interface BackupSummary {
+  readonly snapshotId: string;
+  readonly status: 'complete' | 'failed';
+  readonly objects: number;
+  readonly bytes: number;
+  readonly copied: number;
+  readonly skipped: number;
+  readonly failed: number;
+  readonly repositories: number;
+  readonly tags: number;
+  readonly message: string;
+}
+
+async function shardResults(deps: WorkflowDeps, runId: string): Promise<ShardResult[]> {
+  const prefix = `${vaultKeys.run(rootOf(deps.vault), runId)}shards/`;
+  const results: ShardResult[] = [];
+  for (const file of await listKeys(deps.vault, prefix)) {
+    const result = await getJson(deps.vault, file.key, shardResultSchema);
+    if (result !== undefined) results.push(result);
+  }
+  return results;
+}
+
+/**
+ * Step 4: total the shards, write the inventory and catalog, run the checks and
+ * write the manifest (last). A backup with any failed object is failed.
+ */
+export async function finalizeBackup(
+  state: BackupState,
+  plan: BackupPlanOutput,
+  deps: WorkflowDeps,
+  error?: { error: string; cause: string },
+): Promise<BackupSummary> {
+  const root = rootOf(deps.vault);
+  const { records, failures, uploadIds } = await collectRunRecords(deps, state.runId);
+  const results = await shardResults(deps, state.runId);
+  const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
+  const expectedShards = plan.linkShardIds.length + plan.dataShardIds.length;
+  const inventory = await writeInventory(deps, state, records);
+  const catalog =
+    state.layout === 'registry' ? await buildCatalog(deps, state, records) : { repositories: [] };
+  await putJson(deps.vault, vaultKeys.catalog(root, state.snapshotId), catalog);
+  const checks: SnapshotManifest['checks'] = {
+    shards: {
+      ok: results.length === expectedShards && results.every((r) => r.aborted === undefined),
+      detail: `${results.length} of ${expectedShards} shards finished${
+        results.some((r) => r.aborted !== undefined)
+          ? `; aborted: ${results
+              .filter((r) => r.aborted !== undefined)
+              .map((r) => `${r.shardId} (${r.aborted})`)
+              .join(', ')}`
+          : ''
+      }`,
+    },
+    objects: {
+      ok: totals.failed === 0 && failures.length === 0,
+      detail:
+        totals.failed === 0
+          ? `every listed object is in the vault (${totals.copied} copied, ${totals.skipped} unchanged)`
+          : `${totals.failed} objects failed`,
+    },
+    accounted: {
+      ok: records.length + totals.failed === totals.listed,
+      detail: `${records.length} inventory records + ${totals.failed} failed of ${totals.listed} listed`,
+    },
+  };
+  if (state.layout === 'registry') {
+    checks['references'] = referenceCheck(state, records, catalog);
+    // The fast fsck: manifests parse and every config, layer and child they name is in the snapshot.
+    const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
+    checks['fsck'] = fsckCheck(await fsckRegistry(recordsSource(deps.vault, records, base)));
+  }
+  const verified = { 'server-sha256': 0, 'stream-sha256': 0, unverified: 0 };
+  for (const record of records) if (record.verified !== undefined) verified[record.verified]++;
+  const mismatched = failures.filter((f) => f.code === 'DigestMismatch').length;
+  checks['digests'] = {
+    ok: mismatched === 0,
+    detail: `blobs copied in this run: ${verified['server-sha256']} checked by the server's SHA-256 of the copy, ${verified['stream-sha256']} hashed while streaming, ${verified.unverified} unverified (the server computes no additional checksums); ${mismatched} did not match their digest`,
+  };
+  const gone = failures.filter((f) => f.sourceGone === true).length;
+  if (gone > 0) {
+    checks['sourceGone'] = {
+      ok: false,
+      detail: `${gone} objects were listed but gone when copied (deleted, or removed by a registry garbage collection during the backup); run the backup again outside GC windows`,
+    };
+  }
+  if (error !== undefined)
+    checks['workflow'] = { ok: false, detail: `${error.error}: ${error.cause}` };
+  const ok = Object.values(checks).every((check) => check.ok);
+  const blobs = inventory.parts
+    .filter((p) => p.kind === 'blobs')
+    .reduce((sum, p) => sum + p.records, 0);
+  const tags = catalog.repositories.reduce((sum, r) => sum + Object.keys(r.tags).length, 0);
+  const manifest: SnapshotManifest = {
+    ...baseManifest(state, deps),
+    status: ok ? SnapshotStatus.Complete : SnapshotStatus.Failed,
+    finishedAt: deps.now().toISOString(),
+    counts: { objects: records.length, blobs, repositories: catalog.repositories.length, tags },
+    bytes: records.reduce((sum, r) => sum + r.size, 0),
+    totals,
+    uploadsSkipped: uploadIds,
+    checks,
+    failures: { count: Math.max(totals.failed, failures.length), sample: failures.slice(0, 100) },
+    inventory,
+  };
+  await putJson(deps.vault, vaultKeys.manifest(root, state.snapshotId), manifest);
+  const failedChecks = Object.entries(checks).filter(([, c]) => !c.ok);
+  const message = ok
+    ? `snapshot ${state.snapshotId} is complete: ${records.length} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
+    : `snapshot ${state.snapshotId} FAILED: ${failedChecks.map(([name, c]) => `${name}: ${c.detail}`).join('; ')}${failures.length > 0 ? `; failed objects: ${describeFailures(failures)}` : ''}`;
+  deps.log.info('backup finalized', {
+    runId: state.runId,
+    status: manifest.status,
+    objects: records.length,
+  });
+  return {
+    snapshotId: state.snapshotId,
+    status: ok ? 'complete' : 'failed',
+    objects: records.length,
+    bytes: manifest.bytes,
+    copied: totals.copied,
+    skipped: totals.skipped,
+    failed: totals.failed,
+    repositories: catalog.repositories.length,
+    tags,
+    message,
+  };
+}
+
+/** A short list of failed keys and why, for causes and logs. */
+export function describeFailures(failures: readonly Failure[], limit = 5): string {
+  const shown = failures
+    .slice(0, limit)
+    .map((f) => `${f.key} (${f.operation} ${f.code}: ${f.message})`);
+  return `${shown.join(', ')}${failures.length > limit ? ` and ${failures.length - limit} more` : ''}`;
+}
+
+/** Step on any error: mark the snapshot failed with what is known, so nothing looks complete. */
+export async function markBackupFailed(
+  state: BackupState | undefined,
+  plan: BackupPlanOutput | undefined,
+  error: { error: string; cause: string },
+  deps: WorkflowDeps,
+): Promise<BackupSummary | { status: 'failed'; message: string }> {
+  if (state === undefined) return { status: 'failed', message: `${error.error}: ${error.cause}` };
+  try {
+    return await finalizeBackup(
+      state,
+      plan ?? { linkShardIds: [], dataShardIds: [], estimatedObjects: 0, planRequests: 0 },
+      deps,
+      error,
+    );
+  } catch (err) {
+    const manifest =
+      (await readManifest(deps.vault, state.snapshotId)) ?? baseManifest(state, deps);
+    await putJson(deps.vault, vaultKeys.manifest(rootOf(deps.vault), state.snapshotId), {
+      ...manifest,
+      status: SnapshotStatus.Failed,
+      finishedAt: deps.now().toISOString(),
+      checks: {
+        ...manifest.checks,
+        workflow: {
+          ok: false,
+          detail: `${error.error}: ${error.cause}; finalizing also failed: ${messageOf(err)}`,
+        },
+      },
+    });
+    return { status: 'failed', message: `${error.error}: ${error.cause}` };
+  }
+}

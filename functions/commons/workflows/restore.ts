@@ -1,0 +1,452 @@
+/**
+ * The restore workflow's steps (state-machines/restore.asl.json): validate and
+ * resolve the snapshot, preflight the target, (copy inventory parts: the
+ * workers, blobs before links), compare, switch the registry, poll the
+ * rollout, verify, and roll back.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  DeleteObjectCommand,
+  HeadBucketCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from '@aws-sdk/client-s3';
+import { z } from 'zod';
+import type { Location } from '../copy/model.ts';
+import { InputError, messageOf, VaultError } from '../errors.ts';
+import type { RolloutStatus, StorageRef, SwitchResult } from '../registry/profile.ts';
+import { describeRolloutFailure, judgeRollout, rollBackStorage } from '../registry/rollout.ts';
+import { verifyRegistry } from '../registry/verify.ts';
+import { catalogSchema, SNAPSHOT_ID, vaultKeys } from '../vault/format.ts';
+import {
+  getJson,
+  listKeys,
+  readInventory,
+  resolveSnapshot,
+  rootOf,
+  type Vault,
+} from '../vault/store.ts';
+import { parseInput } from './backup.ts';
+import { Access, type WorkflowDeps } from './deps.ts';
+import { saveJob } from './job.ts';
+
+export const restoreInputSchema = z
+  .object({
+    snapshot: z
+      .string()
+      .refine(
+        (value) => value === 'latest' || SNAPSHOT_ID.test(value),
+        'a snapshot id such as 20261123T101500.000Z-a1b2c3, or "latest"',
+      )
+      .default('latest'),
+    target: z
+      .object({
+        bucket: z
+          .string()
+          .regex(
+            /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+            'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
+          ),
+        endpoint: z.url({ protocol: /^https?$/ }).optional(),
+        region: z.string().min(1),
+        /** The Secret (in the registry's namespace) holding keys for the target bucket. */
+        secretName: z.string().min(1).optional(),
+        prefix: z.string().default(''),
+      })
+      .strict(),
+    switchRegistry: z.boolean().default(true),
+    rollbackOnFailure: z.boolean().default(true),
+    allowNonEmptyTarget: z.boolean().default(false),
+    verifySample: z.number().int().min(0).max(10_000).default(3),
+    pushTest: z.boolean().default(false),
+    rolloutTimeoutSeconds: z.number().int().min(10).max(3_600).default(600),
+    concurrency: z.number().int().min(1).max(512).default(64),
+  })
+  .strict()
+  .superRefine((input, ctx) => {
+    if (input.switchRegistry && input.target.secretName === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['target', 'secretName'],
+        message:
+          'required when switchRegistry is true: the Secret the registry will read the target bucket keys from',
+      });
+    }
+  });
+export type RestoreInput = z.infer<typeof restoreInputSchema>;
+
+export interface RestoreState {
+  readonly runId: string;
+  readonly snapshotId: string;
+  readonly target: Location;
+  readonly secretName?: string;
+  readonly rootDirectory: string;
+  readonly layout: 'registry' | 'generic';
+  readonly switchRegistry: boolean;
+  readonly rollbackOnFailure: boolean;
+  readonly allowNonEmptyTarget: boolean;
+  readonly verifySample: number;
+  readonly pushTest: boolean;
+  readonly rolloutTimeoutSeconds: number;
+  readonly objects: number;
+  readonly bytes: number;
+  readonly blobPartIds: readonly string[];
+  readonly linkPartIds: readonly string[];
+}
+
+/** Step 1: validate the input, resolve the snapshot (complete only), write the run's job. */
+export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<RestoreState> {
+  const input = parseInput(restoreInputSchema, raw, 'restore input');
+  if (input.switchRegistry && deps.registry() === undefined) {
+    throw new InputError('the restore cannot prove the registry serves the snapshot', [
+      'registryUrl: switching the registry needs its URL to verify it afterwards; configure it (CLI: --registry-url; AWS: the registryUrl stack setting) or set switchRegistry to false',
+    ]);
+  }
+  const manifest = await resolveSnapshot(deps.vault, input.snapshot);
+  if (input.switchRegistry && manifest.layout !== 'registry') {
+    throw new InputError('the restore input is not valid', [
+      `switchRegistry: snapshot ${manifest.id} is a plain bucket, not a registry; set switchRegistry to false`,
+    ]);
+  }
+  const runId = `restore-${manifest.id}-${randomBytes(3).toString('hex')}`;
+  const target: Location = {
+    ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
+    region: input.target.region,
+    bucket: input.target.bucket,
+    prefix: input.target.prefix,
+    forcePathStyle: true,
+    access:
+      input.target.secretName === undefined
+        ? Access.Vault
+        : Access.registrySecret(input.target.secretName),
+  };
+  const parts = manifest.inventory.parts.map((part, partIndex) => ({
+    id: `p${String(partIndex).padStart(5, '0')}`,
+    partIndex,
+    kind: part.kind,
+  }));
+  await saveJob(deps.vault, {
+    purpose: 'restore',
+    runId,
+    snapshotId: manifest.id,
+    source: { ...deps.vault.location, access: Access.Vault },
+    target,
+    sourcePrefix: manifest.source.prefix,
+    targetMayHoldObjects: input.allowNonEmptyTarget,
+    concurrency: input.concurrency,
+    parts,
+  });
+  return {
+    runId,
+    snapshotId: manifest.id,
+    target,
+    ...(input.target.secretName === undefined ? {} : { secretName: input.target.secretName }),
+    rootDirectory: manifest.source.rootDirectory,
+    layout: manifest.layout,
+    switchRegistry: input.switchRegistry,
+    rollbackOnFailure: input.rollbackOnFailure,
+    allowNonEmptyTarget: input.allowNonEmptyTarget,
+    verifySample: input.verifySample,
+    pushTest: input.pushTest,
+    rolloutTimeoutSeconds: input.rolloutTimeoutSeconds,
+    objects: manifest.counts.objects,
+    bytes: manifest.bytes,
+    blobPartIds: parts.filter((p) => p.kind === 'blobs').map((p) => p.id),
+    linkPartIds: parts.filter((p) => p.kind !== 'blobs').map((p) => p.id),
+  };
+}
+
+/** Step 2: the target bucket exists, can be written, and is empty (unless allowed). Nothing is left behind. */
+export async function preflightRestore(
+  state: RestoreState,
+  deps: WorkflowDeps,
+): Promise<{ ok: true; checked: string[] }> {
+  const client = await deps.s3(state.target);
+  const where = `s3://${state.target.bucket}/${state.target.prefix}`;
+  try {
+    await client.send(new HeadBucketCommand({ Bucket: state.target.bucket }));
+  } catch (err) {
+    throw new InputError(`the restore target ${where} cannot be used`, [
+      `target.bucket: ${messageOf(err)}; create the bucket first (the restore never creates buckets) or fix target.endpoint/region/secretName`,
+    ]);
+  }
+  const probe = `${state.target.prefix}.regvault-preflight-${state.runId}`;
+  try {
+    await client.send(
+      new PutObjectCommand({ Bucket: state.target.bucket, Key: probe, Body: '', ContentLength: 0 }),
+    );
+    await client.send(new DeleteObjectCommand({ Bucket: state.target.bucket, Key: probe }));
+  } catch (err) {
+    throw new InputError(`the restore target ${where} cannot be written`, [
+      `target.secretName: the keys cannot write the bucket (${messageOf(err)})`,
+    ]);
+  }
+  if (!state.allowNonEmptyTarget) {
+    const listed = await client.send(
+      new ListObjectsV2Command({
+        Bucket: state.target.bucket,
+        Prefix: state.target.prefix,
+        MaxKeys: 2,
+      }),
+    );
+    const found = (listed.Contents ?? []).map((c) => c.Key ?? '').filter((key) => key !== probe);
+    if (found.length > 0) {
+      throw new InputError(`the restore target ${where} is not empty`, [
+        `target.bucket: it holds objects (e.g. ${found[0]}); restore into an empty bucket, or set allowNonEmptyTarget to true to overwrite`,
+      ]);
+    }
+  }
+  return {
+    ok: true,
+    checked: ['exists', 'writable', state.allowNonEmptyTarget ? 'may hold objects' : 'empty'],
+  };
+}
+
+/** Step 4: every inventory record is in the target with its size. */
+export async function compareRestore(
+  state: RestoreState,
+  deps: WorkflowDeps,
+): Promise<{ ok: boolean; expected: number; found: number; missing: string[] }> {
+  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
+  const records = await readInventory(deps.vault, manifest);
+  const client = await deps.s3(state.target);
+  const present = new Map(
+    (await listKeys({ location: state.target, client } as Vault, state.target.prefix)).map((o) => [
+      o.key,
+      o.size,
+    ]),
+  );
+  const missing: string[] = [];
+  for (const record of records) {
+    const key = `${state.target.prefix}${record.key.slice(manifest.source.prefix.length)}`;
+    if (present.get(key) !== record.size) missing.push(key);
+  }
+  const result = {
+    ok: missing.length === 0,
+    expected: records.length,
+    found: records.length - missing.length,
+    missing: missing.slice(0, 20),
+  };
+  if (!result.ok) {
+    throw new VaultError(
+      `the target is missing ${missing.length} of ${records.length} snapshot objects after the copy, e.g. ${missing.slice(0, 5).join(', ')}`,
+    );
+  }
+  return result;
+}
+
+export interface SwitchOutput {
+  readonly changed: boolean;
+  readonly previous: StorageRef;
+  readonly current: StorageRef;
+  readonly podsBefore: readonly string[];
+  readonly switchedAt: string;
+  readonly deadline: string;
+}
+
+function targetStorage(state: RestoreState): StorageRef {
+  return {
+    bucket: state.target.bucket,
+    regionEndpoint: state.target.endpoint ?? '',
+    region: state.target.region,
+    secretName: state.secretName ?? '',
+    rootDirectory: state.rootDirectory,
+  };
+}
+
+/** Step 5: point the registry at the restored bucket (merge-patch of the storage block only). */
+export async function switchRegistry(
+  state: RestoreState,
+  deps: WorkflowDeps,
+): Promise<SwitchOutput> {
+  const result: SwitchResult = await deps.profile().switchStorage(targetStorage(state));
+  deps.log.info('registry storage switched', {
+    runId: state.runId,
+    changed: result.changed,
+    bucket: state.target.bucket,
+  });
+  return {
+    changed: result.changed,
+    previous: result.previous,
+    current: result.current,
+    podsBefore: [...result.podsBefore],
+    switchedAt: result.switchedAt,
+    deadline: new Date(deps.now().getTime() + state.rolloutTimeoutSeconds * 1000).toISOString(),
+  };
+}
+
+export interface RolloutCheck {
+  readonly verdict: 'done' | 'failed' | 'waiting';
+  readonly ready: number;
+  readonly desired: number;
+  readonly message: string;
+}
+
+/** Step 6 (polled): how far the rollout is; past the deadline a waiting rollout counts as failed. */
+export async function checkRollout(
+  switched: SwitchOutput,
+  deps: WorkflowDeps,
+): Promise<RolloutCheck> {
+  const status: RolloutStatus = await deps
+    .profile()
+    .rolloutStatus({ podsBefore: switched.changed ? switched.podsBefore : [] });
+  let verdict = judgeRollout(status);
+  let message = verdict === 'failed' ? describeRolloutFailure(status) : status.message;
+  if (verdict === 'waiting' && deps.now().getTime() > Date.parse(switched.deadline)) {
+    verdict = 'failed';
+    message = `the registry rollout did not finish by ${switched.deadline}; last seen: ${status.message}`;
+  }
+  return { verdict, ready: status.ready, desired: status.desired, message };
+}
+
+export interface VerifyOutput {
+  readonly ok: boolean;
+  readonly repositories: number;
+  readonly tags: number;
+  readonly pulled: number;
+  readonly problems: readonly string[];
+}
+
+/** Step 7: the registry serves what the snapshot's catalog lists. */
+export async function verifyRestore(
+  state: Pick<RestoreState, 'snapshotId' | 'verifySample' | 'pushTest'>,
+  deps: WorkflowDeps,
+): Promise<VerifyOutput> {
+  const registry = deps.registry();
+  if (registry === undefined) {
+    return {
+      ok: false,
+      repositories: 0,
+      tags: 0,
+      pulled: 0,
+      problems: [
+        'no registry URL is configured, so the restored registry cannot be checked; set registryUrl',
+      ],
+    };
+  }
+  const catalog = await getJson(
+    deps.vault,
+    vaultKeys.catalog(rootOf(deps.vault), state.snapshotId),
+    catalogSchema,
+  );
+  if (catalog === undefined)
+    throw new VaultError(`snapshot ${state.snapshotId} has no catalog.json; it cannot be verified`);
+  const report = await verifyRegistry(registry, catalog, {
+    sample: state.verifySample,
+    ...(state.pushTest ? { pushTestRepository: 'regvault-verify/push-test' } : {}),
+  });
+  return {
+    ok: report.ok,
+    repositories: report.catalog.expected,
+    tags: report.tags.checked,
+    pulled: report.pulls.filter((p) => p.ok).length,
+    problems: report.problems.slice(0, 20),
+  };
+}
+
+export interface RollbackOutput {
+  readonly ok: boolean;
+  readonly restored: StorageRef;
+  readonly message: string;
+}
+
+/**
+ * The longest a rollback waits for its rollout: it runs inside one Lambda
+ * invocation (15 minutes at most), unlike the forward rollout, which the state
+ * machine polls.
+ */
+export const MAX_ROLLBACK_WAIT_SECONDS = 780;
+
+/** On failure after the switch: re-apply the previous storage and wait for that rollout. */
+export async function rollbackRestore(
+  switched: SwitchOutput,
+  timeoutSeconds: number,
+  deps: WorkflowDeps,
+): Promise<RollbackOutput> {
+  const profile = deps.profile();
+  try {
+    await rollBackStorage(profile, switched, {
+      timeoutMs: Math.min(timeoutSeconds, MAX_ROLLBACK_WAIT_SECONDS) * 1000,
+      intervalMs: 1_000,
+    });
+    deps.log.warn('registry storage rolled back', { bucket: switched.previous.bucket });
+    return {
+      ok: true,
+      restored: switched.previous,
+      message: `the registry serves s3://${switched.previous.bucket} again`,
+    };
+  } catch (err) {
+    return {
+      ok: false,
+      restored: switched.previous,
+      message: `rollback to s3://${switched.previous.bucket} failed: ${messageOf(err)}`,
+    };
+  }
+}
+
+/** The text of a Step Functions error's cause (Lambda errors carry JSON with `errorMessage`). */
+export function causeText(error: { Error?: string; Cause?: string } | null | undefined): string {
+  if (error === null || error === undefined) return '';
+  const cause = error.Cause ?? '';
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    if (typeof parsed.errorMessage === 'string')
+      return `${error.Error ?? 'Error'}: ${parsed.errorMessage}`;
+  } catch {
+    // not JSON: the cause is the message itself
+  }
+  return `${error.Error ?? 'Error'}: ${cause}`;
+}
+
+export interface FailedRestoreEvent {
+  readonly state: RestoreState | null;
+  readonly switched: SwitchOutput | null;
+  readonly rollout: RolloutCheck | null;
+  readonly verify: VerifyOutput | null;
+  readonly error?: { Error?: string; Cause?: string } | null;
+}
+
+/**
+ * The failure path of a restore: says what failed and, when the registry had
+ * been switched and rollback was asked for, switches it back and waits.
+ */
+export async function rollBackOrReport(
+  event: FailedRestoreEvent,
+  deps: WorkflowDeps,
+): Promise<RollbackOutput & { rolledBack: boolean }> {
+  const reasons: string[] = [];
+  if (event.error !== null && event.error !== undefined) reasons.push(causeText(event.error));
+  if (event.rollout?.verdict === 'failed') reasons.push(`rollout: ${event.rollout.message}`);
+  if (event.verify !== null && event.verify !== undefined && !event.verify.ok)
+    reasons.push(`verification: ${event.verify.problems.slice(0, 5).join('; ')}`);
+  const reason = reasons.join('; ') || 'unknown failure';
+  const switched = event.switched;
+  if (switched === null || !switched.changed) {
+    return {
+      ok: false,
+      rolledBack: false,
+      restored: switched?.previous ?? {
+        bucket: '',
+        regionEndpoint: '',
+        region: '',
+        secretName: '',
+        rootDirectory: '',
+      },
+      message: `restore failed before the registry was switched (the cluster is unchanged): ${reason}`,
+    };
+  }
+  if (event.state?.rollbackOnFailure !== true) {
+    return {
+      ok: false,
+      rolledBack: false,
+      restored: switched.current,
+      message: `restore failed after the registry was switched to s3://${switched.current.bucket}; it was left there because rollbackOnFailure is false: ${reason}`,
+    };
+  }
+  const rollback = await rollbackRestore(switched, event.state.rolloutTimeoutSeconds, deps);
+  return {
+    ...rollback,
+    rolledBack: rollback.ok,
+    message: `restore failed: ${reason}; ${rollback.ok ? `rolled back: ${rollback.message}` : rollback.message}`,
+  };
+}

@@ -1,0 +1,304 @@
+/**
+ * The copy worker: one message copies part of one shard. A backup shard is
+ * listed page by page until the worker's deadline, then handed on with a
+ * continuation message carrying the cursor and running totals; a restore part
+ * (one inventory part) is copied whole. What was copied, skipped and failed is
+ * written to the vault under the run, so the message and the task output stay
+ * small. When the shard ends the waiting Map iteration gets its result.
+ *
+ * Redelivery is safe: each continuation writes the same record file for its
+ * sequence number, and a message for a shard that has already finished only
+ * repeats the success call.
+ */
+import { z } from 'zod';
+import { createCopyContext } from '../copy/engine.ts';
+import {
+  addTotals,
+  emptyTotals,
+  type Failure,
+  failureSchema,
+  type InventoryRecord,
+  inventoryRecordSchema,
+  type Totals,
+  totalsSchema,
+} from '../copy/model.ts';
+import {
+  copyEntries,
+  type ListEntry,
+  runShard,
+  type ShardRunResult,
+} from '../copy/shard-runner.ts';
+import {
+  emptyTarget,
+  ListedTarget,
+  PreviousInventory,
+  type TargetState,
+} from '../copy/target-state.ts';
+import { CopyMode } from '../copy/transfer.ts';
+import { InputError, VaultError } from '../errors.ts';
+import { blobDigestOf, classifyRegistryKey, KeyKind } from '../registry/layout.ts';
+import { backupKeyFor, vaultKeys, vaultRoot } from '../vault/format.ts';
+import {
+  getBytes,
+  getJson,
+  gunzipLines,
+  gzipLines,
+  listKeys,
+  putBytes,
+  putJson,
+  readInventory,
+  readInventoryPart,
+  readManifest,
+  rootOf,
+} from '../vault/store.ts';
+import type { WorkflowDeps } from './deps.ts';
+import { type CopyJob, loadJob, type ShardMessage, shardMessageSchema } from './job.ts';
+
+/** How a worker reports to the waiting workflow (Step Functions task callbacks in AWS). */
+export interface TaskCallbacks {
+  success(taskToken: string, output: ShardOutcome): Promise<void>;
+  failure(taskToken: string, error: string, cause: string): Promise<void>;
+  heartbeat(taskToken: string): Promise<void>;
+}
+
+/** Where continuation messages go (the SQS queue in AWS). */
+export interface MessageSender {
+  send(message: ShardMessage): Promise<void>;
+}
+
+/** What a finished shard reports to its Map iteration: counts, never object lists. */
+export interface ShardOutcome {
+  readonly shardId: string;
+  readonly totals: Totals;
+  readonly failed: number;
+  readonly [key: string]: unknown;
+}
+
+export const shardResultSchema = z.object({
+  shardId: z.string(),
+  totals: totalsSchema,
+  messages: z.number().int().positive(),
+  aborted: z.string().optional(),
+});
+export type ShardResult = z.infer<typeof shardResultSchema>;
+
+/** One line of a run's record file. */
+const recordLineSchema = z.union([
+  z.object({ r: inventoryRecordSchema }),
+  z.object({ f: failureSchema }),
+  z.object({ u: z.string() }),
+]);
+
+const previousInventories = new Map<string, PreviousInventory>();
+
+async function targetStateFor(
+  job: CopyJob,
+  deps: WorkflowDeps,
+  targetClient: Awaited<ReturnType<WorkflowDeps['s3']>>,
+): Promise<TargetState> {
+  if (job.purpose === 'restore') {
+    return job.targetMayHoldObjects
+      ? new ListedTarget(targetClient, job.target.bucket)
+      : emptyTarget;
+  }
+  if (job.previousSnapshotId === undefined)
+    return new ListedTarget(targetClient, job.target.bucket);
+  const key = `${job.runId}/${job.previousSnapshotId}`;
+  let state = previousInventories.get(key);
+  if (state === undefined) {
+    const manifest = await readManifest(deps.vault, job.previousSnapshotId);
+    if (manifest === undefined)
+      throw new VaultError(
+        `the previous snapshot ${job.previousSnapshotId} disappeared from the vault during the backup`,
+      );
+    state = new PreviousInventory(await readInventory(deps.vault, manifest));
+    previousInventories.clear();
+    previousInventories.set(key, state);
+  }
+  return state;
+}
+
+async function contextFor(job: CopyJob, deps: WorkflowDeps) {
+  const [sourceClient, targetClient, same] = await Promise.all([
+    deps.s3(job.source),
+    deps.s3(job.target),
+    deps.sameAccess(job.source, job.target),
+  ]);
+  const root = vaultRoot(job.purpose === 'backup' ? job.target.prefix : job.source.prefix);
+  const mapKey =
+    job.purpose === 'backup'
+      ? (key: string) =>
+          backupKeyFor(
+            root,
+            job.snapshotId,
+            job.registryPrefix,
+            key.slice(job.source.prefix.length),
+          )
+      : (key: string) => key;
+  return createCopyContext({
+    // Server-side copies go through the target's client, which must be able to read the source.
+    source: { location: job.source, client: same ? targetClient : sourceClient },
+    target: { location: job.target, client: targetClient },
+    mapKey,
+    targetState: await targetStateFor(job, deps, targetClient),
+    concurrency: job.concurrency,
+    transfer: { mode: same ? CopyMode.ServerSide : CopyMode.Stream },
+  });
+}
+
+async function restoreEntries(
+  job: Extract<CopyJob, { purpose: 'restore' }>,
+  deps: WorkflowDeps,
+  partIndex: number,
+): Promise<ListEntry[]> {
+  const manifest = await readManifest(deps.vault, job.snapshotId);
+  if (manifest === undefined)
+    throw new VaultError(
+      `snapshot ${job.snapshotId} disappeared from the vault during the restore`,
+    );
+  const records = await readInventoryPart(deps.vault, manifest, partIndex);
+  const registryBase =
+    manifest.layout === 'registry'
+      ? `${manifest.source.rootDirectory}docker/registry/v2/`
+      : undefined;
+  return records.map((record) => {
+    const relative = record.key.slice(job.sourcePrefix.length);
+    const kind =
+      registryBase !== undefined && relative.startsWith(registryBase)
+        ? classifyRegistryKey(relative.slice(registryBase.length))
+        : KeyKind.Other;
+    const digest =
+      kind === KeyKind.Blob && registryBase !== undefined
+        ? blobDigestOf(relative.slice(registryBase.length))
+        : undefined;
+    return {
+      object: { key: record.targetKey, size: record.size, etag: record.etag },
+      targetKey: `${job.target.prefix}${relative}`,
+      kind,
+      ...(digest === undefined ? {} : { digest }),
+    };
+  });
+}
+
+/** Handles one shard message; throws only when the message cannot be worked on at all. */
+export async function handleShardMessage(
+  raw: unknown,
+  deps: WorkflowDeps,
+  transport: { callbacks: TaskCallbacks; sender: MessageSender; deadline: number },
+): Promise<Totals> {
+  const parsed = shardMessageSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new InputError(
+      'a copy worker message is not valid',
+      parsed.error.issues.map(
+        (issue) => `${issue.path.join('.') || '(message)'}: ${issue.message}`,
+      ),
+    );
+  }
+  const message = parsed.data;
+  const root = rootOf(deps.vault);
+  const resultKey = vaultKeys.runShardResult(root, message.runId, message.shardId);
+  const done = await getJson(deps.vault, resultKey, shardResultSchema);
+  if (done !== undefined) {
+    // A duplicate delivery of a finished shard: report the same result again.
+    await transport.callbacks.success(message.taskToken, {
+      shardId: done.shardId,
+      totals: done.totals,
+      failed: done.totals.failed,
+    });
+    return emptyTotals();
+  }
+  const job = await loadJob(deps.vault, message.runId);
+  const ctx = await contextFor(job, deps);
+  const records: InventoryRecord[] = [];
+  const onRecord = (record: InventoryRecord) => records.push(record);
+  let result: ShardRunResult;
+  if (job.purpose === 'backup') {
+    const shard = job.shards.find((candidate) => candidate.id === message.shardId);
+    if (shard === undefined)
+      throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
+    const heartbeat = setInterval(
+      () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
+      60_000,
+    );
+    try {
+      result = await runShard(ctx, shard, {
+        ...(message.cursor === undefined ? {} : { cursor: message.cursor }),
+        deadline: transport.deadline,
+        onRecord,
+      });
+    } finally {
+      clearInterval(heartbeat);
+    }
+  } else {
+    const part = job.parts.find((candidate) => candidate.id === message.shardId);
+    if (part === undefined)
+      throw new InputError(`run ${job.runId} has no restore part ${message.shardId}`);
+    result = await copyEntries(ctx, part.id, await restoreEntries(job, deps, part.partIndex), {
+      onRecord,
+    });
+  }
+  const lines: Array<z.infer<typeof recordLineSchema>> = [
+    ...records.map((r) => ({ r })),
+    ...result.failures.map((f) => ({ f })),
+    ...result.uploadIds.map((u) => ({ u })),
+  ];
+  await putBytes(
+    deps.vault,
+    vaultKeys.runRecords(root, job.runId, message.shardId, message.seq),
+    await gzipLines(lines),
+    'application/gzip',
+  );
+  const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
+  if (result.next !== undefined && result.aborted === undefined) {
+    await transport.sender.send({ ...message, seq: message.seq + 1, cursor: result.next, totals });
+    await transport.callbacks.heartbeat(message.taskToken);
+    return result.totals;
+  }
+  const shardResult: ShardResult = {
+    shardId: message.shardId,
+    totals,
+    messages: message.seq + 1,
+    ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
+  };
+  await putJson(deps.vault, resultKey, shardResult);
+  deps.log.info('shard finished', { runId: job.runId, shardId: message.shardId, ...totals });
+  if (result.aborted !== undefined) {
+    await transport.callbacks.failure(
+      message.taskToken,
+      'ShardAborted',
+      `shard ${message.shardId}: ${result.aborted}`,
+    );
+    return result.totals;
+  }
+  await transport.callbacks.success(message.taskToken, {
+    shardId: message.shardId,
+    totals,
+    failed: totals.failed,
+  });
+  return result.totals;
+}
+
+/** Everything the workers of a run wrote: records, failures and skipped uploads. */
+export async function collectRunRecords(
+  deps: WorkflowDeps,
+  runId: string,
+): Promise<{ records: InventoryRecord[]; failures: Failure[]; uploadIds: string[] }> {
+  const root = rootOf(deps.vault);
+  const prefix = `${vaultKeys.run(root, runId)}records/`;
+  const files = await listKeys(deps.vault, prefix);
+  const records: InventoryRecord[] = [];
+  const failures: Failure[] = [];
+  const uploads = new Set<string>();
+  for (const file of files) {
+    const bytes = await getBytes(deps.vault, file.key);
+    if (bytes === undefined) continue;
+    for (const line of await gunzipLines(bytes)) {
+      const parsed = recordLineSchema.parse(line);
+      if ('r' in parsed) records.push(parsed.r);
+      else if ('f' in parsed) failures.push(parsed.f);
+      else uploads.add(parsed.u);
+    }
+  }
+  return { records, failures, uploadIds: [...uploads].sort() };
+}

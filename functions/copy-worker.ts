@@ -1,0 +1,40 @@
+/**
+ * The SQS copy worker: each message copies part of a shard, hands the rest on
+ * and reports to the waiting workflow. Records that fail for a reason that may
+ * pass are returned as batch item failures for SQS to deliver again.
+ */
+import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import {
+  lambda,
+  metrics,
+  runtime,
+  sqsSender,
+  stepFunctionsCallbacks,
+} from './commons/aws/runtime.ts';
+import { processShardRecords } from './commons/workflows/sqs-worker.ts';
+
+/** Time kept back from the function's timeout to write records and send the continuation. */
+const SAFETY_MS = 90_000;
+
+export const handler = lambda(async (event: SQSEvent, deps, context): Promise<SQSBatchResponse> => {
+  const { config } = await runtime();
+  const result = await processShardRecords(
+    event.Records.map((record) => ({
+      messageId: record.messageId,
+      body: record.body,
+      receiveCount: Number(record.attributes.ApproximateReceiveCount),
+    })),
+    deps,
+    {
+      callbacks: stepFunctionsCallbacks,
+      sender: sqsSender(config.COPY_QUEUE_URL),
+      deadline: Date.now() + Math.max(10_000, context.getRemainingTimeInMillis() - SAFETY_MS),
+    },
+  );
+  metrics.addMetric('CopyMessagesRetried', 'Count', result.batchItemFailures.length);
+  metrics.addMetric('ObjectsCopied', 'Count', result.totals.copied);
+  metrics.addMetric('ObjectsSkipped', 'Count', result.totals.skipped);
+  metrics.addMetric('ObjectsFailed', 'Count', result.totals.failed);
+  metrics.addMetric('BytesCopied', 'Bytes', result.totals.bytesCopied);
+  return { batchItemFailures: result.batchItemFailures };
+});

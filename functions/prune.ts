@@ -1,0 +1,36 @@
+/**
+ * Scheduled retention: delete expired snapshots, then the vault objects no
+ * remaining snapshot uses (mark and sweep, with a grace period for running
+ * backups). The policy comes from the stack (RETENTION_POLICY).
+ */
+import { z } from 'zod';
+import { lambda, metrics } from './commons/aws/runtime.ts';
+import { parseRetentionPolicy, prune } from './commons/vault/retention.ts';
+
+const pruneConfigSchema = z.object({
+  RETENTION_POLICY: z.string().default('{}'),
+  RETENTION_GRACE_MINUTES: z.coerce.number().int().min(0).default(60),
+});
+
+export const handler = lambda(async (event: { dryRun?: boolean } | undefined, deps) => {
+  const config = pruneConfigSchema.parse(process.env);
+  const report = await prune(
+    deps.vault,
+    parseRetentionPolicy(JSON.parse(config.RETENTION_POLICY)),
+    {
+      now: deps.now(),
+      graceMs: config.RETENTION_GRACE_MINUTES * 60_000,
+      dryRun: event?.dryRun === true,
+      log: deps.log,
+    },
+  );
+  metrics.addMetric('SnapshotsPruned', 'Count', report.deletedSnapshots.length);
+  metrics.addMetric('VaultObjectsSwept', 'Count', report.deleted.keys);
+  return {
+    deletedSnapshots: report.deletedSnapshots,
+    deleted: report.deleted,
+    keptForGrace: report.keptForGrace,
+    sweepSkipped: report.sweepSkipped ?? null,
+    failedDeletes: report.failedDeletes.length,
+  };
+});

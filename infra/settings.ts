@@ -1,0 +1,219 @@
+/**
+ * The deployment settings of the regvault stack, parsed once at the edge from
+ * CDK context (`cdk.json` or `cdk deploy -c key=value`). Values from the
+ * command line arrive as strings, values from `cdk.json` as JSON, so lists,
+ * numbers and JSON objects accept both forms.
+ */
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { z } from 'zod';
+
+const bucketName = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+    'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
+  );
+
+const secretArn = z
+  .string()
+  .regex(
+    /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+-[A-Za-z0-9]{6}$/,
+    'the complete secret ARN, ending in the six-character suffix Secrets Manager adds (see `aws secretsmanager describe-secret`)',
+  );
+
+/** A JSON object given inline (cdk.json) or as JSON text (`-c key='{"a":1}'`). */
+const jsonObject = z.preprocess(
+  (value) => {
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value);
+    } catch {
+      return value;
+    }
+  },
+  z.record(z.string(), z.unknown()),
+);
+
+/** A list given as an array (cdk.json) or comma-separated text (`-c key=a,b`). */
+const listOf = <T extends z.ZodType>(item: T) =>
+  z.preprocess(
+    (value) =>
+      typeof value === 'string'
+        ? value
+            .split(',')
+            .map((part) => part.trim())
+            .filter((part) => part !== '')
+        : value,
+    z.array(item),
+  );
+
+const retentionDays = new Set<number>(
+  Object.values(RetentionDays).filter((value) => typeof value === 'number'),
+);
+
+export const regvaultSettingsSchema = z
+  .object({
+    /** The CloudFormation stack name; two names deploy two independent copies. */
+    stackName: z
+      .string()
+      .regex(
+        /^[A-Za-z][A-Za-z0-9-]{0,127}$/,
+        'a stack name: letters, digits and hyphens, starting with a letter',
+      )
+      .default('Regvault'),
+    /** An existing vault bucket; when absent the stack creates one. */
+    vaultBucketName: bucketName.optional(),
+    /** Key prefix of the vault inside the bucket; the functions reach only keys under it. */
+    vaultPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9!_.*'()/-]*$/, "a key prefix of letters, digits and !_.*'()/-")
+      .default(''),
+    /** An existing KMS key; when absent a new bucket gets a new key (an existing bucket keeps its own encryption). */
+    kmsKeyArn: z
+      .string()
+      .regex(
+        /^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key\/[0-9a-f-]+$/,
+        'a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)',
+      )
+      .optional(),
+    /** S3 Object Lock on a new vault bucket, so a compromised account cannot delete backups early. */
+    objectLockMode: z.enum(['GOVERNANCE', 'COMPLIANCE']).optional(),
+    objectLockRetentionDays: z.coerce.number().int().min(1).max(36_500).optional(),
+    /** Days a replaced or deleted vault object version is kept. */
+    noncurrentVersionDays: z.coerce.number().int().min(1).max(3_650).default(30),
+    /** EventBridge Scheduler expression for backups, e.g. `cron(0 2 * * ? *)`; no schedule when absent. */
+    backupSchedule: z
+      .string()
+      .regex(/^(cron|rate|at)\(.+\)$/, 'a Scheduler expression: cron(...), rate(...) or at(...)')
+      .optional(),
+    backupScheduleTimezone: z.string().min(1).default('UTC'),
+    /** EventBridge Scheduler expression for retention (prune); no schedule when absent. */
+    pruneSchedule: z
+      .string()
+      .regex(/^(cron|rate|at)\(.+\)$/, 'a Scheduler expression: cron(...), rate(...) or at(...)')
+      .optional(),
+    /** What prune keeps: `{"keepLast": N, "ttlDays": D}` (a snapshot is kept if either rule keeps it). */
+    retentionPolicy: jsonObject.default({ keepLast: 14 }),
+    /** Vault objects newer than a running backup's start minus this are never swept. */
+    retentionGraceMinutes: z.coerce.number().int().min(0).max(10_080).default(60),
+    /** The fixed execution input of scheduled backups (the backup input schema of the workflows). */
+    backupInput: jsonObject.default({}),
+    /** Profile settings overriding the ACP defaults (names, namespace, labels). */
+    profileSettings: jsonObject.default({}),
+    kubeconfigSecretArn: secretArn.optional(),
+    registryUrl: z.url({ protocol: /^https?$/ }).optional(),
+    registryCredentialsSecretArn: secretArn.optional(),
+    /** The VPC and subnets of the functions that reach the cluster; imported by id, never looked up. */
+    vpcId: z
+      .string()
+      .regex(/^vpc-[0-9a-f]+$/, 'a VPC id (vpc-...)')
+      .optional(),
+    subnetIds: listOf(
+      z.string().regex(/^subnet-[0-9a-f]+$/, 'a subnet id (subnet-...)'),
+    ).optional(),
+    /** The availability zone of each subnet, in the same order (CDK imports a VPC with its zones). */
+    availabilityZones: listOf(
+      z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d[a-z]$/, 'an availability zone such as eu-west-1a'),
+    ).optional(),
+    /** Copy workers running at once (the event source's maximum concurrency). */
+    copyWorkers: z.coerce.number().int().min(2).max(1_000).default(40),
+    /** Requests one copy worker keeps in flight (COPY_CONCURRENCY, the S3 client's sockets). */
+    copyConcurrency: z.coerce.number().int().min(1).max(512).default(64),
+    logRetentionDays: z.coerce
+      .number()
+      .refine(
+        (days) => retentionDays.has(days),
+        'a CloudWatch Logs retention: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...',
+      )
+      .default(90),
+    /** SNS topic every alarm notifies. */
+    alarmTopicArn: z
+      .string()
+      .regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$/, 'an SNS topic ARN')
+      .optional(),
+    /**
+     * Plain buckets the functions' own role may read and write: a backup
+     * `source` or a restore `target` given without a cluster Secret.
+     */
+    roleBucketNames: listOf(bucketName).default([]),
+  })
+  .strict()
+  .superRefine((settings, ctx) => {
+    if (
+      (settings.objectLockMode === undefined) !==
+      (settings.objectLockRetentionDays === undefined)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['objectLockRetentionDays'],
+        message: 'objectLockMode and objectLockRetentionDays go together: set both or neither',
+      });
+    }
+    if (settings.objectLockMode !== undefined && settings.vaultBucketName !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['objectLockMode'],
+        message:
+          'Object Lock is set on a bucket the stack creates; configure it on the existing bucket yourself',
+      });
+    }
+    const subnets = settings.subnetIds?.length ?? 0;
+    if ((settings.vpcId === undefined) !== (subnets === 0)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['subnetIds'],
+        message: 'vpcId and subnetIds go together: set both or neither',
+      });
+    }
+    if ((settings.availabilityZones?.length ?? 0) !== subnets) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['availabilityZones'],
+        message: `one availability zone per subnet, in the subnets' order (${subnets} subnets); see aws ec2 describe-subnets`,
+      });
+    }
+    if (settings.backupSchedule === undefined && Object.keys(settings.backupInput).length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['backupInput'],
+        message: 'backupInput is the input of scheduled backups: set backupSchedule too',
+      });
+    }
+  });
+
+export type RegvaultSettings = z.output<typeof regvaultSettingsSchema>;
+
+/**
+ * Context keys that look like ours: plain camelCase. CDK's own keys carry a
+ * colon (`aws:cdk:...`) or an `@` (feature flags), so a mistyped setting is
+ * reported instead of silently ignored.
+ */
+const SETTING_LIKE = /^[a-z][A-Za-z0-9]*$/;
+
+/** Error raised when the deployment settings are not valid; lists every problem with its key. */
+export class SettingsError extends Error {
+  override readonly name = 'SettingsError';
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super(
+      `the regvault deployment settings are not valid; fix them in cdk.json or the -c flags:\n  ${problems.join('\n  ')}`,
+    );
+    this.problems = problems;
+  }
+}
+
+/** Parses the settings from the app's whole context (undefined keys take their defaults). */
+export function parseSettings(context: Readonly<Record<string, unknown>>): RegvaultSettings {
+  const raw = Object.fromEntries(
+    Object.entries(context).filter(([key, value]) => SETTING_LIKE.test(key) && value !== undefined),
+  );
+  const parsed = regvaultSettingsSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new SettingsError(
+      parsed.error.issues.map(
+        (issue) => `${issue.path.join('.') || '(settings)'}: ${issue.message}`,
+      ),
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,248 @@
+/**
+ * A fake ACP cluster for tests and demos: the fake apiserver, the registry
+ * controller with its Service URL, a kubeconfig on disk and a seeding helper
+ * that creates what ACP's image-registry plugin leaves in a real cluster.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { waitFor } from '../process.ts';
+import { startRegistry } from '../registry/index.ts';
+import {
+  MODULE_LABEL,
+  REGISTRY_APP,
+  REGISTRY_NAMESPACE,
+  type RegistryController,
+  type RegistryStarter,
+  registryDeployment,
+  registryService,
+  startRegistryController,
+} from './controller.ts';
+import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
+import {
+  BuiltIn,
+  type KubeApiServer,
+  type ModuleInfoResource,
+  startKubeApiServer,
+} from './server.ts';
+import type { KubeObject } from './store.ts';
+
+export type { RegistryConfig, RegistryInstance, RegistryStarter } from './controller.ts';
+export { kubeconfigYaml, writeKubeconfig } from './kubeconfig.ts';
+export type { ForbidRule, KubeApiServer } from './server.ts';
+export { startKubeApiServer } from './server.ts';
+
+/** Runs the real registry (`sandbox/registry`) on S3 for each pod the controller creates. */
+export const realRegistryStarter: RegistryStarter = async (config) => {
+  const handle = await startRegistry({ storage: { kind: 's3', ...config }, waitReady: false });
+  return {
+    url: handle.url,
+    logs: () => handle.process.logs.lines(),
+    running: () => handle.process.running(),
+    stop: () => handle.stop(),
+  };
+};
+
+export interface FakeClusterOptions {
+  /** Bearer token the apiserver demands; turns on HTTPS (kubectl sends tokens over TLS only). */
+  readonly token?: string;
+  /** Serve HTTPS even without a token. */
+  readonly tls?: boolean;
+  readonly moduleInfo?: ModuleInfoResource;
+  /** Defaults to the real registry process. */
+  readonly startRegistry?: RegistryStarter;
+}
+
+export interface SeedOptions {
+  /** ModuleInfo name. */
+  readonly name?: string;
+  readonly bucket: string;
+  /** The S3 endpoint URL (`regionEndpoint` in the ModuleInfo). */
+  readonly endpoint: string;
+  readonly region: string;
+  readonly accessKey: string;
+  readonly secretKey: string;
+  readonly rootDirectory?: string;
+  readonly secretName?: string;
+  /** Data keys of the Secret; the operator reads `access-key-id` and `secret-access-key`. */
+  readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };
+}
+
+export interface FakeCluster {
+  /** The apiserver URL (`http://` or, with a token, `https://127.0.0.1:PORT`). */
+  readonly api: string;
+  /** The registry's Service URL: a proxy to whichever registry pod is ready. */
+  readonly registryUrl: string;
+  /** A kubeconfig for this cluster (with the token and CA, if any). */
+  readonly kubeconfigPath: string;
+  readonly server: KubeApiServer;
+  readonly controller: RegistryController;
+  /** Writes another kubeconfig for this cluster, e.g. with a wrong token. */
+  writeKubeconfig(path: string, options?: Partial<KubeconfigOptions>): Promise<string>;
+  /** Creates the namespace, Secret, ModuleInfo, Deployment and Service ACP would have; returns the ModuleInfo. */
+  seedAcpRegistry(options: SeedOptions): Promise<KubeObject>;
+  /** Waits until the rollout is complete: one pod, from the current config, Ready. Returns its name. */
+  waitForReadyPod(timeoutMs?: number): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** Starts the apiserver and the registry controller; nothing is seeded yet. */
+export async function startFakeCluster(options: FakeClusterOptions = {}): Promise<FakeCluster> {
+  const server = await startKubeApiServer({
+    ...(options.token === undefined ? {} : { token: options.token }),
+    ...(options.tls === undefined ? {} : { tls: options.tls }),
+    ...(options.moduleInfo === undefined ? {} : { moduleInfo: options.moduleInfo }),
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
+  let controller: RegistryController | undefined;
+  try {
+    controller = await startRegistryController({
+      server,
+      startRegistry: options.startRegistry ?? realRegistryStarter,
+    });
+    const base: KubeconfigOptions = {
+      server: server.url,
+      ...(options.token === undefined ? {} : { token: options.token }),
+      ...(server.caCert === undefined ? {} : { certificateAuthority: server.caCert }),
+    };
+    const kubeconfigPath = await writeKubeconfig(join(dir, 'kubeconfig'), base);
+    const started = controller;
+    const { store } = server;
+
+    const createOrReplace = (kind: (typeof BuiltIn)[keyof typeof BuiltIn], object: KubeObject) => {
+      const existing = store.get(kind, object.metadata.namespace, object.metadata.name);
+      return existing === undefined
+        ? store.create(kind, object)
+        : store.replace(kind, { ...object, metadata: { ...object.metadata, resourceVersion: '' } });
+    };
+
+    return {
+      api: server.url,
+      registryUrl: controller.registryUrl,
+      kubeconfigPath,
+      server,
+      controller,
+      writeKubeconfig: (path, overrides = {}) => writeKubeconfig(path, { ...base, ...overrides }),
+
+      async seedAcpRegistry(seed) {
+        const secretName = seed.secretName ?? 'registry-s3-secret';
+        const keys = seed.secretKeyNames ?? {
+          accessKey: 'access-key-id',
+          secretKey: 'secret-access-key',
+        };
+        const b64 = (value: string) => Buffer.from(value).toString('base64');
+        if (store.get(BuiltIn.namespaces, undefined, REGISTRY_NAMESPACE) === undefined) {
+          store.create(BuiltIn.namespaces, {
+            apiVersion: 'v1',
+            kind: 'Namespace',
+            metadata: {
+              name: REGISTRY_NAMESPACE,
+              labels: { 'kubernetes.io/metadata.name': REGISTRY_NAMESPACE },
+            },
+            spec: { finalizers: ['kubernetes'] },
+            status: { phase: 'Active' },
+          });
+        }
+        createOrReplace(BuiltIn.secrets, {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: {
+            name: secretName,
+            namespace: REGISTRY_NAMESPACE,
+            labels: { [MODULE_LABEL]: REGISTRY_APP },
+          },
+          type: 'Opaque',
+          data: { [keys.accessKey]: b64(seed.accessKey), [keys.secretKey]: b64(seed.secretKey) },
+        });
+        createOrReplace(
+          BuiltIn.deployments,
+          registryDeployment(REGISTRY_NAMESPACE, 'build-harbor.alauda.cn/3rdparty/registry:v2.8.3'),
+        );
+        createOrReplace(BuiltIn.services, registryService(REGISTRY_NAMESPACE, started.registryUrl));
+        const name = seed.name ?? REGISTRY_APP;
+        const moduleInfo: KubeObject = {
+          apiVersion: `${server.moduleInfo.group}/${server.moduleInfo.version}`,
+          kind: server.moduleInfo.kind,
+          metadata: {
+            name,
+            labels: {
+              [MODULE_LABEL]: REGISTRY_APP,
+              'cpaas.io/cluster-name': 'global',
+              'cpaas.io/module-type': 'plugin',
+              'cpaas.io/product': 'Platform-Center',
+            },
+            annotations: { 'cpaas.io/display-name': '{"en": "Image Registry", "zh": "镜像仓库"}' },
+          },
+          spec: {
+            version: 'v4.0.3',
+            config: {
+              image: 'build-harbor.alauda.cn/3rdparty/registry:v2.8.3',
+              replicas: 1,
+              storageType: 's3',
+              s3storage: {
+                bucket: seed.bucket,
+                regionEndpoint: seed.endpoint,
+                region: seed.region,
+                secretName,
+                ...(seed.rootDirectory === undefined ? {} : { rootdirectory: seed.rootDirectory }),
+              },
+              service: { type: 'ClusterIP', port: 5000 },
+            },
+          },
+          status: {
+            phase: 'Running',
+            version: 'v4.0.3',
+            installedVersion: 'v4.0.3',
+            conditions: [
+              {
+                type: 'Ready',
+                status: 'True',
+                reason: 'Installed',
+                lastTransitionTime: new Date().toISOString(),
+              },
+            ],
+          },
+        };
+        const created = createOrReplace(server.moduleInfo, moduleInfo);
+        await started.sync();
+        return created;
+      },
+
+      async waitForReadyPod(timeoutMs = 30_000) {
+        let name = '';
+        await waitFor(
+          'registry rollout',
+          async () => {
+            await started.sync();
+            const pods = started.pods();
+            const only = pods[0];
+            if (
+              pods.length !== 1 ||
+              only === undefined ||
+              !only.ready ||
+              only.hash !== started.desiredHash()
+            ) {
+              return false;
+            }
+            name = only.name;
+            return true;
+          },
+          { timeoutMs, intervalMs: 100 },
+        );
+        return name;
+      },
+
+      /** Stops the controller (and every registry process), the proxy and the apiserver; safe to call twice. */
+      async stop() {
+        await started.stop();
+        await server.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await controller?.stop();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}

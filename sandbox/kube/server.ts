@@ -1,0 +1,730 @@
+/**
+ * An in-process fake of kube-apiserver: discovery, CRUD, patch, watch and
+ * `pods/log` for the handful of resources regvault touches, with bearer-token
+ * authentication and RBAC-style denials. Faithful enough that `kubectl` and
+ * `@kubernetes/client-node` work against it unchanged.
+ */
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, LOOPBACK } from '../process.ts';
+import { openApiGroupVersion, openApiRoot } from './openapi.ts';
+import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
+import { decodeProtobuf, PROTOBUF_TYPE } from './protobuf.ts';
+import { fieldSelector, labelSelector } from './selector.ts';
+import {
+  KubeApiError,
+  type KubeObject,
+  type ObjectMeta,
+  ObjectStore,
+  qualifiedResource,
+  type ResourceRef,
+} from './store.ts';
+import { toTable, wantsTable } from './table.ts';
+
+/** A resource type the server serves, with what discovery tells clients about it. */
+export interface ResourceDefinition extends ResourceRef {
+  readonly kind: string;
+  readonly singular: string;
+  readonly namespaced: boolean;
+  readonly shortNames?: readonly string[];
+  /** Subresources beyond the object itself, e.g. `log` for pods. */
+  readonly subresources?: readonly string[];
+  /** Custom resources reject strategic merge patches, as the real apiserver does. */
+  readonly custom?: boolean;
+}
+
+/** Where ACP keeps its ModuleInfo custom resource; every field can be overridden. */
+export interface ModuleInfoResource {
+  readonly group?: string;
+  readonly version?: string;
+  readonly plural?: string;
+  readonly kind?: string;
+  readonly singular?: string;
+}
+
+const core = (
+  resource: string,
+  kind: string,
+  singular: string,
+  extra: Partial<ResourceDefinition> = {},
+) =>
+  ({
+    group: '',
+    version: 'v1',
+    resource,
+    kind,
+    singular,
+    namespaced: true,
+    ...extra,
+  }) as ResourceDefinition;
+
+/** The built-in types: references to them for the store and the controller. */
+export const BuiltIn = {
+  namespaces: core('namespaces', 'Namespace', 'namespace', {
+    namespaced: false,
+    shortNames: ['ns'],
+  }),
+  secrets: core('secrets', 'Secret', 'secret'),
+  configmaps: core('configmaps', 'ConfigMap', 'configmap', { shortNames: ['cm'] }),
+  pods: core('pods', 'Pod', 'pod', { shortNames: ['po'], subresources: ['log', 'status'] }),
+  services: core('services', 'Service', 'service', {
+    shortNames: ['svc'],
+    subresources: ['status'],
+  }),
+  deployments: {
+    group: 'apps',
+    version: 'v1',
+    resource: 'deployments',
+    kind: 'Deployment',
+    singular: 'deployment',
+    namespaced: true,
+    shortNames: ['deploy'],
+    subresources: ['status'],
+  } as ResourceDefinition,
+  replicasets: {
+    group: 'apps',
+    version: 'v1',
+    resource: 'replicasets',
+    kind: 'ReplicaSet',
+    singular: 'replicaset',
+    namespaced: true,
+    shortNames: ['rs'],
+    subresources: ['status'],
+  } as ResourceDefinition,
+} as const;
+
+/** The ModuleInfo definition with defaults filled in. */
+export function moduleInfoDefinition(options: ModuleInfoResource = {}): ResourceDefinition {
+  return {
+    group: options.group ?? 'cluster.alauda.io',
+    version: options.version ?? 'v1alpha1',
+    resource: options.plural ?? 'moduleinfos',
+    kind: options.kind ?? 'ModuleInfo',
+    singular: options.singular ?? 'moduleinfo',
+    namespaced: false,
+    subresources: ['status'],
+    custom: true,
+  };
+}
+
+export const Verbs = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] as const;
+export type Verb = (typeof Verbs)[number];
+
+/** An RBAC denial: requests matching every given field get 403. `*` matches anything. */
+export interface ForbidRule {
+  readonly verb: Verb | '*';
+  /** Plural, optionally with a subresource: `moduleinfos`, `pods/log`, or `*`. */
+  readonly resource: string;
+  readonly namespace?: string;
+  readonly name?: string;
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly contentType: string | undefined;
+  readonly accept: string | undefined;
+}
+
+/** Reads the log lines of one container of one pod. */
+export type PodLogSource = (container: string | undefined) => readonly string[];
+
+export interface KubeApiServerOptions {
+  /** When set, every request needs `Authorization: Bearer <token>`. */
+  readonly token?: string;
+  /** The user named in Forbidden messages. */
+  readonly user?: string;
+  readonly forbid?: readonly ForbidRule[];
+  readonly moduleInfo?: ModuleInfoResource;
+  /**
+   * Serve HTTPS with a fresh self-signed certificate for 127.0.0.1. Defaults to
+   * true when `token` is set: kubectl (client-go) never sends a bearer token
+   * over plain HTTP, so token auth cannot be exercised without TLS.
+   */
+  readonly tls?: boolean;
+  /** Serves an existing store (e.g. to restart the server over the same state). */
+  readonly store?: ObjectStore;
+}
+
+export interface KubeApiServer {
+  /** `http://127.0.0.1:PORT`, or `https://` when serving TLS. */
+  readonly url: string;
+  readonly port: number;
+  /** PEM of the self-signed serving certificate (its own CA) when serving TLS. */
+  readonly caCert: string | undefined;
+  readonly store: ObjectStore;
+  readonly moduleInfo: ResourceDefinition;
+  readonly resources: readonly ResourceDefinition[];
+  /** Every request received so far, oldest first. */
+  requests(): readonly RecordedRequest[];
+  clearRequests(): void;
+  /** Replaces the RBAC denials; takes effect for the next request. */
+  setForbidden(rules: readonly ForbidRule[]): void;
+  /** Registers (or with `undefined` removes) where `pods/log` of a pod reads from. */
+  setPodLogs(namespace: string, name: string, source: PodLogSource | undefined): void;
+  stop(): Promise<void>;
+}
+
+interface Route {
+  readonly definition: ResourceDefinition;
+  readonly namespace: string | undefined;
+  readonly name: string | undefined;
+  readonly subresource: string | undefined;
+}
+
+const JSON_TYPE = 'application/json';
+
+function send(res: ServerResponse, code: number, body: unknown, contentType = JSON_TYPE): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(code, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  const raw = Buffer.concat(chunks);
+  if ((req.headers['content-type'] ?? '').startsWith(PROTOBUF_TYPE)) return decodeProtobuf(raw);
+  const text = raw.toString('utf8');
+  if (text.trim() === '') throw new KubeApiError('BadRequest', 'the request body is empty');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new KubeApiError(
+      'BadRequest',
+      `the request body is not valid JSON: ${(err as Error).message}`,
+    );
+  }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function asKubeObject(value: unknown, definition: ResourceDefinition): KubeObject {
+  if (!isObject(value) || !isObject(value['metadata'])) {
+    throw new KubeApiError('BadRequest', `expected a ${definition.kind} object with metadata`);
+  }
+  const apiVersion =
+    definition.group === '' ? definition.version : `${definition.group}/${definition.version}`;
+  if (value['kind'] !== undefined && value['kind'] !== definition.kind) {
+    throw new KubeApiError(
+      'BadRequest',
+      `the kind ${String(value['kind'])} does not match ${definition.kind}`,
+    );
+  }
+  return { ...value, apiVersion, kind: definition.kind, metadata: value['metadata'] as ObjectMeta };
+}
+
+/** What the real apiserver does on write for some kinds: Secret stringData, Namespace phase. */
+function normalise(definition: ResourceDefinition, object: KubeObject): KubeObject {
+  if (definition === BuiltIn.secrets) {
+    const stringData = isObject(object['stringData']) ? object['stringData'] : {};
+    const data = { ...(isObject(object['data']) ? object['data'] : {}) };
+    for (const [key, value] of Object.entries(stringData)) {
+      data[key] = Buffer.from(String(value)).toString('base64');
+    }
+    const { stringData: _dropped, ...rest } = object;
+    const type =
+      typeof object['type'] === 'string' && object['type'] !== '' ? object['type'] : 'Opaque';
+    return { ...rest, type, data } as KubeObject;
+  }
+  if (definition === BuiltIn.namespaces) {
+    return {
+      ...object,
+      spec: object['spec'] ?? { finalizers: ['kubernetes'] },
+      status: { phase: 'Active' },
+    };
+  }
+  return object;
+}
+
+/** A throwaway self-signed certificate for 127.0.0.1, made by the openssl CLI. */
+export async function selfSignedCertificate(): Promise<{ cert: string; key: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-tls-'));
+  try {
+    await promisify(execFile)('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=regvault-fake-apiserver',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ]);
+    const [cert, key] = await Promise.all([
+      readFile(join(dir, 'cert.pem'), 'utf8'),
+      readFile(join(dir, 'key.pem'), 'utf8'),
+    ]);
+    return { cert, key };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const versionInfo = {
+  major: '1',
+  minor: '32',
+  gitVersion: 'v1.32.4-regvault-fake',
+  gitCommit: '0000000000000000000000000000000000000000',
+  gitTreeState: 'clean',
+  buildDate: '2025-01-01T00:00:00Z',
+  goVersion: 'go1.23.0',
+  compiler: 'gc',
+  platform: 'linux/amd64',
+};
+
+/** Starts the fake apiserver on a free loopback port. */
+export async function startKubeApiServer(
+  options: KubeApiServerOptions = {},
+): Promise<KubeApiServer> {
+  const store = options.store ?? new ObjectStore();
+  const moduleInfo = moduleInfoDefinition(options.moduleInfo);
+  const resources: ResourceDefinition[] = [...Object.values(BuiltIn), moduleInfo];
+  const user = options.user ?? 'regvault';
+  let forbidden: readonly ForbidRule[] = options.forbid ?? [];
+  const recorded: RecordedRequest[] = [];
+  const logSources = new Map<string, PodLogSource>();
+  const watches = new Set<ServerResponse>();
+
+  const groupVersion = (d: ResourceRef) => (d.group === '' ? d.version : `${d.group}/${d.version}`);
+
+  function discovery(path: string): unknown {
+    if (path === '/version') return versionInfo;
+    if (path === '/openapi/v3') return openApiRoot(resources, String(port));
+    if (path.startsWith('/openapi/v3/'))
+      return openApiGroupVersion(resources, path.slice('/openapi/v3/'.length));
+    if (path === '/api') {
+      return {
+        kind: 'APIVersions',
+        versions: ['v1'],
+        serverAddressByClientCIDRs: [
+          { clientCIDR: '0.0.0.0/0', serverAddress: `${LOOPBACK}:${port}` },
+        ],
+      };
+    }
+    const groups = [...new Set(resources.filter((d) => d.group !== '').map((d) => d.group))].map(
+      (name) => {
+        const versions = [
+          ...new Set(
+            resources.filter((d) => d.group === name).map((d) => `${d.group}/${d.version}`),
+          ),
+        ].map((gv) => ({ groupVersion: gv, version: gv.split('/')[1] }));
+        return { name, versions, preferredVersion: versions[0] };
+      },
+    );
+    if (path === '/apis') return { kind: 'APIGroupList', apiVersion: 'v1', groups };
+    const group = /^\/apis\/([^/]+)$/.exec(path);
+    if (group !== null) {
+      const found = groups.find((g) => g.name === group[1]);
+      return found === undefined ? undefined : { kind: 'APIGroup', apiVersion: 'v1', ...found };
+    }
+    const list = /^\/api\/(v1)$|^\/apis\/([^/]+\/[^/]+)$/.exec(path);
+    if (list === null) return undefined;
+    const gv = list[1] ?? list[2];
+    const served = resources.filter((d) => groupVersion(d) === gv);
+    if (served.length === 0) return undefined;
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: gv,
+      resources: served.flatMap((d) => [
+        {
+          name: d.resource,
+          singularName: d.singular,
+          namespaced: d.namespaced,
+          kind: d.kind,
+          verbs:
+            d.resource === 'namespaces'
+              ? ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch']
+              : [...Verbs, 'deletecollection'].sort(),
+          ...(d.shortNames === undefined ? {} : { shortNames: d.shortNames }),
+          ...(d.custom === true ? { categories: ['all'] } : {}),
+        },
+        ...(d.subresources ?? []).map((sub) => ({
+          name: `${d.resource}/${sub}`,
+          singularName: '',
+          namespaced: d.namespaced,
+          kind: sub === 'log' ? 'Pod' : d.kind,
+          verbs: sub === 'log' ? ['get'] : ['get', 'patch', 'update'],
+        })),
+      ]),
+    };
+  }
+
+  /** Maps `/api/v1/namespaces/ns/pods/name/log` and friends to a resource. */
+  function route(path: string): Route | undefined {
+    const parts = path
+      .split('/')
+      .filter((part) => part !== '')
+      .map(decodeURIComponent);
+    let rest: string[];
+    let gv: string;
+    if (parts[0] === 'api' && parts[1] === 'v1') {
+      gv = 'v1';
+      rest = parts.slice(2);
+    } else if (parts[0] === 'apis' && parts.length >= 4) {
+      gv = `${parts[1]}/${parts[2]}`;
+      rest = parts.slice(3);
+    } else {
+      return undefined;
+    }
+    let namespace: string | undefined;
+    if (rest[0] === 'namespaces' && rest.length >= 3) {
+      namespace = rest[1];
+      rest = rest.slice(2);
+    }
+    const [resource, name, subresource, ...extra] = rest;
+    const definition = resources.find((d) => groupVersion(d) === gv && d.resource === resource);
+    if (definition === undefined || extra.length > 0) return undefined;
+    // A namespaced type may be listed across namespaces; otherwise the scope must match.
+    if (namespace !== undefined && !definition.namespaced) return undefined;
+    if (namespace === undefined && definition.namespaced && name !== undefined) return undefined;
+    if (subresource !== undefined && !(definition.subresources ?? []).includes(subresource))
+      return undefined;
+    return { definition, namespace, name, subresource };
+  }
+
+  function verbOf(method: string, route: Route, query: URLSearchParams): Verb {
+    const watch = query.get('watch');
+    if (method === 'GET')
+      return watch === 'true' || watch === '1'
+        ? 'watch'
+        : route.name === undefined
+          ? 'list'
+          : 'get';
+    if (method === 'POST') return 'create';
+    if (method === 'PUT') return 'update';
+    if (method === 'PATCH') return 'patch';
+    if (method === 'DELETE') return 'delete';
+    throw new KubeApiError(
+      'MethodNotAllowed',
+      `the server does not allow this method on the requested resource`,
+    );
+  }
+
+  function authorise(verb: Verb, r: Route, bodyName: string | undefined): void {
+    const resource =
+      r.subresource === undefined
+        ? r.definition.resource
+        : `${r.definition.resource}/${r.subresource}`;
+    const name = r.name ?? bodyName;
+    const denied = forbidden.some(
+      (rule) =>
+        (rule.verb === '*' || rule.verb === verb) &&
+        (rule.resource === '*' || rule.resource === resource) &&
+        (rule.namespace === undefined || rule.namespace === r.namespace) &&
+        (rule.name === undefined || rule.name === name),
+    );
+    if (!denied) return;
+    const subject = `${qualifiedResource(r.definition)}${r.name === undefined ? '' : ` "${r.name}"`}`;
+    const scope =
+      r.namespace === undefined ? 'at the cluster scope' : `in the namespace "${r.namespace}"`;
+    throw new KubeApiError(
+      'Forbidden',
+      `${subject} is forbidden: User "${user}" cannot ${verb} resource "${resource}" in API group "${r.definition.group}" ${scope}`,
+      {
+        ...(r.name === undefined ? {} : { name: r.name }),
+        group: r.definition.group,
+        kind: r.definition.resource,
+      },
+    );
+  }
+
+  function requireNamespace(namespace: string | undefined): void {
+    if (
+      namespace !== undefined &&
+      store.get(BuiltIn.namespaces, undefined, namespace) === undefined
+    ) {
+      throw new KubeApiError('NotFound', `namespaces "${namespace}" not found`, {
+        name: namespace,
+        kind: 'namespaces',
+      });
+    }
+  }
+
+  function identify(r: Route, object: KubeObject, requireName: boolean): KubeObject {
+    const meta = object.metadata;
+    if (r.namespace !== undefined) {
+      if (meta.namespace !== undefined && meta.namespace !== '' && meta.namespace !== r.namespace) {
+        throw new KubeApiError(
+          'BadRequest',
+          'the namespace of the provided object does not match the namespace sent on the request',
+        );
+      }
+      meta.namespace = r.namespace;
+    } else {
+      delete meta.namespace;
+    }
+    if ((meta.name === undefined || meta.name === '') && typeof meta['generateName'] === 'string') {
+      meta.name = `${meta['generateName']}${Math.random().toString(36).slice(2, 7)}`;
+    }
+    if (typeof meta.name !== 'string' || meta.name === '') {
+      if (requireName)
+        throw new KubeApiError(
+          'Invalid',
+          `${r.definition.kind} "" is invalid: metadata.name: Required value: name or generateName is required`,
+        );
+    }
+    if (r.name !== undefined && meta.name !== r.name) {
+      throw new KubeApiError(
+        'BadRequest',
+        `the name of the object (${meta.name}) does not match the name on the URL (${r.name})`,
+      );
+    }
+    return object;
+  }
+
+  function applyPatch(r: Route, name: string, contentType: string, body: unknown): KubeObject {
+    const type = contentType.split(';')[0]?.trim();
+    if (type === 'application/strategic-merge-patch+json' && r.definition.custom === true) {
+      throw new KubeApiError(
+        'UnsupportedMediaType',
+        'the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml',
+      );
+    }
+    const patcher =
+      type === 'application/merge-patch+json'
+        ? (current: KubeObject) => mergePatch(current, body)
+        : type === 'application/strategic-merge-patch+json'
+          ? (current: KubeObject) => strategicMergePatch(current, body)
+          : type === 'application/json-patch+json'
+            ? (current: KubeObject) => jsonPatch(current, body)
+            : undefined;
+    if (patcher === undefined) {
+      throw new KubeApiError(
+        'UnsupportedMediaType',
+        `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`,
+      );
+    }
+    return store.update(r.definition, r.namespace, name, (current) => {
+      const patched = asKubeObject(patcher(current), r.definition);
+      // The patched object carries the stored resourceVersion unless the patch set one.
+      return normalise(r.definition, patched);
+    });
+  }
+
+  function podLog(r: Route, name: string, query: URLSearchParams): string {
+    const pod = store.read(r.definition, r.namespace, name);
+    const container = query.get('container') ?? undefined;
+    const spec = isObject(pod['spec']) ? pod['spec'] : {};
+    const containers = (Array.isArray(spec['containers']) ? spec['containers'] : []) as Array<{
+      name?: string;
+    }>;
+    if (container !== undefined && !containers.some((c) => c.name === container)) {
+      throw new KubeApiError('BadRequest', `container ${container} is not valid for pod ${name}`);
+    }
+    if (container === undefined && containers.length > 1) {
+      throw new KubeApiError(
+        'BadRequest',
+        `a container name must be specified for pod ${name}, choose one of: [${containers.map((c) => c.name).join(' ')}]`,
+      );
+    }
+    const lines = logSources.get(`${r.namespace}/${name}`)?.(container) ?? [];
+    const tail = query.get('tailLines');
+    const shown = tail === null ? lines : lines.slice(-Math.max(0, Number(tail)));
+    return shown.length === 0 ? '' : `${shown.join('\n')}\n`;
+  }
+
+  function list(r: Route, query: URLSearchParams): KubeObject[] {
+    const labels = labelSelector(query.get('labelSelector'));
+    const fields = fieldSelector(query.get('fieldSelector'));
+    return store.list(r.definition, r.namespace).filter((o) => labels(o) && fields(o));
+  }
+
+  function watch(r: Route, query: URLSearchParams, res: ServerResponse, table: boolean): void {
+    const labels = labelSelector(query.get('labelSelector'));
+    const fields = fieldSelector(query.get('fieldSelector'));
+    res.writeHead(200, { 'Content-Type': JSON_TYPE, 'Transfer-Encoding': 'chunked' });
+    // Clients block until the headers arrive and can only stop a watch after that.
+    res.flushHeaders();
+    // With `as=Table` every event carries a one-row Table, as server-side printing does.
+    const emit = (type: string, object: KubeObject) =>
+      res.write(
+        `${JSON.stringify({ type, object: table ? toTable(r.definition, object, store.resourceVersion()) : object })}\n`,
+      );
+    const since = query.get('resourceVersion');
+    // Without a resourceVersion a watch starts with the current state, as the real one does.
+    if (since === null || since === '' || since === '0')
+      for (const object of list(r, query)) emit('ADDED', object);
+    const unsubscribe = store.watch((event) => {
+      const { ref, object } = event;
+      if (ref.group !== r.definition.group || ref.resource !== r.definition.resource) return;
+      if (r.namespace !== undefined && object.metadata.namespace !== r.namespace) return;
+      if (r.name !== undefined && object.metadata.name !== r.name) return;
+      if (labels(object) && fields(object)) emit(event.type, object);
+    });
+    const timeout = Number(query.get('timeoutSeconds') ?? '1800');
+    const timer = setTimeout(() => res.end(), timeout * 1000);
+    watches.add(res);
+    res.on('close', () => {
+      clearTimeout(timer);
+      unsubscribe();
+      watches.delete(res);
+    });
+  }
+
+  async function serveResource(
+    req: IncomingMessage,
+    res: ServerResponse,
+    r: Route,
+    query: URLSearchParams,
+  ): Promise<void> {
+    const method = req.method ?? 'GET';
+    const verb = verbOf(method, r, query);
+    const { definition, namespace } = r;
+    const body =
+      method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readBody(req) : undefined;
+    const bodyName =
+      isObject(body) && isObject(body['metadata']) ? body['metadata']['name'] : undefined;
+    authorise(verb, r, typeof bodyName === 'string' ? bodyName : undefined);
+    if (query.has('dryRun') && !['get', 'list', 'watch'].includes(verb)) {
+      // Better a clear refusal than a "dry run" that writes.
+      throw new KubeApiError(
+        'BadRequest',
+        'the fake apiserver does not implement dryRun; leave it out',
+      );
+    }
+    const accept = req.headers.accept;
+    const reply = (code: number, value: KubeObject | KubeObject[]) => {
+      if (wantsTable(accept)) send(res, code, toTable(definition, value, store.resourceVersion()));
+      else if (Array.isArray(value)) {
+        send(res, code, {
+          kind: `${definition.kind}List`,
+          apiVersion: groupVersion(definition),
+          metadata: { resourceVersion: store.resourceVersion() },
+          items: value,
+        });
+      } else send(res, code, value);
+    };
+    if (verb === 'watch') return watch(r, query, res, wantsTable(accept));
+    if (verb === 'list') return reply(200, list(r, query));
+    if (verb === 'create') {
+      if (r.name !== undefined)
+        throw new KubeApiError('MethodNotAllowed', 'POST is not allowed on a named object');
+      requireNamespace(namespace);
+      const object = identify(r, asKubeObject(body, definition), true);
+      return reply(201, store.create(definition, normalise(definition, object)));
+    }
+    const name = r.name as string;
+    if (r.subresource === 'log') {
+      if (verb !== 'get') throw new KubeApiError('MethodNotAllowed', 'pods/log only supports GET');
+      return send(res, 200, podLog(r, name, query), 'text/plain');
+    }
+    if (verb === 'get') return reply(200, store.read(definition, namespace, name));
+    if (verb === 'update') {
+      const object = identify(r, asKubeObject(body, definition), true);
+      return reply(200, store.replace(definition, normalise(definition, object)));
+    }
+    if (verb === 'patch')
+      return reply(200, applyPatch(r, name, req.headers['content-type'] ?? '', body));
+    if (r.subresource !== undefined) {
+      throw new KubeApiError('MethodNotAllowed', `DELETE is not allowed on ${r.subresource}`);
+    }
+    const deleted = store.delete(definition, namespace, name);
+    if (definition === BuiltIn.namespaces) {
+      for (const d of resources.filter((candidate) => candidate.namespaced)) {
+        for (const object of store.list(d, name)) store.delete(d, name, object.metadata.name);
+      }
+    }
+    logSources.delete(`${namespace}/${name}`);
+    return send(res, 200, {
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Success',
+      details: {
+        name,
+        group: definition.group,
+        kind: definition.resource,
+        uid: deleted.metadata.uid,
+      },
+    });
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    recorded.push({
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      query: url.search,
+      contentType: req.headers['content-type'],
+      accept: req.headers.accept,
+    });
+    try {
+      if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`) {
+        throw new KubeApiError('Unauthorized', 'Unauthorized');
+      }
+      const path = url.pathname.replace(/\/+$/, '') || '/';
+      if (['/healthz', '/livez', '/readyz'].includes(path))
+        return send(res, 200, 'ok', 'text/plain');
+      const r = route(path);
+      if (r !== undefined) return await serveResource(req, res, r, url.searchParams);
+      const info = req.method === 'GET' ? discovery(path) : undefined;
+      if (info !== undefined) return send(res, 200, info);
+      throw new KubeApiError('NotFound', 'the server could not find the requested resource', {});
+    } catch (err) {
+      const error =
+        err instanceof KubeApiError
+          ? err
+          : new KubeApiError('InternalError', `fake apiserver failure: ${String(err)}`);
+      if (!res.headersSent) send(res, error.code, error.toStatus());
+      else res.end();
+    }
+  }
+
+  const listener = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
+  const tls =
+    (options.tls ?? options.token !== undefined) ? await selfSignedCertificate() : undefined;
+  const server = tls === undefined ? createServer(listener) : createTlsServer(tls, listener);
+  const port = await freePort();
+  server.listen(port, LOOPBACK);
+  await once(server, 'listening');
+  let stopping: Promise<void> | undefined;
+
+  return {
+    url: `${tls === undefined ? 'http' : 'https'}://${LOOPBACK}:${port}`,
+    port,
+    caCert: tls?.cert,
+    store,
+    moduleInfo,
+    resources,
+    requests: () => [...recorded],
+    clearRequests: () => void recorded.splice(0),
+    setForbidden(rules) {
+      forbidden = [...rules];
+    },
+    setPodLogs(namespace, name, source) {
+      if (source === undefined) logSources.delete(`${namespace}/${name}`);
+      else logSources.set(`${namespace}/${name}`, source);
+    },
+    stop() {
+      stopping ??= (async () => {
+        for (const res of watches) res.end();
+        const closed = once(server, 'close');
+        server.close();
+        server.closeAllConnections();
+        await closed;
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * Starts and stops sandbox S3 + SQS servers: each one is a child process
+ * running fauxqs (pinned in package.json) on 127.0.0.1 and a free port, with
+ * request counters and fault injection reachable over HTTP.
+ */
+import { fileURLToPath } from 'node:url';
+import {
+  freePort,
+  type ManagedProcess,
+  spawnManaged,
+  typeScriptCommand,
+  waitFor,
+} from '../process.ts';
+import type { FaultRule } from './extensions.ts';
+
+export type { FaultRule } from './extensions.ts';
+
+/** Request counts by AWS operation name (S3 and SQS), e.g. `ListObjectsV2`, `CopyObject`, `UploadPartCopy`. */
+export type Counters = Partial<
+  Record<
+    | 'ListObjectsV2'
+    | 'ListObjects'
+    | 'CopyObject'
+    | 'UploadPartCopy'
+    | 'UploadPart'
+    | 'GetObject'
+    | 'PutObject'
+    | 'HeadObject'
+    | 'DeleteObject'
+    | 'DeleteObjects'
+    | 'CreateMultipartUpload'
+    | 'CompleteMultipartUpload'
+    | 'AbortMultipartUpload'
+    | 'ListMultipartUploads'
+    | 'ListParts'
+    | 'CreateBucket'
+    | 'HeadBucket'
+    | 'SendMessage'
+    | 'ReceiveMessage'
+    | 'DeleteMessage',
+    number
+  >
+> &
+  Readonly<Record<string, number>>;
+
+export interface S3ServerOptions {
+  /** Shown in process listings and error messages. */
+  readonly name?: string;
+  readonly region?: string;
+  /** Compute SHA-256 checksums for copies that ask for them, as AWS S3 does (off: fauxqs computes none). */
+  readonly computeChecksums?: boolean;
+}
+
+export interface S3ServerHandle {
+  /** `http://127.0.0.1:PORT`, for S3 (path style) and SQS alike. */
+  readonly endpoint: string;
+  readonly port: number;
+  readonly region: string;
+  /** fauxqs accepts any keys; these are what the sandbox hands out. */
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  readonly process: ManagedProcess;
+  /** Requests served so far, by AWS operation name (faulted requests included). */
+  counters(): Promise<Counters>;
+  resetCounters(): Promise<void>;
+  /** The next `rule.count` requests matching the rule fail with its status and code. */
+  injectFaults(rule: FaultRule): Promise<void>;
+  clearFaults(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const entry = fileURLToPath(new URL('./server-main.ts', import.meta.url));
+
+/** Starts one server and resolves once it accepts requests. */
+export async function startS3Server(options: S3ServerOptions = {}): Promise<S3ServerHandle> {
+  const region = options.region ?? 'us-east-1';
+  const port = await freePort();
+  const { command, args } = typeScriptCommand(entry);
+  const child = spawnManaged({
+    name: options.name ?? `s3-${port}`,
+    command,
+    args,
+    env: {
+      REGVAULT_S3_PORT: String(port),
+      REGVAULT_S3_REGION: region,
+      REGVAULT_S3_CHECKSUMS: options.computeChecksums === true ? '1' : '0',
+    },
+  });
+  await waitFor(`S3 server ${child.name}`, async () => child.logs.text().includes('"ready":true'), {
+    process: child,
+    timeoutMs: 30_000,
+    intervalMs: 50,
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  const control = async (method: string, path: string, body?: unknown): Promise<unknown> => {
+    const response = await fetch(`${endpoint}/_sandbox/${path}`, {
+      method,
+      ...(body === undefined
+        ? {}
+        : { body: JSON.stringify(body), headers: { 'content-type': 'application/octet-stream' } }),
+    });
+    if (!response.ok)
+      throw new Error(
+        `sandbox S3 ${method} ${path}: HTTP ${response.status} ${await response.text()}`,
+      );
+    return response.json();
+  };
+  return {
+    endpoint,
+    port,
+    region,
+    credentials: { accessKeyId: 'sandbox-access-key', secretAccessKey: 'sandbox-secret-key' },
+    process: child,
+    counters: async () => (await control('GET', 'counters')) as Counters,
+    resetCounters: async () => {
+      await control('POST', 'counters/reset');
+    },
+    injectFaults: async (rule) => {
+      await control('POST', 'faults', rule);
+    },
+    clearFaults: async () => {
+      await control('DELETE', 'faults');
+    },
+    stop: () => child.stop(),
+  };
+}

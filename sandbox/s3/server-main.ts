@@ -1,0 +1,167 @@
+/**
+ * Entry of the sandbox S3 + SQS server child process: fauxqs on 127.0.0.1 with
+ * the additions in `extensions.ts`. Prints one JSON line `{"ready":true,"port":N}`
+ * when listening, and exits when its parent process is gone so a crashed test
+ * run leaves nothing behind.
+ *
+ * Environment: REGVAULT_S3_PORT (0 for any free port), REGVAULT_S3_REGION.
+ */
+import { createHash } from 'node:crypto';
+import { buildApp } from 'fauxqs';
+import {
+  bucketAndKey,
+  copySourceKeyOf,
+  decodeNumericQuotes,
+  errorXml,
+  type FaultRule,
+  listMultipartUploads,
+  listParts,
+  operationOf,
+  RequestLedger,
+  type SandboxReply,
+  type SandboxRequest,
+} from './extensions.ts';
+
+const port = Number(process.env['REGVAULT_S3_PORT'] ?? '0');
+const region = process.env['REGVAULT_S3_REGION'] ?? 'us-east-1';
+/** Compute SHA-256 for copies that ask for it, as AWS S3 does (fauxqs alone does not). */
+const computeChecksums = process.env['REGVAULT_S3_CHECKSUMS'] === '1';
+
+// fauxqs exports only `buildApp`; its store classes are loaded from the same
+// package directory so this process can read multipart uploads in flight.
+const fauxqsEntry = import.meta.resolve('fauxqs');
+const storeModule = async (path: string): Promise<Record<string, unknown>> =>
+  (await import(new URL(path, fauxqsEntry).href)) as Record<string, unknown>;
+type StoreClass = new () => object;
+const [{ S3Store }, { SqsStore }, { SnsStore }] = await Promise.all([
+  storeModule('./s3/s3Store.js'),
+  storeModule('./sqs/sqsStore.js'),
+  storeModule('./sns/snsStore.js'),
+]);
+const s3Store = new (S3Store as StoreClass)();
+// Range copies of sources under 5 MiB are refused by fauxqs alone (AWS accepts
+// them as the last part); tests use small multipart thresholds.
+Reflect.set(s3Store, 'relaxedRules', { disableMinCopySourceSize: true });
+const stores = {
+  s3Store,
+  sqsStore: new (SqsStore as StoreClass)(),
+  snsStore: new (SnsStore as StoreClass)(),
+};
+
+const ledger = new RequestLedger();
+const app = buildApp({
+  logger: false,
+  host: '127.0.0.1',
+  defaultRegion: region,
+  stores: stores as unknown as NonNullable<NonNullable<Parameters<typeof buildApp>[0]>['stores']>,
+});
+
+const operations = new WeakMap<object, string>();
+
+app.addHook('onRequest', async (request) => {
+  const operation = operationOf(request as SandboxRequest);
+  operations.set(request, operation);
+  ledger.count(operation);
+});
+
+app.addHook('preHandler', async (request, reply) => {
+  const operation = operations.get(request) ?? operationOf(request as SandboxRequest);
+  const { bucket, key } = bucketAndKey(request as SandboxRequest);
+  const fault = ledger.trip(operation, bucket, key, copySourceKeyOf(request as SandboxRequest));
+  if (fault !== undefined) {
+    if (fault.reset === true) {
+      request.raw.socket.destroy();
+      return reply;
+    }
+    return reply
+      .status(fault.status)
+      .header('content-type', 'application/xml')
+      .send(errorXml(fault.code, `injected by the sandbox for ${operation} ${bucket}/${key}`));
+  }
+  const query = new URL(request.url, 'http://sandbox').searchParams;
+  const send = reply as unknown as SandboxReply;
+  if (operation === 'ListMultipartUploads') {
+    send
+      .status(200)
+      .header('content-type', 'application/xml')
+      .send(listMultipartUploads(s3Store, bucket, query));
+    return reply;
+  }
+  if (operation === 'ListParts') {
+    const xml = listParts(s3Store, bucket, key, query);
+    if (xml === undefined) {
+      send
+        .status(404)
+        .header('content-type', 'application/xml')
+        .send(errorXml('NoSuchUpload', 'The specified upload does not exist.'));
+    } else {
+      send.status(200).header('content-type', 'application/xml').send(xml);
+    }
+    return reply;
+  }
+  if (operation === 'CompleteMultipartUpload') {
+    (request as SandboxRequest).body = decodeNumericQuotes(request.body);
+  }
+  return undefined;
+});
+
+if (computeChecksums) {
+  app.addHook('onSend', async (request, reply, payload) => {
+    const algorithm = request.headers['x-amz-checksum-algorithm'];
+    if (
+      operations.get(request) !== 'CopyObject' ||
+      reply.statusCode !== 200 ||
+      String(algorithm).toUpperCase() !== 'SHA256'
+    )
+      return payload;
+    const { bucket, key } = bucketAndKey(request as SandboxRequest);
+    const object = (s3Store as { getObject(b: string, k: string): { body: Buffer } }).getObject(
+      bucket,
+      key,
+    );
+    const checksum = createHash('sha256').update(object.body).digest('base64');
+    return String(payload).replace(
+      '</CopyObjectResult>',
+      `<ChecksumSHA256>${checksum}</ChecksumSHA256></CopyObjectResult>`,
+    );
+  });
+}
+
+app.get('/_sandbox/counters', async () => ledger.counters());
+app.post('/_sandbox/counters/reset', async () => {
+  ledger.resetCounters();
+  return {};
+});
+app.post('/_sandbox/faults', async (request) => {
+  const raw: unknown = request.body;
+  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : String(raw);
+  ledger.addFault(JSON.parse(text) as FaultRule);
+  return {};
+});
+app.delete('/_sandbox/faults', async () => {
+  ledger.clearFaults();
+  return {};
+});
+
+await app.listen({ host: '127.0.0.1', port });
+const address = app.server.address();
+const boundPort = typeof address === 'object' && address !== null ? address.port : port;
+process.stdout.write(`${JSON.stringify({ ready: true, port: boundPort })}\n`);
+
+// Exit when the parent is gone (its pid changes to 1 or the signal fails).
+const parent = process.ppid;
+setInterval(() => {
+  let alive = process.ppid === parent;
+  try {
+    process.kill(parent, 0);
+  } catch {
+    alive = false;
+  }
+  if (!alive) process.exit(0);
+}, 1_000).unref();
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    void app.close().finally(() => process.exit(0));
+  });
+}

@@ -1,0 +1,262 @@
+/**
+ * `npm run demo`: the main job end to end on this machine, on the built-in
+ * sandbox. It starts an S3 server, a fake cluster whose ModuleInfo runs a
+ * real `docker-registry` on bucket `registry`, pushes sample images, backs the
+ * registry up into a vault, deletes the bucket (the disaster), restores the
+ * latest snapshot into `registry-bucket-restored`, switches the ModuleInfo,
+ * waits for the registry to roll, verifies it and pulls every image back.
+ *
+ * `--json` prints progress as JSON lines and ends with one result object.
+ */
+import { execFileSync } from 'node:child_process';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
+import { Command } from 'commander';
+import { loadKubeConfig } from '../functions/commons/cluster/kube.ts';
+import { createLocalDeps } from '../functions/commons/local/deps.ts';
+import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
+import { acpProfile } from '../functions/commons/registry/acp.ts';
+import { createS3Client } from '../functions/commons/s3/client.ts';
+import { listKeys } from '../functions/commons/vault/store.ts';
+import type { BackupSummary } from '../functions/commons/workflows/backup.ts';
+import { populateRegistry, pullImage } from '../sandbox/images/index.ts';
+import { startFakeCluster } from '../sandbox/kube/index.ts';
+import { startS3Server } from '../sandbox/s3/index.ts';
+
+const program = new Command()
+  .name('npm run demo --')
+  .description('back up and restore a registry on the local sandbox')
+  .option('--json', 'JSON lines of progress, then one result object', false)
+  .option('--repositories <n>', 'repositories to push', '4')
+  .option('--tags <n>', 'tags per repository', '3')
+  .parse();
+const options = program.opts<{ json: boolean; repositories: string; tags: string }>();
+
+const say = (event: string, text: string, fields: Record<string, unknown> = {}) => {
+  if (options.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
+  else process.stdout.write(`${text}\n`);
+};
+
+/** The Debian packages the sandbox runs; installed when running as root, named otherwise. */
+function ensurePackages(): void {
+  const needed = [
+    { binary: 'docker-registry', pkg: 'docker-registry' },
+    { binary: 'skopeo', pkg: 'skopeo' },
+  ];
+  const missing = needed.filter(({ binary }) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${binary}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (missing.length === 0) return;
+  const packages = missing.map((m) => m.pkg);
+  if (process.getuid?.() === 0) {
+    say(
+      'install',
+      `installing Debian packages the sandbox needs: ${packages.join(' ')} (running as root)`,
+      { packages },
+    );
+    execFileSync(
+      'sh',
+      [
+        '-c',
+        `apt-get install -y -qq --no-install-recommends ${packages.join(' ')} || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ${packages.join(' ')})`,
+      ],
+      {
+        stdio: options.json ? 'ignore' : 'inherit',
+        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      },
+    );
+    return;
+  }
+  process.stderr.write(
+    `the demo needs these Debian packages: ${packages.join(', ')}\ninstall them with:\n  sudo apt-get install -y ${packages.join(' ')}\n`,
+  );
+  process.exit(2);
+}
+
+async function main(): Promise<number> {
+  ensurePackages();
+  const started = Date.now();
+  say(
+    'sandbox',
+    'starting the sandbox: S3 server, fake cluster API, registry on bucket "registry"',
+  );
+  const s3 = await startS3Server({ name: 'demo-s3' });
+  const admin = createS3Client(
+    { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true },
+    s3.credentials,
+  );
+  const cluster = await startFakeCluster({ tls: true });
+  const deps = createLocalDeps({
+    vault: {
+      location: {
+        endpoint: s3.endpoint,
+        region: s3.region,
+        bucket: 'regvault-vault',
+        prefix: '',
+        forcePathStyle: true,
+        access: 'vault',
+      },
+      credentials: s3.credentials,
+    },
+    kube: { path: cluster.kubeconfigPath },
+    registryUrl: cluster.registryUrl,
+  });
+  try {
+    for (const bucket of ['registry', 'regvault-vault', 'registry-bucket-restored'])
+      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+    await cluster.seedAcpRegistry({
+      bucket: 'registry',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    });
+    await cluster.waitForReadyPod(60_000);
+    const host = new URL(cluster.registryUrl).host;
+    say(
+      'push',
+      `pushing ${options.repositories} repositories x ${options.tags} tags (shared base layer, one multi-arch index) to ${host}`,
+    );
+    const images = await populateRegistry(host, {
+      repositories: Number(options.repositories),
+      tagsPerRepository: Number(options.tags),
+      multiArch: true,
+      layerSizes: [4096, 256 * 1024],
+    });
+
+    say(
+      'backup',
+      'backup: discover the ModuleInfo, plan, copy links then blobs, finalize the snapshot',
+    );
+    const backup = await runBackupLocally(
+      {},
+      { deps, onState: (state) => say('state', `  - ${state}`, { workflow: 'backup', state }) },
+    );
+    const summary = backup.output as BackupSummary | undefined;
+    say('backup-done', `backup ${backup.status}: ${summary?.message ?? backup.cause}`, {
+      status: backup.status,
+    });
+    if (backup.status !== 'SUCCEEDED' || summary === undefined)
+      throw new Error(`backup failed: ${backup.cause}`);
+
+    say('disaster', 'disaster: deleting every object and the bucket "registry"');
+    const keys = (
+      await listKeys(
+        {
+          location: {
+            region: s3.region,
+            bucket: 'registry',
+            prefix: '',
+            forcePathStyle: true,
+            access: 'vault',
+          },
+          client: admin,
+        },
+        '',
+      )
+    ).map((object) => object.key);
+    for (let i = 0; i < keys.length; i += 1000) {
+      await admin.send(
+        new DeleteObjectsCommand({
+          Bucket: 'registry',
+          Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) },
+        }),
+      );
+    }
+    await admin.send(new DeleteBucketCommand({ Bucket: 'registry' }));
+
+    say(
+      'restore',
+      'restore: latest snapshot into "registry-bucket-restored", switch the ModuleInfo, wait for the rollout, verify',
+    );
+    const restore = await runRestoreLocally(
+      {
+        snapshot: 'latest',
+        target: {
+          bucket: 'registry-bucket-restored',
+          endpoint: s3.endpoint,
+          region: s3.region,
+          secretName: 'registry-s3-secret',
+        },
+        verifySample: 3,
+      },
+      {
+        deps,
+        waitMs: 500,
+        onState: (state) => say('state', `  - ${state}`, { workflow: 'restore', state }),
+      },
+    );
+    say(
+      'restore-done',
+      `restore ${restore.status}${restore.cause === undefined ? '' : `: ${restore.cause}`}`,
+      { status: restore.status },
+    );
+    const restored = restore.output as
+      | { verify?: { ok: boolean; repositories: number; tags: number; pulled: number } }
+      | undefined;
+
+    const storage = (await acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath })).discover())
+      .storage;
+    let pulledOk = 0;
+    let pulled = 0;
+    for (const repository of images.repositories) {
+      for (const [tag, digest] of Object.entries(repository.tags)) {
+        pulled++;
+        if ((await pullImage(`${host}/${repository.name}:${tag}`)).digest === digest) pulledOk++;
+      }
+    }
+    const verifyOk =
+      restore.status === 'SUCCEEDED' && restored?.verify?.ok === true && pulledOk === pulled;
+    const seconds = (Date.now() - started) / 1000;
+    if (!options.json) {
+      process.stdout.write(
+        [
+          '',
+          'report',
+          `  snapshot      ${summary.snapshotId}: ${summary.objects} objects, ${summary.bytes} bytes, ${summary.repositories} repositories, ${summary.tags} tags`,
+          `  ModuleInfo    spec.config.s3storage.bucket = ${storage.bucket}`,
+          `  verification  ${restored?.verify?.ok === true ? 'passed' : 'FAILED'}: catalog, tags and manifest digests checked; ${restored?.verify?.pulled ?? 0} images pulled with every digest checked`,
+          `  skopeo pulls  ${pulledOk}/${pulled} images pulled back with the digests they were pushed with`,
+          `  took          ${seconds.toFixed(1)} s`,
+          '',
+          'against a real cluster and S3 (see README.md):',
+          '  npm run regvault -- backup  --vault-bucket VAULT --vault-region REGION --kubeconfig ~/.kube/config',
+          '  npm run regvault -- snapshots list --vault-bucket VAULT --vault-region REGION',
+          '  npm run regvault -- restore --vault-bucket VAULT --vault-region REGION --kubeconfig ~/.kube/config \\',
+          '      --target-bucket NEW_BUCKET --target-region REGION --target-secret SECRET_NAME --registry-url https://REGISTRY',
+          '',
+        ].join('\n'),
+      );
+    }
+    const result = {
+      backup: { status: summary.status, snapshotId: summary.snapshotId, copied: summary.copied },
+      restore: {
+        status: restore.status === 'SUCCEEDED' ? 'succeeded' : 'failed',
+        bucket: storage.bucket,
+      },
+      verify: { ok: verifyOk, pulled, pulledOk },
+      objects: summary.objects,
+      bytes: summary.bytes,
+      seconds,
+    };
+    if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    return verifyOk ? 0 : 1;
+  } finally {
+    deps.close();
+    admin.destroy();
+    await cluster.stop();
+    await s3.stop();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

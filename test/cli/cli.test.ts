@@ -1,0 +1,231 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { populateRegistry } from '../../sandbox/images/index.ts';
+import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { typeScriptCommand } from '../../sandbox/process.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { clientFor, createBucket } from '../support/s3.ts';
+
+const cli = fileURLToPath(new URL('../../bin/regvault.ts', import.meta.url));
+let s3: S3ServerHandle;
+let client: S3Client;
+let cluster: FakeCluster;
+let env: NodeJS.ProcessEnv;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function regvault(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Run> {
+  const { command, args: prefix } = typeScriptCommand(cli);
+  return new Promise((resolve) => {
+    execFile(
+      command,
+      [...prefix, ...args],
+      { env: { ...env, ...extraEnv }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+const jsonLines = (text: string) =>
+  text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+beforeAll(async () => {
+  s3 = await startS3Server({ name: 's3-cli' });
+  client = clientFor(s3);
+  for (const bucket of ['cli-registry', 'cli-vault', 'cli-restored'])
+    await createBucket(client, bucket);
+  cluster = await startFakeCluster({ tls: true });
+  await cluster.seedAcpRegistry({
+    bucket: 'cli-registry',
+    endpoint: s3.endpoint,
+    region: s3.region,
+    accessKey: s3.credentials.accessKeyId,
+    secretKey: s3.credentials.secretAccessKey,
+  });
+  await cluster.waitForReadyPod(30_000);
+  await populateRegistry(new URL(cluster.registryUrl).host, {
+    repositories: 2,
+    tagsPerRepository: 2,
+  });
+  env = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    KUBECONFIG: cluster.kubeconfigPath,
+    REGVAULT_VAULT_BUCKET: 'cli-vault',
+    REGVAULT_VAULT_REGION: s3.region,
+    REGVAULT_VAULT_ENDPOINT: s3.endpoint,
+    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+  };
+}, 120_000);
+
+afterAll(async () => {
+  client?.destroy();
+  await cluster?.stop();
+  await s3?.stop();
+});
+
+describe('the regvault CLI on the sandbox', () => {
+  it('backs up, lists the snapshot, restores with a switch and verifies, printing JSON lines', async () => {
+    // Act
+    const backup = await regvault(['backup', '--json']);
+    const list = await regvault(['snapshots', 'list', '--json']);
+    const missingUrl = await regvault([
+      'restore',
+      '--target-bucket',
+      'cli-restored',
+      '--target-secret',
+      'registry-s3-secret',
+    ]);
+    const restore = await regvault([
+      'restore',
+      '--target-bucket',
+      'cli-restored',
+      '--target-secret',
+      'registry-s3-secret',
+      '--registry-url',
+      cluster.registryUrl,
+      '--json',
+    ]);
+    const verify = await regvault([
+      'verify',
+      '--registry-url',
+      cluster.registryUrl,
+      '--sample',
+      '4',
+      '--json',
+    ]);
+    // Assess
+    expect(backup.stderr).toBe('');
+    expect(backup.code).toBe(0);
+    const backupLines = jsonLines(backup.stdout);
+    expect(backupLines.at(-1)).toMatchObject({ event: 'result', status: 'SUCCEEDED' });
+    expect(
+      backupLines.filter((line) => line['event'] === 'state').map((line) => line['state']),
+    ).toContain('FinalizeSnapshot');
+    expect(list.code).toBe(0);
+    expect(jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot')).toHaveLength(1);
+    expect(missingUrl.code).toBe(2);
+    expect(missingUrl.stdout).toContain('registryUrl: switching the registry needs its URL');
+    expect(restore.code).toBe(0);
+    expect(jsonLines(restore.stdout).at(-1)).toMatchObject({
+      event: 'result',
+      status: 'SUCCEEDED',
+    });
+    expect(verify.code).toBe(0);
+    expect(jsonLines(verify.stdout).at(-1)).toMatchObject({
+      event: 'result',
+      ok: true,
+      repositories: 2,
+      tags: 4,
+    });
+  });
+
+  it('checks the snapshot and the restored bucket with fsck, and prunes with a dry run', async () => {
+    // Act
+    const snapshot = await regvault(['fsck', '--deep', '--json']);
+    const bucket = await regvault(['fsck', '--bucket', 'cli-restored', '--json']);
+    const prune = await regvault(['snapshots', 'prune', '--keep-last', '1', '--dry-run', '--json']);
+    // Assess
+    expect(snapshot.code).toBe(0);
+    expect(jsonLines(snapshot.stdout).at(-1)).toMatchObject({ ok: true, mode: 'deep' });
+    expect(bucket.code).toBe(0);
+    expect(jsonLines(bucket.stdout).at(-1)).toMatchObject({
+      ok: true,
+      target: 's3://cli-restored',
+    });
+    expect(prune.code).toBe(0);
+    expect(jsonLines(prune.stdout).at(-1)).toMatchObject({ event: 'result', deletedSnapshots: [] });
+  });
+
+  it('plans a bucket without copying anything', async () => {
+    // Act
+    const run = await regvault(['plan', '--source-bucket', 'cli-restored', '--json']);
+    // Assess
+    expect(run.code).toBe(0);
+    expect(jsonLines(run.stdout).at(-1)).toMatchObject({ event: 'result', layout: 'registry' });
+  });
+
+  it('copies a bucket and skips everything on the second run', async () => {
+    // Prepare
+    await createBucket(client, 'cli-copy');
+    // Act
+    const first = await regvault([
+      'copy',
+      '--from',
+      's3://cli-restored',
+      '--to',
+      's3://cli-copy',
+      '--json',
+    ]);
+    const second = await regvault([
+      'copy',
+      '--from',
+      's3://cli-restored',
+      '--to',
+      's3://cli-copy',
+      '--json',
+    ]);
+    // Assess
+    expect(first.code).toBe(0);
+    const firstResult = jsonLines(first.stdout).at(-1);
+    expect(firstResult?.['copied']).toBeGreaterThan(0);
+    expect(jsonLines(second.stdout).at(-1)).toMatchObject({
+      ok: true,
+      copied: 0,
+      skipped: firstResult?.['copied'],
+    });
+  });
+
+  it.each([
+    {
+      case: 'a bad flag value',
+      args: ['backup', '--concurrency', 'many'],
+      names: ['--concurrency'],
+    },
+    { case: 'an unknown flag', args: ['backup', '--no-such-flag'], names: ['--no-such-flag'] },
+    {
+      case: 'a bad copy location',
+      args: ['copy', '--from', 'bucket-without-scheme', '--to', 's3://x-y-z'],
+      names: ['--from: expected s3://bucket/prefix'],
+    },
+  ])('exits 2 and names the field for $case', async ({ args, names }) => {
+    // Act
+    const run = await regvault(args);
+    // Assess
+    expect(run.code).toBe(2);
+    for (const name of names) expect(run.stderr).toContain(name);
+  });
+
+  it('exits 2 for a bad config file, naming every bad setting, before touching anything', async () => {
+    // Prepare
+    const dir = await mkdtemp(join(tmpdir(), 'regvault-cli-'));
+    const config = join(dir, 'regvault.yaml');
+    await writeFile(config, 'vaultBucket: Not_A_Bucket\nvaultRegion: us-east-1\nconcurency: 4\n');
+    // Act
+    const run = await regvault(['snapshots', 'list', '--config', config], {
+      REGVAULT_VAULT_BUCKET: '',
+    });
+    // Assess
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(
+      '--vault-bucket (or vaultBucket in the config file): a bucket name',
+    );
+    expect(run.stderr).toContain('concurency in the config file (unknown setting)');
+  });
+});

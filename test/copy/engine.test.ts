@@ -1,0 +1,625 @@
+import { createHash } from 'node:crypto';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  createCopyContext,
+  prefixMapper,
+  runPlan,
+  summarise,
+} from '../../functions/commons/copy/engine.ts';
+import type { InventoryRecord, Location, Shard } from '../../functions/commons/copy/model.ts';
+import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
+import { runShard } from '../../functions/commons/copy/shard-runner.ts';
+import {
+  emptyTarget,
+  ListedTarget,
+  PreviousInventory,
+} from '../../functions/commons/copy/target-state.ts';
+import { buildDataset, putObject, seededBytes, writeDataset } from '../../sandbox/dataset.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import {
+  clientFor,
+  createBucket,
+  listAll,
+  locationOn,
+  putObjects,
+  readObject,
+} from '../support/s3.ts';
+
+let server: S3ServerHandle;
+let other: S3ServerHandle;
+let client: S3Client;
+let otherClient: S3Client;
+let bucketCounter = 0;
+
+beforeAll(async () => {
+  [server, other] = await Promise.all([
+    startS3Server({ name: 's3-a' }),
+    startS3Server({ name: 's3-b' }),
+  ]);
+  client = clientFor(server);
+  otherClient = clientFor(other);
+});
+
+afterAll(async () => {
+  client?.destroy();
+  otherClient?.destroy();
+  await Promise.all([server?.stop(), other?.stop()]);
+});
+
+async function freshBucket(c: S3Client = client): Promise<string> {
+  const name = `bucket-${process.pid}-${bucketCounter++}`;
+  await createBucket(c, name);
+  return name;
+}
+
+const wholeShard = (prefix = ''): Shard => ({ id: 'all', kind: 'objects', prefix });
+
+function job(
+  source: Location,
+  target: Location,
+  options: {
+    targetState?: 'list' | 'empty' | PreviousInventory;
+    transfer?: Record<string, number | string>;
+  } = {},
+) {
+  const sourceClient = source.endpoint === other.endpoint ? otherClient : client;
+  const targetClient = target.endpoint === other.endpoint ? otherClient : client;
+  const state = options.targetState ?? 'list';
+  return createCopyContext({
+    source: { location: source, client: sourceClient },
+    target: { location: target, client: targetClient },
+    mapKey: prefixMapper(source, target),
+    targetState:
+      state === 'list'
+        ? new ListedTarget(targetClient, target.bucket)
+        : state === 'empty'
+          ? emptyTarget
+          : state,
+    concurrency: 16,
+    ...(options.transfer === undefined ? {} : { transfer: options.transfer }),
+  });
+}
+
+const MiB = 1024 ** 2;
+
+describe('copying a shard between two buckets', () => {
+  it('copies every key, including spaces, unicode, +, % and = and empty objects', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const keys = [
+      'plain.txt',
+      'with space/a b.txt',
+      'ünïcödé/日本.txt',
+      'plus+sign',
+      'per%cent',
+      'eq=ual',
+      'empty',
+    ];
+    await putObjects(
+      client,
+      source,
+      keys.map((key) => ({ key, body: key === 'empty' ? '' : `content of ${key}` })),
+    );
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target)),
+      wholeShard(),
+    );
+    // Assess
+    const copied = await listAll(client, target);
+    expect([...copied.keys()].sort()).toEqual([...keys].sort());
+    expect(copied.get('empty')?.size).toBe(0);
+    expect((await readObject(client, target, 'ünïcödé/日本.txt')).toString()).toBe(
+      'content of ünïcödé/日本.txt',
+    );
+    expect(result.totals).toMatchObject({ listed: 7, copied: 7, skipped: 0, failed: 0 });
+  });
+
+  it('copies nothing and succeeds for an empty bucket', async () => {
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target)),
+      wholeShard(),
+    );
+    expect(result.totals).toMatchObject({ listed: 0, copied: 0, failed: 0, pages: 1 });
+    expect(summarise([result]).ok).toBe(true);
+  });
+
+  it('follows the listing across many pages with one LIST per page and one CopyObject per object', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const objects = Array.from({ length: 2_345 }, (_, i) => ({
+      key: `k/${String(i).padStart(5, '0')}`,
+      body: `${i}`,
+    }));
+    await putObjects(client, source, objects, 32);
+    await server.resetCounters();
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      wholeShard(),
+    );
+    // Assess
+    const counters = await server.counters();
+    expect(result.totals).toMatchObject({ listed: 2_345, copied: 2_345, pages: 3 });
+    expect(counters.CopyObject).toBe(2_345);
+    expect(counters.ListObjectsV2).toBe(3);
+    expect((await listAll(client, target)).size).toBe(2_345);
+  });
+
+  it.each([
+    ['ranged UploadPartCopy', 'server-side', 'UploadPartCopy'],
+    ['streaming GET to multipart PUT', 'stream', 'UploadPart'],
+  ])('copies a 20 MiB object by %s with small thresholds', async (_label, mode, partOperation) => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const body = seededBytes('twenty', 20 * MiB);
+    const { putObject } = await import('../../sandbox/dataset.ts');
+    await putObject(client, source, 'big/object', body);
+    await server.resetCounters();
+    // Act
+    const result = await runShard(
+      job(
+        locationOn(server, source),
+        locationOn(server, target, '', mode === 'stream' ? 'other-access' : 'sandbox'),
+        {
+          targetState: 'empty',
+          transfer: {
+            mode,
+            multipartCopyThreshold: 5 * MiB,
+            partSize: 5 * MiB,
+            partConcurrency: 2,
+          },
+        },
+      ),
+      wholeShard(),
+    );
+    // Assess
+    expect(result.failures).toEqual([]);
+    expect((await readObject(client, target, 'big/object')).equals(body)).toBe(true);
+    const counters = await server.counters();
+    expect(counters[partOperation]).toBe(4);
+    expect(counters.CopyObject ?? 0).toBe(0);
+  });
+
+  it('streams between two server processes with memory bounded by the budget', async () => {
+    // Prepare
+    const source = await freshBucket(otherClient);
+    const target = await freshBucket();
+    const { putObject } = await import('../../sandbox/dataset.ts');
+    const big = seededBytes('cross', 12 * MiB);
+    await putObject(otherClient, source, 'blob', big);
+    await putObjects(otherClient, source, [{ key: 'small', body: 'tiny' }]);
+    const ctx = job(locationOn(other, source), locationOn(server, target), {
+      transfer: { partSize: 5 * MiB, partConcurrency: 4 },
+    });
+    // Act
+    const result = await runShard(ctx, wholeShard());
+    // Assess
+    expect(ctx.settings.mode).toBe('stream');
+    expect(result.totals).toMatchObject({ copied: 2, failed: 0 });
+    expect((await readObject(client, target, 'blob')).equals(big)).toBe(true);
+    expect(ctx.budget.peak).toBeLessThanOrEqual(128 * MiB);
+    expect(ctx.budget.peak).toBeGreaterThan(0);
+  });
+});
+
+describe('skipping what the target already holds', () => {
+  it('copies nothing on a re-run and gives the same listed totals and records', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 50 }, (_, i) => ({ key: `o/${i}`, body: `v${i}` })),
+    );
+    const first: InventoryRecord[] = [];
+    const second: InventoryRecord[] = [];
+    const run = (records: InventoryRecord[]) =>
+      runShard(job(locationOn(server, source), locationOn(server, target)), wholeShard(), {
+        onRecord: (r) => records.push(r),
+      });
+    // Act
+    const a = await run(first);
+    await server.resetCounters();
+    const b = await run(second);
+    // Assess
+    const counters = await server.counters();
+    expect(a.totals).toMatchObject({ listed: 50, copied: 50, skipped: 0 });
+    expect(b.totals).toMatchObject({
+      listed: 50,
+      copied: 0,
+      skipped: 50,
+      bytesListed: a.totals.bytesListed,
+    });
+    expect(counters.CopyObject ?? 0).toBe(0);
+    const strip = (rs: InventoryRecord[]) =>
+      rs.map(({ copied: _c, ...rest }) => rest).sort((x, y) => x.key.localeCompare(y.key));
+    expect(strip(second)).toEqual(strip(first));
+  });
+
+  it('catches a re-tag although every tag link has the same size', async () => {
+    // Prepare: a registry with one image, copied once, then re-tagged at the source.
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const data = buildDataset({ repositories: 1, tagsPerRepository: 2, layerSize: 2048, seed: 7 });
+    await writeDataset(client, source, data.objects);
+    const plan = await planRegistry(client, source, undefined);
+    const ctx = () => job(locationOn(server, source), locationOn(server, target));
+    await runPlan(ctx(), plan);
+    const tagKey =
+      data.objects.find((o) => o.key.endsWith('_manifests/tags/v0.0/current/link'))?.key ?? '';
+    const otherDigest = data.images[1]?.digest ?? '';
+    await client.send(new PutObjectCommand({ Bucket: source, Key: tagKey, Body: otherDigest }));
+    // Act
+    const rerun = await runPlan(ctx(), plan);
+    // Assess
+    expect(rerun.totals.copied).toBe(1);
+    expect((await readObject(client, target, tagKey)).toString()).toBe(otherDigest);
+  });
+
+  it('uses a previous inventory instead of listing the target', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 30 }, (_, i) => ({ key: `p/${i}`, body: `x${i}` })),
+    );
+    const records: InventoryRecord[] = [];
+    await runShard(job(locationOn(server, source), locationOn(server, target)), wholeShard(), {
+      onRecord: (r) => records.push(r),
+    });
+    await client.send(new PutObjectCommand({ Bucket: source, Key: 'p/3', Body: 'changed!' }));
+    await server.resetCounters();
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), {
+        targetState: new PreviousInventory(records),
+      }),
+      wholeShard(),
+    );
+    // Assess
+    const counters = await server.counters();
+    expect(result.totals).toMatchObject({ listed: 30, copied: 1, skipped: 29 });
+    expect(counters.ListObjectsV2).toBe(1);
+    expect(counters.CopyObject).toBe(1);
+  });
+});
+
+describe('failures and retries', () => {
+  it('reports a key deleted between listing and copying, without crashing', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      ['a', 'b', 'c'].map((key) => ({ key, body: key })),
+    );
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target)),
+      wholeShard(),
+      {
+        afterList: async () => {
+          await client.send(new DeleteObjectCommand({ Bucket: source, Key: 'b' }));
+        },
+      },
+    );
+    // Assess
+    expect(result.totals).toMatchObject({ listed: 3, copied: 2, failed: 1 });
+    expect(result.failures).toEqual([
+      expect.objectContaining({
+        key: 'b',
+        operation: 'CopyObject',
+        code: 'NoSuchKey',
+        sourceGone: true,
+      }),
+    ]);
+    expect(summarise([result]).ok).toBe(false);
+  });
+
+  it('retries a copy whose connection was reset', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(client, source, [{ key: 'reset/me', body: 'survives resets' }]);
+    await server.injectFaults({
+      operation: 'CopyObject',
+      status: 0,
+      code: 'Reset',
+      count: 2,
+      bucket: target,
+      reset: true,
+    });
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      wholeShard(),
+    );
+    // Assess
+    expect(result.failures).toEqual([]);
+    expect((await readObject(client, target, 'reset/me')).toString()).toBe('survives resets');
+  });
+
+  it('recovers from injected 503 SlowDown answers by retrying', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 10 }, (_, i) => ({ key: `r/${i}`, body: `${i}` })),
+    );
+    await server.injectFaults({
+      operation: 'CopyObject',
+      status: 503,
+      code: 'SlowDown',
+      count: 4,
+      bucket: target,
+    });
+    await server.resetCounters();
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      wholeShard(),
+    );
+    // Assess
+    expect(result.failures).toEqual([]);
+    expect(result.totals.copied).toBe(10);
+    expect((await server.counters()).CopyObject).toBe(14);
+    await server.clearFaults();
+  });
+
+  it('does not retry an access denial and names the key', async () => {
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(client, source, [{ key: 'secret', body: 's' }]);
+    await server.injectFaults({
+      operation: 'CopyObject',
+      status: 403,
+      code: 'AccessDenied',
+      count: 1,
+      bucket: target,
+    });
+    await server.resetCounters();
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      wholeShard(),
+    );
+    expect(result.failures).toEqual([
+      expect.objectContaining({ key: 'secret', code: 'AccessDenied' }),
+    ]);
+    expect((await server.counters()).CopyObject).toBe(1);
+    await server.clearFaults();
+  });
+});
+
+describe('splitting work between workers', () => {
+  it("gives the same totals when a second worker continues from the first one's cursor", async () => {
+    // Prepare
+    const source = await freshBucket();
+    const one = await freshBucket();
+    const two = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 2_500 }, (_, i) => ({ key: `s/${i}`, body: `${i}` })),
+      32,
+    );
+    // Act: one worker alone; then a worker that stops after its first page, and a second that continues.
+    const alone = await runShard(
+      job(locationOn(server, source), locationOn(server, one)),
+      wholeShard(),
+    );
+    const first = await runShard(
+      job(locationOn(server, source), locationOn(server, two)),
+      wholeShard(),
+      {
+        deadline: 0,
+      },
+    );
+    const second = await runShard(
+      job(locationOn(server, source), locationOn(server, two)),
+      wholeShard(),
+      {
+        ...(first.next === undefined ? {} : { cursor: first.next }),
+      },
+    );
+    // Assess
+    expect(first.next).toBeDefined();
+    expect(first.totals.listed).toBe(1_000);
+    const split = summarise([first, second]);
+    expect(split.totals).toEqual(alone.totals);
+    expect((await listAll(client, two)).size).toBe(2_500);
+  });
+});
+
+describe('planning', () => {
+  it('plans a registry into link shards of whole repositories and blob fan-out ranges covering every key once', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const data = buildDataset({ repositories: 12, tagsPerRepository: 2, layerSize: 1024, seed: 3 });
+    await writeDataset(client, source, [
+      ...data.objects,
+      {
+        key: 'docker/registry/v2/repositories/team-0/app-0000/_uploads/u-1/data',
+        size: 1,
+        body: () => Buffer.from('x'),
+      },
+      { key: 'outside/readme', size: 1, body: () => Buffer.from('y') },
+    ]);
+    // Act
+    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 40 });
+    const target = await freshBucket();
+    const order: string[] = [];
+    const outcome = await runPlan(
+      job(locationOn(server, source), locationOn(server, target)),
+      plan,
+      {
+        shardConcurrency: 1,
+        onRecord: (r) => order.push(r.key),
+      },
+    );
+    // Assess
+    expect(plan.linkShards.length).toBeGreaterThan(1);
+    expect(plan.dataShards.filter((s) => s.kind === 'blobs').length).toBeGreaterThan(1);
+    expect(outcome.ok).toBe(true);
+    expect(outcome.totals.listed).toBe(data.objects.length + 1);
+    expect(outcome.totals.uploadsSkipped).toBe(1);
+    expect(outcome.uploadIds).toEqual(['u-1']);
+    const copied = await listAll(client, target);
+    expect(copied.size).toBe(data.objects.length + 1);
+    expect(new Set(order).size).toBe(order.length);
+    // Every link before any blob; within a repository, tags before revisions before layer links.
+    const firstBlob = order.findIndex((k) => k.includes('/blobs/'));
+    const lastLink = order.findLastIndex((k) => k.includes('/repositories/'));
+    expect(lastLink).toBeLessThan(firstBlob);
+    const repo = 'repositories/team-0/app-0000/';
+    const inRepo = order.filter((k) => k.includes(repo));
+    const lastTag = inRepo.findLastIndex((k) => k.includes('/_manifests/tags/'));
+    const firstRevision = inRepo.findIndex((k) => k.includes('/_manifests/revisions/'));
+    const lastRevision = inRepo.findLastIndex((k) => k.includes('/_manifests/revisions/'));
+    const firstLayer = inRepo.findIndex((k) => k.includes('/_layers/'));
+    expect(lastTag).toBeLessThan(firstRevision);
+    expect(lastRevision).toBeLessThan(firstLayer);
+  });
+
+  it('plans any bucket into bounded contiguous key ranges', async () => {
+    const source = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 2_100 }, (_, i) => ({
+        key: `${['a', 'b/x', 'c'][i % 3]}/${i}`,
+        body: '.',
+      })),
+      32,
+    );
+    const plan = await planGeneric(client, source, '', { targetObjectsPerShard: 500 });
+    const target = await freshBucket();
+    const outcome = await runPlan(
+      job(locationOn(server, source), locationOn(server, target)),
+      plan,
+    );
+    expect(plan.dataShards).toHaveLength(5);
+    expect(plan.estimatedObjects).toBe(2_100);
+    expect(outcome.totals.listed).toBe(2_100);
+    expect(outcome.shards.every((s) => s.totals.listed <= 500)).toBe(true);
+    expect((await listAll(client, target)).size).toBe(2_100);
+  });
+});
+
+describe('checking blobs against their digests', () => {
+  const registryShard = (prefix: string): Shard => ({
+    id: 'blobs',
+    kind: 'blobs',
+    prefix,
+    registryPrefix: 'docker/registry/v2/',
+  });
+  const blobKey = (content: Buffer) => {
+    const hex = createHash('sha256').update(content).digest('hex');
+    return `docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+  };
+
+  async function blobs(c: S3Client, bucket: string, corrupt: boolean) {
+    const good = seededBytes('digest-good', 3000);
+    const bad = seededBytes('digest-bad', 3000);
+    await putObjects(c, bucket, [
+      { key: blobKey(good), body: good },
+      // corrupt: stored under the digest of other bytes
+      { key: blobKey(bad), body: corrupt ? seededBytes('not-what-the-key-says', 3000) : bad },
+    ]);
+    return { goodKey: blobKey(good), badKey: blobKey(bad) };
+  }
+
+  it('uses the SHA-256 the server computes for the copy, and keeps no copy of a corrupt blob', async () => {
+    // Prepare
+    const checksums = await startS3Server({ name: 's3-checksums', computeChecksums: true });
+    const c = clientFor(checksums);
+    try {
+      await createBucket(c, 'digest-source');
+      await createBucket(c, 'digest-target');
+      const { goodKey, badKey } = await blobs(c, 'digest-source', true);
+      const records: InventoryRecord[] = [];
+      const source = locationOn(checksums, 'digest-source');
+      const target = locationOn(checksums, 'digest-target');
+      const ctx = createCopyContext({
+        source: { location: source, client: c },
+        target: { location: target, client: c },
+        mapKey: prefixMapper(source, target),
+        targetState: emptyTarget,
+      });
+      await checksums.resetCounters();
+      // Act
+      const result = await runShard(ctx, registryShard('docker/registry/v2/blobs/'), {
+        onRecord: (r) => records.push(r),
+      });
+      // Assess
+      expect(records.map((r) => [r.key, r.verified])).toEqual([[goodKey, 'server-sha256']]);
+      expect(result.failures.map((f) => [f.key, f.code])).toEqual([[badKey, 'DigestMismatch']]);
+      expect(result.failures[0]?.message).toMatch(/does not hash to sha256:/);
+      expect([...(await listAll(c, 'digest-target')).keys()]).toEqual([goodKey]);
+      expect((await checksums.counters()).GetObject ?? 0).toBe(0);
+    } finally {
+      c.destroy();
+      await checksums.stop();
+    }
+  });
+
+  it('hashes blobs while streaming them, also in parts, and writes nothing for a corrupt one', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket(otherClient);
+    const { goodKey, badKey } = await blobs(client, source, true);
+    const big = seededBytes('digest-big', 12 * MiB);
+    await putObject(client, source, blobKey(big), big);
+    const records: InventoryRecord[] = [];
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(other, target), {
+        targetState: 'empty',
+        transfer: { partSize: 5 * MiB },
+      }),
+      registryShard('docker/registry/v2/blobs/'),
+      { onRecord: (r) => records.push(r) },
+    );
+    // Assess
+    expect(records.map((r) => [r.key, r.verified]).sort()).toEqual(
+      [
+        [blobKey(big), 'stream-sha256'],
+        [goodKey, 'stream-sha256'],
+      ].sort(),
+    );
+    expect(result.failures.map((f) => [f.key, f.code])).toEqual([[badKey, 'DigestMismatch']]);
+    expect([...(await listAll(otherClient, target)).keys()].sort()).toEqual(
+      [blobKey(big), goodKey].sort(),
+    );
+  });
+
+  it('records a blob as unverified when the server computes no checksums', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const { goodKey } = await blobs(client, source, false);
+    const records: InventoryRecord[] = [];
+    // Act
+    await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      registryShard('docker/registry/v2/blobs/'),
+      {
+        onRecord: (r) => records.push(r),
+      },
+    );
+    // Assess
+    expect(records.find((r) => r.key === goodKey)?.verified).toBe('unverified');
+  });
+});

@@ -1,0 +1,123 @@
+import { describe, expect, it } from '@jest/globals';
+import { parseSettings, SettingsError } from '../../infra/settings.ts';
+
+/** Context as `cdk deploy -c key=value` gives it: every value a string, next to CDK's own keys. */
+const fromCli = (values: Record<string, string>) => ({
+  '@aws-cdk/aws-iam:minimizePolicies': true,
+  'aws:cdk:enable-path-metadata': true,
+  ...values,
+});
+
+describe('deployment settings', () => {
+  it('takes lists, numbers and JSON as command-line text', () => {
+    // Prepare
+    const context = fromCli({
+      vpcId: 'vpc-0a1b',
+      subnetIds: 'subnet-01, subnet-02',
+      availabilityZones: 'eu-west-1a,eu-west-1b',
+      copyWorkers: '12',
+      profileSettings: '{"namespace":"registry-system"}',
+    });
+
+    // Act
+    const settings = parseSettings(context);
+
+    // Assess
+    expect(settings).toMatchObject({
+      subnetIds: ['subnet-01', 'subnet-02'],
+      availabilityZones: ['eu-west-1a', 'eu-west-1b'],
+      copyWorkers: 12,
+      profileSettings: { namespace: 'registry-system' },
+    });
+  });
+
+  it('takes the same values as JSON from cdk.json, and defaults what is not given', () => {
+    // Prepare
+    const values: Record<string, unknown> = {
+      roleBucketNames: ['plain-a'],
+      backupInput: { concurrency: 8 },
+      backupSchedule: 'rate(1 day)',
+    };
+
+    // Act
+    const settings = parseSettings(values);
+
+    // Assess
+    expect(settings).toMatchObject({
+      roleBucketNames: ['plain-a'],
+      backupInput: { concurrency: 8 },
+      vaultPrefix: '',
+      copyWorkers: 40,
+      copyConcurrency: 64,
+      logRetentionDays: 90,
+      backupScheduleTimezone: 'UTC',
+    });
+    expect(settings.vaultBucketName).toBeUndefined();
+  });
+
+  it('lists every problem at once, each with its key', () => {
+    // Prepare
+    const context = fromCli({
+      vaultBucketName: 'Not_A_Bucket',
+      kubeconfigSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:kubeconfig',
+      copyWorkers: '1',
+      logRetentionDays: '31',
+      objectLockMode: 'GOVERNANCE',
+      vpcId: 'vpc-0a1b',
+    });
+
+    // Act
+    const parse = () => parseSettings(context);
+
+    // Assess
+    expect(parse).toThrow(SettingsError);
+    try {
+      parse();
+    } catch (err) {
+      const problems =
+        err instanceof SettingsError ? err.problems.map((problem) => problem.split(':')[0]) : [];
+      expect(problems).toEqual(
+        expect.arrayContaining([
+          'vaultBucketName',
+          'kubeconfigSecretArn',
+          'copyWorkers',
+          'logRetentionDays',
+          'objectLockRetentionDays',
+          'subnetIds',
+        ]),
+      );
+    }
+  });
+
+  it.each([
+    [
+      'Object Lock on a bucket the stack does not create',
+      {
+        vaultBucketName: 'existing-vault',
+        objectLockMode: 'COMPLIANCE',
+        objectLockRetentionDays: '30',
+      },
+      'objectLockMode',
+    ],
+    ['a schedule input without a schedule', { backupInput: '{"concurrency":8}' }, 'backupInput'],
+    [
+      'subnets without their zones',
+      { vpcId: 'vpc-0a1b', subnetIds: 'subnet-01' },
+      'availabilityZones',
+    ],
+    ['an unknown setting', { vaultBuckett: 'typo' }, '(settings)'],
+  ])('refuses %s', (_case, values: Record<string, string>, key) => {
+    // Prepare / Act
+    const parse = () => parseSettings(fromCli(values));
+
+    // Assess
+    expect(parse).toThrow(SettingsError);
+    try {
+      parse();
+    } catch (err) {
+      expect(
+        err instanceof SettingsError ? err.problems.map((problem) => problem.split(':')[0]) : [],
+      ).toContain(key);
+    }
+  });
+});

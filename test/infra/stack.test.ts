@@ -1,0 +1,718 @@
+import { describe, expect, it } from '@jest/globals';
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { Bucket } from 'aws-cdk-lib/aws-s3';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { type Built, buildStack, FULL_CONTEXT, resourcesOf } from './support.ts';
+
+// Synthesising costs seconds; each configuration is built once per file.
+const defaults = buildStack();
+const full = buildStack(FULL_CONTEXT);
+const existing = buildStack({
+  vaultBucketName: 'acme-registry-vault',
+  vaultPrefix: 'prod/',
+  kmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+  roleBucketNames: 'acme-plain-source',
+});
+
+type Statement = {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: unknown;
+};
+
+function statementsOf(built: Built): Array<Statement & { policy: string }> {
+  return Object.entries(resourcesOf(built.template, 'AWS::IAM::Policy')).flatMap(
+    ([policy, resource]) => {
+      const document = resource.Properties['PolicyDocument'] as { Statement: Statement[] };
+      return document.Statement.map((statement) => ({ ...statement, policy }));
+    },
+  );
+}
+
+const actionsOf = (statement: Statement) =>
+  Array.isArray(statement.Action) ? statement.Action : [statement.Action];
+const resourceList = (statement: Statement) =>
+  Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
+
+function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown } }): string {
+  const child = construct.node.defaultChild;
+  if (child === undefined) throw new Error('construct has no CloudFormation resource');
+  return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
+}
+
+describe('the vault bucket', () => {
+  it('is encrypted with the stack KMS key, private, TLS-only, versioned and logged', () => {
+    // Prepare
+    const { template, stack } = defaults;
+    const keyId = logicalIdOf(
+      defaults,
+      stack.vaultKey as unknown as { node: { defaultChild?: unknown } },
+    );
+
+    // Act
+    const buckets = template.findResources('AWS::S3::Bucket', {
+      Properties: {
+        BucketEncryption: {
+          ServerSideEncryptionConfiguration: [
+            { ServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms' } },
+          ],
+        },
+      },
+    });
+
+    // Assess
+    expect(Object.keys(buckets)).toHaveLength(1);
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [
+          {
+            BucketKeyEnabled: true,
+            ServerSideEncryptionByDefault: {
+              SSEAlgorithm: 'aws:kms',
+              KMSMasterKeyID: { 'Fn::GetAtt': [keyId, 'Arn'] },
+            },
+          },
+        ],
+      },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      VersioningConfiguration: { Status: 'Enabled' },
+      LoggingConfiguration: { DestinationBucketName: Match.anyValue(), LogFilePrefix: 'vault/' },
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({
+            NoncurrentVersionExpiration: { NoncurrentDays: 30 },
+            Status: 'Enabled',
+          }),
+          Match.objectLike({
+            AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
+            Status: 'Enabled',
+          }),
+        ]),
+      },
+    });
+    template.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+  });
+
+  it('denies requests without TLS on the vault bucket and its access-log bucket', () => {
+    // Prepare
+    const { template, stack } = defaults;
+    const vaultId = logicalIdOf(defaults, stack.vaultBucket);
+
+    // Act
+    const tlsDenials = Object.values(resourcesOf(template, 'AWS::S3::BucketPolicy'))
+      .filter((policy) =>
+        JSON.stringify(policy.Properties['PolicyDocument']).includes(
+          '"aws:SecureTransport":"false"',
+        ),
+      )
+      .map((policy) => JSON.stringify(policy.Properties['Bucket']));
+
+    // Assess
+    expect(tlsDenials).toHaveLength(2);
+    expect(tlsDenials).toContain(JSON.stringify({ Ref: vaultId }));
+  });
+
+  it('locks objects by default for the configured days when Object Lock is asked for', () => {
+    // Prepare
+    const { template } = full;
+
+    // Act / Assess
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      ObjectLockEnabled: true,
+      ObjectLockConfiguration: {
+        ObjectLockEnabled: 'Enabled',
+        Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 35 } },
+      },
+    });
+  });
+
+  it('creates no bucket or key when an existing vault bucket and key are given, and grants on those', () => {
+    // Prepare
+    const { template } = existing;
+    const statements = statementsOf(existing);
+
+    // Act
+    const objectGrant = statements.find((statement) =>
+      actionsOf(statement).includes('s3:PutObject'),
+    );
+    const keyGrant = statements.find((statement) =>
+      actionsOf(statement).includes('kms:GenerateDataKey'),
+    );
+    const listGrant = statements.find(
+      (statement) =>
+        actionsOf(statement).includes('s3:ListBucket') &&
+        JSON.stringify(statement.Resource).includes('acme-registry-vault'),
+    );
+
+    // Assess
+    template.resourceCountIs('AWS::S3::Bucket', 0);
+    template.resourceCountIs('AWS::KMS::Key', 0);
+    expect(JSON.stringify(objectGrant?.Resource)).toContain(':s3:::acme-registry-vault/prod/*');
+    expect(keyGrant?.Resource).toBe(
+      'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+    );
+    expect(listGrant?.Condition).toEqual({ StringLike: { 's3:prefix': ['prod/*'] } });
+  });
+});
+
+describe('the copy queue', () => {
+  it('hides a message for at least six worker timeouts and dead-letters it after five receives', () => {
+    // Prepare
+    const { template, stack } = defaults;
+    const workerTimeout = resourcesOf(template, 'AWS::Lambda::Function')[
+      logicalIdOf(defaults, stack.functions['copy-worker'].function)
+    ]?.Properties['Timeout'];
+
+    // Act
+    const queue = template.findResources('AWS::SQS::Queue', {
+      Properties: { RedrivePolicy: Match.anyValue() },
+    });
+    const [queueProps] = Object.values(queue).map(
+      (resource) => (resource as { Properties: Record<string, unknown> }).Properties,
+    );
+
+    // Assess
+    expect(workerTimeout).toBe(900);
+    expect(Number(queueProps?.['VisibilityTimeout'])).toBeGreaterThanOrEqual(6 * 900);
+    expect(queueProps?.['RedrivePolicy']).toMatchObject({ maxReceiveCount: 5 });
+  });
+
+  it.each(['CopyQueue', 'CopyDeadLetterQueue'])(
+    '%s is encrypted and refuses requests without TLS',
+    (name) => {
+      // Prepare
+      const { template, stack } = defaults;
+      const queue = name === 'CopyQueue' ? stack.copyQueue : stack.deadLetterQueue;
+      const logicalId = logicalIdOf(defaults, queue);
+
+      // Act
+      const props = resourcesOf(template, 'AWS::SQS::Queue')[logicalId]?.Properties;
+      const policies = Object.values(resourcesOf(template, 'AWS::SQS::QueuePolicy')).filter(
+        (policy) => JSON.stringify(policy.Properties['Queues']).includes(logicalId),
+      );
+
+      // Assess
+      expect(props?.['SqsManagedSseEnabled']).toBe(true);
+      expect(
+        JSON.stringify(policies.map((policy) => policy.Properties['PolicyDocument'])),
+      ).toContain('"Condition":{"Bool":{"aws:SecureTransport":"false"}},"Effect":"Deny"');
+    },
+  );
+
+  it('feeds the copy worker one message at a time, up to the configured workers, with partial batch failures', () => {
+    // Prepare
+    const { template, stack } = full;
+
+    // Act / Assess
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [logicalIdOf(full, stack.copyQueue), 'Arn'] },
+      FunctionName: { Ref: logicalIdOf(full, stack.functions['copy-worker'].function) },
+      BatchSize: 1,
+      ScalingConfig: { MaximumConcurrency: 25 },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [logicalIdOf(full, stack.deadLetterQueue), 'Arn'] },
+      FunctionName: { Ref: logicalIdOf(full, stack.functions['dead-letter'].function) },
+    });
+  });
+});
+
+describe('the functions', () => {
+  it.each([
+    ['discover', 300, 1024],
+    ['plan', 900, 1024],
+    ['finalize', 900, 3008],
+    ['mark-failed', 300, 1024],
+    ['resolve', 300, 1024],
+    ['preflight', 120, 1024],
+    ['compare', 900, 3008],
+    ['switch', 120, 1024],
+    ['rollout-status', 60, 1024],
+    ['verify', 900, 1024],
+    ['rollback', 900, 1024],
+    ['copy-worker', 900, 2048],
+    ['dead-letter', 60, 512],
+  ] as const)(
+    '%s runs Node.js 22 on arm64, traced, %i s and %i MB, logging JSON to its own log group',
+    (name, timeout, memory) => {
+      // Prepare
+      const { template, stack } = defaults;
+      const fn = stack.functions[name];
+
+      // Act
+      const props = resourcesOf(template, 'AWS::Lambda::Function')[
+        logicalIdOf(defaults, fn.function)
+      ]?.Properties;
+      const logGroup = resourcesOf(template, 'AWS::Logs::LogGroup')[
+        logicalIdOf(defaults, fn.logGroup)
+      ]?.Properties;
+
+      // Assess
+      expect(props).toMatchObject({
+        Runtime: 'nodejs22.x',
+        Architectures: ['arm64'],
+        Handler: 'index.handler',
+        Timeout: timeout,
+        MemorySize: memory,
+        TracingConfig: { Mode: 'Active' },
+        LoggingConfig: { LogFormat: 'JSON', LogGroup: { Ref: logicalIdOf(defaults, fn.logGroup) } },
+      });
+      expect(logGroup?.['RetentionInDays']).toBe(90);
+    },
+  );
+
+  it('gives every function the runtime environment the shared runtime parses', () => {
+    // Prepare
+    const { template } = full;
+
+    // Act
+    const environments = Object.values(resourcesOf(template, 'AWS::Lambda::Function')).map(
+      (fn) => (fn.Properties['Environment'] as { Variables: Record<string, unknown> }).Variables,
+    );
+
+    // Assess
+    expect(environments).toHaveLength(14);
+    for (const variables of environments) {
+      expect(variables).toMatchObject({
+        VAULT_PREFIX: 'regvault/',
+        KUBECONFIG_SECRET_ARN: FULL_CONTEXT.kubeconfigSecretArn,
+        PROFILE_SETTINGS: '{"namespace":"cpaas-system"}',
+        REGISTRY_URL: FULL_CONTEXT.registryUrl,
+        REGISTRY_CREDENTIALS_SECRET_ARN: FULL_CONTEXT.registryCredentialsSecretArn,
+        COPY_CONCURRENCY: '64',
+      });
+      expect(variables['VAULT_BUCKET']).toBeDefined();
+      expect(variables['COPY_QUEUE_URL']).toBeDefined();
+    }
+  });
+
+  it('puts the functions that reach the cluster in the given subnets, and the others outside', () => {
+    // Prepare
+    const { template, stack } = full;
+    const functions = resourcesOf(template, 'AWS::Lambda::Function');
+
+    // Act
+    const inVpc = (name: 'discover' | 'copy-worker' | 'dead-letter' | 'mark-failed') =>
+      functions[logicalIdOf(full, stack.functions[name].function)]?.Properties['VpcConfig'];
+
+    // Assess
+    expect(inVpc('discover')).toMatchObject({ SubnetIds: ['subnet-0aa11', 'subnet-0bb22'] });
+    expect(inVpc('copy-worker')).toMatchObject({ SubnetIds: ['subnet-0aa11', 'subnet-0bb22'] });
+    expect(inVpc('dead-letter')).toBeUndefined();
+    expect(inVpc('mark-failed')).toBeUndefined();
+  });
+
+  it('lets the functions in the VPC attach to it, and only them', () => {
+    // Prepare
+    const { template, stack } = full;
+    const roles = resourcesOf(template, 'AWS::IAM::Role');
+    const managed = (name: 'discover' | 'dead-letter') =>
+      JSON.stringify(
+        roles[logicalIdOf(full, stack.functions[name].role)]?.Properties['ManagedPolicyArns'] ?? [],
+      );
+
+    // Act / Assess
+    expect(managed('discover')).toContain('service-role/AWSLambdaVPCAccessExecutionRole');
+    expect(managed('dead-letter')).toBe('[]');
+  });
+
+  it('alarms on the errors of every function, copy worker included, and notifies the topic', () => {
+    // Prepare
+    const { template, stack } = full;
+
+    // Act / Assess
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'Errors',
+      Namespace: 'AWS/Lambda',
+      Dimensions: [
+        {
+          Name: 'FunctionName',
+          Value: { Ref: logicalIdOf(full, stack.functions['copy-worker'].function) },
+        },
+      ],
+      Threshold: 1,
+      AlarmActions: [FULL_CONTEXT.alarmTopicArn],
+    });
+    expect(
+      Object.keys(
+        template.findResources('AWS::CloudWatch::Alarm', { Properties: { MetricName: 'Errors' } }),
+      ),
+    ).toHaveLength(14);
+  });
+});
+
+describe('IAM', () => {
+  // Actions AWS offers no resource-level permissions for.
+  const UNSCOPED =
+    /^(xray:(PutTraceSegments|PutTelemetryRecords|GetSamplingRules|GetSamplingTargets)|logs:(CreateLogDelivery|DeleteLogDelivery|DescribeLogGroups|DescribeResourcePolicies|GetLogDelivery|ListLogDeliveries|PutResourcePolicy|UpdateLogDelivery))$/;
+
+  it.each([
+    ['defaults', defaults],
+    ['cluster, VPC and schedule', full],
+    ['an existing bucket', existing],
+  ])('grants "*" only for actions that cannot name a resource (%s)', (_name, built) => {
+    // Prepare
+    const statements = statementsOf(built);
+
+    // Act
+    const wildcard = statements.filter((statement) => resourceList(statement).includes('*'));
+    const wildcardActions = statements.flatMap(actionsOf).filter((action) => action.includes('*'));
+
+    // Assess
+    expect(statements.length).toBeGreaterThan(20);
+    expect(wildcardActions).toEqual([]);
+    for (const statement of wildcard) {
+      expect(actionsOf(statement).filter((action) => !UNSCOPED.test(action))).toEqual([]);
+    }
+  });
+
+  it('lets the functions read exactly the named secrets', () => {
+    // Prepare
+    const statements = statementsOf(full);
+
+    // Act
+    const secretGrants = statements.filter((statement) =>
+      actionsOf(statement).some((action) => action.startsWith('secretsmanager:')),
+    );
+
+    // Assess
+    expect(secretGrants).toHaveLength(14);
+    for (const statement of secretGrants) {
+      expect(actionsOf(statement)).toEqual(['secretsmanager:GetSecretValue']);
+      expect(statement.Resource).toEqual([
+        FULL_CONTEXT.kubeconfigSecretArn,
+        FULL_CONTEXT.registryCredentialsSecretArn,
+      ]);
+    }
+  });
+
+  it('lets the functions reach vault objects only under the vault prefix', () => {
+    // Prepare
+    const statements = statementsOf(defaults);
+    const bucketId = logicalIdOf(defaults, defaults.stack.vaultBucket);
+
+    // Act
+    const objectGrants = statements.filter((statement) =>
+      actionsOf(statement).includes('s3:GetObject'),
+    );
+
+    // Assess
+    expect(objectGrants).toHaveLength(13);
+    for (const statement of objectGrants) {
+      expect(statement.Resource).toEqual({
+        'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/regvault/*']],
+      });
+    }
+    // Only two functions delete: the copy worker (a copy whose checksum disproves
+    // the blob's digest) and prune (expired snapshots and unreferenced objects).
+    const deleters = objectGrants.filter((statement) =>
+      actionsOf(statement).includes('s3:DeleteObject'),
+    );
+    const policyOf = (name: 'copy-worker' | 'prune') =>
+      logicalIdOf(
+        defaults,
+        defaults.stack.functions[name].role.node.findChild('DefaultPolicy') as unknown as {
+          node: { defaultChild?: unknown };
+        },
+      );
+    expect(deleters.map((statement) => statement.policy).sort()).toEqual(
+      [policyOf('copy-worker'), policyOf('prune')].sort(),
+    );
+  });
+
+  it('lets only the copy worker and the dead-letter handler answer task tokens, on the two state machines', () => {
+    // Prepare
+    const { stack } = defaults;
+    const statements = statementsOf(defaults);
+
+    // Act
+    const callbacks = statements.filter((statement) =>
+      actionsOf(statement).some((action) => action.startsWith('states:SendTask')),
+    );
+    const policy = resourcesOf(defaults.template, 'AWS::IAM::Policy')[callbacks[0]?.policy ?? ''];
+
+    // Assess
+    expect(callbacks).toHaveLength(1);
+    expect(callbacks[0]?.Resource).toEqual([
+      { Ref: logicalIdOf(defaults, stack.stateMachines.backup) },
+      { Ref: logicalIdOf(defaults, stack.stateMachines.restore) },
+    ]);
+    expect(policy?.Properties['Roles']).toEqual([
+      { Ref: logicalIdOf(defaults, stack.functions['copy-worker'].role) },
+      { Ref: logicalIdOf(defaults, stack.functions['dead-letter'].role) },
+    ]);
+  });
+
+  it.each([
+    ['backup', ['discover', 'plan', 'finalize', 'mark-failed']],
+    [
+      'restore',
+      ['resolve', 'preflight', 'compare', 'switch', 'rollout-status', 'verify', 'rollback'],
+    ],
+  ] as const)(
+    'lets the %s state machine invoke only its own functions and send only to the copy queue',
+    (workflow, names) => {
+      // Prepare
+      const { stack } = defaults;
+      const roleId = logicalIdOf(
+        defaults,
+        stack.stateMachines[workflow].role as unknown as { node: { defaultChild?: unknown } },
+      );
+      const expected = names.map((name) => ({
+        'Fn::GetAtt': [logicalIdOf(defaults, stack.functions[name].function), 'Arn'],
+      }));
+
+      // Act
+      const statements = statementsOf(defaults).filter((statement) => {
+        const roles = resourcesOf(defaults.template, 'AWS::IAM::Policy')[statement.policy]
+          ?.Properties['Roles'];
+        return JSON.stringify(roles) === JSON.stringify([{ Ref: roleId }]);
+      });
+      const invoke = statements.filter((statement) =>
+        actionsOf(statement).includes('lambda:InvokeFunction'),
+      );
+      const send = statements.filter((statement) =>
+        actionsOf(statement).includes('sqs:SendMessage'),
+      );
+
+      // Assess
+      expect(invoke).toHaveLength(1);
+      expect(
+        new Set(((invoke[0]?.Resource ?? []) as unknown[]).map((arn) => JSON.stringify(arn))),
+      ).toEqual(new Set(expected.map((arn) => JSON.stringify(arn))));
+      expect(send.map((statement) => statement.Resource)).toEqual([
+        { 'Fn::GetAtt': [logicalIdOf(defaults, stack.copyQueue), 'Arn'] },
+      ]);
+    },
+  );
+
+  it('gives the function roles no managed policy outside a VPC', () => {
+    // Prepare
+    const { template } = defaults;
+
+    // Act
+    const managed = Object.values(resourcesOf(template, 'AWS::IAM::Role')).filter(
+      (role) => role.Properties['ManagedPolicyArns'] !== undefined,
+    );
+
+    // Assess
+    expect(managed).toEqual([]);
+  });
+});
+
+describe('the state machines', () => {
+  it.each(['backup', 'restore'] as const)(
+    '%s is Standard, traced, and logs ALL without execution data',
+    (workflow) => {
+      // Prepare
+      const { template, stack } = defaults;
+
+      // Act
+      const props = resourcesOf(template, 'AWS::StepFunctions::StateMachine')[
+        logicalIdOf(defaults, stack.stateMachines[workflow])
+      ]?.Properties;
+
+      // Assess
+      expect(props).toMatchObject({
+        StateMachineType: 'STANDARD',
+        TracingConfiguration: { Enabled: true },
+        LoggingConfiguration: { Level: 'ALL', IncludeExecutionData: false },
+        DefinitionS3Location: expect.anything(),
+      });
+    },
+  );
+
+  it('alarms on failed, timed-out and aborted executions of both, and on dead letters', () => {
+    // Prepare
+    const { template, stack } = defaults;
+
+    // Act
+    const executionAlarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'))
+      .map((alarm) => alarm.Properties)
+      .filter((props) => props['Namespace'] === 'AWS/States')
+      .map((props) => `${JSON.stringify(props['Dimensions'])} ${String(props['MetricName'])}`);
+
+    // Assess
+    for (const machine of [stack.stateMachines.backup, stack.stateMachines.restore]) {
+      for (const metric of ['ExecutionsFailed', 'ExecutionsTimedOut', 'ExecutionsAborted']) {
+        expect(executionAlarms).toContain(
+          `[{"Name":"StateMachineArn","Value":{"Ref":"${logicalIdOf(defaults, machine)}"}}] ${metric}`,
+        );
+      }
+    }
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Dimensions: [
+        {
+          Name: 'QueueName',
+          Value: { 'Fn::GetAtt': [logicalIdOf(defaults, stack.deadLetterQueue), 'QueueName'] },
+        },
+      ],
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 0,
+    });
+  });
+});
+
+describe('the backup schedule', () => {
+  it('starts the backup state machine with the fixed input through a role allowed only that', () => {
+    // Prepare
+    const { template, stack } = full;
+    const backupRef = { Ref: logicalIdOf(full, stack.stateMachines.backup) };
+
+    // Act
+    const schedules = Object.values(resourcesOf(template, 'AWS::Scheduler::Schedule')).map(
+      (schedule) => schedule.Properties,
+    );
+    const target = schedules[0]?.['Target'] as {
+      Arn: unknown;
+      RoleArn: { 'Fn::GetAtt': [string, string] };
+      Input: string;
+    };
+    const roleId = target.RoleArn['Fn::GetAtt'][0];
+    const roleStatements = statementsOf(full).filter((statement) => {
+      const roles = resourcesOf(template, 'AWS::IAM::Policy')[statement.policy]?.Properties[
+        'Roles'
+      ];
+      return JSON.stringify(roles) === JSON.stringify([{ Ref: roleId }]);
+    });
+
+    // Assess
+    expect(schedules).toHaveLength(1);
+    expect(schedules[0]).toMatchObject({
+      ScheduleExpression: 'cron(0 2 * * ? *)',
+      ScheduleExpressionTimezone: 'Europe/Paris',
+      FlexibleTimeWindow: { Mode: 'OFF' },
+      State: 'ENABLED',
+    });
+    expect(target.Arn).toEqual(backupRef);
+    expect(JSON.parse(target.Input)).toEqual({ concurrency: 32, includeSecret: false });
+    expect(roleStatements.map((statement) => [statement.Action, statement.Resource])).toEqual([
+      ['states:StartExecution', backupRef],
+    ]);
+    template.hasResourceProperties('AWS::IAM::Role', {
+      AssumeRolePolicyDocument: {
+        Statement: [
+          Match.objectLike({
+            Principal: { Service: 'scheduler.amazonaws.com' },
+            Condition: Match.anyValue() as unknown,
+          }),
+        ],
+      },
+    });
+  });
+
+  it('adds a retention schedule that invokes only the prune function, with the policy in its environment', () => {
+    // Prepare
+    const built = buildStack({
+      ...FULL_CONTEXT,
+      pruneSchedule: 'rate(1 day)',
+      retentionPolicy: { keepLast: 3, ttlDays: 30 },
+    });
+    const pruneRef = {
+      'Fn::GetAtt': [logicalIdOf(built, built.stack.functions.prune.function), 'Arn'],
+    };
+
+    // Act
+    const schedules = Object.values(resourcesOf(built.template, 'AWS::Scheduler::Schedule')).map(
+      (schedule) => schedule.Properties,
+    );
+    const prune = schedules.find((schedule) => schedule['ScheduleExpression'] === 'rate(1 day)');
+
+    // Assess
+    expect(schedules).toHaveLength(2);
+    expect((prune?.['Target'] as { Arn: unknown } | undefined)?.Arn).toEqual(pruneRef);
+    built.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          RETENTION_POLICY: JSON.stringify({ keepLast: 3, ttlDays: 30 }),
+        }),
+      },
+    });
+  });
+
+  it('is absent when no schedule expression is set', () => {
+    // Prepare / Act
+    const { template } = defaults;
+
+    // Assess
+    template.resourceCountIs('AWS::Scheduler::Schedule', 0);
+  });
+});
+
+describe('the dashboard', () => {
+  /** The dashboard's metric rows, tokens (queue names, ARNs) replaced by "<ref>". */
+  function dashboardMetrics(built: Built): unknown[][] {
+    const [dashboard] = Object.values(resourcesOf(built.template, 'AWS::CloudWatch::Dashboard'));
+    const body = dashboard?.Properties['DashboardBody'] as { 'Fn::Join': [string, unknown[]] };
+    const text = body['Fn::Join'][1]
+      .map((part) => (typeof part === 'string' ? part : '<ref>'))
+      .join('');
+    const parsed = JSON.parse(text) as {
+      widgets: Array<{ properties: { metrics?: unknown[][] } }>;
+    };
+    return parsed.widgets.flatMap((widget) => widget.properties.metrics ?? []);
+  }
+
+  it.each(['ObjectsCopied', 'BytesCopied', 'ObjectsFailed', 'ObjectsSkipped'])(
+    'graphs the workers %s summed per minute from the Regvault namespace, service dimension',
+    (metric) => {
+      // Prepare
+      const metrics = dashboardMetrics(defaults);
+
+      // Act
+      const row = metrics.find(
+        (candidate) => candidate[0] === 'Regvault' && candidate[1] === metric,
+      );
+
+      // Assess
+      expect(row?.slice(0, 4)).toEqual(['Regvault', metric, 'service', 'regvault']);
+      expect(row?.[4]).toMatchObject({ stat: 'Sum', period: 60 });
+    },
+  );
+});
+
+describe('cdk-nag AwsSolutions', () => {
+  it.each([
+    ['defaults', defaults],
+    ['cluster, VPC and schedule', full],
+    ['an existing bucket', existing],
+  ])('finds nothing unacknowledged (%s), and CDK itself reports no error', (_name, built) => {
+    // Prepare
+    const checks = new AwsSolutionsChecks(undefined, { verbose: true });
+
+    // Act
+    const report = checks.validateScope(built.stack);
+
+    // Assess
+    expect(
+      report.violations.map(
+        (violation) =>
+          `${violation.ruleName}: ${violation.violatingResources.map((r) => r.constructPath).join(', ')}`,
+      ),
+    ).toEqual([]);
+    Annotations.fromStack(built.stack).hasNoError('*', Match.anyValue());
+  });
+
+  it('still reports what the stack does not acknowledge', () => {
+    // Prepare
+    const built = buildStack();
+    new Bucket(built.stack, 'UnloggedBucket');
+
+    // Act
+    const report = new AwsSolutionsChecks(undefined, {}).validateScope(built.stack);
+
+    // Assess
+    expect(report.violations.map((violation) => violation.ruleName)).toEqual(
+      expect.arrayContaining(['AwsSolutions-S1', 'AwsSolutions-S10']),
+    );
+  });
+});

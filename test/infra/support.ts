@@ -1,0 +1,68 @@
+/**
+ * Builds the regvault stack the way `infra/app.ts` does (cdk.json context,
+ * settings parsed from it) but without bundling the functions, which only the
+ * synth test pays for.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { PROJECT_ROOT } from '../../infra/house-function.ts';
+import { RegvaultStack } from '../../infra/regvault-stack.ts';
+import { parseSettings } from '../../infra/settings.ts';
+
+export const cdkJsonContext: Record<string, unknown> = (() => {
+  const parsed: unknown = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk.json'), 'utf8'));
+  const context =
+    typeof parsed === 'object' && parsed !== null && 'context' in parsed
+      ? parsed.context
+      : undefined;
+  if (typeof context !== 'object' || context === null)
+    throw new Error('cdk.json has no context object');
+  return { ...context };
+})();
+
+export interface Built {
+  readonly app: App;
+  readonly stack: RegvaultStack;
+  readonly template: Template;
+}
+
+/** The stack for these context values (on top of cdk.json's), functions unbundled. */
+export function buildStack(context: Record<string, unknown> = {}): Built {
+  const app = new App({
+    context: { ...cdkJsonContext, ...context, 'aws:cdk:bundling-stacks': [] },
+  });
+  const stack = new RegvaultStack(app, 'Regvault', {
+    settings: parseSettings(app.node.getAllContext()),
+  });
+  return { app, stack, template: Template.fromStack(stack) };
+}
+
+/** Settings a platform team with a cluster, a VPC and a schedule would give. */
+export const FULL_CONTEXT = {
+  kubeconfigSecretArn:
+    'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/kubeconfig-AbC123',
+  registryUrl: 'https://registry.example.com',
+  registryCredentialsSecretArn:
+    'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/registry-Zz9Yy8',
+  profileSettings: '{"namespace":"cpaas-system"}',
+  backupSchedule: 'cron(0 2 * * ? *)',
+  backupScheduleTimezone: 'Europe/Paris',
+  backupInput: '{"concurrency":32,"includeSecret":false}',
+  objectLockMode: 'GOVERNANCE',
+  objectLockRetentionDays: '35',
+  vpcId: 'vpc-0a1b2c3d',
+  subnetIds: 'subnet-0aa11,subnet-0bb22',
+  availabilityZones: 'eu-west-1a,eu-west-1b',
+  copyWorkers: '25',
+  alarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:platform-alarms',
+} as const;
+
+/** Every resource of a type in the template, by logical id. */
+export function resourcesOf(
+  template: Template,
+  type: string,
+): Record<string, { Properties: Record<string, unknown> }> {
+  return template.findResources(type) as Record<string, { Properties: Record<string, unknown> }>;
+}

@@ -1,0 +1,535 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
+import { createLocalDeps } from '../../functions/commons/local/deps.ts';
+import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
+import {
+  bucketSource,
+  fsckRegistry,
+  snapshotSource,
+} from '../../functions/commons/registry/fsck.ts';
+import {
+  newSnapshotId,
+  type SnapshotManifest,
+  vaultKeys,
+} from '../../functions/commons/vault/format.ts';
+import {
+  deleteSnapshot,
+  planPrune,
+  prune,
+  type RetentionPolicy,
+} from '../../functions/commons/vault/retention.ts';
+import {
+  listSnapshots,
+  putJson,
+  readInventory,
+  readManifest,
+  resolveSnapshot,
+  type Vault,
+} from '../../functions/commons/vault/store.ts';
+import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
+import { OciLayout, populateRegistry, pushImage } from '../../sandbox/images/index.ts';
+import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { clientFor, createBucket, listAll } from '../support/s3.ts';
+import { put, putOrphanBlob, randomBlob, registryKey, remove } from './support.ts';
+
+const ROOT = 'regvault/';
+const DAY = 24 * 60 * 60 * 1000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let s3: S3ServerHandle;
+let client: S3Client;
+let registry: RegistryHandle;
+let deps: WorkflowDeps & { close(): void };
+
+beforeAll(async () => {
+  s3 = await startS3Server({ name: 's3-retention' });
+  client = clientFor(s3);
+  await createBucket(client, 'registry');
+  await createBucket(client, 'vault');
+  registry = await startRegistry({
+    storage: {
+      kind: 's3',
+      bucket: 'registry',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    },
+  });
+  await populateRegistry(registry.host, {
+    repositories: 2,
+    tagsPerRepository: 2,
+    multiArch: true,
+    layerSizes: [3000, 20_000],
+    sharedBaseSize: 8000,
+  });
+  deps = createLocalDeps({
+    vault: {
+      location: {
+        endpoint: s3.endpoint,
+        region: s3.region,
+        bucket: 'vault',
+        prefix: ROOT,
+        forcePathStyle: true,
+        access: 'vault',
+      },
+      credentials: s3.credentials,
+    },
+  });
+}, 240_000);
+
+afterAll(async () => {
+  deps?.close();
+  await registry?.stop();
+  client?.destroy();
+  await s3?.stop();
+});
+
+/** A manifest as the backup writes it, with only what planning reads set on purpose. */
+function manifestOf(options: {
+  startedAt: Date;
+  status: SnapshotManifest['status'];
+  bucket?: string;
+}): SnapshotManifest {
+  const id = newSnapshotId(options.startedAt);
+  return {
+    formatVersion: 1,
+    id,
+    status: options.status,
+    startedAt: options.startedAt.toISOString(),
+    ...(options.status === 'running'
+      ? {}
+      : { finishedAt: new Date(options.startedAt.getTime() + 60_000).toISOString() }),
+    toolVersion: 'test',
+    layout: 'registry',
+    runId: `backup-${id}`,
+    source: {
+      profile: 'bucket',
+      bucket: options.bucket ?? 'registry',
+      endpoint: 'http://127.0.0.1:1',
+      region: 'us-east-1',
+      prefix: '',
+      rootDirectory: '',
+    },
+    counts: { objects: 0, blobs: 0, repositories: 0, tags: 0 },
+    bytes: 0,
+    totals: {
+      listed: 0,
+      copied: 0,
+      skipped: 0,
+      failed: 0,
+      bytesListed: 0,
+      bytesCopied: 0,
+      uploadsSkipped: 0,
+      pages: 0,
+    },
+    uploadsSkipped: [],
+    checks: {},
+    failures: { count: 0, sample: [] },
+    clusterFiles: [],
+    inventory: { records: 0, parts: [] },
+  };
+}
+
+describe('planning which snapshots expire', () => {
+  const now = new Date('2026-03-01T00:00:00Z');
+  const ago = (ms: number) => new Date(now.getTime() - ms);
+  let vaults = 0;
+
+  type Spec = { label: string; age: number; status: SnapshotManifest['status']; bucket?: string };
+  it.each<{ name: string; policy: RetentionPolicy; snapshots: Spec[]; expire: string[] }>([
+    {
+      name: 'keeps the last 2 complete snapshots',
+      policy: { keepLast: 2 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 30 * DAY, status: 'complete' },
+        { label: 'c', age: 20 * DAY, status: 'complete' },
+        { label: 'd', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['a', 'b'],
+    },
+    {
+      name: 'expires complete snapshots past the ttl',
+      policy: { ttlDays: 15 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 20 * DAY, status: 'complete' },
+        { label: 'c', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['a', 'b'],
+    },
+    {
+      name: 'never expires the newest complete snapshot, however old',
+      policy: { ttlDays: 15 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 30 * DAY, status: 'complete' },
+      ],
+      expire: ['a'],
+    },
+    {
+      name: 'keeps what either rule keeps when both are set',
+      policy: { keepLast: 1, ttlDays: 25 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 30 * DAY, status: 'complete' },
+        { label: 'c', age: 20 * DAY, status: 'complete' },
+        { label: 'd', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['a', 'b'],
+    },
+    {
+      name: 'expires failed snapshots older than the newest complete one and keeps newer ones',
+      policy: { keepLast: 10 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 30 * DAY, status: 'failed' },
+        { label: 'c', age: 20 * DAY, status: 'complete' },
+        { label: 'd', age: 10 * DAY, status: 'failed' },
+      ],
+      expire: ['b'],
+    },
+    {
+      name: 'keeps a running backup and the snapshot it builds on',
+      policy: { keepLast: 1 },
+      snapshots: [
+        { label: 'a', age: 3 * DAY, status: 'complete' },
+        { label: 'b', age: 2 * DAY, status: 'complete' },
+        { label: 'r', age: 1 * DAY, status: 'running' },
+        { label: 'c', age: DAY / 2, status: 'complete' },
+      ],
+      expire: ['a'],
+    },
+    {
+      name: 'treats a running manifest long past the backup timeout as failed',
+      policy: { keepLast: 10 },
+      snapshots: [
+        { label: 'a', age: 10 * DAY, status: 'complete' },
+        { label: 'r', age: 5 * DAY, status: 'running' },
+        { label: 'b', age: 1 * DAY, status: 'complete' },
+      ],
+      expire: ['r'],
+    },
+    {
+      name: 'judges each source on its own',
+      policy: { keepLast: 1 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete', bucket: 'registry-x' },
+        { label: 'b', age: 30 * DAY, status: 'complete', bucket: 'registry-y' },
+        { label: 'c', age: 20 * DAY, status: 'complete', bucket: 'registry-x' },
+      ],
+      expire: ['a'],
+    },
+    {
+      name: 'expires only superseded failed snapshots under a policy with no rule',
+      policy: {},
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'failed' },
+        { label: 'b', age: 30 * DAY, status: 'complete' },
+        { label: 'c', age: 20 * DAY, status: 'complete' },
+      ],
+      expire: ['a'],
+    },
+  ])('$name', async ({ policy, snapshots, expire }) => {
+    // Prepare
+    const vault: Vault = {
+      location: { ...deps.vault.location, prefix: `plan-${++vaults}/` },
+      client: deps.vault.client,
+    };
+    const labels = new Map<string, string>();
+    for (const spec of snapshots) {
+      const manifest = manifestOf({
+        startedAt: ago(spec.age),
+        status: spec.status,
+        ...(spec.bucket === undefined ? {} : { bucket: spec.bucket }),
+      });
+      labels.set(manifest.id, spec.label);
+      await putJson(vault, vaultKeys.manifest(`plan-${vaults}/`, manifest.id), manifest);
+    }
+    // Act
+    const plan = await planPrune(vault, policy, now);
+    // Assess
+    expect(plan.expire.map((v) => labels.get(v.id)).sort()).toEqual(expire);
+    expect(plan.keep.map((v) => labels.get(v.id)).sort()).toEqual(
+      snapshots
+        .map((s) => s.label)
+        .filter((l) => !expire.includes(l))
+        .sort(),
+    );
+    expect([...plan.keep, ...plan.expire].every((v) => v.reason.length > 0)).toBe(true);
+  });
+});
+
+describe('pruning a vault of real snapshots', () => {
+  const ids: string[] = [];
+  /** A pool blob only the first snapshot holds (the registry lost it before the second backup). */
+  let onlyInFirst = '';
+  /** A tag link only the first snapshot holds. */
+  let tagOnlyInFirst = '';
+
+  async function backup(options: { deps?: WorkflowDeps; workers?: number } = {}): Promise<string> {
+    const result = await runBackupLocally(
+      {
+        source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' },
+        targetObjectsPerShard: 100,
+      },
+      { deps: options.deps ?? deps, workers: options.workers ?? 4 },
+    );
+    expect(result.cause).toBeUndefined();
+    expect((result.output as { status: string }).status).toBe('complete');
+    return (result.output as { snapshotId: string }).snapshotId;
+  }
+
+  async function push(tag: string): Promise<void> {
+    const layout = await OciLayout.create();
+    try {
+      await layout.addImage(tag, [
+        { seed: `retention-${tag}`, size: 6000 },
+        { seed: 'retention-base', size: 4000 },
+      ]);
+      await pushImage(layout, tag, `${registry.host}/team-0/app-0:${tag}`);
+    } finally {
+      await layout.remove();
+    }
+  }
+
+  const inventoryOf = async (id: string): Promise<InventoryRecord[]> =>
+    readInventory(deps.vault, await resolveSnapshot(deps.vault, id));
+
+  /** Every key the snapshot's inventory names is in the vault with its size. */
+  async function expectIntact(id: string): Promise<void> {
+    const vault = await listAll(client, 'vault');
+    const records = await inventoryOf(id);
+    const missing = records
+      .filter((r) => vault.get(r.targetKey)?.size !== r.size)
+      .map((r) => r.targetKey);
+    expect(missing).toEqual([]);
+    const report = await fsckRegistry(
+      snapshotSource(deps.vault, await resolveSnapshot(deps.vault, id)),
+      { deep: true },
+    );
+    expect(report.problems).toEqual([]);
+  }
+
+  const exists = async (key: string) => (await listAll(client, 'vault', key)).has(key);
+
+  beforeAll(async () => {
+    const orphan = await putOrphanBlob(client, 'registry', 1500);
+    ids.push(await backup());
+    onlyInFirst = vaultKeys.blob(ROOT, orphan);
+    await remove(
+      client,
+      'registry',
+      registryKey(`blobs/sha256/${orphan.slice(7, 9)}/${orphan.slice(7)}/data`),
+    );
+    const tagLink = registryKey('repositories/team-1/app-1/_manifests/tags/v1.1/current/link');
+    tagOnlyInFirst =
+      (await inventoryOf(ids[0] ?? '')).find((r) => r.key === tagLink)?.targetKey ?? '';
+    for (const key of (
+      await listAll(
+        client,
+        'registry',
+        registryKey('repositories/team-1/app-1/_manifests/tags/v1.1/'),
+      )
+    ).keys()) {
+      await remove(client, 'registry', key);
+    }
+    await push('second');
+    ids.push(await backup());
+    await push('third');
+    ids.push(await backup());
+  }, 240_000);
+
+  it('reports in a dry run what a prune would delete, and deletes nothing', async () => {
+    // Prepare
+    const before = await listAll(client, 'vault');
+    // Act
+    const report = await prune(
+      deps.vault,
+      { keepLast: 2 },
+      { now: new Date(), graceMs: 0, dryRun: true },
+    );
+    // Assess
+    expect(report.dryRun).toBe(true);
+    expect(report.deletedSnapshots).toEqual([ids[0]]);
+    expect(report.deleted.poolBlobs).toBeGreaterThanOrEqual(1);
+    expect(await listAll(client, 'vault')).toEqual(before);
+  });
+
+  it('keeps the last 2 snapshots and every key they refer to, and deletes what only the first one held', async () => {
+    // Prepare
+    const [first, second, third] = ids as [string, string, string];
+    const firstManifest = await resolveSnapshot(deps.vault, first);
+    const sharedFromFirst = (await inventoryOf(second)).filter((r) =>
+      r.targetKey.startsWith(vaultKeys.objects(ROOT, first)),
+    );
+    const dryRun = await prune(
+      deps.vault,
+      { keepLast: 2 },
+      { now: new Date(), graceMs: 0, dryRun: true },
+    );
+    // Act
+    const report = await prune(deps.vault, { keepLast: 2 }, { now: new Date(), graceMs: 0 });
+    // Assess
+    expect(report.deletedSnapshots).toEqual([first]);
+    expect(report.deleted).toEqual(dryRun.deleted);
+    expect(report.failedDeletes).toEqual([]);
+    expect(await readManifest(deps.vault, first)).toBeUndefined();
+    expect(await exists(vaultKeys.inventory(ROOT, first))).toBe(false);
+    expect((await listAll(client, 'vault', vaultKeys.run(ROOT, firstManifest.runId))).size).toBe(0);
+    expect(await exists(onlyInFirst)).toBe(false);
+    expect(tagOnlyInFirst).toMatch(new RegExp(`^${vaultKeys.objects(ROOT, first)}`));
+    expect(await exists(tagOnlyInFirst)).toBe(false);
+    // Unchanged links are not copied again: the second snapshot still reads them from the first one's folder.
+    expect(sharedFromFirst.length).toBeGreaterThan(0);
+    await expectIntact(second);
+    await expectIntact(third);
+  });
+
+  it('keeps blobs written after a running backup started, and sweeps older unreferenced ones', async () => {
+    // Prepare: unreferenced blobs from before the backup, a running manifest, blobs it "wrote" but has not recorded
+    const stale = [randomBlob(), randomBlob()];
+    for (const blob of stale)
+      await put(client, 'vault', vaultKeys.blob(ROOT, blob.digest), blob.bytes);
+    await sleep(2500);
+    const startedAt = new Date(Date.now() - 1000);
+    const running: SnapshotManifest = {
+      ...manifestOf({ startedAt, status: 'running' }),
+      source: (await resolveSnapshot(deps.vault, ids[2] ?? '')).source,
+    };
+    await putJson(deps.vault, vaultKeys.manifest(ROOT, running.id), running);
+    const fresh = [randomBlob(), randomBlob(), randomBlob()];
+    for (const blob of fresh)
+      await put(client, 'vault', vaultKeys.blob(ROOT, blob.digest), blob.bytes);
+    try {
+      // Act
+      const report = await prune(deps.vault, { keepLast: 2 }, { now: new Date(), graceMs: 0 });
+      // Assess
+      expect(report.plan.running).toEqual([
+        {
+          id: running.id,
+          runId: running.runId,
+          startedAt: running.startedAt,
+          baseSnapshotId: ids[2],
+          adoptsFromPool: false,
+        },
+      ]);
+      expect(report.deletedSnapshots).toEqual([]);
+      expect(report.poolSweepPostponed).toBeUndefined();
+      for (const blob of fresh) expect(await exists(vaultKeys.blob(ROOT, blob.digest))).toBe(true);
+      for (const blob of stale) expect(await exists(vaultKeys.blob(ROOT, blob.digest))).toBe(false);
+      expect(report.keptForGrace.keys).toBeGreaterThanOrEqual(fresh.length);
+      expect(report.keptForGrace.cutoff).toBe(running.startedAt);
+      await expectIntact(ids[1] ?? '');
+      await expectIntact(ids[2] ?? '');
+    } finally {
+      await remove(client, 'vault', vaultKeys.manifest(ROOT, running.id));
+      for (const blob of fresh) await remove(client, 'vault', vaultKeys.blob(ROOT, blob.digest));
+    }
+  });
+
+  it('sweeps no pool blob while a backup that may reuse any of them runs', async () => {
+    // Prepare: a first backup of another bucket has no snapshot to build on, so it skips blobs it finds in the pool
+    const stale = randomBlob();
+    await put(client, 'vault', vaultKeys.blob(ROOT, stale.digest), stale.bytes);
+    await sleep(1500);
+    const running = manifestOf({
+      startedAt: new Date(),
+      status: 'running',
+      bucket: 'another-registry',
+    });
+    await putJson(deps.vault, vaultKeys.manifest(ROOT, running.id), running);
+    try {
+      // Act
+      const report = await prune(deps.vault, { keepLast: 2 }, { now: new Date(), graceMs: 0 });
+      // Assess
+      expect(report.plan.running).toEqual([
+        expect.objectContaining({ id: running.id, adoptsFromPool: true }),
+      ]);
+      expect(report.poolSweepPostponed).toContain(running.id);
+      expect(await exists(vaultKeys.blob(ROOT, stale.digest))).toBe(true);
+    } finally {
+      await remove(client, 'vault', vaultKeys.manifest(ROOT, running.id));
+    }
+    // Once it is gone, the next prune sweeps the blob.
+    const after = await prune(deps.vault, { keepLast: 2 }, { now: new Date(), graceMs: 0 });
+    expect(after.poolSweepPostponed).toBeUndefined();
+    expect(await exists(vaultKeys.blob(ROOT, stale.digest))).toBe(false);
+  });
+
+  it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
+    // Prepare: a backup held at its second copy message, after it planned and copied one shard
+    await push('fourth');
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let messages = 0;
+    let held = false;
+    const gated: WorkflowDeps & { close(): void } = {
+      ...deps,
+      async sameAccess(source, target) {
+        messages++;
+        if (messages >= 2) {
+          held = true;
+          await gate;
+        }
+        return deps.sameAccess(source, target);
+      },
+    };
+    const running = backup({ deps: gated, workers: 1 });
+    while (!held) await sleep(20);
+    // Act
+    const report = await prune(deps.vault, { keepLast: 1 }, { now: new Date(), graceMs: 0 });
+    release();
+    const fourth = await running;
+    // Assess
+    const [, second, third] = ids as [string, string, string];
+    expect(report.plan.running).toEqual([
+      expect.objectContaining({ id: fourth, baseSnapshotId: third, adoptsFromPool: false }),
+    ]);
+    expect(report.deletedSnapshots).toEqual([second]);
+    for (const id of [third, fourth]) {
+      await expectIntact(id);
+      const bucket = `restored-${id.slice(-6)}`;
+      await createBucket(client, bucket);
+      const restore = await runRestoreLocally(
+        {
+          snapshot: id,
+          target: { bucket, endpoint: s3.endpoint, region: s3.region },
+          switchRegistry: false,
+        },
+        { deps },
+      );
+      expect(restore.cause).toBeUndefined();
+      expect(restore.status).toBe('SUCCEEDED');
+      const restored = await listAll(client, bucket);
+      const expected = new Map((await inventoryOf(id)).map((r) => [r.key, r.size]));
+      expect(new Map([...restored].map(([key, object]) => [key, object.size]))).toEqual(expected);
+      const check = await fsckRegistry(bucketSource(client, bucket, ''), { deep: true });
+      expect(check.problems).toEqual([]);
+    }
+  });
+  it('deletes one snapshot by hand, leaving the objects a later snapshot reuses', async () => {
+    // Prepare: the last two snapshots are the third and the one taken during the prune
+    const [third, fourth] = (await listSnapshots(deps.vault)).map((m) => m.id).slice(-2) as [
+      string,
+      string,
+    ];
+    const reused = (await inventoryOf(fourth)).filter((r) =>
+      r.targetKey.startsWith(vaultKeys.objects(ROOT, third)),
+    );
+    // Act
+    const result = await deleteSnapshot(deps.vault, await resolveSnapshot(deps.vault, third));
+    const report = await prune(deps.vault, { keepLast: 1 }, { now: new Date(), graceMs: 0 });
+    // Assess
+    expect(result.failed).toEqual([]);
+    expect(await readManifest(deps.vault, third)).toBeUndefined();
+    expect(reused.length).toBeGreaterThan(0);
+    expect(report.deletedSnapshots).toEqual([]);
+    await expectIntact(fourth);
+  });
+});

@@ -1,0 +1,79 @@
+/** Shared set-up for the integrity tests: bucket copies, registry key lookups, a recording source. */
+import { createHash, randomBytes } from 'node:crypto';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { RegistrySource } from '../../functions/commons/registry/fsck.ts';
+import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
+import { createBucket, listAll, putObjects, readObject } from '../support/s3.ts';
+
+/** Copies every object of `from` into a new bucket `to`. */
+export async function copyBucket(client: S3Client, from: string, to: string): Promise<void> {
+  await createBucket(client, to);
+  const keys = [...(await listAll(client, from)).keys()];
+  const objects = await Promise.all(
+    keys.map(async (key) => ({ key, body: await readObject(client, from, key) })),
+  );
+  await putObjects(client, to, objects);
+}
+
+export const registryKey = (relative: string) => `${REGISTRY_V2}${relative}`;
+
+export async function put(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  body: Uint8Array | string,
+): Promise<void> {
+  const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+  await client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      Body: bytes,
+      ContentLength: bytes.byteLength,
+    }),
+  );
+}
+
+export async function remove(client: S3Client, bucket: string, key: string): Promise<void> {
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }));
+}
+
+/** Random bytes and their digest. */
+export function randomBlob(size = 1000): { bytes: Buffer; digest: string } {
+  const bytes = randomBytes(size);
+  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+}
+
+/** Puts a well-formed blob no manifest names at its registry key; returns its digest. */
+export async function putOrphanBlob(
+  client: S3Client,
+  bucket: string,
+  size = 1000,
+): Promise<string> {
+  const blob = randomBlob(size);
+  await put(client, bucket, registryKey(blobKeyOf(blob.digest)), blob.bytes);
+  return blob.digest;
+}
+
+/** Wraps a source and records every key read (through `read` or `open`). */
+export function recording(source: RegistrySource): { source: RegistrySource; reads: string[] } {
+  const reads: string[] = [];
+  return {
+    reads,
+    source: {
+      list: () => source.list(),
+      read: async (key) => {
+        reads.push(key);
+        return source.read(key);
+      },
+      ...(source.open === undefined
+        ? {}
+        : {
+            open: async (key: string) => {
+              reads.push(key);
+              return source.open?.(key);
+            },
+          }),
+    },
+  };
+}

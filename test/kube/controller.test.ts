@@ -1,0 +1,319 @@
+import { createHash } from 'node:crypto';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { BuiltIn } from '../../sandbox/kube/server.ts';
+import type { KubeObject } from '../../sandbox/kube/store.ts';
+import { liveProcesses, portInUse } from '../../sandbox/process.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { clientFor, createBucket, listAll } from '../support/s3.ts';
+import { fakeRegistries } from './fake-registry.ts';
+
+const NS = 'cpaas-system';
+
+interface PodView {
+  metadata: { name: string; deletionTimestamp?: string };
+  spec: { containers: Array<{ name: string; env: Array<{ name: string; value?: string }> }> };
+  status: {
+    phase: string;
+    conditions: Array<{ type: string; status: string }>;
+    containerStatuses: Array<{
+      ready: boolean;
+      restartCount: number;
+      state: { waiting?: { reason: string }; terminated?: { exitCode: number }; running?: unknown };
+    }>;
+  };
+}
+
+const registryPods = (cluster: FakeCluster) =>
+  cluster.server.store
+    .list(BuiltIn.pods, NS)
+    .filter((pod) => pod.metadata.labels?.['app'] === 'image-registry') as unknown as PodView[];
+
+/** Merge-patches the ModuleInfo's s3storage over HTTP, as regvault does. */
+async function patchStorage(
+  cluster: FakeCluster,
+  s3storage: Record<string, string>,
+): Promise<void> {
+  const { group, version, resource } = cluster.server.moduleInfo;
+  const response = await fetch(
+    `${cluster.api}/apis/${group}/${version}/${resource}/image-registry`,
+    {
+      method: 'PATCH',
+      headers: { 'Content-Type': 'application/merge-patch+json' },
+      body: JSON.stringify({ spec: { config: { s3storage } } }),
+    },
+  );
+  expect(response.status).toBe(200);
+}
+
+async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const v2Status = async (url: string) => {
+  const response = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(2_000) });
+  await response.body?.cancel();
+  return response.status;
+};
+
+describe('the registry controller with the real registry on S3', () => {
+  let s3: S3ServerHandle;
+  let client: S3Client;
+  let cluster: FakeCluster;
+
+  beforeAll(async () => {
+    s3 = await startS3Server({ name: 's3-kube-controller' });
+    client = clientFor(s3);
+    await Promise.all([createBucket(client, 'registry-a'), createBucket(client, 'registry-b')]);
+    cluster = await startFakeCluster();
+    await cluster.seedAcpRegistry({
+      bucket: 'registry-a',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    });
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+    client?.destroy();
+    await s3?.stop();
+  });
+
+  it('rolls to a new Ready pod when the bucket changes while the Service URL keeps answering', async () => {
+    // Prepare
+    const first = await cluster.waitForReadyPod(60_000);
+    const answers: number[] = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        answers.push(await v2Status(cluster.registryUrl).catch(() => 0));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    // Act
+    await patchStorage(cluster, { bucket: 'registry-b' });
+    const second = await cluster.waitForReadyPod(60_000);
+    polling = false;
+    await poller;
+    // Assess
+    expect(second).not.toBe(first);
+    expect(second).toMatch(/^image-registry-[a-z0-9]{10}-[a-z0-9]{5}$/);
+    const pods = registryPods(cluster);
+    expect(pods.map((pod) => pod.metadata.name)).toEqual([second]);
+    const env = pods[0]?.spec.containers[0]?.env ?? [];
+    expect(env.find((e) => e.name === 'REGISTRY_STORAGE_S3_BUCKET')?.value).toBe('registry-b');
+    expect(pods[0]?.status.containerStatuses[0]?.ready).toBe(true);
+    expect(answers.length).toBeGreaterThan(0);
+    expect(answers.every((status) => status === 200)).toBe(true);
+  });
+
+  it('forwards registry traffic to the pod on the new bucket', async () => {
+    // Prepare
+    await cluster.waitForReadyPod(60_000);
+    const blob = Buffer.from(`blob for the new bucket ${Date.now()}`);
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+    // Act
+    const started = await fetch(`${cluster.registryUrl}/v2/probe/app/blobs/uploads/`, {
+      method: 'POST',
+    });
+    await started.body?.cancel();
+    const location = new URL(started.headers.get('location') ?? '', cluster.registryUrl);
+    location.searchParams.set('digest', digest);
+    const upload = await fetch(location, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/octet-stream' },
+      body: blob,
+    });
+    await upload.body?.cancel();
+    const keys = [...(await listAll(client, 'registry-b')).keys()];
+    // Assess
+    expect(started.status).toBe(202);
+    expect(location.host).toBe(new URL(cluster.registryUrl).host);
+    expect(upload.status).toBe(201);
+    expect(keys).toContain(
+      `docker/registry/v2/blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}/data`,
+    );
+  });
+
+  it('keeps the old pod serving while a pod without its Secret crash-loops, and logs why', async () => {
+    // Prepare
+    const serving = await cluster.waitForReadyPod(60_000);
+    // Act
+    await patchStorage(cluster, { secretName: 'no-such-secret' });
+    await until('a crash-looping pod', () =>
+      registryPods(cluster).some(
+        (pod) => pod.status.containerStatuses[0]?.state.waiting?.reason === 'CrashLoopBackOff',
+      ),
+    );
+    const crashing = registryPods(cluster).find((pod) => pod.metadata.name !== serving);
+    const log = cluster.server.store.get(BuiltIn.pods, NS, crashing?.metadata.name ?? '') as
+      | KubeObject
+      | undefined;
+    const logText = await (
+      await fetch(
+        `${cluster.api}/api/v1/namespaces/${NS}/pods/${crashing?.metadata.name}/log?container=registry`,
+      )
+    ).text();
+    // Assess
+    expect(log).toBeDefined();
+    expect(crashing?.status.phase).toBe('Running');
+    expect(crashing?.status.containerStatuses[0]?.ready).toBe(false);
+    expect(crashing?.status.containerStatuses[0]?.restartCount).toBeGreaterThan(0);
+    expect(crashing?.status.conditions.find((c) => c.type === 'Ready')?.status).toBe('False');
+    expect(logText).toContain('secret "no-such-secret" not found');
+    expect(registryPods(cluster).map((pod) => pod.metadata.name)).toContain(serving);
+    expect(await v2Status(cluster.registryUrl)).toBe(200);
+  });
+
+  it('drops the crash-looping pod and keeps the running one when the config is put back', async () => {
+    // Prepare
+    const serving = registryPods(cluster).find((pod) => pod.status.containerStatuses[0]?.ready)
+      ?.metadata.name;
+    // Act
+    await patchStorage(cluster, { secretName: 'registry-s3-secret' });
+    const after = await cluster.waitForReadyPod(60_000);
+    // Assess
+    expect(after).toBe(serving);
+    expect(registryPods(cluster)).toHaveLength(1);
+  });
+
+  it('stops every registry process and closes every port on stop()', async () => {
+    // Prepare
+    const urls = [
+      cluster.api,
+      cluster.registryUrl,
+      ...cluster.controller.pods().flatMap((pod) => pod.url ?? []),
+    ];
+    const ports = urls.map((url) => Number(new URL(url).port));
+    expect(urls).toHaveLength(3);
+    // Act
+    await cluster.stop();
+    // Assess
+    expect(await Promise.all(ports.map(portInUse))).toEqual(ports.map(() => false));
+    expect(liveProcesses().map((child) => child.name)).toEqual([s3.process.name]);
+  });
+});
+
+describe('the registry controller with a stand-in registry', () => {
+  it('marks the pod Failed with a terminated container when the registry process exits', async () => {
+    // Prepare
+    const registries = fakeRegistries();
+    const cluster = await startFakeCluster({ startRegistry: registries.start });
+    try {
+      await cluster.seedAcpRegistry({
+        bucket: 'b',
+        endpoint: 'http://127.0.0.1:1',
+        region: 'r',
+        accessKey: 'a',
+        secretKey: 's',
+      });
+      const name = await cluster.waitForReadyPod();
+      // Act
+      await [...registries.live.values()][0]?.crash();
+      await until('a failed pod', () => registryPods(cluster)[0]?.status.phase === 'Failed');
+      // Assess
+      const pod = registryPods(cluster)[0];
+      expect(pod?.metadata.name).toBe(name);
+      expect(pod?.status.containerStatuses[0]?.ready).toBe(false);
+      expect(pod?.status.containerStatuses[0]?.state.terminated?.exitCode).toBe(1);
+      expect((await fetch(`${cluster.registryUrl}/v2/`)).status).toBe(503);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it("replaces a deleted pod with a new one and stops the deleted pod's process", async () => {
+    // Prepare
+    const registries = fakeRegistries();
+    const cluster = await startFakeCluster({ startRegistry: registries.start });
+    try {
+      await cluster.seedAcpRegistry({
+        bucket: 'b',
+        endpoint: 'http://127.0.0.1:1',
+        region: 'r',
+        accessKey: 'a',
+        secretKey: 's',
+      });
+      const first = await cluster.waitForReadyPod();
+      // Act
+      const response = await fetch(`${cluster.api}/api/v1/namespaces/${NS}/pods/${first}`, {
+        method: 'DELETE',
+      });
+      await response.body?.cancel();
+      await until('a replacement pod', () =>
+        registryPods(cluster).some((pod) => pod.metadata.name !== first),
+      );
+      const second = await cluster.waitForReadyPod();
+      // Assess
+      expect(response.status).toBe(200);
+      expect(second).not.toBe(first);
+      expect(registries.started).toHaveLength(2);
+      expect(registries.live.size).toBe(1);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('crash-loops a pod whose Secret lacks the expected keys', async () => {
+    // Prepare
+    const cluster = await startFakeCluster({ startRegistry: fakeRegistries().start });
+    try {
+      // Act
+      await cluster.seedAcpRegistry({
+        bucket: 'b',
+        endpoint: 'http://127.0.0.1:1',
+        region: 'r',
+        accessKey: 'a',
+        secretKey: 's',
+        secretKeyNames: { accessKey: 'AWS_ACCESS_KEY_ID', secretKey: 'AWS_SECRET_ACCESS_KEY' },
+      });
+      await until('a crash-looping pod', () => registryPods(cluster).length === 1);
+      // Assess
+      const [pod] = registryPods(cluster);
+      expect(pod?.status.containerStatuses[0]?.state.waiting?.reason).toBe('CrashLoopBackOff');
+      const log = await (
+        await fetch(`${cluster.api}/api/v1/namespaces/${NS}/pods/${pod?.metadata.name}/log`)
+      ).text();
+      expect(log).toContain('lacks access-key-id or secret-access-key');
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('leaves nothing listening after stop()', async () => {
+    // Prepare
+    const registries = fakeRegistries();
+    const cluster = await startFakeCluster({ token: 't', startRegistry: registries.start });
+    await cluster.seedAcpRegistry({
+      bucket: 'b',
+      endpoint: 'http://127.0.0.1:1',
+      region: 'r',
+      accessKey: 'a',
+      secretKey: 's',
+    });
+    await cluster.waitForReadyPod();
+    const ports = [
+      cluster.server.port,
+      Number(new URL(cluster.registryUrl).port),
+      ...[...registries.live.keys()].map((url) => Number(new URL(url).port)),
+    ];
+    expect(await Promise.all(ports.map(portInUse))).toEqual(ports.map(() => true));
+    // Act
+    await cluster.stop();
+    // Assess
+    expect(await Promise.all(ports.map(portInUse))).toEqual(ports.map(() => false));
+    expect(registries.live.size).toBe(0);
+    expect(liveProcesses()).toEqual([]);
+  });
+});

@@ -1,0 +1,196 @@
+import {
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListPartsCommand,
+  type S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { portInUse } from '../../sandbox/process.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { clientFor, createBucket, putObjects, readObject } from '../support/s3.ts';
+
+let server: S3ServerHandle;
+let client: S3Client;
+const bucket = 'sandbox-checks';
+
+beforeAll(async () => {
+  server = await startS3Server({ name: 's3-sandbox-checks' });
+  client = clientFor(server, 1);
+  await createBucket(client, bucket);
+});
+
+afterAll(async () => {
+  client?.destroy();
+  await server?.stop();
+});
+
+async function startUpload(
+  key: string,
+  parts: number,
+): Promise<{ uploadId: string; etags: string[] }> {
+  const created = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+  const uploadId = created.UploadId ?? '';
+  const etags: string[] = [];
+  for (let part = 1; part <= parts; part += 1) {
+    const body = Buffer.alloc(part === parts ? 100 : 5 * 1024 * 1024, part);
+    const uploaded = await client.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: uploadId,
+        PartNumber: part,
+        Body: body,
+      }),
+    );
+    etags.push(uploaded.ETag ?? '');
+  }
+  return { uploadId, etags };
+}
+
+describe('the sandbox S3 server', () => {
+  it('lists multipart uploads in flight and their parts, as Docker Distribution needs to push', async () => {
+    // Prepare
+    const { uploadId, etags } = await startUpload(
+      'docker/registry/v2/repositories/app/_uploads/u1/data',
+      2,
+    );
+    // Act
+    const uploads = await client.send(
+      new ListMultipartUploadsCommand({
+        Bucket: bucket,
+        Prefix: 'docker/registry/v2/repositories/app/',
+      }),
+    );
+    const parts = await client.send(
+      new ListPartsCommand({
+        Bucket: bucket,
+        Key: 'docker/registry/v2/repositories/app/_uploads/u1/data',
+        UploadId: uploadId,
+      }),
+    );
+    // Assess
+    expect(uploads.Uploads?.map((upload) => [upload.Key, upload.UploadId])).toEqual([
+      ['docker/registry/v2/repositories/app/_uploads/u1/data', uploadId],
+    ]);
+    expect(parts.Parts?.map((part) => [part.PartNumber, part.ETag, part.Size])).toEqual([
+      [1, etags[0], 5 * 1024 * 1024],
+      [2, etags[1], 100],
+    ]);
+  });
+
+  it('answers NoSuchUpload for the parts of an unknown upload', async () => {
+    // Act
+    const attempt = client.send(
+      new ListPartsCommand({ Bucket: bucket, Key: 'nothing', UploadId: 'no-such-upload' }),
+    );
+    // Assess
+    await expect(attempt).rejects.toMatchObject({
+      name: 'NoSuchUpload',
+      $metadata: { httpStatusCode: 404 },
+    });
+  });
+
+  it('completes an upload whose part ETags are quoted as &#34;, the way Go encodes them', async () => {
+    // Prepare
+    const key = 'go-client/object';
+    const { uploadId, etags } = await startUpload(key, 2);
+    const body = [
+      '<CompleteMultipartUpload>',
+      ...etags.map(
+        (etag, index) =>
+          `<Part><PartNumber>${index + 1}</PartNumber><ETag>${etag.replaceAll('"', '&#34;')}</ETag></Part>`,
+      ),
+      '</CompleteMultipartUpload>',
+    ].join('');
+    // Act
+    const response = await fetch(`${server.endpoint}/${bucket}/${key}?uploadId=${uploadId}`, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/xml' },
+    });
+    // Assess
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain('<ETag>');
+    expect((await readObject(client, bucket, key)).length).toBe(5 * 1024 * 1024 + 100);
+  });
+
+  it('counts requests per operation, faulted ones included, and resets the counts', async () => {
+    // Prepare
+    await putObjects(client, bucket, [{ key: 'counted/a', body: 'a' }]);
+    await server.resetCounters();
+    await server.injectFaults({
+      operation: 'GetObject',
+      status: 503,
+      code: 'SlowDown',
+      count: 1,
+      keyPrefix: 'counted/',
+    });
+    // Act
+    const first = client.send(new GetObjectCommand({ Bucket: bucket, Key: 'counted/a' }));
+    await expect(first).rejects.toMatchObject({
+      name: 'SlowDown',
+      $metadata: { httpStatusCode: 503 },
+    });
+    const second = await readObject(client, bucket, 'counted/a');
+    const counted = await server.counters();
+    await server.resetCounters();
+    // Assess
+    expect(second.toString()).toBe('a');
+    expect(counted).toEqual({ GetObject: 2 });
+    expect(await server.counters()).toEqual({});
+  });
+
+  it('faults only the keys and operations a rule names', async () => {
+    // Prepare
+    await putObjects(client, bucket, [
+      { key: 'faulted/x', body: 'x' },
+      { key: 'healthy/y', body: 'y' },
+    ]);
+    await server.injectFaults({
+      operation: 'GetObject',
+      status: 403,
+      code: 'AccessDenied',
+      count: 5,
+      keyPrefix: 'faulted/',
+    });
+    // Act
+    const healthy = await readObject(client, bucket, 'healthy/y');
+    const faulted = client.send(new GetObjectCommand({ Bucket: bucket, Key: 'faulted/x' }));
+    // Assess
+    expect(healthy.toString()).toBe('y');
+    await expect(faulted).rejects.toMatchObject({ name: 'AccessDenied' });
+    await server.clearFaults();
+    expect((await readObject(client, bucket, 'faulted/x')).toString()).toBe('x');
+  });
+
+  it('serves SQS on the same endpoint', async () => {
+    // Prepare
+    const { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } =
+      await import('@aws-sdk/client-sqs');
+    const sqs = new SQSClient({
+      endpoint: server.endpoint,
+      region: server.region,
+      credentials: server.credentials,
+    });
+    // Act
+    const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: 'sandbox-check' }));
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'hello' }));
+    const received = await sqs.send(new ReceiveMessageCommand({ QueueUrl, WaitTimeSeconds: 1 }));
+    sqs.destroy();
+    // Assess
+    expect(received.Messages?.map((message) => message.Body)).toEqual(['hello']);
+  });
+
+  it('leaves nothing listening once stopped', async () => {
+    // Prepare
+    const extra = await startS3Server({ name: 's3-stopped' });
+    expect(await portInUse(extra.port)).toBe(true);
+    // Act
+    await extra.stop();
+    // Assess
+    expect(await portInUse(extra.port)).toBe(false);
+    expect(extra.process.running()).toBe(false);
+  });
+});

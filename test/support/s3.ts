@@ -1,0 +1,104 @@
+/** Small S3 helpers for tests: a client for a sandbox server, seeding and reading buckets. */
+import {
+  CreateBucketCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { Location } from '../../functions/commons/copy/model.ts';
+import { createS3Client } from '../../functions/commons/s3/client.ts';
+
+export interface S3Endpointish {
+  readonly endpoint: string;
+  readonly region: string;
+  readonly credentials: { accessKeyId: string; secretAccessKey: string };
+}
+
+/** A client for a sandbox server; `maxAttempts: 1` when a test wants to see raw errors. */
+export function clientFor(server: S3Endpointish, maxAttempts = 6): S3Client {
+  return createS3Client(
+    { endpoint: server.endpoint, region: server.region, forcePathStyle: true },
+    server.credentials,
+    {
+      maxAttempts,
+    },
+  );
+}
+
+/** A location on a sandbox server. */
+export function locationOn(
+  server: S3Endpointish,
+  bucket: string,
+  prefix = '',
+  access = 'sandbox',
+): Location {
+  return {
+    endpoint: server.endpoint,
+    region: server.region,
+    bucket,
+    prefix,
+    forcePathStyle: true,
+    access,
+  };
+}
+
+export async function createBucket(client: S3Client, bucket: string): Promise<void> {
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+}
+
+/** Puts objects with limited concurrency. */
+export async function putObjects(
+  client: S3Client,
+  bucket: string,
+  objects: ReadonlyArray<{ key: string; body: string | Uint8Array }>,
+  concurrency = 16,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < objects.length) {
+      const object = objects[next++];
+      if (object === undefined) return;
+      await client.send(
+        new PutObjectCommand({
+          Bucket: bucket,
+          Key: object.key,
+          Body: object.body,
+          ContentLength:
+            typeof object.body === 'string'
+              ? Buffer.byteLength(object.body)
+              : object.body.byteLength,
+        }),
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** Every key with its size and ETag. */
+export async function listAll(
+  client: S3Client,
+  bucket: string,
+  prefix = '',
+): Promise<Map<string, { size: number; etag: string }>> {
+  const found = new Map<string, { size: number; etag: string }>();
+  let token: string | undefined;
+  do {
+    const page = await client.send(
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: prefix,
+        ...(token === undefined ? {} : { ContinuationToken: token }),
+      }),
+    );
+    for (const item of page.Contents ?? [])
+      found.set(item.Key ?? '', { size: item.Size ?? 0, etag: item.ETag ?? '' });
+    token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+  } while (token !== undefined);
+  return found;
+}
+
+export async function readObject(client: S3Client, bucket: string, key: string): Promise<Buffer> {
+  const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+}
