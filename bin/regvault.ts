@@ -91,6 +91,41 @@ function flagName(key: string): string {
   return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 }
 
+/** The command-level numeric flags and what each accepts. */
+const numericFlags = {
+  shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
+  verifySample: z.coerce.number().int().min(0).max(10_000),
+  rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
+  sample: z.coerce.number().int().min(1),
+  keepLast: z.coerce.number().int().min(1),
+  ttlDays: z.coerce.number().positive(),
+  graceMinutes: z.coerce.number().min(0),
+} as const;
+type NumericFlag = keyof typeof numericFlags;
+
+/**
+ * Parses a command's own numeric flags with one schema, before anything runs;
+ * each bad value names its flag. Flags left unset stay undefined.
+ */
+export function numbersOf<K extends NumericFlag>(
+  flags: Record<string, unknown>,
+  names: readonly K[],
+): { [N in K]?: number } {
+  const out: { [N in K]?: number } = {};
+  const issues: string[] = [];
+  for (const name of names) {
+    if (flags[name] === undefined) continue;
+    const parsed = numericFlags[name].safeParse(flags[name]);
+    if (parsed.success) out[name] = parsed.data;
+    else
+      issues.push(
+        `${flagName(name)}: ${String(flags[name])} is not accepted (${parsed.error.issues.map((i) => i.message).join('; ')})`,
+      );
+  }
+  if (issues.length > 0) throw new InputError('the flags are not valid', issues);
+  return out;
+}
+
 /** Merges the config file, the environment and the flags (in rising priority) and validates them. */
 export async function resolveSettings(
   flags: Record<string, unknown>,
@@ -271,12 +306,13 @@ export function buildProgram(): Command {
     .option('--shard-objects <n>', 'objects per shard', '20000')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['shardObjects']);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
         const input = {
           includeSecret: flags['includeSecret'] === true,
-          targetObjectsPerShard: Number(flags['shardObjects']),
+          targetObjectsPerShard: numbers.shardObjects,
           concurrency: settings.concurrency,
           ...(typeof flags['sourceBucket'] === 'string'
             ? {
@@ -347,6 +383,7 @@ export function buildProgram(): Command {
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['verifySample', 'rolloutTimeout']);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
@@ -363,8 +400,8 @@ export function buildProgram(): Command {
           switchRegistry: flags['switch'] !== false,
           rollbackOnFailure: flags['rollback'] !== false,
           allowNonEmptyTarget: flags['allowNonEmpty'] === true,
-          verifySample: Number(flags['verifySample']),
-          rolloutTimeoutSeconds: Number(flags['rolloutTimeout']),
+          verifySample: numbers.verifySample,
+          rolloutTimeoutSeconds: numbers.rolloutTimeout,
           concurrency: settings.concurrency,
         };
         const progress = createProgress({ json: settings.json, total: 0, label: 'restore copy' });
@@ -408,6 +445,7 @@ export function buildProgram(): Command {
     .option('--sample <n>', 'images pulled in full', '3')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['sample']);
       if (settings.registryUrl === undefined)
         throw new InputError('verify needs the registry', [
           '--registry-url: where the registry answers, e.g. https://registry.example.com',
@@ -417,7 +455,7 @@ export function buildProgram(): Command {
       try {
         const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot']));
         const report = await verifyRestore(
-          { snapshotId: manifest.id, verifySample: Number(flags['sample']), pushTest: false },
+          { snapshotId: manifest.id, verifySample: numbers.sample ?? 3, pushTest: false },
           deps,
         );
         exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
@@ -517,16 +555,17 @@ export function buildProgram(): Command {
     .option('--dry-run', 'say what would be deleted, delete nothing')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['keepLast', 'ttlDays', 'graceMinutes']);
       const policy = parseRetentionPolicy({
-        ...(flags['keepLast'] === undefined ? {} : { keepLast: Number(flags['keepLast']) }),
-        ...(flags['ttlDays'] === undefined ? {} : { ttlDays: Number(flags['ttlDays']) }),
+        ...(numbers.keepLast === undefined ? {} : { keepLast: numbers.keepLast }),
+        ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
       });
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
         const report = await prune(deps.vault, policy, {
           now: deps.now(),
-          graceMs: Number(flags['graceMinutes']) * 60_000,
+          graceMs: (numbers.graceMinutes ?? 60) * 60_000,
           dryRun: flags['dryRun'] === true,
           log: deps.log,
         });
@@ -560,6 +599,7 @@ export function buildProgram(): Command {
     .option('--sample <n>', 'with --deep, hash this many random blobs')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['sample']);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
@@ -589,7 +629,7 @@ export function buildProgram(): Command {
         }
         const report = await fsckRegistry(source, {
           deep: flags['deep'] === true,
-          ...(flags['sample'] === undefined ? {} : { sample: Number(flags['sample']) }),
+          ...(numbers.sample === undefined ? {} : { sample: numbers.sample }),
         });
         exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
         out.result(
@@ -619,6 +659,7 @@ export function buildProgram(): Command {
     .option('--shard-objects <n>', 'objects per shard', '20000')
     .action(async (flags: Flags) => {
       const settings = await resolveSettings(flags);
+      const numbers = numbersOf(flags, ['shardObjects']);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
@@ -634,7 +675,7 @@ export function buildProgram(): Command {
         };
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);
-        const options = { targetObjectsPerShard: Number(flags['shardObjects']) };
+        const options = { targetObjectsPerShard: numbers.shardObjects ?? 20_000 };
         const plan = registry
           ? await planRegistry(client, source.bucket, '', options)
           : await planGeneric(client, source.bucket, '', options);

@@ -41,6 +41,8 @@ function ensurePackages(): void {
   const needed = [
     { binary: 'docker-registry', pkg: 'docker-registry' },
     { binary: 'skopeo', pkg: 'skopeo' },
+    // The fake cluster API serves TLS with a certificate it makes with openssl.
+    { binary: 'openssl', pkg: 'openssl' },
   ];
   const missing = needed.filter(({ binary }) => {
     try {
@@ -256,7 +258,11 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`demo failed: ${message}\n`);
+    // --json promises one result object last, also when the demo fails.
+    if (options.json)
+      process.stdout.write(`${JSON.stringify({ event: 'result', ok: false, error: message })}\n`);
     process.exit(1);
   },
 );

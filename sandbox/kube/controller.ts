@@ -70,8 +70,17 @@ interface PodState {
   /** Why the container cannot start (crash loop); its log. */
   crash: string[] | undefined;
   ready: boolean;
+  /** Probe failures in a row since the last success (the kubelet's failureThreshold counter). */
+  failures: number;
   startedAt: number;
 }
+
+/**
+ * A kubelet marks a Ready container unready only after this many probe
+ * failures in a row (the readinessProbe default), so one slow answer on a
+ * loaded machine does not flap the pod.
+ */
+const PROBE_FAILURE_THRESHOLD = 3;
 
 const ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
 const randomSuffix = (length: number) =>
@@ -303,6 +312,7 @@ export async function startRegistryController(
       instance: undefined,
       crash: undefined,
       ready: false,
+      failures: 0,
       startedAt: Date.now(),
     };
     if (want.config === undefined) {
@@ -381,7 +391,12 @@ export async function startRegistryController(
       }
     }
     for (const state of pods) {
-      state.ready = state.instance?.running() === true && (await probe(state.instance.url));
+      const running = state.instance?.running() === true;
+      const answered = running && state.instance !== undefined && (await probe(state.instance.url));
+      state.failures = answered ? 0 : state.failures + 1;
+      // An exited process is unready at once; a live one only after repeated failures.
+      state.ready =
+        answered || (running && state.ready && state.failures < PROBE_FAILURE_THRESHOLD);
     }
     for (const state of pods) writeStatus(BuiltIn.pods, state.name, podStatus(state));
     const latest = pods.at(-1);

@@ -164,7 +164,8 @@ const xmlEscapes: Record<string, string> = {
   '"': '&quot;',
   "'": '&apos;',
 };
-const escapeXml = (text: string): string =>
+/** Escapes the five XML special characters. */
+export const escapeXml = (text: string): string =>
   text.replace(/[&<>"']/g, (char) => xmlEscapes[char] ?? char);
 
 export function errorXml(code: string, message: string): string {

@@ -21,6 +21,7 @@ import {
   type SandboxReply,
   type SandboxRequest,
 } from './extensions.ts';
+import { installSortedListing, isListingQuery, listObjectsXml } from './listing.ts';
 
 const port = Number(process.env['REGVAULT_S3_PORT'] ?? '0');
 const region = process.env['REGVAULT_S3_REGION'] ?? 'us-east-1';
@@ -42,6 +43,7 @@ const s3Store = new (S3Store as StoreClass)();
 // Range copies of sources under 5 MiB are refused by fauxqs alone (AWS accepts
 // them as the last part); tests use small multipart thresholds.
 Reflect.set(s3Store, 'relaxedRules', { disableMinCopySourceSize: true });
+installSortedListing(s3Store);
 const stores = {
   s3Store,
   sqsStore: new (SqsStore as StoreClass)(),
@@ -80,24 +82,31 @@ app.addHook('preHandler', async (request, reply) => {
   }
   const query = new URL(request.url, 'http://sandbox').searchParams;
   const send = reply as unknown as SandboxReply;
-  if (operation === 'ListMultipartUploads') {
+  /** Answers with `xml`, or with the S3 error `missing` when the handler found nothing. */
+  const answer = (xml: string | undefined, missing: { code: string; message: string }) => {
     send
-      .status(200)
+      .status(xml === undefined ? 404 : 200)
       .header('content-type', 'application/xml')
-      .send(listMultipartUploads(s3Store, bucket, query));
+      .send(xml ?? errorXml(missing.code, missing.message));
     return reply;
+  };
+  if (operation === 'ListMultipartUploads') {
+    return answer(listMultipartUploads(s3Store, bucket, query), {
+      code: 'NoSuchBucket',
+      message: 'The specified bucket does not exist.',
+    });
   }
   if (operation === 'ListParts') {
-    const xml = listParts(s3Store, bucket, key, query);
-    if (xml === undefined) {
-      send
-        .status(404)
-        .header('content-type', 'application/xml')
-        .send(errorXml('NoSuchUpload', 'The specified upload does not exist.'));
-    } else {
-      send.status(200).header('content-type', 'application/xml').send(xml);
-    }
-    return reply;
+    return answer(listParts(s3Store, bucket, key, query), {
+      code: 'NoSuchUpload',
+      message: 'The specified upload does not exist.',
+    });
+  }
+  if ((operation === 'ListObjectsV2' || operation === 'ListObjects') && isListingQuery(query)) {
+    return answer(listObjectsXml(s3Store, bucket, query), {
+      code: 'NoSuchBucket',
+      message: 'The specified bucket does not exist.',
+    });
   }
   if (operation === 'CompleteMultipartUpload') {
     (request as SandboxRequest).body = decodeNumericQuotes(request.body);

@@ -204,6 +204,26 @@ describe('the regvault CLI on the sandbox', () => {
       args: ['copy', '--from', 'bucket-without-scheme', '--to', 's3://x-y-z'],
       names: ['--from: expected s3://bucket/prefix'],
     },
+    {
+      case: 'a negative grace period for prune',
+      args: ['snapshots', 'prune', '--keep-last', '2', '--grace-minutes', '-5', '--dry-run'],
+      names: ['--grace-minutes: -5 is not accepted'],
+    },
+    {
+      case: 'a sample that is not a number',
+      args: ['fsck', '--deep', '--sample', 'abc'],
+      names: ['--sample: abc is not accepted'],
+    },
+    {
+      case: 'a shard size below the minimum for plan',
+      args: ['plan', '--source-bucket', 'some-bucket', '--shard-objects', '5'],
+      names: ['--shard-objects: 5 is not accepted'],
+    },
+    {
+      case: 'two bad numbers at once for prune',
+      args: ['snapshots', 'prune', '--keep-last', '0', '--ttl-days', 'soon'],
+      names: ['--keep-last: 0 is not accepted', '--ttl-days: soon is not accepted'],
+    },
   ])('exits 2 and names the field for $case', async ({ args, names }) => {
     // Act
     const run = await regvault(args);

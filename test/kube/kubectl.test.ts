@@ -363,4 +363,55 @@ describe('kubectl against the fake apiserver', () => {
       cluster.server.setForbidden([]);
     }
   });
+
+  it("runs the ACP runbook's reads and its merge patch as a shell script, unchanged in form", async () => {
+    // Prepare: the runbook's commands as an operator types them, with kubectl
+    // finding the cluster through KUBECONFIG and a private HOME for its cache.
+    const script = [
+      'set -eu',
+      "mi=$(kubectl get moduleinfo -l cpaas.io/module-name=image-registry -o jsonpath='{.items[0].metadata.name}')",
+      "bucket=$(kubectl get moduleinfo $mi -o jsonpath='{.spec.config.s3storage.bucket}')",
+      "endpoint=$(kubectl get moduleinfo $mi -o jsonpath='{.spec.config.s3storage.regionEndpoint}')",
+      "region=$(kubectl get moduleinfo $mi -o jsonpath='{.spec.config.s3storage.region}')",
+      "secret=$(kubectl get moduleinfo $mi -o jsonpath='{.spec.config.s3storage.secretName}')",
+      "data=$(kubectl get secret -n cpaas-system $secret -o jsonpath='{.data}')",
+      'kubectl patch moduleinfo $mi --type=merge -p \'{"spec":{"config":{"s3storage":{"bucket":"\'"$NEW_BUCKET"\'","regionEndpoint":"\'"$NEW_ENDPOINT"\'","region":"\'"$NEW_REGION"\'","secretName":"\'"$secret"\'"}}}}\' >/dev/null',
+      "after=$(kubectl get moduleinfo $mi -o jsonpath='{.spec.config.s3storage.bucket} {.spec.config.s3storage.regionEndpoint} {.spec.config.s3storage.region}')",
+      'printf "%s\\n" "$mi" "$bucket" "$endpoint" "$region" "$secret" "$data" "$after"',
+    ].join('\n');
+    const home = await mkdtemp(join(dir, 'home-'));
+    const before = await moduleInfo();
+    // Act
+    const { stdout } = await run('sh', ['-c', script], {
+      env: {
+        PATH: process.env['PATH'] ?? '',
+        HOME: home,
+        KUBECONFIG: cluster.kubeconfigPath,
+        NEW_BUCKET: 'registry-bucket-restored',
+        NEW_ENDPOINT: 'http://127.0.0.1:9100',
+        NEW_REGION: 'eu-west-1',
+      },
+      timeout: 60_000,
+    });
+    // Assess
+    const [mi, bucket, endpoint, region, secret, data, after] = stdout.trimEnd().split('\n');
+    expect([mi, bucket, endpoint, region, secret]).toEqual([
+      'image-registry',
+      'registry-a',
+      'http://127.0.0.1:9000',
+      'us-east-1',
+      'registry-s3-secret',
+    ]);
+    const keys = JSON.parse(data ?? '{}') as Record<string, string>;
+    expect(Buffer.from(keys['access-key-id'] ?? '', 'base64').toString()).toBe('AKIA-KUBECTL');
+    expect(Buffer.from(keys['secret-access-key'] ?? '', 'base64').toString()).toBe(
+      'secret-kubectl',
+    );
+    expect(after).toBe('registry-bucket-restored http://127.0.0.1:9100 eu-west-1');
+    const patched = await moduleInfo();
+    expect(Number(patched.metadata.resourceVersion)).toBeGreaterThan(
+      Number(before.metadata.resourceVersion),
+    );
+    expect(patched.spec.config.s3storage['secretName']).toBe('registry-s3-secret');
+  });
 });

@@ -2,6 +2,8 @@ import {
   CreateMultipartUploadCommand,
   GetObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   type S3Client,
   UploadPartCommand,
@@ -9,6 +11,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { portInUse } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { compareUtf8 } from '../../sandbox/s3/listing.ts';
 import { clientFor, createBucket, putObjects, readObject } from '../support/s3.ts';
 
 let server: S3ServerHandle;
@@ -192,5 +195,114 @@ describe('the sandbox S3 server', () => {
     // Assess
     expect(await portInUse(extra.port)).toBe(false);
     expect(extra.process.running()).toBe(false);
+  });
+
+  it('lists keys in UTF-8 byte order, as S3 does, not in locale order', async () => {
+    // Prepare
+    const keys = [
+      'order/a',
+      'order/B',
+      'order/+',
+      'order/0',
+      'order/é',
+      'order/\u{1F600}',
+      'order/\uFFFD',
+    ];
+    await putObjects(
+      client,
+      bucket,
+      keys.map((key) => ({ key, body: key })),
+    );
+    // Act
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'order/' }));
+    // Assess
+    const listed = (page.Contents ?? []).map((item) => item.Key);
+    const bytewise = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    expect(listed).toEqual(bytewise);
+    expect(listed.slice(0, 4)).toEqual(['order/+', 'order/0', 'order/B', 'order/a']);
+    expect(compareUtf8('\u{1F600}', '\uFFFD')).toBeGreaterThan(0);
+  });
+
+  it.each([
+    ['ListObjectsV2', 2],
+    ['ListObjects', 1],
+  ] as const)(
+    'pages a delimiter listing through %s without repeating or losing an entry',
+    async (_name, version) => {
+      // Prepare: objects and common prefixes interleave in key order.
+      const seeded: string[] = [];
+      for (let i = 0; i < 25; i += 1) {
+        const n = String(i).padStart(2, '0');
+        seeded.push(`pages/${n}-file`, `pages/${n}-dir/x`, `pages/${n}-dir/y`);
+      }
+      await putObjects(
+        client,
+        bucket,
+        seeded.map((key) => ({ key, body: 'x' })),
+      );
+      // Act
+      const seen: string[] = [];
+      let token: string | undefined;
+      let pages = 0;
+      do {
+        pages += 1;
+        if (version === 2) {
+          const page = await client.send(
+            new ListObjectsV2Command({
+              Bucket: bucket,
+              Prefix: 'pages/',
+              Delimiter: '/',
+              MaxKeys: 7,
+              ...(token === undefined ? {} : { ContinuationToken: token }),
+            }),
+          );
+          seen.push(...(page.Contents ?? []).map((c) => c.Key ?? ''));
+          seen.push(...(page.CommonPrefixes ?? []).map((c) => c.Prefix ?? ''));
+          expect(page.KeyCount).toBeLessThanOrEqual(7);
+          token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+        } else {
+          const page = await client.send(
+            new ListObjectsCommand({
+              Bucket: bucket,
+              Prefix: 'pages/',
+              Delimiter: '/',
+              MaxKeys: 7,
+              ...(token === undefined ? {} : { Marker: token }),
+            }),
+          );
+          seen.push(...(page.Contents ?? []).map((c) => c.Key ?? ''));
+          seen.push(...(page.CommonPrefixes ?? []).map((c) => c.Prefix ?? ''));
+          token = page.IsTruncated === true ? page.NextMarker : undefined;
+        }
+      } while (token !== undefined);
+      // Assess
+      const expected = Array.from({ length: 25 }, (_, i) => String(i).padStart(2, '0')).flatMap(
+        (n) => [`pages/${n}-dir/`, `pages/${n}-file`],
+      );
+      expect([...seen].sort()).toEqual(expected.sort());
+      expect(new Set(seen).size).toBe(seen.length);
+      expect(pages).toBe(Math.ceil(50 / 7));
+    },
+  );
+
+  it('url-encodes keys when the client asks for encoding-type=url', async () => {
+    // Prepare
+    const key = 'encoded/a b+c%d=é';
+    await putObjects(client, bucket, [{ key, body: 'x' }]);
+    // Act
+    const page = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: 'encoded/', EncodingType: 'url' }),
+    );
+    // Assess
+    expect(page.EncodingType).toBe('url');
+    expect(page.Contents?.map((c) => c.Key)).toEqual([encodeURIComponent(key)]);
+    expect(decodeURIComponent(page.Contents?.[0]?.Key ?? '')).toBe(key);
+  });
+
+  it('answers NoSuchBucket for a listing of a bucket that does not exist', async () => {
+    // Act
+    const listing = client.send(new ListObjectsV2Command({ Bucket: 'no-such-bucket-here' }));
+    // Assess
+    await expect(listing).rejects.toMatchObject({ name: 'NoSuchBucket' });
   });
 });

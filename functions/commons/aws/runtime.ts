@@ -33,6 +33,7 @@ import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { createS3Client } from '../s3/client.ts';
 import { Access, registrySecretOf, type WorkflowDeps } from '../workflows/deps.ts';
 import type { MessageSender, ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
+import { registryCredentialsOf } from './secret-values.ts';
 
 export const SERVICE = 'regvault';
 
@@ -100,10 +101,10 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
   const registryCredentials =
     config.REGISTRY_CREDENTIALS_SECRET_ARN === undefined
       ? undefined
-      : (JSON.parse(await secretText(config.REGISTRY_CREDENTIALS_SECRET_ARN)) as {
-          username: string;
-          password: string;
-        });
+      : registryCredentialsOf(
+          await secretText(config.REGISTRY_CREDENTIALS_SECRET_ARN),
+          config.REGISTRY_CREDENTIALS_SECRET_ARN,
+        );
   const getProfile = () => {
     if (profile === undefined) {
       if (kubeconfig === undefined)

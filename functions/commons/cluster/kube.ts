@@ -16,6 +16,20 @@ export interface KubeconfigSource {
   readonly context?: string;
 }
 
+/** What went wrong reading a kubeconfig, without any of its content. */
+function kubeconfigProblem(err: unknown): string {
+  // Duck-typed: errors from node:fs may come from another realm (jest's VM contexts).
+  const field = (value: unknown, name: string): unknown =>
+    typeof value === 'object' && value !== null ? Reflect.get(value, name) : undefined;
+  const code = field(err, 'code');
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code))
+    return `the file cannot be read (${code})`;
+  const line = field(field(err, 'mark'), 'line');
+  return typeof line === 'number'
+    ? `it is not valid YAML (near line ${line + 1}; its text is not repeated here because it holds credentials)`
+    : 'it is not a valid kubeconfig (its text is not repeated here because it holds credentials)';
+}
+
 /** Loads a kubeconfig and selects the context. */
 export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
   const kc = new KubeConfig();
@@ -24,9 +38,10 @@ export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
     else if (source.path !== undefined) kc.loadFromFile(source.path);
     else kc.loadFromDefault();
   } catch (err) {
+    // A parser's message quotes the text around the problem, and a kubeconfig
+    // holds tokens and keys: only a file system error code and the position go out.
     throw new ClusterError(
-      `could not read the kubeconfig${source.path === undefined ? '' : ` at ${source.path}`}: ${messageOf(err)}; pass --kubeconfig with a valid file`,
-      { cause: err },
+      `could not read the kubeconfig${source.path === undefined ? '' : ` at ${source.path}`}: ${kubeconfigProblem(err)}; pass --kubeconfig with a valid file`,
     );
   }
   if (source.context !== undefined) {
