@@ -36,6 +36,7 @@ const run = promisify(execFile);
 
 const optionsSchema = z.object({
   objects: z.coerce.number().int().min(100),
+  rounds: z.coerce.number().int().min(1).max(9),
   concurrency: z.coerce.number().int().min(1).max(256),
   bigMib: z.coerce.number().int().min(0),
   json: z.boolean(),
@@ -92,6 +93,15 @@ async function dropBucket(client: S3Client, bucket: string): Promise<void> {
 }
 
 /** Seconds a function takes. */
+/** The middle value (the mean of the two middle ones for an even count). */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? 0)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
 async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
   const started = performance.now();
   const value = await fn();
@@ -329,6 +339,8 @@ interface BenchResults {
   rcloneSeconds: number;
   awsSeconds: number;
   floorRatio: number;
+  floorRounds: number[];
+  regvaultRounds: number[];
   rcloneRatio: number;
   awsRatio: number;
   requestsPerObjectFull: number;
@@ -355,6 +367,7 @@ async function main(): Promise<void> {
   const program = new Command()
     .option('--objects <n>', 'objects in the data set', '20000')
     .option('--concurrency <n>', 'copies in flight, the same for every peer', '32')
+    .option('--rounds <n>', 'alternating rounds of (a) and (b); their medians are compared', '3')
     .option('--big-mib <n>', 'size of the large object in the cross-endpoint run (MiB)', '1024')
     .option('--json', 'end with one JSON line of results', false)
     .option('--no-write', 'do not write docs/benchmarks.md')
@@ -382,16 +395,24 @@ async function main(): Promise<void> {
     { maxSockets: C + 8 },
   );
   try {
-    // Data set: about 11 objects per image (3 layers, one shared; config; manifest; 7 links).
-    const images = Math.ceil(options.objects / 11);
+    // Data set: about 11 objects per image (3 layers, one shared; config; manifest;
+    // 7 links). Shared layers are stored once, so grow the image count until the
+    // set holds the requested number of objects, then cut it there.
     const tags = 5;
-    const data = buildDataset({
-      repositories: Math.ceil(images / tags),
-      tagsPerRepository: tags,
-      layersPerImage: 3,
-      sharedLayers: 1,
-      seed: 42,
-    });
+    const build = (images: number) =>
+      buildDataset({
+        repositories: Math.ceil(images / tags),
+        tagsPerRepository: tags,
+        layersPerImage: 3,
+        sharedLayers: 1,
+        seed: 42,
+      });
+    let images = Math.ceil(options.objects / 11);
+    let data = build(images);
+    while (data.objects.length < options.objects) {
+      images = Math.ceil((images * options.objects) / data.objects.length) + tags;
+      data = build(images);
+    }
     const objects = data.objects.slice(0, options.objects);
     const n = objects.length;
     log(
@@ -402,21 +423,55 @@ async function main(): Promise<void> {
     await writeDataset(client, 'bench-src', objects, C);
 
     // (a) The floor: pre-listed keys, CopyObject only, through the same CopyObject
-    // path regvault uses (s3/fast-copy.ts); the SDK's own CopyObject is timed too.
+    // path regvault uses (s3/fast-copy.ts); the SDK's own CopyObject is timed once too.
     const keys = await listKeys(client, 'bench-src');
     const copySource = (key: string) =>
       `bench-src/${key.split('/').map(encodeURIComponent).join('/')}`;
-    await client.send(new CreateBucketCommand({ Bucket: 'floor-dst' }));
-    // In a child process like regvault's own runs, so both start equally cold.
-    const floor = await regvaultCopy(server, server, {
-      source: location(server, 'bench-src'),
-      target: location(server, 'floor-dst'),
-      layout: 'generic',
-      targetCheck: 'empty',
-      concurrency: C,
-      floor: true,
-    });
-    await dropBucket(client, 'floor-dst');
+    // (a) and (b) alternate for `rounds` rounds, each on a fresh target bucket,
+    // and the medians are compared: one slow round (the machine's speed varies by
+    // a third) cannot decide the ratio. The last regvault round's bucket and
+    // inventory are what the incremental runs start from.
+    const floorRuns: number[] = [];
+    const fullRuns: number[] = [];
+    const inventory1 = join(dir, 'inventory-1.jsonl');
+    let full!: CopyRunResult;
+    let fullRequests: Record<string, number> = {};
+    for (let round = 1; round <= options.rounds; round += 1) {
+      await client.send(new CreateBucketCommand({ Bucket: 'floor-dst' }));
+      // In a child process like regvault's own runs, so both start equally cold.
+      const floor = await regvaultCopy(server, server, {
+        source: location(server, 'bench-src'),
+        target: location(server, 'floor-dst'),
+        layout: 'generic',
+        targetCheck: 'empty',
+        concurrency: C,
+        floor: true,
+      });
+      await dropBucket(client, 'floor-dst');
+      floorRuns.push(floor.seconds);
+      await client.send(new CreateBucketCommand({ Bucket: 'rv-dst' }));
+      fullRequests = await requestsBetween(server, async () => {
+        full = await regvaultCopy(server, server, {
+          source: location(server, 'bench-src'),
+          target: location(server, 'rv-dst'),
+          layout: 'registry',
+          // As the CLI does: one LIST finds the target empty, so pages skip the target listing.
+          targetCheck: 'auto',
+          writeInventory: inventory1,
+          concurrency: C,
+        });
+      });
+      if (!full.ok)
+        throw new Error(`regvault's full copy failed: ${JSON.stringify(full.failures)}`);
+      fullRuns.push(full.seconds);
+      if (round < options.rounds) await dropBucket(client, 'rv-dst');
+      log(
+        options,
+        `round ${round}: (a) floor ${floor.seconds.toFixed(2)} s, (b) regvault full ${full.seconds.toFixed(2)} s`,
+      );
+    }
+    const floorSeconds = median(floorRuns);
+    const fullSeconds = median(fullRuns);
     await client.send(new CreateBucketCommand({ Bucket: 'floor-sdk-dst' }));
     const floorSdk = await timed(async () => {
       const queue = new PQueue({ concurrency: C });
@@ -439,26 +494,10 @@ async function main(): Promise<void> {
       options,
       `(a) floor (SDK)     ${floorSdk.seconds.toFixed(2)} s  (the same copies through S3Client.send)`,
     );
-    log(options, `(a) floor           ${floor.seconds.toFixed(2)} s`);
-
-    // (b) regvault full copy.
-    await client.send(new CreateBucketCommand({ Bucket: 'rv-dst' }));
-    const inventory1 = join(dir, 'inventory-1.jsonl');
-    let full!: CopyRunResult;
-    const fullRequests = await requestsBetween(server, async () => {
-      full = await regvaultCopy(server, server, {
-        source: location(server, 'bench-src'),
-        target: location(server, 'rv-dst'),
-        layout: 'registry',
-        // As the CLI does: one LIST finds the target empty, so pages skip the target listing.
-        targetCheck: 'auto',
-        writeInventory: inventory1,
-        concurrency: C,
-      });
-    });
+    log(options, `(a) floor           ${floorSeconds.toFixed(2)} s  (median of ${options.rounds})`);
     log(
       options,
-      `(b) regvault full   ${full.seconds.toFixed(2)} s  ${(total(fullRequests) / n).toFixed(4)} req/object ${JSON.stringify(fullRequests)}`,
+      `(b) regvault full   ${fullSeconds.toFixed(2)} s  (median of ${options.rounds})  ${(total(fullRequests) / n).toFixed(4)} req/object ${JSON.stringify(fullRequests)}`,
     );
 
     // (c) rclone sync, server-side copy.
@@ -555,14 +594,16 @@ async function main(): Promise<void> {
       date: new Date().toISOString().slice(0, 10),
       objects: n,
       concurrency: C,
-      floorSeconds: floor.seconds,
+      floorSeconds,
+      floorRounds: floorRuns,
+      regvaultRounds: fullRuns,
       floorSdkSeconds: floorSdk.seconds,
-      regvaultSeconds: full.seconds,
+      regvaultSeconds: fullSeconds,
       rcloneSeconds: rcloneFull,
       awsSeconds: awsFull,
-      floorRatio: full.seconds / floor.seconds,
-      rcloneRatio: full.seconds / rcloneFull,
-      awsRatio: full.seconds / awsFull,
+      floorRatio: fullSeconds / floorSeconds,
+      rcloneRatio: fullSeconds / rcloneFull,
+      awsRatio: fullSeconds / awsFull,
       requestsPerObjectFull: total(fullRequests) / n,
       requestsFull: fullRequests,
       incrementalSeconds: incremental.seconds,
@@ -608,15 +649,15 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
   const f = (v: unknown, digits = 3) => (typeof v === 'number' ? v.toFixed(digits) : String(v));
   const previous = await readFile(path, 'utf8').catch(() => '');
   const marker = '<!-- runs below: newest first -->';
-  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way; (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
+  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared (runs from 2026-12-01 on; earlier runs are single rounds). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
   const entry = [
     `## ${r.date}: ${r.objects} objects, concurrency ${r.concurrency}`,
     '',
     '| run | seconds | ratio |',
     '| --- | --- | --- |',
-    `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 |`,
+    `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 (rounds: ${r.floorRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (a') the same copies through the SDK's S3Client.send | ${f(r.floorSdkSeconds, 2)} | ${f(r.floorSdkSeconds / r.floorSeconds)} of floor |`,
-    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor |`,
+    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor (rounds: ${r.regvaultRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (c) rclone sync (server-side) | ${f(r.rcloneSeconds, 2)} | regvault/rclone ${f(r.rcloneRatio)} |`,
     `| (d) aws s3 sync | ${f(r.awsSeconds, 2)} | regvault/aws ${f(r.awsRatio)} |`,
     `| (e) regvault, 1% changed | ${f(r.incrementalSeconds, 2)} | found ${r.changedFound} of ${r.changedExpected} changed |`,

@@ -17,16 +17,21 @@ describe('npm run bench, on a small data set', () => {
     const stdout = await new Promise<string>((resolve, reject) => {
       execFile(
         command,
-        [...args, '--objects', '400', '--big-mib', '24', '--json', '--no-write'],
+        [...args, '--objects', '400', '--rounds', '2', '--big-mib', '24', '--json', '--no-write'],
         { timeout: 300_000, maxBuffer: 16 * 1024 ** 2 },
         (err, out, stderr) =>
           err === null ? resolve(out) : reject(new Error(`bench failed: ${stderr}`)),
       );
     });
     // Assess
-    const results = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, number>;
+    const results = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<
+      string,
+      number | number[]
+    >;
     for (const peer of ['floorSeconds', 'rcloneSeconds', 'awsSeconds', 'streamRcloneSeconds'])
       expect(results[peer]).toBeGreaterThan(0);
+    expect(results['objects']).toBe(400);
+    expect(results['floorRounds']).toHaveLength(2);
     expect(results['changedFound']).toBe(results['changedExpected']);
     expect(results['mismatchedAfterIncremental']).toBe(0);
     expect(results['unchangedNonListRequests']).toBe(0);

@@ -403,6 +403,75 @@ describe('failures and retries', () => {
   });
 });
 
+describe('reporting what failed', () => {
+  it('names UploadPartCopy as the failed call of a ranged copy', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(client, source, [{ key: 'big/one', body: seededBytes('big-one', 3 * MiB) }]);
+    await server.injectFaults({
+      operation: 'UploadPartCopy',
+      status: 403,
+      code: 'AccessDenied',
+      count: 1,
+      bucket: target,
+    });
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), {
+        targetState: 'empty',
+        transfer: { multipartCopyThreshold: MiB, partSize: MiB },
+      }),
+      wholeShard(),
+    );
+    await server.clearFaults();
+    // Assess
+    expect(result.failures).toEqual([
+      expect.objectContaining({
+        key: 'big/one',
+        operation: 'UploadPartCopy',
+        code: 'AccessDenied',
+      }),
+    ]);
+  });
+
+  it('keeps the digest check of a blob found unchanged from the inventory that recorded it', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const body = seededBytes('kept-blob', 2048);
+    const hex = createHash('sha256').update(body).digest('hex');
+    const key = `docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+    await putObjects(client, source, [{ key, body }]);
+    const blobShard: Shard = {
+      id: 'blobs',
+      kind: 'blobs',
+      prefix: 'docker/registry/v2/blobs/',
+      registryPrefix: 'docker/registry/v2/',
+    };
+    const first: InventoryRecord[] = [];
+    await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      blobShard,
+      { onRecord: (record) => first.push(record) },
+    );
+    // Act
+    const second: InventoryRecord[] = [];
+    const rerun = await runShard(
+      job(locationOn(server, source), locationOn(server, target), {
+        targetState: new PreviousInventory(first),
+      }),
+      blobShard,
+      { onRecord: (record) => second.push(record) },
+    );
+    // Assess
+    expect(first[0]?.copied).toBe(true);
+    expect(first[0]?.verified).toBeDefined();
+    expect(rerun.totals).toMatchObject({ skipped: 1, copied: 0 });
+    expect(second).toEqual([{ ...first[0], copied: false }]);
+  });
+});
+
 describe('splitting work between workers', () => {
   it("gives the same totals when a second worker continues from the first one's cursor", async () => {
     // Prepare

@@ -115,17 +115,17 @@ export const failureSchema = z.object({
 /** One object that could not be copied, and why. */
 export type Failure = z.infer<typeof failureSchema>;
 
-/** How an object's content was checked on the way (issue 8 adds digest checks). */
-export const Verification = { None: 'none', Size: 'size' } as const;
-export type Verification = (typeof Verification)[keyof typeof Verification];
-
 export const inventoryRecordSchema = z.object({
   key: z.string(),
   size: z.number().int().nonnegative(),
   etag: z.string(),
   targetKey: z.string(),
   copied: z.boolean(),
-  /** For a blob copied in this run: how its bytes were checked against its digest. */
+  /**
+   * For a blob: how its bytes were checked against its digest when it was
+   * copied into the target, in this run or (for a blob found unchanged) in the
+   * run the previous inventory records.
+   */
   verified: z.enum(['server-sha256', 'stream-sha256', 'unverified']).optional(),
 });
 /** One object that is in the target after the run: source key, size, source ETag and its key in the target. */

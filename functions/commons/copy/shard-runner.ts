@@ -23,7 +23,7 @@ import {
   type Totals,
 } from './model.ts';
 import type { KnownObject, PageEntry, TargetState } from './target-state.ts';
-import { type TransferContext, transferObject } from './transfer.ts';
+import { type TransferContext, transferObject, transferOperation } from './transfer.ts';
 
 /** Maps a source key to its key in the target. Must keep key order within a shard. */
 export type KeyMapper = (sourceKey: string) => string;
@@ -227,6 +227,8 @@ async function copyOne(
   onRecord: ((record: InventoryRecord) => void) | undefined,
 ): Promise<void> {
   const { object, targetKey } = entry;
+  // What was being done when a call failed: the content comparison, or the transfer.
+  let operation = 'GetObject (content comparison)';
   try {
     if (await isUnchanged(ctx, kind, object, targetKey, known)) {
       tally.add({ skipped: 1 });
@@ -236,9 +238,12 @@ async function copyOne(
         etag: object.etag,
         targetKey: known?.targetKey ?? targetKey,
         copied: false,
+        // The check made when the blob entered the vault still describes its bytes.
+        ...(known?.verified === undefined ? {} : { verified: known.verified }),
       });
       return;
     }
+    operation = transferOperation(ctx.settings, object.size);
     const result = await transferObject(ctx, object, targetKey, entry.digest);
     tally.add({ copied: 1, bytesCopied: object.size });
     onRecord?.({
@@ -254,7 +259,7 @@ async function copyOne(
     const gone = SOURCE_GONE.has(code);
     tally.fail({
       key: object.key,
-      operation: ctx.settings.mode === 'server-side' ? 'CopyObject' : 'GetObject/PutObject',
+      operation,
       code,
       message: gone ? `the source object was deleted after it was listed (${message})` : message,
       ...(gone ? { sourceGone: true } : {}),

@@ -19,6 +19,8 @@ export interface KnownObject {
    * earlier snapshot): an unchanged object is recorded with this key instead.
    */
   readonly targetKey?: string;
+  /** How the earlier copy was checked against its digest (from an inventory). */
+  readonly verified?: InventoryRecord['verified'];
 }
 
 export interface PageEntry {
@@ -119,13 +121,17 @@ export class PreviousInventory implements TargetState {
   readonly #byKey = new Map<string, KnownObject>();
 
   constructor(
-    records: Iterable<Pick<InventoryRecord, 'key' | 'size' | 'etag'> & { targetKey?: string }>,
+    records: Iterable<
+      Pick<InventoryRecord, 'key' | 'size' | 'etag'> &
+        Partial<Pick<InventoryRecord, 'targetKey' | 'verified'>>
+    >,
   ) {
     for (const record of records) {
       this.#byKey.set(record.key, {
         size: record.size,
         sourceEtag: record.etag,
         ...(record.targetKey === undefined ? {} : { targetKey: record.targetKey }),
+        ...(record.verified === undefined ? {} : { verified: record.verified }),
       });
     }
   }

@@ -158,6 +158,13 @@ export function copySourceOf(bucket: string, key: string): string {
   return `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
 }
 
+/** The S3 calls `transferObject` makes for `size` bytes under `settings`, for failure reports. */
+export function transferOperation(settings: TransferSettings, size: number): string {
+  if (settings.mode === CopyMode.ServerSide)
+    return size <= settings.multipartCopyThreshold ? 'CopyObject' : 'UploadPartCopy';
+  return size <= settings.partSize ? 'GetObject/PutObject' : 'GetObject/UploadPart';
+}
+
 /** Part ranges covering `size` bytes with parts of at least `partSize` and at most 10,000 parts. */
 export function partRanges(size: number, partSize: number): Array<{ start: number; end: number }> {
   const effective = Math.max(partSize, Math.ceil(size / S3_LIMITS.maxParts), 1);

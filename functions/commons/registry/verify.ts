@@ -4,6 +4,7 @@
  * digest, full pulls of sampled images with every sha256 checked, and an
  * optional push test. The report names what matched and what differed.
  */
+import PQueue from 'p-queue';
 import { messageOf } from '../errors.ts';
 import type { RegistryClient } from './client.ts';
 
@@ -22,6 +23,8 @@ export interface VerifyOptions {
   readonly pushTestRepository?: string;
   /** Picks the sample; defaults to an even spread over the tags. */
   readonly pick?: <T>(items: readonly T[], count: number) => T[];
+  /** Registry requests (tag lists, manifest HEADs) in flight at once (default 16). */
+  readonly concurrency?: number;
   /** Called as each check completes, for progress. */
   readonly onProgress?: (done: number, total: number) => void;
 }
@@ -62,6 +65,16 @@ export interface VerifyReport {
   readonly push?: { ok: boolean; repository: string; digest?: string; error?: string };
   /** One line per problem, for people. */
   readonly problems: string[];
+}
+
+/** What one repository's check found, merged into the report in snapshot order. */
+interface RepositoryFindings {
+  readonly problems: string[];
+  readonly missing: Array<{ repository: string; tag: string }>;
+  readonly unexpected: Array<{ repository: string; tag: string }>;
+  readonly mismatched: VerifyReport['manifests']['mismatched'];
+  readonly present: Array<{ repository: string; tag: string; digest: string }>;
+  heads: number;
 }
 
 /** An even spread of `count` items (first, last and between), deterministic. */
@@ -114,42 +127,80 @@ export async function verifyRegistry(
   let tagsChecked = 0;
   let manifestsChecked = 0;
   const totalTags = expected.repositories.reduce((n, r) => n + Object.keys(r.tags).length, 0);
-  for (const repository of expected.repositories) {
-    let served: string[] = [];
-    try {
-      served = await client.tags(repository.name);
-    } catch (err) {
-      problems.push(`tags of ${repository.name}: ${messageOf(err)}`);
-    }
-    const servedSet = new Set(served);
-    for (const tag of served) {
-      if (!(tag in repository.tags)) unexpectedTags.push({ repository: repository.name, tag });
-    }
-    for (const [tag, digest] of Object.entries(repository.tags)) {
-      tagsChecked++;
-      if (!servedSet.has(tag)) {
-        missingTags.push({ repository: repository.name, tag });
-        problems.push(
-          `${repository.name}:${tag} is in the snapshot but the registry does not list it`,
-        );
-        continue;
-      }
-      manifestsChecked++;
-      let actual: string | undefined;
+  // A registry with tens of thousands of tags must verify within one Lambda
+  // run: tag lists and manifest HEADs go out in parallel (bounded), and the
+  // findings are merged in snapshot order so the report reads the same each time.
+  const requests = new PQueue({ concurrency: options.concurrency ?? 16 });
+  const checked = await Promise.all(
+    expected.repositories.map(async (repository) => {
+      const found: RepositoryFindings = {
+        problems: [],
+        missing: [],
+        unexpected: [],
+        mismatched: [],
+        present: [],
+        heads: 0,
+      };
+      let served: string[] = [];
       try {
-        actual = await client.manifestDigest(repository.name, tag);
+        served = await requests.add(() => client.tags(repository.name));
       } catch (err) {
-        problems.push(`${repository.name}:${tag}: ${messageOf(err)}`);
+        found.problems.push(`tags of ${repository.name}: ${messageOf(err)}`);
       }
-      if (actual === digest) present.push({ repository: repository.name, tag, digest });
-      else {
-        mismatched.push({ repository: repository.name, tag, expected: digest, found: actual });
-        problems.push(
-          `${repository.name}:${tag} serves ${actual ?? 'no manifest'}, the snapshot recorded ${digest}`,
-        );
+      const servedSet = new Set(served);
+      for (const tag of served) {
+        if (!(tag in repository.tags)) found.unexpected.push({ repository: repository.name, tag });
       }
-      options.onProgress?.(tagsChecked, totalTags);
-    }
+      const heads = Object.entries(repository.tags).map(async ([tag, digest]) => {
+        if (!servedSet.has(tag)) {
+          found.missing.push({ repository: repository.name, tag });
+          found.problems.push(
+            `${repository.name}:${tag} is in the snapshot but the registry does not list it`,
+          );
+          tagsChecked++;
+          return;
+        }
+        found.heads++;
+        let actual: string | undefined;
+        try {
+          actual = await requests.add(() => client.manifestDigest(repository.name, tag));
+        } catch (err) {
+          found.problems.push(`${repository.name}:${tag}: ${messageOf(err)}`);
+        }
+        if (actual === digest) found.present.push({ repository: repository.name, tag, digest });
+        else {
+          found.mismatched.push({
+            repository: repository.name,
+            tag,
+            expected: digest,
+            found: actual,
+          });
+          found.problems.push(
+            `${repository.name}:${tag} serves ${actual ?? 'no manifest'}, the snapshot recorded ${digest}`,
+          );
+        }
+        tagsChecked++;
+        options.onProgress?.(tagsChecked, totalTags);
+      });
+      await Promise.all(heads);
+      // Completion order is arbitrary; the report follows the snapshot's tag order.
+      const order = new Map(Object.keys(repository.tags).map((tag, i) => [tag, i]));
+      const byTag = (a: { tag: string }, b: { tag: string }) =>
+        (order.get(a.tag) ?? 0) - (order.get(b.tag) ?? 0);
+      found.missing.sort(byTag);
+      found.mismatched.sort(byTag);
+      found.present.sort(byTag);
+      found.problems.sort();
+      return found;
+    }),
+  );
+  for (const found of checked) {
+    problems.push(...found.problems);
+    missingTags.push(...found.missing);
+    unexpectedTags.push(...found.unexpected);
+    mismatched.push(...found.mismatched);
+    present.push(...found.present);
+    manifestsChecked += found.heads;
   }
 
   const pick = options.pick ?? spread;
