@@ -1,7 +1,8 @@
 /**
  * The regvault stack: the vault bucket and its key, the copy queue and its
- * dead-letter queue, the thirteen functions, the backup and restore state
- * machines from `state-machines/`, the backup schedule, alarms and a dashboard.
+ * dead-letter queue, the fourteen functions (one per file in `functions/`),
+ * the backup and restore state machines from `state-machines/`, the backup and
+ * retention schedules, alarms and a dashboard.
  * Everything is secure by default and every grant names its resource.
  */
 import { readFileSync } from 'node:fs';
@@ -45,123 +46,209 @@ import { substitutionsFor } from './asl.ts';
 import { type FunctionNetwork, HouseFunction, PROJECT_ROOT } from './house-function.ts';
 import type { RegvaultSettings } from './settings.ts';
 
+/**
+ * Vault object actions (under the vault prefix) by what a function does there.
+ * Every level also lists the prefix: without s3:ListBucket S3 answers a missing
+ * key with 403 instead of 404, and the vault reads treat 404 as "absent".
+ */
+const VAULT_ACTIONS = {
+  none: [],
+  read: ['s3:GetObject'],
+  write: ['s3:GetObject', 's3:PutObject'],
+  // Retention reads manifests and inventories, then deletes; it writes nothing.
+  prune: ['s3:GetObject', 's3:DeleteObject'],
+  // Server-side copies carry the source's tags (both tagging actions), large
+  // ones are multipart (aborts), and a copy whose checksum disproves the
+  // blob's digest is deleted again.
+  copy: [
+    's3:GetObject',
+    's3:PutObject',
+    's3:AbortMultipartUpload',
+    's3:GetObjectTagging',
+    's3:PutObjectTagging',
+    's3:DeleteObject',
+  ],
+} as const satisfies Record<string, readonly string[]>;
+type VaultAccess = keyof typeof VAULT_ACTIONS;
+
+/**
+ * Object actions on the deployer's `roleBucketNames` (plain backup sources and
+ * restore targets the functions reach with their own role); every level but
+ * `none` also lists the buckets.
+ */
+const ROLE_BUCKET_ACTIONS = {
+  none: [],
+  // Discovery and planning list a backup source; compare lists a restore target.
+  list: [],
+  // Preflight writes one probe object into a restore target and deletes it.
+  probe: ['s3:PutObject', 's3:DeleteObject'],
+  // The copy worker reads sources and writes targets, as into the vault.
+  copy: VAULT_ACTIONS.copy,
+} as const satisfies Record<string, readonly string[]>;
+type RoleBucketAccess = keyof typeof ROLE_BUCKET_ACTIONS;
+
 interface FunctionSpec {
   readonly description: string;
   readonly timeout: Duration;
   readonly memorySize: number;
-  /** Talks to the cluster's API server (or to buckets whose keys come from it): runs in the VPC when one is set. */
-  readonly reachesCluster: boolean;
-  /** What it does to vault objects under the prefix (reading included). */
-  readonly vault: 'none' | 'write' | 'writeAndDelete';
+  /**
+   * Calls the cluster API: the registry profile, or bucket keys read from the
+   * registry's storage Secret (any location with `registry-secret:` access).
+   * Only these get the kubeconfig secret.
+   */
+  readonly cluster: boolean;
+  /** Calls the registry API (verification): only these get the registry login. */
+  readonly registryApi: boolean;
+  readonly vault: VaultAccess;
+  readonly roleBuckets: RoleBucketAccess;
 }
 
 /**
  * One entry per file in `functions/`. Steps whose work grows with the
  * registry (listing, inventory, verification, rollout waits) get the 900 s the
- * ASL allows them; the others stay short so a hang fails fast.
+ * ASL allows them; the others stay short so a hang fails fast. The access
+ * columns follow what each handler's step calls in `functions/commons/workflows/`.
  */
 const FUNCTIONS = {
+  // Reads the registry's storage from the cluster, lists the source, writes the cluster files and manifest.
   discover: {
     description:
       'Backup: validate the input, read the registry storage from the cluster, capture its config',
     timeout: Duration.minutes(5),
     memorySize: 1024,
-    reachesCluster: true,
+    cluster: true,
+    registryApi: false,
     vault: 'write',
+    roleBuckets: 'list',
   },
+  // Lists the source (keys from the registry Secret) and writes the run's job.
   plan: {
     description: 'Backup: split the source bucket into shards and write the run job',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    reachesCluster: true,
+    cluster: true,
+    registryApi: false,
     vault: 'write',
+    roleBuckets: 'list',
   },
+  // Vault only: the workers' records in, inventory, catalog and manifest out.
   finalize: {
     description: 'Backup: inventory, catalog, checks, and the manifest written last',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    reachesCluster: true,
+    cluster: false,
+    registryApi: false,
     vault: 'write',
+    roleBuckets: 'none',
   },
+  // Finalizes with the error, so the same vault access as finalize.
   'mark-failed': {
     description: 'Backup: mark the snapshot failed with the cause',
     timeout: Duration.minutes(5),
     memorySize: 1024,
-    reachesCluster: false,
+    cluster: false,
+    registryApi: false,
     vault: 'write',
+    roleBuckets: 'none',
   },
+  // Not read-only: it writes the run's job for the copy workers. It only asks
+  // whether a registry URL is set; it never calls the registry.
   resolve: {
     description: 'Restore: validate the input and resolve a complete snapshot',
     timeout: Duration.minutes(5),
     memorySize: 1024,
-    reachesCluster: false,
+    cluster: false,
+    registryApi: false,
     vault: 'write',
+    roleBuckets: 'none',
   },
+  // Touches only the target bucket, whose keys come from the cluster.
   preflight: {
     description: 'Restore: the target bucket exists, is writable and is empty unless allowed',
     timeout: Duration.minutes(2),
     memorySize: 1024,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'probe',
   },
+  // Reads the snapshot inventory, lists the target.
   compare: {
     description: 'Restore: every snapshot object is in the target with its size',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: true,
+    registryApi: false,
+    vault: 'read',
+    roleBuckets: 'list',
   },
   switch: {
     description: 'Restore: point the registry storage at the restored bucket',
     timeout: Duration.minutes(2),
     memorySize: 1024,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'none',
   },
   // The ASL gives CheckRollout 120 s; the function must end before that.
   'rollout-status': {
     description: 'Restore: how far the registry rollout is',
     timeout: Duration.minutes(1),
     memorySize: 1024,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'none',
   },
+  // Reads the snapshot catalog and pulls (or pushes) through the registry API.
   verify: {
     description: 'Restore: the registry serves what the snapshot catalog lists',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: false,
+    registryApi: true,
+    vault: 'read',
+    roleBuckets: 'none',
   },
   rollback: {
     description: 'Restore: roll the registry back when asked, wait for it, and say what failed',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    reachesCluster: true,
-    vault: 'write',
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'none',
   },
-  // Deletes only a server-side copy whose checksum disproves the blob's digest.
+  // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
   'copy-worker': {
     description: 'Copy worker: copy part of a shard, hand the rest on, report to the workflow',
     timeout: Duration.minutes(15),
     memorySize: 2048,
-    reachesCluster: true,
-    vault: 'writeAndDelete',
+    cluster: true,
+    registryApi: false,
+    vault: 'copy',
+    roleBuckets: 'copy',
   },
+  // Reads only the message: the task token and the shard it names.
   'dead-letter': {
     description: 'Fail the waiting workflow task of a copy message the workers gave up on',
     timeout: Duration.minutes(1),
     memorySize: 512,
-    reachesCluster: false,
+    cluster: false,
+    registryApi: false,
     vault: 'none',
+    roleBuckets: 'none',
   },
   // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.
   prune: {
     description: 'Retention: delete expired snapshots, then sweep vault objects no snapshot uses',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    reachesCluster: false,
-    vault: 'writeAndDelete',
+    cluster: false,
+    registryApi: false,
+    vault: 'prune',
+    roleBuckets: 'none',
   },
 } as const satisfies Record<string, FunctionSpec>;
 
@@ -270,14 +357,18 @@ export class RegvaultStack extends Stack {
       COPY_QUEUE_URL: this.copyQueue.queueUrl,
       COPY_CONCURRENCY: String(settings.copyConcurrency),
       REGVAULT_VERSION: packageVersion(),
-      ...(settings.kubeconfigSecretArn === undefined
-        ? {}
-        : { KUBECONFIG_SECRET_ARN: settings.kubeconfigSecretArn }),
       ...(settings.registryUrl === undefined ? {} : { REGISTRY_URL: settings.registryUrl }),
-      ...(settings.registryCredentialsSecretArn === undefined
-        ? {}
-        : { REGISTRY_CREDENTIALS_SECRET_ARN: settings.registryCredentialsSecretArn }),
     };
+    // The shared runtime reads every secret whose ARN it is given when a
+    // container starts, so a secret's ARN goes exactly where its grant goes.
+    const secretsOf = (spec: FunctionSpec) => ({
+      ...(spec.cluster && settings.kubeconfigSecretArn !== undefined
+        ? { KUBECONFIG_SECRET_ARN: settings.kubeconfigSecretArn }
+        : {}),
+      ...(spec.registryApi && settings.registryCredentialsSecretArn !== undefined
+        ? { REGISTRY_CREDENTIALS_SECRET_ARN: settings.registryCredentialsSecretArn }
+        : {}),
+    });
     const functions = Object.fromEntries(
       (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).map(([name, spec]) => {
         const fn = new HouseFunction(this, `${pascalCase(name)}Function`, {
@@ -285,12 +376,13 @@ export class RegvaultStack extends Stack {
           description: spec.description,
           timeout: spec.timeout,
           memorySize: spec.memorySize,
-          environment,
+          environment: { ...environment, ...secretsOf(spec) },
           logRetention,
-          network: spec.reachesCluster ? network : undefined,
+          // The cluster API, the registry and the buckets beside them may be reachable only in the VPC.
+          network: spec.cluster || spec.registryApi ? network : undefined,
           alarmAction,
         });
-        this.grantRuntime(fn.role, settings, spec.vault);
+        this.grantRuntime(fn.role, settings, spec);
         return [name, fn];
       }),
     ) as Record<FunctionName, HouseFunction>;
@@ -413,17 +505,15 @@ export class RegvaultStack extends Stack {
     return { vpc, subnets, securityGroup };
   }
 
-  /** What every function's shared runtime touches: the vault under its prefix and the named secrets. */
-  private grantRuntime(
-    role: IRole,
-    settings: RegvaultSettings,
-    access: FunctionSpec['vault'],
-  ): void {
+  /** What one function's step touches: the vault under its prefix, the role buckets, the secrets it reads. */
+  private grantRuntime(role: IRole, settings: RegvaultSettings, spec: FunctionSpec): void {
     const root = settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
     const keys = root === '' ? '*' : `${root}/*`;
-    const vault = access !== 'none';
+    const vaultActions: readonly string[] = VAULT_ACTIONS[spec.vault];
+    const roleBucketActions: readonly string[] = ROLE_BUCKET_ACTIONS[spec.roleBuckets];
+    const roleBuckets = spec.roleBuckets === 'none' ? [] : settings.roleBucketNames;
     const statements: PolicyStatement[] = [];
-    if (vault) {
+    if (vaultActions.length > 0) {
       statements.push(
         new PolicyStatement({
           actions: ['s3:ListBucket'],
@@ -431,50 +521,43 @@ export class RegvaultStack extends Stack {
           ...(root === '' ? {} : { conditions: { StringLike: { 's3:prefix': [`${root}/*`] } } }),
         }),
         new PolicyStatement({
-          // Tagging: CopyObject copies an object's tags, which needs both.
-          actions: [
-            's3:GetObject',
-            's3:PutObject',
-            's3:AbortMultipartUpload',
-            's3:GetObjectTagging',
-            's3:PutObjectTagging',
-            ...(access === 'writeAndDelete' ? ['s3:DeleteObject'] : []),
-          ],
+          actions: [...vaultActions],
           resources: [this.vaultBucket.arnForObjects(keys)],
         }),
       );
       if (this.vaultKey !== undefined) {
+        // Reading an SSE-KMS object decrypts its data key; writing one makes a new one.
+        const keyActions = [
+          'kms:Decrypt',
+          ...(vaultActions.includes('s3:PutObject') ? ['kms:GenerateDataKey'] : []),
+        ];
         statements.push(
-          new PolicyStatement({
-            actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
-            resources: [this.vaultKey.keyArn],
-          }),
+          new PolicyStatement({ actions: keyActions, resources: [this.vaultKey.keyArn] }),
         );
       }
-      if (settings.roleBucketNames.length > 0) {
-        const arns = settings.roleBucketNames.map((name) =>
-          this.formatArn({ service: 's3', region: '', account: '', resource: name }),
-        );
+    }
+    if (roleBuckets.length > 0) {
+      const arns = roleBuckets.map((name) =>
+        this.formatArn({ service: 's3', region: '', account: '', resource: name }),
+      );
+      statements.push(new PolicyStatement({ actions: ['s3:ListBucket'], resources: arns }));
+      if (roleBucketActions.length > 0) {
         statements.push(
-          new PolicyStatement({ actions: ['s3:ListBucket'], resources: arns }),
           new PolicyStatement({
-            actions: [
-              's3:GetObject',
-              's3:PutObject',
-              's3:DeleteObject',
-              's3:AbortMultipartUpload',
-              's3:GetObjectTagging',
-              's3:PutObjectTagging',
-            ],
+            actions: [...roleBucketActions],
             resources: arns.map((arn) => `${arn}/*`),
           }),
         );
       }
     }
-    // The runtime reads both secrets when a container starts, whatever the step.
-    const secrets = [settings.kubeconfigSecretArn, settings.registryCredentialsSecretArn].filter(
-      (arn) => arn !== undefined,
-    );
+    const secrets = [
+      ...(spec.cluster && settings.kubeconfigSecretArn !== undefined
+        ? [settings.kubeconfigSecretArn]
+        : []),
+      ...(spec.registryApi && settings.registryCredentialsSecretArn !== undefined
+        ? [settings.registryCredentialsSecretArn]
+        : []),
+    ];
     if (secrets.length > 0) {
       statements.push(
         new PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: secrets }),
@@ -483,13 +566,15 @@ export class RegvaultStack extends Stack {
     for (const statement of statements) role.addToPrincipalPolicy(statement);
 
     // cdk-nag names each wildcard resource in its own finding; these are the object grants above.
-    if (vault) {
+    if (vaultActions.length > 0) {
       Validations.of(role).acknowledge({
         id: `AwsSolutions-IAM5[Resource::${this.nagBucketArn(this.vaultBucket, settings.vaultBucketName)}/${keys}]`,
         reason:
           'Vault objects are keyed by snapshot, run and digest; the grant is every key under the vault prefix and no other.',
       });
-      for (const name of settings.roleBucketNames) {
+    }
+    if (roleBucketActions.length > 0) {
+      for (const name of roleBuckets) {
         Validations.of(role).acknowledge({
           id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${name}/*]`,
           reason: `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
@@ -602,9 +687,12 @@ export class RegvaultStack extends Stack {
       new Alarm(this, 'DeadLetterAlarm', {
         alarmDescription:
           'A copy message failed five deliveries and went to the dead-letter queue: its shard failed; read the copy worker logs',
-        metric: this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+        // Not the visible count: the dead-letter function drains the queue within
+        // seconds, so a visible message rarely lasts until a sample. Every dead
+        // letter is received by that function at least once.
+        metric: this.deadLetterQueue.metricNumberOfMessagesReceived({
           period: Duration.minutes(1),
-          statistic: 'Maximum',
+          statistic: 'Sum',
         }),
         threshold: 0,
         evaluationPeriods: 1,
@@ -675,7 +763,10 @@ export class RegvaultStack extends Stack {
         left: [
           this.copyQueue.metricApproximateNumberOfMessagesVisible({ label: 'waiting' }),
           this.copyQueue.metricApproximateNumberOfMessagesNotVisible({ label: 'in flight' }),
-          this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ label: 'dead letters' }),
+          this.deadLetterQueue.metricNumberOfMessagesReceived({
+            statistic: 'Sum',
+            label: 'dead letters handled',
+          }),
         ],
         width: 8,
       }),

@@ -41,6 +41,81 @@ function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown }
   return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
 }
 
+type FunctionName = keyof Built['stack']['functions'];
+
+/** The statements of every policy attached to one function's role. */
+function functionStatements(built: Built, name: FunctionName): Statement[] {
+  const roleRef = JSON.stringify({ Ref: logicalIdOf(built, built.stack.functions[name].role) });
+  const policies = resourcesOf(built.template, 'AWS::IAM::Policy');
+  return statementsOf(built).filter((statement) =>
+    ((policies[statement.policy]?.Properties['Roles'] ?? []) as unknown[]).some(
+      (role) => JSON.stringify(role) === roleRef,
+    ),
+  );
+}
+
+/** The sorted actions of a function's statements whose resource text contains `resource`. */
+function actionsOn(built: Built, name: FunctionName, resource: string): string[] {
+  return functionStatements(built, name)
+    .filter((statement) => JSON.stringify(statement.Resource).includes(resource))
+    .flatMap(actionsOf)
+    .sort();
+}
+
+/** What each handler's step does, traced through functions/commons/workflows/. */
+const ACCESS = {
+  discover: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
+  plan: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
+  finalize: { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  'mark-failed': { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  resolve: { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  preflight: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'probe' },
+  compare: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'list' },
+  switch: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  'rollout-status': {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: 'none',
+    roleBuckets: 'none',
+  },
+  verify: { kubeconfig: false, registryLogin: true, vault: 'read', roleBuckets: 'none' },
+  rollback: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  'copy-worker': { kubeconfig: true, registryLogin: false, vault: 'copy', roleBuckets: 'copy' },
+  'dead-letter': { kubeconfig: false, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  prune: { kubeconfig: false, registryLogin: false, vault: 'prune', roleBuckets: 'none' },
+} as const satisfies Record<
+  FunctionName,
+  {
+    kubeconfig: boolean;
+    registryLogin: boolean;
+    vault: 'none' | 'read' | 'write' | 'prune' | 'copy';
+    roleBuckets: 'none' | 'list' | 'probe' | 'copy';
+  }
+>;
+const ACCESS_TABLE = Object.entries(ACCESS) as Array<[FunctionName, (typeof ACCESS)[FunctionName]]>;
+
+const COPY_ACTIONS = [
+  's3:AbortMultipartUpload',
+  's3:DeleteObject',
+  's3:GetObject',
+  's3:GetObjectTagging',
+  's3:PutObject',
+  's3:PutObjectTagging',
+];
+const VAULT_OBJECT_ACTIONS = {
+  none: [],
+  read: ['s3:GetObject'],
+  write: ['s3:GetObject', 's3:PutObject'],
+  prune: ['s3:DeleteObject', 's3:GetObject'],
+  copy: COPY_ACTIONS,
+} as const;
+const ROLE_BUCKET_OBJECT_ACTIONS = {
+  none: [],
+  list: [],
+  probe: ['s3:DeleteObject', 's3:PutObject'],
+  copy: COPY_ACTIONS,
+} as const;
+
 describe('the vault bucket', () => {
   it('is encrypted with the stack KMS key, private, TLS-only, versioned and logged', () => {
     // Prepare
@@ -138,8 +213,10 @@ describe('the vault bucket', () => {
     const statements = statementsOf(existing);
 
     // Act
-    const objectGrant = statements.find((statement) =>
-      actionsOf(statement).includes('s3:PutObject'),
+    const objectGrant = statements.find(
+      (statement) =>
+        actionsOf(statement).includes('s3:PutObject') &&
+        JSON.stringify(statement.Resource).includes('acme-registry-vault'),
     );
     const keyGrant = statements.find((statement) =>
       actionsOf(statement).includes('kms:GenerateDataKey'),
@@ -225,7 +302,7 @@ describe('the copy queue', () => {
 });
 
 describe('the functions', () => {
-  it.each([
+  const SIZES = [
     ['discover', 300, 1024],
     ['plan', 900, 1024],
     ['finalize', 900, 3008],
@@ -239,7 +316,21 @@ describe('the functions', () => {
     ['rollback', 900, 1024],
     ['copy-worker', 900, 2048],
     ['dead-letter', 60, 512],
-  ] as const)(
+    ['prune', 900, 3008],
+  ] as const;
+
+  it('sizes every function of the stack, prune included', () => {
+    // Prepare
+    const { stack } = defaults;
+
+    // Act
+    const sized = SIZES.map(([name]) => name).sort();
+
+    // Assess
+    expect(sized).toEqual(Object.keys(stack.functions).sort());
+  });
+
+  it.each(SIZES)(
     '%s runs Node.js 22 on arm64, traced, %i s and %i MB, logging JSON to its own log group',
     (name, timeout, memory) => {
       // Prepare
@@ -282,10 +373,8 @@ describe('the functions', () => {
     for (const variables of environments) {
       expect(variables).toMatchObject({
         VAULT_PREFIX: 'regvault/',
-        KUBECONFIG_SECRET_ARN: FULL_CONTEXT.kubeconfigSecretArn,
         PROFILE_SETTINGS: '{"namespace":"cpaas-system"}',
         REGISTRY_URL: FULL_CONTEXT.registryUrl,
-        REGISTRY_CREDENTIALS_SECRET_ARN: FULL_CONTEXT.registryCredentialsSecretArn,
         COPY_CONCURRENCY: '64',
       });
       expect(variables['VAULT_BUCKET']).toBeDefined();
@@ -293,21 +382,47 @@ describe('the functions', () => {
     }
   });
 
-  it('puts the functions that reach the cluster in the given subnets, and the others outside', () => {
-    // Prepare
-    const { template, stack } = full;
-    const functions = resourcesOf(template, 'AWS::Lambda::Function');
+  it.each(ACCESS_TABLE)(
+    'tells %s the ARN of exactly the secrets its role may read (the runtime reads every ARN it gets)',
+    (name, access) => {
+      // Prepare
+      const { template, stack } = full;
 
-    // Act
-    const inVpc = (name: 'discover' | 'copy-worker' | 'dead-letter' | 'mark-failed') =>
-      functions[logicalIdOf(full, stack.functions[name].function)]?.Properties['VpcConfig'];
+      // Act
+      const environment = resourcesOf(template, 'AWS::Lambda::Function')[
+        logicalIdOf(full, stack.functions[name].function)
+      ]?.Properties['Environment'] as { Variables: Record<string, unknown> } | undefined;
+      const variables = environment?.Variables ?? {};
 
-    // Assess
-    expect(inVpc('discover')).toMatchObject({ SubnetIds: ['subnet-0aa11', 'subnet-0bb22'] });
-    expect(inVpc('copy-worker')).toMatchObject({ SubnetIds: ['subnet-0aa11', 'subnet-0bb22'] });
-    expect(inVpc('dead-letter')).toBeUndefined();
-    expect(inVpc('mark-failed')).toBeUndefined();
-  });
+      // Assess
+      expect(variables['KUBECONFIG_SECRET_ARN']).toBe(
+        access.kubeconfig ? FULL_CONTEXT.kubeconfigSecretArn : undefined,
+      );
+      expect(variables['REGISTRY_CREDENTIALS_SECRET_ARN']).toBe(
+        access.registryLogin ? FULL_CONTEXT.registryCredentialsSecretArn : undefined,
+      );
+    },
+  );
+
+  it.each(ACCESS_TABLE)(
+    'puts %s in the given subnets only if it calls the cluster or the registry',
+    (name, access) => {
+      // Prepare
+      const { template, stack } = full;
+
+      // Act
+      const vpcConfig = resourcesOf(template, 'AWS::Lambda::Function')[
+        logicalIdOf(full, stack.functions[name].function)
+      ]?.Properties['VpcConfig'];
+
+      // Assess
+      if (access.kubeconfig || access.registryLogin) {
+        expect(vpcConfig).toMatchObject({ SubnetIds: ['subnet-0aa11', 'subnet-0bb22'] });
+      } else {
+        expect(vpcConfig).toBeUndefined();
+      }
+    },
+  );
 
   it('lets the functions in the VPC attach to it, and only them', () => {
     // Prepare
@@ -373,9 +488,10 @@ describe('IAM', () => {
     }
   });
 
-  it('lets the functions read exactly the named secrets', () => {
+  it('reads secrets only with GetSecretValue on the named ARNs, one statement per reader', () => {
     // Prepare
     const statements = statementsOf(full);
+    const readers = ACCESS_TABLE.filter(([, access]) => access.kubeconfig || access.registryLogin);
 
     // Act
     const secretGrants = statements.filter((statement) =>
@@ -383,15 +499,77 @@ describe('IAM', () => {
     );
 
     // Assess
-    expect(secretGrants).toHaveLength(14);
+    expect(secretGrants).toHaveLength(readers.length);
     for (const statement of secretGrants) {
       expect(actionsOf(statement)).toEqual(['secretsmanager:GetSecretValue']);
-      expect(statement.Resource).toEqual([
-        FULL_CONTEXT.kubeconfigSecretArn,
-        FULL_CONTEXT.registryCredentialsSecretArn,
-      ]);
     }
   });
+
+  it.each(ACCESS_TABLE)(
+    'lets %s read the kubeconfig only if it calls the cluster, the registry login only if it calls the registry',
+    (name, access) => {
+      // Prepare
+      const built = full;
+
+      // Act
+      const kubeconfig = actionsOn(built, name, FULL_CONTEXT.kubeconfigSecretArn);
+      const registryLogin = actionsOn(built, name, FULL_CONTEXT.registryCredentialsSecretArn);
+
+      // Assess
+      expect(kubeconfig).toEqual(access.kubeconfig ? ['secretsmanager:GetSecretValue'] : []);
+      expect(registryLogin).toEqual(access.registryLogin ? ['secretsmanager:GetSecretValue'] : []);
+    },
+  );
+
+  it.each(ACCESS_TABLE)(
+    'gives %s only the vault object and key actions its step uses, under the prefix',
+    (name, access) => {
+      // Prepare
+      const built = existing;
+      const keyArn = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+      const objects: readonly string[] = VAULT_OBJECT_ACTIONS[access.vault];
+
+      // Act
+      const objectActions = actionsOn(built, name, 'acme-registry-vault/prod/*');
+      const listing = functionStatements(built, name).filter(
+        (statement) =>
+          actionsOf(statement).includes('s3:ListBucket') &&
+          JSON.stringify(statement.Resource).includes('acme-registry-vault'),
+      );
+      const keyActions = actionsOn(built, name, keyArn);
+
+      // Assess
+      expect(objectActions).toEqual(objects);
+      expect(listing.map((statement) => statement.Condition)).toEqual(
+        access.vault === 'none' ? [] : [{ StringLike: { 's3:prefix': ['prod/*'] } }],
+      );
+      expect(keyActions).toEqual(
+        access.vault === 'none'
+          ? []
+          : objects.includes('s3:PutObject')
+            ? ['kms:Decrypt', 'kms:GenerateDataKey']
+            : ['kms:Decrypt'],
+      );
+    },
+  );
+
+  it.each(ACCESS_TABLE)(
+    'gives %s only the roleBucketNames access its step uses',
+    (name, access) => {
+      // Prepare
+      const built = existing;
+
+      // Act
+      const objectActions = actionsOn(built, name, 'acme-plain-source/*');
+      const listing = actionsOn(built, name, 'acme-plain-source').filter(
+        (action) => action === 's3:ListBucket',
+      );
+
+      // Assess
+      expect(objectActions).toEqual(ROLE_BUCKET_OBJECT_ACTIONS[access.roleBuckets]);
+      expect(listing).toEqual(access.roleBuckets === 'none' ? [] : ['s3:ListBucket']);
+    },
+  );
 
   it('lets the functions reach vault objects only under the vault prefix', () => {
     // Prepare
@@ -404,7 +582,9 @@ describe('IAM', () => {
     );
 
     // Assess
-    expect(objectGrants).toHaveLength(13);
+    expect(objectGrants).toHaveLength(
+      ACCESS_TABLE.filter(([, access]) => access.vault !== 'none').length,
+    );
     for (const statement of objectGrants) {
       expect(statement.Resource).toEqual({
         'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/regvault/*']],
@@ -547,9 +727,12 @@ describe('the state machines', () => {
         );
       }
     }
+    // The dead-letter function drains the queue at once: count deliveries, not what waits.
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Namespace: 'AWS/SQS',
-      MetricName: 'ApproximateNumberOfMessagesVisible',
+      MetricName: 'NumberOfMessagesReceived',
+      Statistic: 'Sum',
+      Period: 60,
       Dimensions: [
         {
           Name: 'QueueName',
