@@ -1,7 +1,8 @@
 /**
  * Scheduled retention: delete expired snapshots, then the vault objects no
  * remaining snapshot uses (mark and sweep, with a grace period for running
- * backups). The policy comes from the stack (RETENTION_POLICY).
+ * backups). The policy comes from the stack (RETENTION_POLICY); a snapshot
+ * made with a ttl of its own expires by it even when the policy is empty.
  */
 import { z } from 'zod';
 import { lambda, metrics } from './commons/aws/runtime.ts';

@@ -1,6 +1,7 @@
-import type { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
+import { InputError } from '../../functions/commons/errors.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import {
@@ -27,6 +28,7 @@ import {
   resolveSnapshot,
   type Vault,
 } from '../../functions/commons/vault/store.ts';
+import { backupInputSchema, parseInput } from '../../functions/commons/workflows/backup.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { OciLayout, populateRegistry, pushImage } from '../../sandbox/images/index.ts';
 import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
@@ -92,6 +94,7 @@ function manifestOf(options: {
   startedAt: Date;
   status: SnapshotManifest['status'];
   bucket?: string;
+  expiresAt?: Date;
 }): SnapshotManifest {
   const id = newSnapshotId(options.startedAt);
   return {
@@ -99,6 +102,7 @@ function manifestOf(options: {
     id,
     status: options.status,
     startedAt: options.startedAt.toISOString(),
+    ...(options.expiresAt === undefined ? {} : { expiresAt: options.expiresAt.toISOString() }),
     ...(options.status === 'running'
       ? {}
       : { finishedAt: new Date(options.startedAt.getTime() + 60_000).toISOString() }),
@@ -138,8 +142,21 @@ describe('planning which snapshots expire', () => {
   const ago = (ms: number) => new Date(now.getTime() - ms);
   let vaults = 0;
 
-  type Spec = { label: string; age: number; status: SnapshotManifest['status']; bucket?: string };
-  it.each<{ name: string; policy: RetentionPolicy; snapshots: Spec[]; expire: string[] }>([
+  type Spec = {
+    label: string;
+    age: number;
+    status: SnapshotManifest['status'];
+    bucket?: string;
+    /** The snapshot's own ttl ends this long after now (negative: it ended that long ago). */
+    expiresIn?: number;
+  };
+  it.each<{
+    name: string;
+    policy: RetentionPolicy;
+    snapshots: Spec[];
+    expire: string[];
+    graceMs?: number;
+  }>([
     {
       name: 'keeps the last 2 complete snapshots',
       policy: { keepLast: 2 },
@@ -233,7 +250,86 @@ describe('planning which snapshots expire', () => {
       ],
       expire: ['a'],
     },
-  ])('$name', async ({ policy, snapshots, expire }) => {
+    {
+      name: 'expires a complete snapshot whose own ttl ended, under a policy with no rule',
+      policy: {},
+      snapshots: [
+        { label: 'a', age: 30 * DAY, status: 'complete', expiresIn: -DAY },
+        { label: 'b', age: 20 * DAY, status: 'complete' },
+        { label: 'c', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['a'],
+    },
+    {
+      name: 'expires a snapshot whose own ttl ended even where keepLast would keep it, and gives it no keepLast place',
+      policy: { keepLast: 3 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete' },
+        { label: 'b', age: 30 * DAY, status: 'complete', expiresIn: -DAY },
+        { label: 'c', age: 20 * DAY, status: 'complete' },
+        { label: 'd', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['b'],
+    },
+    {
+      name: 'keeps a snapshot until its own ttl ends, whatever the policy',
+      policy: { keepLast: 1, ttlDays: 5 },
+      snapshots: [
+        { label: 'a', age: 40 * DAY, status: 'complete', expiresIn: 10 * DAY },
+        { label: 'b', age: 20 * DAY, status: 'complete' },
+        { label: 'c', age: 10 * DAY, status: 'complete' },
+      ],
+      expire: ['b'],
+    },
+    {
+      name: 'keeps the newest complete snapshot after its own ttl ended',
+      policy: {},
+      snapshots: [
+        { label: 'a', age: 20 * DAY, status: 'complete' },
+        { label: 'b', age: 10 * DAY, status: 'complete', expiresIn: -DAY },
+      ],
+      expire: [],
+    },
+    {
+      name: 'keeps a snapshot a running backup builds on after its own ttl ended',
+      policy: {},
+      snapshots: [
+        { label: 'a', age: 3 * DAY, status: 'complete', expiresIn: -DAY },
+        { label: 'r', age: 1 * DAY, status: 'running' },
+        { label: 'c', age: DAY / 2, status: 'complete' },
+      ],
+      expire: [],
+    },
+    {
+      name: 'expires a failed snapshot newer than any complete one once its own ttl ended',
+      policy: {},
+      snapshots: [
+        { label: 'a', age: 20 * DAY, status: 'complete' },
+        { label: 'b', age: 10 * DAY, status: 'failed', expiresIn: -DAY },
+      ],
+      expire: ['b'],
+    },
+    {
+      // A backup that picked it as its base just before the newer one completed may not have written its manifest yet.
+      name: 'keeps a snapshot superseded less than the grace period ago',
+      policy: { keepLast: 1 },
+      snapshots: [
+        { label: 'a', age: 2 * DAY, status: 'complete' },
+        { label: 'b', age: 11 * 60_000, status: 'complete' },
+      ],
+      expire: [],
+    },
+    {
+      name: 'expires a superseded snapshot once the grace period has passed',
+      policy: { keepLast: 1 },
+      graceMs: 5 * 60_000,
+      snapshots: [
+        { label: 'a', age: 2 * DAY, status: 'complete' },
+        { label: 'b', age: 11 * 60_000, status: 'complete' },
+      ],
+      expire: ['a'],
+    },
+  ])('$name', async ({ policy, snapshots, expire, graceMs }) => {
     // Prepare
     const vault: Vault = {
       location: { ...deps.vault.location, prefix: `plan-${++vaults}/` },
@@ -245,12 +341,15 @@ describe('planning which snapshots expire', () => {
         startedAt: ago(spec.age),
         status: spec.status,
         ...(spec.bucket === undefined ? {} : { bucket: spec.bucket }),
+        ...(spec.expiresIn === undefined
+          ? {}
+          : { expiresAt: new Date(now.getTime() + spec.expiresIn) }),
       });
       labels.set(manifest.id, spec.label);
       await putJson(vault, vaultKeys.manifest(`plan-${vaults}/`, manifest.id), manifest);
     }
     // Act
-    const plan = await planPrune(vault, policy, now);
+    const plan = await planPrune(vault, policy, now, graceMs === undefined ? {} : { graceMs });
     // Assess
     expect(plan.expire.map((v) => labels.get(v.id)).sort()).toEqual(expire);
     expect(plan.keep.map((v) => labels.get(v.id)).sort()).toEqual(
@@ -460,6 +559,50 @@ describe('pruning a vault of real snapshots', () => {
     expect(await exists(vaultKeys.blob(ROOT, stale.digest))).toBe(false);
   });
 
+  it('sweeps no pool blob when a backup that may reuse any of them starts while prune lists the pool', async () => {
+    // Prepare: the backup writes its running manifest the moment prune lists the pool, after its first check
+    const stale = randomBlob();
+    await put(client, 'vault', vaultKeys.blob(ROOT, stale.digest), stale.bytes);
+    await sleep(1500);
+    const starting = manifestOf({
+      startedAt: new Date(),
+      status: 'running',
+      bucket: 'yet-another-registry',
+    });
+    let started = false;
+    const startBackupWhilePoolIsListed = new Proxy(deps.vault.client, {
+      get(target, property, receiver) {
+        if (property !== 'send') return Reflect.get(target, property, receiver);
+        return async (command: Parameters<S3Client['send']>[0]) => {
+          if (
+            !started &&
+            command instanceof ListObjectsV2Command &&
+            command.input.Prefix === `${ROOT}blobs/`
+          ) {
+            started = true;
+            await putJson(deps.vault, vaultKeys.manifest(ROOT, starting.id), starting);
+          }
+          return target.send(command);
+        };
+      },
+    });
+    try {
+      // Act
+      const report = await prune(
+        { location: deps.vault.location, client: startBackupWhilePoolIsListed },
+        { keepLast: 2 },
+        { now: new Date(), graceMs: 0 },
+      );
+      // Assess
+      expect(started).toBe(true);
+      expect(report.plan.running).toEqual([]);
+      expect(report.poolSweepPostponed).toContain(starting.id);
+      expect(await exists(vaultKeys.blob(ROOT, stale.digest))).toBe(true);
+    } finally {
+      await remove(client, 'vault', vaultKeys.manifest(ROOT, starting.id));
+    }
+  });
+
   it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
     // Prepare: a backup held at its second copy message, after it planned and copied one shard
     await push('fourth');
@@ -531,5 +674,95 @@ describe('pruning a vault of real snapshots', () => {
     expect(reused.length).toBeGreaterThan(0);
     expect(report.deletedSnapshots).toEqual([]);
     await expectIntact(fourth);
+  });
+});
+
+describe('pruning snapshots that carry their own ttl', () => {
+  const TTL_ROOT = 'ttl/';
+  let ttlDeps: WorkflowDeps & { close(): void };
+
+  beforeAll(async () => {
+    await createBucket(client, 'vault-ttl');
+    ttlDeps = createLocalDeps({
+      vault: {
+        location: { ...deps.vault.location, bucket: 'vault-ttl', prefix: TTL_ROOT },
+        credentials: s3.credentials,
+      },
+    });
+  });
+
+  afterAll(() => {
+    ttlDeps?.close();
+  });
+
+  async function backup(extra: { ttlDays?: number } = {}): Promise<string> {
+    const result = await runBackupLocally(
+      {
+        source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' },
+        targetObjectsPerShard: 100,
+        ...extra,
+      },
+      { deps: ttlDeps, workers: 4 },
+    );
+    expect(result.cause).toBeUndefined();
+    expect((result.output as { status: string }).status).toBe('complete');
+    return (result.output as { snapshotId: string }).snapshotId;
+  }
+
+  it.each([
+    { ttlDays: 0, why: 'zero' },
+    { ttlDays: -1, why: 'negative' },
+    { ttlDays: 40_000, why: 'longer than a century' },
+    { ttlDays: 'P7D', why: 'not a number of days' },
+  ])('rejects a ttl that is $why, naming the field', ({ ttlDays }) => {
+    // Act
+    const parse = () => parseInput(backupInputSchema, { ttlDays }, 'backup input');
+    // Assess
+    expect(parse).toThrow(InputError);
+    expect(parse).toThrow(/ttlDays: /);
+  });
+
+  it('deletes a snapshot once its own ttl ended, with the pool blobs only it held, and keeps the one without a ttl', async () => {
+    // Prepare: a blob only the short-lived snapshot holds (the registry loses it before the next backup)
+    const orphan = await putOrphanBlob(client, 'registry', 1700);
+    const shortLived = await backup({ ttlDays: 1 / 86_400 });
+    await remove(
+      client,
+      'registry',
+      registryKey(`blobs/sha256/${orphan.slice(7, 9)}/${orphan.slice(7)}/data`),
+    );
+    const lasting = await backup();
+    const shortManifest = await resolveSnapshot(ttlDeps.vault, shortLived);
+    const lastingManifest = await resolveSnapshot(ttlDeps.vault, lasting);
+    const onlyInShort = vaultKeys.blob(TTL_ROOT, orphan);
+    const shortKeys = new Set(
+      (await readInventory(ttlDeps.vault, shortManifest)).map((r) => r.targetKey),
+    );
+    const shared = (await readInventory(ttlDeps.vault, lastingManifest)).filter(
+      (r) => r.targetKey.startsWith(`${TTL_ROOT}blobs/`) && shortKeys.has(r.targetKey),
+    );
+    const vaultHas = async (key: string) => (await listAll(client, 'vault-ttl', key)).has(key);
+    expect(shortManifest.expiresAt).toBe(
+      new Date(Date.parse(shortManifest.startedAt) + 1000).toISOString(),
+    );
+    expect(lastingManifest.expiresAt).toBeUndefined();
+    expect(await vaultHas(onlyInShort)).toBe(true);
+    await sleep(Math.max(0, Date.parse(shortManifest.expiresAt ?? '') - Date.now() + 10));
+    // Act: no policy rule at all; the snapshot's own ttl is what expires it
+    const report = await prune(ttlDeps.vault, {}, { now: new Date(), graceMs: 0 });
+    // Assess
+    expect(report.deletedSnapshots).toEqual([shortLived]);
+    expect(report.plan.expire[0]?.reason).toContain(`its ttl ended at ${shortManifest.expiresAt}`);
+    expect(report.plan.keep.map((v) => v.id)).toEqual([lasting]);
+    expect(report.failedDeletes).toEqual([]);
+    expect(await readManifest(ttlDeps.vault, shortLived)).toBeUndefined();
+    expect(await vaultHas(onlyInShort)).toBe(false);
+    expect(report.deleted.poolBlobs).toBe(1);
+    expect(shared.length).toBeGreaterThan(0);
+    for (const record of shared) expect(await vaultHas(record.targetKey)).toBe(true);
+    const check = await fsckRegistry(snapshotSource(ttlDeps.vault, lastingManifest), {
+      deep: true,
+    });
+    expect(check.problems).toEqual([]);
   });
 });

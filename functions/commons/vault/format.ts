@@ -14,7 +14,25 @@ import { z } from 'zod';
 import { failureSchema, totalsSchema } from '../copy/model.ts';
 import { blobDigestOf } from '../registry/layout.ts';
 
+/**
+ * Changes only when an older regvault would misread a vault written by a
+ * newer one. Optional manifest fields are added within a version: readers
+ * drop fields they do not know, and every such field is one whose absence
+ * errs on the safe side (an older prune that ignores `expiresAt` keeps the
+ * snapshot). Bumping for those would make every older reader refuse the
+ * whole vault for no gain.
+ */
 export const VAULT_FORMAT_VERSION = 1;
+
+/** The longest snapshot ttl accepted: a century, far inside what a Date holds. */
+export const MAX_TTL_DAYS = 36_500;
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** When a snapshot started at `startedAt` with a ttl of `ttlDays` expires (as Velero's `status.expiration`). */
+export function expiresAtOf(startedAt: Date, ttlDays: number): string {
+  return new Date(startedAt.getTime() + ttlDays * DAY_MS).toISOString();
+}
 
 /**
  * A snapshot id: UTC time to the millisecond plus a random suffix, so ids sort
@@ -84,6 +102,13 @@ export const snapshotManifestSchema = z.object({
   status: z.enum(['running', 'complete', 'failed']),
   startedAt: z.string(),
   finishedAt: z.string().optional(),
+  /**
+   * Set when the backup was given a ttl (`startedAt` plus the ttl). Prune
+   * judges such a snapshot by it instead of the policy: kept until then,
+   * expired after, unless it is the newest complete one of its source or a
+   * running backup builds on it (docs/integrity.md). Absent: the policy decides.
+   */
+  expiresAt: z.iso.datetime().optional(),
   toolVersion: z.string(),
   layout: z.enum(['registry', 'generic']),
   source: z.object({

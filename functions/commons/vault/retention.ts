@@ -43,6 +43,8 @@ export const retentionPolicySchema = z
  * Which snapshots to keep. Each rule names snapshots to keep; a complete
  * snapshot that no rule keeps expires (with both rules, keepLast is a floor
  * under the ttl). The newest complete snapshot of each source is always kept.
+ * A snapshot that carries its own `expiresAt` (a backup given a ttl) is
+ * judged by it instead, and does not count towards keepLast.
  */
 export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
 
@@ -89,6 +91,13 @@ export interface PrunePlan {
 export interface PlanOptions {
   /** A `running` manifest older than this is treated as failed (default `STALE_RUNNING_AFTER_MS`). */
   readonly staleRunningAfterMs?: number;
+  /**
+   * Covers clock skew and the moments between a backup picking its base and
+   * writing its running manifest: keys written later than (the oldest running
+   * backup's start, or now, whichever is earlier) minus this are never swept,
+   * and a complete snapshot superseded less than this ago is kept. Default one hour.
+   */
+  readonly graceMs?: number;
 }
 
 const sourceOf = (m: SnapshotManifest) =>
@@ -131,6 +140,23 @@ async function runningBackupOf(
   };
 }
 
+/**
+ * The complete snapshot that first made `m` no longer the newest of its
+ * source (`complete` holds that source's complete snapshots), and when.
+ */
+function supersededBy(
+  m: SnapshotManifest,
+  complete: readonly SnapshotManifest[],
+): { id: string; atMs: number } | undefined {
+  let first: { id: string; atMs: number } | undefined;
+  for (const later of complete) {
+    if (later.id <= m.id) continue;
+    const atMs = Date.parse(later.finishedAt ?? later.startedAt);
+    if (first === undefined || atMs < first.atMs) first = { id: later.id, atMs };
+  }
+  return first;
+}
+
 function describeAge(ms: number): string {
   const days = ms / DAY_MS;
   return days >= 1 ? `${days.toFixed(1)} days` : `${Math.round(ms / 3_600_000)} hours`;
@@ -143,6 +169,7 @@ function judge(
   now: Date,
   running: ReadonlyMap<string, RunningBackup>,
   staleAfterMs: number,
+  graceMs: number,
 ): { keep: SnapshotVerdict[]; expire: SnapshotVerdict[] } {
   const keep: SnapshotVerdict[] = [];
   const expire: SnapshotVerdict[] = [];
@@ -165,8 +192,11 @@ function judge(
       .filter((m) => m.status === SnapshotStatus.Complete)
       .sort((a, b) => b.id.localeCompare(a.id));
     const newest = complete[0];
+    // Snapshots with their own ttl are judged by it, so they take no keepLast place.
+    const governed = complete.filter((m) => m.expiresAt === undefined);
     for (const m of group) {
       const age = now.getTime() - startedMs(m);
+      const ownTtlEnded = m.expiresAt !== undefined && Date.parse(m.expiresAt) <= now.getTime();
       const base = bases.get(m.id);
       if (base !== undefined) {
         keep.push(verdict(m, `the running backup ${base} builds on it`));
@@ -178,8 +208,31 @@ function judge(
         continue;
       }
       if (m.status === SnapshotStatus.Complete) {
-        const rank = complete.indexOf(m);
-        if (m === newest) keep.push(verdict(m, 'the newest complete snapshot of its source'));
+        const rank = governed.indexOf(m);
+        const superseded = supersededBy(m, complete);
+        if (m === newest)
+          keep.push(
+            verdict(
+              m,
+              `the newest complete snapshot of its source${ownTtlEnded ? ` (its ttl ended at ${m.expiresAt}; it goes once a newer one completes)` : ''}`,
+            ),
+          );
+        else if (superseded !== undefined && now.getTime() - superseded.atMs < graceMs)
+          // Discovery picks the newest complete snapshot as a base before it writes its running
+          // manifest; until the grace has passed, a backup prune cannot see yet may build on this one.
+          keep.push(
+            verdict(
+              m,
+              `superseded by ${superseded.id} only ${describeAge(Math.max(0, now.getTime() - superseded.atMs))} ago; a backup that started before may build on it`,
+            ),
+          );
+        else if (m.expiresAt !== undefined)
+          (ownTtlEnded ? expire : keep).push(
+            verdict(
+              m,
+              ownTtlEnded ? `its ttl ended at ${m.expiresAt}` : `its ttl runs until ${m.expiresAt}`,
+            ),
+          );
         else if (policy.keepLast !== undefined && rank < policy.keepLast)
           keep.push(verdict(m, `one of the last ${policy.keepLast}`));
         else if (ttlMs !== undefined && age <= ttlMs)
@@ -203,6 +256,7 @@ function judge(
         : 'failed';
       if (newest !== undefined && m.id < newest.id)
         expire.push(verdict(m, `${what}, and older than the complete snapshot ${newest.id}`));
+      else if (ownTtlEnded) expire.push(verdict(m, `${what}, and its ttl ended at ${m.expiresAt}`));
       else if (ttlMs !== undefined && age > ttlMs)
         expire.push(verdict(m, `${what}, and past the ${policy.ttlDays}-day ttl`));
       else
@@ -219,9 +273,10 @@ function judge(
 }
 
 /**
- * Which snapshots expire under `policy` at `now`, and which backups are
- * running. Never expires the newest complete snapshot of a source, a running
- * snapshot, or the snapshot a running backup builds on.
+ * Which snapshots expire under `policy` (or their own `expiresAt`) at `now`,
+ * and which backups are running. Never expires the newest complete snapshot
+ * of a source, a running snapshot, the snapshot a running backup builds on,
+ * or a complete snapshot superseded less than the grace period ago.
  */
 export async function planPrune(
   vault: Vault,
@@ -230,6 +285,7 @@ export async function planPrune(
   options: PlanOptions = {},
 ): Promise<PrunePlan> {
   const staleAfterMs = options.staleRunningAfterMs ?? STALE_RUNNING_AFTER_MS;
+  const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
   const ids = await listSnapshotIds(vault);
   const manifests = await listSnapshots(vault);
   const withManifest = new Set(manifests.map((m) => m.id));
@@ -242,7 +298,7 @@ export async function planPrune(
       running.set(manifest.id, await runningBackupOf(vault, manifest, manifests));
     }
   }
-  const { keep, expire } = judge(manifests, policy, now, running, staleAfterMs);
+  const { keep, expire } = judge(manifests, policy, now, running, staleAfterMs, graceMs);
   return {
     now: now.toISOString(),
     keep,
@@ -254,11 +310,6 @@ export async function planPrune(
 
 export interface PruneOptions extends PlanOptions {
   readonly now: Date;
-  /**
-   * Keys written later than (the oldest running backup's start, or now,
-   * whichever is earlier) minus this are never swept. Default one hour.
-   */
-  readonly graceMs?: number;
   /** Plan, mark and list, and report what would go; delete nothing. */
   readonly dryRun?: boolean;
   readonly log?: StepLogger;
@@ -555,10 +606,11 @@ export async function prune(
     doomed.push(candidate);
   }
 
-  // 4. Delete, checking before each batch of pool blobs that no backup started that could reuse one.
+  // 4. Delete, checking before each batch of pool blobs (the first too: listing the pool
+  // can take minutes) that no backup started that could reuse one.
   for (let start = 0; start < doomed.length; start += 1000) {
     let batch = doomed.slice(start, start + 1000);
-    if (start > 0 && poolSweepPostponed === undefined && batch.some((k) => k.pool))
+    if (poolSweepPostponed === undefined && batch.some((k) => k.pool))
       poolSweepPostponed = postpone(await watch.check());
     if (poolSweepPostponed !== undefined) batch = batch.filter((k) => !k.pool);
     if (batch.length === 0) continue;

@@ -19,6 +19,8 @@ import { InputError, messageOf } from '../errors.ts';
 import { fsckCheck, fsckRegistry, recordsSource } from '../registry/fsck.ts';
 import { classifyRegistryKey, KeyKind, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import {
+  expiresAtOf,
+  MAX_TTL_DAYS,
   newSnapshotId,
   type SnapshotCatalog,
   type SnapshotManifest,
@@ -63,6 +65,12 @@ export const backupInputSchema = z
     includeSecret: z.boolean().default(false),
     targetObjectsPerShard: z.number().int().min(100).max(1_000_000).default(20_000),
     concurrency: z.number().int().min(1).max(512).default(64),
+    /**
+     * Days the snapshot lives (fractions allowed: 0.5 is 12 hours); prune
+     * deletes it once they have passed, whatever its policy. Days, as the
+     * retention policy's `ttlDays`, so one unit serves both.
+     */
+    ttlDays: z.number().positive().max(MAX_TTL_DAYS).optional(),
   })
   .strict();
 export type BackupInput = z.infer<typeof backupInputSchema>;
@@ -81,6 +89,8 @@ export interface BackupState {
   readonly targetObjectsPerShard: number;
   readonly concurrency: number;
   readonly clusterFiles: readonly string[];
+  /** From the input's `ttlDays`, counted from `startedAt`. */
+  readonly expiresAt?: string;
 }
 
 function vaultLocation(deps: WorkflowDeps): Location {
@@ -93,6 +103,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     id: state.snapshotId,
     status: SnapshotStatus.Running,
     startedAt: state.startedAt,
+    ...(state.expiresAt === undefined ? {} : { expiresAt: state.expiresAt }),
     toolVersion: deps.toolVersion,
     layout: state.layout,
     runId: state.runId,
@@ -183,6 +194,7 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
     targetObjectsPerShard: input.targetObjectsPerShard,
     concurrency: input.concurrency,
     clusterFiles,
+    ...(input.ttlDays === undefined ? {} : { expiresAt: expiresAtOf(now, input.ttlDays) }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
   deps.log.info('backup discovered its source', {
