@@ -34,6 +34,7 @@ const jobSchema = z.object({
   concurrency: z.number().int().positive().default(64),
   shardConcurrency: z.number().int().positive().default(8),
   partSize: z.number().int().positive().optional(),
+  partConcurrency: z.number().int().positive().optional(),
   memoryBudgetBytes: z.number().int().positive().optional(),
   /** The benchmark's floor: list every key first (not timed), then only CopyObject them. */
   floor: z.boolean().default(false),
@@ -82,7 +83,10 @@ async function main(): Promise<void> {
     mapKey: prefixMapper(job.source, job.target),
     targetState,
     concurrency: job.concurrency,
-    ...(job.partSize === undefined ? {} : { transfer: { partSize: job.partSize } }),
+    transfer: {
+      ...(job.partSize === undefined ? {} : { partSize: job.partSize }),
+      ...(job.partConcurrency === undefined ? {} : { partConcurrency: job.partConcurrency }),
+    },
     ...(job.memoryBudgetBytes === undefined ? {} : { memoryBudgetBytes: job.memoryBudgetBytes }),
   });
   const plan =

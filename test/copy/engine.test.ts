@@ -9,12 +9,13 @@ import {
 } from '../../functions/commons/copy/engine.ts';
 import type { InventoryRecord, Location, Shard } from '../../functions/commons/copy/model.ts';
 import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
-import { runShard } from '../../functions/commons/copy/shard-runner.ts';
+import { copyEntries, runShard } from '../../functions/commons/copy/shard-runner.ts';
 import {
   emptyTarget,
   ListedTarget,
   PreviousInventory,
 } from '../../functions/commons/copy/target-state.ts';
+import { KeyKind } from '../../functions/commons/registry/layout.ts';
 import { buildDataset, putObject, seededBytes, writeDataset } from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import {
@@ -509,6 +510,41 @@ describe('splitting work between workers', () => {
     const split = summarise([first, second]);
     expect(split.totals).toEqual(alone.totals);
     expect((await listAll(client, two)).size).toBe(2_500);
+  });
+
+  it('hands on a list of entries (a restore part) at the deadline and continues from its offset', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const target = await freshBucket();
+    const keys = Array.from({ length: 2_300 }, (_, i) => `e/${String(i).padStart(4, '0')}`);
+    await putObjects(
+      client,
+      source,
+      keys.map((key) => ({ key, body: key })),
+      32,
+    );
+    const entries = keys.map((key) => ({
+      object: { key, size: Buffer.byteLength(key), etag: '' },
+      targetKey: `restored/${key}`,
+      kind: KeyKind.Other,
+    }));
+    const ctx = () =>
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' });
+    // Act: every run after the first page is past its deadline, so each hands on.
+    const runs = [await copyEntries(ctx(), 'part-0', entries, { deadline: 0 })];
+    while (runs.at(-1)?.next !== undefined) {
+      const cursor = runs.at(-1)?.next;
+      runs.push(
+        await copyEntries(ctx(), 'part-0', entries, {
+          deadline: 0,
+          ...(cursor === undefined ? {} : { cursor }),
+        }),
+      );
+    }
+    // Assess
+    expect(runs.map((run) => run.next?.offset)).toEqual([1_000, 2_000, undefined]);
+    expect(summarise(runs).totals).toMatchObject({ listed: 2_300, copied: 2_300, failed: 0 });
+    expect((await listAll(client, target)).size).toBe(2_300);
   });
 });
 

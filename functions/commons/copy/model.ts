@@ -58,8 +58,10 @@ export type Shard = z.infer<typeof shardSchema>;
 export const cursorSchema = z.object({
   phase: z.number().int().nonnegative(),
   continuationToken: z.string().optional(),
+  /** For a list of entries (a restore part): how many of them are done. */
+  offset: z.number().int().nonnegative().optional(),
 });
-/** Where a shard continues: its phase and the next page's listing token. */
+/** Where a shard continues: its phase and the next page's listing token (or, for a list, its offset). */
 export type Cursor = z.infer<typeof cursorSchema>;
 
 export const totalsSchema = z.object({

@@ -430,17 +430,27 @@ export interface ListEntry extends PageEntry {
 
 /**
  * Copies an explicit list of objects in pages of PAGE_SIZE, with the same
- * skip rules, queue, retries and accounting as a listed shard.
+ * skip rules, queue, retries and accounting as a listed shard. Like a listed
+ * shard it stops at a page boundary once the deadline passes and returns a
+ * cursor (the offset reached) that another worker continues from.
  */
 export async function copyEntries(
   ctx: CopyContext,
   id: string,
   entries: readonly ListEntry[],
-  options: Pick<ShardRunOptions, 'onRecord' | 'onProgress'> = {},
+  options: Pick<ShardRunOptions, 'onRecord' | 'onProgress' | 'cursor' | 'deadline'> = {},
 ): Promise<ShardRunResult> {
   const tally = new Tally(ctx.maxFailures);
   const inflight = new Set<Promise<unknown>>();
-  for (let start = 0; start < entries.length; start += PAGE_SIZE) {
+  for (let start = options.cursor?.offset ?? 0; start < entries.length; start += PAGE_SIZE) {
+    if (
+      start > (options.cursor?.offset ?? 0) &&
+      options.deadline !== undefined &&
+      Date.now() >= options.deadline
+    ) {
+      while (inflight.size > 0) await Promise.all([...inflight]);
+      return finish({ id }, tally, new Set(), { phase: 0, offset: start });
+    }
     const page = entries.slice(start, start + PAGE_SIZE);
     tally.add({
       listed: page.length,

@@ -1,8 +1,8 @@
 /**
  * The copy worker: one message copies part of one shard. A backup shard is
- * listed page by page until the worker's deadline, then handed on with a
- * continuation message carrying the cursor and running totals; a restore part
- * (one inventory part) is copied whole. What was copied, skipped and failed is
+ * listed page by page, and a restore part (one inventory part) copied page by
+ * page, until the worker's deadline, then handed on with a continuation
+ * message carrying the cursor and running totals. What was copied, skipped and failed is
  * written to the vault under the run, so the message and the task output stay
  * small. When the shard ends the waiting Map iteration gets its result.
  *
@@ -213,30 +213,32 @@ export async function handleShardMessage(
   const records: InventoryRecord[] = [];
   const onRecord = (record: InventoryRecord) => records.push(record);
   let result: ShardRunResult;
-  if (job.purpose === 'backup') {
-    const shard = job.shards.find((candidate) => candidate.id === message.shardId);
-    if (shard === undefined)
-      throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
-    const heartbeat = setInterval(
-      () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
-      60_000,
-    );
-    try {
-      result = await runShard(ctx, shard, {
-        ...(message.cursor === undefined ? {} : { cursor: message.cursor }),
-        deadline: transport.deadline,
-        onRecord,
-      });
-    } finally {
-      clearInterval(heartbeat);
+  const resume = {
+    ...(message.cursor === undefined ? {} : { cursor: message.cursor }),
+    deadline: transport.deadline,
+    onRecord,
+  };
+  const heartbeat = setInterval(
+    () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
+    60_000,
+  );
+  try {
+    if (job.purpose === 'backup') {
+      const shard = job.shards.find((candidate) => candidate.id === message.shardId);
+      if (shard === undefined)
+        throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
+      result = await runShard(ctx, shard, resume);
+    } else {
+      // A restore part streams its blobs through the worker (the vault and the
+      // registry's bucket have different keys), so it too hands on at the deadline.
+      const part = job.parts.find((candidate) => candidate.id === message.shardId);
+      if (part === undefined)
+        throw new InputError(`run ${job.runId} has no restore part ${message.shardId}`);
+      const entries = await restoreEntries(job, deps, part.partIndex);
+      result = await copyEntries(ctx, part.id, entries, resume);
     }
-  } else {
-    const part = job.parts.find((candidate) => candidate.id === message.shardId);
-    if (part === undefined)
-      throw new InputError(`run ${job.runId} has no restore part ${message.shardId}`);
-    result = await copyEntries(ctx, part.id, await restoreEntries(job, deps, part.partIndex), {
-      onRecord,
-    });
+  } finally {
+    clearInterval(heartbeat);
   }
   const lines: Array<z.infer<typeof recordLineSchema>> = [
     ...records.map((r) => ({ r })),
