@@ -1,52 +1,113 @@
 /**
- * Copy progress for people: a bar with objects and bytes done, rate and ETA on
- * a terminal (cli-progress), plain lines every few seconds otherwise, nothing
- * extra with --json (the result object carries the totals).
+ * Copy progress: objects and bytes done (of the total when it is known), rate
+ * and ETA. A bar on a terminal (cli-progress), plain lines every few seconds
+ * otherwise, and `progress` JSON lines with --json.
  */
 import { SingleBar } from 'cli-progress';
-import type { Totals } from '../functions/commons/copy/model.ts';
+import { emptyTotals, type Totals } from '../functions/commons/copy/model.ts';
 
 export interface Progress {
   update(totals: Totals): void;
   stop(totals: Totals): void;
 }
 
-const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+/** What the run will handle, when it is known before it starts. */
+export interface ProgressTotal {
+  readonly objects: number;
+  /** Known for a restore (the snapshot's size); a plan only counts objects. */
+  readonly bytes?: number;
+}
 
-export function createProgress(options: { json: boolean; total: number; label: string }): Progress {
-  if (options.json) return { update() {}, stop() {} };
-  const done = (t: Totals) => t.copied + t.skipped + t.failed;
-  // A bar needs a total; a workflow's copy (shards spread over workers) reports counts and rate only.
-  if (process.stderr.isTTY && options.total > 0) {
+export interface ProgressOptions {
+  readonly json: boolean;
+  /** The phase, e.g. `restore copy`; JSON lines carry it as `phase`. */
+  readonly label: string;
+  readonly total?: ProgressTotal;
+  /** Where JSON lines go (stdout); plain lines and the bar go to stderr. */
+  readonly writeJson?: (line: string) => void;
+}
+
+const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+const done = (t: Totals) => t.copied + t.skipped + t.failed;
+
+/** Rate and ETA from the start time; the ETA needs a total. */
+function pace(t: Totals, started: number, total: ProgressTotal | undefined) {
+  const seconds = Math.max((Date.now() - started) / 1000, 0.001);
+  const rate = done(t) / seconds;
+  const etaSeconds =
+    total === undefined || rate === 0
+      ? undefined
+      : Math.max(0, Math.ceil((total.objects - done(t)) / rate));
+  return { rate, etaSeconds };
+}
+
+/** Bytes done: of the total when known (every handled object counts), else bytes copied. */
+function bytesText(t: Totals, total: ProgressTotal | undefined): string {
+  return total?.bytes === undefined
+    ? `${mib(t.bytesCopied)} copied`
+    : `${mib(t.bytesListed)} of ${mib(total.bytes)}`;
+}
+
+export function createProgress(options: ProgressOptions): Progress {
+  const total =
+    options.total !== undefined && options.total.objects > 0 ? options.total : undefined;
+  const started = Date.now();
+  if (options.json) {
+    const write = options.writeJson ?? ((line: string) => process.stdout.write(line));
+    let last = 0;
+    return {
+      // The first update goes out at once, then at most one line every two seconds.
+      update(t) {
+        if (Date.now() - last < 2_000) return;
+        last = Date.now();
+        const { rate, etaSeconds } = pace(t, started, total);
+        write(
+          `${JSON.stringify({
+            event: 'progress',
+            phase: options.label,
+            ...t,
+            ...(total === undefined ? {} : { totalObjects: total.objects }),
+            ...(total?.bytes === undefined ? {} : { totalBytes: total.bytes }),
+            rate: Math.round(rate),
+            ...(etaSeconds === undefined ? {} : { etaSeconds }),
+          })}\n`,
+        );
+      },
+      // The result object that follows carries the final totals.
+      stop() {},
+    };
+  }
+  // A bar needs a total; without one (a backup's workflow copy) plain lines report counts and rate.
+  if (process.stderr.isTTY && total !== undefined) {
     const bar = new SingleBar({
       format: `${options.label} [{bar}] {value}/{total} objects | {bytes} | {rate} obj/s | ETA {eta_formatted} | failed {failed}`,
       stream: process.stderr,
       hideCursor: true,
     });
-    const started = Date.now();
-    bar.start(Math.max(options.total, 1), 0, { bytes: mib(0), rate: '0', failed: 0 });
+    bar.start(total.objects, 0, { bytes: bytesText(emptyTotals(), total), rate: '0', failed: 0 });
+    const show = (t: Totals) => {
+      if (done(t) > bar.getTotal()) bar.setTotal(done(t));
+      bar.update(done(t), {
+        bytes: bytesText(t, total),
+        rate: pace(t, started, total).rate.toFixed(0),
+        failed: t.failed,
+      });
+    };
     return {
-      update(t) {
-        const seconds = Math.max((Date.now() - started) / 1000, 0.001);
-        if (done(t) > bar.getTotal()) bar.setTotal(done(t));
-        bar.update(done(t), {
-          bytes: mib(t.bytesCopied),
-          rate: (done(t) / seconds).toFixed(0),
-          failed: t.failed,
-        });
-      },
+      update: show,
       stop(t) {
-        bar.update(done(t), { bytes: mib(t.bytesCopied), failed: t.failed });
+        show(t);
         bar.stop();
       },
     };
   }
   let last = 0;
-  const started = Date.now();
-  const line = (t: Totals) =>
+  const line = (t: Totals) => {
+    const { rate, etaSeconds } = pace(t, started, total);
     process.stderr.write(
-      `${options.label}: ${done(t)}${options.total > 0 ? `/${options.total}` : ''} objects (${t.copied} copied, ${t.skipped} unchanged, ${t.failed} failed), ${mib(t.bytesCopied)}, ${(done(t) / Math.max((Date.now() - started) / 1000, 0.001)).toFixed(0)} objects/s\n`,
+      `${options.label}: ${done(t)}${total === undefined ? '' : `/${total.objects}`} objects (${t.copied} copied, ${t.skipped} unchanged, ${t.failed} failed), ${bytesText(t, total)}, ${rate.toFixed(0)} objects/s${etaSeconds === undefined ? '' : `, ETA ${etaSeconds} s`}\n`,
     );
+  };
   return {
     update(t) {
       if (Date.now() - last >= 5_000) {

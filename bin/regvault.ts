@@ -11,7 +11,10 @@
  * Exit codes: 0 success, 1 failed, 2 bad input, 3 partial (the run finished
  * but some objects failed).
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -26,7 +29,11 @@ import { planGeneric, planRegistry } from '../functions/commons/copy/plan.ts';
 import { targetStateFor } from '../functions/commons/copy/target-state.ts';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
-import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
+import {
+  type LocalRunResult,
+  runBackupLocally,
+  runRestoreLocally,
+} from '../functions/commons/local/runner.ts';
 import {
   bucketSource,
   fsckRegistry,
@@ -40,9 +47,10 @@ import {
 } from '../functions/commons/vault/retention.ts';
 import { listSnapshots, readManifest, resolveSnapshot } from '../functions/commons/vault/store.ts';
 import { verifyRestore } from '../functions/commons/workflows/restore.ts';
-import { createProgress } from './progress.ts';
+import { createProgress, type ProgressTotal } from './progress.ts';
 
 export const ExitCode = { Ok: 0, Failed: 1, BadInput: 2, Partial: 3 } as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
 const bucketName = z
   .string()
@@ -79,7 +87,6 @@ const ENV: Record<string, keyof Settings> = {
   REGVAULT_VAULT_REGION: 'vaultRegion',
   REGVAULT_VAULT_ENDPOINT: 'vaultEndpoint',
   REGVAULT_VAULT_PREFIX: 'vaultPrefix',
-  KUBECONFIG: 'kubeconfig',
   REGVAULT_REGISTRY_URL: 'registryUrl',
   REGVAULT_REGISTRY_USERNAME: 'registryUsername',
   REGVAULT_REGISTRY_PASSWORD: 'registryPassword',
@@ -177,6 +184,52 @@ export async function resolveSettings(
   return Object.freeze(parsed.data);
 }
 
+/** Where the registry cluster's kubeconfig comes from, found the way kubectl finds it. */
+export type KubeconfigChoice =
+  | { readonly from: '--kubeconfig'; readonly paths: readonly [string] }
+  | { readonly from: 'KUBECONFIG'; readonly paths: readonly string[] }
+  | { readonly from: '~/.kube/config'; readonly paths: readonly [string] };
+
+/**
+ * `--kubeconfig` (or `kubeconfig` in the config file) wins; else $KUBECONFIG,
+ * a list like kubectl's (`:`-separated); else ~/.kube/config when it exists.
+ * Undefined when there is none: only the commands that need the cluster fail.
+ */
+export function findKubeconfig(
+  settings: Pick<Settings, 'kubeconfig'>,
+  env: NodeJS.ProcessEnv = process.env,
+  home: string = homedir(),
+): KubeconfigChoice | undefined {
+  if (settings.kubeconfig !== undefined)
+    return { from: '--kubeconfig', paths: [settings.kubeconfig] };
+  const listed = (env['KUBECONFIG'] ?? '').split(delimiter).filter((path) => path !== '');
+  if (listed.length > 0) return { from: 'KUBECONFIG', paths: listed };
+  const fallback = join(home, '.kube', 'config');
+  return existsSync(fallback) ? { from: '~/.kube/config', paths: [fallback] } : undefined;
+}
+
+/**
+ * Fails with bad input (exit 2) before anything runs when a command needs the
+ * cluster and no kubeconfig is found, or a file it names is missing. Unlike
+ * kubectl, a missing file in a $KUBECONFIG list is an error, not skipped:
+ * client-node's loadFromDefault, which merges the list, cannot skip it either.
+ */
+export function requireCluster(choice: KubeconfigChoice | undefined, what: string): void {
+  const fix =
+    'pass --kubeconfig <file> (or set KUBECONFIG, or create ~/.kube/config), and --context when its current context is not the registry cluster';
+  if (choice === undefined)
+    throw new InputError(`${what} needs the registry cluster, and no kubeconfig was found`, [
+      `--kubeconfig: ${fix}`,
+    ]);
+  const where = choice.from === 'KUBECONFIG' ? 'KUBECONFIG' : '--kubeconfig';
+  const missing = choice.paths.filter((path) => !existsSync(path));
+  if (missing.length > 0)
+    throw new InputError(
+      `${what} needs the registry cluster, and the kubeconfig cannot be found`,
+      missing.map((path) => `${where}: ${path} does not exist; ${fix}`),
+    );
+}
+
 function vaultLocation(settings: Settings): Location {
   return {
     ...(settings.vaultEndpoint === undefined ? {} : { endpoint: settings.vaultEndpoint }),
@@ -197,18 +250,21 @@ function envKeys(prefix = 'AWS'): { accessKeyId: string; secretAccessKey: string
     : undefined;
 }
 
-function depsFor(settings: Settings) {
+function depsFor(settings: Settings, kubeconfig = findKubeconfig(settings)) {
   const keys = envKeys();
+  // Several files in $KUBECONFIG: no path, so client-node's loadFromDefault merges that list.
+  const path =
+    kubeconfig === undefined || kubeconfig.paths.length > 1 ? undefined : kubeconfig.paths[0];
   return createLocalDeps({
     vault: {
       location: vaultLocation(settings),
       ...(keys === undefined ? {} : { credentials: keys }),
     },
-    ...(settings.kubeconfig === undefined && process.env['KUBECONFIG'] === undefined
+    ...(kubeconfig === undefined
       ? {}
       : {
           kube: {
-            ...(settings.kubeconfig === undefined ? {} : { path: settings.kubeconfig }),
+            ...(path === undefined ? {} : { path }),
             ...(settings.context === undefined ? {} : { context: settings.context }),
           },
         }),
@@ -229,25 +285,68 @@ function depsFor(settings: Settings) {
   });
 }
 
+/**
+ * What this run has said: the exit code it ends with, whether it prints JSON
+ * lines, and whether its one result line is out (an error prints it otherwise).
+ */
+const run: { exitCode: ExitCode; json: boolean; resultWritten: boolean } = {
+  exitCode: ExitCode.Ok,
+  json: false,
+  resultWritten: false,
+};
+
+/** Resolves the settings and remembers --json (a config file may set it too) for error output. */
+async function settingsOf(flags: Record<string, unknown>): Promise<Settings> {
+  const settings = await resolveSettings(flags);
+  run.json = settings.json;
+  return settings;
+}
+
 /** Output: JSON lines with --json, plain lines otherwise. */
 function reporter(settings: Settings) {
-  let lastProgress = 0;
   return {
     event(event: string, text: string, fields: Record<string, unknown> = {}) {
       if (settings.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
       else process.stderr.write(`${text}\n`);
     },
-    /** With --json, a `progress` line at most every two seconds (the terminal gets the bar). */
-    progress(totals: Totals) {
-      if (!settings.json || Date.now() - lastProgress < 2_000) return;
-      lastProgress = Date.now();
-      process.stdout.write(`${JSON.stringify({ event: 'progress', ...totals })}\n`);
+    /** Copy progress for a phase: the bar or plain lines, or `progress` JSON lines. */
+    progress(label: string, total?: ProgressTotal) {
+      return createProgress({
+        json: settings.json,
+        label,
+        ...(total === undefined ? {} : { total }),
+      });
     },
+    /** The one result: with --json a line with `ok` and `exitCode` (set `run.exitCode` first). */
     result(value: Record<string, unknown>, text: string) {
-      if (settings.json) process.stdout.write(`${JSON.stringify({ event: 'result', ...value })}\n`);
-      else process.stdout.write(`${text}\n`);
+      run.resultWritten = true;
+      if (!settings.json) {
+        process.stdout.write(`${text}\n`);
+        return;
+      }
+      process.stdout.write(
+        `${JSON.stringify({ event: 'result', ok: run.exitCode === ExitCode.Ok, ...value, exitCode: run.exitCode })}\n`,
+      );
+      if (run.exitCode !== ExitCode.Ok) process.stderr.write(`regvault: ${text}\n`);
     },
   };
+}
+
+/**
+ * A workflow run's exit code: bad input when a step refused its input, partial
+ * when the run got through the copy with some objects failed (a backup's
+ * snapshot marked failed, a restore's target missing them), failed otherwise.
+ */
+function workflowExitCode(result: LocalRunResult): ExitCode {
+  if (result.status === 'SUCCEEDED') return ExitCode.Ok;
+  const cause = result.cause ?? '';
+  if (/InputError/.test(cause)) return ExitCode.BadInput;
+  if (
+    result.totals.failed > 0 ||
+    /failed objects|objects failed|missing \d+ of \d+ snapshot objects/.test(cause)
+  )
+    return ExitCode.Partial;
+  return ExitCode.Failed;
 }
 
 function parseS3Url(value: string, flag: string): { bucket: string; prefix: string } {
@@ -265,7 +364,6 @@ function parseS3Url(value: string, flag: string): { bucket: string; prefix: stri
 }
 
 type Flags = Record<string, unknown>;
-let exitCode: number = ExitCode.Ok;
 
 function commandWithSettings(program: Command, name: string, description: string): Command {
   return program
@@ -305,10 +403,13 @@ export function buildProgram(): Command {
     .option('--source-endpoint <url>', 'endpoint of --source-bucket')
     .option('--shard-objects <n>', 'objects per shard', '20000')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['shardObjects']);
+      const kubeconfig = findKubeconfig(settings);
+      if (typeof flags['sourceBucket'] !== 'string')
+        requireCluster(kubeconfig, 'backup (without --source-bucket)');
       const out = reporter(settings);
-      const deps = depsFor(settings);
+      const deps = depsFor(settings, kubeconfig);
       try {
         const input = {
           includeSecret: flags['includeSecret'] === true,
@@ -326,32 +427,23 @@ export function buildProgram(): Command {
               }
             : {}),
         };
-        const progress = createProgress({ json: settings.json, total: 0, label: 'backup copy' });
+        // No total: the plan (PlanShards) runs inside the workflow, and the
+        // local runner reports state names, not their outputs.
+        const progress = out.progress('backup copy');
         const result = await runBackupLocally(input, {
           deps,
           onState: (state) => out.event('state', `backup: ${state}`, { state }),
-          onCopyProgress: (totals) => {
-            progress.update(totals);
-            out.progress(totals);
-          },
+          onCopyProgress: (totals) => progress.update(totals),
         });
         progress.stop(result.totals);
-        const summary = result.output as
-          | { status?: string; message?: string; failed?: number }
-          | undefined;
-        exitCode =
-          result.status === 'SUCCEEDED'
-            ? ExitCode.Ok
-            : /InputError/.test(result.cause ?? '')
-              ? ExitCode.BadInput
-              : (summary?.failed ?? 0) > 0 || /failed objects/.test(result.cause ?? '')
-                ? ExitCode.Partial
-                : ExitCode.Failed;
+        const summary = result.output as { message?: string } | undefined;
+        run.exitCode = workflowExitCode(result);
         out.result(
           {
             status: result.status,
             ...(summary === undefined ? {} : { snapshot: summary }),
-            ...(result.cause === undefined ? {} : { cause: result.cause }),
+            ...(result.cause === undefined ? {} : { error: result.cause }),
+            totals: result.totals,
           },
           result.status === 'SUCCEEDED'
             ? (summary?.message ?? 'backup succeeded')
@@ -382,14 +474,24 @@ export function buildProgram(): Command {
     .option('--verify-sample <n>', 'images pulled in full during verification', '3')
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['verifySample', 'rolloutTimeout']);
+      const kubeconfig = findKubeconfig(settings);
+      // The switch patches the cluster; the target's keys come from a Secret in it.
+      if (flags['switch'] !== false) requireCluster(kubeconfig, 'restore (switching the registry)');
+      else if (flags['targetSecret'] !== undefined)
+        requireCluster(kubeconfig, 'restore (reading --target-secret)');
       const out = reporter(settings);
-      const deps = depsFor(settings);
+      const deps = depsFor(settings, kubeconfig);
       try {
         const endpointFlag = flags['targetEndpoint'] ?? settings.vaultEndpoint;
+        // The manifest gives the progress its total; the workflow restores the very snapshot
+        // it resolved. When it cannot be resolved here, the workflow says why.
+        const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot'])).catch(
+          () => undefined,
+        );
         const input = {
-          snapshot: flags['snapshot'],
+          snapshot: manifest?.id ?? flags['snapshot'],
           target: {
             bucket: flags['targetBucket'],
             region: flags['targetRegion'] ?? settings.vaultRegion,
@@ -404,28 +506,26 @@ export function buildProgram(): Command {
           rolloutTimeoutSeconds: numbers.rolloutTimeout,
           concurrency: settings.concurrency,
         };
-        const progress = createProgress({ json: settings.json, total: 0, label: 'restore copy' });
+        const progress = out.progress(
+          'restore copy',
+          manifest === undefined
+            ? undefined
+            : { objects: manifest.counts.objects, bytes: manifest.bytes },
+        );
         const result = await runRestoreLocally(input, {
           deps,
           waitMs: 2_000,
           onState: (state) => out.event('state', `restore: ${state}`, { state }),
-          onCopyProgress: (totals) => {
-            progress.update(totals);
-            out.progress(totals);
-          },
+          onCopyProgress: (totals) => progress.update(totals),
         });
         progress.stop(result.totals);
-        exitCode =
-          result.status === 'SUCCEEDED'
-            ? ExitCode.Ok
-            : /InputError/.test(result.cause ?? '')
-              ? ExitCode.BadInput
-              : ExitCode.Failed;
+        run.exitCode = workflowExitCode(result);
         out.result(
           {
             status: result.status,
             ...(result.output === undefined ? {} : { restore: result.output }),
-            ...(result.cause === undefined ? {} : { cause: result.cause }),
+            ...(result.cause === undefined ? {} : { error: result.cause }),
+            totals: result.totals,
           },
           result.status === 'SUCCEEDED'
             ? `restore succeeded: ${JSON.stringify(result.output)}`
@@ -444,7 +544,7 @@ export function buildProgram(): Command {
     .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
     .option('--sample <n>', 'images pulled in full', '3')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['sample']);
       if (settings.registryUrl === undefined)
         throw new InputError('verify needs the registry', [
@@ -458,7 +558,7 @@ export function buildProgram(): Command {
           { snapshotId: manifest.id, verifySample: numbers.sample ?? 3, pushTest: false },
           deps,
         );
-        exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
+        run.exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
         out.result(
           { snapshotId: manifest.id, ...report },
           report.ok
@@ -473,16 +573,21 @@ export function buildProgram(): Command {
   const snapshots = program.command('snapshots').description('list, show and delete snapshots');
   commandWithSettings(snapshots, 'list', 'every snapshot, oldest first').action(
     async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
+      const out = reporter(settings);
       const deps = depsFor(settings);
       try {
         const all = await listSnapshots(deps.vault);
         if (settings.json) {
           for (const m of all)
-            process.stdout.write(
-              `${JSON.stringify({ event: 'snapshot', id: m.id, status: m.status, objects: m.counts.objects, bytes: m.bytes, source: m.source.bucket })}\n`,
-            );
-          process.stdout.write(`${JSON.stringify({ event: 'result', snapshots: all.length })}\n`);
+            out.event('snapshot', m.id, {
+              id: m.id,
+              status: m.status,
+              objects: m.counts.objects,
+              bytes: m.bytes,
+              source: m.source.bucket,
+            });
+          out.result({ snapshots: all.length }, `${all.length} snapshots`);
         } else {
           process.stdout.write(
             `${['ID'.padEnd(24), 'STATUS'.padEnd(9), 'OBJECTS'.padStart(9), 'BYTES'.padStart(14), '  SOURCE'].join(' ')}\n`,
@@ -500,7 +605,8 @@ export function buildProgram(): Command {
   commandWithSettings(snapshots, 'show', 'one snapshot manifest')
     .argument('<id>', 'snapshot id')
     .action(async (id: string, flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
+      const out = reporter(settings);
       const deps = depsFor(settings);
       try {
         const manifest = await readManifest(deps.vault, id);
@@ -508,7 +614,7 @@ export function buildProgram(): Command {
           throw new InputError(`no snapshot ${id}`, [
             `<id>: run \`regvault snapshots list\` for the ids`,
           ]);
-        process.stdout.write(`${JSON.stringify(manifest, null, settings.json ? undefined : 2)}\n`);
+        out.result({ manifest }, JSON.stringify(manifest, null, 2));
       } finally {
         deps.close();
       }
@@ -520,7 +626,7 @@ export function buildProgram(): Command {
   )
     .argument('<id>', 'snapshot id')
     .action(async (id: string, flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
@@ -554,7 +660,7 @@ export function buildProgram(): Command {
     )
     .option('--dry-run', 'say what would be deleted, delete nothing')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['keepLast', 'ttlDays', 'graceMinutes']);
       const policy = parseRetentionPolicy({
         ...(numbers.keepLast === undefined ? {} : { keepLast: numbers.keepLast }),
@@ -569,7 +675,7 @@ export function buildProgram(): Command {
           dryRun: flags['dryRun'] === true,
           log: deps.log,
         });
-        exitCode =
+        run.exitCode =
           report.failedDeletes.length > 0 || report.sweepSkipped !== undefined
             ? ExitCode.Partial
             : ExitCode.Ok;
@@ -598,7 +704,7 @@ export function buildProgram(): Command {
     .option('--deep', 'hash every blob (or --sample of them) against its digest')
     .option('--sample <n>', 'with --deep, hash this many random blobs')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['sample']);
       const out = reporter(settings);
       const deps = depsFor(settings);
@@ -631,7 +737,7 @@ export function buildProgram(): Command {
           deep: flags['deep'] === true,
           ...(numbers.sample === undefined ? {} : { sample: numbers.sample }),
         });
-        exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
+        run.exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
         out.result(
           {
             target: what,
@@ -658,7 +764,7 @@ export function buildProgram(): Command {
     .option('--source-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--shard-objects <n>', 'objects per shard', '20000')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['shardObjects']);
       const out = reporter(settings);
       const deps = depsFor(settings);
@@ -709,7 +815,7 @@ export function buildProgram(): Command {
     .option('--from-region <region>', 'source region (defaults to the vault region)')
     .option('--to-region <region>', 'target region (defaults to the vault region)')
     .action(async (flags: Flags) => {
-      const settings = await resolveSettings(flags);
+      const settings = await settingsOf(flags);
       const out = reporter(settings);
       const from = parseS3Url(String(flags['from']), '--from');
       const to = parseS3Url(String(flags['to']), '--to');
@@ -747,16 +853,12 @@ export function buildProgram(): Command {
           targetState: await targetStateFor(targetClient, target.bucket, target.prefix),
           concurrency: settings.concurrency,
         });
-        const progress = createProgress({
-          json: settings.json,
-          total: plan.estimatedObjects,
-          label: 'copy',
-        });
+        const progress = out.progress('copy', { objects: plan.estimatedObjects });
         const outcome = await runPlan(ctx, plan, {
           onProgress: (totals: Totals) => progress.update(totals),
         });
         progress.stop(outcome.totals);
-        exitCode = outcome.ok
+        run.exitCode = outcome.ok
           ? ExitCode.Ok
           : outcome.totals.copied + outcome.totals.skipped > 0
             ? ExitCode.Partial
@@ -777,21 +879,43 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Runs the CLI and returns the exit code (errors are printed, never thrown). */
+/** Whether the command line asks for --json (before a `--`), for errors raised before the settings resolve. */
+function asksForJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end === -1 ? argv : argv.slice(0, end)).includes('--json');
+}
+
+/**
+ * Runs the CLI and returns the exit code. Errors are printed to stderr, never
+ * thrown; with --json the last stdout line is still the result object.
+ */
 export async function runCli(argv: readonly string[]): Promise<number> {
-  exitCode = ExitCode.Ok;
+  run.exitCode = ExitCode.Ok;
+  run.json = asksForJson(argv);
+  run.resultWritten = false;
   const program = buildProgram();
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return exitCode;
+    return run.exitCode;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.Ok : ExitCode.BadInput;
-    if (err instanceof InputError) {
-      process.stderr.write(`regvault: ${err.message}\n`);
-      return ExitCode.BadInput;
-    }
-    process.stderr.write(`regvault: ${messageOf(err)}\n`);
-    return ExitCode.Failed;
+    // Commander has printed its own message (and --help its text, which is not an error).
+    if (err instanceof CommanderError && err.exitCode === 0) return ExitCode.Ok;
+    const code =
+      err instanceof CommanderError || err instanceof InputError
+        ? ExitCode.BadInput
+        : ExitCode.Failed;
+    if (!(err instanceof CommanderError)) process.stderr.write(`regvault: ${messageOf(err)}\n`);
+    if (run.json && !run.resultWritten)
+      process.stdout.write(
+        `${JSON.stringify({
+          event: 'result',
+          ok: false,
+          error: err instanceof InputError ? err.message.split('\n')[0] : messageOf(err),
+          ...(err instanceof InputError ? { issues: err.issues } : {}),
+          exitCode: code,
+        })}\n`,
+      );
+    return code;
   }
 }
 

@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
@@ -123,9 +123,17 @@ describe('the regvault CLI on the sandbox', () => {
     expect(missingUrl.code).toBe(2);
     expect(missingUrl.stdout).toContain('registryUrl: switching the registry needs its URL');
     expect(restore.code).toBe(0);
-    expect(jsonLines(restore.stdout).at(-1)).toMatchObject({
+    const restoreLines = jsonLines(restore.stdout);
+    expect(restoreLines.at(-1)).toMatchObject({
       event: 'result',
       status: 'SUCCEEDED',
+      exitCode: 0,
+    });
+    const snapshot = jsonLines(list.stdout).find((line) => line['event'] === 'snapshot');
+    expect(restoreLines.find((line) => line['event'] === 'progress')).toMatchObject({
+      phase: 'restore copy',
+      totalObjects: snapshot?.['objects'],
+      totalBytes: snapshot?.['bytes'],
     });
     expect(verify.code).toBe(0);
     expect(jsonLines(verify.stdout).at(-1)).toMatchObject({
@@ -183,6 +191,10 @@ describe('the regvault CLI on the sandbox', () => {
     ]);
     // Assess
     expect(first.code).toBe(0);
+    expect(jsonLines(first.stdout).find((line) => line['event'] === 'progress')).toMatchObject({
+      phase: 'copy',
+      totalObjects: expect.any(Number),
+    });
     const firstResult = jsonLines(first.stdout).at(-1);
     expect(firstResult?.['copied']).toBeGreaterThan(0);
     expect(jsonLines(second.stdout).at(-1)).toMatchObject({
@@ -247,5 +259,162 @@ describe('the regvault CLI on the sandbox', () => {
       '--vault-bucket (or vaultBucket in the config file): a bucket name',
     );
     expect(run.stderr).toContain('concurency in the config file (unknown setting)');
+  });
+  it.each([
+    {
+      case: 'a bad flag value',
+      args: ['backup', '--concurrency', 'many', '--json'],
+      code: 2,
+      names: ['--concurrency'],
+    },
+    {
+      case: 'a missing required flag',
+      args: ['restore', '--json'],
+      code: 2,
+      names: ['--target-bucket'],
+    },
+    {
+      case: 'a snapshot that is not in the vault',
+      args: ['snapshots', 'show', '20200101T000000.000Z-000000', '--json'],
+      code: 2,
+      names: ['no snapshot 20200101T000000.000Z-000000'],
+    },
+  ])(
+    'ends --json output with a failed result object for $case, the message on stderr',
+    async ({ args, code, names }) => {
+      // Act
+      const run = await regvault(args);
+      // Assess
+      expect(run.code).toBe(code);
+      const lines = jsonLines(run.stdout);
+      expect(lines.filter((line) => line['event'] === 'result')).toHaveLength(1);
+      expect(lines.at(-1)).toMatchObject({ event: 'result', ok: false, exitCode: code });
+      for (const name of names) {
+        expect(run.stderr).toContain(name);
+        expect(JSON.stringify(lines.at(-1))).toContain(name);
+      }
+    },
+  );
+
+  it('exits 3 when a restore finishes with objects it could not copy', async () => {
+    // Prepare: a snapshot in its own vault, then one of its blobs lost from the vault
+    for (const bucket of ['cli-vault-partial', 'cli-partial']) await createBucket(client, bucket);
+    const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-partial' };
+    const backup = await regvault(
+      ['backup', '--source-bucket', 'cli-registry', '--source-endpoint', s3.endpoint, '--json'],
+      vault,
+    );
+    expect(backup.code).toBe(0);
+    const blobs = await client.send(
+      new ListObjectsV2Command({ Bucket: 'cli-vault-partial', Prefix: 'blobs/' }),
+    );
+    const lost = blobs.Contents?.[0]?.Key;
+    expect(lost).toBeDefined();
+    await client.send(new DeleteObjectCommand({ Bucket: 'cli-vault-partial', Key: lost }));
+    // Act
+    const restore = await regvault(
+      ['restore', '--no-switch', '--target-bucket', 'cli-partial', '--json'],
+      vault,
+    );
+    // Assess
+    expect(restore.code).toBe(3);
+    const result = jsonLines(restore.stdout).at(-1);
+    expect(result).toMatchObject({
+      event: 'result',
+      ok: false,
+      status: 'FAILED',
+      exitCode: 3,
+      totals: { failed: 1 },
+    });
+    expect(result?.['error']).toContain('missing 1 of');
+    expect(restore.stderr).toContain('restore FAILED');
+  });
+
+  describe('finds the cluster like kubectl', () => {
+    let dir: string;
+    let missing: string;
+    let elsewhere: string;
+    let homeWithConfig: string;
+    let homeWithout: string;
+
+    beforeAll(async () => {
+      await createBucket(client, 'cli-vault-kube');
+      dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
+      missing = join(dir, 'missing.yaml');
+      // Its own current-context names a cluster nobody listens on: used only if it wrongly wins.
+      elsewhere = join(dir, 'elsewhere.yaml');
+      await writeFile(
+        elsewhere,
+        [
+          'apiVersion: v1',
+          'kind: Config',
+          'clusters: [{name: elsewhere, cluster: {server: "https://127.0.0.1:9"}}]',
+          'users: [{name: elsewhere, user: {token: nobody}}]',
+          'contexts: [{name: elsewhere, context: {cluster: elsewhere, user: elsewhere}}]',
+          'current-context: elsewhere',
+          '',
+        ].join('\n'),
+      );
+      homeWithConfig = join(dir, 'home-with');
+      await mkdir(join(homeWithConfig, '.kube'), { recursive: true });
+      await copyFile(cluster.kubeconfigPath, join(homeWithConfig, '.kube', 'config'));
+      homeWithout = join(dir, 'home-without');
+      await mkdir(homeWithout);
+    });
+
+    it.each([
+      {
+        case: '--kubeconfig over a KUBECONFIG that names a missing file',
+        flags: () => ['--kubeconfig', cluster.kubeconfigPath],
+        env: () => ({ KUBECONFIG: missing, HOME: homeWithout }),
+      },
+      {
+        case: 'a KUBECONFIG list, the first current-context winning',
+        flags: () => [],
+        env: () => ({ KUBECONFIG: `${cluster.kubeconfigPath}:${elsewhere}`, HOME: homeWithout }),
+      },
+      {
+        case: '~/.kube/config without KUBECONFIG',
+        flags: () => [],
+        env: () => ({ KUBECONFIG: undefined, HOME: homeWithConfig }),
+      },
+    ])('backs up the registry through $case', async ({ flags, env: extra }) => {
+      // Act
+      const run = await regvault(['backup', '--json', ...flags()], {
+        REGVAULT_VAULT_BUCKET: 'cli-vault-kube',
+        ...extra(),
+      });
+      // Assess
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      expect(jsonLines(run.stdout).at(-1)).toMatchObject({ status: 'SUCCEEDED', exitCode: 0 });
+    });
+
+    it.each([
+      {
+        case: 'KUBECONFIG names a missing file',
+        env: () => ({ KUBECONFIG: missing, HOME: homeWithConfig }),
+        names: () => [`KUBECONFIG: ${missing} does not exist`, '--kubeconfig'],
+      },
+      {
+        case: 'there is neither KUBECONFIG nor ~/.kube/config',
+        env: () => ({ KUBECONFIG: undefined, HOME: homeWithout }),
+        names: () => ['no kubeconfig was found', '--kubeconfig'],
+      },
+    ])('exits 2 naming --kubeconfig when $case', async ({ env: extra, names }) => {
+      // Act
+      const run = await regvault(['backup', '--json'], {
+        REGVAULT_VAULT_BUCKET: 'cli-vault-kube',
+        ...extra(),
+      });
+      // Assess
+      expect(run.code).toBe(2);
+      expect(jsonLines(run.stdout).at(-1)).toMatchObject({
+        event: 'result',
+        ok: false,
+        exitCode: 2,
+      });
+      for (const name of names()) expect(run.stderr).toContain(name);
+    });
   });
 });

@@ -36,7 +36,8 @@ export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
   try {
     if (source.yaml !== undefined) kc.loadFromString(source.yaml);
     else if (source.path !== undefined) kc.loadFromFile(source.path);
-    else kc.loadFromDefault();
+    // A $KUBECONFIG list: the first file's current-context wins, as with kubectl.
+    else kc.loadFromDefault(undefined, true);
   } catch (err) {
     // A parser's message quotes the text around the problem, and a kubeconfig
     // holds tokens and keys: only a file system error code and the position go out.
