@@ -442,4 +442,53 @@ describe('failures', () => {
     expect(result.cause).toContain('rollbackOnFailure');
     expect(await listAll(client, 'vault')).toEqual(before);
   });
+
+  it('rejects bad backup input, naming every field, and writes nothing', async () => {
+    // Prepare
+    const before = await listAll(client, 'vault');
+    // Act
+    const result = await runBackupLocally(
+      { concurrency: 0, ttlDays: -1, source: { bucket: 'Bad_Bucket' } },
+      { deps },
+    );
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toContain('concurrency');
+    expect(result.cause).toContain('ttlDays');
+    expect(result.cause).toContain('source.bucket');
+    expect(await listAll(client, 'vault')).toEqual(before);
+  });
+
+  it('fails a backup whose registry Secret is missing before writing anything to the vault', async () => {
+    // Prepare: a second, unlabelled ModuleInfo naming a Secret that does not exist.
+    const { group, version } = cluster.server.moduleInfo;
+    cluster.server.store.create(cluster.server.moduleInfo, {
+      apiVersion: `${group}/${version}`,
+      kind: 'ModuleInfo',
+      metadata: { name: 'registry-without-secret' },
+      spec: {
+        config: {
+          s3storage: {
+            bucket: 'registry',
+            regionEndpoint: s3.endpoint,
+            region: s3.region,
+            secretName: 'no-such-secret',
+          },
+        },
+      },
+    });
+    const broken = createLocalDeps({
+      vault: { location: deps.vault.location, credentials: s3.credentials },
+      kube: { path: cluster.kubeconfigPath },
+      profileSettings: { moduleInfoName: 'registry-without-secret' },
+    });
+    const before = await listAll(client, 'vault');
+    // Act
+    const result = await runBackupLocally({}, { deps: broken });
+    broken.close();
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toContain('no-such-secret');
+    expect(await listAll(client, 'vault')).toEqual(before);
+  });
 });

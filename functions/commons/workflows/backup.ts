@@ -138,6 +138,7 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
   let resourceName: string | undefined;
   let rootDirectory = '';
   const clusterFiles: string[] = [];
+  let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
   if (input.source !== undefined) {
     const given = input.source;
     source = {
@@ -162,12 +163,10 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
       forcePathStyle: true,
       access: Access.registrySecret(found.storage.secretName),
     };
-    for (const file of await registry.captureConfig({ includeSecret: input.includeSecret })) {
-      const key = vaultKeys.cluster(root, snapshotId, file.name);
-      await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
-      clusterFiles.push(file.name);
-    }
+    captured = await registry.captureConfig({ includeSecret: input.includeSecret });
   }
+  // Everything that can fail for want of access (the keys, the bucket) is read
+  // before the first vault write, so a refused discovery leaves nothing behind.
   const sourceClient = await deps.s3(source);
   const layout = (await looksLikeRegistry(sourceClient, source, rootDirectory))
     ? 'registry'
@@ -181,6 +180,11 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
         m.source.prefix === source.prefix,
     )
     .at(-1);
+  for (const file of captured) {
+    const key = vaultKeys.cluster(root, snapshotId, file.name);
+    await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
+    clusterFiles.push(file.name);
+  }
   const state: BackupState = {
     runId: `backup-${snapshotId}`,
     snapshotId,
@@ -457,7 +461,7 @@ export async function finalizeBackup(
   const mismatched = failures.filter((f) => f.code === 'DigestMismatch').length;
   checks['digests'] = {
     ok: mismatched === 0,
-    detail: `blobs copied in this run: ${verified['server-sha256']} checked by the server's SHA-256 of the copy, ${verified['stream-sha256']} hashed while streaming, ${verified.unverified} unverified (the server computes no additional checksums); ${mismatched} did not match their digest`,
+    detail: `blobs in the snapshot, as checked when each entered the vault (in this run, or in the run that first copied it): ${verified['server-sha256']} checked by the server's SHA-256 of the copy, ${verified['stream-sha256']} hashed while streaming, ${verified.unverified} unverified (the server computes no additional checksums); ${mismatched} did not match their digest`,
   };
   const gone = failures.filter((f) => f.sourceGone === true).length;
   if (gone > 0) {
