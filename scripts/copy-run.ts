@@ -40,6 +40,12 @@ const jobSchema = z.object({
   floor: z.boolean().default(false),
 });
 
+/** CPU seconds this process used (every thread), to compare client-side cost with the floor's. */
+function cpuSeconds(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+}
+
 function keys(name: string) {
   const [accessKeyId = '', secretAccessKey = ''] = (process.env[name] ?? '').split(':');
   return { accessKeyId, secretAccessKey };
@@ -117,6 +123,7 @@ async function main(): Promise<void> {
       shards: plan.linkShards.length + plan.dataShards.length,
       peakBufferedMiB: ctx.budget.peak / 1024 ** 2,
       maxRssMiB: process.resourceUsage().maxRSS / 1024,
+      cpuSeconds: cpuSeconds(),
     })}\n`,
   );
   sourceClient.destroy();
@@ -158,7 +165,7 @@ async function runFloor(
   );
   const seconds = (performance.now() - started) / 1000;
   process.stdout.write(
-    `${JSON.stringify({ ok: true, seconds, totals: { copied: listed.length }, failures: [], maxRssMiB: process.resourceUsage().maxRSS / 1024 })}\n`,
+    `${JSON.stringify({ ok: true, seconds, totals: { copied: listed.length }, failures: [], maxRssMiB: process.resourceUsage().maxRSS / 1024, cpuSeconds: cpuSeconds() })}\n`,
   );
   copier.destroy();
   sourceClient.destroy();

@@ -117,19 +117,27 @@ const encode = (text: string) =>
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
   );
 
+const NAMED_ENTITIES: Readonly<Record<string, string>> = {
+  quot: '"',
+  apos: "'",
+  lt: '<',
+  gt: '>',
+  amp: '&',
+};
+
+/**
+ * XML entities back to characters, in one pass (a listing page holds three
+ * fields per object); text without `&` passes untouched.
+ */
 const unescapeXml = (text: string) =>
-  text
-    .replace(/&quot;/g, '"')
-    .replace(/&#34;/g, '"')
-    .replace(/&apos;/g, "'")
-    .replace(/&#39;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&#x([0-9a-fA-F]+);/g, (_m, hex: string) =>
-      String.fromCodePoint(Number.parseInt(hex, 16)),
-    )
-    .replace(/&#([0-9]+);/g, (_m, dec: string) => String.fromCodePoint(Number(dec)))
-    .replace(/&amp;/g, '&');
+  !text.includes('&')
+    ? text
+    : text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, entity: string) => {
+        if (entity.startsWith('#x'))
+          return String.fromCodePoint(Number.parseInt(entity.slice(2), 16));
+        if (entity.startsWith('#')) return String.fromCodePoint(Number(entity.slice(1)));
+        return NAMED_ENTITIES[entity] ?? whole;
+      });
 
 const tag = (xml: string, name: string): string | undefined => {
   const start = xml.indexOf(`<${name}>`);
