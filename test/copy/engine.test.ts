@@ -85,7 +85,7 @@ function job(
 const MiB = 1024 ** 2;
 
 describe('copying a shard between two buckets', () => {
-  it('copies every key, including spaces, unicode, +, % and = and empty objects', async () => {
+  it('copies every key, including spaces, unicode, +, %, =, XML specials and empty objects', async () => {
     // Prepare
     const source = await freshBucket();
     const target = await freshBucket();
@@ -96,6 +96,7 @@ describe('copying a shard between two buckets', () => {
       'plus+sign',
       'per%cent',
       'eq=ual',
+      'xml/a&b<c>"d\'e&amp;',
       'empty',
     ];
     await putObjects(
@@ -115,7 +116,7 @@ describe('copying a shard between two buckets', () => {
     expect((await readObject(client, target, 'ünïcödé/日本.txt')).toString()).toBe(
       'content of ünïcödé/日本.txt',
     );
-    expect(result.totals).toMatchObject({ listed: 7, copied: 7, skipped: 0, failed: 0 });
+    expect(result.totals).toMatchObject({ listed: 8, copied: 8, skipped: 0, failed: 0 });
   });
 
   it('copies nothing and succeeds for an empty bucket', async () => {
