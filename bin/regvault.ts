@@ -402,9 +402,13 @@ export function buildProgram(): Command {
     .option('--source-region <region>', 'region of --source-bucket')
     .option('--source-endpoint <url>', 'endpoint of --source-bucket')
     .option('--shard-objects <n>', 'objects per shard', '20000')
+    .option(
+      '--ttl-days <days>',
+      'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',
+    )
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
-      const numbers = numbersOf(flags, ['shardObjects']);
+      const numbers = numbersOf(flags, ['shardObjects', 'ttlDays']);
       const kubeconfig = findKubeconfig(settings);
       if (typeof flags['sourceBucket'] !== 'string')
         requireCluster(kubeconfig, 'backup (without --source-bucket)');
@@ -414,6 +418,7 @@ export function buildProgram(): Command {
         const input = {
           includeSecret: flags['includeSecret'] === true,
           targetObjectsPerShard: numbers.shardObjects,
+          ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
           concurrency: settings.concurrency,
           ...(typeof flags['sourceBucket'] === 'string'
             ? {

@@ -83,7 +83,7 @@ afterAll(async () => {
 describe('the regvault CLI on the sandbox', () => {
   it('backs up, lists the snapshot, restores with a switch and verifies, printing JSON lines', async () => {
     // Act
-    const backup = await regvault(['backup', '--json']);
+    const backup = await regvault(['backup', '--ttl-days', '30', '--json']);
     const list = await regvault(['snapshots', 'list', '--json']);
     const missingUrl = await regvault([
       'restore',
@@ -119,7 +119,15 @@ describe('the regvault CLI on the sandbox', () => {
       backupLines.filter((line) => line['event'] === 'state').map((line) => line['state']),
     ).toContain('FinalizeSnapshot');
     expect(list.code).toBe(0);
-    expect(jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot')).toHaveLength(1);
+    const listed = jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot');
+    expect(listed).toHaveLength(1);
+    const shown = await regvault(['snapshots', 'show', String(listed[0]?.['id']), '--json']);
+    const manifest = jsonLines(shown.stdout).at(-1)?.['manifest'] as
+      | { startedAt: string; expiresAt?: string }
+      | undefined;
+    expect(Date.parse(manifest?.expiresAt ?? '') - Date.parse(manifest?.startedAt ?? '')).toBe(
+      30 * 86_400_000,
+    );
     expect(missingUrl.code).toBe(2);
     expect(missingUrl.stdout).toContain('registryUrl: switching the registry needs its URL');
     expect(restore.code).toBe(0);
