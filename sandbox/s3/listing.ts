@@ -10,28 +10,11 @@
  * keys changes, and answers a page with a binary search plus the page itself,
  * as an indexed store does.
  */
+import { compareKeys } from '../../functions/commons/copy/model.ts';
 import { escapeXml } from './extensions.ts';
 
-/**
- * Compares two strings in UTF-8 byte order (code point order). UTF-16 code
- * units agree with it except that surrogates (code points above U+FFFF) must
- * sort after U+E000..U+FFFF; the first differing unit decides.
- */
-export function compareUtf8(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x !== y) return rank(x) - rank(y);
-  }
-  return a.length - b.length;
-}
-
-function rank(unit: number): number {
-  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
-  if (unit >= 0xe000) return unit - 0x800;
-  return unit;
-}
+/** S3's key order (UTF-8 bytes), shared with the copy engine so both sides agree on it. */
+export const compareUtf8 = compareKeys;
 
 /** A bucket's object map that also keeps its keys sorted between writes that add or drop a key. */
 export class SortedObjects<V> extends Map<string, V> {

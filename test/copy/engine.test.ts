@@ -616,11 +616,64 @@ describe('planning', () => {
       job(locationOn(server, source), locationOn(server, target)),
       plan,
     );
-    expect(plan.dataShards).toHaveLength(5);
+    expect(plan.dataShards.length).toBeGreaterThanOrEqual(5);
+    expect(plan.dataShards.length).toBeLessThanOrEqual(7);
+    expect(plan.dataShards.every((s) => (s.estimatedObjects ?? 0) <= 500)).toBe(true);
     expect(plan.estimatedObjects).toBe(2_100);
     expect(outcome.totals.listed).toBe(2_100);
     expect(outcome.shards.every((s) => s.totals.listed <= 500)).toBe(true);
     expect((await listAll(client, target)).size).toBe(2_100);
+  });
+});
+
+describe('planning a bucket that is not a registry', () => {
+  it('discovers nested prefixes with delimiter listings and packs them into contiguous shards', async () => {
+    // Prepare: direct keys, a deep tree, a large prefix and keys that sort around the separators.
+    const source = await freshBucket();
+    const keys = [
+      'top-file',
+      'z-last',
+      'a+b/plus',
+      ...Array.from({ length: 1_450 }, (_, i) => `big/part-${String(i).padStart(5, '0')}`),
+      ...Array.from({ length: 60 }, (_, i) => `tree/${i % 3}/leaf/${i}`),
+      ...Array.from({ length: 40 }, (_, i) => `tree/direct-${i}`),
+      'tree/',
+    ];
+    await putObjects(
+      client,
+      source,
+      keys.map((key) => ({ key, body: '.' })),
+      32,
+    );
+    // Act
+    const plan = await planGeneric(client, source, '', { targetObjectsPerShard: 400 });
+    const target = await freshBucket();
+    const outcome = await runPlan(
+      job(locationOn(server, source), locationOn(server, target)),
+      plan,
+    );
+    // Assess
+    expect(plan.estimatedObjects).toBe(keys.length);
+    expect(plan.dataShards.every((s) => (s.estimatedObjects ?? 0) <= 400)).toBe(true);
+    expect(plan.dataShards.length).toBeLessThanOrEqual(Math.ceil(keys.length / 400) + 3);
+    const bounds = plan.dataShards.map((s) => [s.startAt, s.endBefore]);
+    for (let i = 1; i < bounds.length; i++) expect(bounds[i]?.[0]).toBe(bounds[i - 1]?.[1]);
+    expect(outcome.shards.map((s) => s.totals.listed)).toEqual(
+      plan.dataShards.map((s) => s.estimatedObjects),
+    );
+    expect([...(await listAll(client, target)).keys()].sort()).toEqual([...keys].sort());
+  });
+
+  it('plans an empty bucket as one shard that finds nothing', async () => {
+    // Prepare
+    const source = await freshBucket();
+    // Act
+    const plan = await planGeneric(client, source, '');
+    // Assess
+    expect(plan.dataShards).toEqual([
+      { id: 'objects-00000', kind: 'objects', prefix: '', estimatedObjects: 0 },
+    ]);
+    expect(plan.requests).toBe(1);
   });
 });
 

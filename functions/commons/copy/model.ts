@@ -151,6 +151,27 @@ export function cleanEtag(etag: string | undefined): string {
  * code point. A plain proper prefix would also sort below, but far below: the
  * listing would then page through every key between the two.
  */
+/**
+ * Orders keys as S3 lists them: by UTF-8 bytes, which is code point order.
+ * UTF-16 code units agree except that surrogates (code points above U+FFFF)
+ * sort after U+E000..U+FFFF; the first differing unit decides.
+ */
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codeUnitRank(x) - codeUnitRank(y);
+  }
+  return a.length - b.length;
+}
+
+function codeUnitRank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  if (unit >= 0xe000) return unit - 0x800;
+  return unit;
+}
+
 export function keyJustBefore(key: string): string {
   const chars = Array.from(key);
   const last = chars.pop()?.codePointAt(0);

@@ -7,16 +7,22 @@
  * (split further by the third hex digit for very large registries), and
  * whatever else is in the bucket goes in "objects" shards.
  *
- * Any bucket: top-level prefixes are found by delimiter listings, and each is
- * walked and cut into key ranges of at most `targetObjectsPerShard` keys.
+ * Any bucket: prefixes are found by delimiter listings to a bounded depth,
+ * sized by a page each (large ones walked and cut into key ranges), and packed
+ * into contiguous shards of at most `targetObjectsPerShard` keys.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import PQueue from 'p-queue';
 import { registryPrefix } from '../registry/layout.ts';
-import { PAGE_SIZE, type Shard } from './model.ts';
+import { compareKeys, PAGE_SIZE, type Shard } from './model.ts';
 
 export interface PlanOptions {
   /** Objects a shard should hold at most (an estimate for registry shards). */
   readonly targetObjectsPerShard?: number;
+  /** Generic buckets: how many levels of `/` prefixes delimiter listings discover (default 2). */
+  readonly discoveryDepth?: number;
+  /** Generic buckets: LIST requests in flight while planning (default 16). */
+  readonly listConcurrency?: number;
 }
 
 export interface Plan {
@@ -204,11 +210,78 @@ export async function planRegistry(
   };
 }
 
+/** A contiguous run of keys from `start` on, with how many keys it holds. */
+interface Segment {
+  readonly start: string;
+  readonly count: number;
+}
+
 /**
- * Plans any bucket below `prefix`: one flat walk of the keys, cut into
- * contiguous ranges of at most `targetObjectsPerShard` keys, so no shard is
- * unbounded and no key falls between two shards. Planning costs one LIST per
- * 1,000 keys; the walk also yields the exact object count.
+ * Walks every key below `prefix` and cuts it into segments of at most
+ * `target` keys: the key-range (StartAfter) split of a large prefix.
+ */
+async function walk(list: Lister, prefix: string, target: number): Promise<Segment[]> {
+  const segments: Array<{ start: string; count: number }> = [];
+  let token: string | undefined;
+  do {
+    const page = await list.page(prefix, token === undefined ? {} : { token });
+    for (const key of page.keys) {
+      const open = segments.at(-1);
+      if (open === undefined || open.count === target) segments.push({ start: key, count: 1 });
+      else open.count++;
+    }
+    token = page.next;
+  } while (token !== undefined);
+  return segments;
+}
+
+/**
+ * The segments below `prefix`: a delimiter listing finds its direct keys and
+ * sub-prefixes; sub-prefixes are discovered the same way down to `depth`
+ * more levels, then walked and cut (one LIST for a prefix of up to 1,000
+ * keys). Sub-prefixes are listed in parallel.
+ */
+async function discover(
+  list: Lister,
+  prefix: string,
+  depth: number,
+  target: number,
+  limit: PQueue,
+): Promise<Segment[]> {
+  const entries: Array<{ at: string; segments: Promise<Segment[]> }> = [];
+  let token: string | undefined;
+  const seen = new Set<string>();
+  do {
+    const page = await limit.add(() =>
+      list.page(prefix, { delimiter: '/', ...(token === undefined ? {} : { token }) }),
+    );
+    for (const key of page.keys)
+      entries.push({ at: key, segments: Promise.resolve([{ start: key, count: 1 }]) });
+    for (const child of page.prefixes) {
+      // Some servers repeat a common prefix across pages.
+      if (seen.has(child)) continue;
+      seen.add(child);
+      entries.push({
+        at: child,
+        segments:
+          depth > 1
+            ? discover(list, child, depth - 1, target, limit)
+            : limit.add(() => walk(list, child, target)),
+      });
+    }
+    token = page.next;
+  } while (token !== undefined);
+  entries.sort((a, b) => compareKeys(a.at, b.at));
+  const resolved = await Promise.all(entries.map((entry) => entry.segments));
+  return resolved.flat().filter((segment) => segment.count > 0);
+}
+
+/**
+ * Plans any bucket below `prefix`: prefixes are discovered by delimiter
+ * listings to a bounded depth (listed in parallel), large ones are split by
+ * key range, and the pieces, in key order, are packed into contiguous shards
+ * of at most `targetObjectsPerShard` keys, so no shard is unbounded and no key
+ * falls between two shards. The counts are exact: every key was listed once.
  */
 export async function planGeneric(
   client: S3Client,
@@ -218,33 +291,34 @@ export async function planGeneric(
 ): Promise<Plan> {
   const target = options.targetObjectsPerShard ?? DEFAULT_TARGET;
   const list = lister(client, bucket);
-  const starts: Array<string | undefined> = [undefined];
-  let count = 0;
-  let total = 0;
-  let token: string | undefined;
-  do {
-    const page = await list.page(prefix, token === undefined ? {} : { token });
-    for (const key of page.keys) {
-      if (count === target) {
-        starts.push(key);
-        count = 0;
-      }
-      count++;
-      total++;
-    }
-    token = page.next;
-  } while (token !== undefined);
-  const shards: Shard[] = starts.map((startAt, index) => {
-    const endBefore = starts[index + 1];
-    const isLast = index === starts.length - 1;
+  const limit = new PQueue({ concurrency: options.listConcurrency ?? 16 });
+  const segments = await discover(list, prefix, options.discoveryDepth ?? 2, target, limit);
+  const shards: Array<{ startAt?: string; count: number }> = [];
+  for (const segment of segments) {
+    const open = shards.at(-1);
+    if (open !== undefined && open.count + segment.count <= target) open.count += segment.count;
+    else
+      shards.push({
+        ...(shards.length === 0 ? {} : { startAt: segment.start }),
+        count: segment.count,
+      });
+  }
+  if (shards.length === 0) shards.push({ count: 0 });
+  const dataShards: Shard[] = shards.map((shard, index) => {
+    const endBefore = shards[index + 1]?.startAt;
     return {
       id: `objects-${String(index).padStart(5, '0')}`,
       kind: 'objects',
       prefix,
-      ...(startAt === undefined ? {} : { startAt }),
+      ...(shard.startAt === undefined ? {} : { startAt: shard.startAt }),
       ...(endBefore === undefined ? {} : { endBefore }),
-      estimatedObjects: isLast ? count : target,
+      estimatedObjects: shard.count,
     };
   });
-  return { linkShards: [], dataShards: shards, requests: list.requests, estimatedObjects: total };
+  return {
+    linkShards: [],
+    dataShards,
+    requests: list.requests,
+    estimatedObjects: shards.reduce((sum, shard) => sum + shard.count, 0),
+  };
 }
