@@ -281,7 +281,13 @@ export async function handleShardMessage(
   return result.totals;
 }
 
-/** Everything the workers of a run wrote: records, failures and skipped uploads. */
+/**
+ * Everything the workers of a run wrote: records, failures and skipped
+ * uploads, one per source key. SQS may deliver a continuation twice and the
+ * two chains may cut their pages at different places, so their record files
+ * can overlap: the later file's word on a key stands, and a key that failed
+ * in any chain stays failed.
+ */
 export async function collectRunRecords(
   deps: WorkflowDeps,
   runId: string,
@@ -289,18 +295,23 @@ export async function collectRunRecords(
   const root = rootOf(deps.vault);
   const prefix = `${vaultKeys.run(root, runId)}records/`;
   const files = await listKeys(deps.vault, prefix);
-  const records: InventoryRecord[] = [];
-  const failures: Failure[] = [];
+  const records = new Map<string, InventoryRecord>();
+  const failures = new Map<string, Failure>();
   const uploads = new Set<string>();
   for (const file of files) {
     const bytes = await getBytes(deps.vault, file.key);
     if (bytes === undefined) continue;
     for (const line of await gunzipLines(bytes)) {
       const parsed = recordLineSchema.parse(line);
-      if ('r' in parsed) records.push(parsed.r);
-      else if ('f' in parsed) failures.push(parsed.f);
+      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
+      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
       else uploads.add(parsed.u);
     }
   }
-  return { records, failures, uploadIds: [...uploads].sort() };
+  for (const key of failures.keys()) records.delete(key);
+  return {
+    records: [...records.values()],
+    failures: [...failures.values()],
+    uploadIds: [...uploads].sort(),
+  };
 }
