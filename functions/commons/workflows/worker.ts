@@ -7,8 +7,9 @@
  * small. When the shard ends the waiting Map iteration gets its result.
  *
  * Redelivery is safe: each continuation writes the same record file for its
- * sequence number, and a message for a shard that has already finished only
- * repeats the success call.
+ * sequence number, a duplicated continuation whose chain cuts its pages
+ * elsewhere only repeats records that are collected once per key, and a
+ * message for a shard that has already finished only repeats the success call.
  */
 import { z } from 'zod';
 import { createCopyContext } from '../copy/engine.ts';
