@@ -389,6 +389,18 @@ describe('verifying a registry against what it should serve', () => {
         /sha256|digest/,
       );
       expect(report.problems.join('\n')).toContain(`${first.name}:v1.1`);
+      const tagsOf = (name: string) =>
+        Object.keys(images.repositories.find((r) => r.name === name)?.tags ?? {}).length;
+      expect(report.repositories.find((r) => r.name === first.name)).toEqual({
+        name: first.name,
+        tags: tagsOf(first.name),
+        matched: tagsOf(first.name) - 1,
+        missing: 1,
+        mismatched: 0,
+      });
+      expect(report.repositories.map((r) => r.name)).toEqual(
+        images.repositories.map((r) => r.name),
+      );
     } finally {
       await damaged.stop();
     }

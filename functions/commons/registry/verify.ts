@@ -43,6 +43,14 @@ export interface VerifyReport {
     readonly missing: Array<{ repository: string; tag: string }>;
     readonly unexpected: Array<{ repository: string; tag: string }>;
   };
+  /** Per repository of the snapshot: its tags, and how many the registry serves as recorded. */
+  readonly repositories: Array<{
+    name: string;
+    tags: number;
+    matched: number;
+    missing: number;
+    mismatched: number;
+  }>;
   readonly manifests: {
     readonly checked: number;
     readonly matched: number;
@@ -194,6 +202,13 @@ export async function verifyRegistry(
       return found;
     }),
   );
+  const repositories = expected.repositories.map((repository, index) => ({
+    name: repository.name,
+    tags: Object.keys(repository.tags).length,
+    matched: checked[index]?.present.length ?? 0,
+    missing: checked[index]?.missing.length ?? 0,
+    mismatched: checked[index]?.mismatched.length ?? 0,
+  }));
   for (const found of checked) {
     problems.push(...found.problems);
     missingTags.push(...found.missing);
@@ -249,6 +264,7 @@ export async function verifyRegistry(
       unexpected: unexpectedRepos,
     },
     tags: { checked: tagsChecked, missing: missingTags, unexpected: unexpectedTags },
+    repositories,
     manifests: { checked: manifestsChecked, matched: present.length, mismatched },
     pulls,
     ...(push === undefined ? {} : { push }),
