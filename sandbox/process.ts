@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { pathToFileURL } from 'node:url';
@@ -84,11 +85,33 @@ export interface SpawnOptions {
 
 const live = new Set<ManagedProcess>();
 
+/**
+ * util-linux's setpriv (in every Debian) sets the kernel's parent-death
+ * signal and then execs the command, so a service whose test process
+ * crashes or is killed is sent SIGTERM instead of living on as an orphan.
+ */
+const SETPRIV = '/usr/bin/setpriv';
+const dieWithParent = existsSync(SETPRIV);
+
+/** True while a process with this pid exists (a zombie counts as gone). */
+export function processExists(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== undefined && state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
 /** Spawns a long-running child with stdout and stderr captured into one log. */
 export function spawnManaged(options: SpawnOptions): ManagedProcess {
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
   for (const key of options.unsetEnv ?? []) delete env[key];
-  const child = spawn(options.command, [...options.args], {
+  const [command, args] = dieWithParent
+    ? [SETPRIV, ['--pdeathsig', 'TERM', '--', options.command, ...options.args]]
+    : [options.command, [...options.args]];
+  const child = spawn(command, args, {
     env,
     cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
