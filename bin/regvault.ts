@@ -70,6 +70,10 @@ export const settingsSchema = z
     vaultRegion: z.string().min(1, 'the vault bucket region, e.g. us-east-1'),
     vaultEndpoint: endpoint.optional(),
     vaultPrefix: z.string().default(''),
+    /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
+    vaultContentMd5: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(false),
     kubeconfig: z.string().optional(),
     context: z.string().optional(),
     moduleInfo: z.string().optional(),
@@ -87,6 +91,7 @@ const ENV: Record<string, keyof Settings> = {
   REGVAULT_VAULT_REGION: 'vaultRegion',
   REGVAULT_VAULT_ENDPOINT: 'vaultEndpoint',
   REGVAULT_VAULT_PREFIX: 'vaultPrefix',
+  REGVAULT_VAULT_CONTENT_MD5: 'vaultContentMd5',
   REGVAULT_REGISTRY_URL: 'registryUrl',
   REGVAULT_REGISTRY_USERNAME: 'registryUsername',
   REGVAULT_REGISTRY_PASSWORD: 'registryPassword',
@@ -238,6 +243,7 @@ function vaultLocation(settings: Settings): Location {
     prefix: settings.vaultPrefix,
     forcePathStyle: settings.vaultEndpoint !== undefined,
     access: 'vault',
+    ...(settings.vaultContentMd5 ? { contentMd5: true } : {}),
   };
 }
 
@@ -377,6 +383,10 @@ function commandWithSettings(program: Command, name: string, description: string
     .option('--vault-region <region>', 'its region (REGVAULT_VAULT_REGION)')
     .option('--vault-endpoint <url>', 'S3-compatible endpoint of the vault; omit for AWS')
     .option('--vault-prefix <prefix>', 'key prefix of the vault in the bucket')
+    .option(
+      '--vault-content-md5',
+      'send Content-MD5 with vault uploads (a bucket with Object Lock default retention needs it)',
+    )
     .option('--kubeconfig <file>', 'kubeconfig of the registry cluster (KUBECONFIG)')
     .option('--context <name>', 'kubeconfig context')
     .option('--module-info <name>', 'the registry ModuleInfo, when the label finds several')

@@ -353,6 +353,11 @@ export class RegvaultStack extends Stack {
     const environment: Record<string, string> = {
       VAULT_BUCKET: this.vaultBucket.bucketName,
       VAULT_PREFIX: settings.vaultPrefix,
+      // Object Lock default retention refuses uploads without Content-MD5; an
+      // existing bucket may have it, so it gets the header too.
+      VAULT_CONTENT_MD5: String(
+        settings.objectLockMode !== undefined || settings.vaultBucketName !== undefined,
+      ),
       PROFILE_SETTINGS: JSON.stringify(settings.profileSettings),
       COPY_QUEUE_URL: this.copyQueue.queueUrl,
       COPY_CONCURRENCY: String(settings.copyConcurrency),

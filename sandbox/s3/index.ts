@@ -49,6 +49,11 @@ export interface S3ServerOptions {
   readonly region?: string;
   /** Compute SHA-256 checksums for copies that ask for them, as AWS S3 does (off: fauxqs computes none). */
   readonly computeChecksums?: boolean;
+  /**
+   * Buckets that behave as if they had an S3 Object Lock default retention:
+   * PutObject and UploadPart without Content-MD5 are refused, as AWS refuses them.
+   */
+  readonly objectLockBuckets?: readonly string[];
 }
 
 export interface S3ServerHandle {
@@ -83,6 +88,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       REGVAULT_S3_PORT: String(port),
       REGVAULT_S3_REGION: region,
       REGVAULT_S3_CHECKSUMS: options.computeChecksums === true ? '1' : '0',
+      REGVAULT_S3_OBJECT_LOCK_BUCKETS: (options.objectLockBuckets ?? []).join(','),
     },
   });
   await waitFor(`S3 server ${child.name}`, async () => child.logs.text().includes('"ready":true'), {

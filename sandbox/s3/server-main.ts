@@ -27,6 +27,10 @@ const port = Number(process.env['REGVAULT_S3_PORT'] ?? '0');
 const region = process.env['REGVAULT_S3_REGION'] ?? 'us-east-1';
 /** Compute SHA-256 for copies that ask for it, as AWS S3 does (fauxqs alone does not). */
 const computeChecksums = process.env['REGVAULT_S3_CHECKSUMS'] === '1';
+/** Buckets that refuse uploads without Content-MD5, as AWS does with Object Lock default retention. */
+const objectLockBuckets = new Set(
+  (process.env['REGVAULT_S3_OBJECT_LOCK_BUCKETS'] ?? '').split(',').filter((name) => name !== ''),
+);
 
 // fauxqs exports only `buildApp`; its store classes are loaded from the same
 // package directory so this process can read multipart uploads in flight.
@@ -49,6 +53,27 @@ const stores = {
   sqsStore: new (SqsStore as StoreClass)(),
   snsStore: new (SnsStore as StoreClass)(),
 };
+
+/** Why an upload into an Object Lock bucket is refused, or undefined when it may go on. */
+function objectLockRefusal(
+  header: string | string[] | undefined,
+  body: unknown,
+): { code: string; message: string } | undefined {
+  if (typeof header !== 'string' || header === '') {
+    return {
+      code: 'InvalidRequest',
+      message:
+        'Content-MD5 HTTP header is required for Put Object requests with Object Lock parameters',
+    };
+  }
+  const bytes = Buffer.isBuffer(body) ? body : Buffer.alloc(0);
+  return createHash('md5').update(bytes).digest('base64') === header
+    ? undefined
+    : {
+        code: 'BadDigest',
+        message: 'The Content-MD5 you specified did not match what we received.',
+      };
+}
 
 const ledger = new RequestLedger();
 const app = buildApp({
@@ -107,6 +132,16 @@ app.addHook('preHandler', async (request, reply) => {
       code: 'NoSuchBucket',
       message: 'The specified bucket does not exist.',
     });
+  }
+  if ((operation === 'PutObject' || operation === 'UploadPart') && objectLockBuckets.has(bucket)) {
+    const refusal = objectLockRefusal(request.headers['content-md5'], request.body);
+    if (refusal !== undefined) {
+      send
+        .status(400)
+        .header('content-type', 'application/xml')
+        .send(errorXml(refusal.code, refusal.message));
+      return reply;
+    }
   }
   if (operation === 'CompleteMultipartUpload') {
     (request as SandboxRequest).body = decodeNumericQuotes(request.body);

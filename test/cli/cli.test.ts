@@ -45,9 +45,9 @@ const jsonLines = (text: string) =>
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 
 beforeAll(async () => {
-  s3 = await startS3Server({ name: 's3-cli' });
+  s3 = await startS3Server({ name: 's3-cli', objectLockBuckets: ['cli-vault-locked'] });
   client = clientFor(s3);
-  for (const bucket of ['cli-registry', 'cli-vault', 'cli-restored'])
+  for (const bucket of ['cli-registry', 'cli-vault', 'cli-restored', 'cli-vault-locked'])
     await createBucket(client, bucket);
   cluster = await startFakeCluster({ tls: true });
   await cluster.seedAcpRegistry({
@@ -303,6 +303,20 @@ describe('the regvault CLI on the sandbox', () => {
       }
     },
   );
+
+  it('backs up into a vault with Object Lock retention only with --vault-content-md5', async () => {
+    // Prepare
+    const locked = { REGVAULT_VAULT_BUCKET: 'cli-vault-locked' };
+    const plain = ['backup', '--source-bucket', 'cli-registry', '--source-endpoint', s3.endpoint];
+    // Act
+    const refused = await regvault([...plain, '--json'], locked);
+    const accepted = await regvault([...plain, '--vault-content-md5', '--json'], locked);
+    // Assess
+    expect(refused.code).toBe(1);
+    expect(JSON.stringify(jsonLines(refused.stdout).at(-1))).toContain('Content-MD5');
+    expect(accepted.code).toBe(0);
+    expect(jsonLines(accepted.stdout).at(-1)).toMatchObject({ event: 'result', ok: true });
+  });
 
   it('exits 3 when a restore finishes with objects it could not copy', async () => {
     // Prepare: a snapshot in its own vault, then one of its blobs lost from the vault

@@ -359,6 +359,17 @@ describe('the functions', () => {
     },
   );
 
+  it('leaves Content-MD5 off for a new vault bucket without Object Lock', () => {
+    // Act
+    const environments = Object.values(resourcesOf(defaults.template, 'AWS::Lambda::Function')).map(
+      (fn) => (fn.Properties['Environment'] as { Variables: Record<string, unknown> }).Variables,
+    );
+    // Assess
+    expect(new Set(environments.map((variables) => variables['VAULT_CONTENT_MD5']))).toEqual(
+      new Set(['false']),
+    );
+  });
+
   it('gives every function the runtime environment the shared runtime parses', () => {
     // Prepare
     const { template } = full;
@@ -373,6 +384,8 @@ describe('the functions', () => {
     for (const variables of environments) {
       expect(variables).toMatchObject({
         VAULT_PREFIX: 'regvault/',
+        // The full context turns Object Lock on: vault uploads carry Content-MD5.
+        VAULT_CONTENT_MD5: 'true',
         PROFILE_SETTINGS: '{"namespace":"cpaas-system"}',
         REGISTRY_URL: FULL_CONTEXT.registryUrl,
         COPY_CONCURRENCY: '64',

@@ -41,6 +41,8 @@ export const SERVICE = 'regvault';
 export const runtimeConfigSchema = z.object({
   VAULT_BUCKET: z.string().min(3),
   VAULT_PREFIX: z.string().default(''),
+  /** 'true' when vault uploads must carry Content-MD5 (Object Lock default retention). */
+  VAULT_CONTENT_MD5: z.enum(['true', 'false']).default('false'),
   AWS_REGION: z.string().min(1),
   /** Secrets Manager ARN of the kubeconfig that reaches the registry's cluster. */
   KUBECONFIG_SECRET_ARN: z.string().optional(),
@@ -90,6 +92,7 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
     region: config.AWS_REGION,
     bucket: config.VAULT_BUCKET,
     prefix: config.VAULT_PREFIX,
+    contentMd5: config.VAULT_CONTENT_MD5 === 'true',
     forcePathStyle: false,
     access: Access.Vault,
   };

@@ -103,6 +103,7 @@ export function createCopyContext(options: CopyJobOptions): CopyContext {
     target: {
       client: options.target.client,
       bucket: options.target.location.bucket,
+      ...(options.target.location.contentMd5 === true ? { contentMd5: true } : {}),
       ...((options.fastCopy ?? true)
         ? {
             fast: fastCopierFor(

@@ -27,6 +27,11 @@ export const locationSchema = z.object({
    * server-side. It is a reference, never a secret.
    */
   access: z.string().default('default'),
+  /**
+   * Send Content-MD5 with every upload: a bucket with an S3 Object Lock
+   * default retention refuses PutObject and UploadPart without it.
+   */
+  contentMd5: z.boolean().optional(),
 });
 /** One S3 location: where, not who (credentials are resolved by the caller from `access`). */
 export type Location = z.infer<typeof locationSchema>;

@@ -20,7 +20,7 @@ import {
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
-import type { FastCopier } from '../s3/fast-copy.ts';
+import { type FastCopier, md5Base64 } from '../s3/fast-copy.ts';
 import { cleanEtag, type ListedObject } from './model.ts';
 
 /** How objects move from source to target. */
@@ -117,6 +117,8 @@ export interface TransferContext {
     readonly bucket: string;
     /** CopyObject and PutObject outside the SDK pipeline (same endpoint, credentials and retries; far less CPU). */
     readonly fast?: FastCopier;
+    /** Uploads carry Content-MD5 (the target has Object Lock default retention). */
+    readonly contentMd5?: boolean;
   };
   readonly settings: TransferSettings;
   readonly budget: ByteBudget;
@@ -370,6 +372,7 @@ async function streamWhole(
         key: targetKey,
         body,
         contentType,
+        contentMd5: ctx.target.contentMd5 === true,
       });
       return {
         targetEtag: cleanEtag(put.etag),
@@ -387,6 +390,7 @@ async function streamWhole(
         Body: body,
         ContentLength: body.byteLength,
         ...(contentType === undefined ? {} : { ContentType: contentType }),
+        ...(ctx.target.contentMd5 === true ? { ContentMD5: md5Base64(body) } : {}),
       }),
     );
     return {
@@ -460,6 +464,7 @@ async function streamInParts(
                     PartNumber: partNumber,
                     Body: body,
                     ContentLength: bytes,
+                    ...(ctx.target.contentMd5 === true ? { ContentMD5: md5Base64(body) } : {}),
                   }),
                 )
               ).ETag ?? '')
@@ -470,6 +475,7 @@ async function streamInParts(
                   body,
                   uploadId,
                   partNumber,
+                  contentMd5: ctx.target.contentMd5 === true,
                 })
               ).etag;
         await hashInOrder(partNumber, body);

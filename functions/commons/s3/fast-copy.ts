@@ -106,9 +106,15 @@ export interface FastCopier {
     /** With both, an UploadPart of that multipart upload. */
     uploadId?: string;
     partNumber?: number;
+    /** Send Content-MD5 (buckets with Object Lock default retention need it). */
+    contentMd5?: boolean;
   }): Promise<{ etag: string }>;
   destroy(): void;
 }
+
+/** The Content-MD5 header value of a body. */
+export const md5Base64 = (body: Uint8Array): string =>
+  createHash('md5').update(body).digest('base64');
 
 /** RFC 3986 encoding, as S3's canonical requests want it. */
 const encode = (text: string) =>
@@ -364,7 +370,10 @@ export function createFastCopier(
           input.uploadId === undefined || input.partNumber === undefined
             ? {}
             : { partNumber: String(input.partNumber), uploadId: input.uploadId },
-        headers: input.contentType === undefined ? {} : { 'content-type': input.contentType },
+        headers: {
+          ...(input.contentType === undefined ? {} : { 'content-type': input.contentType }),
+          ...(input.contentMd5 === true ? { 'content-md5': md5Base64(input.body) } : {}),
+        },
         body: input.body,
       });
       return { etag: etag ?? '' };

@@ -16,6 +16,7 @@ import type { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
 import { VaultError } from '../errors.ts';
+import { md5Base64 } from '../s3/fast-copy.ts';
 import { type SnapshotManifest, snapshotManifestSchema, vaultKeys, vaultRoot } from './format.ts';
 
 const gzipAsync = promisify(gzip);
@@ -48,6 +49,8 @@ export async function putBytes(
       Body: body,
       ContentType: contentType,
       ContentLength: body.byteLength,
+      // A vault with Object Lock default retention refuses uploads without it.
+      ...(vault.location.contentMd5 === true ? { ContentMD5: md5Base64(body) } : {}),
     }),
   );
 }
