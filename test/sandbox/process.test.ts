@@ -45,7 +45,7 @@ describe('sandbox processes', () => {
       [
         `import { spawnManaged } from ${JSON.stringify(processModule)};`,
         "const service = spawnManaged({ name: 'orphan-candidate', command: 'sleep', args: ['300'] });",
-        'process.stdout.write(`${service.child.pid}\\n`);',
+        "process.stdout.write(String(service.child.pid) + '\\n');",
         'setInterval(() => undefined, 1_000);',
       ].join('\n'),
     );
