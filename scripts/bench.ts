@@ -359,6 +359,8 @@ interface BenchResults {
   streamRcloneSeconds: number;
   streamRcloneRatio: number;
   streamPeakRssMiB: number;
+  streamRounds: number[];
+  streamRcloneRounds: number[];
   streamBigMiB: number;
   fullPeakRssMiB: number;
 }
@@ -573,22 +575,34 @@ async function main(): Promise<void> {
         'big/one-large-object',
         options.bigMib * 1024 ** 2,
       );
-    await client.send(new CreateBucketCommand({ Bucket: 'stream-rv' }));
-    const stream = await regvaultCopy(remote, server, {
-      source: location(remote, 'stream-src', 'remote'),
-      target: location(server, 'stream-rv'),
-      layout: 'generic',
-      targetCheck: 'empty',
-      concurrency: C,
-    });
-    await dropBucket(client, 'stream-rv');
-    await client.send(new CreateBucketCommand({ Bucket: 'stream-rclone' }));
-    const streamRclone = await rcloneSync(remote, server, 'stream-src', 'stream-rclone', C);
-    await dropBucket(client, 'stream-rclone');
-    log(
-      options,
-      `(h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${streamRclone.toFixed(2)} s`,
-    );
+    // Both peers are bound by the receiving server's CPU here, so one run each
+    // would compare noise: they alternate for `rounds` rounds and the medians count.
+    const streamRuns: number[] = [];
+    const streamRcloneRuns: number[] = [];
+    let streamPeakRssMiB = 0;
+    for (let round = 1; round <= options.rounds; round += 1) {
+      await client.send(new CreateBucketCommand({ Bucket: 'stream-rv' }));
+      const stream = await regvaultCopy(remote, server, {
+        source: location(remote, 'stream-src', 'remote'),
+        target: location(server, 'stream-rv'),
+        layout: 'generic',
+        targetCheck: 'empty',
+        concurrency: C,
+      });
+      await dropBucket(client, 'stream-rv');
+      await client.send(new CreateBucketCommand({ Bucket: 'stream-rclone' }));
+      const rcloneSeconds = await rcloneSync(remote, server, 'stream-src', 'stream-rclone', C);
+      await dropBucket(client, 'stream-rclone');
+      streamRuns.push(stream.seconds);
+      streamRcloneRuns.push(rcloneSeconds);
+      streamPeakRssMiB = Math.max(streamPeakRssMiB, stream.maxRssMiB);
+      log(
+        options,
+        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s`,
+      );
+    }
+    const streamSeconds = median(streamRuns);
+    const streamRclone = median(streamRcloneRuns);
 
     const results: BenchResults = {
       date: new Date().toISOString().slice(0, 10),
@@ -615,10 +629,12 @@ async function main(): Promise<void> {
       mismatchedAfterIncremental: mismatched,
       requestsPerObjectUnchanged: total(unchangedRequests) / sourceNow.length,
       unchangedNonListRequests: unchangedNonList,
-      streamSeconds: stream.seconds,
+      streamSeconds,
       streamRcloneSeconds: streamRclone,
-      streamRcloneRatio: stream.seconds / streamRclone,
-      streamPeakRssMiB: stream.maxRssMiB,
+      streamRcloneRatio: streamSeconds / streamRclone,
+      streamPeakRssMiB,
+      streamRounds: streamRuns,
+      streamRcloneRounds: streamRcloneRuns,
       streamBigMiB: options.bigMib,
       fullPeakRssMiB: full.maxRssMiB,
     };
@@ -649,7 +665,7 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
   const f = (v: unknown, digits = 3) => (typeof v === 'number' ? v.toFixed(digits) : String(v));
   const previous = await readFile(path, 'utf8').catch(() => '');
   const marker = '<!-- runs below: newest first -->';
-  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared (runs from 2026-12-01 on; earlier runs are single rounds). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
+  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
   const entry = [
     `## ${r.date}: ${r.objects} objects, concurrency ${r.concurrency}`,
     '',
@@ -663,7 +679,7 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
     `| (e) regvault, 1% changed | ${f(r.incrementalSeconds, 2)} | found ${r.changedFound} of ${r.changedExpected} changed |`,
     `| (f) rclone, 1% changed | ${f(r.rcloneIncrementalSeconds, 2)} | regvault/rclone ${f(r.incrementalRcloneRatio)} |`,
     `| (g) regvault, nothing changed | - | ${f(r.requestsPerObjectUnchanged, 4)} requests/object, ${r.unchangedNonListRequests} not LIST |`,
-    `| (h) stream across endpoints (${r.streamBigMiB} MiB object) | ${f(r.streamSeconds, 2)} | regvault/rclone ${f(r.streamRcloneRatio)}, peak RSS ${f(r.streamPeakRssMiB, 0)} MiB |`,
+    `| (h) stream across endpoints (${r.streamBigMiB} MiB object) | ${f(r.streamSeconds, 2)} | regvault/rclone ${f(r.streamRcloneRatio)}, peak RSS ${f(r.streamPeakRssMiB, 0)} MiB (rounds: regvault ${r.streamRounds.map((v) => f(v, 2)).join(', ')}; rclone ${r.streamRcloneRounds.map((v) => f(v, 2)).join(', ')}) |`,
     '',
     `Full copy: ${f(r.requestsPerObjectFull, 4)} S3 requests per object (${JSON.stringify(r.requestsFull)}).`,
     '',
