@@ -104,13 +104,23 @@ async function main(): Promise<void> {
           targetObjectsPerShard: LOCAL_SHARD_OBJECTS,
         });
   const out = job.writeInventory === undefined ? undefined : createWriteStream(job.writeInventory);
+  const pending: string[] = [];
   const outcome = await runPlan(ctx, plan, {
     shardConcurrency: job.shardConcurrency,
     ...(out === undefined
       ? {}
-      : { onRecord: (r: InventoryRecord) => out.write(`${JSON.stringify(r)}\n`) }),
+      : {
+          // One write per 1,000 records, as a worker writes one record file per page.
+          onRecord: (r: InventoryRecord) => {
+            pending.push(JSON.stringify(r));
+            if (pending.length === 1_000) out.write(`${pending.splice(0).join('\n')}\n`);
+          },
+        }),
   });
-  if (out !== undefined) await new Promise<void>((resolve) => out.end(resolve));
+  if (out !== undefined) {
+    if (pending.length > 0) out.write(`${pending.splice(0).join('\n')}\n`);
+    await new Promise<void>((resolve) => out.end(resolve));
+  }
   const seconds = (performance.now() - started) / 1000;
   process.stdout.write(
     `${JSON.stringify({
