@@ -4,7 +4,7 @@
  * patched to B through @kubernetes/client-node, and both images pulled back
  * with skopeo from the registry the controller rolled onto B.
  */
-import { CopyObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   CustomObjectsApi,
@@ -15,7 +15,7 @@ import {
 import { OciLayout, pullImage, pushImage } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket } from '../support/s3.ts';
+import { clientFor, createBucket, listAll } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
@@ -41,21 +41,8 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-async function keysOf(bucket: string): Promise<string[]> {
-  const keys: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await client.send(
-      new ListObjectsV2Command({
-        Bucket: bucket,
-        ...(token === undefined ? {} : { ContinuationToken: token }),
-      }),
-    );
-    keys.push(...(page.Contents ?? []).map((c) => c.Key ?? ''));
-    token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
-  } while (token !== undefined);
-  return keys;
-}
+/** Every key of a bucket, through the plain SDK's paged listing. */
+const keysOf = async (bucket: string) => [...(await listAll(client, bucket)).keys()];
 
 async function getJson(url: string): Promise<unknown> {
   const response = await fetch(url);

@@ -7,7 +7,7 @@ import { gzipLines, putBytes, rootOf } from '../../functions/commons/vault/store
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { collectRunRecords } from '../../functions/commons/workflows/worker.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket } from '../support/s3.ts';
+import { clientFor, createBucket, locationOn } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
@@ -18,17 +18,7 @@ beforeAll(async () => {
   client = clientFor(s3);
   await createBucket(client, 'vault');
   deps = createLocalDeps({
-    vault: {
-      location: {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        bucket: 'vault',
-        prefix: '',
-        forcePathStyle: true,
-        access: 'vault',
-      },
-      credentials: s3.credentials,
-    },
+    vault: { location: locationOn(s3, 'vault', '', 'vault'), credentials: s3.credentials },
   });
 });
 

@@ -239,7 +239,9 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     // Assess
     expect(result.status).toBe('SUCCEEDED');
     expect((result.output as { message?: string }).message).toMatch(
-      new RegExp(`^restored snapshot ${firstSnapshot} into s3://first-snapshot: \\d+ objects, \\d+ bytes$`),
+      new RegExp(
+        `^restored snapshot ${firstSnapshot} into s3://first-snapshot: \\d+ objects, \\d+ bytes$`,
+      ),
     );
     const registry = await startRegistry({
       storage: {
