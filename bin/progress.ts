@@ -9,6 +9,8 @@ import { emptyTotals, type Totals } from '../functions/commons/copy/model.ts';
 export interface Progress {
   update(totals: Totals): void;
   stop(totals: Totals): void;
+  /** The total, once it is known (a backup learns it from its plan); later updates show it. */
+  setTotal(total: ProgressTotal): void;
 }
 
 /** What the run will handle, when it is known before it starts. */
@@ -48,9 +50,13 @@ function bytesText(t: Totals, total: ProgressTotal | undefined): string {
     : `${mib(t.bytesListed)} of ${mib(total.bytes)}`;
 }
 
+/** Progress for one copy phase; the total may come with the options or later through `setTotal`. */
 export function createProgress(options: ProgressOptions): Progress {
-  const total =
-    options.total !== undefined && options.total.objects > 0 ? options.total : undefined;
+  let total: ProgressTotal | undefined;
+  const setTotal = (next: ProgressTotal | undefined) => {
+    total = next !== undefined && next.objects > 0 ? next : undefined;
+  };
+  setTotal(options.total);
   const started = Date.now();
   if (options.json) {
     const write = options.writeJson ?? ((line: string) => process.stdout.write(line));
@@ -75,32 +81,29 @@ export function createProgress(options: ProgressOptions): Progress {
       },
       // The result object that follows carries the final totals.
       stop() {},
+      setTotal,
     };
   }
-  // A bar needs a total; without one (a backup's workflow copy) plain lines report counts and rate.
-  if (process.stderr.isTTY && total !== undefined) {
-    const bar = new SingleBar({
-      format: `${options.label} [{bar}] {value}/{total} objects | {bytes} | {rate} obj/s | ETA {eta_formatted} | failed {failed}`,
-      stream: process.stderr,
-      hideCursor: true,
-    });
-    bar.start(total.objects, 0, { bytes: bytesText(emptyTotals(), total), rate: '0', failed: 0 });
-    const show = (t: Totals) => {
-      if (done(t) > bar.getTotal()) bar.setTotal(done(t));
-      bar.update(done(t), {
-        bytes: bytesText(t, total),
-        rate: pace(t, started, total).rate.toFixed(0),
-        failed: t.failed,
+  // A bar needs a total: it starts at the first update after the total is
+  // known; until then (and off a terminal) plain lines report counts and rate.
+  let bar: SingleBar | undefined;
+  const showBar = (t: Totals, known: ProgressTotal) => {
+    if (bar === undefined) {
+      bar = new SingleBar({
+        format: `${options.label} [{bar}] {value}/{total} objects | {bytes} | {rate} obj/s | ETA {eta_formatted} | failed {failed}`,
+        stream: process.stderr,
+        hideCursor: true,
       });
-    };
-    return {
-      update: show,
-      stop(t) {
-        show(t);
-        bar.stop();
-      },
-    };
-  }
+      bar.start(known.objects, 0, { bytes: bytesText(emptyTotals(), known), rate: '0', failed: 0 });
+    }
+    // A plan's count is an estimate: the bar grows rather than overflow.
+    if (done(t) > bar.getTotal()) bar.setTotal(done(t));
+    bar.update(done(t), {
+      bytes: bytesText(t, known),
+      rate: pace(t, started, known).rate.toFixed(0),
+      failed: t.failed,
+    });
+  };
   let last = 0;
   const line = (t: Totals) => {
     const { rate, etaSeconds } = pace(t, started, total);
@@ -110,11 +113,18 @@ export function createProgress(options: ProgressOptions): Progress {
   };
   return {
     update(t) {
-      if (Date.now() - last >= 5_000) {
+      if (process.stderr.isTTY && total !== undefined) showBar(t, total);
+      else if (Date.now() - last >= 5_000) {
         last = Date.now();
         line(t);
       }
     },
-    stop: line,
+    stop(t) {
+      if (bar !== undefined && total !== undefined) {
+        showBar(t, total);
+        bar.stop();
+      } else line(t);
+    },
+    setTotal,
   };
 }

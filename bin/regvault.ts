@@ -308,6 +308,13 @@ async function settingsOf(flags: Record<string, unknown>): Promise<Settings> {
   return settings;
 }
 
+/** The object count a backup's plan step estimated, when `output` is that step's result. */
+function planEstimateOf(state: string, output: unknown): number | undefined {
+  if (state !== 'PlanShards' || typeof output !== 'object' || output === null) return undefined;
+  const estimate: unknown = Reflect.get(output, 'estimatedObjects');
+  return typeof estimate === 'number' ? estimate : undefined;
+}
+
 /** Output: JSON lines with --json, plain lines otherwise. */
 function reporter(settings: Settings) {
   return {
@@ -442,12 +449,15 @@ export function buildProgram(): Command {
               }
             : {}),
         };
-        // No total: the plan (PlanShards) runs inside the workflow, and the
-        // local runner reports state names, not their outputs.
+        // The total comes from the plan (PlanShards), which runs inside the workflow.
         const progress = out.progress('backup copy');
         const result = await runBackupLocally(input, {
           deps,
           onState: (state) => out.event('state', `backup: ${state}`, { state }),
+          onStateDone: (state, output) => {
+            const planned = planEstimateOf(state, output);
+            if (planned !== undefined) progress.setTotal({ objects: planned });
+          },
           onCopyProgress: (totals) => progress.update(totals),
         });
         progress.stop(result.totals);

@@ -118,6 +118,10 @@ describe('the regvault CLI on the sandbox', () => {
     expect(
       backupLines.filter((line) => line['event'] === 'state').map((line) => line['state']),
     ).toContain('FinalizeSnapshot');
+    // The copy's progress knows its total once the plan has run.
+    const firstProgress = backupLines.find((line) => line['event'] === 'progress');
+    expect(firstProgress?.['phase']).toBe('backup copy');
+    expect(firstProgress?.['totalObjects']).toBeGreaterThan(0);
     expect(list.code).toBe(0);
     const listed = jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot');
     expect(listed).toHaveLength(1);

@@ -73,6 +73,8 @@ export interface LocalRunOptions {
   readonly workerBudgetMs?: number;
   /** Called with each state's name as it is entered, for progress. */
   readonly onState?: (name: string) => void;
+  /** Called with a task state's name and its result when it finishes (e.g. the plan's estimate). */
+  readonly onStateDone?: (name: string, output: unknown) => void;
   /** Called with the running copy totals after each copy message. */
   readonly onCopyProgress?: (totals: Totals) => void;
 }
@@ -298,7 +300,9 @@ async function run(
   for (const [state, fn] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
       options.onState?.(state);
-      return (await fn(stateInput)) as never;
+      const output = await fn(stateInput);
+      options.onStateDone?.(state, output);
+      return output as never;
     };
   }
   const execution = machine.run(input as never, {
