@@ -222,6 +222,47 @@ describe('discovering the registry from its ModuleInfo', () => {
     }
   });
 
+  it('retries a switch once with a fresh read when the ModuleInfo changed under it, keeping that change', async () => {
+    // Prepare: someone annotates the ModuleInfo between regvault's read and its
+    // patch (when it lists the pods), so the patch's resourceVersion is stale.
+    await resetCluster();
+    const store = cluster.server.store;
+    const list = store.list.bind(store);
+    let edits = 0;
+    store.list = ((kind, namespace, ...rest) => {
+      const found = list(kind, namespace, ...rest);
+      if (kind.resource === 'pods' && edits === 0) {
+        edits++;
+        const current = store.get(moduleInfos(), undefined, 'image-registry');
+        if (current !== undefined)
+          store.replace(moduleInfos(), {
+            ...current,
+            metadata: {
+              ...current.metadata,
+              annotations: { ...current.metadata.annotations, 'example.com/edited': 'yes' },
+            },
+          });
+      }
+      return found;
+    }) as typeof store.list;
+    // Act
+    let result: Awaited<ReturnType<ReturnType<typeof profile>['switchStorage']>>;
+    try {
+      result = await profile().switchStorage(storageOf('after-conflict'));
+    } finally {
+      store.list = list;
+    }
+    // Assess
+    expect(edits).toBe(1);
+    expect(result.changed).toBe(true);
+    const after = store.get(moduleInfos(), undefined, 'image-registry') as unknown as {
+      metadata: { annotations?: Record<string, string> };
+      spec: { config: { s3storage: { bucket: string } } };
+    };
+    expect(after.spec.config.s3storage.bucket).toBe('after-conflict');
+    expect(after.metadata.annotations?.['example.com/edited']).toBe('yes');
+  });
+
   it('reads the cluster from kubeconfig text, as the Lambdas get it from Secrets Manager', async () => {
     // Prepare
     await resetCluster();
