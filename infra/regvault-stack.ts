@@ -182,13 +182,14 @@ const FUNCTIONS = {
     vault: 'read',
     roleBuckets: 'list',
   },
+  // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json).
   switch: {
     description: 'Restore: point the registry storage at the restored bucket',
     timeout: Duration.minutes(2),
     memorySize: 1024,
     cluster: true,
     registryApi: false,
-    vault: 'none',
+    vault: 'write',
     roleBuckets: 'none',
   },
   // The ASL gives CheckRollout 120 s; the function must end before that.
@@ -211,13 +212,14 @@ const FUNCTIONS = {
     vault: 'read',
     roleBuckets: 'none',
   },
+  // Reads what the switch recorded, for a switch that failed after its patch applied.
   rollback: {
     description: 'Restore: roll the registry back when asked, wait for it, and say what failed',
     timeout: Duration.minutes(15),
     memorySize: 1024,
     cluster: true,
     registryApi: false,
-    vault: 'none',
+    vault: 'read',
     roleBuckets: 'none',
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).

@@ -125,6 +125,17 @@ export interface ForbidRule {
   readonly name?: string;
 }
 
+/**
+ * A lost answer: the next `count` requests matching verb and resource are
+ * carried out, then the connection is closed without a reply, as when a
+ * network drops the response to a write that the API server applied.
+ */
+export interface LostAnswerRule {
+  readonly verb: Verb;
+  readonly resource: string;
+  readonly count: number;
+}
+
 export interface RecordedRequest {
   readonly method: string;
   readonly path: string;
@@ -167,6 +178,8 @@ export interface KubeApiServer {
   clearRequests(): void;
   /** Replaces the RBAC denials; takes effect for the next request. */
   setForbidden(rules: readonly ForbidRule[]): void;
+  /** Applies the next matching requests but drops their answers (see LostAnswerRule). */
+  loseAnswers(rule: LostAnswerRule): void;
   /** Registers (or with `undefined` removes) where `pods/log` of a pod reads from. */
   setPodLogs(namespace: string, name: string, source: PodLogSource | undefined): void;
   stop(): Promise<void>;
@@ -301,6 +314,7 @@ export async function startKubeApiServer(
   const resources: ResourceDefinition[] = [...Object.values(BuiltIn), moduleInfo];
   const user = options.user ?? 'regvault';
   let forbidden: readonly ForbidRule[] = options.forbid ?? [];
+  const lostAnswers: Array<{ verb: Verb; resource: string; remaining: number }> = [];
   const recorded: RecordedRequest[] = [];
   const logSources = new Map<string, PodLogSource>();
   const watches = new Set<ServerResponse>();
@@ -605,6 +619,15 @@ export async function startKubeApiServer(
     }
     const accept = req.headers.accept;
     const reply = (code: number, value: KubeObject | KubeObject[]) => {
+      const lost = lostAnswers.find(
+        (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
+      );
+      if (lost !== undefined) {
+        // The write above is done; the client never hears of it.
+        lost.remaining--;
+        req.socket.destroy();
+        return;
+      }
       if (wantsTable(accept)) send(res, code, toTable(definition, value, store.resourceVersion()));
       else if (Array.isArray(value)) {
         send(res, code, {
@@ -711,6 +734,9 @@ export async function startKubeApiServer(
     clearRequests: () => void recorded.splice(0),
     setForbidden(rules) {
       forbidden = [...rules];
+    },
+    loseAnswers(rule) {
+      lostAnswers.push({ verb: rule.verb, resource: rule.resource, remaining: rule.count });
     },
     setPodLogs(namespace, name, source) {
       if (source === undefined) logSources.delete(`${namespace}/${name}`);

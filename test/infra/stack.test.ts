@@ -71,7 +71,7 @@ const ACCESS = {
   resolve: { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
   preflight: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'probe' },
   compare: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'list' },
-  switch: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  switch: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'none' },
   'rollout-status': {
     kubeconfig: true,
     registryLogin: false,
@@ -79,7 +79,7 @@ const ACCESS = {
     roleBuckets: 'none',
   },
   verify: { kubeconfig: false, registryLogin: true, vault: 'read', roleBuckets: 'none' },
-  rollback: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  rollback: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'none' },
   'copy-worker': { kubeconfig: true, registryLogin: false, vault: 'copy', roleBuckets: 'copy' },
   'dead-letter': { kubeconfig: false, registryLogin: false, vault: 'none', roleBuckets: 'none' },
   prune: { kubeconfig: false, registryLogin: false, vault: 'prune', roleBuckets: 'none' },

@@ -431,6 +431,35 @@ describe('failures', () => {
     expect(report.problems).toEqual([]);
   });
 
+  it('rolls back a switch whose patch applied but whose answer was lost', async () => {
+    // Prepare: the API server applies the next ModuleInfo patch, then drops the connection.
+    await createBucket(client, 'answer-lost');
+    cluster.server.loseAnswers({ verb: 'patch', resource: 'moduleinfos', count: 1 });
+    // Act
+    const result = await runRestoreLocally(
+      {
+        target: {
+          bucket: 'answer-lost',
+          endpoint: s3.endpoint,
+          region: s3.region,
+          secretName: 'registry-s3-secret',
+        },
+        rolloutTimeoutSeconds: 30,
+      },
+      { deps, waitMs: 250 },
+    );
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toMatch(
+      /rolled back: the registry serves s3:\/\/registry-bucket-restored again/,
+    );
+    expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
+    const report = await verifyRegistry(new RegistryClient(cluster.registryUrl), images, {
+      sample: 1,
+    });
+    expect(report.problems).toEqual([]);
+  });
+
   it('rejects bad restore input, naming every field, and writes nothing', async () => {
     // Prepare
     const before = await listAll(client, 'vault');

@@ -21,6 +21,7 @@ import { catalogSchema, SNAPSHOT_ID, vaultKeys } from '../vault/format.ts';
 import {
   getJson,
   listKeys,
+  putJson,
   readInventory,
   resolveSnapshot,
   rootOf,
@@ -244,6 +245,29 @@ export interface SwitchOutput {
   readonly deadline: string;
 }
 
+const registryBeforeSchema = z.object({
+  storage: z.object({
+    bucket: z.string(),
+    regionEndpoint: z.string(),
+    region: z.string(),
+    secretName: z.string(),
+    rootDirectory: z.string(),
+  }),
+  /** The registry pods before the patch: the rollback waits for the ones created since. */
+  pods: z.array(z.string()),
+});
+
+/** Where the switch step records the registry's storage before it patches (names only, no keys). */
+const registryBeforeKey = (deps: WorkflowDeps, runId: string) =>
+  `${vaultKeys.run(rootOf(deps.vault), runId)}registry-before.json`;
+
+const sameStorageRef = (a: StorageRef, b: StorageRef) =>
+  a.bucket === b.bucket &&
+  a.regionEndpoint === b.regionEndpoint &&
+  a.region === b.region &&
+  a.secretName === b.secretName &&
+  a.rootDirectory === b.rootDirectory;
+
 function targetStorage(state: RestoreState): StorageRef {
   return {
     bucket: state.target.bucket,
@@ -259,15 +283,24 @@ export async function switchRegistry(
   state: RestoreState,
   deps: WorkflowDeps,
 ): Promise<SwitchOutput> {
-  const result: SwitchResult = await deps.profile().switchStorage(targetStorage(state));
+  // Recorded before the patch: when the patch applies but its answer is lost,
+  // the step fails with nothing in `switched`, and the failure path still has
+  // to know what to switch back to.
+  const before = (await deps.profile().discover()).storage;
+  const pods = (await deps.profile().rolloutStatus({ podsBefore: [] })).newPods.map((p) => p.name);
+  await putJson(deps.vault, registryBeforeKey(deps, state.runId), { storage: before, pods });
+  const target = targetStorage(state);
+  const result: SwitchResult = await deps.profile().switchStorage(target);
   deps.log.info('registry storage switched', {
     runId: state.runId,
     changed: result.changed,
     bucket: state.target.bucket,
   });
+  // Judged against the recorded storage, not the patch call's own read: a
+  // patch retried after a lost answer reads the new storage as "previous".
   return {
-    changed: result.changed,
-    previous: result.previous,
+    changed: !sameStorageRef(before, target),
+    previous: before,
     current: result.current,
     podsBefore: [...result.podsBefore],
     switchedAt: result.switchedAt,
@@ -407,6 +440,39 @@ export interface FailedRestoreEvent {
 }
 
 /**
+ * A switch step that failed after its patch applied (its answer lost, say)
+ * left no `switched`: the recorded storage from before the patch, compared
+ * with what the registry uses now, tells whether the cluster changed.
+ */
+async function switchThatFailedLate(
+  state: RestoreState | null,
+  deps: WorkflowDeps,
+): Promise<SwitchOutput | null> {
+  if (state === null || !state.switchRegistry) return null;
+  const recorded = await getJson(
+    deps.vault,
+    registryBeforeKey(deps, state.runId),
+    registryBeforeSchema,
+  );
+  if (recorded === undefined) return null;
+  const before = recorded.storage;
+  const now = (await deps.profile().discover()).storage;
+  if (sameStorageRef(now, before)) return null;
+  deps.log.warn('the switch step failed but the registry storage had changed', {
+    runId: state.runId,
+    bucket: now.bucket,
+  });
+  return {
+    changed: true,
+    previous: before,
+    current: now,
+    podsBefore: recorded.pods,
+    switchedAt: '',
+    deadline: '',
+  };
+}
+
+/**
  * The failure path of a restore: says what failed and, when the registry had
  * been switched and rollback was asked for, switches it back and waits.
  */
@@ -420,7 +486,7 @@ export async function rollBackOrReport(
   if (event.verify !== null && event.verify !== undefined && !event.verify.ok)
     reasons.push(`verification: ${event.verify.problems.slice(0, 5).join('; ')}`);
   const reason = reasons.join('; ') || 'unknown failure';
-  const switched = event.switched;
+  const switched = event.switched ?? (await switchThatFailedLate(event.state, deps));
   if (switched === null || !switched.changed) {
     return {
       ok: false,
