@@ -285,10 +285,17 @@ export async function switchRegistry(
 ): Promise<SwitchOutput> {
   // Recorded before the patch: when the patch applies but its answer is lost,
   // the step fails with nothing in `switched`, and the failure path still has
-  // to know what to switch back to.
-  const before = (await deps.profile().discover()).storage;
-  const pods = (await deps.profile().rolloutStatus({ podsBefore: [] })).newPods.map((p) => p.name);
-  await putJson(deps.vault, registryBeforeKey(deps, state.runId), { storage: before, pods });
+  // to know what to switch back to. A retried step keeps the first record,
+  // which predates any patch of this run.
+  const key = registryBeforeKey(deps, state.runId);
+  let recorded = await getJson(deps.vault, key, registryBeforeSchema);
+  if (recorded === undefined) {
+    const storage = (await deps.profile().discover()).storage;
+    const status = await deps.profile().rolloutStatus({ podsBefore: [] });
+    recorded = { storage, pods: status.newPods.map((pod) => pod.name) };
+    await putJson(deps.vault, key, recorded);
+  }
+  const before = recorded.storage;
   const target = targetStorage(state);
   const result: SwitchResult = await deps.profile().switchStorage(target);
   deps.log.info('registry storage switched', {
@@ -302,7 +309,7 @@ export async function switchRegistry(
     changed: !sameStorageRef(before, target),
     previous: before,
     current: result.current,
-    podsBefore: [...result.podsBefore],
+    podsBefore: [...recorded.pods],
     switchedAt: result.switchedAt,
     deadline: new Date(deps.now().getTime() + state.rolloutTimeoutSeconds * 1000).toISOString(),
   };
