@@ -22,6 +22,11 @@ import {
 } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import {
+  resolveRestore,
+  rollbackRestore,
+  switchRegistry,
+} from '../../functions/commons/workflows/restore.ts';
+import {
   OciLayout,
   type PopulatedRegistry,
   populateRegistry,
@@ -455,6 +460,36 @@ describe('failures', () => {
     );
     // Assess
     await expectRolledBackToRestoredBucket(result);
+  });
+
+  it('keeps what the registry used before the first patch when the switch step runs again', async () => {
+    // Prepare: a resolved restore, switched once, as a Step Functions retry would see it.
+    await createBucket(client, 'switch-twice');
+    const state = await resolveRestore(
+      {
+        target: {
+          bucket: 'switch-twice',
+          endpoint: s3.endpoint,
+          region: s3.region,
+          secretName: 'registry-s3-secret',
+        },
+      },
+      deps,
+    );
+    const first = await switchRegistry(state, deps);
+    // Act
+    const again = await switchRegistry(state, deps);
+    const rollback = await rollbackRestore(again, 60, deps);
+    // Assess
+    expect(first).toMatchObject({
+      changed: true,
+      previous: { bucket: 'registry-bucket-restored' },
+    });
+    expect(again.changed).toBe(true);
+    expect(again.previous).toEqual(first.previous);
+    expect(again.podsBefore).toEqual(first.podsBefore);
+    expect(rollback.ok).toBe(true);
+    expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
   });
 
   it('rejects bad restore input, naming every field, and writes nothing', async () => {
