@@ -13,9 +13,6 @@
 import { compareKeys } from '../../functions/commons/copy/model.ts';
 import { escapeXml } from './extensions.ts';
 
-/** S3's key order (UTF-8 bytes), shared with the copy engine so both sides agree on it. */
-export const compareUtf8 = compareKeys;
-
 /** A bucket's object map that also keeps its keys sorted between writes that add or drop a key. */
 export class SortedObjects<V> extends Map<string, V> {
   #sorted: string[] | undefined;
@@ -38,7 +35,7 @@ export class SortedObjects<V> extends Map<string, V> {
 
   /** Every key in S3 order. */
   sortedKeys(): readonly string[] {
-    this.#sorted ??= [...this.keys()].sort(compareUtf8);
+    this.#sorted ??= [...this.keys()].sort(compareKeys);
     return this.#sorted;
   }
 }
@@ -49,7 +46,7 @@ function search(keys: readonly string[], bound: string, after: boolean): number 
   let hi = keys.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    const order = compareUtf8(keys[mid] ?? '', bound);
+    const order = compareKeys(keys[mid] ?? '', bound);
     if (order < 0 || (after && order === 0)) lo = mid + 1;
     else hi = mid;
   }
@@ -94,7 +91,7 @@ export function listSorted<V>(objects: SortedObjects<V>, options: ListOptions): 
   const startAfter = options.startAfter ?? options.marker ?? '';
   const keys = objects.sortedKeys();
   let i = search(keys, prefix, false);
-  if (startAfter !== '' && compareUtf8(startAfter, prefix) >= 0) {
+  if (startAfter !== '' && compareKeys(startAfter, prefix) >= 0) {
     i = search(keys, startAfter, true);
     // A marker that is one of this listing's common prefixes: its keys were listed as it.
     if (
@@ -212,7 +209,7 @@ export function listObjectsXml(
       at: common,
       xml: `<CommonPrefixes><Prefix>${text(common)}</Prefix></CommonPrefixes>`,
     })),
-  ].sort((a, b) => compareUtf8(a.at, b.at));
+  ].sort((a, b) => compareKeys(a.at, b.at));
   const last = entries.at(-1)?.at;
   const lines = [
     '<?xml version="1.0" encoding="UTF-8"?>',

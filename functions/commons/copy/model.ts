@@ -151,12 +151,6 @@ export function cleanEtag(etag: string | undefined): string {
 }
 
 /**
- * A key that sorts just below `key` (StartAfter is exclusive, a shard's
- * `startAt` inclusive): the last character one lower, followed by the highest
- * code point. A plain proper prefix would also sort below, but far below: the
- * listing would then page through every key between the two.
- */
-/**
  * Orders keys as S3 lists them: by UTF-8 bytes, which is code point order.
  * UTF-16 code units agree except that surrogates (code points above U+FFFF)
  * sort after U+E000..U+FFFF; the first differing unit decides.
@@ -177,6 +171,12 @@ function codeUnitRank(unit: number): number {
   return unit;
 }
 
+/**
+ * A key that sorts just below `key` (StartAfter is exclusive, a shard's
+ * `startAt` inclusive): the last character one lower, followed by the highest
+ * code point. A plain proper prefix would also sort below, but far below: the
+ * listing would then page through every key between the two.
+ */
 export function keyJustBefore(key: string): string {
   const chars = Array.from(key);
   const last = chars.pop()?.codePointAt(0);

@@ -16,15 +16,16 @@ import { stringify } from 'yaml';
 import { z } from 'zod';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError } from '../errors.ts';
-import type {
-  CapturedFile,
-  DiscoveredRegistry,
-  PodState,
-  RegistryProfile,
-  RolloutStatus,
-  StorageKeys,
-  StorageRef,
-  SwitchResult,
+import {
+  type CapturedFile,
+  type DiscoveredRegistry,
+  type PodState,
+  type RegistryProfile,
+  type RolloutStatus,
+  type StorageKeys,
+  type StorageRef,
+  type SwitchResult,
+  sameStorage,
 } from './profile.ts';
 
 export const acpSettingsSchema = z.object({
@@ -138,16 +139,6 @@ function storageOf(name: string, object: KubeObject): StorageRef {
     secretName: text('secretName') ?? '',
     rootDirectory: text('rootDirectory') ?? text('rootdirectory') ?? '',
   };
-}
-
-function sameStorage(a: StorageRef, b: StorageRef): boolean {
-  return (
-    a.bucket === b.bucket &&
-    a.regionEndpoint === b.regionEndpoint &&
-    a.region === b.region &&
-    a.secretName === b.secretName &&
-    a.rootDirectory === b.rootDirectory
-  );
 }
 
 /** Creates the ACP profile over a loaded kubeconfig. */

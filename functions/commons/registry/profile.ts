@@ -16,6 +16,17 @@ export interface StorageRef {
 }
 
 /** Keys read from the Secret; kept in memory only, never serialised. */
+/** True when two storage references name the same place (bucket, endpoint, region, Secret, root). */
+export function sameStorage(a: StorageRef, b: StorageRef): boolean {
+  return (
+    a.bucket === b.bucket &&
+    a.regionEndpoint === b.regionEndpoint &&
+    a.region === b.region &&
+    a.secretName === b.secretName &&
+    a.rootDirectory === b.rootDirectory
+  );
+}
+
 export interface StorageKeys {
   readonly accessKeyId: string;
   readonly secretAccessKey: string;

@@ -14,7 +14,12 @@ import {
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { InputError, messageOf, VaultError } from '../errors.ts';
-import type { RolloutStatus, StorageRef, SwitchResult } from '../registry/profile.ts';
+import {
+  type RolloutStatus,
+  type StorageRef,
+  type SwitchResult,
+  sameStorage,
+} from '../registry/profile.ts';
 import { describeRolloutFailure, judgeRollout, rollBackStorage } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
 import { catalogSchema, SNAPSHOT_ID, vaultKeys } from '../vault/format.ts';
@@ -261,13 +266,6 @@ const registryBeforeSchema = z.object({
 const registryBeforeKey = (deps: WorkflowDeps, runId: string) =>
   `${vaultKeys.run(rootOf(deps.vault), runId)}registry-before.json`;
 
-const sameStorageRef = (a: StorageRef, b: StorageRef) =>
-  a.bucket === b.bucket &&
-  a.regionEndpoint === b.regionEndpoint &&
-  a.region === b.region &&
-  a.secretName === b.secretName &&
-  a.rootDirectory === b.rootDirectory;
-
 function targetStorage(state: RestoreState): StorageRef {
   return {
     bucket: state.target.bucket,
@@ -306,7 +304,7 @@ export async function switchRegistry(
   // Judged against the recorded storage, not the patch call's own read: a
   // patch retried after a lost answer reads the new storage as "previous".
   return {
-    changed: !sameStorageRef(before, target),
+    changed: !sameStorage(before, target),
     previous: before,
     current: result.current,
     podsBefore: [...recorded.pods],
@@ -464,7 +462,7 @@ async function switchThatFailedLate(
   if (recorded === undefined) return null;
   const before = recorded.storage;
   const now = (await deps.profile().discover()).storage;
-  if (sameStorageRef(now, before)) return null;
+  if (sameStorage(now, before)) return null;
   deps.log.warn('the switch step failed but the registry storage had changed', {
     runId: state.runId,
     bucket: now.bucket,

@@ -2,9 +2,9 @@
  * The copy worker: one message copies part of one shard. A backup shard is
  * listed page by page, and a restore part (one inventory part) copied page by
  * page, until the worker's deadline, then handed on with a continuation
- * message carrying the cursor and running totals. What was copied, skipped and failed is
- * written to the vault under the run, so the message and the task output stay
- * small. When the shard ends the waiting Map iteration gets its result.
+ * message carrying the cursor and running totals. What was copied, skipped and
+ * failed is written to the vault under the run, so the message and the task
+ * output stay small. When the shard ends the waiting Map iteration gets its result.
  *
  * Redelivery is safe: each continuation writes the same record file for its
  * sequence number, a duplicated continuation whose chain cuts its pages
