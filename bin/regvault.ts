@@ -864,20 +864,22 @@ export function buildProgram(): Command {
           access: 'vault',
         };
         const [sourceClient, targetClient] = await Promise.all([deps.s3(source), deps.s3(target)]);
-        const registry = await looksLikeRegistry(sourceClient, source);
-        const plan =
-          registry && source.prefix === ''
-            ? await planRegistry(sourceClient, source.bucket, '', { targetObjectsPerShard: 2_000 })
-            : await planGeneric(sourceClient, source.bucket, source.prefix, {
-                targetObjectsPerShard: 2_000,
-              });
+        const [registry, targetState] = await Promise.all([
+          looksLikeRegistry(sourceClient, source),
+          targetStateFor(targetClient, target.bucket, target.prefix),
+        ]);
         const ctx = createCopyContext({
           source: { location: source, client: sourceClient },
           target: { location: target, client: targetClient },
           mapKey: prefixMapper(source, target),
-          targetState: await targetStateFor(targetClient, target.bucket, target.prefix),
+          targetState,
           concurrency: settings.concurrency,
         });
+        const planOptions = { targetObjectsPerShard: 2_000, fast: ctx.source.fast };
+        const plan =
+          registry && source.prefix === ''
+            ? await planRegistry(sourceClient, source.bucket, '', planOptions)
+            : await planGeneric(sourceClient, source.bucket, source.prefix, planOptions);
         const progress = out.progress('copy', { objects: plan.estimatedObjects });
         const outcome = await runPlan(ctx, plan, {
           onProgress: (totals: Totals) => progress.update(totals),

@@ -11,7 +11,12 @@ import { createInterface } from 'node:readline';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { z } from 'zod';
-import { createCopyContext, prefixMapper, runPlan } from '../functions/commons/copy/engine.ts';
+import {
+  createCopyContext,
+  fastCopierFor,
+  prefixMapper,
+  runPlan,
+} from '../functions/commons/copy/engine.ts';
 import { type InventoryRecord, locationSchema } from '../functions/commons/copy/model.ts';
 import { planGeneric, planRegistry } from '../functions/commons/copy/plan.ts';
 import {
@@ -75,14 +80,23 @@ async function main(): Promise<void> {
     await runFloor(job, sourceClient, targetClient);
     return;
   }
-  const targetState =
+  // As the CLI does: the target check and the plan are independent, so they
+  // run at once, and the plan lists through the lean request path.
+  // The copier the copy context then reuses (one per client), warm connections included.
+  const fast = fastCopierFor(sourceClient, job.source, clientOptions.maxSockets);
+  const planOptions = { targetObjectsPerShard: LOCAL_SHARD_OBJECTS, fast };
+  const [targetState, plan] = await Promise.all([
     job.targetCheck === 'auto'
-      ? await targetStateFor(targetClient, job.target.bucket, job.target.prefix)
+      ? targetStateFor(targetClient, job.target.bucket, job.target.prefix)
       : job.targetCheck === 'list'
         ? new ListedTarget(targetClient, job.target.bucket)
         : job.targetCheck === 'empty'
           ? emptyTarget
-          : new PreviousInventory(await readInventory(job.previousInventory ?? ''));
+          : readInventory(job.previousInventory ?? '').then((r) => new PreviousInventory(r)),
+    job.layout === 'registry'
+      ? planRegistry(sourceClient, job.source.bucket, job.source.prefix, planOptions)
+      : planGeneric(sourceClient, job.source.bucket, job.source.prefix, planOptions),
+  ]);
   const ctx = createCopyContext({
     source: { location: job.source, client: sourceClient },
     target: { location: job.target, client: targetClient },
@@ -95,14 +109,6 @@ async function main(): Promise<void> {
     },
     ...(job.memoryBudgetBytes === undefined ? {} : { memoryBudgetBytes: job.memoryBudgetBytes }),
   });
-  const plan =
-    job.layout === 'registry'
-      ? await planRegistry(sourceClient, job.source.bucket, job.source.prefix, {
-          targetObjectsPerShard: LOCAL_SHARD_OBJECTS,
-        })
-      : await planGeneric(sourceClient, job.source.bucket, job.source.prefix, {
-          targetObjectsPerShard: LOCAL_SHARD_OBJECTS,
-        });
   const out = job.writeInventory === undefined ? undefined : createWriteStream(job.writeInventory);
   const pending: string[] = [];
   const outcome = await runPlan(ctx, plan, {

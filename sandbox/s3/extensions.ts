@@ -165,8 +165,10 @@ const xmlEscapes: Record<string, string> = {
   "'": '&apos;',
 };
 /** Escapes the five XML special characters. */
+const XML_SPECIAL = /[&<>"']/;
+
 export const escapeXml = (text: string): string =>
-  text.replace(/[&<>"']/g, (char) => xmlEscapes[char] ?? char);
+  XML_SPECIAL.test(text) ? text.replace(/[&<>"']/g, (char) => xmlEscapes[char] ?? char) : text;
 
 export function errorXml(code: string, message: string): string {
   return [

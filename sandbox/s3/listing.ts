@@ -203,13 +203,24 @@ export function listObjectsXml(
   });
   const url = query.get('encoding-type') === 'url';
   const text = (value: string) => escapeXml(url ? encodeURIComponent(value) : value);
-  const entries = [
-    ...page.objects.map((object) => ({ at: object.key, xml: contentsXml(object, text) })),
-    ...page.commonPrefixes.map((common) => ({
-      at: common,
-      xml: `<CommonPrefixes><Prefix>${text(common)}</Prefix></CommonPrefixes>`,
-    })),
-  ].sort((a, b) => compareKeys(a.at, b.at));
+  // Keys and common prefixes each come in order: merge them, no sort.
+  const entries: Array<{ at: string; xml: string }> = [];
+  let k = 0;
+  let c = 0;
+  while (k < page.objects.length || c < page.commonPrefixes.length) {
+    const object = page.objects[k];
+    const common = page.commonPrefixes[c];
+    if (object !== undefined && (common === undefined || compareKeys(object.key, common) < 0)) {
+      entries.push({ at: object.key, xml: contentsXml(object, text) });
+      k++;
+    } else if (common !== undefined) {
+      entries.push({
+        at: common,
+        xml: `<CommonPrefixes><Prefix>${text(common)}</Prefix></CommonPrefixes>`,
+      });
+      c++;
+    }
+  }
   const last = entries.at(-1)?.at;
   const lines = [
     '<?xml version="1.0" encoding="UTF-8"?>',
@@ -240,13 +251,5 @@ export function listObjectsXml(
 }
 
 function contentsXml(object: StoredObject, text: (value: string) => string): string {
-  return [
-    '<Contents>',
-    `<Key>${text(object.key)}</Key>`,
-    `<LastModified>${object.lastModified.toISOString()}</LastModified>`,
-    `<ETag>${escapeXml(object.etag)}</ETag>`,
-    `<Size>${object.contentLength}</Size>`,
-    '<StorageClass>STANDARD</StorageClass>',
-    '</Contents>',
-  ].join('');
+  return `<Contents><Key>${text(object.key)}</Key><LastModified>${object.lastModified.toISOString()}</LastModified><ETag>${escapeXml(object.etag)}</ETag><Size>${object.contentLength}</Size><StorageClass>STANDARD</StorageClass></Contents>`;
 }

@@ -598,6 +598,49 @@ describe('planning', () => {
     expect(lastRevision).toBeLessThan(firstLayer);
   });
 
+  it('copies odd keys in a registry tree exactly once although link phases roll directories up', async () => {
+    // Prepare: keys where a phase's delimiter appears inside another reserved directory
+    const source = await freshBucket();
+    const data = buildDataset({ repositories: 3, tagsPerRepository: 2, layerSize: 512, seed: 5 });
+    const repo = 'docker/registry/v2/repositories/team-0/app-0000';
+    const odd = [
+      `${repo}/_layers/x/_manifests/tags/odd/current/link`,
+      `${repo}/_manifests/revisions/sha256/abc/_layers/odd`,
+      `${repo}/_manifests/odd-file`,
+      `${repo}/_layers/odd-file`,
+      `${repo}/readme`,
+      'docker/registry/v2/repositories/_layers/stray',
+      'docker/registry/v2/repositories/_manifests/tags/stray/current/link',
+      // More than a page below one prefix the delimiter did not mean to roll up.
+      ...Array.from(
+        { length: 1_050 },
+        (_, i) => `${repo}/_manifests/tags/t/index/_layers/${String(i).padStart(4, '0')}`,
+      ),
+    ];
+    const upload = `${repo}/_uploads/u-2/_layers/data`;
+    await writeDataset(client, source, [
+      ...data.objects,
+      ...[...odd, upload].map((key) => ({ key, size: 3, body: () => Buffer.from('odd') })),
+    ]);
+    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 1_000 });
+    const target = await freshBucket();
+    const order: string[] = [];
+    // Act
+    const outcome = await runPlan(
+      job(locationOn(server, source), locationOn(server, target)),
+      plan,
+      { onRecord: (r) => order.push(r.key) },
+    );
+    // Assess
+    expect(outcome.failures).toEqual([]);
+    expect(outcome.ok).toBe(true);
+    expect(new Set(order).size).toBe(order.length);
+    expect(outcome.totals.listed).toBe(data.objects.length + odd.length);
+    expect(outcome.totals.copied).toBe(data.objects.length + odd.length);
+    expect(outcome.totals.uploadsSkipped).toBe(1);
+    const copied = await listAll(client, target);
+    expect([...copied.keys()].sort()).toEqual([...data.objects.map((o) => o.key), ...odd].sort());
+  });
   it('plans any bucket into bounded contiguous key ranges', async () => {
     const source = await freshBucket();
     await putObjects(

@@ -48,8 +48,12 @@ export interface CopyJobOptions {
 
 const fastCopiers = new WeakMap<S3Client, FastCopier>();
 
-/** One lean copier per target client, reused by every context built on it. */
-function fastCopierFor(client: S3Client, location: Location, maxSockets: number): FastCopier {
+/** One lean copier per client, reused by every context (and plan) built on it. */
+export function fastCopierFor(
+  client: S3Client,
+  location: Location,
+  maxSockets: number,
+): FastCopier {
   let copier = fastCopiers.get(client);
   if (copier === undefined) {
     copier = createFastCopier(client, location, { maxSockets });

@@ -147,7 +147,13 @@ export interface ListedObject {
 
 /** Strips the quotes S3 puts around ETags. */
 export function cleanEtag(etag: string | undefined): string {
-  return (etag ?? '').replace(/^"|"$/g, '').replace(/^W\//, '');
+  if (etag === undefined) return '';
+  // Called for every listed and copied object: plain string checks, no regular expressions.
+  let start = etag.startsWith('"') ? 1 : 0;
+  const end = etag.length > start && etag.endsWith('"') ? etag.length - 1 : etag.length;
+  if (start === 1 && etag.startsWith('W/', 1)) start = 3;
+  else if (start === 0 && etag.startsWith('W/')) start = 2;
+  return start === 0 && end === etag.length ? etag : etag.slice(start, end);
 }
 
 /**

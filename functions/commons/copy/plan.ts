@@ -14,6 +14,7 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { registryPrefix } from '../registry/layout.ts';
+import type { FastCopier } from '../s3/fast-copy.ts';
 import { compareKeys, PAGE_SIZE, type Shard } from './model.ts';
 
 export interface PlanOptions {
@@ -23,6 +24,8 @@ export interface PlanOptions {
   readonly discoveryDepth?: number;
   /** Generic buckets: LIST requests in flight while planning (default 16). */
   readonly listConcurrency?: number;
+  /** Lists through the lean request path (the copy context's source copier) instead of the SDK. */
+  readonly fast?: Pick<FastCopier, 'listObjectsV2'> | undefined;
 }
 
 export interface Plan {
@@ -49,10 +52,30 @@ interface Lister {
   }>;
 }
 
-function lister(client: S3Client, bucket: string): Lister {
+function lister(
+  client: S3Client,
+  bucket: string,
+  fast?: Pick<FastCopier, 'listObjectsV2'>,
+): Lister {
   const self: Lister = {
     requests: 0,
     async page(prefix, options = {}) {
+      self.requests++;
+      if (fast !== undefined) {
+        const page = await fast.listObjectsV2({
+          bucket,
+          prefix,
+          maxKeys: PAGE_SIZE,
+          ...(options.delimiter === undefined ? {} : { delimiter: options.delimiter }),
+          ...(options.token === undefined ? {} : { continuationToken: options.token }),
+          ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
+        });
+        return {
+          keys: page.contents.map((c) => c.key),
+          prefixes: page.commonPrefixes,
+          next: page.isTruncated ? page.nextContinuationToken : undefined,
+        };
+      }
       const response = await client.send(
         new ListObjectsV2Command({
           Bucket: bucket,
@@ -63,7 +86,6 @@ function lister(client: S3Client, bucket: string): Lister {
           ...(options.startAfter === undefined ? {} : { StartAfter: options.startAfter }),
         }),
       );
-      self.requests++;
       return {
         keys: (response.Contents ?? []).map((c) => c.Key ?? ''),
         prefixes: (response.CommonPrefixes ?? []).map((p) => p.Prefix ?? ''),
@@ -120,14 +142,19 @@ export async function planRegistry(
   options: PlanOptions = {},
 ): Promise<Plan> {
   const target = options.targetObjectsPerShard ?? DEFAULT_TARGET;
-  const list = lister(client, bucket);
+  const list = lister(client, bucket, options.fast);
   const base = registryPrefix(root);
   const reposPrefix = `${base}repositories/`;
   const blobsPrefix = `${base}blobs/sha256/`;
 
+  // The three first listings are independent: one round trip, not three.
+  const [topUnits, sample, blobSample] = await Promise.all([
+    childPrefixes(list, reposPrefix),
+    list.page(reposPrefix),
+    list.page(blobsPrefix),
+  ]);
   // Repositories: whole top-level units (a namespace or a repository), sized by a sample page.
-  let units = await childPrefixes(list, reposPrefix);
-  const sample = await list.page(reposPrefix);
+  let units = topUnits;
   const sampledUnits = new Set(sample.keys.map((k) => k.slice(reposPrefix.length).split('/')[0]));
   const linksPerUnit =
     sample.next === undefined
@@ -161,7 +188,6 @@ export async function planRegistry(
   if (units.length === 0) estimatedLinks = 0;
 
   // Blobs: estimate the count from how far one page reaches into the fan-outs.
-  const blobSample = await list.page(blobsPrefix);
   let estimatedBlobs = blobSample.keys.length;
   if (blobSample.next !== undefined) {
     const last = blobSample.keys[blobSample.keys.length - 1] ?? '';
@@ -290,7 +316,7 @@ export async function planGeneric(
   options: PlanOptions = {},
 ): Promise<Plan> {
   const target = options.targetObjectsPerShard ?? DEFAULT_TARGET;
-  const list = lister(client, bucket);
+  const list = lister(client, bucket, options.fast);
   const limit = new PQueue({ concurrency: options.listConcurrency ?? 16 });
   const segments = await discover(list, prefix, options.discoveryDepth ?? 2, target, limit);
   const shards: Array<{ startAt?: string; count: number }> = [];

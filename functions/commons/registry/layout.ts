@@ -41,11 +41,31 @@ export function classifyRegistryKey(relativeKey: string): KeyKind {
   }
   if (!relativeKey.startsWith('repositories/')) return KeyKind.Other;
   // Repository names may contain slashes; the first reserved segment decides.
-  if (relativeKey.includes('/_uploads/')) return KeyKind.Upload;
-  if (relativeKey.includes('/_manifests/tags/')) return KeyKind.Tag;
-  if (relativeKey.includes('/_manifests/revisions/')) return KeyKind.Revision;
-  if (relativeKey.includes('/_layers/')) return KeyKind.Layer;
+  const reserved = reservedSegmentOf(relativeKey);
+  if (reserved === undefined) return KeyKind.Other;
+  if (reserved.segment === '_uploads') return KeyKind.Upload;
+  if (reserved.segment === '_layers') return KeyKind.Layer;
+  if (relativeKey.startsWith('tags/', reserved.end)) return KeyKind.Tag;
+  if (relativeKey.startsWith('revisions/', reserved.end)) return KeyKind.Revision;
   return KeyKind.Other;
+}
+
+const RESERVED = /\/(_uploads|_manifests|_layers)\//;
+
+/**
+ * The first reserved directory (`_manifests`, `_layers`, `_uploads`) of a
+ * repository key, and where the rest of the key starts after it. Repository
+ * name components never start with `_`, so the first one ends the name.
+ */
+export function reservedSegmentOf(
+  key: string,
+): { segment: '_uploads' | '_manifests' | '_layers'; end: number } | undefined {
+  const match = RESERVED.exec(key);
+  if (match === null) return undefined;
+  return {
+    segment: match[1] as '_uploads' | '_manifests' | '_layers',
+    end: match.index + match[0].length,
+  };
 }
 
 /** The sha256 digest (`sha256:<hex>`) a blob data key holds, or undefined. */

@@ -74,6 +74,8 @@ export interface FastCopyResult {
 
 export interface FastListPage {
   readonly contents: Array<{ key: string; size: number; etag: string }>;
+  /** With a delimiter: the rolled-up prefixes, in order. */
+  readonly commonPrefixes: string[];
   readonly isTruncated: boolean;
   readonly nextContinuationToken: string | undefined;
 }
@@ -88,6 +90,7 @@ export interface FastCopier {
   listObjectsV2(input: {
     bucket: string;
     prefix: string;
+    delimiter?: string;
     maxKeys?: number;
     startAfter?: string;
     continuationToken?: string;
@@ -145,11 +148,12 @@ const unescapeXml = (text: string) =>
         return NAMED_ENTITIES[entity] ?? whole;
       });
 
-const tag = (xml: string, name: string): string | undefined => {
-  const start = xml.indexOf(`<${name}>`);
-  if (start === -1) return undefined;
+/** The text of the first `<name>` element in `xml` between `from` and `to`. */
+const tag = (xml: string, name: string, from = 0, to = xml.length): string | undefined => {
+  const start = xml.indexOf(`<${name}>`, from);
+  if (start === -1 || start >= to) return undefined;
   const end = xml.indexOf(`</${name}>`, start);
-  return end === -1 ? undefined : unescapeXml(xml.slice(start + name.length + 2, end));
+  return end === -1 || end > to ? undefined : unescapeXml(xml.slice(start + name.length + 2, end));
 };
 
 const RETRYABLE_CODES = new Set([
@@ -387,6 +391,7 @@ export function createFastCopier(
         query: {
           'list-type': '2',
           prefix: input.prefix,
+          ...(input.delimiter === undefined ? {} : { delimiter: input.delimiter }),
           'max-keys': String(input.maxKeys ?? 1000),
           ...(input.startAfter === undefined ? {} : { 'start-after': input.startAfter }),
           ...(input.continuationToken === undefined
@@ -397,19 +402,28 @@ export function createFastCopier(
       });
       const body = bytes.toString('utf8');
       const contents: FastListPage['contents'] = [];
+      // Entries are read in place, bounded by their closing tag, without a
+      // copy of each entry (a page of 1,000 is ~300 KB of XML).
       let at = body.indexOf('<Contents>');
       while (at !== -1) {
         const end = body.indexOf('</Contents>', at);
-        const entry = body.slice(at, end);
         contents.push({
-          key: tag(entry, 'Key') ?? '',
-          size: Number(tag(entry, 'Size') ?? 0),
-          etag: tag(entry, 'ETag') ?? '',
+          key: tag(body, 'Key', at, end) ?? '',
+          size: Number(tag(body, 'Size', at, end) ?? 0),
+          etag: tag(body, 'ETag', at, end) ?? '',
         });
         at = body.indexOf('<Contents>', end);
       }
+      const commonPrefixes: string[] = [];
+      at = body.indexOf('<CommonPrefixes>');
+      while (at !== -1) {
+        const end = body.indexOf('</CommonPrefixes>', at);
+        commonPrefixes.push(tag(body, 'Prefix', at, end) ?? '');
+        at = body.indexOf('<CommonPrefixes>', end);
+      }
       return {
         contents,
+        commonPrefixes,
         isTruncated: tag(body, 'IsTruncated') === 'true',
         nextContinuationToken: tag(body, 'NextContinuationToken'),
       };
