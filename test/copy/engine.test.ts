@@ -16,6 +16,7 @@ import {
   PreviousInventory,
 } from '../../functions/commons/copy/target-state.ts';
 import { KeyKind } from '../../functions/commons/registry/layout.ts';
+import type { FastCopier } from '../../functions/commons/s3/fast-copy.ts';
 import { buildDataset, putObject, seededBytes, writeDataset } from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import {
@@ -565,15 +566,21 @@ describe('planning', () => {
     // Act
     const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 40 });
     const target = await freshBucket();
-    const order: string[] = [];
-    const outcome = await runPlan(
-      job(locationOn(server, source), locationOn(server, target)),
-      plan,
-      {
-        shardConcurrency: 1,
-        onRecord: (r) => order.push(r.key),
+    const ctx = job(locationOn(server, source), locationOn(server, target));
+    // What happened, in order: each LIST as it is sent, each copy as it is recorded.
+    const events: string[] = [];
+    const fast = ctx.source.fast;
+    if (fast === undefined) throw new Error('the context lists through the lean path');
+    (ctx.source as { fast: FastCopier }).fast = {
+      ...fast,
+      listObjectsV2: (input) => {
+        events.push(`list ${input.prefix} ${input.delimiter ?? ''}`);
+        return fast.listObjectsV2(input);
       },
-    );
+    };
+    const outcome = await runPlan(ctx, plan, {
+      onRecord: (r) => events.push(`copy ${r.key}`),
+    });
     // Assess
     expect(plan.linkShards.length).toBeGreaterThan(1);
     expect(plan.dataShards.filter((s) => s.kind === 'blobs').length).toBeGreaterThan(1);
@@ -583,19 +590,55 @@ describe('planning', () => {
     expect(outcome.uploadIds).toEqual(['u-1']);
     const copied = await listAll(client, target);
     expect(copied.size).toBe(data.objects.length + 1);
-    expect(new Set(order).size).toBe(order.length);
-    // Every link before any blob; within a repository, tags before revisions before layer links.
-    const firstBlob = order.findIndex((k) => k.includes('/blobs/'));
-    const lastLink = order.findLastIndex((k) => k.includes('/repositories/'));
-    expect(lastLink).toBeLessThan(firstBlob);
-    const repo = 'repositories/team-0/app-0000/';
-    const inRepo = order.filter((k) => k.includes(repo));
-    const lastTag = inRepo.findLastIndex((k) => k.includes('/_manifests/tags/'));
-    const firstRevision = inRepo.findIndex((k) => k.includes('/_manifests/revisions/'));
-    const lastRevision = inRepo.findLastIndex((k) => k.includes('/_manifests/revisions/'));
-    const firstLayer = inRepo.findIndex((k) => k.includes('/_layers/'));
-    expect(lastTag).toBeLessThan(firstRevision);
-    expect(lastRevision).toBeLessThan(firstLayer);
+    const records = events.filter((e) => e.startsWith('copy '));
+    expect(new Set(records).size).toBe(records.length);
+    // Every link is listed before any blob is (their copies may overlap).
+    const lastLinkList = events.findLastIndex((e) =>
+      e.startsWith('list docker/registry/v2/repositories/'),
+    );
+    const firstBlobList = events.findIndex((e) => e.startsWith('list docker/registry/v2/blobs/'));
+    expect(lastLinkList).toBeGreaterThan(0);
+    expect(lastLinkList).toBeLessThan(firstBlobList);
+  });
+
+  it('copies a link shard phase by phase: tags, then revisions, then layer links, each listed after every tag is copied', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const data = buildDataset({ repositories: 4, tagsPerRepository: 3, layerSize: 512, seed: 8 });
+    await writeDataset(client, source, data.objects);
+    const plan = await planRegistry(client, source, undefined);
+    const shard = plan.linkShards[0];
+    if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
+    const target = await freshBucket();
+    const ctx = job(locationOn(server, source), locationOn(server, target));
+    const copiedTags = new Set<string>();
+    const pages: Array<{ kinds: Set<string>; tagsCopiedBefore: number }> = [];
+    const kindOf = (key: string) =>
+      key.includes('/_manifests/tags/')
+        ? 'tag'
+        : key.includes('/_manifests/revisions/')
+          ? 'revision'
+          : 'layer';
+    // Act
+    const result = await runShard(ctx, shard, {
+      afterList: async (keys) => {
+        pages.push({ kinds: new Set(keys.map(kindOf)), tagsCopiedBefore: copiedTags.size });
+      },
+      onRecord: (r) => {
+        if (kindOf(r.key) === 'tag') copiedTags.add(r.key);
+      },
+    });
+    // Assess
+    const tags = data.objects.filter(
+      (o) => kindOf(o.key) === 'tag' && o.key.includes('/repositories/'),
+    );
+    expect(result.failures).toEqual([]);
+    expect(copiedTags.size).toBe(tags.length);
+    const phases = pages.filter((p) => p.kinds.size > 0);
+    expect(phases.map((p) => [...p.kinds])).toEqual([['tag'], ['revision'], ['layer']]);
+    // Revisions and layer links are listed only once every tag link is copied.
+    expect(phases[1]?.tagsCopiedBefore).toBe(tags.length);
+    expect(phases[2]?.tagsCopiedBefore).toBe(tags.length);
   });
 
   it('copies odd keys in a registry tree exactly once although link phases roll directories up', async () => {

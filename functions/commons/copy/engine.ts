@@ -18,6 +18,7 @@ import {
   type Totals,
 } from './model.ts';
 import type { Plan } from './plan.ts';
+import { CopyQueue } from './queue.ts';
 import { type CopyContext, type KeyMapper, runShard, type ShardRunResult } from './shard-runner.ts';
 import type { TargetState } from './target-state.ts';
 import { ByteBudget, CopyMode, DEFAULT_TRANSFER, type TransferSettings } from './transfer.ts';
@@ -120,7 +121,7 @@ export function createCopyContext(options: CopyJobOptions): CopyContext {
     },
     settings,
     budget: new ByteBudget(options.memoryBudgetBytes ?? 128 * 1024 ** 2),
-    queue: new PQueue({ concurrency: options.concurrency ?? 64 }),
+    queue: new CopyQueue(options.concurrency ?? 64),
     mapKey: options.mapKey,
     targetState: options.targetState,
     contentCompareMaxBytes: options.contentCompareMaxBytes ?? 4096,

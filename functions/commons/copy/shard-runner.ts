@@ -7,7 +7,6 @@
  * listing rolls up, by delimiter, the part of each repository it does not copy.
  */
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import type PQueue from 'p-queue';
 import { messageOf } from '../errors.ts';
 import {
   blobDigestOf,
@@ -28,6 +27,7 @@ import {
   type Shard,
   type Totals,
 } from './model.ts';
+import type { CopyQueue } from './queue.ts';
 import type { KnownObject, PageEntry, TargetState } from './target-state.ts';
 import { type TransferContext, transferObject, transferOperation } from './transfer.ts';
 
@@ -35,8 +35,8 @@ import { type TransferContext, transferObject, transferOperation } from './trans
 export type KeyMapper = (sourceKey: string) => string;
 
 export interface CopyContext extends TransferContext {
-  /** Object copies in flight across every shard this process runs. */
-  readonly queue: PQueue;
+  /** Object copies in flight across every shard this process runs, a lane per kind of shard. */
+  readonly queue: CopyQueue;
   readonly mapKey: KeyMapper;
   readonly targetState: TargetState;
   /** Links whose ETags differ but sizes match are compared byte for byte up to this size. */
@@ -325,8 +325,8 @@ class InFlight {
   #count = 0;
   #waiters: Array<() => void> = [];
 
-  /** Queues `copy`; it must not throw (copyOne records its own failures). */
-  add(queue: PQueue, copy: () => Promise<void>): void {
+  /** Queues `copy` in `lane`; it must not throw (copyOne records its own failures). */
+  add(queue: CopyQueue, lane: string, copy: () => Promise<void>): void {
     this.#count++;
     void queue.add(async () => {
       try {
@@ -334,7 +334,7 @@ class InFlight {
       } finally {
         if (--this.#count === 0) for (const wake of this.#waiters.splice(0)) wake();
       }
-    });
+    }, lane);
   }
 
   async drain(): Promise<void> {
@@ -394,6 +394,12 @@ async function copyOne(
   }
 }
 
+/** Link copies a link shard may have queued before it lists its next page (about 5 MB of entries). */
+export const LINK_LOOKAHEAD = 10 * PAGE_SIZE;
+
+/** The queue lane of copies from a list of entries (copyEntries). */
+const ENTRIES_LANE = 'entries';
+
 /** Runs (part of) a shard and returns its totals, failures and, if it stopped early, a cursor. */
 export async function runShard(
   ctx: CopyContext,
@@ -415,6 +421,10 @@ export async function runShard(
   // This shard's copies in flight; the queue itself is shared with other shards.
   const inflight = new InFlight();
   const drain = () => inflight.drain();
+  // A data shard keeps about one page queued ahead of its copies. A link shard
+  // lists further ahead, so that every link is listed, and blob listing can
+  // start, while link copies still run; the queue then serves both in turns.
+  const lookahead = shard.kind === 'links' ? LINK_LOOKAHEAD : ctx.queue.concurrency;
 
   /** Queues copies of the listed objects this phase copies (failing them if the target cannot be read). */
   const copyListed = async (objects: readonly ListedObject[], phase: number): Promise<void> => {
@@ -465,11 +475,11 @@ export async function runShard(
     // Copy behind: queue the page, then wait only until the queue has room for
     // another page, so copies of consecutive pages overlap.
     for (const { entry, kind } of entries) {
-      inflight.add(ctx.queue, () =>
+      inflight.add(ctx.queue, shard.kind, () =>
         copyOne(ctx, tally, entry, kind, known.get(entry.object.key), options.onRecord),
       );
     }
-    await ctx.queue.onSizeLessThan(ctx.queue.concurrency);
+    await ctx.queue.onWaitingBelow(lookahead, shard.kind);
   };
 
   const startPhase = options.cursor?.phase ?? 0;
@@ -604,11 +614,11 @@ export async function copyEntries(
       continue;
     }
     for (const entry of page) {
-      inflight.add(ctx.queue, () =>
+      inflight.add(ctx.queue, ENTRIES_LANE, () =>
         copyOne(ctx, tally, entry, entry.kind, known.get(entry.object.key), options.onRecord),
       );
     }
-    await ctx.queue.onSizeLessThan(ctx.queue.concurrency);
+    await ctx.queue.onWaitingBelow(ctx.queue.concurrency, ENTRIES_LANE);
     options.onProgress?.(tally.totals);
     if (tally.failed >= ctx.maxFailures) {
       await inflight.drain();
