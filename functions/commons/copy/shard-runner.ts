@@ -2,9 +2,10 @@
  * Executing a shard: list a page, start listing the next one at once (list
  * ahead), copy the page's objects through the shared queue (copy behind), and
  * stop at a page boundary when the deadline passes, returning a cursor another
- * worker continues from. Link shards run three phases, each listed only after
- * the previous phase's copies have finished (docs/consistency.md); a phase's
- * listing rolls up, by delimiter, the part of each repository it does not copy.
+ * worker continues from. Link shards run three phases, each listed after the
+ * one before, the second only once every tag of the first is copied
+ * (docs/consistency.md); a phase's listing rolls up, by delimiter, the part of
+ * each repository it does not copy.
  */
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { messageOf } from '../errors.ts';
