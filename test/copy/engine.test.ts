@@ -7,7 +7,12 @@ import {
   runPlan,
   summarise,
 } from '../../functions/commons/copy/engine.ts';
-import type { InventoryRecord, Location, Shard } from '../../functions/commons/copy/model.ts';
+import type {
+  Cursor,
+  InventoryRecord,
+  Location,
+  Shard,
+} from '../../functions/commons/copy/model.ts';
 import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
 import { copyEntries, runShard } from '../../functions/commons/copy/shard-runner.ts';
 import {
@@ -511,6 +516,85 @@ describe('splitting work between workers', () => {
     const split = summarise([first, second]);
     expect(split.totals).toEqual(alone.totals);
     expect((await listAll(client, two)).size).toBe(2_500);
+  });
+
+  it('hands the continuation on before copying a page, and the chain of workers gives the totals of one', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const one = await freshBucket();
+    const chained = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 2_500 }, (_, i) => ({ key: `h/${i}`, body: `${i}` })),
+      32,
+    );
+    const alone = await runShard(
+      job(locationOn(server, source), locationOn(server, one)),
+      wholeShard(),
+    );
+    // Act: every worker but the last gives its continuation away as soon as it is offered.
+    const runs = [];
+    const copiedWhenOffered: number[] = [];
+    let cursor: Cursor | undefined;
+    for (let worker = 0; worker < 3; worker++) {
+      let copied = 0;
+      const run = await runShard(
+        job(locationOn(server, source), locationOn(server, chained)),
+        wholeShard(),
+        {
+          ...(cursor === undefined ? {} : { cursor }),
+          onRecord: () => {
+            copied++;
+          },
+          ...(worker < 2
+            ? {
+                handOn: () => {
+                  copiedWhenOffered.push(copied);
+                  return true;
+                },
+              }
+            : {}),
+        },
+      );
+      runs.push(run);
+      cursor = run.handedOn;
+    }
+    // Assess
+    expect(copiedWhenOffered).toEqual([0, 0]);
+    expect(runs.map((r) => r.totals.listed)).toEqual([1_000, 1_000, 500]);
+    expect(runs.map((r) => r.handedOn === undefined)).toEqual([false, false, true]);
+    expect(runs.every((r) => r.next === undefined && r.failures.length === 0)).toBe(true);
+    expect(summarise(runs).totals).toEqual(alone.totals);
+    expect((await listAll(client, chained)).size).toBe(2_500);
+  });
+
+  it("never offers a link shard's continuation during its tag phase", async () => {
+    // Prepare: enough tags and revisions for two pages in every phase
+    const source = await freshBucket();
+    const data = buildDataset({ repositories: 60, tagsPerRepository: 10, layerSize: 256, seed: 9 });
+    await writeDataset(client, source, data.objects);
+    const plan = await planRegistry(client, source, undefined);
+    const shard = plan.linkShards[0];
+    if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
+    const target = await freshBucket();
+    const offered: number[] = [];
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target)),
+      shard,
+      {
+        handOn: (c) => {
+          offered.push(c.phase);
+          return false;
+        },
+      },
+    );
+    // Assess
+    expect(result.failures).toEqual([]);
+    expect(result.totals.pages).toBeGreaterThan(3);
+    expect(offered.length).toBeGreaterThan(0);
+    expect(offered).not.toContain(0);
   });
 
   it('hands on a list of entries (a restore part) at the deadline and continues from its offset', async () => {

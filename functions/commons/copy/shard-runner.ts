@@ -59,6 +59,14 @@ export interface ShardRunOptions {
   readonly onProgress?: (totals: Totals) => void;
   /** Called once the shard's last phase is listed (its copies may still run). */
   readonly onListed?: () => void;
+  /**
+   * Offered the continuation of the listing before the page just listed is
+   * copied. Returning true means the caller gave it to another worker: this
+   * run copies that page and stops, with the cursor in `handedOn`. Never
+   * offered during a link shard's tag phase, whose copies must all finish
+   * before the revisions are listed (docs/consistency.md).
+   */
+  readonly handOn?: (cursor: Cursor) => boolean | Promise<boolean>;
   /** Test hook: called between listing a page and copying it. */
   readonly afterList?: (keys: readonly string[]) => Promise<void>;
 }
@@ -71,6 +79,8 @@ export interface ShardRunResult {
   readonly uploadIds: readonly string[];
   /** Set when the run stopped early (deadline): continue the shard from here. */
   readonly next?: Cursor;
+  /** Set when the run gave its continuation to another worker (`handOn`): that worker continues from here. */
+  readonly handedOn?: Cursor;
   /** Why the run gave up, when it did (too many failures). */
   readonly aborted?: string;
 }
@@ -512,9 +522,16 @@ export async function runShard(
       } catch (err) {
         return listingFailed(err, shard.prefix);
       }
-      // List ahead: the next page is requested before this one is copied.
       const nextToken = page.next;
-      if (nextToken !== undefined) pending = listPage(ctx, shard, nextToken, delimiter);
+      // Hand on: another worker lists on from here while this run copies the page.
+      const handedOn =
+        nextToken !== undefined &&
+        options.handOn !== undefined &&
+        !(shard.kind === 'links' && phase === 0) &&
+        (await options.handOn({ phase, continuationToken: nextToken }));
+      // List ahead: the next page is requested before this one is copied.
+      if (nextToken !== undefined && !handedOn)
+        pending = listPage(ctx, shard, nextToken, delimiter);
       await copyListed(page.objects, phase);
       // A common prefix the delimiter did not mean to roll up is listed in full
       // here, page by page, so no key below it is missed.
@@ -540,6 +557,13 @@ export async function runShard(
       }
       token = nextToken;
       if (token === undefined) break;
+      if (handedOn) {
+        await drain();
+        return finish(shard, tally, uploadIds, undefined, undefined, {
+          phase,
+          continuationToken: token,
+        });
+      }
       if (options.deadline !== undefined && Date.now() >= options.deadline) {
         await drain();
         // The listed-ahead page is dropped; the next worker lists it again.
@@ -565,6 +589,7 @@ function finish(
   uploadIds: Set<string>,
   next?: Cursor,
   aborted?: string,
+  handedOn?: Cursor,
 ): ShardRunResult {
   return {
     shardId: shard.id,
@@ -573,6 +598,7 @@ function finish(
     uploadIds: [...uploadIds].sort(),
     ...(next === undefined ? {} : { next }),
     ...(aborted === undefined ? {} : { aborted }),
+    ...(handedOn === undefined ? {} : { handedOn }),
   };
 }
 
