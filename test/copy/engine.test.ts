@@ -569,6 +569,38 @@ describe('splitting work between workers', () => {
     expect((await listAll(client, chained)).size).toBe(2_500);
   });
 
+  it('copies blobs in turns with the links still queued once every link is listed', async () => {
+    // Prepare
+    const source = await freshBucket();
+    const data = buildDataset({
+      repositories: 40,
+      tagsPerRepository: 10,
+      layerSize: 256,
+      seed: 10,
+    });
+    await writeDataset(client, source, data.objects);
+    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 2_000 });
+    const target = await freshBucket();
+    const order: string[] = [];
+    // Act
+    const outcome = await runPlan(
+      job(locationOn(server, source), locationOn(server, target)),
+      plan,
+      {
+        onRecord: (r) => order.push(r.key),
+      },
+    );
+    // Assess: blob copies did not wait for the last link copy (the queue's lanes take turns)
+    expect(outcome.ok).toBe(true);
+    const firstBlob = order.findIndex((k) => k.includes('/blobs/'));
+    const lastLink = order.findLastIndex((k) => k.includes('/repositories/'));
+    expect(firstBlob).toBeGreaterThan(0);
+    expect(firstBlob).toBeLessThan(lastLink);
+    // Served one after the other, only the copies in flight at the switch would overlap.
+    const linksAfterFirstBlob = order.slice(firstBlob).filter((k) => k.includes('/repositories/'));
+    expect(linksAfterFirstBlob.length).toBeGreaterThan(100);
+  });
+
   it("never offers a link shard's continuation during its tag phase", async () => {
     // Prepare: enough tags and revisions for two pages in every phase
     const source = await freshBucket();
