@@ -87,10 +87,15 @@ describe('the copy queue', () => {
     const failed = queue.add(async () => {
       throw new Error('copy broke');
     });
+    const thrown = queue.add(() => {
+      throw new Error('copy broke at once');
+    });
     const after = queue.add(async () => undefined);
     // Assess
     await expect(failed).rejects.toThrow('copy broke');
+    await expect(thrown).rejects.toThrow('copy broke at once');
     await expect(after).resolves.toBeUndefined();
+    expect(queue.running).toBe(0);
     expect(() => new CopyQueue(0)).toThrow('concurrency must be a positive integer, got 0');
   });
 });

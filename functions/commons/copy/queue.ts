@@ -110,13 +110,17 @@ export class CopyQueue {
       const job = this.#nextJob();
       if (job === undefined) break;
       this.#running++;
-      job
-        .run()
-        .then(job.resolve, job.reject)
-        .finally(() => {
-          this.#running--;
-          this.#dispatch();
-        });
+      let started: Promise<void>;
+      try {
+        started = job.run();
+      } catch (err) {
+        // A task that throws before it returns a promise fails like one that rejects.
+        started = Promise.reject(err);
+      }
+      started.then(job.resolve, job.reject).finally(() => {
+        this.#running--;
+        this.#dispatch();
+      });
     }
     if (this.#waiters.length > 0) {
       const still: Waiter[] = [];
