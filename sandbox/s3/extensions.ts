@@ -164,9 +164,9 @@ const xmlEscapes: Record<string, string> = {
   '"': '&quot;',
   "'": '&apos;',
 };
-/** Escapes the five XML special characters. */
 const XML_SPECIAL = /[&<>"']/;
 
+/** Escapes the five XML special characters (most keys have none: no replace then). */
 export const escapeXml = (text: string): string =>
   XML_SPECIAL.test(text) ? text.replace(/[&<>"']/g, (char) => xmlEscapes[char] ?? char) : text;
 

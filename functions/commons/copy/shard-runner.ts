@@ -374,10 +374,10 @@ async function copyOne(
         key: object.key,
         size: object.size,
         etag: object.etag,
-        targetKey: known?.targetKey ?? targetKey,
+        targetKey: known.targetKey ?? targetKey,
         copied: false,
         // The check made when the blob entered the vault still describes its bytes.
-        ...(known?.verified === undefined ? {} : { verified: known.verified }),
+        ...(known.verified === undefined ? {} : { verified: known.verified }),
       });
       return;
     }
@@ -408,8 +408,9 @@ async function copyOne(
 /**
  * Link copies a link shard may have queued before it lists its next page
  * (about 5 MB of entries). At a deadline they are finished before the run
- * hands on: small files, about 10 s at 32 in flight on S3, inside the 90 s a
- * copy worker keeps back (functions/copy-worker.ts).
+ * hands on: small files, an estimated 10 s at 32 in flight on S3 (30 ms a
+ * copy, not measured there), inside the 90 s a copy worker keeps back
+ * (functions/copy-worker.ts).
  */
 export const LINK_LOOKAHEAD = 10 * PAGE_SIZE;
 
@@ -428,8 +429,9 @@ export async function runShard(
     shard.registryPrefix !== undefined && key.startsWith(shard.registryPrefix)
       ? key.slice(shard.registryPrefix.length)
       : key;
-  const kindOf = (key: string): KeyKind =>
-    shard.registryPrefix === undefined ? KeyKind.Other : classifyRegistryKey(relative(key));
+  /** The kind of a key below the registry prefix (`relative`). */
+  const kindOf = (relativeKey: string): KeyKind =>
+    shard.registryPrefix === undefined ? KeyKind.Other : classifyRegistryKey(relativeKey);
 
   const tally = new Tally(ctx.maxFailures);
   const fail = (failure: Failure) => tally.fail(failure);
@@ -444,13 +446,13 @@ export async function runShard(
 
   /** Queues copies of the listed objects this phase copies (failing them if the target cannot be read). */
   const copyListed = async (objects: readonly ListedObject[], phase: number): Promise<void> => {
-    const current = phases[phase] ?? ONE_PHASE[0];
+    const current = phases[phase];
     const entries: Array<{ entry: PageEntry; kind: KeyKind }> = [];
     let listedBytes = 0;
     let uploads = 0;
     for (const object of objects) {
       const key = relative(object.key);
-      const kind = kindOf(object.key);
+      const kind = kindOf(key);
       if (kind === KeyKind.Upload) {
         if (phase === 0) {
           uploads++;
@@ -503,19 +505,17 @@ export async function runShard(
     const delimiter = phases[phase]?.delimiter;
     let token = phase === startPhase ? options.cursor?.continuationToken : undefined;
     let pending: Promise<Page> = listPage(ctx, shard, token, delimiter);
+    // The cursor names the page whose listing failed: a retry lists it again.
+    const listingFailed = async (err: unknown, prefix: string) => {
+      const { code, message } = describeError(err);
+      fail({ key: prefix, operation: 'ListObjectsV2', code, message });
+      await drain();
+      return finish(shard, tally, uploadIds, {
+        next: { phase, ...(token === undefined ? {} : { continuationToken: token }) },
+        aborted: `listing failed: ${message}`,
+      });
+    };
     for (;;) {
-      const listingFailed = async (err: unknown, prefix: string) => {
-        const { code, message } = describeError(err);
-        fail({ key: prefix, operation: 'ListObjectsV2', code, message });
-        await drain();
-        return finish(
-          shard,
-          tally,
-          uploadIds,
-          { phase, ...(token === undefined ? {} : { continuationToken: token }) },
-          `listing failed: ${message}`,
-        );
-      };
       let page: Page;
       try {
         page = await pending;
@@ -553,22 +553,21 @@ export async function runShard(
       if (tally.failed >= ctx.maxFailures) {
         await drain();
         void pending.catch(() => undefined);
-        return finish(shard, tally, uploadIds, undefined, `stopped after ${tally.failed} failures`);
+        return finish(shard, tally, uploadIds, {
+          aborted: `stopped after ${tally.failed} failures`,
+        });
       }
       token = nextToken;
       if (token === undefined) break;
       if (handedOn) {
         await drain();
-        return finish(shard, tally, uploadIds, undefined, undefined, {
-          phase,
-          continuationToken: token,
-        });
+        return finish(shard, tally, uploadIds, { handedOn: { phase, continuationToken: token } });
       }
       if (options.deadline !== undefined && Date.now() >= options.deadline) {
         await drain();
         // The listed-ahead page is dropped; the next worker lists it again.
         void pending.catch(() => undefined);
-        return finish(shard, tally, uploadIds, { phase, continuationToken: token });
+        return finish(shard, tally, uploadIds, { next: { phase, continuationToken: token } });
       }
     }
     // Phase barrier: tag links change when an image is re-tagged, so the next
@@ -587,18 +586,14 @@ function finish(
   shard: Pick<Shard, 'id'>,
   tally: Tally,
   uploadIds: Set<string>,
-  next?: Cursor,
-  aborted?: string,
-  handedOn?: Cursor,
+  end: Pick<ShardRunResult, 'next' | 'aborted' | 'handedOn'> = {},
 ): ShardRunResult {
   return {
     shardId: shard.id,
     totals: tally.totals,
     failures: tally.failures,
     uploadIds: [...uploadIds].sort(),
-    ...(next === undefined ? {} : { next }),
-    ...(aborted === undefined ? {} : { aborted }),
-    ...(handedOn === undefined ? {} : { handedOn }),
+    ...end,
   };
 }
 
@@ -628,7 +623,7 @@ export async function copyEntries(
       Date.now() >= options.deadline
     ) {
       await inflight.drain();
-      return finish({ id }, tally, new Set(), { phase: 0, offset: start });
+      return finish({ id }, tally, new Set(), { next: { phase: 0, offset: start } });
     }
     const page = entries.slice(start, start + PAGE_SIZE);
     tally.add({
@@ -654,7 +649,9 @@ export async function copyEntries(
     options.onProgress?.(tally.totals);
     if (tally.failed >= ctx.maxFailures) {
       await inflight.drain();
-      return finish({ id }, tally, new Set(), undefined, `stopped after ${tally.failed} failures`);
+      return finish({ id }, tally, new Set(), {
+        aborted: `stopped after ${tally.failed} failures`,
+      });
     }
   }
   await inflight.drain();

@@ -84,8 +84,8 @@ export function blobKeyOf(digest: string): string {
 export function repositoryOf(relativeKey: string): string | undefined {
   if (!relativeKey.startsWith('repositories/')) return undefined;
   const rest = relativeKey.slice('repositories/'.length);
-  const reserved = rest.search(/\/_(manifests|layers|uploads)\//);
-  return reserved <= 0 ? undefined : rest.slice(0, reserved);
+  const reserved = RESERVED.exec(rest);
+  return reserved === null || reserved.index === 0 ? undefined : rest.slice(0, reserved.index);
 }
 
 /** Upload session id of a `.../_uploads/<id>/...` key, or undefined. */
