@@ -102,6 +102,26 @@ function median(values: readonly number[]): number {
     : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
+/**
+ * The paired ratio of two peers that ran in the same rounds: the median of
+ * each round's `a / b`. The two runs of a round are seconds apart, so a slow
+ * stretch of the machine (it lasts minutes here) slows both and cancels out;
+ * a ratio of medians would take each median from other rounds.
+ */
+function pairedRatio(a: readonly number[], b: readonly number[]): number {
+  return median(a.map((value, i) => value / (b[i] ?? Number.NaN)));
+}
+
+/**
+ * Whether the first peer of a pair runs first in this round: the order swaps
+ * every round, so neither always runs right after the other's clean-up, and
+ * the last round runs the first peer first (the regvault bucket that the
+ * incremental runs start from is the last thing written).
+ */
+function firstPeerFirst(round: number, rounds: number): boolean {
+  return (rounds - round) % 2 === 0;
+}
+
 async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
   const started = performance.now();
   const value = await fn();
@@ -338,7 +358,10 @@ interface BenchResults {
   regvaultSeconds: number;
   rcloneSeconds: number;
   awsSeconds: number;
+  /** Median of the rounds' regvault/floor ratios (pairedRatio). */
   floorRatio: number;
+  /** The median regvault round over the median floor round, for comparison with runs before the paired ratio. */
+  floorRatioOfMedians: number;
   floorRounds: number[];
   regvaultRounds: number[];
   rcloneRatio: number;
@@ -357,7 +380,9 @@ interface BenchResults {
   unchangedNonListRequests: number;
   streamSeconds: number;
   streamRcloneSeconds: number;
+  /** Median of the rounds' regvault/rclone streaming ratios. */
   streamRcloneRatio: number;
+  streamRcloneRatioOfMedians: number;
   streamPeakRssMiB: number;
   streamRounds: number[];
   streamRcloneRounds: number[];
@@ -369,7 +394,11 @@ async function main(): Promise<void> {
   const program = new Command()
     .option('--objects <n>', 'objects in the data set', '20000')
     .option('--concurrency <n>', 'copies in flight, the same for every peer', '32')
-    .option('--rounds <n>', 'alternating rounds of (a) and (b); their medians are compared', '5')
+    .option(
+      '--rounds <n>',
+      "rounds of (a) with (b) and of (h) regvault with rclone, in alternating order; the median of the rounds' ratios counts",
+      '7',
+    )
     .option('--big-mib <n>', 'size of the large object in the cross-endpoint run (MiB)', '1024')
     .option('--json', 'end with one JSON line of results', false)
     .option('--no-write', 'do not write docs/benchmarks.md')
@@ -439,37 +468,47 @@ async function main(): Promise<void> {
     let full!: CopyRunResult;
     let fullRequests: Record<string, number> = {};
     for (let round = 1; round <= options.rounds; round += 1) {
-      await client.send(new CreateBucketCommand({ Bucket: 'floor-dst' }));
       // In a child process like regvault's own runs, so both start equally cold.
-      const floor = await regvaultCopy(server, server, {
-        source: location(server, 'bench-src'),
-        target: location(server, 'floor-dst'),
-        layout: 'generic',
-        targetCheck: 'empty',
-        concurrency: C,
-        floor: true,
-      });
-      await dropBucket(client, 'floor-dst');
-      floorRuns.push(floor.seconds);
-      await client.send(new CreateBucketCommand({ Bucket: 'rv-dst' }));
-      fullRequests = await requestsBetween(server, async () => {
-        full = await regvaultCopy(server, server, {
+      const runFloor = async () => {
+        await client.send(new CreateBucketCommand({ Bucket: 'floor-dst' }));
+        const floor = await regvaultCopy(server, server, {
           source: location(server, 'bench-src'),
-          target: location(server, 'rv-dst'),
-          layout: 'registry',
-          // As the CLI does: one LIST finds the target empty, so pages skip the target listing.
-          targetCheck: 'auto',
-          writeInventory: inventory1,
+          target: location(server, 'floor-dst'),
+          layout: 'generic',
+          targetCheck: 'empty',
           concurrency: C,
+          floor: true,
         });
-      });
-      if (!full.ok)
-        throw new Error(`regvault's full copy failed: ${JSON.stringify(full.failures)}`);
-      fullRuns.push(full.seconds);
-      if (round < options.rounds) await dropBucket(client, 'rv-dst');
+        await dropBucket(client, 'floor-dst');
+        return floor.seconds;
+      };
+      const runFull = async () => {
+        await client.send(new CreateBucketCommand({ Bucket: 'rv-dst' }));
+        fullRequests = await requestsBetween(server, async () => {
+          full = await regvaultCopy(server, server, {
+            source: location(server, 'bench-src'),
+            target: location(server, 'rv-dst'),
+            layout: 'registry',
+            // As the CLI does: one LIST finds the target empty, so pages skip the target listing.
+            targetCheck: 'auto',
+            writeInventory: inventory1,
+            concurrency: C,
+          });
+        });
+        if (!full.ok)
+          throw new Error(`regvault's full copy failed: ${JSON.stringify(full.failures)}`);
+        if (round < options.rounds) await dropBucket(client, 'rv-dst');
+        return full.seconds;
+      };
+      const floorFirst = firstPeerFirst(round, options.rounds);
+      const first = await (floorFirst ? runFloor() : runFull());
+      const second = await (floorFirst ? runFull() : runFloor());
+      const [floorRound, fullRound] = floorFirst ? [first, second] : [second, first];
+      floorRuns.push(floorRound);
+      fullRuns.push(fullRound);
       log(
         options,
-        `round ${round}: (a) floor ${floor.seconds.toFixed(2)} s, (b) regvault full ${full.seconds.toFixed(2)} s`,
+        `round ${round}: (a) floor ${floorRound.toFixed(2)} s, (b) regvault full ${fullRound.toFixed(2)} s (${floorFirst ? 'floor' : 'regvault'} first), ratio ${(fullRound / floorRound).toFixed(3)}`,
       );
     }
     const floorSeconds = median(floorRuns);
@@ -581,24 +620,40 @@ async function main(): Promise<void> {
     const streamRcloneRuns: number[] = [];
     let streamPeakRssMiB = 0;
     for (let round = 1; round <= options.rounds; round += 1) {
-      await client.send(new CreateBucketCommand({ Bucket: 'stream-rv' }));
-      const stream = await regvaultCopy(remote, server, {
-        source: location(remote, 'stream-src', 'remote'),
-        target: location(server, 'stream-rv'),
-        layout: 'generic',
-        targetCheck: 'empty',
-        concurrency: C,
-      });
-      await dropBucket(client, 'stream-rv');
-      await client.send(new CreateBucketCommand({ Bucket: 'stream-rclone' }));
-      const rcloneSeconds = await rcloneSync(remote, server, 'stream-src', 'stream-rclone', C);
-      await dropBucket(client, 'stream-rclone');
+      const runRegvault = async () => {
+        await client.send(new CreateBucketCommand({ Bucket: 'stream-rv' }));
+        const stream = await regvaultCopy(remote, server, {
+          source: location(remote, 'stream-src', 'remote'),
+          target: location(server, 'stream-rv'),
+          layout: 'generic',
+          targetCheck: 'empty',
+          concurrency: C,
+        });
+        await dropBucket(client, 'stream-rv');
+        streamPeakRssMiB = Math.max(streamPeakRssMiB, stream.maxRssMiB);
+        return stream;
+      };
+      const runRclone = async () => {
+        await client.send(new CreateBucketCommand({ Bucket: 'stream-rclone' }));
+        const seconds = await rcloneSync(remote, server, 'stream-src', 'stream-rclone', C);
+        await dropBucket(client, 'stream-rclone');
+        return seconds;
+      };
+      const regvaultFirst = firstPeerFirst(round, options.rounds);
+      let stream: CopyRunResult;
+      let rcloneSeconds: number;
+      if (regvaultFirst) {
+        stream = await runRegvault();
+        rcloneSeconds = await runRclone();
+      } else {
+        rcloneSeconds = await runRclone();
+        stream = await runRegvault();
+      }
       streamRuns.push(stream.seconds);
       streamRcloneRuns.push(rcloneSeconds);
-      streamPeakRssMiB = Math.max(streamPeakRssMiB, stream.maxRssMiB);
       log(
         options,
-        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s`,
+        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s (${regvaultFirst ? 'regvault' : 'rclone'} first)`,
       );
     }
     const streamSeconds = median(streamRuns);
@@ -615,7 +670,8 @@ async function main(): Promise<void> {
       regvaultSeconds: fullSeconds,
       rcloneSeconds: rcloneFull,
       awsSeconds: awsFull,
-      floorRatio: fullSeconds / floorSeconds,
+      floorRatio: pairedRatio(fullRuns, floorRuns),
+      floorRatioOfMedians: fullSeconds / floorSeconds,
       rcloneRatio: fullSeconds / rcloneFull,
       awsRatio: fullSeconds / awsFull,
       requestsPerObjectFull: total(fullRequests) / n,
@@ -631,7 +687,8 @@ async function main(): Promise<void> {
       unchangedNonListRequests: unchangedNonList,
       streamSeconds,
       streamRcloneSeconds: streamRclone,
-      streamRcloneRatio: streamSeconds / streamRclone,
+      streamRcloneRatio: pairedRatio(streamRuns, streamRcloneRuns),
+      streamRcloneRatioOfMedians: streamSeconds / streamRclone,
       streamPeakRssMiB,
       streamRounds: streamRuns,
       streamRcloneRounds: streamRcloneRuns,
@@ -641,7 +698,7 @@ async function main(): Promise<void> {
     log(options, '');
     log(
       options,
-      `regvault/floor ${results.floorRatio.toFixed(3)}  regvault/rclone ${results.rcloneRatio.toFixed(3)}  regvault/aws ${results.awsRatio.toFixed(3)}`,
+      `regvault/floor ${results.floorRatio.toFixed(3)} (median of the rounds' ratios; ratio of medians ${results.floorRatioOfMedians.toFixed(3)})  regvault/rclone ${results.rcloneRatio.toFixed(3)}  regvault/aws ${results.awsRatio.toFixed(3)}`,
     );
     log(
       options,
@@ -665,7 +722,7 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
   const f = (v: unknown, digits = 3) => (typeof v === 'number' ? v.toFixed(digits) : String(v));
   const previous = await readFile(path, 'utf8').catch(() => '');
   const marker = '<!-- runs below: newest first -->';
-  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. From the fourth 2026-12-01 run on, link phases roll up by delimiter the directory they do not copy (36 LISTs instead of 57) and the copy queue serves link and blob copies in turns (docs/consistency.md); the default is 5 rounds, because medians of 3 still moved by 0.1 between runs. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
+  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. From the fourth 2026-12-01 run on, link phases roll up by delimiter the directory they do not copy (36 LISTs instead of 57) and the copy queue serves link and blob copies in turns (docs/consistency.md); the default is 5 rounds, because medians of 3 still moved by 0.1 between runs. From the eighth 2026-12-01 run on (its (b) row lists the rounds' ratios), the default is 7 rounds, the two peers of a round swap order every round, and the headline ratios are the median of the rounds' ratios (each round's two runs are seconds apart, so a slow stretch of the machine slows both); the ratio of medians is printed beside it. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
   const entry = [
     `## ${r.date}: ${r.objects} objects, concurrency ${r.concurrency}`,
     '',
@@ -673,13 +730,13 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
     '| --- | --- | --- |',
     `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 (rounds: ${r.floorRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (a') the same copies through the SDK's S3Client.send | ${f(r.floorSdkSeconds, 2)} | ${f(r.floorSdkSeconds / r.floorSeconds)} of floor |`,
-    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor (rounds: ${r.regvaultRounds.map((v) => f(v, 2)).join(', ')}) |`,
+    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor, the median of the rounds' ratios ${r.regvaultRounds.map((v, i) => f(v / (r.floorRounds[i] ?? Number.NaN))).join(', ')}; ratio of medians ${f(r.floorRatioOfMedians)} (rounds: ${r.regvaultRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (c) rclone sync (server-side) | ${f(r.rcloneSeconds, 2)} | regvault/rclone ${f(r.rcloneRatio)} |`,
     `| (d) aws s3 sync | ${f(r.awsSeconds, 2)} | regvault/aws ${f(r.awsRatio)} |`,
     `| (e) regvault, 1% changed | ${f(r.incrementalSeconds, 2)} | found ${r.changedFound} of ${r.changedExpected} changed |`,
     `| (f) rclone, 1% changed | ${f(r.rcloneIncrementalSeconds, 2)} | regvault/rclone ${f(r.incrementalRcloneRatio)} |`,
     `| (g) regvault, nothing changed | - | ${f(r.requestsPerObjectUnchanged, 4)} requests/object, ${r.unchangedNonListRequests} not LIST |`,
-    `| (h) stream across endpoints (${r.streamBigMiB} MiB object) | ${f(r.streamSeconds, 2)} | regvault/rclone ${f(r.streamRcloneRatio)}, peak RSS ${f(r.streamPeakRssMiB, 0)} MiB (rounds: regvault ${r.streamRounds.map((v) => f(v, 2)).join(', ')}; rclone ${r.streamRcloneRounds.map((v) => f(v, 2)).join(', ')}) |`,
+    `| (h) stream across endpoints (${r.streamBigMiB} MiB object) | ${f(r.streamSeconds, 2)} | regvault/rclone ${f(r.streamRcloneRatio)} (ratio of medians ${f(r.streamRcloneRatioOfMedians)}), peak RSS ${f(r.streamPeakRssMiB, 0)} MiB (rounds: regvault ${r.streamRounds.map((v) => f(v, 2)).join(', ')}; rclone ${r.streamRcloneRounds.map((v) => f(v, 2)).join(', ')}) |`,
     '',
     `Full copy: ${f(r.requestsPerObjectFull, 4)} S3 requests per object (${JSON.stringify(r.requestsFull)}).`,
     '',

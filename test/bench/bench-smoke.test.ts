@@ -32,6 +32,14 @@ describe('npm run bench, on a small data set', () => {
       expect(results[peer]).toBeGreaterThan(0);
     expect(results['objects']).toBe(400);
     expect(results['floorRounds']).toHaveLength(2);
+    // The headline ratio pairs each regvault round with the floor round it ran beside.
+    const floorRounds = results['floorRounds'] as number[];
+    const regvaultRounds = results['regvaultRounds'] as number[];
+    const roundRatios = regvaultRounds.map((v, i) => v / (floorRounds[i] ?? Number.NaN));
+    expect(results['floorRatio']).toBeCloseTo(
+      ((roundRatios[0] ?? 0) + (roundRatios[1] ?? 0)) / 2,
+      9,
+    );
     expect(results['changedFound']).toBe(results['changedExpected']);
     expect(results['mismatchedAfterIncremental']).toBe(0);
     expect(results['unchangedNonListRequests']).toBe(0);
