@@ -109,7 +109,12 @@ function median(values: readonly number[]): number {
  * a ratio of medians would take each median from other rounds.
  */
 function pairedRatio(a: readonly number[], b: readonly number[]): number {
-  return median(a.map((value, i) => value / (b[i] ?? Number.NaN)));
+  return median(roundRatios(a, b));
+}
+
+/** Each round's `a / b`. */
+function roundRatios(a: readonly number[], b: readonly number[]): number[] {
+  return a.map((value, i) => value / (b[i] ?? Number.NaN));
 }
 
 /**
@@ -120,6 +125,21 @@ function pairedRatio(a: readonly number[], b: readonly number[]): number {
  */
 function firstPeerFirst(round: number, rounds: number): boolean {
   return (rounds - round) % 2 === 0;
+}
+
+/** Runs the two peers of a round in the order firstPeerFirst gives; the results come back as `[a, b]`. */
+async function inTurn<A, B>(
+  round: number,
+  rounds: number,
+  a: () => Promise<A>,
+  b: () => Promise<B>,
+): Promise<[A, B]> {
+  if (firstPeerFirst(round, rounds)) {
+    const first = await a();
+    return [first, await b()];
+  }
+  const first = await b();
+  return [await a(), first];
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
@@ -500,15 +520,12 @@ async function main(): Promise<void> {
         if (round < options.rounds) await dropBucket(client, 'rv-dst');
         return full.seconds;
       };
-      const floorFirst = firstPeerFirst(round, options.rounds);
-      const first = await (floorFirst ? runFloor() : runFull());
-      const second = await (floorFirst ? runFull() : runFloor());
-      const [floorRound, fullRound] = floorFirst ? [first, second] : [second, first];
+      const [floorRound, fullRound] = await inTurn(round, options.rounds, runFloor, runFull);
       floorRuns.push(floorRound);
       fullRuns.push(fullRound);
       log(
         options,
-        `round ${round}: (a) floor ${floorRound.toFixed(2)} s, (b) regvault full ${fullRound.toFixed(2)} s (${floorFirst ? 'floor' : 'regvault'} first), ratio ${(fullRound / floorRound).toFixed(3)}`,
+        `round ${round}: (a) floor ${floorRound.toFixed(2)} s, (b) regvault full ${fullRound.toFixed(2)} s (${firstPeerFirst(round, options.rounds) ? 'floor' : 'regvault'} first), ratio ${(fullRound / floorRound).toFixed(3)}`,
       );
     }
     const floorSeconds = median(floorRuns);
@@ -639,21 +656,12 @@ async function main(): Promise<void> {
         await dropBucket(client, 'stream-rclone');
         return seconds;
       };
-      const regvaultFirst = firstPeerFirst(round, options.rounds);
-      let stream: CopyRunResult;
-      let rcloneSeconds: number;
-      if (regvaultFirst) {
-        stream = await runRegvault();
-        rcloneSeconds = await runRclone();
-      } else {
-        rcloneSeconds = await runRclone();
-        stream = await runRegvault();
-      }
+      const [stream, rcloneSeconds] = await inTurn(round, options.rounds, runRegvault, runRclone);
       streamRuns.push(stream.seconds);
       streamRcloneRuns.push(rcloneSeconds);
       log(
         options,
-        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s (${regvaultFirst ? 'regvault' : 'rclone'} first)`,
+        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s (${firstPeerFirst(round, options.rounds) ? 'regvault' : 'rclone'} first)`,
       );
     }
     const streamSeconds = median(streamRuns);
@@ -730,7 +738,14 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
     '| --- | --- | --- |',
     `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 (rounds: ${r.floorRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (a') the same copies through the SDK's S3Client.send | ${f(r.floorSdkSeconds, 2)} | ${f(r.floorSdkSeconds / r.floorSeconds)} of floor |`,
-    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor, the median of the rounds' ratios ${r.regvaultRounds.map((v, i) => f(v / (r.floorRounds[i] ?? Number.NaN))).join(', ')}; ratio of medians ${f(r.floorRatioOfMedians)} (rounds: ${r.regvaultRounds.map((v) => f(v, 2)).join(', ')}) |`,
+    `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor, the median of the rounds' ratios ${roundRatios(
+      r.regvaultRounds,
+      r.floorRounds,
+    )
+      .map((v) => f(v))
+      .join(
+        ', ',
+      )}; ratio of medians ${f(r.floorRatioOfMedians)} (rounds: ${r.regvaultRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (c) rclone sync (server-side) | ${f(r.rcloneSeconds, 2)} | regvault/rclone ${f(r.rcloneRatio)} |`,
     `| (d) aws s3 sync | ${f(r.awsSeconds, 2)} | regvault/aws ${f(r.awsRatio)} |`,
     `| (e) regvault, 1% changed | ${f(r.incrementalSeconds, 2)} | found ${r.changedFound} of ${r.changedExpected} changed |`,
