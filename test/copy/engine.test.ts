@@ -480,22 +480,31 @@ describe('reporting what failed', () => {
 });
 
 describe('splitting work between workers', () => {
-  it("gives the same totals when a second worker continues from the first one's cursor", async () => {
-    // Prepare
+  /**
+   * 2,500 objects under `prefix` in a fresh source, copied by one worker alone
+   * into a bucket of its own (the totals to compare with), and a fresh, empty
+   * target for the split run.
+   */
+  async function soloRun(prefix: string) {
     const source = await freshBucket();
-    const one = await freshBucket();
-    const two = await freshBucket();
+    const target = await freshBucket();
     await putObjects(
       client,
       source,
-      Array.from({ length: 2_500 }, (_, i) => ({ key: `s/${i}`, body: `${i}` })),
+      Array.from({ length: 2_500 }, (_, i) => ({ key: `${prefix}${i}`, body: `${i}` })),
       32,
     );
-    // Act: one worker alone; then a worker that stops after its first page, and a second that continues.
     const alone = await runShard(
-      job(locationOn(server, source), locationOn(server, one)),
+      job(locationOn(server, source), locationOn(server, await freshBucket())),
       wholeShard(),
     );
+    return { source, target, alone };
+  }
+
+  it("gives the same totals when a second worker continues from the first one's cursor", async () => {
+    // Prepare
+    const { source, target: two, alone } = await soloRun('s/');
+    // Act: a worker that stops after its first page, and a second that continues.
     const first = await runShard(
       job(locationOn(server, source), locationOn(server, two)),
       wholeShard(),
@@ -520,19 +529,7 @@ describe('splitting work between workers', () => {
 
   it('hands the continuation on before copying a page, and the chain of workers gives the totals of one', async () => {
     // Prepare
-    const source = await freshBucket();
-    const one = await freshBucket();
-    const chained = await freshBucket();
-    await putObjects(
-      client,
-      source,
-      Array.from({ length: 2_500 }, (_, i) => ({ key: `h/${i}`, body: `${i}` })),
-      32,
-    );
-    const alone = await runShard(
-      job(locationOn(server, source), locationOn(server, one)),
-      wholeShard(),
-    );
+    const { source, target: chained, alone } = await soloRun('h/');
     // Act: every worker but the last gives its continuation away as soon as it is offered.
     const runs = [];
     const copiedWhenOffered: number[] = [];

@@ -99,6 +99,16 @@ afterAll(async () => {
   await s3?.stop();
 });
 
+/** A restore target on the test's S3 server, with the keys of the Secret the registry already uses. */
+function restoreTarget(bucket: string) {
+  return {
+    bucket,
+    endpoint: s3.endpoint,
+    region: s3.region,
+    secretName: 'registry-s3-secret',
+  };
+}
+
 async function emptyAndDeleteBucket(bucket: string): Promise<void> {
   const keys = [...(await listAll(client, bucket)).keys()];
   for (let i = 0; i < keys.length; i += 1000) {
@@ -208,12 +218,7 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     // Act
     const result = await runRestoreLocally(
       {
-        target: {
-          bucket: 'registry-bucket-restored',
-          endpoint: s3.endpoint,
-          region: s3.region,
-          secretName: 'registry-s3-secret',
-        },
+        target: restoreTarget('registry-bucket-restored'),
         verifySample: 5,
       },
       { deps, waitMs: 200 },
@@ -448,12 +453,7 @@ describe('failures', () => {
     // Act
     const result = await runRestoreLocally(
       {
-        target: {
-          bucket: 'answer-lost',
-          endpoint: s3.endpoint,
-          region: s3.region,
-          secretName: 'registry-s3-secret',
-        },
+        target: restoreTarget('answer-lost'),
         rolloutTimeoutSeconds: 30,
       },
       { deps, waitMs: 250 },
@@ -467,12 +467,7 @@ describe('failures', () => {
     await createBucket(client, 'switch-twice');
     const state = await resolveRestore(
       {
-        target: {
-          bucket: 'switch-twice',
-          endpoint: s3.endpoint,
-          region: s3.region,
-          secretName: 'registry-s3-secret',
-        },
+        target: restoreTarget('switch-twice'),
       },
       deps,
     );
