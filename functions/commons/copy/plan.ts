@@ -11,10 +11,10 @@
  * sized by a page each (large ones walked and cut into key ranges), and packed
  * into contiguous shards of at most `targetObjectsPerShard` keys.
  */
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { registryPrefix } from '../registry/layout.ts';
-import type { FastCopier } from '../s3/fast-copy.ts';
+import { type FastCopier, listObjectsPage } from '../s3/fast-copy.ts';
 import { compareKeys, PAGE_SIZE, type Shard } from './model.ts';
 
 export interface PlanOptions {
@@ -61,35 +61,18 @@ function lister(
     requests: 0,
     async page(prefix, options = {}) {
       self.requests++;
-      if (fast !== undefined) {
-        const page = await fast.listObjectsV2({
-          bucket,
-          prefix,
-          maxKeys: PAGE_SIZE,
-          ...(options.delimiter === undefined ? {} : { delimiter: options.delimiter }),
-          ...(options.token === undefined ? {} : { continuationToken: options.token }),
-          ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
-        });
-        return {
-          keys: page.contents.map((c) => c.key),
-          prefixes: page.commonPrefixes,
-          next: page.isTruncated ? page.nextContinuationToken : undefined,
-        };
-      }
-      const response = await client.send(
-        new ListObjectsV2Command({
-          Bucket: bucket,
-          Prefix: prefix,
-          MaxKeys: PAGE_SIZE,
-          ...(options.delimiter === undefined ? {} : { Delimiter: options.delimiter }),
-          ...(options.token === undefined ? {} : { ContinuationToken: options.token }),
-          ...(options.startAfter === undefined ? {} : { StartAfter: options.startAfter }),
-        }),
-      );
+      const page = await listObjectsPage(client, fast, {
+        bucket,
+        prefix,
+        maxKeys: PAGE_SIZE,
+        ...(options.delimiter === undefined ? {} : { delimiter: options.delimiter }),
+        ...(options.token === undefined ? {} : { continuationToken: options.token }),
+        ...(options.startAfter === undefined ? {} : { startAfter: options.startAfter }),
+      });
       return {
-        keys: (response.Contents ?? []).map((c) => c.Key ?? ''),
-        prefixes: (response.CommonPrefixes ?? []).map((p) => p.Prefix ?? ''),
-        next: response.IsTruncated === true ? response.NextContinuationToken : undefined,
+        keys: page.contents.map((c) => c.key),
+        prefixes: page.commonPrefixes,
+        next: page.isTruncated ? page.nextContinuationToken : undefined,
       };
     },
   };

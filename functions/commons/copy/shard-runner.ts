@@ -7,7 +7,7 @@
  * (docs/consistency.md); a phase's listing rolls up, by delimiter, the part of
  * each repository it does not copy.
  */
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { messageOf } from '../errors.ts';
 import {
   blobDigestOf,
@@ -16,6 +16,7 @@ import {
   reservedSegmentOf,
   uploadIdOf,
 } from '../registry/layout.ts';
+import { listObjectsPage } from '../s3/fast-copy.ts';
 import {
   type Cursor,
   cleanEtag,
@@ -158,43 +159,19 @@ async function listPage(
     token === undefined && shard.startAt !== undefined && shard.startAt !== ''
       ? keyJustBefore(shard.startAt)
       : undefined;
-  let items: ReadonlyArray<{ key: string; size: number; etag: string }>;
-  let commonPrefixes: readonly string[];
-  let truncated: boolean;
-  let nextToken: string | undefined;
-  if (ctx.source.fast !== undefined) {
-    const page = await ctx.source.fast.listObjectsV2({
-      bucket: ctx.source.bucket,
-      prefix: shard.prefix,
-      maxKeys: PAGE_SIZE,
-      ...(delimiter === undefined ? {} : { delimiter }),
-      ...(startAfter === undefined ? {} : { startAfter }),
-      ...(token === undefined ? {} : { continuationToken: token }),
-    });
-    items = page.contents;
-    commonPrefixes = page.commonPrefixes;
-    truncated = page.isTruncated;
-    nextToken = page.nextContinuationToken;
-  } else {
-    const response = await ctx.source.client.send(
-      new ListObjectsV2Command({
-        Bucket: ctx.source.bucket,
-        Prefix: shard.prefix,
-        MaxKeys: PAGE_SIZE,
-        ...(delimiter === undefined ? {} : { Delimiter: delimiter }),
-        ...(startAfter === undefined ? {} : { StartAfter: startAfter }),
-        ...(token === undefined ? {} : { ContinuationToken: token }),
-      }),
-    );
-    items = (response.Contents ?? []).map((c) => ({
-      key: c.Key ?? '',
-      size: c.Size ?? 0,
-      etag: c.ETag ?? '',
-    }));
-    commonPrefixes = (response.CommonPrefixes ?? []).map((p) => p.Prefix ?? '');
-    truncated = response.IsTruncated === true;
-    nextToken = response.NextContinuationToken;
-  }
+  const {
+    contents: items,
+    commonPrefixes,
+    isTruncated: truncated,
+    nextContinuationToken: nextToken,
+  } = await listObjectsPage(ctx.source.client, ctx.source.fast, {
+    bucket: ctx.source.bucket,
+    prefix: shard.prefix,
+    maxKeys: PAGE_SIZE,
+    ...(delimiter === undefined ? {} : { delimiter }),
+    ...(startAfter === undefined ? {} : { startAfter }),
+    ...(token === undefined ? {} : { continuationToken: token }),
+  });
   const objects: ListedObject[] = [];
   const unexpected: string[] = [];
   // Past the shard's end: everything before it in this page is kept, and the listing stops.

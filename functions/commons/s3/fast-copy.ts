@@ -17,7 +17,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, SourceData } from '@smithy/types';
 
@@ -431,5 +431,39 @@ export function createFastCopier(
     destroy() {
       agent.destroy();
     },
+  };
+}
+
+/**
+ * One ListObjectsV2 page: through the lean path when the caller has one, else
+ * through the SDK, answered in the lean path's shape either way.
+ */
+export async function listObjectsPage(
+  client: S3Client,
+  fast: Pick<FastCopier, 'listObjectsV2'> | undefined,
+  input: Parameters<FastCopier['listObjectsV2']>[0],
+): Promise<FastListPage> {
+  if (fast !== undefined) return fast.listObjectsV2(input);
+  const response = await client.send(
+    new ListObjectsV2Command({
+      Bucket: input.bucket,
+      Prefix: input.prefix,
+      ...(input.maxKeys === undefined ? {} : { MaxKeys: input.maxKeys }),
+      ...(input.delimiter === undefined ? {} : { Delimiter: input.delimiter }),
+      ...(input.startAfter === undefined ? {} : { StartAfter: input.startAfter }),
+      ...(input.continuationToken === undefined
+        ? {}
+        : { ContinuationToken: input.continuationToken }),
+    }),
+  );
+  return {
+    contents: (response.Contents ?? []).map((c) => ({
+      key: c.Key ?? '',
+      size: c.Size ?? 0,
+      etag: c.ETag ?? '',
+    })),
+    commonPrefixes: (response.CommonPrefixes ?? []).map((p) => p.Prefix ?? ''),
+    isTruncated: response.IsTruncated === true,
+    nextContinuationToken: response.NextContinuationToken,
   };
 }
