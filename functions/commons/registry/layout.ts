@@ -80,14 +80,6 @@ export function blobKeyOf(digest: string): string {
   return `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
 }
 
-/** Repository name of a `repositories/<name>/_...` key, or undefined. */
-export function repositoryOf(relativeKey: string): string | undefined {
-  if (!relativeKey.startsWith('repositories/')) return undefined;
-  const rest = relativeKey.slice('repositories/'.length);
-  const reserved = RESERVED.exec(rest);
-  return reserved === null || reserved.index === 0 ? undefined : rest.slice(0, reserved.index);
-}
-
 /** Upload session id of a `.../_uploads/<id>/...` key, or undefined. */
 export function uploadIdOf(relativeKey: string): string | undefined {
   const match = /\/_uploads\/([^/]+)/.exec(relativeKey);
