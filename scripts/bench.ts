@@ -36,7 +36,8 @@ const run = promisify(execFile);
 
 const optionsSchema = z.object({
   objects: z.coerce.number().int().min(100),
-  rounds: z.coerce.number().int().min(1).max(9),
+  rounds: z.coerce.number().int().min(1).max(31),
+  streamRounds: z.coerce.number().int().min(1).max(31),
   concurrency: z.coerce.number().int().min(1).max(256),
   bigMib: z.coerce.number().int().min(0),
   json: z.boolean(),
@@ -92,7 +93,6 @@ async function dropBucket(client: S3Client, bucket: string): Promise<void> {
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
 
-/** Seconds a function takes. */
 /** The middle value (the mean of the two middle ones for an even count). */
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -142,6 +142,7 @@ async function inTurn<A, B>(
   return [await a(), first];
 }
 
+/** Seconds a function takes. */
 async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
   const started = performance.now();
   const value = await fn();
@@ -416,7 +417,12 @@ async function main(): Promise<void> {
     .option('--concurrency <n>', 'copies in flight, the same for every peer', '32')
     .option(
       '--rounds <n>',
-      "rounds of (a) with (b) and of (h) regvault with rclone, in alternating order; the median of the rounds' ratios counts",
+      "rounds of (a) with (b), in alternating order; the median of the rounds' ratios counts",
+      '15',
+    )
+    .option(
+      '--stream-rounds <n>',
+      "rounds of (h) regvault with rclone, in alternating order; the median of the rounds' ratios counts",
       '7',
     )
     .option('--big-mib <n>', 'size of the large object in the cross-endpoint run (MiB)', '1024')
@@ -632,11 +638,12 @@ async function main(): Promise<void> {
         options.bigMib * 1024 ** 2,
       );
     // Both peers are bound by the receiving server's CPU here, so one run each
-    // would compare noise: they alternate for `rounds` rounds and the medians count.
+    // would compare noise: they alternate for `streamRounds` rounds and the median
+    // of the rounds' ratios counts.
     const streamRuns: number[] = [];
     const streamRcloneRuns: number[] = [];
     let streamPeakRssMiB = 0;
-    for (let round = 1; round <= options.rounds; round += 1) {
+    for (let round = 1; round <= options.streamRounds; round += 1) {
       const runRegvault = async () => {
         await client.send(new CreateBucketCommand({ Bucket: 'stream-rv' }));
         const stream = await regvaultCopy(remote, server, {
@@ -656,12 +663,17 @@ async function main(): Promise<void> {
         await dropBucket(client, 'stream-rclone');
         return seconds;
       };
-      const [stream, rcloneSeconds] = await inTurn(round, options.rounds, runRegvault, runRclone);
+      const [stream, rcloneSeconds] = await inTurn(
+        round,
+        options.streamRounds,
+        runRegvault,
+        runRclone,
+      );
       streamRuns.push(stream.seconds);
       streamRcloneRuns.push(rcloneSeconds);
       log(
         options,
-        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s (${firstPeerFirst(round, options.rounds) ? 'regvault' : 'rclone'} first)`,
+        `round ${round}: (h) stream regvault ${stream.seconds.toFixed(2)} s (peak RSS ${stream.maxRssMiB.toFixed(0)} MiB), rclone ${rcloneSeconds.toFixed(2)} s (${firstPeerFirst(round, options.streamRounds) ? 'regvault' : 'rclone'} first)`,
       );
     }
     const streamSeconds = median(streamRuns);
@@ -730,7 +742,7 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
   const f = (v: unknown, digits = 3) => (typeof v === 'number' ? v.toFixed(digits) : String(v));
   const previous = await readFile(path, 'utf8').catch(() => '');
   const marker = '<!-- runs below: newest first -->';
-  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. From the fourth 2026-12-01 run on, link phases roll up by delimiter the directory they do not copy (36 LISTs instead of 57) and the copy queue serves link and blob copies in turns (docs/consistency.md); the default is 5 rounds, because medians of 3 still moved by 0.1 between runs. From the eighth 2026-12-01 run on (its (b) row lists the rounds' ratios), the default is 7 rounds, the two peers of a round swap order every round, and the headline ratios are the median of the rounds' ratios (each round's two runs are seconds apart, so a slow stretch of the machine slows both); the ratio of medians is printed beside it. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
+  const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. From the fourth 2026-12-01 run on, link phases roll up by delimiter the directory they do not copy (36 LISTs instead of 57) and the copy queue serves link and blob copies in turns (docs/consistency.md); the default is 5 rounds, because medians of 3 still moved by 0.1 between runs. From the eighth 2026-12-01 run on (its (b) row lists the rounds' ratios), the default is 7 rounds, the two peers of a round swap order every round, and the headline ratios are the median of the rounds' ratios (each round's two runs are seconds apart, so a slow stretch of the machine slows both); the ratio of medians is printed beside it. From the twelfth 2026-12-01 run on, (a) with (b) runs 15 rounds and (h) 7 (\`--rounds\`, \`--stream-rounds\`): the 28 round ratios of the four 7-round runs before it (median 1.07) showed that a median of 7 still lands above 1.15 in about one run in six by chance alone, and one of 15 in about one in thirteen. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
   const entry = [
     `## ${r.date}: ${r.objects} objects, concurrency ${r.concurrency}`,
     '',
