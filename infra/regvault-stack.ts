@@ -141,11 +141,13 @@ const FUNCTIONS = {
     vault: 'write',
     roleBuckets: 'none',
   },
-  // Finalizes with the error, so the same vault access as finalize.
+  // Finalizes with the error, so the same vault access, time and memory as
+  // finalize: a Lambda timeout is no exception its fallback could catch, and a
+  // snapshot whose failure path timed out would keep its running manifest.
   'mark-failed': {
     description: 'Backup: mark the snapshot failed with the cause',
-    timeout: Duration.minutes(5),
-    memorySize: 1024,
+    timeout: Duration.minutes(15),
+    memorySize: 3008,
     cluster: false,
     registryApi: false,
     vault: 'write',

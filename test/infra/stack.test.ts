@@ -306,7 +306,7 @@ describe('the functions', () => {
     ['discover', 300, 1024],
     ['plan', 900, 1024],
     ['finalize', 900, 3008],
-    ['mark-failed', 300, 1024],
+    ['mark-failed', 900, 3008],
     ['resolve', 300, 1024],
     ['preflight', 120, 1024],
     ['compare', 900, 3008],
@@ -358,6 +358,25 @@ describe('the functions', () => {
       expect(logGroup?.['RetentionInDays']).toBe(90);
     },
   );
+
+  it('gives the failure path at least the time and memory of the finalize it runs', () => {
+    // Prepare
+    const { template, stack } = defaults;
+    const propsOf = (name: 'finalize' | 'mark-failed') =>
+      resourcesOf(template, 'AWS::Lambda::Function')[
+        logicalIdOf(defaults, stack.functions[name].function)
+      ]?.Properties;
+
+    // Act
+    const finalize = propsOf('finalize');
+    const markFailed = propsOf('mark-failed');
+
+    // Assess
+    expect(Number(markFailed?.['Timeout'])).toBeGreaterThanOrEqual(Number(finalize?.['Timeout']));
+    expect(Number(markFailed?.['MemorySize'])).toBeGreaterThanOrEqual(
+      Number(finalize?.['MemorySize']),
+    );
+  });
 
   it('leaves Content-MD5 off for a new vault bucket without Object Lock', () => {
     // Act
