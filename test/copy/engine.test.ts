@@ -22,7 +22,13 @@ import {
 } from '../../functions/commons/copy/target-state.ts';
 import { KeyKind } from '../../functions/commons/registry/layout.ts';
 import type { FastCopier } from '../../functions/commons/s3/fast-copy.ts';
-import { buildDataset, putObject, seededBytes, writeDataset } from '../../sandbox/dataset.ts';
+import {
+  buildDataset,
+  type DatasetOptions,
+  putObject,
+  seededBytes,
+  writeDataset,
+} from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import {
   clientFor,
@@ -89,6 +95,20 @@ function job(
 }
 
 const MiB = 1024 ** 2;
+
+/**
+ * A registry data set in a fresh source that plans into exactly one link
+ * shard, and a fresh, empty target.
+ */
+async function oneLinkShard(options: DatasetOptions) {
+  const source = await freshBucket();
+  const data = buildDataset(options);
+  await writeDataset(client, source, data.objects);
+  const plan = await planRegistry(client, source, undefined);
+  const shard = plan.linkShards[0];
+  if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
+  return { source, data, shard, target: await freshBucket() };
+}
 
 describe('copying a shard between two buckets', () => {
   it('copies every key, including spaces, unicode, +, %, =, XML specials and empty objects', async () => {
@@ -600,13 +620,12 @@ describe('splitting work between workers', () => {
 
   it("never offers a link shard's continuation during its tag phase", async () => {
     // Prepare: enough tags and revisions for two pages in every phase
-    const source = await freshBucket();
-    const data = buildDataset({ repositories: 60, tagsPerRepository: 10, layerSize: 256, seed: 9 });
-    await writeDataset(client, source, data.objects);
-    const plan = await planRegistry(client, source, undefined);
-    const shard = plan.linkShards[0];
-    if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
-    const target = await freshBucket();
+    const { source, shard, target } = await oneLinkShard({
+      repositories: 60,
+      tagsPerRepository: 10,
+      layerSize: 256,
+      seed: 9,
+    });
     const offered: number[] = [];
     // Act
     const result = await runShard(
@@ -716,13 +735,12 @@ describe('planning', () => {
 
   it('copies a link shard phase by phase: tags, then revisions, then layer links, each listed after every tag is copied', async () => {
     // Prepare
-    const source = await freshBucket();
-    const data = buildDataset({ repositories: 4, tagsPerRepository: 3, layerSize: 512, seed: 8 });
-    await writeDataset(client, source, data.objects);
-    const plan = await planRegistry(client, source, undefined);
-    const shard = plan.linkShards[0];
-    if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
-    const target = await freshBucket();
+    const { source, data, shard, target } = await oneLinkShard({
+      repositories: 4,
+      tagsPerRepository: 3,
+      layerSize: 512,
+      seed: 8,
+    });
     const ctx = job(locationOn(server, source), locationOn(server, target));
     const copiedTags = new Set<string>();
     const pages: Array<{ kinds: Set<string>; tagsCopiedBefore: number }> = [];
