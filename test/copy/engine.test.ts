@@ -187,7 +187,6 @@ describe('copying a shard between two buckets', () => {
     const source = await freshBucket();
     const target = await freshBucket();
     const body = seededBytes('twenty', 20 * MiB);
-    const { putObject } = await import('../../sandbox/dataset.ts');
     await putObject(client, source, 'big/object', body);
     await server.resetCounters();
     // Act
@@ -219,7 +218,6 @@ describe('copying a shard between two buckets', () => {
     // Prepare
     const source = await freshBucket(otherClient);
     const target = await freshBucket();
-    const { putObject } = await import('../../sandbox/dataset.ts');
     const big = seededBytes('cross', 12 * MiB);
     await putObject(otherClient, source, 'blob', big);
     await putObjects(otherClient, source, [{ key: 'small', body: 'tiny' }]);
