@@ -106,7 +106,6 @@ function flagName(key: string): string {
 /** The command-level numeric flags and what each accepts. */
 const numericFlags = {
   shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
-  verifySample: z.coerce.number().int().min(0).max(10_000),
   rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
   sample: z.coerce.number().int().min(1),
   keepLast: z.coerce.number().int().min(1),
@@ -362,6 +361,18 @@ function workflowExitCode(result: LocalRunResult): ExitCode {
   return ExitCode.Failed;
 }
 
+/** `--pull-sample`: a count of images, or `all`. */
+function pullSampleOf(value: unknown): number | 'all' {
+  if (value === undefined) return 3;
+  if (value === 'all') return 'all';
+  const parsed = z.coerce.number().int().min(0).max(1_000_000).safeParse(value);
+  if (!parsed.success)
+    throw new InputError('the restore settings are not valid', [
+      `--pull-sample: expected a count of images (0 or more) or "all", got ${JSON.stringify(value)}`,
+    ]);
+  return parsed.data;
+}
+
 function parseS3Url(value: string, flag: string): { bucket: string; prefix: string } {
   const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(value);
   if (match?.[1] === undefined)
@@ -496,11 +507,21 @@ export function buildProgram(): Command {
     .option('--no-switch', 'copy only; leave the registry where it is')
     .option('--no-rollback', 'leave the registry on the new bucket even if verification fails')
     .option('--allow-non-empty', 'restore into a bucket that already holds objects')
-    .option('--verify-sample <n>', 'images pulled in full during verification', '3')
+    .option(
+      '--pull-sample <n|all>',
+      'images pulled in full after the switch, every blob sha256-checked (a count, or all)',
+      '3',
+    )
+    .option('--push-test', 'also push a test image into regvault-verify/push-test after verifying')
+    .option(
+      '--skip-blob-hashing',
+      'before the switch, trust blobs the copy did not check against their digest (faster; the restore is then not proven)',
+    )
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
-      const numbers = numbersOf(flags, ['verifySample', 'rolloutTimeout']);
+      const numbers = numbersOf(flags, ['rolloutTimeout']);
+      const pullSample = pullSampleOf(flags['pullSample']);
       const kubeconfig = findKubeconfig(settings);
       // The switch patches the cluster; the target's keys come from a Secret in it.
       if (flags['switch'] !== false) requireCluster(kubeconfig, 'restore (switching the registry)');
@@ -527,7 +548,9 @@ export function buildProgram(): Command {
           switchRegistry: flags['switch'] !== false,
           rollbackOnFailure: flags['rollback'] !== false,
           allowNonEmptyTarget: flags['allowNonEmpty'] === true,
-          verifySample: numbers.verifySample,
+          pullSample,
+          pushTest: flags['pushTest'] === true,
+          skipBlobHashing: flags['skipBlobHashing'] === true,
           rolloutTimeoutSeconds: numbers.rolloutTimeout,
           concurrency: settings.concurrency,
         };
@@ -567,10 +590,15 @@ export function buildProgram(): Command {
     'check a registry against what a snapshot says it should serve',
   )
     .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
-    .option('--sample <n>', 'images pulled in full', '3')
+    .option(
+      '--pull-sample <n|all>',
+      'images pulled in full, every blob sha256-checked (a count, or all)',
+      '3',
+    )
+    .option('--push-test', 'also push a test image into regvault-verify/push-test')
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
-      const numbers = numbersOf(flags, ['sample']);
+      const pullSample = pullSampleOf(flags['pullSample']);
       if (settings.registryUrl === undefined)
         throw new InputError('verify needs the registry', [
           '--registry-url: where the registry answers, e.g. https://registry.example.com',
@@ -580,7 +608,7 @@ export function buildProgram(): Command {
       try {
         const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot']));
         const report = await verifyRestore(
-          { snapshotId: manifest.id, verifySample: numbers.sample ?? 3, pushTest: false },
+          { snapshotId: manifest.id, pullSample, pushTest: flags['pushTest'] === true },
           deps,
         );
         run.exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;

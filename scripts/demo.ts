@@ -184,7 +184,7 @@ async function main(): Promise<number> {
           region: s3.region,
           secretName: 'registry-s3-secret',
         },
-        verifySample: 3,
+        pullSample: 3,
       },
       {
         deps,

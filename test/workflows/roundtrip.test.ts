@@ -219,7 +219,7 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     const result = await runRestoreLocally(
       {
         target: restoreTarget('registry-bucket-restored'),
-        verifySample: 5,
+        pullSample: 5,
       },
       { deps, waitMs: 200 },
     );

@@ -63,8 +63,16 @@ export const restoreInputSchema = z
     switchRegistry: z.boolean().default(true),
     rollbackOnFailure: z.boolean().default(true),
     allowNonEmptyTarget: z.boolean().default(false),
-    verifySample: z.number().int().min(0).max(10_000).default(3),
+    /** Images pulled in full after the switch, every blob's sha256 checked: a count or every tag. */
+    pullSample: z.union([z.number().int().min(0).max(1_000_000), z.literal('all')]).default(3),
     pushTest: z.boolean().default(false),
+    /**
+     * Opt-in and named for what it skips: before the switch, blobs the copy did
+     * not already check against their digest are not re-read and hashed. The
+     * references (tags, manifests, blobs present) are still proven, and the run
+     * record says the content was not.
+     */
+    skipBlobHashing: z.boolean().default(false),
     rolloutTimeoutSeconds: z.number().int().min(10).max(3_600).default(600),
     concurrency: z.number().int().min(1).max(512).default(64),
   })
@@ -91,8 +99,9 @@ export interface RestoreState {
   readonly switchRegistry: boolean;
   readonly rollbackOnFailure: boolean;
   readonly allowNonEmptyTarget: boolean;
-  readonly verifySample: number;
+  readonly pullSample: number | 'all';
   readonly pushTest: boolean;
+  readonly skipBlobHashing: boolean;
   readonly rolloutTimeoutSeconds: number;
   readonly objects: number;
   readonly bytes: number;
@@ -152,8 +161,9 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     switchRegistry: input.switchRegistry,
     rollbackOnFailure: input.rollbackOnFailure,
     allowNonEmptyTarget: input.allowNonEmptyTarget,
-    verifySample: input.verifySample,
+    pullSample: input.pullSample,
     pushTest: input.pushTest,
+    skipBlobHashing: input.skipBlobHashing,
     rolloutTimeoutSeconds: input.rolloutTimeoutSeconds,
     objects: manifest.counts.objects,
     bytes: manifest.bytes,
@@ -347,7 +357,7 @@ export interface VerifyOutput {
 
 /** Step 7: the registry serves what the snapshot's catalog lists. */
 export async function verifyRestore(
-  state: Pick<RestoreState, 'snapshotId' | 'verifySample' | 'pushTest'>,
+  state: Pick<RestoreState, 'snapshotId' | 'pullSample' | 'pushTest'>,
   deps: WorkflowDeps,
 ): Promise<VerifyOutput> {
   const registry = deps.registry();
@@ -370,7 +380,7 @@ export async function verifyRestore(
   if (catalog === undefined)
     throw new VaultError(`snapshot ${state.snapshotId} has no catalog.json; it cannot be verified`);
   const report = await verifyRegistry(registry, catalog, {
-    sample: state.verifySample,
+    sample: state.pullSample === 'all' ? Number.POSITIVE_INFINITY : state.pullSample,
     ...(state.pushTest ? { pushTestRepository: 'regvault-verify/push-test' } : {}),
   });
   return {
