@@ -78,8 +78,10 @@ type VaultAccess = keyof typeof VAULT_ACTIONS;
  */
 const ROLE_BUCKET_ACTIONS = {
   none: [],
-  // Discovery and planning list a backup source; compare lists a restore target.
+  // Discovery and planning list a backup source.
   list: [],
+  // The proof lists a restore target and reads back the blobs it hashes.
+  read: ['s3:GetObject'],
   // Preflight writes one probe object into a restore target and deletes it.
   probe: ['s3:PutObject', 's3:DeleteObject'],
   // The copy worker reads sources and writes targets, as into the vault.
@@ -174,15 +176,16 @@ const FUNCTIONS = {
     vault: 'none',
     roleBuckets: 'probe',
   },
-  // Reads the snapshot inventory, lists the target.
-  compare: {
-    description: 'Restore: every snapshot object is in the target with its size',
+  // Reads the snapshot inventory and the run's records, lists the target and
+  // hashes the blobs the copy did not check (streamed, bounded memory).
+  prove: {
+    description: 'Restore: prove the target (objects, references, blob digests) before the switch',
     timeout: Duration.minutes(15),
     memorySize: 3008,
     cluster: true,
     registryApi: false,
     vault: 'read',
-    roleBuckets: 'list',
+    roleBuckets: 'read',
   },
   // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json).
   switch: {
@@ -261,7 +264,7 @@ export type FunctionName = keyof typeof FUNCTIONS;
 /** The functions each workflow's tasks invoke, keyed by their ASL placeholder. */
 const WORKFLOWS = {
   backup: ['discover', 'plan', 'finalize', 'mark-failed'],
-  restore: ['resolve', 'preflight', 'compare', 'switch', 'rollout-status', 'verify', 'rollback'],
+  restore: ['resolve', 'preflight', 'prove', 'switch', 'rollout-status', 'verify', 'rollback'],
 } as const satisfies Record<string, readonly FunctionName[]>;
 
 export type WorkflowName = keyof typeof WORKFLOWS;

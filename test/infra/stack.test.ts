@@ -70,7 +70,7 @@ const ACCESS = {
   'mark-failed': { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
   resolve: { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
   preflight: { kubeconfig: true, registryLogin: false, vault: 'none', roleBuckets: 'probe' },
-  compare: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'list' },
+  prove: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'read' },
   switch: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'none' },
   'rollout-status': {
     kubeconfig: true,
@@ -89,7 +89,7 @@ const ACCESS = {
     kubeconfig: boolean;
     registryLogin: boolean;
     vault: 'none' | 'read' | 'write' | 'prune' | 'copy';
-    roleBuckets: 'none' | 'list' | 'probe' | 'copy';
+    roleBuckets: 'none' | 'list' | 'read' | 'probe' | 'copy';
   }
 >;
 const ACCESS_TABLE = Object.entries(ACCESS) as Array<[FunctionName, (typeof ACCESS)[FunctionName]]>;
@@ -112,6 +112,7 @@ const VAULT_OBJECT_ACTIONS = {
 const ROLE_BUCKET_OBJECT_ACTIONS = {
   none: [],
   list: [],
+  read: ['s3:GetObject'],
   probe: ['s3:DeleteObject', 's3:PutObject'],
   copy: COPY_ACTIONS,
 } as const;
@@ -309,7 +310,7 @@ describe('the functions', () => {
     ['mark-failed', 900, 3008],
     ['resolve', 300, 1024],
     ['preflight', 120, 1024],
-    ['compare', 900, 3008],
+    ['prove', 900, 3008],
     ['switch', 120, 1024],
     ['rollout-status', 60, 1024],
     ['verify', 900, 1024],
@@ -666,7 +667,7 @@ describe('IAM', () => {
     ['backup', ['discover', 'plan', 'finalize', 'mark-failed']],
     [
       'restore',
-      ['resolve', 'preflight', 'compare', 'switch', 'rollout-status', 'verify', 'rollback'],
+      ['resolve', 'preflight', 'prove', 'switch', 'rollout-status', 'verify', 'rollback'],
     ],
   ] as const)(
     'lets the %s state machine invoke only its own functions and send only to the copy queue',

@@ -28,10 +28,10 @@ import {
 } from '../workflows/backup.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import type { ShardMessage } from '../workflows/job.ts';
+import { proveRestore } from '../workflows/prove.ts';
 import {
   causeText,
   checkRollout,
-  compareRestore,
   type FailedRestoreEvent,
   preflightRestore,
   type RestoreState,
@@ -381,7 +381,7 @@ export function runRestoreLocally(
       PreflightTargetBucket: async (e: { state: RestoreState }) => preflightRestore(e.state, deps),
       CopyOneBlobPart: async (e: unknown) => pool.copyTask(e),
       CopyOneLinkPart: async (e: unknown) => pool.copyTask(e),
-      CompareWithInventory: async (e: { state: RestoreState }) => compareRestore(e.state, deps),
+      ProveRestoredContent: async (e: { state: RestoreState }) => proveRestore(e.state, deps),
       SwitchRegistryStorage: async (e: { state: RestoreState }) => switchRegistry(e.state, deps),
       CheckRollout: async (e: { switched: SwitchOutput }) => checkRollout(e.switched, deps),
       VerifyRegistry: async (e: { state: RestoreState }) => verifyRestore(e.state, deps),

@@ -1,8 +1,8 @@
 /**
  * The restore workflow's steps (state-machines/restore.asl.json): validate and
  * resolve the snapshot, preflight the target, (copy inventory parts: the
- * workers, blobs before links), compare, switch the registry, poll the
- * rollout, verify, and roll back.
+ * workers, blobs before links), (prove the target: prove.ts), switch the
+ * registry, poll the rollout, verify, and roll back.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -23,15 +23,7 @@ import {
 import { describeRolloutFailure, judgeRollout, rollBackStorage } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
 import { catalogSchema, SNAPSHOT_ID, vaultKeys } from '../vault/format.ts';
-import {
-  getJson,
-  listKeys,
-  putJson,
-  readInventory,
-  resolveSnapshot,
-  rootOf,
-  type Vault,
-} from '../vault/store.ts';
+import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { saveJob } from './job.ts';
@@ -103,6 +95,7 @@ export interface RestoreState {
   readonly pushTest: boolean;
   readonly skipBlobHashing: boolean;
   readonly rolloutTimeoutSeconds: number;
+  readonly concurrency: number;
   readonly objects: number;
   readonly bytes: number;
   readonly blobPartIds: readonly string[];
@@ -165,6 +158,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     pushTest: input.pushTest,
     skipBlobHashing: input.skipBlobHashing,
     rolloutTimeoutSeconds: input.rolloutTimeoutSeconds,
+    concurrency: input.concurrency,
     objects: manifest.counts.objects,
     bytes: manifest.bytes,
     blobPartIds: parts.filter((p) => p.kind === 'blobs').map((p) => p.id),
@@ -216,39 +210,6 @@ export async function preflightRestore(
     ok: true,
     checked: ['exists', 'writable', state.allowNonEmptyTarget ? 'may hold objects' : 'empty'],
   };
-}
-
-/** Step 4: every inventory record is in the target with its size. */
-export async function compareRestore(
-  state: RestoreState,
-  deps: WorkflowDeps,
-): Promise<{ ok: boolean; expected: number; found: number; missing: string[] }> {
-  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
-  const records = await readInventory(deps.vault, manifest);
-  const client = await deps.s3(state.target);
-  const present = new Map(
-    (await listKeys({ location: state.target, client } as Vault, state.target.prefix)).map((o) => [
-      o.key,
-      o.size,
-    ]),
-  );
-  const missing: string[] = [];
-  for (const record of records) {
-    const key = `${state.target.prefix}${record.key.slice(manifest.source.prefix.length)}`;
-    if (present.get(key) !== record.size) missing.push(key);
-  }
-  const result = {
-    ok: missing.length === 0,
-    expected: records.length,
-    found: records.length - missing.length,
-    missing: missing.slice(0, 20),
-  };
-  if (!result.ok) {
-    throw new VaultError(
-      `the target is missing ${missing.length} of ${records.length} snapshot objects after the copy, e.g. ${missing.slice(0, 5).join(', ')}`,
-    );
-  }
-  return result;
 }
 
 export interface SwitchOutput {
@@ -405,7 +366,24 @@ export interface RollbackOutput {
  */
 export const MAX_ROLLBACK_WAIT_SECONDS = 780;
 
-/** On failure after the switch: re-apply the previous storage and wait for that rollout. */
+/**
+ * After a rollback: the registry answers `/v2/` and lists its catalog again.
+ * Says so, or says what it answered (the rollback stands either way: the
+ * previous storage is what the registry served before the restore).
+ */
+async function servesAgain(deps: WorkflowDeps): Promise<string> {
+  const registry = deps.registry();
+  if (registry === undefined) return 'was not checked (no registry URL)';
+  try {
+    if (!(await registry.ping())) return `does NOT answer GET ${registry.baseUrl}/v2/ with 200`;
+    const repositories = await registry.catalog();
+    return `serves again (${repositories.length} repositories in its catalog)`;
+  } catch (err) {
+    return `does NOT serve again: ${messageOf(err)}`;
+  }
+}
+
+/** On failure after the switch: re-apply the previous storage, wait for that rollout, check the registry answers. */
 export async function rollbackRestore(
   switched: SwitchOutput,
   timeoutSeconds: number,
@@ -418,10 +396,11 @@ export async function rollbackRestore(
       intervalMs: 1_000,
     });
     deps.log.warn('registry storage rolled back', { bucket: switched.previous.bucket });
+    const serving = await servesAgain(deps);
     return {
       ok: true,
       restored: switched.previous,
-      message: `the registry serves s3://${switched.previous.bucket} again`,
+      message: `the registry is back on s3://${switched.previous.bucket} and ${serving}`,
     };
   } catch (err) {
     return {

@@ -1,0 +1,203 @@
+/**
+ * The restore's proof, before the registry is switched: every snapshot object
+ * is in the target at its size; every tag of the target leads to manifests
+ * and blobs the target holds; every blob holds the bytes its digest names
+ * (checked by the copy itself where the server returned its SHA-256 or the
+ * copy streamed, hashed here otherwise). A problem is traced back to the
+ * vault, so the message says whether the vault's copy or the target's is bad.
+ */
+import { createHash } from 'node:crypto';
+import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { InventoryRecord } from '../copy/model.ts';
+import { messageOf, VaultError } from '../errors.ts';
+import { bucketSource, type FsckReport, fsckRegistry } from '../registry/fsck.ts';
+import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
+import type { WorkflowDeps } from './deps.ts';
+import type { RestoreState } from './restore.ts';
+import { collectRunRecords } from './worker.ts';
+
+export interface ProveOutput {
+  readonly ok: true;
+  /** False when blob hashing was skipped on request: the restore is then not proven. */
+  readonly proven: boolean;
+  readonly expected: number;
+  readonly found: number;
+  readonly blobs: {
+    readonly total: number;
+    /** Checked against their digest by the copy (the server's SHA-256, or hashed while streaming). */
+    readonly checkedByCopy: number;
+    /** Read back from the target and hashed here. */
+    readonly hashed: number;
+    readonly hashedBytes: number;
+  };
+  readonly tags: number;
+  readonly message: string;
+}
+
+/** Lines of a refusal before the rest is counted. */
+const SHOWN = 10;
+
+/** What a problem in the target comes from, found by looking at the vault object it was copied from. */
+type Blame = 'missing in the vault' | 'corrupt in the vault' | 'in the target';
+
+/** Step: prove the target before the switch; throws a VaultError naming every problem otherwise. */
+export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Promise<ProveOutput> {
+  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
+  const records = await readInventory(deps.vault, manifest);
+  const run = await collectRunRecords(deps, state.runId);
+  const client = await deps.s3(state.target);
+  const targetKeyOf = (record: InventoryRecord) =>
+    `${state.target.prefix}${record.key.slice(manifest.source.prefix.length)}`;
+  const byTargetKey = new Map(records.map((record) => [targetKeyOf(record), record]));
+
+  // 1. Every object at its size (one listing).
+  const present = new Map(
+    (await listKeys({ location: state.target, client } as Vault, state.target.prefix)).map((o) => [
+      o.key,
+      o.size,
+    ]),
+  );
+  const suspects = new Map<string, string>();
+  for (const [key, record] of byTargetKey) {
+    const size = present.get(key);
+    if (size === undefined) suspects.set(key, 'missing in the target');
+    else if (size !== record.size)
+      suspects.set(key, `${size} bytes in the target where ${record.size} were recorded`);
+  }
+
+  // 2. The registry layout: references resolve, blobs hash to their digests.
+  let report: FsckReport | undefined;
+  const checkedByCopy = new Set<string>();
+  for (const record of run.records) {
+    const digest = blobDigestOf(
+      record.targetKey.slice(record.targetKey.indexOf(REGISTRY_V2) + REGISTRY_V2.length),
+    );
+    if (digest !== undefined && record.verified !== undefined && record.verified !== 'unverified')
+      checkedByCopy.add(digest);
+  }
+  const registryBase = `${state.target.prefix}${normaliseRoot(state.rootDirectory)}${REGISTRY_V2}`;
+  if (state.layout === 'registry') {
+    report = await fsckRegistry(
+      bucketSource(
+        client,
+        state.target.bucket,
+        `${state.target.prefix}${state.rootDirectory}`,
+        'the target',
+      ),
+      {
+        deep: !state.skipBlobHashing,
+        alreadyHashed: (digest) => checkedByCopy.has(digest),
+        concurrency: Math.min(32, state.concurrency),
+      },
+    );
+    for (const missing of report.dangling)
+      if (missing.digest !== undefined)
+        suspects.set(`${registryBase}${missing.to}`, missing.reason);
+    for (const corrupt of report.corruptBlobs)
+      suspects.set(`${registryBase}${blobKeyOf(corrupt.digest)}`, `holds ${corrupt.actual}`);
+  }
+
+  if (suspects.size > 0 || (report !== undefined && !report.ok)) {
+    const users = usersOf(report);
+    const failures = new Map(run.failures.map((failure) => [failure.key, failure]));
+    const lines: string[] = [];
+    for (const [key, found] of [...suspects].slice(0, SHOWN)) {
+      const record = byTargetKey.get(key);
+      const digest = blobDigestOf(key.slice(registryBase.length));
+      const who =
+        digest === undefined
+          ? ''
+          : `; needed by ${(users.get(digest) ?? ['no tag']).slice(0, 3).join(', ')}`;
+      const what = digest === undefined ? key : `blob ${digest}`;
+      if (record === undefined) {
+        lines.push(
+          `in the target: ${what} ${found}, and the snapshot's inventory does not list it${who}`,
+        );
+        continue;
+      }
+      const failure = failures.get(record.targetKey);
+      const blame = await blameOf(deps.vault, record, digest, failure?.message);
+      const detail =
+        blame === 'in the target'
+          ? `${found} in the target (the vault's copy at vault key ${record.targetKey} is sound: the copy went wrong; re-run the restore into this bucket with --allow-non-empty)`
+          : `(vault key ${record.targetKey})${failure === undefined ? '' : `: the copy failed with ${failure.code}`}`;
+      lines.push(
+        `${blame === 'in the target' ? 'corrupt or missing in the target' : blame}: ${what} ${detail}${who}`,
+      );
+    }
+    const more = suspects.size > SHOWN ? [`... and ${suspects.size - SHOWN} more`] : [];
+    // What the lines above do not already name (a missing link, a bad tag link).
+    const named = [...suspects.keys()].map(
+      (key) => blobDigestOf(key.slice(registryBase.length)) ?? key,
+    );
+    const other = (report?.problems ?? []).filter((line) => !named.some((n) => line.includes(n)));
+    throw new VaultError(
+      [
+        `snapshot ${state.snapshotId} could not be proven in s3://${state.target.bucket}/${state.target.prefix}, so the registry was not switched:`,
+        ...[...lines, ...more, ...other.slice(0, 5)].map((line) => `  - ${line}`),
+        `Next: run \`regvault fsck --deep --snapshot ${state.snapshotId}\` to see every damaged object of the snapshot, or restore an older snapshot (\`regvault snapshots list\`).`,
+      ].join('\n'),
+    );
+  }
+
+  const blobs = report?.counts.blobs ?? 0;
+  const hashed = report?.counts.blobsVerified ?? 0;
+  return {
+    ok: true,
+    proven: !state.skipBlobHashing,
+    expected: records.length,
+    found: records.length,
+    blobs: {
+      total: blobs,
+      checkedByCopy: [...checkedByCopy].length,
+      hashed,
+      hashedBytes: report?.counts.bytes ?? 0,
+    },
+    tags: report?.counts.tags ?? 0,
+    message: state.skipBlobHashing
+      ? `${records.length} objects present at their sizes and every reference resolves; blob content NOT proven (--skip-blob-hashing)`
+      : `${records.length} objects present; every tag resolves; ${blobs} blobs hold their digests (${checkedByCopy.size} checked by the copy, ${hashed} hashed)`,
+  };
+}
+
+function usersOf(report: FsckReport | undefined): Map<string, string[]> {
+  const users = new Map<string, string[]>();
+  for (const item of [...(report?.corruptBlobs ?? []), ...(report?.dangling ?? [])]) {
+    if (item.digest !== undefined && item.usedBy !== undefined && item.usedBy.length > 0)
+      users.set(item.digest, item.usedBy);
+  }
+  return users;
+}
+
+/** Whether the vault object a target object came from is missing, corrupt, or sound. */
+async function blameOf(
+  vault: Vault,
+  record: InventoryRecord,
+  digest: string | undefined,
+  failure: string | undefined,
+): Promise<Blame> {
+  if (failure !== undefined && /does not hash to|DigestMismatch/.test(failure))
+    return 'corrupt in the vault';
+  const bucket = vault.location.bucket;
+  let size: number | undefined;
+  try {
+    size = (
+      await vault.client.send(new HeadObjectCommand({ Bucket: bucket, Key: record.targetKey }))
+    ).ContentLength;
+  } catch (err) {
+    const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
+    if (name === 'NotFound' || name === 'NoSuchKey') return 'missing in the vault';
+    throw new VaultError(`cannot read vault key ${record.targetKey}: ${messageOf(err)}`, {
+      cause: err,
+    });
+  }
+  if (size !== record.size) return 'corrupt in the vault';
+  if (digest === undefined) return 'in the target';
+  const response = await vault.client.send(
+    new GetObjectCommand({ Bucket: bucket, Key: record.targetKey }),
+  );
+  const hash = createHash('sha256');
+  for await (const chunk of response.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
+  return `sha256:${hash.digest('hex')}` === digest ? 'in the target' : 'corrupt in the vault';
+}

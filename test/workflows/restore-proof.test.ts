@@ -1,0 +1,298 @@
+/**
+ * A restore never switches the registry onto data it has not proven: damage
+ * in the vault (a flipped byte, a truncated or deleted blob, a corrupt
+ * manifest) stops it before the ModuleInfo is patched, with a message that
+ * names the digest and where it lives, and fsck finds the same damage. On a
+ * server that returns SHA-256 checksums for copies and on one that does not.
+ * A verification that fails after the switch rolls the registry back.
+ */
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
+import { createLocalDeps } from '../../functions/commons/local/deps.ts';
+import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
+import { acpProfile } from '../../functions/commons/registry/acp.ts';
+import { RegistryClient } from '../../functions/commons/registry/client.ts';
+import {
+  bucketSource,
+  fsckRegistry,
+  snapshotSource,
+} from '../../functions/commons/registry/fsck.ts';
+import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
+import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
+import { getJson, resolveSnapshot } from '../../functions/commons/vault/store.ts';
+import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
+import { populateRegistry } from '../../sandbox/images/index.ts';
+import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { put } from '../integrity/support.ts';
+import { clientFor, createBucket, readObject } from '../support/s3.ts';
+
+const ROOT = 'regvault/';
+
+/** One damage to a vault object, and how to undo it. */
+interface Damage {
+  readonly name: string;
+  /** Which blob of the chosen image it hits. */
+  readonly target: 'layer' | 'manifest';
+  /** Whether listing-based (plain) fsck sees it, or only deep fsck. */
+  readonly plainFsckFinds: boolean;
+  readonly message: RegExp;
+  apply(original: Buffer): Buffer | undefined;
+}
+
+const damages: Damage[] = [
+  {
+    name: 'a layer blob with one byte flipped',
+    target: 'layer',
+    plainFsckFinds: false,
+    message: /corrupt in the vault/,
+    apply: (original) => {
+      const bytes = Buffer.from(original);
+      const at = Math.floor(bytes.length / 2);
+      bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+      return bytes;
+    },
+  },
+  {
+    name: 'a truncated layer blob',
+    target: 'layer',
+    plainFsckFinds: true,
+    message: /corrupt in the vault/,
+    apply: (original) => original.subarray(0, original.length - 100),
+  },
+  {
+    name: 'a layer blob deleted from the pool',
+    target: 'layer',
+    plainFsckFinds: true,
+    message: /missing in the vault/,
+    apply: () => undefined,
+  },
+  {
+    name: 'a manifest blob with one byte flipped',
+    target: 'manifest',
+    plainFsckFinds: true,
+    message: /corrupt in the vault/,
+    apply: (original) => {
+      const bytes = Buffer.from(original);
+      const at = original.indexOf('"layers"') + 2;
+      bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+      return bytes;
+    },
+  },
+];
+
+describe.each([
+  { checksums: true, label: 'returns SHA-256 checksums' },
+  { checksums: false, label: 'returns no checksums' },
+])('restoring from a damaged vault on a server that $label', ({ checksums }) => {
+  let s3: S3ServerHandle;
+  let client: S3Client;
+  let cluster: FakeCluster;
+  let deps: WorkflowDeps & { close(): void };
+  let snapshotId = '';
+  /** The image every damage hits: its repository, tag, manifest and its own (unshared) layer. */
+  const victim = { repository: '', tag: '', manifest: '', layer: '' };
+  let targets = 0;
+
+  beforeAll(async () => {
+    s3 = await startS3Server({ name: `s3-proof-${checksums}`, computeChecksums: checksums });
+    client = clientFor(s3);
+    await createBucket(client, 'registry');
+    await createBucket(client, 'vault');
+    cluster = await startFakeCluster({ tls: true });
+    await cluster.seedAcpRegistry({
+      bucket: 'registry',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    });
+    await cluster.waitForReadyPod(30_000);
+    await populateRegistry(new URL(cluster.registryUrl).host, {
+      repositories: 3,
+      tagsPerRepository: 2,
+      layerSizes: [3000, 20_000],
+    });
+    deps = createLocalDeps({
+      vault: {
+        location: {
+          endpoint: s3.endpoint,
+          region: s3.region,
+          bucket: 'vault',
+          prefix: ROOT,
+          forcePathStyle: true,
+          access: 'vault',
+        },
+        credentials: s3.credentials,
+      },
+      kube: { path: cluster.kubeconfigPath },
+      registryUrl: cluster.registryUrl,
+    });
+    const backup = await runBackupLocally({}, { deps });
+    expect(backup.cause).toBeUndefined();
+    snapshotId = (backup.output as { snapshotId: string }).snapshotId;
+    const catalog = await getJson(deps.vault, vaultKeys.catalog(ROOT, snapshotId), catalogSchema);
+    const repository = catalog?.repositories[1];
+    const [tag, manifest] = Object.entries(repository?.tags ?? {})[1] ?? [];
+    if (repository === undefined || tag === undefined || manifest === undefined)
+      throw new Error('the snapshot catalog has no second tag of a second repository');
+    const document = JSON.parse(
+      (await readObject(client, 'vault', vaultKeys.blob(ROOT, manifest))).toString('utf8'),
+    ) as { layers: Array<{ digest: string }> };
+    Object.assign(victim, {
+      repository: repository.name,
+      tag,
+      manifest,
+      layer: document.layers.at(-1)?.digest ?? '',
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    deps?.close();
+    client?.destroy();
+    await cluster?.stop();
+    await s3?.stop();
+  });
+
+  const profile = () => acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }));
+
+  /** Damages one vault blob for the length of `body`, then puts it back as it was. */
+  async function withDamage(damage: Damage, body: (digest: string) => Promise<void>) {
+    const digest = damage.target === 'layer' ? victim.layer : victim.manifest;
+    const key = vaultKeys.blob(ROOT, digest);
+    const original = await readObject(client, 'vault', key);
+    const damaged = damage.apply(original);
+    if (damaged === undefined)
+      await client.send(new DeleteObjectCommand({ Bucket: 'vault', Key: key }));
+    else await put(client, 'vault', key, damaged);
+    try {
+      await body(digest);
+    } finally {
+      await put(client, 'vault', key, original);
+    }
+  }
+
+  it.each(damages)('stops before the switch on $name, naming the digest', async (damage) => {
+    await withDamage(damage, async (digest) => {
+      // Prepare
+      const target = `restored-${++targets}`;
+      await createBucket(client, target);
+      const podBefore = await cluster.waitForReadyPod();
+      // Act
+      const result = await runRestoreLocally(
+        {
+          snapshot: snapshotId,
+          target: {
+            bucket: target,
+            endpoint: s3.endpoint,
+            region: s3.region,
+            secretName: 'registry-s3-secret',
+          },
+        },
+        { deps, waitMs: 200 },
+      );
+      // Assess: refused with the digest, where it lives, who uses it and what to run next
+      expect(result.status).toBe('FAILED');
+      expect(result.cause).toContain(digest);
+      expect(result.cause).toMatch(damage.message);
+      expect(result.cause).toContain(vaultKeys.blob(ROOT, digest));
+      expect(result.cause).toContain(`${victim.repository}:${victim.tag}`);
+      expect(result.cause).toContain(`regvault fsck --deep --snapshot ${snapshotId}`);
+      expect(result.cause).toMatch(/the cluster is unchanged/);
+      // the registry was never switched and still serves the live bucket
+      expect((await profile().discover()).storage.bucket).toBe('registry');
+      expect(await cluster.waitForReadyPod()).toBe(podBefore);
+      const served = await new RegistryClient(cluster.registryUrl).catalog();
+      expect(served).toContain(victim.repository);
+    });
+  });
+
+  it.each(damages)('fsck of the snapshot reports $name', async (damage) => {
+    await withDamage(damage, async (digest) => {
+      // Prepare
+      const manifest = await resolveSnapshot(deps.vault, snapshotId);
+      // Act
+      const plain = await fsckRegistry(snapshotSource(deps.vault, manifest));
+      const deep = await fsckRegistry(snapshotSource(deps.vault, manifest), { deep: true });
+      // Assess
+      expect(deep.ok).toBe(false);
+      expect(deep.problems.join('\n')).toContain(digest);
+      expect(deep.problems.join('\n')).toMatch(damage.message);
+      expect(deep.problems.join('\n')).toContain(`${victim.repository}:${victim.tag}`);
+      expect(plain.ok).toBe(!damage.plainFsckFinds);
+      if (damage.plainFsckFinds) expect(plain.problems.join('\n')).toContain(digest);
+    });
+  });
+
+  it('rolls the registry back when verification after the switch fails, and says why', async () => {
+    // Prepare: the target loses a layer once the registry has been switched to it
+    const target = `restored-${++targets}`;
+    await createBucket(client, target);
+    let lost: Promise<unknown> | undefined;
+    // Act
+    const result = await runRestoreLocally(
+      {
+        snapshot: snapshotId,
+        target: {
+          bucket: target,
+          endpoint: s3.endpoint,
+          region: s3.region,
+          secretName: 'registry-s3-secret',
+        },
+        pullSample: 'all',
+      },
+      {
+        deps,
+        waitMs: 200,
+        onState: (state) => {
+          if (state === 'CheckRollout' && lost === undefined)
+            lost = client.send(
+              new DeleteObjectCommand({
+                Bucket: target,
+                Key: `${REGISTRY_V2}${blobKeyOf(victim.layer)}`,
+              }),
+            );
+        },
+      },
+    );
+    await lost;
+    // Assess: a distinct end, the reason, and the registry back on its bucket, serving
+    expect(result.status).toBe('FAILED');
+    expect(result.error).toBe('RestoreRolledBack');
+    expect(result.cause).toMatch(/verification: .*team-\d+\/app-\d+:v1\.\d/);
+    expect(result.cause).toContain(victim.layer);
+    expect(result.cause).toMatch(
+      /rolled back: the registry is back on s3:\/\/registry and serves again/,
+    );
+    expect((await profile().discover()).storage.bucket).toBe('registry');
+    const registry = new RegistryClient(cluster.registryUrl);
+    const pulled = await registry.pull(victim.repository, victim.tag);
+    expect(pulled.digest).toBe(victim.manifest);
+  });
+
+  it('fsck of the restore target blames the target, not the vault, for a blob missing there', async () => {
+    // Prepare: a proven restore, then a blob lost in the target
+    const target = `restored-${++targets}`;
+    await createBucket(client, target);
+    const result = await runRestoreLocally(
+      {
+        snapshot: snapshotId,
+        target: { bucket: target, endpoint: s3.endpoint, region: s3.region },
+        switchRegistry: false,
+      },
+      { deps },
+    );
+    expect(result.cause).toBeUndefined();
+    await client.send(
+      new DeleteObjectCommand({ Bucket: target, Key: `${REGISTRY_V2}${blobKeyOf(victim.layer)}` }),
+    );
+    // Act
+    const report = await fsckRegistry(bucketSource(client, target, ''));
+    // Assess
+    expect(report.ok).toBe(false);
+    expect(report.problems.join('\n')).toMatch(
+      new RegExp(`missing in the bucket.*${victim.layer.slice(7)}`),
+    );
+  });
+});
