@@ -1,5 +1,5 @@
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { RegistryClient } from '../../functions/commons/registry/client.ts';
 import { populateRegistry, pullImage } from '../../sandbox/images/index.ts';
 import { portInUse } from '../../sandbox/process.ts';
@@ -33,8 +33,11 @@ function s3Storage(bucket: string) {
 }
 
 describe('a sandbox registry on S3', () => {
-  let registry: RegistryHandle;
-  afterAll(async () => registry?.stop());
+  let registry: RegistryHandle | undefined;
+  afterEach(async () => {
+    await registry?.stop();
+    registry = undefined;
+  });
 
   it('stores pushed images in the Docker Distribution layout and serves them back digest for digest', async () => {
     // Prepare
@@ -68,11 +71,16 @@ describe('a sandbox registry on S3', () => {
   });
 
   it('leaves nothing listening once stopped', async () => {
+    // Prepare
+    await createBucket(client, 'registry-stopped');
+    const stopped = await startRegistry({ storage: s3Storage('registry-stopped') });
+    registry = stopped;
+    expect(await portInUse(stopped.port)).toBe(true);
     // Act
-    await registry.stop();
+    await stopped.stop();
     // Assess
-    expect(await portInUse(registry.port)).toBe(false);
-    expect(registry.process.running()).toBe(false);
+    expect(await portInUse(stopped.port)).toBe(false);
+    expect(stopped.process.running()).toBe(false);
   });
 });
 
