@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { BuiltIn } from '../../sandbox/kube/server.ts';
 import type { KubeObject } from '../../sandbox/kube/store.ts';
@@ -69,19 +69,37 @@ describe('the registry controller with the real registry on S3', () => {
   let s3: S3ServerHandle;
   let client: S3Client;
   let cluster: FakeCluster;
+  /** Set by the test that stops the cluster, so the next test gets a new one. */
+  let stopped = false;
 
-  beforeAll(async () => {
-    s3 = await startS3Server({ name: 's3-kube-controller' });
-    client = clientFor(s3);
-    await Promise.all([createBucket(client, 'registry-a'), createBucket(client, 'registry-b')]);
-    cluster = await startFakeCluster();
-    await cluster.seedAcpRegistry({
+  async function startCluster(): Promise<FakeCluster> {
+    const started = await startFakeCluster();
+    await started.seedAcpRegistry({
       bucket: 'registry-a',
       endpoint: s3.endpoint,
       region: s3.region,
       accessKey: s3.credentials.accessKeyId,
       secretKey: s3.credentials.secretAccessKey,
     });
+    return started;
+  }
+
+  beforeAll(async () => {
+    s3 = await startS3Server({ name: 's3-kube-controller' });
+    client = clientFor(s3);
+    await Promise.all([createBucket(client, 'registry-a'), createBucket(client, 'registry-b')]);
+    cluster = await startCluster();
+  });
+
+  // Every test starts from one Ready pod on registry-a with its Secret; a
+  // patch to what the ModuleInfo already holds rolls nothing.
+  beforeEach(async () => {
+    if (stopped) {
+      cluster = await startCluster();
+      stopped = false;
+    }
+    await patchStorage(cluster, { bucket: 'registry-a', secretName: 'registry-s3-secret' });
+    await cluster.waitForReadyPod(60_000);
   });
 
   afterAll(async () => {
@@ -89,6 +107,16 @@ describe('the registry controller with the real registry on S3', () => {
     client?.destroy();
     await s3?.stop();
   });
+
+  /** Points the ModuleInfo at a Secret that does not exist and waits for the new pod to crash-loop. */
+  async function breakSecret(): Promise<void> {
+    await patchStorage(cluster, { secretName: 'no-such-secret' });
+    await until('a crash-looping pod', () =>
+      registryPods(cluster).some(
+        (pod) => pod.status.containerStatuses[0]?.state.waiting?.reason === 'CrashLoopBackOff',
+      ),
+    );
+  }
 
   it('rolls to a new Ready pod when the bucket changes while the Service URL keeps answering', async () => {
     // Prepare
@@ -120,6 +148,7 @@ describe('the registry controller with the real registry on S3', () => {
 
   it('forwards registry traffic to the pod on the new bucket', async () => {
     // Prepare
+    await patchStorage(cluster, { bucket: 'registry-b' });
     await cluster.waitForReadyPod(60_000);
     const blob = Buffer.from(`blob for the new bucket ${Date.now()}`);
     const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
@@ -150,12 +179,7 @@ describe('the registry controller with the real registry on S3', () => {
     // Prepare
     const serving = await cluster.waitForReadyPod(60_000);
     // Act
-    await patchStorage(cluster, { secretName: 'no-such-secret' });
-    await until('a crash-looping pod', () =>
-      registryPods(cluster).some(
-        (pod) => pod.status.containerStatuses[0]?.state.waiting?.reason === 'CrashLoopBackOff',
-      ),
-    );
+    await breakSecret();
     const crashing = registryPods(cluster).find((pod) => pod.metadata.name !== serving);
     const log = cluster.server.store.get(BuiltIn.pods, NS, crashing?.metadata.name ?? '') as
       | KubeObject
@@ -178,8 +202,9 @@ describe('the registry controller with the real registry on S3', () => {
 
   it('drops the crash-looping pod and keeps the running one when the config is put back', async () => {
     // Prepare
-    const serving = registryPods(cluster).find((pod) => pod.status.containerStatuses[0]?.ready)
-      ?.metadata.name;
+    const serving = await cluster.waitForReadyPod(60_000);
+    await breakSecret();
+    expect(registryPods(cluster)).toHaveLength(2);
     // Act
     await patchStorage(cluster, { secretName: 'registry-s3-secret' });
     const after = await cluster.waitForReadyPod(60_000);
@@ -198,6 +223,7 @@ describe('the registry controller with the real registry on S3', () => {
     const ports = urls.map((url) => Number(new URL(url).port));
     expect(urls).toHaveLength(3);
     // Act
+    stopped = true;
     await cluster.stop();
     // Assess
     expect(await Promise.all(ports.map(portInUse))).toEqual(ports.map(() => false));
