@@ -157,6 +157,29 @@ describe.each([
 
   const profile = () => acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }));
 
+  /** Restores the snapshot into a new bucket on the test's server, switching with the registry's own Secret. */
+  async function restoreIntoNewBucket(
+    input: Record<string, unknown>,
+    options: Partial<Parameters<typeof runRestoreLocally>[1]> = {},
+  ) {
+    const bucket = `restored-${++targets}`;
+    await createBucket(client, bucket);
+    const result = await runRestoreLocally(
+      {
+        snapshot: snapshotId,
+        target: {
+          bucket,
+          endpoint: s3.endpoint,
+          region: s3.region,
+          secretName: 'registry-s3-secret',
+        },
+        ...input,
+      },
+      { deps, waitMs: 200, ...options },
+    );
+    return { bucket, result };
+  }
+
   /** Damages one vault blob for the length of `body`, then puts it back as it was. */
   async function withDamage(damage: Damage, body: (digest: string) => Promise<void>) {
     const digest = damage.target === 'layer' ? victim.layer : victim.manifest;
@@ -176,22 +199,9 @@ describe.each([
   it.each(damages)('stops before the switch on $name, naming the digest', async (damage) => {
     await withDamage(damage, async (digest) => {
       // Prepare
-      const target = `restored-${++targets}`;
-      await createBucket(client, target);
       const podBefore = await cluster.waitForReadyPod();
       // Act
-      const result = await runRestoreLocally(
-        {
-          snapshot: snapshotId,
-          target: {
-            bucket: target,
-            endpoint: s3.endpoint,
-            region: s3.region,
-            secretName: 'registry-s3-secret',
-          },
-        },
-        { deps, waitMs: 200 },
-      );
+      const { result } = await restoreIntoNewBucket({});
       // Assess: refused with the digest, where it lives, who uses it and what to run next
       expect(result.status).toBe('FAILED');
       expect(result.cause).toContain(digest);
@@ -227,29 +237,16 @@ describe.each([
 
   it('rolls the registry back when verification after the switch fails, and says why', async () => {
     // Prepare: the target loses a layer once the registry has been switched to it
-    const target = `restored-${++targets}`;
-    await createBucket(client, target);
     let lost: Promise<unknown> | undefined;
     // Act
-    const result = await runRestoreLocally(
+    const { result } = await restoreIntoNewBucket(
+      { pullSample: 'all' },
       {
-        snapshot: snapshotId,
-        target: {
-          bucket: target,
-          endpoint: s3.endpoint,
-          region: s3.region,
-          secretName: 'registry-s3-secret',
-        },
-        pullSample: 'all',
-      },
-      {
-        deps,
-        waitMs: 200,
         onState: (state) => {
           if (state === 'CheckRollout' && lost === undefined)
             lost = client.send(
               new DeleteObjectCommand({
-                Bucket: target,
+                Bucket: `restored-${targets}`,
                 Key: `${REGISTRY_V2}${blobKeyOf(victim.layer)}`,
               }),
             );
@@ -271,19 +268,24 @@ describe.each([
     expect(pulled.digest).toBe(victim.manifest);
   });
 
+  it('says a restore with --skip-blob-hashing is not proven, and hashes nothing', async () => {
+    // Act
+    const { result } = await restoreIntoNewBucket({ switchRegistry: false, skipBlobHashing: true });
+    // Assess
+    expect(result.status).toBe('SUCCEEDED');
+    const proof = (
+      result.output as { proof: { proven: boolean; message: string; blobs: { hashed: number } } }
+    ).proof;
+    expect(proof.proven).toBe(false);
+    expect(proof.blobs.hashed).toBe(0);
+    expect(proof.message).toMatch(/NOT proven/);
+  });
+
   it('fsck of the restore target blames the target, not the vault, for a blob missing there', async () => {
     // Prepare: a proven restore, then a blob lost in the target
-    const target = `restored-${++targets}`;
-    await createBucket(client, target);
-    const result = await runRestoreLocally(
-      {
-        snapshot: snapshotId,
-        target: { bucket: target, endpoint: s3.endpoint, region: s3.region },
-        switchRegistry: false,
-      },
-      { deps },
-    );
+    const { bucket: target, result } = await restoreIntoNewBucket({ switchRegistry: false });
     expect(result.cause).toBeUndefined();
+    expect((result.output as { proof: { proven: boolean } }).proof.proven).toBe(true);
     await client.send(
       new DeleteObjectCommand({ Bucket: target, Key: `${REGISTRY_V2}${blobKeyOf(victim.layer)}` }),
     );

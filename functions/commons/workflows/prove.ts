@@ -12,7 +12,15 @@ import type { InventoryRecord } from '../copy/model.ts';
 import { messageOf, VaultError } from '../errors.ts';
 import { bucketSource, type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
-import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
+import { vaultKeys } from '../vault/format.ts';
+import {
+  listKeys,
+  putJson,
+  readInventory,
+  resolveSnapshot,
+  rootOf,
+  type Vault,
+} from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
 import { collectRunRecords } from './worker.ts';
@@ -143,7 +151,7 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
 
   const blobs = report?.counts.blobs ?? 0;
   const hashed = report?.counts.blobsVerified ?? 0;
-  return {
+  const proof: ProveOutput = {
     ok: true,
     proven: !state.skipBlobHashing,
     expected: records.length,
@@ -159,6 +167,9 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       ? `${records.length} objects present at their sizes and every reference resolves; blob content NOT proven (--skip-blob-hashing)`
       : `${records.length} objects present; every tag resolves; ${blobs} blobs hold their digests (${checkedByCopy.size} checked by the copy, ${hashed} hashed)`,
   };
+  // The run's record of what was proven (and whether blob content was skipped).
+  await putJson(deps.vault, `${vaultKeys.run(rootOf(deps.vault), state.runId)}proof.json`, proof);
+  return proof;
 }
 
 function usersOf(report: FsckReport | undefined): Map<string, string[]> {
