@@ -1,5 +1,5 @@
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { KubeApiError, loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
 import { createCopyContext, prefixMapper, runPlan } from '../../functions/commons/copy/engine.ts';
@@ -310,12 +310,17 @@ describe('switching the registry to another bucket', () => {
       tagsPerRepository: 2,
       multiArch: true,
     });
+    await copyBucket('switch-origin', 'switch-copy');
+  });
+  // Every test starts on switch-origin; seeding what the cluster already runs rolls nothing.
+  beforeEach(async () => {
+    await cluster.seedAcpRegistry(seedFor('switch-origin'));
+    await cluster.waitForReadyPod(30_000);
   });
   afterAll(async () => cluster?.stop());
 
   it('serves every image from a copied bucket after the switch and the rollout', async () => {
     // Prepare
-    await copyBucket('switch-origin', 'switch-copy');
     const podBefore = await cluster.waitForReadyPod();
     // Act
     const outcome = await switchVerifyRollback(profile(), storageOf('switch-copy'), {
@@ -335,7 +340,7 @@ describe('switching the registry to another bucket', () => {
 
   it('is a no-op when the registry already uses that storage', async () => {
     // Act
-    const result = await profile().switchStorage(storageOf('switch-copy'));
+    const result = await profile().switchStorage(storageOf('switch-origin'));
     // Assess
     expect(result.changed).toBe(false);
   });
@@ -353,9 +358,9 @@ describe('switching the registry to another bucket', () => {
     expect(outcome.ok).toBe(false);
     expect(outcome.error).toMatch(/NoSuchBucket/);
     expect(outcome.rollback?.ok).toBe(true);
-    expect(outcome.rollback?.restored.bucket).toBe('switch-copy');
+    expect(outcome.rollback?.restored.bucket).toBe('switch-origin');
     expect(outcome.rollback?.verify?.ok).toBe(true);
-    expect((await profile().discover()).storage.bucket).toBe('switch-copy');
+    expect((await profile().discover()).storage.bucket).toBe('switch-origin');
   });
 });
 
