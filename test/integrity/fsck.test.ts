@@ -150,13 +150,13 @@ describe('fsck of a registry bucket', () => {
     expect(fast.ok).toBe(true);
     expect(deep.ok).toBe(false);
     expect(deep.corruptBlobs).toEqual([
-      {
+      expect.objectContaining({
         digest: victim,
         actual: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
         size: original.length,
-      },
+      }),
     ]);
-    expect(deep.problems).toEqual([expect.stringContaining(`corrupt blob ${victim}`)]);
+    expect(deep.problems).toEqual([expect.stringContaining(`corrupt in the bucket: blob ${victim}`)]);
     expect(sampled.counts.blobsVerified).toBe(1);
     expect(sampled.corruptBlobs.map((c) => c.digest)).toEqual([victim]);
   });
@@ -194,7 +194,7 @@ describe('fsck of a registry bucket', () => {
         await remove(client, bucket, key);
         return {
           to: key.slice('docker/registry/v2/'.length),
-          reason: 'layer link missing in the repository',
+          reason: 'layer link missing in the bucket',
         };
       },
     },
@@ -212,7 +212,7 @@ describe('fsck of a registry bucket', () => {
       damage: async (bucket: string) => {
         const { digest } = firstTag();
         await remove(client, bucket, registryKey(blobKeyOf(digest)));
-        return { to: blobKeyOf(digest), reason: 'manifest blob missing' };
+        return { to: blobKeyOf(digest), reason: 'manifest blob missing in the bucket' };
       },
     },
     {
@@ -230,7 +230,7 @@ describe('fsck of a registry bucket', () => {
         return {
           from: `${repository}@${digest}`,
           to: key,
-          reason: 'child manifest without its revision link',
+          reason: "child manifest's revision link missing in the bucket",
         };
       },
     },

@@ -407,7 +407,7 @@ describe('failures', () => {
   async function expectRolledBackToRestoredBucket(result: { status: string; cause?: string }) {
     expect(result.status).toBe('FAILED');
     expect(result.cause).toMatch(
-      /rolled back: the registry serves s3:\/\/registry-bucket-restored again/,
+      /rolled back: the registry is back on s3:\/\/registry-bucket-restored and serves again/,
     );
     expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
     const report = await verifyRegistry(new RegistryClient(cluster.registryUrl), images, {
