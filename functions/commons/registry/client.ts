@@ -1,14 +1,18 @@
 /**
  * A client for the registry HTTP API (Docker Distribution v2 / OCI
  * distribution), just enough to prove a registry serves what a snapshot says:
- * ping, paged catalog and tag lists, manifest HEAD, and full pulls with every
- * sha256 checked. Handles anonymous access, basic auth and bearer tokens from
- * the `WWW-Authenticate` challenge (realm, service, scope).
+ * ping, paged catalog and tag lists, manifest HEAD and GET, blob HEAD, and full
+ * pulls with every sha256 checked. Blobs are streamed and hashed chunk by chunk
+ * (a 5 GiB layer costs the same memory as a 5 KiB one); only manifests, which
+ * are needed as JSON, are read whole, and only up to MAX_MANIFEST_BYTES.
+ * Handles anonymous access, basic auth and bearer tokens from the
+ * `WWW-Authenticate` challenge (realm, service, scope).
  *
  * Hand-written on fetch: the npm registry clients either pull in a container
  * runtime's worth of dependencies or do not support the token flow.
  */
 import { createHash } from 'node:crypto';
+import PQueue from 'p-queue';
 import { ClusterError } from '../errors.ts';
 
 export type RegistryCredentials =
@@ -62,9 +66,133 @@ export function nextLink(header: string | null): string | undefined {
 export interface PulledImage {
   readonly digest: string;
   readonly mediaType: string;
-  /** Every blob and child manifest fetched, each with its verified size. */
+  /** Every blob and child manifest of the image, once each, with its verified size. */
   readonly blobs: ReadonlyArray<{ digest: string; size: number }>;
+  /** Bytes of the image's config and layers (each proven by its sha256). */
   readonly bytes: number;
+}
+
+/** Manifests are read whole to parse them; a larger answer is refused rather than buffered. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 ** 2;
+
+/** A content descriptor as manifests write it. */
+export interface Descriptor {
+  readonly mediaType?: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly urls?: readonly string[];
+}
+
+/** A manifest fetched by digest, its bytes proven to hash to it, and what it references. */
+export interface FetchedManifest {
+  readonly digest: string;
+  readonly mediaType: string;
+  readonly size: number;
+  /** Child manifests (of an index or manifest list). */
+  readonly manifests: readonly Descriptor[];
+  /** Blobs the registry must serve under `/blobs/`: config and layers (foreign layers left out). */
+  readonly blobs: readonly Descriptor[];
+}
+
+/** What a blob HEAD found: served (with the size the registry gives), or the registry's answer. */
+export type BlobStatus =
+  | { readonly served: true; readonly size: number | undefined }
+  | { readonly served: false; readonly status: number; readonly answer: string };
+
+export interface PullOptions {
+  /** Blob streams of this pull at once when no `limit` is given (default 4). */
+  readonly concurrency?: number;
+  /** Runs each blob fetch: one limiter shared by several pulls bounds their streams together. */
+  readonly limit?: <T>(task: () => Promise<T>) => Promise<T>;
+  /**
+   * Blob verifications shared between pulls, by digest and size: a blob several
+   * images use is streamed and hashed once (a registry stores it once).
+   */
+  readonly verified?: Map<string, Promise<void>>;
+  /** Bytes as they stream in, for progress. */
+  readonly onBytes?: (bytes: number) => void;
+}
+
+/** A hash of the digest's algorithm, or an error saying the digest cannot be checked. */
+function hasherFor(digest: string, what: string) {
+  const algorithm = digest.slice(0, digest.indexOf(':'));
+  if (algorithm !== 'sha256' && algorithm !== 'sha512') {
+    throw new RegistryApiError(
+      `${what}: digest ${digest} uses an algorithm regvault cannot check (sha256 and sha512 only)`,
+    );
+  }
+  return { algorithm, hash: createHash(algorithm) };
+}
+
+const isDescriptor = (value: unknown): value is Descriptor =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as { digest?: unknown }).digest === 'string' &&
+  typeof (value as { size?: unknown }).size === 'number';
+
+/**
+ * Non-distributable ("foreign") layers live at their `urls`, not in the
+ * registry: a registry answers 404 for them by design.
+ */
+const isForeign = (blob: Descriptor): boolean =>
+  (blob.urls?.length ?? 0) > 0 && /foreign|nondistributable/.test(blob.mediaType ?? '');
+
+/** The child manifests and blobs a parsed manifest references, each descriptor checked for shape. */
+export function referencesOf(
+  document: unknown,
+  what: string,
+): { mediaType: string | undefined; manifests: Descriptor[]; blobs: Descriptor[] } {
+  if (typeof document !== 'object' || document === null)
+    throw new RegistryApiError(`${what}: the manifest is not a JSON object`);
+  const parsed = document as {
+    mediaType?: unknown;
+    manifests?: unknown;
+    config?: unknown;
+    layers?: unknown;
+    blobs?: unknown;
+  };
+  const list = (field: string, value: unknown): Descriptor[] => {
+    if (value === undefined) return [];
+    const items = Array.isArray(value) ? value : [value];
+    for (const item of items) {
+      if (!isDescriptor(item))
+        throw new RegistryApiError(
+          `${what}: the manifest's ${field} holds a descriptor without a digest and a size`,
+        );
+    }
+    return items as Descriptor[];
+  };
+  return {
+    mediaType: typeof parsed.mediaType === 'string' ? parsed.mediaType : undefined,
+    manifests: list('manifests', parsed.manifests),
+    // `blobs` is the OCI 1.1 artifact manifest's list.
+    blobs: [
+      ...list('config', parsed.config),
+      ...list('layers', parsed.layers),
+      ...list('blobs', parsed.blobs),
+    ].filter((blob) => !isForeign(blob)),
+  };
+}
+
+/** Reads a body whole, refusing (and cancelling) one larger than `limit` bytes. */
+async function readCapped(response: Response, limit: number, what: string): Promise<Buffer> {
+  const tooLarge = (size: string) =>
+    new RegistryApiError(
+      `${what}: the registry sent ${size} bytes, more than the ${limit} a manifest may have; it is not a manifest, or the registry is broken`,
+    );
+  const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+  if (declared > limit) {
+    await response.body?.cancel();
+    throw tooLarge(String(declared));
+  }
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of response.body ?? []) {
+    total += chunk.byteLength;
+    if (total > limit) throw tooLarge(`over ${limit}`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
 }
 
 /** The registry's own words about a failed request (its `errors` body), briefly. */
@@ -140,7 +268,10 @@ export class RegistryClient {
     return token;
   }
 
-  /** One request, answering an auth challenge once. */
+  /**
+   * One request, answering an auth challenge once. It times out after the
+   * client's timeout unless the caller brings its own `signal`.
+   */
   async request(path: string, init: RequestInit & { scope?: string } = {}): Promise<Response> {
     const url = path.startsWith('http') ? path : `${this.baseUrl}${path}`;
     const send = (authorization: string | undefined) =>
@@ -150,7 +281,7 @@ export class RegistryClient {
           ...(init.headers as Record<string, string> | undefined),
           ...(authorization === undefined ? {} : { authorization }),
         },
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal: init.signal ?? AbortSignal.timeout(this.#timeoutMs),
         redirect: 'follow',
       });
     const scope = init.scope ?? '';
@@ -247,15 +378,16 @@ export class RegistryClient {
     return response.headers.get('docker-content-digest') ?? undefined;
   }
 
-  async #fetchVerified(
-    path: string,
-    repository: string,
-    digest: string,
-    accept?: string,
-  ): Promise<{ body: Buffer; mediaType: string }> {
+  /**
+   * GETs a manifest by digest, proves its bytes hash to the digest, and parses
+   * what it references. Refuses an answer over MAX_MANIFEST_BYTES.
+   */
+  async manifest(repository: string, digest: string): Promise<FetchedManifest> {
+    const what = `${repository}@${digest}`;
+    const path = `/v2/${repository}/manifests/${digest}`;
     const response = await this.request(path, {
       scope: `repository:${repository}:pull`,
-      ...(accept === undefined ? {} : { headers: { accept } }),
+      headers: { accept: MANIFEST_TYPES.join(', ') },
     });
     if (!response.ok) {
       throw new RegistryApiError(
@@ -263,67 +395,187 @@ export class RegistryClient {
         response.status,
       );
     }
-    const body = Buffer.from(await response.arrayBuffer());
-    const actual = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-    if (digest.startsWith('sha256:') && actual !== digest) {
+    const { algorithm, hash } = hasherFor(digest, what);
+    const body = await readCapped(response, MAX_MANIFEST_BYTES, what);
+    const actual = `${algorithm}:${hash.update(body).digest('hex')}`;
+    if (actual !== digest) {
       throw new RegistryApiError(
-        `${repository}@${digest}: content hashes to ${actual}; the stored data is corrupt`,
+        `${what}: the manifest served hashes to ${actual}; the stored data is corrupt`,
       );
     }
-    return { body, mediaType: response.headers.get('content-type') ?? '' };
+    let document: unknown;
+    try {
+      document = JSON.parse(body.toString('utf8'));
+    } catch (err) {
+      throw new RegistryApiError(`${what}: the manifest is not JSON`, undefined, { cause: err });
+    }
+    const references = referencesOf(document, what);
+    return {
+      digest,
+      mediaType: references.mediaType ?? response.headers.get('content-type') ?? '',
+      size: body.length,
+      manifests: references.manifests,
+      blobs: references.blobs,
+    };
   }
 
-  /** Pulls an image completely (index children, configs, layers), checking every sha256. */
-  async pull(repository: string, reference: string): Promise<PulledImage> {
-    const digest = reference.startsWith('sha256:')
+  /** HEADs a blob in a repository: the registry checks the repository's link to it and its size. */
+  async blobStatus(repository: string, digest: string): Promise<BlobStatus> {
+    const path = `/v2/${repository}/blobs/${digest}`;
+    const response = await this.request(path, {
+      method: 'HEAD',
+      scope: `repository:${repository}:pull`,
+    });
+    await response.body?.cancel();
+    if (response.ok) {
+      const length = response.headers.get('content-length');
+      return { served: true, size: length === null ? undefined : Number(length) };
+    }
+    // A HEAD answer has no body, so the status is all the registry says.
+    return {
+      served: false,
+      status: response.status,
+      answer: `HEAD answered HTTP ${response.status}`,
+    };
+  }
+
+  /**
+   * Streams one blob and proves it: the bytes hash to its digest and number
+   * exactly its size. Nothing is kept, so memory stays at a few chunks
+   * whatever the size; reading stops once more bytes arrive than the size
+   * allows. The timeout is for silence (no bytes for that long), not for the
+   * whole transfer, so a large blob on a slow link still completes.
+   */
+  async verifyBlob(
+    repository: string,
+    blob: Descriptor,
+    onBytes?: (bytes: number) => void,
+  ): Promise<void> {
+    const what = `${repository}@${blob.digest}`;
+    const path = `/v2/${repository}/blobs/${blob.digest}`;
+    const { algorithm, hash } = hasherFor(blob.digest, what);
+    const idle = new AbortController();
+    const timer = setTimeout(
+      () => idle.abort(new Error(`no data for ${this.#timeoutMs} ms`)),
+      this.#timeoutMs,
+    );
+    let bytes = 0;
+    try {
+      const response = await this.request(path, {
+        scope: `repository:${repository}:pull`,
+        signal: idle.signal,
+      });
+      if (!response.ok) {
+        throw new RegistryApiError(
+          `GET ${path} answered HTTP ${response.status}${await errorDetail(response)}`,
+          response.status,
+        );
+      }
+      try {
+        for await (const chunk of response.body ?? []) {
+          timer.refresh();
+          bytes += chunk.byteLength;
+          onBytes?.(chunk.byteLength);
+          // Leaving the loop cancels the stream: a wrong blob is not read to its end.
+          if (bytes > blob.size) break;
+          hash.update(chunk);
+        }
+      } catch (err) {
+        throw new RegistryApiError(
+          `${what}: reading the blob stopped after ${bytes} of ${blob.size} bytes: ${err instanceof Error ? err.message : String(err)}`,
+          undefined,
+          { cause: err },
+        );
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (bytes > blob.size) {
+      throw new RegistryApiError(
+        `${what}: the registry sent more than the ${blob.size} bytes the manifest says; the stored data is corrupt`,
+      );
+    }
+    const actual = `${algorithm}:${hash.digest('hex')}`;
+    if (actual !== blob.digest || bytes !== blob.size) {
+      throw new RegistryApiError(
+        `${what}: the ${bytes} bytes served hash to ${actual}, the manifest says ${blob.size} bytes of ${blob.digest}; the stored data is corrupt`,
+      );
+    }
+  }
+
+  /**
+   * Pulls an image completely: every manifest (index children too) and every
+   * blob, streamed and checked against its digest and size, several blobs at
+   * once. All blobs are tried; the first failure (in manifest order) is thrown,
+   * saying how many others failed.
+   */
+  async pull(
+    repository: string,
+    reference: string,
+    options: PullOptions = {},
+  ): Promise<PulledImage> {
+    const digest = reference.includes(':')
       ? reference
       : await this.manifestDigest(repository, reference);
     if (digest === undefined)
       throw new RegistryApiError(`${repository}:${reference} has no manifest`, 404);
-    const blobs: Array<{ digest: string; size: number }> = [];
-    let bytes = 0;
+    // Entries in the order the image lists them: an index's children each after their blobs.
+    const entries = new Map<string, { digest: string; size: number; blob: boolean }>();
     const visit = async (manifestDigest: string): Promise<string> => {
-      const { body, mediaType } = await this.#fetchVerified(
-        `/v2/${repository}/manifests/${manifestDigest}`,
-        repository,
-        manifestDigest,
-        MANIFEST_TYPES.join(', '),
-      );
-      const parsed = JSON.parse(body.toString()) as {
-        mediaType?: string;
-        manifests?: Array<{ digest: string }>;
-        config?: { digest: string; size: number };
-        layers?: Array<{ digest: string; size: number }>;
-      };
-      const type = parsed.mediaType ?? mediaType;
-      if (INDEX_TYPES.has(type) || parsed.manifests !== undefined) {
-        for (const child of parsed.manifests ?? []) {
+      const manifest = await this.manifest(repository, manifestDigest);
+      const isIndex = INDEX_TYPES.has(manifest.mediaType) || manifest.manifests.length > 0;
+      if (isIndex) {
+        for (const child of manifest.manifests) {
+          if (entries.has(child.digest)) continue;
           await visit(child.digest);
-          blobs.push({ digest: child.digest, size: 0 });
+          entries.set(child.digest, { digest: child.digest, size: child.size, blob: false });
         }
-        return type;
       }
-      for (const blob of [
-        ...(parsed.config === undefined ? [] : [parsed.config]),
-        ...(parsed.layers ?? []),
-      ]) {
-        const { body: data } = await this.#fetchVerified(
-          `/v2/${repository}/blobs/${blob.digest}`,
-          repository,
-          blob.digest,
-        );
-        if (data.length !== blob.size) {
-          throw new RegistryApiError(
-            `${repository}@${blob.digest}: ${data.length} bytes served, the manifest says ${blob.size}`,
-          );
-        }
-        blobs.push({ digest: blob.digest, size: data.length });
-        bytes += data.length;
+      for (const blob of manifest.blobs) {
+        const key = `${blob.digest} ${blob.size}`;
+        if (!entries.has(key))
+          entries.set(key, { digest: blob.digest, size: blob.size, blob: true });
       }
-      return type;
+      return manifest.mediaType;
     };
     const mediaType = await visit(digest);
-    return { digest, mediaType, blobs, bytes };
+    const blobs = [...entries.values()].filter((entry) => entry.blob);
+    let limit = options.limit;
+    if (limit === undefined) {
+      const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
+      limit = (task) => queue.add(task);
+    }
+    const run = limit;
+    const outcomes = await Promise.allSettled(
+      blobs.map((blob) => {
+        const key = `${blob.digest} ${blob.size}`;
+        const known = options.verified?.get(key);
+        if (known !== undefined) return known;
+        const verification = run(() => this.verifyBlob(repository, blob, options.onBytes));
+        options.verified?.set(key, verification);
+        return verification;
+      }),
+    );
+    const failures = outcomes.flatMap((outcome) =>
+      outcome.status === 'rejected' ? [outcome.reason as unknown] : [],
+    );
+    if (failures[0] !== undefined) {
+      if (failures.length === 1) throw failures[0];
+      const first = failures[0] instanceof Error ? failures[0].message : String(failures[0]);
+      throw new RegistryApiError(
+        `${first} (and ${failures.length - 1} more blobs failed)`,
+        undefined,
+        {
+          cause: failures[0],
+        },
+      );
+    }
+    return {
+      digest,
+      mediaType,
+      blobs: [...entries.values()].map(({ digest: d, size }) => ({ digest: d, size })),
+      bytes: blobs.reduce((sum, blob) => sum + blob.size, 0),
+    };
   }
 
   /** Pushes a one-layer image into `repository` and reads it back (the optional write test). */
