@@ -1,5 +1,5 @@
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { InputError } from '../../functions/commons/errors.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
@@ -34,7 +34,7 @@ import { OciLayout, populateRegistry, pushImage } from '../../sandbox/images/ind
 import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll } from '../support/s3.ts';
-import { put, putOrphanBlob, randomBlob, registryKey, remove } from './support.ts';
+import { mirrorBucket, put, putOrphanBlob, randomBlob, registryKey, remove } from './support.ts';
 
 const ROOT = 'regvault/';
 const DAY = 24 * 60 * 60 * 1000;
@@ -363,6 +363,7 @@ describe('planning which snapshots expire', () => {
 });
 
 describe('pruning a vault of real snapshots', () => {
+  /** The three snapshots every test starts from, oldest first. */
   const ids: string[] = [];
   /** A pool blob only the first snapshot holds (the registry lost it before the second backup). */
   let onlyInFirst = '';
@@ -440,7 +441,20 @@ describe('pruning a vault of real snapshots', () => {
     ids.push(await backup());
     await push('third');
     ids.push(await backup());
+    await createBucket(client, 'vault-template');
+    await mirrorBucket(client, 'vault', 'vault-template');
   }, 240_000);
+
+  // Every test starts from the vault of the three snapshots, whatever an earlier test pruned or added.
+  beforeEach(async () => {
+    await mirrorBucket(client, 'vault-template', 'vault');
+  });
+
+  /** Prunes the first snapshot, as an earlier run with `keepLast: 2` would have. */
+  async function pruneFirst(): Promise<void> {
+    const report = await prune(deps.vault, { keepLast: 2 }, { now: new Date(), graceMs: 0 });
+    expect(report.deletedSnapshots).toEqual([ids[0]]);
+  }
 
   it('reports in a dry run what a prune would delete, and deletes nothing', async () => {
     // Prepare
@@ -489,7 +503,9 @@ describe('pruning a vault of real snapshots', () => {
   });
 
   it('keeps blobs written after a running backup started, and sweeps older unreferenced ones', async () => {
-    // Prepare: unreferenced blobs from before the backup, a running manifest, blobs it "wrote" but has not recorded
+    // Prepare: the first snapshot pruned; unreferenced blobs from before the backup, a running
+    // manifest, blobs it "wrote" but has not recorded
+    await pruneFirst();
     const stale = [randomBlob(), randomBlob()];
     for (const blob of stale)
       await put(client, 'vault', vaultKeys.blob(ROOT, blob.digest), blob.bytes);
@@ -604,7 +620,9 @@ describe('pruning a vault of real snapshots', () => {
   });
 
   it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
-    // Prepare: a backup held at its second copy message, after it planned and copied one shard
+    // Prepare: the first snapshot pruned; a backup held at its second copy message, after it
+    // planned and copied one shard
+    await pruneFirst();
     await push('fourth');
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => {
@@ -657,23 +675,22 @@ describe('pruning a vault of real snapshots', () => {
     }
   });
   it('deletes one snapshot by hand, leaving the objects a later snapshot reuses', async () => {
-    // Prepare: the last two snapshots are the third and the one taken during the prune
-    const [third, fourth] = (await listSnapshots(deps.vault)).map((m) => m.id).slice(-2) as [
-      string,
-      string,
-    ];
-    const reused = (await inventoryOf(fourth)).filter((r) =>
-      r.targetKey.startsWith(vaultKeys.objects(ROOT, third)),
+    // Prepare: the first snapshot pruned, so the second and the third are the last two
+    await pruneFirst();
+    const [, second, third] = ids as [string, string, string];
+    expect((await listSnapshots(deps.vault)).map((m) => m.id)).toEqual([second, third]);
+    const reused = (await inventoryOf(third)).filter((r) =>
+      r.targetKey.startsWith(vaultKeys.objects(ROOT, second)),
     );
     // Act
-    const result = await deleteSnapshot(deps.vault, await resolveSnapshot(deps.vault, third));
+    const result = await deleteSnapshot(deps.vault, await resolveSnapshot(deps.vault, second));
     const report = await prune(deps.vault, { keepLast: 1 }, { now: new Date(), graceMs: 0 });
     // Assess
     expect(result.failed).toEqual([]);
-    expect(await readManifest(deps.vault, third)).toBeUndefined();
+    expect(await readManifest(deps.vault, second)).toBeUndefined();
     expect(reused.length).toBeGreaterThan(0);
     expect(report.deletedSnapshots).toEqual([]);
-    await expectIntact(fourth);
+    await expectIntact(third);
   });
 });
 

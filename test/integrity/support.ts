@@ -1,9 +1,22 @@
 /** Shared set-up for the integrity tests: bucket copies, registry key lookups, a recording source. */
 import { createHash, randomBytes } from 'node:crypto';
-import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
 import type { RegistrySource } from '../../functions/commons/registry/fsck.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
-import { createBucket, listAll, putObjects, readObject } from '../support/s3.ts';
+import {
+  createBucket,
+  deleteKeys,
+  eachLimited,
+  listAll,
+  putObjects,
+  readObject,
+} from '../support/s3.ts';
 
 /** Copies every object of `from` into a new bucket `to`. */
 export async function copyBucket(client: S3Client, from: string, to: string): Promise<void> {
@@ -13,6 +26,29 @@ export async function copyBucket(client: S3Client, from: string, to: string): Pr
     keys.map(async (key) => ({ key, body: await readObject(client, from, key) })),
   );
   await putObjects(client, to, objects);
+}
+
+/**
+ * Makes bucket `to` hold exactly what `from` holds, with server-side copies:
+ * deletes what `from` lacks and copies only what `to` lacks or holds with
+ * other bytes, so restoring a shared fixture after a test costs what the test changed.
+ */
+export async function mirrorBucket(client: S3Client, from: string, to: string): Promise<void> {
+  const [wanted, held] = await Promise.all([listAll(client, from), listAll(client, to)]);
+  await deleteKeys(
+    client,
+    to,
+    [...held.keys()].filter((key) => !wanted.has(key)),
+  );
+  const stale = [...wanted.entries()].filter(([key, object]) => {
+    const current = held.get(key);
+    return current?.etag !== object.etag || current.size !== object.size;
+  });
+  await eachLimited(stale, 16, ([key]) =>
+    client.send(
+      new CopyObjectCommand({ Bucket: to, Key: key, CopySource: copySourceOf(from, key) }),
+    ),
+  );
 }
 
 export const registryKey = (relative: string) => `${REGISTRY_V2}${relative}`;

@@ -1,6 +1,7 @@
 /** Small S3 helpers for tests: a client for a sandbox server, seeding and reading buckets. */
 import {
   CreateBucketCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -47,6 +48,19 @@ export async function createBucket(client: S3Client, bucket: string): Promise<vo
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 }
 
+/** Runs `task` on every item, at most `concurrency` at a time. */
+export async function eachLimited<T>(
+  items: readonly T[],
+  concurrency: number,
+  task: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    for (let item = items[next++]; item !== undefined; item = items[next++]) await task(item);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
 /** Puts objects with limited concurrency. */
 export async function putObjects(
   client: S3Client,
@@ -54,25 +68,17 @@ export async function putObjects(
   objects: ReadonlyArray<{ key: string; body: string | Uint8Array }>,
   concurrency = 16,
 ): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < objects.length) {
-      const object = objects[next++];
-      if (object === undefined) return;
-      await client.send(
-        new PutObjectCommand({
-          Bucket: bucket,
-          Key: object.key,
-          Body: object.body,
-          ContentLength:
-            typeof object.body === 'string'
-              ? Buffer.byteLength(object.body)
-              : object.body.byteLength,
-        }),
-      );
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  await eachLimited(objects, concurrency, (object) =>
+    client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: object.key,
+        Body: object.body,
+        ContentLength:
+          typeof object.body === 'string' ? Buffer.byteLength(object.body) : object.body.byteLength,
+      }),
+    ),
+  );
 }
 
 /** Every key with its size and ETag. */
@@ -96,6 +102,22 @@ export async function listAll(
     token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
   } while (token !== undefined);
   return found;
+}
+
+/** Deletes the keys, 1,000 to a request. */
+export async function deleteKeys(
+  client: S3Client,
+  bucket: string,
+  keys: readonly string[],
+): Promise<void> {
+  for (let i = 0; i < keys.length; i += 1000) {
+    await client.send(
+      new DeleteObjectsCommand({
+        Bucket: bucket,
+        Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) },
+      }),
+    );
+  }
 }
 
 export async function readObject(client: S3Client, bucket: string, key: string): Promise<Buffer> {
