@@ -1,0 +1,225 @@
+/**
+ * `npm run bench:restore`: what the restore's proof costs, and the CLI's peak
+ * memory with a 1 GiB layer. On the sandbox (S3 server without checksums, so
+ * every blob the copy did not stream is read back and hashed; a real
+ * docker-registry; the fake cluster), it backs up a registry holding small
+ * images and one image with a 1 GiB layer, then runs `regvault restore`
+ * as users run it (a CLI child process), alternating a proven restore with
+ * one under --skip-blob-hashing for several rounds, and ends with a restore
+ * that switches the registry and pulls every image in full. Peak RSS is the
+ * child's own (GNU time's maximum resident set size).
+ *
+ *   npm run bench:restore -- [--rounds 3] [--big-mib 1024] [--json]
+ */
+import { execFile } from 'node:child_process';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { createLocalDeps } from '../functions/commons/local/deps.ts';
+import { runBackupLocally } from '../functions/commons/local/runner.ts';
+import { createS3Client } from '../functions/commons/s3/client.ts';
+import { OciLayout, populateRegistry, pushImage } from '../sandbox/images/index.ts';
+import { startFakeCluster } from '../sandbox/kube/index.ts';
+import { typeScriptCommand } from '../sandbox/process.ts';
+import { startS3Server } from '../sandbox/s3/index.ts';
+
+const flag = (name: string, fallback: number): number => {
+  const at = process.argv.indexOf(`--${name}`);
+  const value = at === -1 ? undefined : Number(process.argv[at + 1]);
+  return value === undefined || !Number.isFinite(value) ? fallback : value;
+};
+const rounds = flag('rounds', 3);
+const bigMiB = flag('big-mib', 1024);
+const json = process.argv.includes('--json');
+
+interface Measured {
+  readonly mode: string;
+  readonly code: number;
+  readonly seconds: number;
+  readonly peakRssMiB: number;
+  readonly objects: number;
+  readonly bytes: number;
+}
+
+const cli = new URL('../bin/regvault.ts', import.meta.url).pathname;
+
+/** Runs the CLI under GNU time; its exit code, wall time and peak RSS. */
+function regvault(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<Omit<Measured, 'mode' | 'objects' | 'bytes'> & { stdout: string }> {
+  const { command, args: prefix } = typeScriptCommand(cli);
+  const started = process.hrtime.bigint();
+  return new Promise((resolve) => {
+    execFile(
+      '/usr/bin/time',
+      ['-v', command, ...prefix, ...args],
+      { env, maxBuffer: 64 * 1024 * 1024, timeout: 3_600_000 },
+      (err, stdout, stderr) => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const rssKiB = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? 0);
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+        if (code !== 0) process.stderr.write(stderr.slice(-4000));
+        resolve({ code, seconds, peakRssMiB: rssKiB / 1024, stdout });
+      },
+    );
+  });
+}
+
+const median = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+};
+
+async function main(): Promise<void> {
+  const s3 = await startS3Server({ name: 'bench-restore' });
+  const cluster = await startFakeCluster({ tls: true });
+  const admin = createS3Client(
+    { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true },
+    s3.credentials,
+  );
+  try {
+    for (const bucket of ['registry', 'vault'])
+      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+    await cluster.seedAcpRegistry({
+      bucket: 'registry',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    });
+    await cluster.waitForReadyPod(60_000);
+    const host = new URL(cluster.registryUrl).host;
+    process.stderr.write(`pushing small images and one with a ${bigMiB} MiB layer...\n`);
+    await populateRegistry(host, {
+      repositories: 10,
+      tagsPerRepository: 3,
+      layerSizes: [4096, 256 * 1024, 2 * 1024 * 1024],
+    });
+    const layout = await OciLayout.create();
+    try {
+      await layout.addImage('big', [{ seed: 'bench-big', size: bigMiB * 1024 * 1024 }]);
+      await pushImage(layout, 'big', `${host}/bench/big:v1`);
+    } finally {
+      await layout.remove();
+    }
+    const deps = createLocalDeps({
+      vault: {
+        location: {
+          endpoint: s3.endpoint,
+          region: s3.region,
+          bucket: 'vault',
+          prefix: '',
+          forcePathStyle: true,
+          access: 'vault',
+        },
+        credentials: s3.credentials,
+      },
+      kube: { path: cluster.kubeconfigPath },
+      registryUrl: cluster.registryUrl,
+    });
+    process.stderr.write('backing up...\n');
+    const backup = await runBackupLocally({}, { deps });
+    deps.close();
+    const snapshot = backup.output as { snapshotId: string; objects: number; bytes: number };
+    if (backup.status !== 'SUCCEEDED') throw new Error(`backup failed: ${backup.cause}`);
+
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env['PATH'],
+      HOME: process.env['HOME'],
+      KUBECONFIG: cluster.kubeconfigPath,
+      REGVAULT_VAULT_BUCKET: 'vault',
+      REGVAULT_VAULT_REGION: s3.region,
+      REGVAULT_VAULT_ENDPOINT: s3.endpoint,
+      REGVAULT_REGISTRY_URL: cluster.registryUrl,
+      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    };
+    let next = 0;
+    const restore = async (mode: string, extra: readonly string[]): Promise<Measured> => {
+      const bucket = `restored-${++next}`;
+      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+      const run = await regvault(
+        [
+          'restore',
+          '--snapshot',
+          snapshot.snapshotId,
+          '--target-bucket',
+          bucket,
+          '--target-secret',
+          'registry-s3-secret',
+          '--json',
+          ...extra,
+        ],
+        env,
+      );
+      const measured = {
+        mode,
+        code: run.code,
+        seconds: run.seconds,
+        peakRssMiB: run.peakRssMiB,
+        objects: snapshot.objects,
+        bytes: snapshot.bytes,
+      };
+      process.stderr.write(`${JSON.stringify(measured)}\n`);
+      return measured;
+    };
+    const proven: Measured[] = [];
+    const skipped: Measured[] = [];
+    for (let round = 0; round < rounds; round++) {
+      // The peers swap which goes first every round.
+      const order = round % 2 === 0 ? ['proven', 'skipped'] : ['skipped', 'proven'];
+      for (const mode of order) {
+        if (mode === 'proven') proven.push(await restore(mode, ['--no-switch']));
+        else skipped.push(await restore(mode, ['--no-switch', '--skip-blob-hashing']));
+      }
+    }
+    const switched = await restore('switch, verify, pull all', ['--pull-sample', 'all']);
+    const mib = snapshot.bytes / 1024 / 1024;
+    const summary = {
+      objects: snapshot.objects,
+      bytes: snapshot.bytes,
+      bigLayerMiB: bigMiB,
+      rounds,
+      proven: {
+        medianSeconds: median(proven.map((m) => m.seconds)),
+        spread: [
+          Math.min(...proven.map((m) => m.seconds)),
+          Math.max(...proven.map((m) => m.seconds)),
+        ],
+        peakRssMiB: Math.max(...proven.map((m) => m.peakRssMiB)),
+      },
+      skipped: {
+        medianSeconds: median(skipped.map((m) => m.seconds)),
+        spread: [
+          Math.min(...skipped.map((m) => m.seconds)),
+          Math.max(...skipped.map((m) => m.seconds)),
+        ],
+        peakRssMiB: Math.max(...skipped.map((m) => m.peakRssMiB)),
+      },
+      switched,
+      ok: [...proven, ...skipped, switched].every((m) => m.code === 0),
+    };
+    const line = (name: string, m: { medianSeconds: number; peakRssMiB: number }) =>
+      `| ${name} | ${m.medianSeconds.toFixed(1)} s | ${(snapshot.objects / m.medianSeconds).toFixed(0)} | ${(mib / m.medianSeconds).toFixed(1)} | ${m.peakRssMiB.toFixed(0)} MiB |`;
+    if (json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else
+      process.stdout.write(
+        [
+          `restore of ${snapshot.objects} objects, ${mib.toFixed(0)} MiB (one ${bigMiB} MiB layer), CLI, median of ${rounds} rounds`,
+          '| restore | time | objects/s | MiB/s | peak RSS |',
+          '| --- | --- | --- | --- | --- |',
+          line('proven (every blob hashed)', summary.proven),
+          line('--skip-blob-hashing', summary.skipped),
+          `| with switch, rollout and every image pulled | ${switched.seconds.toFixed(1)} s | | | ${switched.peakRssMiB.toFixed(0)} MiB |`,
+          `proven / skipped: ${(summary.proven.medianSeconds / summary.skipped.medianSeconds).toFixed(2)}x; all exit 0: ${summary.ok}`,
+          '',
+        ].join('\n'),
+      );
+    if (!summary.ok) process.exitCode = 1;
+  } finally {
+    admin.destroy();
+    await cluster.stop();
+    await s3.stop();
+  }
+}
+
+await main();
