@@ -21,7 +21,7 @@ import {
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
 import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
 import { getJson, resolveSnapshot } from '../../functions/commons/vault/store.ts';
-import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
+import type { StepProgress, WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
@@ -101,14 +101,7 @@ describe.each([
     await createBucket(client, 'registry');
     await createBucket(client, 'vault');
     cluster = await startFakeCluster({ tls: true });
-    await cluster.seedAcpRegistry({
-      bucket: 'registry',
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    });
-    await cluster.waitForReadyPod(30_000);
+    await seedLiveRegistry();
     await populateRegistry(new URL(cluster.registryUrl).host, {
       repositories: 3,
       tagsPerRepository: 2,
@@ -156,6 +149,18 @@ describe.each([
   });
 
   const profile = () => acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }));
+
+  /** The registry on its live bucket "registry", one Ready pod. */
+  async function seedLiveRegistry(): Promise<void> {
+    await cluster.seedAcpRegistry({
+      bucket: 'registry',
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    });
+    await cluster.waitForReadyPod(30_000);
+  }
 
   /** Restores the snapshot into a new bucket on the test's server, switching with the registry's own Secret. */
   async function restoreIntoNewBucket(
@@ -279,6 +284,36 @@ describe.each([
     expect(proof.proven).toBe(false);
     expect(proof.blobs.hashed).toBe(0);
     expect(proof.message).toMatch(/NOT proven/);
+  });
+
+  it('reports the proof in blobs and bytes and the verification in repositories and tags', async () => {
+    // Prepare: the same dependencies, with a progress listener
+    const events: StepProgress[] = [];
+    const watched = createLocalDeps({
+      vault: { location: deps.vault.location, credentials: s3.credentials },
+      kube: { path: cluster.kubeconfigPath },
+      registryUrl: cluster.registryUrl,
+      onProgress: (event) => events.push(event),
+    });
+    try {
+      // Act
+      const { result } = await restoreIntoNewBucket({ pullSample: 1 }, { deps: watched });
+      // Assess: each step's last event says everything was done, in counted totals
+      expect(result.cause).toBeUndefined();
+      const proof = events.filter((e) => e.step === 'prove').at(-1);
+      const verify = events.filter((e) => e.step === 'verify').at(-1);
+      // with server checksums the copy checked every blob, so none is left to hash
+      if (checksums) expect(proof?.blobs?.total).toBe(0);
+      else expect(proof?.blobs?.total).toBeGreaterThan(0);
+      expect(proof?.blobs?.done).toBe(proof?.blobs?.total);
+      expect(proof?.bytes?.done).toBe(proof?.bytes?.total);
+      expect(verify?.repositories).toEqual({ done: 3, total: 3 });
+      expect(verify?.tags).toEqual({ done: 6, total: 6 });
+    } finally {
+      watched.close();
+      // the registry goes back to the live bucket for the other tests
+      await seedLiveRegistry();
+    }
   });
 
   it('fsck of the restore target blames the target, not the vault, for a blob missing there', async () => {

@@ -11,7 +11,13 @@ import { type AcpSettings, acpProfile, acpSettingsSchema } from '../registry/acp
 import { RegistryClient, type RegistryCredentials } from '../registry/client.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { createS3Client } from '../s3/client.ts';
-import { Access, registrySecretOf, type StepLogger, type WorkflowDeps } from '../workflows/deps.ts';
+import {
+  Access,
+  registrySecretOf,
+  type StepLogger,
+  type StepProgress,
+  type WorkflowDeps,
+} from '../workflows/deps.ts';
 
 export interface LocalDepsOptions {
   readonly vault: { readonly location: Location; readonly credentials?: StorageKeys };
@@ -24,6 +30,24 @@ export interface LocalDepsOptions {
   readonly now?: () => Date;
   readonly concurrency?: number;
   readonly toolVersion?: string;
+  /** Progress of the long steps (proof, verification), at most four calls a second plus each step's last. */
+  readonly onProgress?: (event: StepProgress) => void;
+}
+
+/** Passes progress on at most every `ms`, and always a step's final count. */
+function throttled(
+  listener: (event: StepProgress) => void,
+  ms = 250,
+): (event: StepProgress) => void {
+  let last = 0;
+  return (event) => {
+    const counts = [event.tags, event.blobs].filter((c) => c !== undefined);
+    const finished = counts.length > 0 && counts.every((c) => c.done >= c.total);
+    const now = Date.now();
+    if (!finished && now - last < ms) return;
+    last = now;
+    listener(event);
+  };
 }
 
 export function createLocalDeps(options: LocalDepsOptions): WorkflowDeps & { close(): void } {
@@ -92,6 +116,7 @@ export function createLocalDeps(options: LocalDepsOptions): WorkflowDeps & { clo
     now: options.now ?? (() => new Date()),
     log: options.logger ?? { info() {}, warn() {} },
     toolVersion: options.toolVersion ?? '0.1.0',
+    ...(options.onProgress === undefined ? {} : { progress: throttled(options.onProgress) }),
     close() {
       for (const client of clients.values()) client.destroy();
       deps.vault.client.destroy();

@@ -627,6 +627,7 @@ export async function fsckRegistry(
       bytes: chosen.reduce((sum, digest) => sum + (blobs.get(digest) ?? 0), 0),
     };
     const done = { blobs: 0, bytes: 0 };
+    options.onHash?.(done, total);
     await forEachLimit(chosen, concurrency, async (digest) => {
       reads++;
       const actual = await sha256Of(source, blobKeyOf(digest));

@@ -31,6 +31,18 @@ export interface WorkflowDeps {
   now(): Date;
   readonly log: StepLogger;
   readonly toolVersion: string;
+  /** Where a long step reports how far it is (the CLI's progress); absent in Lambda. */
+  readonly progress?: (event: StepProgress) => void;
+}
+
+/** How far a long step is, in the registry's units where it has them. */
+export interface StepProgress {
+  /** `prove`: blobs hashed before the switch; `verify`: the registry checked after it. */
+  readonly step: 'prove' | 'verify';
+  readonly repositories?: { readonly done: number; readonly total: number };
+  readonly tags?: { readonly done: number; readonly total: number };
+  readonly blobs?: { readonly done: number; readonly total: number };
+  readonly bytes?: { readonly done: number; readonly total: number };
 }
 
 /** Access references: who reads and writes a location, resolved at the edge and never serialised as keys. */

@@ -97,6 +97,12 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
         deep: !state.skipBlobHashing,
         alreadyHashed: (digest) => checkedByCopy.has(digest),
         concurrency: Math.min(32, state.concurrency),
+        onHash: (done, total) =>
+          deps.progress?.({
+            step: 'prove',
+            blobs: { done: done.blobs, total: total.blobs },
+            bytes: { done: done.bytes, total: total.bytes },
+          }),
       },
     );
     for (const missing of report.dangling)

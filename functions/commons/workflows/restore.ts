@@ -343,6 +343,13 @@ export async function verifyRestore(
   const report = await verifyRegistry(registry, catalog, {
     sample: state.pullSample === 'all' ? Number.POSITIVE_INFINITY : state.pullSample,
     ...(state.pushTest ? { pushTestRepository: 'regvault-verify/push-test' } : {}),
+    onProgress: (_done, _total, progress) =>
+      deps.progress?.({
+        step: 'verify',
+        repositories: progress.repositories,
+        tags: progress.tags,
+        blobs: { done: progress.blobs.checked, total: progress.blobs.total },
+      }),
   });
   return {
     ok: report.ok,
