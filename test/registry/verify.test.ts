@@ -47,47 +47,6 @@ const storage = () =>
     secretKey: s3.credentials.secretAccessKey,
   }) as const;
 
-beforeAll(async () => {
-  s3 = await startS3Server({ name: 's3-verify-streamed' });
-  client = clientFor(s3);
-  await createBucket(client, BUCKET);
-  const pusher = await startRegistry({ storage: storage() });
-  try {
-    big = await populateRegistry(pusher.host, {
-      repositories: 1,
-      tagsPerRepository: 1,
-      names: ['stream/big'],
-      layerSizes: [BIG_LAYER],
-      sharedBaseSize: 0,
-      seed: 'big',
-    });
-    small = await populateRegistry(pusher.host, {
-      repositories: 4,
-      tagsPerRepository: 2,
-      names: ['damage/corrupt', 'damage/missing', 'damage/manifest', 'intact/app'],
-      layerSizes: [2048, 40_000],
-      sharedBaseSize: 0,
-      seed: 'small',
-    });
-    multi = await populateRegistry(pusher.host, {
-      repositories: 1,
-      tagsPerRepository: 1,
-      names: ['damage/multi'],
-      layerSizes: [3000],
-      sharedBaseSize: 0,
-      multiArch: true,
-      seed: 'multi',
-    });
-  } finally {
-    await pusher.stop();
-  }
-}, 300_000);
-
-afterAll(async () => {
-  client?.destroy();
-  await s3?.stop();
-});
-
 /** A registry started after the bucket was damaged: no descriptor cache hides the damage. */
 async function withFreshRegistry<T>(act: (registry: RegistryHandle) => Promise<T>): Promise<T> {
   const registry = await startRegistry({ storage: storage() });
@@ -119,6 +78,47 @@ async function putBlob(digest: string, body: Buffer): Promise<void> {
 }
 
 describe('verifying a registry, streamed', () => {
+  beforeAll(async () => {
+    s3 = await startS3Server({ name: 's3-verify-streamed' });
+    client = clientFor(s3);
+    await createBucket(client, BUCKET);
+    const pusher = await startRegistry({ storage: storage() });
+    try {
+      big = await populateRegistry(pusher.host, {
+        repositories: 1,
+        tagsPerRepository: 1,
+        names: ['stream/big'],
+        layerSizes: [BIG_LAYER],
+        sharedBaseSize: 0,
+        seed: 'big',
+      });
+      small = await populateRegistry(pusher.host, {
+        repositories: 4,
+        tagsPerRepository: 2,
+        names: ['damage/corrupt', 'damage/missing', 'damage/manifest', 'intact/app'],
+        layerSizes: [2048, 40_000],
+        sharedBaseSize: 0,
+        seed: 'small',
+      });
+      multi = await populateRegistry(pusher.host, {
+        repositories: 1,
+        tagsPerRepository: 1,
+        names: ['damage/multi'],
+        layerSizes: [3000],
+        sharedBaseSize: 0,
+        multiArch: true,
+        seed: 'multi',
+      });
+    } finally {
+      await pusher.stop();
+    }
+  }, 300_000);
+
+  afterAll(async () => {
+    client?.destroy();
+    await s3?.stop();
+  });
+
   it('pulls a 64 MiB layer in full while the process grows by far less than the layer', async () => {
     // Prepare
     const expected = only(big, 'stream/big');

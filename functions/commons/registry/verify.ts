@@ -294,7 +294,7 @@ async function checkBlobs(
     tagsOf.set(digest, [...(tagsOf.get(digest) ?? []), tag]);
   const manifests = new Map<string, Promise<FetchedManifest>>();
   const unreadable = new Map<string, { error: string; tags: Set<string> }>();
-  const fetch = (digest: string): Promise<FetchedManifest> => {
+  const fetchManifest = (digest: string): Promise<FetchedManifest> => {
     let pending = manifests.get(digest);
     if (pending === undefined) {
       pending = requests.add(() => client.manifest(name, digest));
@@ -307,7 +307,7 @@ async function checkBlobs(
   const closure = async (digest: string, tags: readonly string[]): Promise<Descriptor[]> => {
     let manifest: FetchedManifest;
     try {
-      manifest = await fetch(digest);
+      manifest = await fetchManifest(digest);
     } catch (err) {
       const entry = unreadable.get(digest) ?? { error: messageOf(err), tags: new Set<string>() };
       for (const tag of tags) entry.tags.add(tag);
