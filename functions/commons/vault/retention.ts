@@ -56,13 +56,50 @@ export const STALE_RUNNING_AFTER_MS = 3 * DAY_MS;
 /** Default grace period: covers clock skew between the S3 server and the backup's clock. */
 export const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 
+/** Why prune keeps a snapshot: the rule that keeps it, for programs (`reason` says it in words). */
+export const KeepRule = {
+  /** A running backup records its unchanged objects with this snapshot's keys. */
+  BaseOfRunningBackup: 'base-of-running-backup',
+  /** A backup still running (younger than the backup timeout). */
+  Running: 'running',
+  /** The newest complete snapshot of its source: never expired. */
+  NewestComplete: 'newest-complete',
+  /** The policy (or its own ttl) would expire it, but it was superseded less than the grace period ago. */
+  GracePeriod: 'grace-period',
+  /** It carries its own ttl, and that has not ended. */
+  OwnTtl: 'own-ttl',
+  /** One of the newest `keepLast` complete snapshots of its source. */
+  KeepLast: 'keep-last',
+  /** Younger than the policy's `ttlDays`. */
+  WithinTtl: 'within-ttl',
+  /** The policy has neither rule. */
+  NoPolicyRule: 'no-policy-rule',
+  /** Failed (or a dead run), but newer than any complete snapshot of its source: kept to diagnose. */
+  NewestFailed: 'newest-failed',
+} as const;
+export type KeepRule = (typeof KeepRule)[keyof typeof KeepRule];
+
+/** Why prune expires a snapshot. */
+export const ExpireRule = {
+  /** Its own ttl ended. */
+  OwnTtlEnded: 'own-ttl-ended',
+  /** Not one of the last `keepLast`, and/or older than `ttlDays`. */
+  Policy: 'policy',
+  /** Failed (or a dead run) and older than a complete snapshot of its source. */
+  FailedSuperseded: 'failed-superseded',
+} as const;
+export type ExpireRule = (typeof ExpireRule)[keyof typeof ExpireRule];
+
 export interface SnapshotVerdict {
   readonly id: string;
   readonly status: SnapshotManifest['status'];
   readonly startedAt: string;
   /** Snapshots of one source are judged together: `endpoint|bucket|prefix`. */
   readonly source: string;
+  readonly rule: KeepRule | ExpireRule;
   readonly reason: string;
+  /** With the grace-period rule: when the grace ends and a prune may expire it. */
+  readonly until?: string;
 }
 
 /** A backup in progress, as prune must respect it. */
@@ -81,6 +118,8 @@ export interface RunningBackup {
 
 export interface PrunePlan {
   readonly now: string;
+  /** The grace period the plan was made with. */
+  readonly graceMs: number;
   readonly keep: SnapshotVerdict[];
   readonly expire: SnapshotVerdict[];
   readonly running: RunningBackup[];
@@ -158,8 +197,43 @@ function supersededBy(
 }
 
 function describeAge(ms: number): string {
-  const days = ms / DAY_MS;
-  return days >= 1 ? `${days.toFixed(1)} days` : `${Math.round(ms / 3_600_000)} hours`;
+  const count = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`;
+  if (ms >= DAY_MS) return `${(ms / DAY_MS).toFixed(1)} days`;
+  if (ms >= 3_600_000) return count(Math.round(ms / 3_600_000), 'hour');
+  return count(Math.round(ms / 60_000), 'minute');
+}
+
+const EXPIRE_RULES = new Set<string>(Object.values(ExpireRule));
+const expires = (rule: KeepRule | ExpireRule): rule is ExpireRule => EXPIRE_RULES.has(rule);
+
+/**
+ * A complete snapshot that is not its source's newest, by its own ttl or the
+ * policy alone (the grace period is judged after, so its reason can say what
+ * the grace saved it from).
+ */
+function judgeSuperseded(
+  m: SnapshotManifest,
+  rank: number,
+  age: number,
+  ownTtlEnded: boolean,
+  policy: RetentionPolicy,
+  ttlMs: number | undefined,
+): { rule: KeepRule | ExpireRule; reason: string } {
+  if (m.expiresAt !== undefined)
+    return ownTtlEnded
+      ? { rule: ExpireRule.OwnTtlEnded, reason: `its ttl ended at ${m.expiresAt}` }
+      : { rule: KeepRule.OwnTtl, reason: `its ttl runs until ${m.expiresAt}` };
+  if (policy.keepLast !== undefined && rank < policy.keepLast)
+    return { rule: KeepRule.KeepLast, reason: `one of the last ${policy.keepLast}` };
+  if (ttlMs !== undefined && age <= ttlMs)
+    return { rule: KeepRule.WithinTtl, reason: `younger than ${policy.ttlDays} days` };
+  if (policy.keepLast === undefined && ttlMs === undefined)
+    return { rule: KeepRule.NoPolicyRule, reason: 'the policy has no rule' };
+  const rules = [
+    ...(policy.keepLast === undefined ? [] : [`not one of the last ${policy.keepLast}`]),
+    ...(ttlMs === undefined ? [] : [`${describeAge(age)} old, past the ${policy.ttlDays}-day ttl`]),
+  ];
+  return { rule: ExpireRule.Policy, reason: rules.join(' and ') };
 }
 
 /** Judges snapshots against the policy from their manifests alone. */
@@ -181,12 +255,19 @@ function judge(
   for (const manifest of manifests)
     bySource.set(sourceOf(manifest), [...(bySource.get(sourceOf(manifest)) ?? []), manifest]);
   for (const [source, group] of bySource) {
-    const verdict = (m: SnapshotManifest, reason: string): SnapshotVerdict => ({
+    const verdict = (
+      m: SnapshotManifest,
+      rule: KeepRule | ExpireRule,
+      reason: string,
+      until?: string,
+    ): SnapshotVerdict => ({
       id: m.id,
       status: m.status,
       startedAt: m.startedAt,
       source,
+      rule,
       reason,
+      ...(until === undefined ? {} : { until }),
     });
     const complete = group
       .filter((m) => m.status === SnapshotStatus.Complete)
@@ -199,55 +280,46 @@ function judge(
       const ownTtlEnded = m.expiresAt !== undefined && Date.parse(m.expiresAt) <= now.getTime();
       const base = bases.get(m.id);
       if (base !== undefined) {
-        keep.push(verdict(m, `the running backup ${base} builds on it`));
+        keep.push(
+          verdict(m, KeepRule.BaseOfRunningBackup, `the running backup ${base} builds on it`),
+        );
         continue;
       }
       const isRunning = m.status === SnapshotStatus.Running;
       if (isRunning && age <= staleAfterMs) {
-        keep.push(verdict(m, 'running'));
+        keep.push(verdict(m, KeepRule.Running, 'running'));
         continue;
       }
       if (m.status === SnapshotStatus.Complete) {
-        const rank = governed.indexOf(m);
-        const superseded = supersededBy(m, complete);
-        if (m === newest)
+        if (m === newest) {
           keep.push(
             verdict(
               m,
+              KeepRule.NewestComplete,
               `the newest complete snapshot of its source${ownTtlEnded ? ` (its ttl ended at ${m.expiresAt}; it goes once a newer one completes)` : ''}`,
             ),
           );
-        else if (superseded !== undefined && now.getTime() - superseded.atMs < graceMs)
+          continue;
+        }
+        const judged = judgeSuperseded(m, governed.indexOf(m), age, ownTtlEnded, policy, ttlMs);
+        const superseded = supersededBy(m, complete);
+        if (
+          expires(judged.rule) &&
+          superseded !== undefined &&
+          now.getTime() - superseded.atMs < graceMs
+        ) {
           // Discovery picks the newest complete snapshot as a base before it writes its running
           // manifest; until the grace has passed, a backup prune cannot see yet may build on this one.
+          const until = new Date(superseded.atMs + graceMs).toISOString();
           keep.push(
             verdict(
               m,
-              `superseded by ${superseded.id} only ${describeAge(Math.max(0, now.getTime() - superseded.atMs))} ago; a backup that started before may build on it`,
+              KeepRule.GracePeriod,
+              `would expire (${judged.reason}), but was superseded by ${superseded.id} only ${describeAge(Math.max(0, now.getTime() - superseded.atMs))} ago, within the ${describeAge(graceMs)} grace period (a backup that started before may build on it); it may expire after ${until}`,
+              until,
             ),
           );
-        else if (m.expiresAt !== undefined)
-          (ownTtlEnded ? expire : keep).push(
-            verdict(
-              m,
-              ownTtlEnded ? `its ttl ended at ${m.expiresAt}` : `its ttl runs until ${m.expiresAt}`,
-            ),
-          );
-        else if (policy.keepLast !== undefined && rank < policy.keepLast)
-          keep.push(verdict(m, `one of the last ${policy.keepLast}`));
-        else if (ttlMs !== undefined && age <= ttlMs)
-          keep.push(verdict(m, `younger than ${policy.ttlDays} days`));
-        else if (policy.keepLast === undefined && ttlMs === undefined)
-          keep.push(verdict(m, 'the policy has no rule'));
-        else {
-          const rules = [
-            ...(policy.keepLast === undefined ? [] : [`not one of the last ${policy.keepLast}`]),
-            ...(ttlMs === undefined
-              ? []
-              : [`${describeAge(age)} old, past the ${policy.ttlDays}-day ttl`]),
-          ];
-          expire.push(verdict(m, rules.join(' and ')));
-        }
+        } else (expires(judged.rule) ? expire : keep).push(verdict(m, judged.rule, judged.reason));
         continue;
       }
       // Failed, or a running manifest of a run that died: never restorable.
@@ -255,14 +327,26 @@ function judge(
         ? `running since ${m.startedAt}, long past the backup timeout`
         : 'failed';
       if (newest !== undefined && m.id < newest.id)
-        expire.push(verdict(m, `${what}, and older than the complete snapshot ${newest.id}`));
-      else if (ownTtlEnded) expire.push(verdict(m, `${what}, and its ttl ended at ${m.expiresAt}`));
+        expire.push(
+          verdict(
+            m,
+            ExpireRule.FailedSuperseded,
+            `${what}, and older than the complete snapshot ${newest.id}`,
+          ),
+        );
+      else if (ownTtlEnded)
+        expire.push(
+          verdict(m, ExpireRule.OwnTtlEnded, `${what}, and its ttl ended at ${m.expiresAt}`),
+        );
       else if (ttlMs !== undefined && age > ttlMs)
-        expire.push(verdict(m, `${what}, and past the ${policy.ttlDays}-day ttl`));
+        expire.push(
+          verdict(m, ExpireRule.Policy, `${what}, and past the ${policy.ttlDays}-day ttl`),
+        );
       else
         keep.push(
           verdict(
             m,
+            KeepRule.NewestFailed,
             `${what}, and newer than any complete snapshot of its source (kept to diagnose)`,
           ),
         );
@@ -301,6 +385,7 @@ export async function planPrune(
   const { keep, expire } = judge(manifests, policy, now, running, staleAfterMs, graceMs);
   return {
     now: now.toISOString(),
+    graceMs,
     keep,
     expire,
     running: [...running.values()],
@@ -639,6 +724,45 @@ export async function prune(
     poolSweepPostponed,
   });
   return report({ keys: graceKeys, bytes: graceBytes }, poolSweepPostponed);
+}
+
+/**
+ * What the grace period kept, in words, or undefined when it kept nothing.
+ * When it kept all that prune would otherwise have deleted, it says so
+ * plainly: such a prune must not look like one that found nothing to do.
+ * `graceSetting` names where the caller's grace period is set.
+ */
+export function describeGrace(report: PruneReport, graceSetting: string): string | undefined {
+  const snapshots = report.plan.keep.filter((v) => v.rule === KeepRule.GracePeriod);
+  const keys = report.keptForGrace.keys;
+  if (snapshots.length === 0 && keys === 0) return undefined;
+  const grace = `${describeAge(report.plan.graceMs)} grace period`;
+  const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  const lastEnd = snapshots
+    .map((v) => v.until ?? '')
+    .sort()
+    .at(-1);
+  const running = report.plan.running.map((r) => r.id);
+  const kept = [
+    ...(snapshots.length === 0
+      ? []
+      : [
+          `${plural(snapshots.length, 'snapshot')} the policy expires, superseded less than ${describeAge(report.plan.graceMs)} ago (until ${lastEnd})`,
+        ]),
+    ...(keys === 0
+      ? []
+      : [
+          `${plural(keys, 'unreferenced object')} (${report.keptForGrace.bytes} bytes) written after ${report.keptForGrace.cutoff} (${running.length === 0 ? 'now' : `the start of the running backup ${running[0]}`} less the grace period)`,
+        ]),
+  ].join(', and ');
+  if (report.deletedSnapshots.length > 0 || report.deleted.keys > 0)
+    return `the ${grace} also kept ${kept}`;
+  // Unreferenced keys are kept for the grace period after they were written: at most from now.
+  const graceEnds =
+    keys > 0 ? new Date(Date.parse(report.plan.now) + report.plan.graceMs).toISOString() : lastEnd;
+  const later =
+    running.length === 0 ? `after ${graceEnds}` : 'once the running backup has finished';
+  return `the ${grace}${running.length === 0 ? '' : ` and the running backup ${running.join(', ')}`} kept everything this prune would delete: ${kept}; prune again ${later}, or set a shorter grace period (${graceSetting}) when no backup is running`;
 }
 
 /** Parses a retention policy at the edge (CLI flags, execution input), naming every bad field. */
