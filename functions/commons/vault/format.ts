@@ -43,7 +43,15 @@ export function newSnapshotId(now: Date = new Date()): string {
   return `${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * The one form of a snapshot id, as `newSnapshotId` makes it (every version
+ * so far has made this form). test/cli/docs-ids.test.ts holds every id the
+ * docs show to it.
+ */
 export const SNAPSHOT_ID = /^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$/;
+
+/** A snapshot id for messages and docs. */
+export const SNAPSHOT_ID_EXAMPLE = '20261123T020000.000Z-4f9c2a';
 
 /** Normalises a vault prefix to '' or 'path/'. */
 export function vaultRoot(prefix: string): string {
