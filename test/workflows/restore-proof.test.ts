@@ -309,6 +309,10 @@ describe.each([
       expect(proof?.bytes?.done).toBe(proof?.bytes?.total);
       expect(verify?.repositories).toEqual({ done: 3, total: 3 });
       expect(verify?.tags).toEqual({ done: 6, total: 6 });
+      const verified = (result.output as { verify: { blobsServed: number; blobsChecked: number } })
+        .verify;
+      expect(verified.blobsServed).toBeGreaterThan(6);
+      expect(verified.blobsServed).toBe(verified.blobsChecked);
     } finally {
       watched.close();
       // the registry goes back to the live bucket for the other tests

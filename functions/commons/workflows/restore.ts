@@ -312,6 +312,9 @@ export interface VerifyOutput {
   readonly ok: boolean;
   readonly repositories: number;
   readonly tags: number;
+  /** Blobs the snapshot's manifests name, each HEADed through its repository. */
+  readonly blobsServed: number;
+  readonly blobsChecked: number;
   readonly pulled: number;
   readonly problems: readonly string[];
 }
@@ -327,6 +330,8 @@ export async function verifyRestore(
       ok: false,
       repositories: 0,
       tags: 0,
+      blobsServed: 0,
+      blobsChecked: 0,
       pulled: 0,
       problems: [
         'no registry URL is configured, so the restored registry cannot be checked; set registryUrl',
@@ -355,6 +360,8 @@ export async function verifyRestore(
     ok: report.ok,
     repositories: report.catalog.expected,
     tags: report.tags.checked,
+    blobsServed: report.blobs.served,
+    blobsChecked: report.blobs.checked,
     pulled: report.pulls.filter((p) => p.ok).length,
     problems: report.problems.slice(0, 20),
   };
