@@ -1,12 +1,7 @@
 import { createHash } from 'node:crypto';
-import {
-  DeleteBucketCommand,
-  DeleteObjectCommand,
-  DeleteObjectsCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { DeleteBucketCommand, DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
@@ -37,18 +32,21 @@ import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts'
 import { BuiltIn } from '../../sandbox/kube/server.ts';
 import { startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, listAll, putObjects } from '../support/s3.ts';
+import { clientFor, createBucket, deleteKeys, listAll, putObjects } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
 let cluster: FakeCluster;
 let deps: WorkflowDeps & { close(): void };
+/** What beforeAll pushed: the registry serves it in every test (tests that push more push other tags). */
 let images: PopulatedRegistry;
 let sqs: SQSClient;
 let queueUrl: string;
 
 const registryHost = () => new URL(cluster.registryUrl).host;
 const profile = () => acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }));
+/** The bucket the registry serves from now: a restore switches it. */
+const currentBucket = async () => (await profile().discover()).storage.bucket;
 
 beforeAll(async () => {
   // Checksums on, as AWS S3 computes them: blob copies are checked against their digests.
@@ -110,17 +108,38 @@ function restoreTarget(bucket: string) {
 }
 
 async function emptyAndDeleteBucket(bucket: string): Promise<void> {
-  const keys = [...(await listAll(client, bucket)).keys()];
-  for (let i = 0; i < keys.length; i += 1000) {
-    await client.send(
-      new DeleteObjectsCommand({
-        Bucket: bucket,
-        Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) },
-      }),
-    );
-  }
+  await deleteKeys(client, bucket, [...(await listAll(client, bucket)).keys()]);
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
+
+/** Pushes an image of one layer to `reference` on the registry; returns its digest. */
+async function pushOneLayer(reference: string, name: string, size: number): Promise<string> {
+  const layout = await OciLayout.create();
+  try {
+    const image = await layout.addImage(name, [{ seed: `${name}-layer`, size }]);
+    await pushImage(layout, name, `${registryHost()}/${reference}`);
+    return image.digest;
+  } finally {
+    await layout.remove();
+  }
+}
+
+/** Backs up the registry the cluster runs and returns the snapshot id; the backup must complete. */
+async function backUp(): Promise<string> {
+  const result = await runBackupLocally({}, { deps });
+  expect(result.cause).toBeUndefined();
+  const output = result.output as { snapshotId: string; status: string };
+  expect(output.status).toBe('complete');
+  return output.snapshotId;
+}
+
+/** `repositories` with one more tag. */
+const withTag = (
+  repositories: PopulatedRegistry['repositories'],
+  name: string,
+  tag: string,
+  digest: string,
+) => repositories.map((r) => (r.name === name ? { ...r, tags: { ...r.tags, [tag]: digest } } : r));
 
 /** Pulls every tag with skopeo and returns repository:tag -> digest. */
 async function pullAll(
@@ -146,9 +165,9 @@ const expectedDigests = (expected: PopulatedRegistry['repositories']) =>
   );
 
 describe('backing up a live registry and restoring it after the bucket is lost', () => {
-  let firstSnapshot = '';
-
   it('backs up every object through SQS copy workers into a complete snapshot', async () => {
+    // Prepare
+    const bucket = await currentBucket();
     // Act
     const result = await runBackupLocally(
       { targetObjectsPerShard: 100 },
@@ -172,7 +191,7 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     expect(output.status).toBe('complete');
     expect(output.objects).toBeGreaterThanOrEqual(300);
     expect(output.repositories).toBe(8);
-    const sourceKeys = await listAll(client, 'registry');
+    const sourceKeys = await listAll(client, bucket);
     expect(output.objects).toBe(sourceKeys.size);
     const manifest = await resolveSnapshot(deps.vault, output.snapshotId);
     expect(manifest.checks['references']?.ok).toBe(true);
@@ -180,16 +199,13 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     const inventory = await readInventory(deps.vault, manifest);
     expect(new Set(inventory.map((r) => r.key))).toEqual(new Set(sourceKeys.keys()));
     expect(result.messages).toBeGreaterThan(manifest.inventory.parts.length);
-    firstSnapshot = output.snapshotId;
   });
 
   it('copies only the new objects on the next backup after one more push', async () => {
-    // Prepare
-    const layout = await OciLayout.create();
-    const extra = await layout.addImage('extra', [{ seed: 'extra-layer', size: 5000 }]);
-    await pushImage(layout, 'extra', `${registryHost()}/team-0/app-0:v9.9`);
-    await layout.remove();
-    const before = await listAll(client, 'registry');
+    // Prepare: a backup of the registry as it is, then one more image
+    await backUp();
+    await pushOneLayer('team-0/app-0:v9.9', 'extra', 5000);
+    const before = await listAll(client, await currentBucket());
     // Act
     const result = await runBackupLocally({}, { deps });
     // Assess
@@ -205,15 +221,14 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     expect(output.copied).toBeGreaterThan(0);
     expect(output.copied).toBeLessThanOrEqual(12);
     expect(output.skipped).toBe(before.size - output.copied);
-    images.repositories[0] = {
-      name: 'team-0/app-0',
-      tags: { ...images.repositories[0]?.tags, 'v9.9': extra.digest },
-    };
   });
 
   it('restores the latest snapshot into a new bucket, switches the registry and serves every image digest for digest', async () => {
-    // Prepare: the disaster
-    await emptyAndDeleteBucket('registry');
+    // Prepare: one more image, a backup holding it, then the disaster
+    const latest = await pushOneLayer('team-0/app-0:v9.8', 'latest', 5000);
+    const expected = withTag(images.repositories, 'team-0/app-0', 'v9.8', latest);
+    await backUp();
+    await emptyAndDeleteBucket(await currentBucket());
     await createBucket(client, 'registry-bucket-restored');
     // Act
     const result = await runRestoreLocally(
@@ -228,14 +243,15 @@ describe('backing up a live registry and restoring it after the bucket is lost',
     expect(result.status).toBe('SUCCEEDED');
     expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
     const catalog = await new RegistryClient(cluster.registryUrl).catalog();
-    expect(catalog.sort()).toEqual(images.repositories.map((r) => r.name).sort());
-    expect(await pullAll(registryHost(), images.repositories)).toEqual(
-      expectedDigests(images.repositories),
-    );
+    expect(catalog.sort()).toEqual(expected.map((r) => r.name).sort());
+    expect(await pullAll(registryHost(), expected)).toEqual(expectedDigests(expected));
   });
 
   it('restores the first snapshot too, as it was', async () => {
-    // Prepare
+    // Prepare: a snapshot, one more image, and a later snapshot holding it
+    const firstSnapshot = await backUp();
+    await pushOneLayer('team-0/app-0:v9.7', 'later', 5000);
+    await backUp();
     await createBucket(client, 'first-snapshot');
     // Act
     const result = await runRestoreLocally(
@@ -276,7 +292,7 @@ describe('backing up a live registry and restoring it after the bucket is lost',
       );
       expect(report.problems).toEqual([]);
       expect(
-        catalog?.repositories.find((r) => r.name === 'team-0/app-0')?.tags['v9.9'],
+        catalog?.repositories.find((r) => r.name === 'team-0/app-0')?.tags['v9.7'],
       ).toBeUndefined();
     } finally {
       await registry.stop();
@@ -285,6 +301,13 @@ describe('backing up a live registry and restoring it after the bucket is lost',
 });
 
 describe('a backup while images are being pushed', () => {
+  // The other tests expect the repositories beforeAll pushed and no others.
+  afterEach(async () => {
+    const bucket = await currentBucket();
+    const pushed = await listAll(client, bucket, 'docker/registry/v2/repositories/live/');
+    await deleteKeys(client, bucket, [...pushed.keys()]);
+  });
+
   it('captures a snapshot whose every tag is served by a registry on its restore, with no dangling reference', async () => {
     // Prepare
     const layout = await OciLayout.create();
@@ -354,12 +377,14 @@ describe('a backup while images are being pushed', () => {
 });
 
 describe('failures', () => {
+  // The restores that fail need a complete snapshot to start from.
+  beforeAll(async () => {
+    await backUp();
+  });
+
   it('fails a backup whose objects cannot be read, marking the snapshot failed and naming the keys', async () => {
     // Prepare: a new image in team-1, whose objects cannot be copied
-    const layout = await OciLayout.create();
-    await layout.addImage('unreadable', [{ seed: 'unreadable-layer', size: 3000 }]);
-    await pushImage(layout, 'unreadable', `${registryHost()}/team-1/app-1:v8.8`);
-    await layout.remove();
+    await pushOneLayer('team-1/app-1:v8.8', 'unreadable', 3000);
     await s3.injectFaults({
       operation: 'CopyObject',
       status: 403,
@@ -368,8 +393,7 @@ describe('failures', () => {
       keyPrefix: 'docker/registry/v2/repositories/team-1/',
     });
     // Act
-    const result = await runBackupLocally({}, { deps });
-    await s3.clearFaults();
+    const result = await runBackupLocally({}, { deps }).finally(() => s3.clearFaults());
     // Assess
     expect(result.status).toBe('FAILED');
     expect(result.error).toBe('BackupFailed');
@@ -387,10 +411,13 @@ describe('failures', () => {
     // Prepare
     const claimed = createHash('sha256').update('the bytes the key promises').digest('hex');
     const key = `docker/registry/v2/blobs/sha256/${claimed.slice(0, 2)}/${claimed}/data`;
-    await putObjects(client, 'registry-bucket-restored', [{ key, body: 'other bytes entirely' }]);
+    const bucket = await currentBucket();
+    await putObjects(client, bucket, [{ key, body: 'other bytes entirely' }]);
     await cluster.waitForReadyPod(30_000);
     // Act
-    const result = await runBackupLocally({}, { deps });
+    const result = await runBackupLocally({}, { deps }).finally(() =>
+      client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })),
+    );
     // Assess
     expect(result.status).toBe('FAILED');
     expect(result.cause).toContain(`${key} (CopyObject DigestMismatch`);
@@ -400,16 +427,15 @@ describe('failures', () => {
     expect(
       await listAll(client, 'vault', `regvault/blobs/sha256/${claimed.slice(0, 2)}/${claimed}`),
     ).toEqual(new Map());
-    await client.send(new DeleteObjectCommand({ Bucket: 'registry-bucket-restored', Key: key }));
   });
 
-  /** The restore failed, said it rolled back, and the registry serves the earlier restore again. */
-  async function expectRolledBackToRestoredBucket(result: { status: string; cause?: string }) {
+  /** The restore failed, said it rolled back, and the registry serves `bucket`, the one it used before, again. */
+  async function expectRolledBackTo(bucket: string, result: { status: string; cause?: string }) {
     expect(result.status).toBe('FAILED');
-    expect(result.cause).toMatch(
-      /rolled back: the registry is back on s3:\/\/registry-bucket-restored and serves again/,
+    expect(result.cause).toContain(
+      `rolled back: the registry is back on s3://${bucket} and serves again`,
     );
-    expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
+    expect(await currentBucket()).toBe(bucket);
     const report = await verifyRegistry(new RegistryClient(cluster.registryUrl), images, {
       sample: 2,
     });
@@ -418,6 +444,7 @@ describe('failures', () => {
 
   it('rolls back a restore whose registry never becomes ready, and the registry serves the old bucket again', async () => {
     // Prepare: keys under names regvault reads but the registry operator does not
+    const before = await currentBucket();
     cluster.server.store.create(BuiltIn.secrets, {
       apiVersion: 'v1',
       kind: 'Secret',
@@ -443,11 +470,12 @@ describe('failures', () => {
       { deps, waitMs: 250 },
     );
     // Assess
-    await expectRolledBackToRestoredBucket(result);
+    await expectRolledBackTo(before, result);
   });
 
   it('rolls back a switch whose patch applied but whose answer was lost', async () => {
     // Prepare: the API server applies the next ModuleInfo patch, then drops the connection.
+    const before = await currentBucket();
     await createBucket(client, 'answer-lost');
     cluster.server.loseAnswers({ verb: 'patch', resource: 'moduleinfos', count: 1 });
     // Act
@@ -459,11 +487,12 @@ describe('failures', () => {
       { deps, waitMs: 250 },
     );
     // Assess
-    await expectRolledBackToRestoredBucket(result);
+    await expectRolledBackTo(before, result);
   });
 
   it('keeps what the registry used before the first patch when the switch step runs again', async () => {
     // Prepare: a resolved restore, switched once, as a Step Functions retry would see it.
+    const before = await currentBucket();
     await createBucket(client, 'switch-twice');
     const state = await resolveRestore(
       {
@@ -476,15 +505,12 @@ describe('failures', () => {
     const again = await switchRegistry(state, deps);
     const rollback = await rollbackRestore(again, 60, deps);
     // Assess
-    expect(first).toMatchObject({
-      changed: true,
-      previous: { bucket: 'registry-bucket-restored' },
-    });
+    expect(first).toMatchObject({ changed: true, previous: { bucket: before } });
     expect(again.changed).toBe(true);
     expect(again.previous).toEqual(first.previous);
     expect(again.podsBefore).toEqual(first.podsBefore);
     expect(rollback.ok).toBe(true);
-    expect((await profile().discover()).storage.bucket).toBe('registry-bucket-restored');
+    expect(await currentBucket()).toBe(before);
   });
 
   it('rejects bad restore input, naming every field, and writes nothing', async () => {
@@ -545,8 +571,10 @@ describe('failures', () => {
     });
     const before = await listAll(client, 'vault');
     // Act
-    const result = await runBackupLocally({}, { deps: broken });
-    broken.close();
+    const result = await runBackupLocally({}, { deps: broken }).finally(() => {
+      broken.close();
+      cluster.server.store.delete(cluster.server.moduleInfo, undefined, 'registry-without-secret');
+    });
     // Assess
     expect(result.status).toBe('FAILED');
     expect(result.cause).toContain('no-such-secret');
