@@ -8,15 +8,13 @@
  * config file (--config, YAML or JSON with the same names in camelCase); all
  * are validated by one schema before anything runs.
  *
- * Exit codes: 0 success, 1 failed, 2 bad input, 3 partial (the run finished
- * but some objects failed).
+ * Exit codes (./outcome.ts): 0 success, 1 failed, 2 bad input, 3 partial (the
+ * run finished but some objects failed), 4 a restore rolled back.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import {
   createCopyContext,
@@ -29,164 +27,37 @@ import { planGeneric, planRegistry } from '../functions/commons/copy/plan.ts';
 import { targetStateFor } from '../functions/commons/copy/target-state.ts';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
-import {
-  type LocalRunResult,
-  runBackupLocally,
-  runRestoreLocally,
-} from '../functions/commons/local/runner.ts';
+import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
 import {
   bucketSource,
   fsckRegistry,
   type RegistrySource,
   snapshotSource,
 } from '../functions/commons/registry/fsck.ts';
+import { SNAPSHOT_ID, SNAPSHOT_ID_EXAMPLE } from '../functions/commons/vault/format.ts';
 import {
   deleteSnapshot,
+  describeGrace,
   parseRetentionPolicy,
   prune,
+  type SnapshotVerdict,
 } from '../functions/commons/vault/retention.ts';
 import { listSnapshots, readManifest, resolveSnapshot } from '../functions/commons/vault/store.ts';
-import { verifyRestore } from '../functions/commons/workflows/restore.ts';
+import { backupInputSchema } from '../functions/commons/workflows/backup.ts';
+import { restoreInputSchema, verifyRestore } from '../functions/commons/workflows/restore.ts';
+import { ExitCode, restoreOutcome, workflowExitCode } from './outcome.ts';
 import { createProgress, type ProgressTotal } from './progress.ts';
+import {
+  bucketName,
+  numbersOf,
+  resolveSettings,
+  type SettingOrigins,
+  type Settings,
+  settingLabel,
+} from './settings.ts';
+import { BACKUP_FIELDS, FlagNames, RESTORE_FIELDS } from './workflow-flags.ts';
 
-export const ExitCode = { Ok: 0, Failed: 1, BadInput: 2, Partial: 3 } as const;
-export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
-
-const bucketName = z
-  .string()
-  .regex(
-    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
-    'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
-  );
-const endpoint = z.url({
-  protocol: /^https?$/,
-  message: 'an http(s) URL such as https://s3.example.com',
-});
-
-/** Every setting the commands read, after flags, environment and config file are merged. */
-export const settingsSchema = z
-  .object({
-    vaultBucket: bucketName,
-    vaultRegion: z.string().min(1, 'the vault bucket region, e.g. us-east-1'),
-    vaultEndpoint: endpoint.optional(),
-    vaultPrefix: z.string().default(''),
-    /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
-    vaultContentMd5: z
-      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-      .default(false),
-    kubeconfig: z.string().optional(),
-    context: z.string().optional(),
-    moduleInfo: z.string().optional(),
-    registryUrl: z.url().optional(),
-    registryUsername: z.string().optional(),
-    registryPassword: z.string().optional(),
-    concurrency: z.coerce.number().int().min(1).max(512).default(64),
-    json: z.boolean().default(false),
-  })
-  .strict();
-export type Settings = z.infer<typeof settingsSchema>;
-
-const ENV: Record<string, keyof Settings> = {
-  REGVAULT_VAULT_BUCKET: 'vaultBucket',
-  REGVAULT_VAULT_REGION: 'vaultRegion',
-  REGVAULT_VAULT_ENDPOINT: 'vaultEndpoint',
-  REGVAULT_VAULT_PREFIX: 'vaultPrefix',
-  REGVAULT_VAULT_CONTENT_MD5: 'vaultContentMd5',
-  REGVAULT_REGISTRY_URL: 'registryUrl',
-  REGVAULT_REGISTRY_USERNAME: 'registryUsername',
-  REGVAULT_REGISTRY_PASSWORD: 'registryPassword',
-};
-
-const SETTING_FLAGS = new Set<string>(Object.keys(settingsSchema.shape));
-
-function flagName(key: string): string {
-  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-}
-
-/** The command-level numeric flags and what each accepts. */
-const numericFlags = {
-  shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
-  rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
-  sample: z.coerce.number().int().min(1),
-  keepLast: z.coerce.number().int().min(1),
-  ttlDays: z.coerce.number().positive(),
-  graceMinutes: z.coerce.number().min(0),
-} as const;
-type NumericFlag = keyof typeof numericFlags;
-
-/**
- * Parses a command's own numeric flags with one schema, before anything runs;
- * each bad value names its flag. Flags left unset stay undefined.
- */
-export function numbersOf<K extends NumericFlag>(
-  flags: Record<string, unknown>,
-  names: readonly K[],
-): { [N in K]?: number } {
-  const out: { [N in K]?: number } = {};
-  const issues: string[] = [];
-  for (const name of names) {
-    if (flags[name] === undefined) continue;
-    const parsed = numericFlags[name].safeParse(flags[name]);
-    if (parsed.success) out[name] = parsed.data;
-    else
-      issues.push(
-        `${flagName(name)}: ${String(flags[name])} is not accepted (${parsed.error.issues.map((i) => i.message).join('; ')})`,
-      );
-  }
-  if (issues.length > 0) throw new InputError('the flags are not valid', issues);
-  return out;
-}
-
-/** Merges the config file, the environment and the flags (in rising priority) and validates them. */
-export async function resolveSettings(
-  flags: Record<string, unknown>,
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<Settings> {
-  let fromFile: Record<string, unknown> = {};
-  const configPath = typeof flags['config'] === 'string' ? flags['config'] : env['REGVAULT_CONFIG'];
-  if (configPath !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(configPath, 'utf8');
-    } catch (err) {
-      throw new InputError('the config file cannot be read', [
-        `--config: ${configPath}: ${messageOf(err)}`,
-      ]);
-    }
-    const parsed: unknown = parseYaml(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new InputError('the config file is not valid', [
-        `--config: ${configPath} must hold a mapping of settings such as vaultBucket: my-vault`,
-      ]);
-    }
-    fromFile = parsed as Record<string, unknown>;
-  }
-  const fromEnv: Record<string, unknown> = {};
-  for (const [name, key] of Object.entries(ENV))
-    if (env[name] !== undefined && env[name] !== '') fromEnv[key] = env[name];
-  const fromFlags = Object.fromEntries(
-    Object.entries(flags).filter(([key, value]) => SETTING_FLAGS.has(key) && value !== undefined),
-  );
-  const parsed = settingsSchema.safeParse({ ...fromFile, ...fromEnv, ...fromFlags });
-  if (!parsed.success) {
-    throw new InputError(
-      'the settings are not valid',
-      parsed.error.issues.flatMap((issue) => {
-        if (issue.code === 'unrecognized_keys') {
-          return issue.keys.map(
-            (key) => `${key} in the config file (unknown setting): remove it or fix its spelling`,
-          );
-        }
-        const key = String(issue.path[0] ?? '');
-        const where = SETTING_FLAGS.has(key)
-          ? `${flagName(key)} (or ${key} in the config file)`
-          : `${key} in the config file (unknown setting)`;
-        return `${where}: ${issue.message}`;
-      }),
-    );
-  }
-  return Object.freeze(parsed.data);
-}
+export { ExitCode } from './outcome.ts';
 
 /** Where the registry cluster's kubeconfig comes from, found the way kubectl finds it. */
 export type KubeconfigChoice =
@@ -294,16 +165,26 @@ function depsFor(settings: Settings, kubeconfig = findKubeconfig(settings)) {
  * What this run has said: the exit code it ends with, whether it prints JSON
  * lines, and whether its one result line is out (an error prints it otherwise).
  */
-const run: { exitCode: ExitCode; json: boolean; resultWritten: boolean } = {
+const run: {
+  exitCode: ExitCode;
+  json: boolean;
+  resultWritten: boolean;
+  origins: SettingOrigins;
+} = {
   exitCode: ExitCode.Ok,
   json: false,
   resultWritten: false,
+  origins: {},
 };
 
-/** Resolves the settings and remembers --json (a config file may set it too) for error output. */
+/**
+ * Resolves the settings and remembers --json (a config file may set it too)
+ * for error output, and where each setting came from for messages.
+ */
 async function settingsOf(flags: Record<string, unknown>): Promise<Settings> {
-  const settings = await resolveSettings(flags);
+  const { settings, origins } = await resolveSettings(flags);
   run.json = settings.json;
+  run.origins = origins;
   return settings;
 }
 
@@ -344,23 +225,6 @@ function reporter(settings: Settings) {
   };
 }
 
-/**
- * A workflow run's exit code: bad input when a step refused its input, partial
- * when the run got through the copy with some objects failed (a backup's
- * snapshot marked failed, a restore's target missing them), failed otherwise.
- */
-function workflowExitCode(result: LocalRunResult): ExitCode {
-  if (result.status === 'SUCCEEDED') return ExitCode.Ok;
-  const cause = result.cause ?? '';
-  if (/InputError/.test(cause)) return ExitCode.BadInput;
-  if (
-    result.totals.failed > 0 ||
-    /failed objects|objects failed|missing \d+ of \d+ snapshot objects/.test(cause)
-  )
-    return ExitCode.Partial;
-  return ExitCode.Failed;
-}
-
 /** `--pull-sample`: a count of images, or `all`. */
 function pullSampleOf(value: unknown): number | 'all' {
   if (value === undefined) return 3;
@@ -388,6 +252,17 @@ function parseS3Url(value: string, flag: string): { bucket: string; prefix: stri
 }
 
 type Flags = Record<string, unknown>;
+
+/**
+ * A snapshot id the user gave has the one form ids have, or is `latest`
+ * unless `latest` is refused there; `subject` is the flag or argument.
+ */
+function checkSnapshotId(id: string, subject: string, latest = true): string {
+  if (SNAPSHOT_ID.test(id) || (latest && id === 'latest')) return id;
+  throw new InputError(`${id} is not a snapshot id`, [
+    `${subject}: expected an id such as ${SNAPSHOT_ID_EXAMPLE}${latest ? ', or latest' : ''}; run \`regvault snapshots list\` for the ids`,
+  ]);
+}
 
 function commandWithSettings(program: Command, name: string, description: string): Command {
   return program
@@ -440,10 +315,10 @@ export function buildProgram(): Command {
       const kubeconfig = findKubeconfig(settings);
       if (typeof flags['sourceBucket'] !== 'string')
         requireCluster(kubeconfig, 'backup (without --source-bucket)');
-      const out = reporter(settings);
-      const deps = depsFor(settings, kubeconfig);
-      try {
-        const input = {
+      const names = new FlagNames(BACKUP_FIELDS, run.origins);
+      const input = names.check(
+        backupInputSchema,
+        {
           includeSecret: flags['includeSecret'] === true,
           targetObjectsPerShard: numbers.shardObjects,
           ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
@@ -459,7 +334,12 @@ export function buildProgram(): Command {
                 },
               }
             : {}),
-        };
+        },
+        'backup input',
+      );
+      const out = reporter(settings);
+      const deps = depsFor(settings, kubeconfig);
+      try {
         // The total comes from the plan (PlanShards), which runs inside the workflow.
         const progress = out.progress('backup copy');
         const result = await runBackupLocally(input, {
@@ -473,17 +353,18 @@ export function buildProgram(): Command {
         });
         progress.stop(result.totals);
         const summary = result.output as { message?: string } | undefined;
+        const cause = result.cause === undefined ? undefined : names.rewrite(result.cause);
         run.exitCode = workflowExitCode(result);
         out.result(
           {
             status: result.status,
             ...(summary === undefined ? {} : { snapshot: summary }),
-            ...(result.cause === undefined ? {} : { error: result.cause }),
+            ...(cause === undefined ? {} : { error: cause }),
             totals: result.totals,
           },
           result.status === 'SUCCEEDED'
             ? (summary?.message ?? 'backup succeeded')
-            : `backup FAILED: ${result.cause}`,
+            : `backup FAILED: ${cause}`,
         );
       } finally {
         deps.close();
@@ -527,22 +408,17 @@ export function buildProgram(): Command {
       if (flags['switch'] !== false) requireCluster(kubeconfig, 'restore (switching the registry)');
       else if (flags['targetSecret'] !== undefined)
         requireCluster(kubeconfig, 'restore (reading --target-secret)');
-      const out = reporter(settings);
-      const deps = depsFor(settings, kubeconfig);
-      try {
-        const endpointFlag = flags['targetEndpoint'] ?? settings.vaultEndpoint;
-        // The manifest gives the progress its total; the workflow restores the very snapshot
-        // it resolved. When it cannot be resolved here, the workflow says why.
-        const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot'])).catch(
-          () => undefined,
-        );
-        const input = {
-          snapshot: manifest?.id ?? flags['snapshot'],
+      const names = new FlagNames(RESTORE_FIELDS, run.origins);
+      const targetEndpoint = flags['targetEndpoint'] ?? settings.vaultEndpoint;
+      const input = names.check(
+        restoreInputSchema,
+        {
+          snapshot: flags['snapshot'],
           target: {
             bucket: flags['targetBucket'],
             region: flags['targetRegion'] ?? settings.vaultRegion,
             prefix: flags['targetPrefix'],
-            ...(endpointFlag === undefined ? {} : { endpoint: endpointFlag }),
+            ...(targetEndpoint === undefined ? {} : { endpoint: targetEndpoint }),
             ...(flags['targetSecret'] === undefined ? {} : { secretName: flags['targetSecret'] }),
           },
           switchRegistry: flags['switch'] !== false,
@@ -553,32 +429,38 @@ export function buildProgram(): Command {
           skipBlobHashing: flags['skipBlobHashing'] === true,
           rolloutTimeoutSeconds: numbers.rolloutTimeout,
           concurrency: settings.concurrency,
-        };
+        },
+        'restore input',
+      );
+      if (input.switchRegistry && settings.registryUrl === undefined)
+        throw new InputError('the restore cannot prove the registry serves the snapshot', [
+          `${names.label('registryUrl')}: switching the registry needs its URL to verify it afterwards; pass it, or pass --no-switch to copy only`,
+        ]);
+      const out = reporter(settings);
+      const deps = depsFor(settings, kubeconfig);
+      try {
+        // The manifest gives the progress its total; the workflow restores the very snapshot
+        // it resolved. When it cannot be resolved here, the workflow says why.
+        const manifest = await resolveSnapshot(deps.vault, input.snapshot).catch(() => undefined);
         const progress = out.progress(
           'restore copy',
           manifest === undefined
             ? undefined
             : { objects: manifest.counts.objects, bytes: manifest.bytes },
         );
-        const result = await runRestoreLocally(input, {
-          deps,
-          waitMs: 2_000,
-          onState: (state) => out.event('state', `restore: ${state}`, { state }),
-          onCopyProgress: (totals) => progress.update(totals),
-        });
+        const result = await runRestoreLocally(
+          { ...input, snapshot: manifest?.id ?? input.snapshot },
+          {
+            deps,
+            waitMs: 2_000,
+            onState: (state) => out.event('state', `restore: ${state}`, { state }),
+            onCopyProgress: (totals) => progress.update(totals),
+          },
+        );
         progress.stop(result.totals);
         run.exitCode = workflowExitCode(result);
-        out.result(
-          {
-            status: result.status,
-            ...(result.output === undefined ? {} : { restore: result.output }),
-            ...(result.cause === undefined ? {} : { error: result.cause }),
-            totals: result.totals,
-          },
-          result.status === 'SUCCEEDED'
-            ? `restore succeeded: ${JSON.stringify(result.output)}`
-            : `restore FAILED: ${result.cause}`,
-        );
+        const outcome = restoreOutcome(result, (text) => names.rewrite(text));
+        out.result(outcome.fields, outcome.text);
       } finally {
         deps.close();
       }
@@ -599,23 +481,23 @@ export function buildProgram(): Command {
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
       const pullSample = pullSampleOf(flags['pullSample']);
+      const snapshot = checkSnapshotId(String(flags['snapshot']), '--snapshot');
+      const pushTest = flags['pushTest'] === true;
       if (settings.registryUrl === undefined)
         throw new InputError('verify needs the registry', [
-          '--registry-url: where the registry answers, e.g. https://registry.example.com',
+          `${settingLabel('registryUrl', run.origins.registryUrl)}: where the registry answers, e.g. https://registry.example.com`,
         ]);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
-        const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot']));
-        const report = await verifyRestore(
-          { snapshotId: manifest.id, pullSample, pushTest: flags['pushTest'] === true },
-          deps,
-        );
+        const manifest = await resolveSnapshot(deps.vault, snapshot);
+        const report = await verifyRestore({ snapshotId: manifest.id, pullSample, pushTest }, deps);
         run.exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
+        // A push that fails is one of the problems, so a verification that passed pushed.
         out.result(
-          { snapshotId: manifest.id, ...report },
+          { snapshotId: manifest.id, pushTest, ...report },
           report.ok
-            ? `the registry serves snapshot ${manifest.id}: ${report.repositories} repositories, ${report.tags} tags, ${report.pulled} pulls checked`
+            ? `the registry serves snapshot ${manifest.id}: ${report.repositories} repositories, ${report.tags} tags, ${report.pulled} pulls checked${pushTest ? ', and it accepted a test push' : ''}`
             : `verification FAILED:\n  ${report.problems.join('\n  ')}`,
         );
       } finally {
@@ -656,13 +538,17 @@ export function buildProgram(): Command {
     },
   );
   commandWithSettings(snapshots, 'show', 'one snapshot manifest')
-    .argument('<id>', 'snapshot id')
+    .argument('<id>', 'snapshot id, or latest (the newest complete snapshot)')
     .action(async (id: string, flags: Flags) => {
       const settings = await settingsOf(flags);
+      checkSnapshotId(id, '<id>');
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
-        const manifest = await readManifest(deps.vault, id);
+        const manifest =
+          id === 'latest'
+            ? await resolveSnapshot(deps.vault, id)
+            : await readManifest(deps.vault, id);
         if (manifest === undefined)
           throw new InputError(`no snapshot ${id}`, [
             `<id>: run \`regvault snapshots list\` for the ids`,
@@ -680,6 +566,7 @@ export function buildProgram(): Command {
     .argument('<id>', 'snapshot id')
     .action(async (id: string, flags: Flags) => {
       const settings = await settingsOf(flags);
+      checkSnapshotId(id, '<id>', false);
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
@@ -708,7 +595,7 @@ export function buildProgram(): Command {
     .option('--ttl-days <days>', 'expire snapshots older than this')
     .option(
       '--grace-minutes <m>',
-      'never delete objects newer than a running backup start minus this',
+      'grace period: keep snapshots superseded less than this ago, and unreferenced objects written less than this before now (or before a running backup started)',
       '60',
     )
     .option('--dry-run', 'say what would be deleted, delete nothing')
@@ -732,9 +619,28 @@ export function buildProgram(): Command {
           report.failedDeletes.length > 0 || report.sweepSkipped !== undefined
             ? ExitCode.Partial
             : ExitCode.Ok;
+        const kept = report.plan.keep.map(({ id, status, rule, reason, until }) => ({
+          id,
+          status,
+          rule,
+          reason,
+          ...(until === undefined ? {} : { until }),
+        }));
+        const grace = describeGrace(report, '--grace-minutes');
+        const verdicts = [...report.plan.expire, ...report.plan.keep];
+        const width = Math.max(0, ...verdicts.map((v) => v.rule.length));
+        const line = (v: SnapshotVerdict) => `  ${v.id}  ${v.rule.padEnd(width)}  ${v.reason}`;
+        const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
         out.result(
-          { ...report },
-          `${flags['dryRun'] === true ? 'would delete' : 'deleted'} ${report.deletedSnapshots.length} snapshots and ${report.deleted.keys} objects (${report.deleted.bytes} bytes); kept ${report.keptForGrace.keys} newer than a running backup${report.sweepSkipped === undefined ? '' : `; sweep skipped: ${report.sweepSkipped}`}`,
+          { ...report, kept, ...(grace === undefined ? {} : { grace }) },
+          [
+            `${report.dryRun ? 'would delete' : 'deleted'} ${count(report.deletedSnapshots.length, 'snapshot')} and ${count(report.deleted.keys, 'object')} (${report.deleted.bytes} bytes)${report.plan.expire.length === 0 ? '' : ':'}`,
+            ...report.plan.expire.map(line),
+            `kept ${count(kept.length, 'snapshot')}${kept.length === 0 ? '' : ':'}`,
+            ...report.plan.keep.map(line),
+            ...(grace === undefined ? [] : [grace]),
+            ...(report.sweepSkipped === undefined ? [] : [`sweep skipped: ${report.sweepSkipped}`]),
+          ].join('\n'),
         );
       } finally {
         deps.close();
@@ -782,7 +688,10 @@ export function buildProgram(): Command {
           );
           what = `s3://${location.bucket}`;
         } else {
-          const manifest = await resolveSnapshot(deps.vault, String(flags['snapshot']));
+          const manifest = await resolveSnapshot(
+            deps.vault,
+            checkSnapshotId(String(flags['snapshot']), '--snapshot'),
+          );
           source = snapshotSource(deps.vault, manifest);
           what = `snapshot ${manifest.id}`;
         }

@@ -9,7 +9,7 @@ import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { typeScriptCommand } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket } from '../support/s3.ts';
+import { clientFor, createBucket, putObjects, readObject } from '../support/s3.ts';
 
 const cli = fileURLToPath(new URL('../../bin/regvault.ts', import.meta.url));
 let s3: S3ServerHandle;
@@ -43,6 +43,12 @@ const jsonLines = (text: string) =>
     .trim()
     .split('\n')
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+/** The id of the snapshot a `backup --json` run made. */
+function snapshotIdOf(run: Run): string {
+  const summary = jsonLines(run.stdout).at(-1)?.['snapshot'] as { snapshotId?: string } | undefined;
+  return String(summary?.snapshotId);
+}
 
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-cli', objectLockBuckets: ['cli-vault-locked'] });
@@ -106,7 +112,7 @@ describe('the regvault CLI on the sandbox', () => {
       'verify',
       '--registry-url',
       cluster.registryUrl,
-      '--sample',
+      '--pull-sample',
       '4',
       '--json',
     ]);
@@ -133,7 +139,10 @@ describe('the regvault CLI on the sandbox', () => {
       30 * 86_400_000,
     );
     expect(missingUrl.code).toBe(2);
-    expect(missingUrl.stdout).toContain('registryUrl: switching the registry needs its URL');
+    expect(missingUrl.stderr).toContain(
+      '--registry-url (or REGVAULT_REGISTRY_URL / registryUrl in the config file): switching the registry needs its URL',
+    );
+    expect(missingUrl.stderr).not.toMatch(/\bregistryUrl:/);
     expect(restore.code).toBe(0);
     const restoreLines = jsonLines(restore.stdout);
     expect(restoreLines.at(-1)).toMatchObject({
@@ -267,9 +276,7 @@ describe('the regvault CLI on the sandbox', () => {
     });
     // Assess
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain(
-      '--vault-bucket (or vaultBucket in the config file): a bucket name',
-    );
+    expect(run.stderr).toContain(`--vault-bucket (from vaultBucket in ${config}): a bucket name`);
     expect(run.stderr).toContain('concurency in the config file (unknown setting)');
   });
   it.each([
@@ -352,7 +359,7 @@ describe('the regvault CLI on the sandbox', () => {
       exitCode: 3,
       totals: { failed: 1 },
     });
-    expect(result?.['error']).toContain('missing 1 of');
+    expect(result?.['error']).toContain('missing in the vault');
     expect(restore.stderr).toContain('restore FAILED');
   });
 
@@ -442,5 +449,267 @@ describe('the regvault CLI on the sandbox', () => {
       });
       for (const name of names()) expect(run.stderr).toContain(name);
     });
+  });
+});
+
+describe('the CLI speaks in the terms the user typed', () => {
+  const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-terms' };
+  let snapshotId: string;
+
+  beforeAll(async () => {
+    await createBucket(client, 'cli-vault-terms');
+    const backup = await regvault(
+      ['backup', '--source-bucket', 'cli-registry', '--source-endpoint', s3.endpoint, '--json'],
+      vault,
+    );
+    expect(backup.code).toBe(0);
+    snapshotId = snapshotIdOf(backup);
+  }, 120_000);
+
+  it.each([
+    {
+      case: 'a target bucket name S3 refuses',
+      args: ['restore', '--no-switch', '--target-bucket', 'Bad_Bucket'],
+      env: {},
+      names: ['--target-bucket: a bucket name'],
+      fields: ['target.bucket'],
+    },
+    {
+      case: 'a switching restore without the target Secret',
+      args: ['restore', '--target-bucket', 'cli-x', '--registry-url', 'https://r.example.com'],
+      env: {},
+      names: ['--target-secret: required unless --no-switch'],
+      fields: ['target.secretName', 'switchRegistry'],
+    },
+    {
+      case: 'a rollout timeout below the workflow minimum',
+      args: ['restore', '--no-switch', '--target-bucket', 'cli-x', '--rollout-timeout', '5'],
+      env: {},
+      names: ['--rollout-timeout: '],
+      fields: ['rolloutTimeoutSeconds'],
+    },
+    {
+      case: 'a snapshot id in a form ids never have',
+      args: ['restore', '--no-switch', '--target-bucket', 'cli-x', '--snapshot', '20261123T0200Z'],
+      env: {},
+      names: ['--snapshot: a snapshot id such as'],
+      fields: [],
+    },
+    {
+      case: 'a backup ttl past the workflow maximum',
+      args: ['backup', '--source-bucket', 'cli-registry', '--ttl-days', '100000'],
+      env: {},
+      names: ['--ttl-days: '],
+      fields: ['ttlDays'],
+    },
+    {
+      case: 'a registry URL from the environment that is no URL',
+      args: ['verify'],
+      env: { REGVAULT_REGISTRY_URL: 'registry.example.com' },
+      names: ['--registry-url (from REGVAULT_REGISTRY_URL): '],
+      fields: [],
+    },
+    {
+      case: 'a vault bucket from the environment S3 refuses',
+      args: ['snapshots', 'list'],
+      env: { REGVAULT_VAULT_BUCKET: 'Bad_Bucket' },
+      names: ['--vault-bucket (from REGVAULT_VAULT_BUCKET): a bucket name'],
+      fields: [],
+    },
+    {
+      case: 'verify without a registry URL anywhere',
+      args: ['verify'],
+      env: {},
+      names: ['--registry-url (or REGVAULT_REGISTRY_URL / registryUrl in the config file): '],
+      fields: [],
+    },
+    {
+      case: 'a snapshot id to show that is no id',
+      args: ['snapshots', 'show', 'yesterday'],
+      env: {},
+      names: ['<id>: expected an id such as 20261123T020000.000Z-4f9c2a, or latest'],
+      fields: [],
+    },
+  ])(
+    'exits 2 before anything runs, naming the flag, for $case',
+    async ({ args, env: extra, names, fields }) => {
+      // Act
+      const run = await regvault([...args, '--json'], { ...vault, ...extra });
+      // Assess
+      expect(run.code).toBe(2);
+      expect(jsonLines(run.stdout).filter((line) => line['event'] === 'state')).toEqual([]);
+      for (const name of names) expect(run.stderr).toContain(name);
+      for (const field of fields) expect(run.stderr).not.toContain(field);
+    },
+  );
+
+  it('names --target-bucket and --allow-non-empty when the workflow finds the target not empty', async () => {
+    // Act
+    const run = await regvault(
+      ['restore', '--no-switch', '--target-bucket', 'cli-registry', '--json'],
+      vault,
+    );
+    // Assess
+    expect(run.code).toBe(2);
+    const result = jsonLines(run.stdout).at(-1);
+    for (const text of [run.stderr, String(result?.['error'])]) {
+      expect(text).toContain('--target-bucket: it holds objects');
+      expect(text).toContain('pass --allow-non-empty');
+      expect(text).not.toContain('allowNonEmptyTarget');
+      expect(text).not.toContain('target.bucket');
+    }
+    expect(result).toMatchObject({ event: 'result', ok: false, exitCode: 2, rolledBack: false });
+  });
+
+  it('shows the latest snapshot, and a snapshot by its id', async () => {
+    // Act
+    const latest = await regvault(['snapshots', 'show', 'latest', '--json'], vault);
+    const byId = await regvault(['snapshots', 'show', snapshotId, '--json'], vault);
+    // Assess
+    expect(latest.code).toBe(0);
+    expect(byId.code).toBe(0);
+    expect(jsonLines(latest.stdout).at(-1)?.['manifest']).toMatchObject({
+      id: snapshotId,
+      status: 'complete',
+    });
+    expect(jsonLines(byId.stdout).at(-1)?.['manifest']).toEqual(
+      jsonLines(latest.stdout).at(-1)?.['manifest'],
+    );
+  });
+});
+
+describe('snapshots prune says why it keeps each snapshot', () => {
+  const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-prune' };
+  const ids: string[] = [];
+  const backup = async (...extra: string[]) => {
+    const run = await regvault(
+      [
+        'backup',
+        '--source-bucket',
+        'cli-registry',
+        '--source-endpoint',
+        s3.endpoint,
+        ...extra,
+        '--json',
+      ],
+      vault,
+    );
+    expect(run.code).toBe(0);
+    ids.push(snapshotIdOf(run));
+  };
+  const prune = async (...args: string[]) => {
+    const run = await regvault(['snapshots', 'prune', '--dry-run', ...args, '--json'], vault);
+    expect(run.code).toBe(0);
+    const result = jsonLines(run.stdout).at(-1) ?? {};
+    const rules = (key: 'kept' | 'expired') =>
+      Object.fromEntries(
+        (key === 'kept'
+          ? (result['kept'] as Array<{ id: string; rule: string }>)
+          : (result['plan'] as { expire: Array<{ id: string; rule: string }> }).expire
+        ).map((v) => [ids.indexOf(v.id), v.rule]),
+      );
+    return { result, kept: rules('kept'), expired: rules('expired') };
+  };
+
+  beforeAll(async () => {
+    await createBucket(client, 'cli-vault-prune');
+    // 0 and 1 plain, 2 with a ttl of its own (it takes no keep-last place), 3 the newest.
+    await backup();
+    await backup();
+    await backup('--ttl-days', '30');
+    await backup();
+  }, 180_000);
+
+  it('keeps everything within the grace period and says so plainly, in JSON and text', async () => {
+    // Act
+    const { result, kept, expired } = await prune('--keep-last', '2');
+    const text = await regvault(['snapshots', 'prune', '--dry-run', '--keep-last', '2'], vault);
+    // Assess
+    expect(expired).toEqual({});
+    expect(kept).toEqual({
+      0: 'grace-period',
+      1: 'keep-last',
+      2: 'own-ttl',
+      3: 'newest-complete',
+    });
+    expect(result['deletedSnapshots']).toEqual([]);
+    expect(result['grace']).toContain(
+      'the 1 hour grace period kept everything this prune would delete: 1 snapshot the policy expires',
+    );
+    expect(result['grace']).toContain('--grace-minutes');
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('kept 4 snapshots:');
+    expect(text.stdout).toMatch(new RegExp(`${ids[0]}\\s+grace-period\\s+would expire`));
+    expect(text.stdout).toMatch(new RegExp(`${ids[1]}\\s+keep-last\\s+one of the last 2`));
+    expect(text.stdout).toContain('kept everything this prune would delete');
+  });
+
+  it('expires what the policy expires once the grace period is 0, keeping the rest by rule', async () => {
+    // Act
+    const { result, kept, expired } = await prune('--keep-last', '2', '--grace-minutes', '0');
+    const byTtl = await prune('--ttl-days', '1', '--grace-minutes', '0');
+    // Assess
+    expect(expired).toEqual({ 0: 'policy' });
+    expect(kept).toEqual({ 1: 'keep-last', 2: 'own-ttl', 3: 'newest-complete' });
+    expect(result['deletedSnapshots']).toEqual([ids[0]]);
+    expect(result['grace']).toBeUndefined();
+    expect(byTtl.kept).toEqual({
+      0: 'within-ttl',
+      1: 'within-ttl',
+      2: 'own-ttl',
+      3: 'newest-complete',
+    });
+  });
+
+  it('keeps a running backup and the snapshot it builds on', async () => {
+    // Prepare: a backup that has just written its running manifest
+    const newest = JSON.parse(
+      (await readObject(client, 'cli-vault-prune', `snapshots/${ids[3]}/manifest.json`)).toString(),
+    ) as { id: string };
+    const now = new Date();
+    const id = `${now.toISOString().replace(/[-:]/g, '')}-0c0c0c`;
+    const running = {
+      ...newest,
+      id,
+      runId: `backup-${id}`,
+      status: 'running',
+      startedAt: now.toISOString(),
+      finishedAt: undefined,
+      inventory: { records: 0, parts: [] },
+    };
+    await putObjects(client, 'cli-vault-prune', [
+      { key: `snapshots/${id}/manifest.json`, body: JSON.stringify(running) },
+    ]);
+    ids.push(id);
+    // Act
+    const { kept } = await prune('--keep-last', '2', '--grace-minutes', '0');
+    // Assess
+    expect(kept).toMatchObject({ 3: 'base-of-running-backup', 4: 'running' });
+  });
+});
+
+describe('verify --push-test', () => {
+  it('pushes a test image into the registry and says so', async () => {
+    // Act
+    const json = await regvault([
+      'verify',
+      '--registry-url',
+      cluster.registryUrl,
+      '--push-test',
+      '--json',
+    ]);
+    const text = await regvault(['verify', '--registry-url', cluster.registryUrl, '--push-test']);
+    // Assess
+    expect(json.code).toBe(0);
+    expect(jsonLines(json.stdout).at(-1)).toMatchObject({
+      event: 'result',
+      ok: true,
+      pushTest: true,
+    });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('and it accepted a test push');
+    const tags = await fetch(`${cluster.registryUrl}/v2/regvault-verify/push-test/tags/list`);
+    expect(tags.status).toBe(200);
+    expect(((await tags.json()) as { tags: string[] }).tags).toContain('regvault-push-test');
   });
 });

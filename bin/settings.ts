@@ -1,0 +1,195 @@
+/**
+ * The CLI's settings: flags, then REGVAULT_* environment variables, then a
+ * config file (--config, YAML or JSON with the same names in camelCase), all
+ * validated by one schema before anything runs. Each setting remembers where
+ * it came from, so a message names what the user actually typed.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { InputError, messageOf } from '../functions/commons/errors.ts';
+
+export const bucketName = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
+    'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
+  );
+const endpoint = z.url({
+  protocol: /^https?$/,
+  message: 'an http(s) URL such as https://s3.example.com',
+});
+
+/** Every setting the commands read, after flags, environment and config file are merged. */
+export const settingsSchema = z
+  .object({
+    vaultBucket: bucketName,
+    vaultRegion: z.string().min(1, 'the vault bucket region, e.g. us-east-1'),
+    vaultEndpoint: endpoint.optional(),
+    vaultPrefix: z.string().default(''),
+    /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
+    vaultContentMd5: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(false),
+    kubeconfig: z.string().optional(),
+    context: z.string().optional(),
+    moduleInfo: z.string().optional(),
+    registryUrl: z.url().optional(),
+    registryUsername: z.string().optional(),
+    registryPassword: z.string().optional(),
+    concurrency: z.coerce.number().int().min(1).max(512).default(64),
+    json: z.boolean().default(false),
+  })
+  .strict();
+export type Settings = z.infer<typeof settingsSchema>;
+export type SettingKey = keyof Settings;
+
+/** The environment variable of each setting that has one. */
+const ENV: Partial<Record<SettingKey, string>> = {
+  vaultBucket: 'REGVAULT_VAULT_BUCKET',
+  vaultRegion: 'REGVAULT_VAULT_REGION',
+  vaultEndpoint: 'REGVAULT_VAULT_ENDPOINT',
+  vaultPrefix: 'REGVAULT_VAULT_PREFIX',
+  vaultContentMd5: 'REGVAULT_VAULT_CONTENT_MD5',
+  registryUrl: 'REGVAULT_REGISTRY_URL',
+  registryUsername: 'REGVAULT_REGISTRY_USERNAME',
+  registryPassword: 'REGVAULT_REGISTRY_PASSWORD',
+};
+
+const SETTING_KEYS = new Set<string>(Object.keys(settingsSchema.shape));
+const isSettingKey = (key: string): key is SettingKey => SETTING_KEYS.has(key);
+
+/** `vaultBucket` -> `--vault-bucket`. */
+export function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** Where a setting's value came from; a setting absent from the map was left at its default. */
+export type SettingOrigin =
+  | { readonly from: 'flag' }
+  | { readonly from: 'env'; readonly name: string }
+  | { readonly from: 'file'; readonly path: string };
+export type SettingOrigins = Readonly<Partial<Record<SettingKey, SettingOrigin>>>;
+
+/**
+ * How a message names a setting: the flag, with the environment variable or
+ * config file key in parentheses when the value came from there, or every
+ * place it may be given when it was not given at all.
+ */
+export function settingLabel(key: SettingKey, origin: SettingOrigin | undefined): string {
+  const flag = flagName(key);
+  switch (origin?.from) {
+    case 'flag':
+      return flag;
+    case 'env':
+      return `${flag} (from ${origin.name})`;
+    case 'file':
+      return `${flag} (from ${key} in ${origin.path})`;
+    default: {
+      const env = ENV[key];
+      return `${flag} (or ${env === undefined ? '' : `${env} / `}${key} in the config file)`;
+    }
+  }
+}
+
+/** The command-level numeric flags and what each accepts. */
+const numericFlags = {
+  shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
+  rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
+  sample: z.coerce.number().int().min(1),
+  keepLast: z.coerce.number().int().min(1),
+  ttlDays: z.coerce.number().positive(),
+  graceMinutes: z.coerce.number().min(0),
+} as const;
+type NumericFlag = keyof typeof numericFlags;
+
+/**
+ * Parses a command's own numeric flags with one schema, before anything runs;
+ * each bad value names its flag. Flags left unset stay undefined.
+ */
+export function numbersOf<K extends NumericFlag>(
+  flags: Record<string, unknown>,
+  names: readonly K[],
+): { [N in K]?: number } {
+  const out: { [N in K]?: number } = {};
+  const issues: string[] = [];
+  for (const name of names) {
+    if (flags[name] === undefined) continue;
+    const parsed = numericFlags[name].safeParse(flags[name]);
+    if (parsed.success) out[name] = parsed.data;
+    else
+      issues.push(
+        `${flagName(name)}: ${String(flags[name])} is not accepted (${parsed.error.issues.map((i) => i.message).join('; ')})`,
+      );
+  }
+  if (issues.length > 0) throw new InputError('the flags are not valid', issues);
+  return out;
+}
+
+/** Settings with where each came from. */
+export interface ResolvedSettings {
+  readonly settings: Settings;
+  readonly origins: SettingOrigins;
+}
+
+/** Merges the config file, the environment and the flags (in rising priority) and validates them. */
+export async function resolveSettings(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ResolvedSettings> {
+  let fromFile: Record<string, unknown> = {};
+  const configPath = typeof flags['config'] === 'string' ? flags['config'] : env['REGVAULT_CONFIG'];
+  if (configPath !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(configPath, 'utf8');
+    } catch (err) {
+      throw new InputError('the config file cannot be read', [
+        `--config: ${configPath}: ${messageOf(err)}`,
+      ]);
+    }
+    const parsed: unknown = parseYaml(text);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new InputError('the config file is not valid', [
+        `--config: ${configPath} must hold a mapping of settings such as vaultBucket: my-vault`,
+      ]);
+    }
+    fromFile = parsed as Record<string, unknown>;
+  }
+  const origins: Partial<Record<SettingKey, SettingOrigin>> = {};
+  for (const key of Object.keys(fromFile))
+    if (isSettingKey(key) && configPath !== undefined)
+      origins[key] = { from: 'file', path: configPath };
+  const fromEnv: Record<string, unknown> = {};
+  for (const [key, name] of Object.entries(ENV)) {
+    const value = env[name];
+    if (value === undefined || value === '' || !isSettingKey(key)) continue;
+    fromEnv[key] = value;
+    origins[key] = { from: 'env', name };
+  }
+  const fromFlags: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(flags)) {
+    if (!isSettingKey(key) || value === undefined) continue;
+    fromFlags[key] = value;
+    origins[key] = { from: 'flag' };
+  }
+  const parsed = settingsSchema.safeParse({ ...fromFile, ...fromEnv, ...fromFlags });
+  if (!parsed.success) {
+    throw new InputError(
+      'the settings are not valid',
+      parsed.error.issues.flatMap((issue) => {
+        if (issue.code === 'unrecognized_keys') {
+          return issue.keys.map(
+            (key) => `${key} in the config file (unknown setting): remove it or fix its spelling`,
+          );
+        }
+        const key = String(issue.path[0] ?? '');
+        const where = isSettingKey(key)
+          ? settingLabel(key, origins[key])
+          : `${key} in the config file (unknown setting)`;
+        return `${where}: ${issue.message}`;
+      }),
+    );
+  }
+  return { settings: Object.freeze(parsed.data), origins: Object.freeze(origins) };
+}
