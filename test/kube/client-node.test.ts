@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import {
   ApiException,
   AppsV1Api,
@@ -45,6 +45,12 @@ const statusOf = (err: ApiException<unknown>) =>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'client-node-test-'));
   cluster = await startFakeCluster({ token: TOKEN, startRegistry: fakeRegistries().start });
+  kc = new KubeConfig();
+  kc.loadFromFile(cluster.kubeconfigPath);
+});
+
+// Every test starts from the ModuleInfo and Secret as ACP leaves them, whatever an earlier test patched.
+beforeEach(async () => {
   await cluster.seedAcpRegistry({
     bucket: 'registry-a',
     endpoint: 'http://127.0.0.1:9000',
@@ -53,8 +59,6 @@ beforeAll(async () => {
     secretKey: 'secret-client',
   });
   await cluster.waitForReadyPod();
-  kc = new KubeConfig();
-  kc.loadFromFile(cluster.kubeconfigPath);
 });
 
 afterAll(async () => {
@@ -193,7 +197,7 @@ describe('@kubernetes/client-node against the fake apiserver', () => {
     expect(pod?.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
     expect(pod?.status?.containerStatuses?.[0]?.ready).toBe(true);
     expect(none.items).toEqual([]);
-    expect(log).toContain('bucket=registry-b');
+    expect(log).toContain('bucket=registry-a');
     expect(deployment.spec?.replicas).toBe(1);
     expect(deployment.status?.readyReplicas).toBe(1);
     expect(deployment.status?.updatedReplicas).toBe(1);

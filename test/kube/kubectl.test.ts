@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { BuiltIn } from '../../sandbox/kube/server.ts';
 import { fakeRegistries } from './fake-registry.ts';
@@ -50,6 +50,10 @@ const moduleInfo = async () =>
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kubectl-test-'));
   cluster = await startFakeCluster({ token: TOKEN, startRegistry: fakeRegistries().start });
+});
+
+// Every test starts from the ModuleInfo and Secret as ACP leaves them, whatever an earlier test patched.
+beforeEach(async () => {
   await cluster.seedAcpRegistry({
     bucket: 'registry-a',
     endpoint: 'http://127.0.0.1:9000',
@@ -165,8 +169,8 @@ describe('kubectl against the fake apiserver', () => {
       'json',
       '-p',
       JSON.stringify([
-        { op: 'test', path: '/spec/config/s3storage/region', value: 'eu-west-1' },
-        { op: 'replace', path: '/spec/config/s3storage/region', value: 'us-east-1' },
+        { op: 'test', path: '/spec/config/s3storage/region', value: 'us-east-1' },
+        { op: 'replace', path: '/spec/config/s3storage/region', value: 'eu-west-1' },
         {
           op: 'add',
           path: '/metadata/annotations/regvault.io~1switched-from',
@@ -185,7 +189,7 @@ describe('kubectl against the fake apiserver', () => {
     ]);
     // Assess
     const after = await moduleInfo();
-    expect(after.spec.config.s3storage['region']).toBe('us-east-1');
+    expect(after.spec.config.s3storage['region']).toBe('eu-west-1');
     expect(after.metadata.annotations?.['regvault.io/switched-from']).toBe('registry-a');
     expect(failed).toContain('test operation');
   });
