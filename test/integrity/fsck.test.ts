@@ -5,7 +5,6 @@ import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import {
   bucketSource,
-  fsckCheck,
   fsckRegistry,
   snapshotSource,
 } from '../../functions/commons/registry/fsck.ts';
@@ -106,10 +105,7 @@ describe('fsck of a registry bucket', () => {
     expect(deep.problems).toEqual([]);
     expect(deep.ok).toBe(true);
     expect(deep.counts.blobsVerified).toBe(deep.counts.blobs);
-    expect(fsckCheck(fast)).toEqual({
-      ok: true,
-      detail: expect.stringContaining('every reference resolves'),
-    });
+    expect(fast.problems).toEqual([]);
   });
 
   it('reads only tag links and manifests in fast mode, never a layer', async () => {
@@ -156,7 +152,9 @@ describe('fsck of a registry bucket', () => {
         size: original.length,
       }),
     ]);
-    expect(deep.problems).toEqual([expect.stringContaining(`corrupt in the bucket: blob ${victim}`)]);
+    expect(deep.problems).toEqual([
+      expect.stringContaining(`corrupt in the bucket: blob ${victim}`),
+    ]);
     expect(sampled.counts.blobsVerified).toBe(1);
     expect(sampled.corruptBlobs.map((c) => c.digest)).toEqual([victim]);
   });
@@ -248,7 +246,6 @@ describe('fsck of a registry bucket', () => {
     expect(report.problems[0]).toMatch(
       /^(dangling: .+ -> .+ \(.+\)|[a-z ]+ missing in the bucket: sha256:[0-9a-f]{64} \(s3:\/\/.+\), needed by .+)$/,
     );
-    expect(fsckCheck(report).ok).toBe(false);
   });
 
   it('reports a manifest blob that is not JSON', async () => {
@@ -303,7 +300,7 @@ describe('fsck of a registry bucket', () => {
     // Assess
     expect(report.ok).toBe(true);
     expect(report.orphanBlobs).toEqual([orphan]);
-    expect(fsckCheck(report).detail).toContain('1 orphan blobs');
+    expect(report.notices).toEqual([expect.stringContaining('1 orphan blobs')]);
   });
 });
 

@@ -736,25 +736,6 @@ export async function fsckRegistry(
   };
 }
 
-/** A report as a snapshot manifest check (`checks.fsck`). */
-export function fsckCheck(report: FsckReport): { ok: boolean; detail: string } {
-  const c = report.counts;
-  const summary = `${report.mode} fsck of ${c.repositories} repositories, ${c.tags} tags, ${c.manifests} manifests, ${c.blobs} blobs${
-    report.mode === 'deep' ? ` (${c.blobsVerified} hashed)` : ''
-  }`;
-  if (report.ok) {
-    const extra = [
-      ...(report.orphanBlobs.length === 0 ? [] : [`${report.orphanBlobs.length} orphan blobs`]),
-      ...(report.uploads.length === 0 ? [] : [`${report.uploads.length} leftover uploads`]),
-    ];
-    return {
-      ok: true,
-      detail: `${summary}: every reference resolves${extra.length === 0 ? '' : `; ${extra.join(', ')}`}`,
-    };
-  }
-  return { ok: false, detail: `${summary}: ${report.problems.slice(0, 5).join('; ')}` };
-}
-
 /** The registry data prefix under a driver root directory (`<root>/docker/registry/v2/`), tolerant of a root that already ends there. */
 function registryBase(rootPrefix: string): string {
   const root = normaliseRoot(rootPrefix);
