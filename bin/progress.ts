@@ -5,6 +5,7 @@
  */
 import { SingleBar } from 'cli-progress';
 import { emptyTotals, type Totals } from '../functions/commons/copy/model.ts';
+import type { StepProgress } from '../functions/commons/workflows/deps.ts';
 
 export interface Progress {
   update(totals: Totals): void;
@@ -126,5 +127,46 @@ export function createProgress(options: ProgressOptions): Progress {
       } else line(t);
     },
     setTotal,
+  };
+}
+
+/** A long step's progress (the restore's proof, the registry verification) as one line and a JSON event. */
+export function stepProgressReporter(options: {
+  readonly json: boolean;
+  readonly writeJson?: (line: string) => void;
+  readonly writeText?: (line: string) => void;
+}): (event: StepProgress) => void {
+  const started = new Map<string, number>();
+  const writeJson = options.writeJson ?? ((line: string) => process.stdout.write(line));
+  const writeText = options.writeText ?? ((line: string) => process.stderr.write(line));
+  return (event) => {
+    const since = started.get(event.step) ?? Date.now();
+    started.set(event.step, since);
+    // The ETA counts what the step measures in bytes when it has them (hashing), else in blobs or tags.
+    const measure = event.bytes ?? event.blobs ?? event.tags;
+    const seconds = (Date.now() - since) / 1000;
+    const etaSeconds =
+      measure === undefined || measure.done === 0 || seconds === 0
+        ? undefined
+        : Math.round(((measure.total - measure.done) * seconds) / measure.done);
+    const phase = event.step === 'prove' ? 'restore prove' : 'restore verify';
+    if (options.json) {
+      writeJson(
+        `${JSON.stringify({ event: 'progress', phase, ...event, ...(etaSeconds === undefined ? {} : { etaSeconds }) })}\n`,
+      );
+      return;
+    }
+    const of = (c: { done: number; total: number } | undefined, unit: string) =>
+      c === undefined ? undefined : `${c.done} of ${c.total} ${unit}`;
+    const parts = [
+      of(event.repositories, 'repositories'),
+      of(event.tags, 'tags'),
+      of(event.blobs, event.step === 'prove' ? 'blobs hashed' : 'blobs served'),
+      event.bytes === undefined
+        ? undefined
+        : `${mib(event.bytes.done)} of ${mib(event.bytes.total)}`,
+      etaSeconds === undefined ? undefined : `ETA ${etaSeconds} s`,
+    ].filter((part) => part !== undefined);
+    writeText(`${phase}: ${parts.join(', ')}\n`);
   };
 }

@@ -44,9 +44,10 @@ import {
 } from '../functions/commons/vault/retention.ts';
 import { listSnapshots, readManifest, resolveSnapshot } from '../functions/commons/vault/store.ts';
 import { backupInputSchema } from '../functions/commons/workflows/backup.ts';
+import type { StepProgress } from '../functions/commons/workflows/deps.ts';
 import { restoreInputSchema, verifyRestore } from '../functions/commons/workflows/restore.ts';
 import { ExitCode, restoreOutcome, workflowExitCode } from './outcome.ts';
-import { createProgress, type ProgressTotal } from './progress.ts';
+import { createProgress, type ProgressTotal, stepProgressReporter } from './progress.ts';
 import {
   bucketName,
   numbersOf,
@@ -126,7 +127,11 @@ function envKeys(prefix = 'AWS'): { accessKeyId: string; secretAccessKey: string
     : undefined;
 }
 
-function depsFor(settings: Settings, kubeconfig = findKubeconfig(settings)) {
+function depsFor(
+  settings: Settings,
+  kubeconfig = findKubeconfig(settings),
+  onProgress?: (event: StepProgress) => void,
+) {
   const keys = envKeys();
   // Several files in $KUBECONFIG: no path, so client-node's loadFromDefault merges that list.
   const path =
@@ -148,6 +153,7 @@ function depsFor(settings: Settings, kubeconfig = findKubeconfig(settings)) {
       ? {}
       : { profileSettings: { moduleInfoName: settings.moduleInfo } }),
     ...(settings.registryUrl === undefined ? {} : { registryUrl: settings.registryUrl }),
+    ...(onProgress === undefined ? {} : { onProgress }),
     ...(settings.registryUsername === undefined || settings.registryPassword === undefined
       ? {}
       : {
@@ -437,7 +443,7 @@ export function buildProgram(): Command {
           `${names.label('registryUrl')}: switching the registry needs its URL to verify it afterwards; pass it, or pass --no-switch to copy only`,
         ]);
       const out = reporter(settings);
-      const deps = depsFor(settings, kubeconfig);
+      const deps = depsFor(settings, kubeconfig, stepProgressReporter({ json: settings.json }));
       try {
         // The manifest gives the progress its total; the workflow restores the very snapshot
         // it resolved. When it cannot be resolved here, the workflow says why.
@@ -488,7 +494,7 @@ export function buildProgram(): Command {
           `${settingLabel('registryUrl', run.origins.registryUrl)}: where the registry answers, e.g. https://registry.example.com`,
         ]);
       const out = reporter(settings);
-      const deps = depsFor(settings);
+      const deps = depsFor(settings, undefined, stepProgressReporter({ json: settings.json }));
       try {
         const manifest = await resolveSnapshot(deps.vault, snapshot);
         const report = await verifyRestore({ snapshotId: manifest.id, pullSample, pushTest }, deps);

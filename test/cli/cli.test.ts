@@ -156,6 +156,17 @@ describe('the regvault CLI on the sandbox', () => {
       totalObjects: snapshot?.['objects'],
       totalBytes: snapshot?.['bytes'],
     });
+    // The proof and the verification report in the registry's units, ending at their totals.
+    const proof = restoreLines.filter((line) => line['phase'] === 'restore prove').at(-1);
+    expect(proof?.['blobs']).toEqual({
+      done: (proof?.['blobs'] as { total: number }).total,
+      total: expect.any(Number),
+    });
+    const verified = restoreLines.filter((line) => line['phase'] === 'restore verify').at(-1);
+    expect(verified).toMatchObject({
+      repositories: { done: 2, total: 2 },
+      tags: { done: 4, total: 4 },
+    });
     expect(verify.code).toBe(0);
     expect(jsonLines(verify.stdout).at(-1)).toMatchObject({
       event: 'result',

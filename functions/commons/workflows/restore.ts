@@ -316,6 +316,8 @@ export interface VerifyOutput {
   readonly blobsServed: number;
   readonly blobsChecked: number;
   readonly pulled: number;
+  /** The test push, when one was asked for: the repository and the digest the registry accepted. */
+  readonly push?: { readonly ok: boolean; readonly repository: string; readonly digest?: string };
   readonly problems: readonly string[];
 }
 
@@ -360,6 +362,15 @@ export async function verifyRestore(
     ok: report.ok,
     repositories: report.catalog.expected,
     tags: report.tags.checked,
+    ...(report.push === undefined
+      ? {}
+      : {
+          push: {
+            ok: report.push.ok,
+            repository: report.push.repository,
+            ...(report.push.digest === undefined ? {} : { digest: report.push.digest }),
+          },
+        }),
     blobsServed: report.blobs.served,
     blobsChecked: report.blobs.checked,
     pulled: report.pulls.filter((p) => p.ok).length,
