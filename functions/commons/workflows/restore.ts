@@ -22,7 +22,7 @@ import {
 } from '../registry/profile.ts';
 import { describeRolloutFailure, judgeRollout, rollBackStorage } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
-import { catalogSchema, SNAPSHOT_ID, vaultKeys } from '../vault/format.ts';
+import { catalogSchema, SNAPSHOT_ID, SNAPSHOT_ID_EXAMPLE, vaultKeys } from '../vault/format.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
@@ -34,7 +34,7 @@ export const restoreInputSchema = z
       .string()
       .refine(
         (value) => value === 'latest' || SNAPSHOT_ID.test(value),
-        'a snapshot id such as 20261123T101500.000Z-a1b2c3, or "latest"',
+        `a snapshot id such as ${SNAPSHOT_ID_EXAMPLE}, or "latest"`,
       )
       .default('latest'),
     target: z
