@@ -8,19 +8,16 @@
  *
  * `--json` prints progress as JSON lines and ends with one result object.
  */
-import { execFileSync } from 'node:child_process';
-import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
+import { DeleteBucketCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { loadKubeConfig } from '../functions/commons/cluster/kube.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
 import { acpProfile } from '../functions/commons/registry/acp.ts';
-import { createS3Client } from '../functions/commons/s3/client.ts';
 import { listKeys } from '../functions/commons/vault/store.ts';
 import type { BackupSummary } from '../functions/commons/workflows/backup.ts';
-import { populateRegistry, pullImage } from '../sandbox/images/index.ts';
-import { startFakeCluster } from '../sandbox/kube/index.ts';
-import { startS3Server } from '../sandbox/s3/index.ts';
+import { pullImage } from '../sandbox/images/index.ts';
+import { ensureSandboxPackages, type Say, startSandboxBed } from './sandbox-bed.ts';
 
 const program = new Command()
   .name('npm run demo --')
@@ -31,67 +28,37 @@ const program = new Command()
   .parse();
 const options = program.opts<{ json: boolean; repositories: string; tags: string }>();
 
-const say = (event: string, text: string, fields: Record<string, unknown> = {}) => {
+const say: Say = (event, text, fields = {}) => {
   if (options.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
   else process.stdout.write(`${text}\n`);
 };
 
-/** The Debian packages the sandbox runs; installed when running as root, named otherwise. */
-function ensurePackages(): void {
-  const needed = [
-    { binary: 'docker-registry', pkg: 'docker-registry' },
-    { binary: 'skopeo', pkg: 'skopeo' },
-    // The fake cluster API serves TLS with a certificate it makes with openssl.
-    { binary: 'openssl', pkg: 'openssl' },
-  ];
-  const missing = needed.filter(({ binary }) => {
-    try {
-      execFileSync('sh', ['-c', `command -v ${binary}`], { stdio: 'ignore' });
-      return false;
-    } catch {
-      return true;
-    }
-  });
-  if (missing.length === 0) return;
-  const packages = missing.map((m) => m.pkg);
-  if (process.getuid?.() === 0) {
-    say(
-      'install',
-      `installing Debian packages the sandbox needs: ${packages.join(' ')} (running as root)`,
-      { packages },
-    );
-    execFileSync(
-      'sh',
-      [
-        '-c',
-        `apt-get install -y -qq --no-install-recommends ${packages.join(' ')} || (apt-get update -qq && apt-get install -y -qq --no-install-recommends ${packages.join(' ')})`,
-      ],
-      {
-        stdio: options.json ? 'ignore' : 'inherit',
-        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      },
-    );
-    return;
-  }
-  process.stderr.write(
-    `the demo needs these Debian packages: ${packages.join(', ')}\ninstall them with:\n  sudo apt-get install -y ${packages.join(' ')}\n`,
-  );
-  process.exit(2);
-}
-
 async function main(): Promise<number> {
-  ensurePackages();
+  ensureSandboxPackages('the demo', say, options.json);
   const started = Date.now();
   say(
     'sandbox',
     'starting the sandbox: S3 server, fake cluster API, registry on bucket "registry"',
   );
-  const s3 = await startS3Server({ name: 'demo-s3' });
-  const admin = createS3Client(
-    { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true },
-    s3.credentials,
-  );
-  const cluster = await startFakeCluster({ tls: true });
+  const bed = await startSandboxBed({
+    name: 'demo-s3',
+    registryBucket: 'registry',
+    buckets: ['regvault-vault', 'registry-bucket-restored'],
+    images: [
+      {
+        repositories: Number(options.repositories),
+        tagsPerRepository: Number(options.tags),
+        multiArch: true,
+        layerSizes: [4096, 256 * 1024],
+      },
+    ],
+    beforePush: (host) =>
+      say(
+        'push',
+        `pushing ${options.repositories} repositories x ${options.tags} tags (shared base layer, one multi-arch index) to ${host}`,
+      ),
+  });
+  const { s3, admin, cluster, host, images } = bed;
   const deps = createLocalDeps({
     vault: {
       location: {
@@ -108,28 +75,6 @@ async function main(): Promise<number> {
     registryUrl: cluster.registryUrl,
   });
   try {
-    for (const bucket of ['registry', 'regvault-vault', 'registry-bucket-restored'])
-      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
-    await cluster.seedAcpRegistry({
-      bucket: 'registry',
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    });
-    await cluster.waitForReadyPod(60_000);
-    const host = new URL(cluster.registryUrl).host;
-    say(
-      'push',
-      `pushing ${options.repositories} repositories x ${options.tags} tags (shared base layer, one multi-arch index) to ${host}`,
-    );
-    const images = await populateRegistry(host, {
-      repositories: Number(options.repositories),
-      tagsPerRepository: Number(options.tags),
-      multiArch: true,
-      layerSizes: [4096, 256 * 1024],
-    });
-
     say(
       'backup',
       'backup: discover the ModuleInfo, plan, copy links then blobs, finalize the snapshot',
@@ -249,9 +194,7 @@ async function main(): Promise<number> {
     return verifyOk ? 0 : 1;
   } finally {
     deps.close();
-    admin.destroy();
-    await cluster.stop();
-    await s3.stop();
+    await bed.stop();
   }
 }
 
