@@ -8,7 +8,8 @@ import { createHash, randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { freePort, LOOPBACK } from '../process.ts';
-import { BuiltIn, type KubeApiServer } from './server.ts';
+import { BuiltIn } from './resources.ts';
+import type { KubeApiServer } from './server.ts';
 import type { KubeObject, StoreEvent } from './store.ts';
 
 /** What the registry needs to serve from S3. */

@@ -19,12 +19,8 @@ import {
   startRegistryController,
 } from './controller.ts';
 import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
-import {
-  BuiltIn,
-  type KubeApiServer,
-  type ModuleInfoResource,
-  startKubeApiServer,
-} from './server.ts';
+import { BuiltIn, type ModuleInfoResource } from './resources.ts';
+import { type KubeApiServer, startKubeApiServer } from './server.ts';
 import type { KubeObject } from './store.ts';
 
 export type { RegistryConfig, RegistryInstance, RegistryStarter } from './controller.ts';

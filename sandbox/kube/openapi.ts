@@ -4,7 +4,7 @@
  * document says the PATCH operation of a kind accepts `fieldValidation`, and
  * then sends `?fieldValidation=Strict` for the server to handle.
  */
-import type { ResourceDefinition } from './server.ts';
+import type { ResourceDefinition } from './resources.ts';
 
 const groupVersionPath = (d: ResourceDefinition) =>
   d.group === '' ? `api/${d.version}` : `apis/${d.group}/${d.version}`;

@@ -16,6 +16,12 @@ import { freePort, LOOPBACK } from '../process.ts';
 import { openApiGroupVersion, openApiRoot } from './openapi.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
 import { decodeProtobuf, PROTOBUF_TYPE } from './protobuf.ts';
+import {
+  BuiltIn,
+  type ModuleInfoResource,
+  moduleInfoDefinition,
+  type ResourceDefinition,
+} from './resources.ts';
 import { fieldSelector, labelSelector } from './selector.ts';
 import {
   KubeApiError,
@@ -26,92 +32,6 @@ import {
   type ResourceRef,
 } from './store.ts';
 import { toTable, wantsTable } from './table.ts';
-
-/** A resource type the server serves, with what discovery tells clients about it. */
-export interface ResourceDefinition extends ResourceRef {
-  readonly kind: string;
-  readonly singular: string;
-  readonly namespaced: boolean;
-  readonly shortNames?: readonly string[];
-  /** Subresources beyond the object itself, e.g. `log` for pods. */
-  readonly subresources?: readonly string[];
-  /** Custom resources reject strategic merge patches, as the real apiserver does. */
-  readonly custom?: boolean;
-}
-
-/** Where ACP keeps its ModuleInfo custom resource; every field can be overridden. */
-export interface ModuleInfoResource {
-  readonly group?: string;
-  readonly version?: string;
-  readonly plural?: string;
-  readonly kind?: string;
-  readonly singular?: string;
-}
-
-const core = (
-  resource: string,
-  kind: string,
-  singular: string,
-  extra: Partial<ResourceDefinition> = {},
-) =>
-  ({
-    group: '',
-    version: 'v1',
-    resource,
-    kind,
-    singular,
-    namespaced: true,
-    ...extra,
-  }) as ResourceDefinition;
-
-/** The built-in types: references to them for the store and the controller. */
-export const BuiltIn = {
-  namespaces: core('namespaces', 'Namespace', 'namespace', {
-    namespaced: false,
-    shortNames: ['ns'],
-  }),
-  secrets: core('secrets', 'Secret', 'secret'),
-  configmaps: core('configmaps', 'ConfigMap', 'configmap', { shortNames: ['cm'] }),
-  pods: core('pods', 'Pod', 'pod', { shortNames: ['po'], subresources: ['log', 'status'] }),
-  services: core('services', 'Service', 'service', {
-    shortNames: ['svc'],
-    subresources: ['status'],
-  }),
-  deployments: {
-    group: 'apps',
-    version: 'v1',
-    resource: 'deployments',
-    kind: 'Deployment',
-    singular: 'deployment',
-    namespaced: true,
-    shortNames: ['deploy'],
-    subresources: ['status'],
-  } as ResourceDefinition,
-  replicasets: {
-    group: 'apps',
-    version: 'v1',
-    resource: 'replicasets',
-    kind: 'ReplicaSet',
-    singular: 'replicaset',
-    namespaced: true,
-    shortNames: ['rs'],
-    subresources: ['status'],
-  } as ResourceDefinition,
-} as const;
-
-/** The ModuleInfo definition with defaults filled in. */
-export function moduleInfoDefinition(options: ModuleInfoResource = {}): ResourceDefinition {
-  return {
-    group: options.group ?? 'cluster.alauda.io',
-    version: options.version ?? 'v1alpha1',
-    resource: options.plural ?? 'moduleinfos',
-    kind: options.kind ?? 'ModuleInfo',
-    singular: options.singular ?? 'moduleinfo',
-    namespaced: false,
-    subresources: ['status'],
-    custom: true,
-  };
-}
 
 export const Verbs = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'] as const;
 export type Verb = (typeof Verbs)[number];

@@ -2,7 +2,7 @@
  * Server-side printing: `kubectl get` asks for `as=Table` and prints the
  * columns the server chooses, so pods show READY/STATUS/RESTARTS as usual.
  */
-import type { ResourceDefinition } from './server.ts';
+import type { ResourceDefinition } from './resources.ts';
 import type { KubeObject } from './store.ts';
 
 /** True when the Accept header asks for a meta.k8s.io Table. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
-import { BuiltIn } from '../../sandbox/kube/server.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import type { KubeObject } from '../../sandbox/kube/store.ts';
 import { liveProcesses, portInUse } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
-import { BuiltIn } from '../../sandbox/kube/server.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { fakeRegistries } from './fake-registry.ts';
 
 const run = promisify(execFile);

@@ -29,7 +29,7 @@ import {
   pushImage,
 } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
-import { BuiltIn } from '../../sandbox/kube/server.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, deleteKeys, listAll, putObjects } from '../support/s3.ts';
