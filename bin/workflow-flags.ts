@@ -7,7 +7,7 @@
  * workflow's.
  */
 import type { z } from 'zod';
-import { InputError } from '../functions/commons/errors.ts';
+import { InputError, issueLines } from '../functions/commons/errors.ts';
 import { flagName, type SettingKey, type SettingOrigins, settingLabel } from './settings.ts';
 
 /** What sets a workflow input field on the command line. */
@@ -86,9 +86,8 @@ export class FlagNames {
     if (parsed.success) return parsed.data;
     throw new InputError(
       `the ${what} is not valid`,
-      parsed.error.issues.map((issue) =>
-        this.rewrite(`${issue.path.join('.') || '(input)'}: ${issue.message}`),
-      ),
+      issueLines(parsed.error).map((line) => this.rewrite(line)),
+      { cause: parsed.error },
     );
   }
 

@@ -26,7 +26,7 @@ import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { loadKubeConfig } from '../cluster/kube.ts';
 import type { Location } from '../copy/model.ts';
-import { InputError } from '../errors.ts';
+import { InputError, issueLines } from '../errors.ts';
 import { acpProfile, acpSettingsSchema } from '../registry/acp.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
@@ -63,7 +63,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Runti
   if (!parsed.success) {
     throw new InputError(
       'the function is misconfigured (its environment comes from the CDK stack)',
-      parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`),
+      issueLines(parsed.error, '(environment)'),
     );
   }
   return Object.freeze(parsed.data);

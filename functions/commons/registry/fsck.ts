@@ -14,7 +14,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { InventoryRecord } from '../copy/model.ts';
-import { messageOf, VaultError } from '../errors.ts';
+import { issueLines, messageOf, VaultError } from '../errors.ts';
 import type { SnapshotManifest } from '../vault/format.ts';
 import { listKeys, readInventory, type Vault } from '../vault/store.ts';
 import {
@@ -223,7 +223,7 @@ export function parseManifest(bytes: Buffer): Parsed {
   if (!parsed.success) {
     return {
       ok: false,
-      reason: `not a manifest: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(document)'}: ${i.message}`).join('; ')}`,
+      reason: `not a manifest: ${issueLines(parsed.error, '(document)').join('; ')}`,
     };
   }
   const manifest = parsed.data;

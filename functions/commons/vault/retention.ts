@@ -15,7 +15,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { inventoryRecordSchema } from '../copy/model.ts';
-import { InputError, messageOf } from '../errors.ts';
+import { inputErrorFrom, messageOf } from '../errors.ts';
 import type { StepLogger } from '../workflows/deps.ts';
 import { copyJobSchema, jobKey } from '../workflows/job.ts';
 import { type SnapshotManifest, SnapshotStatus, vaultKeys } from './format.ts';
@@ -769,8 +769,5 @@ export function describeGrace(report: PruneReport, graceSetting: string): string
 export function parseRetentionPolicy(raw: unknown): RetentionPolicy {
   const parsed = retentionPolicySchema.safeParse(raw ?? {});
   if (parsed.success) return parsed.data;
-  throw new InputError(
-    'the retention policy is not valid',
-    parsed.error.issues.map((issue) => `${issue.path.join('.') || '(policy)'}: ${issue.message}`),
-  );
+  throw inputErrorFrom(parsed.error, 'retention policy', '(policy)');
 }

@@ -15,7 +15,7 @@ import {
 import type { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
-import { VaultError } from '../errors.ts';
+import { issueLines, VaultError } from '../errors.ts';
 import { md5Base64 } from '../s3/fast-copy.ts';
 import { type SnapshotManifest, snapshotManifestSchema, vaultKeys, vaultRoot } from './format.ts';
 
@@ -97,9 +97,7 @@ export async function getJson<S extends z.ZodType>(
   const parsed = schema.safeParse(JSON.parse(bytes.toString('utf8')));
   if (!parsed.success) {
     throw new VaultError(
-      `s3://${vault.location.bucket}/${key} is not a valid document of this vault format: ${parsed.error.issues
-        .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
-        .join('; ')}`,
+      `s3://${vault.location.bucket}/${key} is not a valid document of this vault format: ${issueLines(parsed.error, '(document)').join('; ')}`,
     );
   }
   return parsed.data;

@@ -16,7 +16,7 @@ import {
   type Totals,
 } from '../copy/model.ts';
 import { planGeneric, planRegistry } from '../copy/plan.ts';
-import { InputError, messageOf } from '../errors.ts';
+import { messageOf, parseInput } from '../errors.ts';
 import { classifyRegistryKey, KeyKind, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import {
   catalogSchema,
@@ -44,15 +44,8 @@ import { Access, type WorkflowDeps } from './deps.ts';
 import { saveJob } from './job.ts';
 import { collectRunRecords, type ShardResult, shardResultSchema } from './worker.ts';
 
-/** Parses input with a schema, listing every problem with its field path. */
-export function parseInput<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.infer<S> {
-  const parsed = schema.safeParse(raw ?? {});
-  if (parsed.success) return parsed.data;
-  throw new InputError(
-    `the ${what} is not valid`,
-    parsed.error.issues.map((issue) => `${issue.path.join('.') || '(input)'}: ${issue.message}`),
-  );
-}
+/** The one parser of workflow input (it lives with the errors it throws). */
+export { parseInput };
 
 export const backupInputSchema = z
   .object({

@@ -36,7 +36,7 @@ import {
   type TargetState,
 } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
-import { InputError, VaultError } from '../errors.ts';
+import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
 import { blobDigestOf, classifyRegistryKey, KeyKind } from '../registry/layout.ts';
 import { backupKeyFor, vaultKeys, vaultRoot } from '../vault/format.ts';
 import {
@@ -189,12 +189,7 @@ export async function handleShardMessage(
 ): Promise<Totals> {
   const parsed = shardMessageSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new InputError(
-      'a copy worker message is not valid',
-      parsed.error.issues.map(
-        (issue) => `${issue.path.join('.') || '(message)'}: ${issue.message}`,
-      ),
-    );
+    throw inputErrorFrom(parsed.error, 'copy worker message', '(message)');
   }
   const message = parsed.data;
   const root = rootOf(deps.vault);
