@@ -150,18 +150,45 @@ export class PreviousInventory implements TargetState {
   }
 }
 
+/** How a copy learns what its target already holds. */
+export type TargetCheck =
+  /** One LIST: an empty target needs no per-page listing, any other is listed per page. */
+  | { readonly kind: 'auto' }
+  /** Known empty when the job was planned (a new snapshot's folder, an empty pool). */
+  | { readonly kind: 'empty' }
+  /** Listed page by page (a target that may hold some of the objects). */
+  | { readonly kind: 'list' }
+  /** An earlier copy's inventory stands in for the target (no listing at all). */
+  | {
+      readonly kind: 'inventory';
+      readonly records: () => Promise<ConstructorParameters<typeof PreviousInventory>[0]>;
+    };
+
 /**
- * The target state for a copy into `prefix` of `bucket`: when one LIST finds
- * nothing there, the target is empty and no page needs a target listing
- * (saving one LIST per page); otherwise every page lists its target range.
+ * The one way every copy (the workflow's workers, `regvault copy`, the
+ * benchmark) decides what its target holds. `auto`: when one LIST finds
+ * nothing in `prefix` of `bucket`, the target is empty and no page needs a
+ * target listing (saving one LIST per page); otherwise every page lists its
+ * target range.
  */
 export async function targetStateFor(
   client: S3Client,
   bucket: string,
   prefix: string,
+  check: TargetCheck = { kind: 'auto' },
 ): Promise<TargetState> {
-  const response = await client.send(
-    new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }),
-  );
-  return (response.KeyCount ?? 0) === 0 ? emptyTarget : new ListedTarget(client, bucket);
+  switch (check.kind) {
+    case 'empty':
+      return emptyTarget;
+    case 'list':
+      return new ListedTarget(client, bucket);
+    case 'inventory':
+      return new PreviousInventory(await check.records());
+    case 'auto': {
+      const response = await client.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }),
+      );
+      return (response.KeyCount ?? 0) === 0 ? emptyTarget : new ListedTarget(client, bucket);
+    }
+  }
 }

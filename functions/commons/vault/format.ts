@@ -60,6 +60,8 @@ export function vaultRoot(prefix: string): string {
 }
 
 export const vaultKeys = {
+  /** The folder every snapshot's blobs share. */
+  blobPool: (root: string) => `${root}blobs/sha256/`,
   blob: (root: string, digest: string) => {
     const hex = digest.replace(/^sha256:/, '');
     return `${root}blobs/sha256/${hex.slice(0, 2)}/${hex}`;

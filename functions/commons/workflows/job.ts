@@ -29,6 +29,12 @@ export const copyJobSchema = z.discriminatedUnion('purpose', [
     registryPrefix: z.string().optional(),
     /** The newest complete snapshot of the same source: its inventory replaces a target listing. */
     previousSnapshotId: z.string().optional(),
+    /**
+     * The vault held no blob when the run was planned: with no previous
+     * snapshot, no page lists the target (link and plain objects always go to
+     * the new snapshot's own folder, which starts empty).
+     */
+    targetEmpty: z.boolean().optional(),
     concurrency: z.number().int().positive(),
     shards: z.array(shardSchema),
   }),

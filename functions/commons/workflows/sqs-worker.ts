@@ -39,7 +39,12 @@ function tokenOf(body: string): string | undefined {
 export async function processShardRecords(
   records: readonly QueueRecord[],
   deps: WorkflowDeps,
-  transport: { callbacks: TaskCallbacks; sender: MessageSender; deadline: number },
+  transport: {
+    callbacks: TaskCallbacks;
+    sender: MessageSender;
+    deadline: number;
+    onProgress?: (totals: Totals) => void;
+  },
 ): Promise<BatchResult> {
   const failures: Array<{ itemIdentifier: string }> = [];
   let totals = emptyTotals();

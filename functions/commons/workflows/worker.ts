@@ -24,17 +24,13 @@ import {
   totalsSchema,
 } from '../copy/model.ts';
 import {
+  type CopyContext,
   copyEntries,
   type ListEntry,
   runShard,
   type ShardRunResult,
 } from '../copy/shard-runner.ts';
-import {
-  emptyTarget,
-  ListedTarget,
-  PreviousInventory,
-  type TargetState,
-} from '../copy/target-state.ts';
+import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
 import { blobDigestOf, classifyRegistryKey, KeyKind } from '../registry/layout.ts';
@@ -90,36 +86,45 @@ const recordLineSchema = z.union([
   z.object({ u: z.string() }),
 ]);
 
-const previousInventories = new Map<string, PreviousInventory>();
+/**
+ * The copy context of the run this process is working on: every message of
+ * one run handled here shares it (one copy queue with its lanes, one memory
+ * budget, one target state), as the shards of one `runPlan` do. A Lambda
+ * container serves one message at a time; the local runner serves several.
+ */
+let shared: { runId: string; context: Promise<CopyContext> } | undefined;
 
-async function targetStateFor(
-  job: CopyJob,
-  deps: WorkflowDeps,
-  targetClient: Awaited<ReturnType<WorkflowDeps['s3']>>,
-): Promise<TargetState> {
-  if (job.purpose === 'restore') {
-    return job.targetMayHoldObjects
-      ? new ListedTarget(targetClient, job.target.bucket)
-      : emptyTarget;
-  }
-  if (job.previousSnapshotId === undefined)
-    return new ListedTarget(targetClient, job.target.bucket);
-  const key = `${job.runId}/${job.previousSnapshotId}`;
-  let state = previousInventories.get(key);
-  if (state === undefined) {
-    const manifest = await readManifest(deps.vault, job.previousSnapshotId);
-    if (manifest === undefined)
-      throw new VaultError(
-        `the previous snapshot ${job.previousSnapshotId} disappeared from the vault during the backup`,
-      );
-    state = new PreviousInventory(await readInventory(deps.vault, manifest));
-    previousInventories.clear();
-    previousInventories.set(key, state);
-  }
-  return state;
+function contextFor(job: CopyJob, deps: WorkflowDeps): Promise<CopyContext> {
+  if (shared?.runId !== job.runId) shared = { runId: job.runId, context: openContext(job, deps) };
+  const opened = shared.context;
+  // A context that failed to open (a vault hiccup) is not kept: the next message tries again.
+  opened.catch(() => {
+    if (shared?.context === opened) shared = undefined;
+  });
+  return opened;
 }
 
-async function contextFor(job: CopyJob, deps: WorkflowDeps) {
+/** What the target holds, decided once per run by the one target-state function. */
+function targetCheckOf(job: CopyJob, deps: WorkflowDeps): TargetCheck {
+  if (job.purpose === 'restore') return { kind: job.targetMayHoldObjects ? 'list' : 'empty' };
+  const previous = job.previousSnapshotId;
+  if (previous !== undefined) {
+    return {
+      kind: 'inventory',
+      records: async () => {
+        const manifest = await readManifest(deps.vault, previous);
+        if (manifest === undefined)
+          throw new VaultError(
+            `the previous snapshot ${previous} disappeared from the vault during the backup`,
+          );
+        return readInventory(deps.vault, manifest);
+      },
+    };
+  }
+  return { kind: job.targetEmpty === true ? 'empty' : 'list' };
+}
+
+async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContext> {
   const [sourceClient, targetClient, same] = await Promise.all([
     deps.s3(job.source),
     deps.s3(job.target),
@@ -141,7 +146,12 @@ async function contextFor(job: CopyJob, deps: WorkflowDeps) {
     source: { location: job.source, client: same ? targetClient : sourceClient },
     target: { location: job.target, client: targetClient },
     mapKey,
-    targetState: await targetStateFor(job, deps, targetClient),
+    targetState: await targetStateFor(
+      targetClient,
+      job.target.bucket,
+      job.target.prefix,
+      targetCheckOf(job, deps),
+    ),
     concurrency: job.concurrency,
     transfer: { mode: same ? CopyMode.ServerSide : CopyMode.Stream },
   });
@@ -185,7 +195,13 @@ async function restoreEntries(
 export async function handleShardMessage(
   raw: unknown,
   deps: WorkflowDeps,
-  transport: { callbacks: TaskCallbacks; sender: MessageSender; deadline: number },
+  transport: {
+    callbacks: TaskCallbacks;
+    sender: MessageSender;
+    deadline: number;
+    /** This message's running totals after each page (the local runner's progress). */
+    onProgress?: (totals: Totals) => void;
+  },
 ): Promise<Totals> {
   const parsed = shardMessageSchema.safeParse(raw);
   if (!parsed.success) {
@@ -213,6 +229,7 @@ export async function handleShardMessage(
     ...(message.cursor === undefined ? {} : { cursor: message.cursor }),
     deadline: transport.deadline,
     onRecord,
+    ...(transport.onProgress === undefined ? {} : { onProgress: transport.onProgress }),
   };
   const heartbeat = setInterval(
     () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
