@@ -3,11 +3,12 @@
  * and reports to the waiting workflow. Records that fail for a reason that may
  * pass are returned as batch item failures for SQS to deliver again.
  */
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { SQSBatchResponse } from 'aws-lambda';
 import {
   lambda,
   metrics,
   runtime,
+  sqsEventSchema,
   sqsSender,
   stepFunctionsCallbacks,
 } from './commons/aws/runtime.ts';
@@ -16,25 +17,20 @@ import { processShardRecords } from './commons/workflows/sqs-worker.ts';
 /** Time kept back from the function's timeout to write records and send the continuation. */
 const SAFETY_MS = 90_000;
 
-export const handler = lambda(async (event: SQSEvent, deps, context): Promise<SQSBatchResponse> => {
-  const { config } = await runtime();
-  const result = await processShardRecords(
-    event.Records.map((record) => ({
-      messageId: record.messageId,
-      body: record.body,
-      receiveCount: Number(record.attributes.ApproximateReceiveCount),
-    })),
-    deps,
-    {
+export const handler = lambda(
+  sqsEventSchema,
+  async (records, deps, context): Promise<SQSBatchResponse> => {
+    const { config } = await runtime();
+    const result = await processShardRecords(records, deps, {
       callbacks: stepFunctionsCallbacks,
       sender: sqsSender(config.COPY_QUEUE_URL),
       deadline: Date.now() + Math.max(10_000, context.getRemainingTimeInMillis() - SAFETY_MS),
-    },
-  );
-  metrics.addMetric('CopyMessagesRetried', 'Count', result.batchItemFailures.length);
-  metrics.addMetric('ObjectsCopied', 'Count', result.totals.copied);
-  metrics.addMetric('ObjectsSkipped', 'Count', result.totals.skipped);
-  metrics.addMetric('ObjectsFailed', 'Count', result.totals.failed);
-  metrics.addMetric('BytesCopied', 'Bytes', result.totals.bytesCopied);
-  return { batchItemFailures: result.batchItemFailures };
-});
+    });
+    metrics.addMetric('CopyMessagesRetried', 'Count', result.batchItemFailures.length);
+    metrics.addMetric('ObjectsCopied', 'Count', result.totals.copied);
+    metrics.addMetric('ObjectsSkipped', 'Count', result.totals.skipped);
+    metrics.addMetric('ObjectsFailed', 'Count', result.totals.failed);
+    metrics.addMetric('BytesCopied', 'Bytes', result.totals.bytesCopied);
+    return { batchItemFailures: result.batchItemFailures };
+  },
+);

@@ -1,7 +1,4 @@
 /** Backup step: validate the input, find the registry's bucket, capture its config. */
-import { lambda } from './commons/aws/runtime.ts';
-import { discoverBackup } from './commons/workflows/backup.ts';
+import { stepHandler } from './commons/aws/step-handler.ts';
 
-export const handler = lambda(async (event: { input: unknown }, deps) =>
-  discoverBackup(event.input, deps),
-);
+export const handler = stepHandler('discover');

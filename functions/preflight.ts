@@ -1,7 +1,4 @@
 /** Restore step: the target bucket exists, is writable and empty unless allowed. */
-import { lambda } from './commons/aws/runtime.ts';
-import { preflightRestore, type RestoreState } from './commons/workflows/restore.ts';
+import { stepHandler } from './commons/aws/step-handler.ts';
 
-export const handler = lambda(async (event: { state: RestoreState }, deps) =>
-  preflightRestore(event.state, deps),
-);
+export const handler = stepHandler('preflight');

@@ -13,7 +13,13 @@ const pruneConfigSchema = z.object({
   RETENTION_GRACE_MINUTES: z.coerce.number().int().min(0).default(60),
 });
 
-export const handler = lambda(async (event: { dryRun?: boolean } | undefined, deps) => {
+/** The schedule sends `{"dryRun": false}`; an invocation without an event prunes for real. */
+const pruneEventSchema = z
+  .object({ dryRun: z.boolean().default(false) })
+  .nullish()
+  .transform((event) => ({ dryRun: event?.dryRun ?? false }));
+
+export const handler = lambda(pruneEventSchema, async (event, deps) => {
   const config = pruneConfigSchema.parse(process.env);
   const report = await prune(
     deps.vault,
@@ -21,7 +27,7 @@ export const handler = lambda(async (event: { dryRun?: boolean } | undefined, de
     {
       now: deps.now(),
       graceMs: config.RETENTION_GRACE_MINUTES * 60_000,
-      dryRun: event?.dryRun === true,
+      dryRun: event.dryRun,
       log: deps.log,
     },
   );

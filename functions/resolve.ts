@@ -1,7 +1,4 @@
 /** Restore step: validate the input and resolve a complete snapshot. */
-import { lambda } from './commons/aws/runtime.ts';
-import { resolveRestore } from './commons/workflows/restore.ts';
+import { stepHandler } from './commons/aws/step-handler.ts';
 
-export const handler = lambda(async (event: { input: unknown }, deps) =>
-  resolveRestore(event.input, deps),
-);
+export const handler = stepHandler('resolve');

@@ -1,7 +1,4 @@
 /** Restore step (polled): how far the registry rollout is. */
-import { lambda } from './commons/aws/runtime.ts';
-import { checkRollout, type SwitchOutput } from './commons/workflows/restore.ts';
+import { stepHandler } from './commons/aws/step-handler.ts';
 
-export const handler = lambda(async (event: { switched: SwitchOutput }, deps) =>
-  checkRollout(event.switched, deps),
-);
+export const handler = stepHandler('rollout-status');

@@ -9,10 +9,8 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
-import type { S3Client } from '@aws-sdk/client-s3';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
   SendTaskFailureCommand,
@@ -21,17 +19,12 @@ import {
   SFNClient,
 } from '@aws-sdk/client-sfn';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import middy from '@middy/core';
+import middy, { type MiddlewareObj } from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
-import { loadKubeConfig } from '../cluster/kube.ts';
-import type { Location } from '../copy/model.ts';
-import { InputError, issueLines } from '../errors.ts';
-import { acpProfile, acpSettingsSchema } from '../registry/acp.ts';
-import { RegistryClient } from '../registry/client.ts';
-import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
-import { createS3Client } from '../s3/client.ts';
-import { Access, registrySecretOf, type WorkflowDeps } from '../workflows/deps.ts';
+import { InputError, issueLines, parseInput } from '../errors.ts';
+import { type AcpSettings, acpSettingsSchema } from '../registry/acp.ts';
+import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
 import type { MessageSender, ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
 import { registryCredentialsOf } from './secret-values.ts';
 
@@ -54,6 +47,8 @@ export const runtimeConfigSchema = z.object({
   REGISTRY_CREDENTIALS_SECRET_ARN: z.string().optional(),
   COPY_QUEUE_URL: z.string().optional(),
   COPY_CONCURRENCY: z.coerce.number().int().positive().default(64),
+  /** The version written into snapshot manifests. */
+  REGVAULT_VERSION: z.string().min(1).default('0.1.0'),
 });
 export type RuntimeConfig = z.infer<typeof runtimeConfigSchema>;
 
@@ -86,17 +81,12 @@ async function secretText(arn: string): Promise<string> {
   return value.SecretString;
 }
 
-/** Workflow dependencies on AWS; built once per container and reused across invocations. */
+/**
+ * Workflow dependencies on AWS: the one factory, configured with the
+ * function's role for the vault (no keys) and the kubeconfig and registry
+ * login from Secrets Manager. Built once per container and reused.
+ */
 export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
-  const vaultLocation: Location = {
-    region: config.AWS_REGION,
-    bucket: config.VAULT_BUCKET,
-    prefix: config.VAULT_PREFIX,
-    contentMd5: config.VAULT_CONTENT_MD5 === 'true',
-    forcePathStyle: false,
-    access: Access.Vault,
-  };
-  let profile: RegistryProfile | undefined;
   const kubeconfig =
     config.KUBECONFIG_SECRET_ARN === undefined
       ? undefined
@@ -108,69 +98,49 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
           await secretText(config.REGISTRY_CREDENTIALS_SECRET_ARN),
           config.REGISTRY_CREDENTIALS_SECRET_ARN,
         );
-  const getProfile = () => {
-    if (profile === undefined) {
-      if (kubeconfig === undefined)
-        throw new InputError('this step needs the cluster: set kubeconfigSecretArn on the stack');
-      profile = acpProfile(
-        loadKubeConfig({ yaml: kubeconfig }),
-        acpSettingsSchema.parse(JSON.parse(config.PROFILE_SETTINGS)),
-      );
-    }
-    return profile;
-  };
-  const keys = new Map<string, StorageKeys | undefined>();
-  const keysFor = async (access: string) => {
-    if (!keys.has(access)) {
-      const secretName = registrySecretOf(access);
-      keys.set(
-        access,
-        secretName === undefined ? undefined : await getProfile().readStorageKeys(secretName),
-      );
-    }
-    return keys.get(access);
-  };
-  const clients = new Map<string, S3Client>();
-  return {
+  return createDeps({
     vault: {
-      location: vaultLocation,
-      client: createS3Client(vaultLocation, undefined, { maxSockets: config.COPY_CONCURRENCY }),
+      location: {
+        region: config.AWS_REGION,
+        bucket: config.VAULT_BUCKET,
+        prefix: config.VAULT_PREFIX,
+        contentMd5: config.VAULT_CONTENT_MD5 === 'true',
+        forcePathStyle: false,
+        access: Access.Vault,
+      },
     },
-    async s3(location) {
-      const id = `${location.endpoint ?? 'aws'}|${location.region}|${location.access}`;
-      let client = clients.get(id);
-      if (client === undefined) {
-        client = createS3Client(location, await keysFor(location.access), {
-          maxSockets: config.COPY_CONCURRENCY,
-        });
-        clients.set(id, client);
-      }
-      return client;
-    },
-    async sameAccess(source, target) {
-      if ((source.endpoint ?? '') !== (target.endpoint ?? '')) return false;
-      if (source.access === target.access) return true;
-      const [a, b] = await Promise.all([keysFor(source.access), keysFor(target.access)]);
-      // The role (no keys) and a Secret's keys are different identities: stream between them.
-      return a !== undefined && b !== undefined && a.accessKeyId === b.accessKeyId;
-    },
-    profile: getProfile,
-    registry: () =>
-      config.REGISTRY_URL === undefined
-        ? undefined
-        : new RegistryClient(
-            config.REGISTRY_URL,
-            registryCredentials === undefined
-              ? { kind: 'anonymous' }
-              : { kind: 'basic', ...registryCredentials },
-          ),
-    now: () => new Date(),
-    log: {
+    ...(kubeconfig === undefined ? {} : { kube: { yaml: kubeconfig } }),
+    kubeHint: 'set kubeconfigSecretArn on the stack',
+    profileSettings: profileSettingsOf(config.PROFILE_SETTINGS),
+    ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),
+    ...(registryCredentials === undefined
+      ? {}
+      : { registryCredentials: { kind: 'basic', ...registryCredentials } }),
+    logger: {
       info: (message, fields) => logger.info(message, fields ?? {}),
       warn: (message, fields) => logger.warn(message, fields ?? {}),
     },
-    toolVersion: process.env['REGVAULT_VERSION'] ?? '0.1.0',
-  };
+    concurrency: config.COPY_CONCURRENCY,
+    toolVersion: config.REGVAULT_VERSION,
+  });
+}
+
+/** PROFILE_SETTINGS as the stack writes it: JSON of ACP profile settings. */
+function profileSettingsOf(text: string): AcpSettings {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InputError(
+      'the function is misconfigured (its environment comes from the CDK stack)',
+      ['PROFILE_SETTINGS: expected JSON of profile settings; set profileSettings on the stack'],
+    );
+  }
+  return parseInput(
+    acpSettingsSchema,
+    value,
+    'profile settings (the profileSettings stack setting)',
+  );
 }
 
 const sfn = new SFNClient({});
@@ -229,11 +199,64 @@ export function runtime(): Promise<{ config: Readonly<RuntimeConfig>; deps: Work
   return shared;
 }
 
-/** Wraps a step in the house middy chain: context in logs, metrics flushed, traced. */
-export function lambda<E, R>(step: (event: E, deps: WorkflowDeps, context: Context) => Promise<R>) {
+/**
+ * Publishes the metrics an invocation added, also when it failed; unlike
+ * Powertools' logMetrics it stays quiet when there are none (most steps add none).
+ */
+function flushMetrics(): MiddlewareObj {
+  const flush = async () => {
+    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+  };
+  return { after: flush, onError: flush };
+}
+
+/** The house middy chain every function starts from: context in logs, metrics flushed, traced. */
+export function houseChain<E, R>() {
   return middy<E, R>()
     .use(injectLambdaContext(logger, { resetKeys: true }))
-    .use(logMetrics(metrics))
-    .use(captureLambdaHandler(tracer))
-    .handler(async (event: E, context: Context) => step(event, (await runtime()).deps, context));
+    .use(flushMetrics())
+    .use(captureLambdaHandler(tracer));
+}
+
+/** Parses the event before the handler body runs (what Powertools' parser middleware does). */
+export function parseEvent<S extends z.ZodType>(
+  schema: S,
+  what: string,
+): MiddlewareObj<z.output<S>> {
+  return {
+    before: (request) => {
+      request.event = parseInput(schema, request.event, what);
+    },
+  };
+}
+
+/** An SQS event as the copy worker and dead-letter handler read it: each record's id, body and deliveries. */
+export const sqsEventSchema = z
+  .object({
+    Records: z.array(
+      z.object({
+        messageId: z.string().min(1),
+        body: z.string(),
+        attributes: z.object({ ApproximateReceiveCount: z.coerce.number().int().positive() }),
+      }),
+    ),
+  })
+  .transform((event) =>
+    event.Records.map((record) => ({
+      messageId: record.messageId,
+      body: record.body,
+      receiveCount: record.attributes.ApproximateReceiveCount,
+    })),
+  );
+
+/** Wraps a function that is not a workflow step (SQS, schedule) in the house chain, its event parsed first. */
+export function lambda<S extends z.ZodType, R>(
+  event: S,
+  step: (event: z.output<S>, deps: WorkflowDeps, context: Context) => Promise<R>,
+) {
+  return houseChain<z.output<S>, R>()
+    .use(parseEvent(event, 'event'))
+    .handler(async (parsed: z.output<S>, context: Context) =>
+      step(parsed, (await runtime()).deps, context),
+    );
 }

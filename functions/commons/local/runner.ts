@@ -1,7 +1,8 @@
 /**
  * Runs the very ASL files CDK deploys on one machine with
- * aws-local-stepfunctions: each Lambda task calls its step function in
- * process, and the wait-for-task-token copy task hands its message to the
+ * aws-local-stepfunctions: each Lambda task calls, in process, the handler
+ * its Lambda runs (made from the step table: middy chain, event parsed, step)
+ * with a local Lambda context, and the wait-for-task-token copy task hands its message to the
  * same worker code, through an in-process queue or a real SQS queue (the
  * sandbox's), with the task token made here because the local engine does
  * not make one.
@@ -15,48 +16,19 @@ import {
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
+import type { Context } from 'aws-lambda';
 import { StateMachine } from 'aws-local-stepfunctions';
+import { localContext, stepHandler } from '../aws/step-handler.ts';
 import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
-import {
-  type BackupPlanOutput,
-  type BackupState,
-  discoverBackup,
-  finalizeBackup,
-  markBackupFailed,
-  planBackup,
-} from '../workflows/backup.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import type { ShardMessage } from '../workflows/job.ts';
-import { proveRestore } from '../workflows/prove.ts';
-import {
-  causeText,
-  checkRollout,
-  type FailedRestoreEvent,
-  preflightRestore,
-  type RestoreState,
-  resolveRestore,
-  rollBackOrReport,
-  type SwitchOutput,
-  switchRegistry,
-  verifyRestore,
-} from '../workflows/restore.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
+import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
 import type { ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
 
-const stateMachineFile = (name: 'backup' | 'restore') =>
+const stateMachineFile = (name: WorkflowName) =>
   fileURLToPath(new URL(`../../../state-machines/${name}.asl.json`, import.meta.url));
-
-/** A workflow failure as Step Functions reports it. */
-export class WorkflowFailed extends Error {
-  override readonly name = 'WorkflowFailed' as const;
-  readonly error: string;
-
-  constructor(error: string, cause: string) {
-    super(cause);
-    this.error = error;
-  }
-}
 
 export type Transport =
   | { readonly kind: 'memory' }
@@ -66,6 +38,8 @@ export interface LocalRunOptions {
   readonly deps: WorkflowDeps;
   /** Copy messages worked on at once (the Lambda's concurrency in AWS). */
   readonly workers?: number;
+  /** Shards each copy Map keeps in flight (the stack's `shardsInFlight` in AWS). */
+  readonly shardsInFlight?: number;
   readonly transport?: Transport;
   /** Milliseconds for each Wait state (the rollout poll). */
   readonly waitMs?: number;
@@ -258,12 +232,20 @@ class WorkerPool {
   }
 }
 
+/** Shards each copy Map keeps in flight when the caller does not say (the stack's default too). */
+export const DEFAULT_SHARDS_IN_FLIGHT = 40;
+
 /**
  * Fills the `${Placeholder}`s as CDK's definitionSubstitutions do in AWS, with
  * local stand-ins: the tasks they name run through local handlers anyway.
  */
-export function substitute(text: string, transport: Transport | undefined): string {
+export function substitute(
+  text: string,
+  transport: Transport | undefined,
+  shardsInFlight = DEFAULT_SHARDS_IN_FLIGHT,
+): string {
   return text.replace(/\$\{([A-Za-z0-9]+)\}/g, (_match, placeholder: string) => {
+    if (placeholder === 'ShardsInFlight') return String(shardsInFlight);
     if (placeholder === 'CopyQueueUrl')
       return transport?.kind === 'sqs'
         ? transport.queueUrl
@@ -274,16 +256,77 @@ export function substitute(text: string, transport: Transport | undefined): stri
   });
 }
 
-type Handlers = Record<string, (input: never) => Promise<unknown>>;
+/** The resource of the copy tasks: one SQS message per shard, answered through its task token. */
+const COPY_TASK_RESOURCE = 'arn:aws:states:::sqs:sendMessage.waitForTaskToken';
+
+interface AslState {
+  readonly Type?: string;
+  readonly Resource?: string;
+  readonly States?: Record<string, AslState>;
+  readonly ItemProcessor?: { readonly States?: Record<string, AslState> };
+  readonly Iterator?: { readonly States?: Record<string, AslState> };
+  readonly Branches?: ReadonlyArray<{ readonly States?: Record<string, AslState> }>;
+}
+
+/** Every Task state of a definition, nested Maps and Parallels included, with its Resource. */
+export function taskStatesOf(definition: {
+  readonly States?: Record<string, AslState>;
+}): Array<{ state: string; resource: string }> {
+  const tasks: Array<{ state: string; resource: string }> = [];
+  const walk = (states: Record<string, AslState> | undefined) => {
+    for (const [state, body] of Object.entries(states ?? {})) {
+      if (body.Type === 'Task') tasks.push({ state, resource: body.Resource ?? '' });
+      walk(body.ItemProcessor?.States ?? body.Iterator?.States);
+      for (const branch of body.Branches ?? []) walk(branch.States);
+    }
+  };
+  walk(definition.States);
+  return tasks;
+}
+
+type LocalHandler = (input: unknown) => Promise<unknown>;
+
+/**
+ * The local stand-in of each Task state of a workflow: a step's Lambda
+ * handler (the one its entry file exports) called with a local context that
+ * carries `deps`; a copy task goes to `copyTask`. A Task state with neither
+ * is an error, not a call to real AWS.
+ */
+export function taskHandlers(
+  workflow: WorkflowName,
+  tasks: ReadonlyArray<{ state: string; resource: string }>,
+  deps: WorkflowDeps,
+  copyTask: LocalHandler,
+): Record<string, LocalHandler> {
+  const byState = new Map<string, StepName>();
+  for (const { name, step } of stepsOf(workflow))
+    for (const state of step.states) byState.set(state, name);
+  const handlers: Record<string, LocalHandler> = {};
+  for (const { state, resource } of tasks) {
+    const name = byState.get(state);
+    if (resource === COPY_TASK_RESOURCE) handlers[state] = copyTask;
+    else if (name !== undefined) {
+      const handler = stepHandler(name);
+      handlers[state] = (input) => handler(input, localContext(name, deps) satisfies Context);
+    } else
+      throw new Error(
+        `state machine ${workflow} has a Task state ${state} that no step in functions/commons/workflows/steps.ts serves`,
+      );
+  }
+  return handlers;
+}
 
 async function run(
-  name: 'backup' | 'restore',
+  name: WorkflowName,
   input: unknown,
-  handlers: (pool: WorkerPool) => Handlers,
   options: LocalRunOptions,
 ): Promise<LocalRunResult> {
   const definition = JSON.parse(
-    substitute(await readFile(stateMachineFile(name), 'utf8'), options.transport),
+    substitute(
+      await readFile(stateMachineFile(name), 'utf8'),
+      options.transport,
+      options.shardsInFlight,
+    ),
   );
   const machine = new StateMachine(definition, {
     validationOptions: { checkArn: false, checkPaths: true },
@@ -295,7 +338,7 @@ async function run(
     options.workerBudgetMs ?? 600_000,
     options.onCopyProgress,
   );
-  const local = handlers(pool);
+  const local = taskHandlers(name, taskStatesOf(definition), options.deps, (e) => pool.copyTask(e));
   const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
   for (const [state, fn] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
@@ -331,40 +374,12 @@ async function run(
   }
 }
 
-function stepError(event: { error?: { Error?: string; Cause?: string } }): {
-  error: string;
-  cause: string;
-} {
-  return {
-    error: event.error?.Error ?? 'Error',
-    cause: causeText(event.error).replace(/^[^:]+: /, ''),
-  };
-}
-
 /** Runs `state-machines/backup.asl.json` on this machine. */
 export function runBackupLocally(
   input: unknown,
   options: LocalRunOptions,
 ): Promise<LocalRunResult> {
-  const { deps } = options;
-  return run(
-    'backup',
-    input,
-    (pool) => ({
-      DiscoverRegistryStorage: async (e: { input: unknown }) => discoverBackup(e.input, deps),
-      PlanShards: async (e: { state: BackupState }) => planBackup(e.state, deps),
-      CopyOneLinkShard: async (e: unknown) => pool.copyTask(e),
-      CopyOneBlobShard: async (e: unknown) => pool.copyTask(e),
-      FinalizeSnapshot: async (e: { state: BackupState; plan: BackupPlanOutput }) =>
-        finalizeBackup(e.state, e.plan, deps),
-      MarkSnapshotFailed: async (e: {
-        state: BackupState | null;
-        plan: BackupPlanOutput | null;
-        error?: { Error?: string; Cause?: string };
-      }) => markBackupFailed(e.state ?? undefined, e.plan ?? undefined, stepError(e), deps),
-    }),
-    options,
-  );
+  return run('backup', input, options);
 }
 
 /** Runs `state-machines/restore.asl.json` on this machine. */
@@ -372,22 +387,5 @@ export function runRestoreLocally(
   input: unknown,
   options: LocalRunOptions,
 ): Promise<LocalRunResult> {
-  const { deps } = options;
-  return run(
-    'restore',
-    input,
-    (pool) => ({
-      ResolveSnapshot: async (e: { input: unknown }) => resolveRestore(e.input, deps),
-      PreflightTargetBucket: async (e: { state: RestoreState }) => preflightRestore(e.state, deps),
-      CopyOneBlobPart: async (e: unknown) => pool.copyTask(e),
-      CopyOneLinkPart: async (e: unknown) => pool.copyTask(e),
-      ProveRestoredContent: async (e: { state: RestoreState }) => proveRestore(e.state, deps),
-      SwitchRegistryStorage: async (e: { state: RestoreState }) => switchRegistry(e.state, deps),
-      CheckRollout: async (e: { switched: SwitchOutput }) => checkRollout(e.switched, deps),
-      VerifyRegistry: async (e: { state: RestoreState }) => verifyRestore(e.state, deps),
-      RollBackOrReportFailedSwitch: async (e: FailedRestoreEvent) => rollBackOrReport(e, deps),
-      DescribeRestoreFailure: async (e: FailedRestoreEvent) => rollBackOrReport(e, deps),
-    }),
-    options,
-  );
+  return run('restore', input, options);
 }

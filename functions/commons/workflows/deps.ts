@@ -4,9 +4,13 @@
  * their own clients, clock and logger.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import { loadKubeConfig } from '../cluster/kube.ts';
 import type { Location } from '../copy/model.ts';
-import type { RegistryClient } from '../registry/client.ts';
-import type { RegistryProfile } from '../registry/profile.ts';
+import { InputError } from '../errors.ts';
+import { type AcpSettings, acpProfile, acpSettingsSchema } from '../registry/acp.ts';
+import { RegistryClient, type RegistryCredentials } from '../registry/client.ts';
+import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
+import { createS3Client } from '../s3/client.ts';
 import type { Vault } from '../vault/store.ts';
 
 /** Structured log lines; never given secrets. */
@@ -62,3 +66,122 @@ export function registrySecretOf(access: string): string | undefined {
 
 /** Logger that drops everything (tests that do not look at logs). */
 export const silentLogger: StepLogger = { info() {}, warn() {} };
+
+/**
+ * What differs between a Lambda and a run on one machine: where the vault's
+ * credentials and the kubeconfig come from, and how a missing cluster is fixed.
+ * Everything else (key lookup, same-access detection, client reuse) is one code.
+ */
+export interface DepsConfig {
+  /** The vault; no credentials means the SDK's own chain (the Lambda role, a profile). */
+  readonly vault: { readonly location: Location; readonly credentials?: StorageKeys };
+  /** Kubeconfig for the registry's cluster; without it only plain-bucket backups run. */
+  readonly kube?: { readonly path?: string; readonly yaml?: string; readonly context?: string };
+  /** How to give the cluster when a step needs it and `kube` is absent. */
+  readonly kubeHint?: string;
+  readonly profileSettings?: Partial<AcpSettings>;
+  readonly registryUrl?: string;
+  readonly registryCredentials?: RegistryCredentials;
+  readonly logger?: StepLogger;
+  readonly now?: () => Date;
+  /** Sockets per S3 client (requests one copy keeps in flight). */
+  readonly concurrency?: number;
+  readonly toolVersion?: string;
+  /** Progress of the long steps (proof, verification), at most four calls a second plus each step's last. */
+  readonly onProgress?: (event: StepProgress) => void;
+}
+
+/** Passes progress on at most every `ms`, and always a step's final count. */
+function throttled(
+  listener: (event: StepProgress) => void,
+  ms = 250,
+): (event: StepProgress) => void {
+  let last = 0;
+  return (event) => {
+    const counts = [event.tags, event.blobs].filter((c) => c !== undefined);
+    const finished = counts.length > 0 && counts.every((c) => c.done >= c.total);
+    const now = Date.now();
+    if (!finished && now - last < ms) return;
+    last = now;
+    listener(event);
+  };
+}
+
+/** The one dependency factory: Lambda containers and local runs differ only in `config`. */
+export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void } {
+  const maxSockets = config.concurrency ?? 64;
+  const clients = new Map<string, S3Client>();
+  const keyCache = new Map<string, Promise<StorageKeys | undefined>>();
+  let profile: RegistryProfile | undefined;
+  const getProfile = (): RegistryProfile => {
+    if (profile === undefined) {
+      if (config.kube === undefined) {
+        throw new InputError(
+          `this step needs the cluster, and no kubeconfig was given; ${config.kubeHint ?? 'give a kubeconfig'}`,
+        );
+      }
+      profile = acpProfile(
+        loadKubeConfig(config.kube),
+        acpSettingsSchema.parse(config.profileSettings ?? {}),
+      );
+    }
+    return profile;
+  };
+  const keysFor = (access: string): Promise<StorageKeys | undefined> => {
+    let keys = keyCache.get(access);
+    if (keys === undefined) {
+      const secretName = registrySecretOf(access);
+      if (access === Access.Vault) keys = Promise.resolve(config.vault.credentials);
+      else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
+      else
+        throw new InputError(`unknown access reference "${access}"`, [
+          `access: expected "${Access.Vault}" or "${Access.registrySecret('<name>')}"`,
+        ]);
+      // A refused read is not cached: the next step asks the cluster again.
+      keys.catch(() => keyCache.delete(access));
+      keyCache.set(access, keys);
+    }
+    return keys;
+  };
+  const vaultClient = createS3Client(config.vault.location, config.vault.credentials, {
+    maxSockets,
+  });
+  const deps: WorkflowDeps & { close(): void } = {
+    vault: { location: config.vault.location, client: vaultClient },
+    async s3(location) {
+      const id = `${location.endpoint ?? 'aws'}|${location.region}|${location.access}`;
+      let client = clients.get(id);
+      if (client === undefined) {
+        client = createS3Client(location, await keysFor(location.access), { maxSockets });
+        clients.set(id, client);
+      }
+      return client;
+    },
+    async sameAccess(source, target) {
+      if ((source.endpoint ?? '') !== (target.endpoint ?? '')) return false;
+      if (source.access === target.access) return true;
+      const [a, b] = await Promise.all([keysFor(source.access), keysFor(target.access)]);
+      // No keys (the SDK's own chain) and a Secret's keys are different identities: stream between them.
+      return (
+        a !== undefined &&
+        b !== undefined &&
+        a.accessKeyId === b.accessKeyId &&
+        a.secretAccessKey === b.secretAccessKey
+      );
+    },
+    profile: getProfile,
+    registry: () =>
+      config.registryUrl === undefined
+        ? undefined
+        : new RegistryClient(config.registryUrl, config.registryCredentials),
+    now: config.now ?? (() => new Date()),
+    log: config.logger ?? silentLogger,
+    toolVersion: config.toolVersion ?? '0.1.0',
+    ...(config.onProgress === undefined ? {} : { progress: throttled(config.onProgress) }),
+    close() {
+      for (const client of clients.values()) client.destroy();
+      vaultClient.destroy();
+    },
+  };
+  return deps;
+}

@@ -1,0 +1,130 @@
+/**
+ * Zod schemas of the events the workflow steps receive (what the state
+ * machines pass between Task states). Each is checked at compile time against
+ * the workflow type it parses into, field for field, so a field added to
+ * `BackupState` or `RestoreState` without its schema fails the typecheck
+ * instead of being dropped by the parse.
+ */
+import { z } from 'zod';
+import { locationSchema } from '../copy/model.ts';
+import type { BackupPlanOutput, BackupState } from './backup.ts';
+import type { RestoreState, RolloutCheck, SwitchOutput, VerifyOutput } from './restore.ts';
+
+type SameKeys<A, B> = [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never]
+  ? true
+  : false;
+
+/**
+ * A schema whose output is `T` and names exactly `T`'s fields. A mismatch in
+ * types fails `S extends z.ZodType<T>`; a field in one and not the other
+ * demands a second argument no caller can give.
+ */
+function schemaOf<T>() {
+  return <S extends z.ZodType<T>>(
+    schema: S,
+    ..._sameKeys: SameKeys<z.output<S>, T> extends true ? [] : [missingOrExtraField: never]
+  ): S => schema;
+}
+
+const count = z.number().int().nonnegative();
+const id = z.string().min(1);
+
+export const backupStateSchema = schemaOf<BackupState>()(
+  z.object({
+    runId: id,
+    snapshotId: id,
+    startedAt: z.iso.datetime(),
+    layout: z.enum(['registry', 'generic']),
+    source: locationSchema,
+    profile: z.string(),
+    resourceName: z.string().exactOptional(),
+    rootDirectory: z.string(),
+    previousSnapshotId: id.exactOptional(),
+    targetObjectsPerShard: z.number().int().positive(),
+    concurrency: z.number().int().positive(),
+    clusterFiles: z.array(z.string()),
+    expiresAt: z.iso.datetime().exactOptional(),
+  }),
+);
+
+export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
+  z.object({
+    linkShardIds: z.array(id),
+    dataShardIds: z.array(id),
+    estimatedObjects: count,
+    planRequests: count,
+  }),
+);
+
+export const restoreStateSchema = schemaOf<RestoreState>()(
+  z.object({
+    runId: id,
+    snapshotId: id,
+    target: locationSchema,
+    secretName: id.exactOptional(),
+    rootDirectory: z.string(),
+    layout: z.enum(['registry', 'generic']),
+    switchRegistry: z.boolean(),
+    rollbackOnFailure: z.boolean(),
+    allowNonEmptyTarget: z.boolean(),
+    pullSample: z.union([count, z.literal('all')]),
+    pushTest: z.boolean(),
+    skipBlobHashing: z.boolean(),
+    rolloutTimeoutSeconds: z.number().int().positive(),
+    concurrency: z.number().int().positive(),
+    objects: count,
+    bytes: count,
+    blobPartIds: z.array(id),
+    linkPartIds: z.array(id),
+  }),
+);
+
+const storageRefSchema = z.object({
+  bucket: z.string(),
+  regionEndpoint: z.string(),
+  region: z.string(),
+  secretName: z.string(),
+  rootDirectory: z.string(),
+});
+
+export const switchOutputSchema = schemaOf<SwitchOutput>()(
+  z.object({
+    changed: z.boolean(),
+    previous: storageRefSchema,
+    current: storageRefSchema,
+    podsBefore: z.array(z.string()),
+    // Empty when the failure path reconstructs a switch whose answer was lost.
+    switchedAt: z.string(),
+    deadline: z.string(),
+  }),
+);
+
+export const rolloutCheckSchema = schemaOf<RolloutCheck>()(
+  z.object({
+    verdict: z.enum(['done', 'failed', 'waiting']),
+    ready: count,
+    desired: count,
+    message: z.string(),
+  }),
+);
+
+export const verifyOutputSchema = schemaOf<VerifyOutput>()(
+  z.object({
+    ok: z.boolean(),
+    repositories: count,
+    tags: count,
+    blobsServed: count,
+    blobsChecked: count,
+    pulled: count,
+    push: z
+      .object({ ok: z.boolean(), repository: z.string(), digest: z.string().exactOptional() })
+      .exactOptional(),
+    problems: z.array(z.string()),
+  }),
+);
+
+/** What a Catch puts at its ResultPath: the error's name and its cause (for Lambda errors, JSON). */
+export const caughtErrorSchema = z.object({
+  Error: z.string().exactOptional(),
+  Cause: z.string().exactOptional(),
+});
