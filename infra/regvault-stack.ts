@@ -42,7 +42,9 @@ import {
   StateMachineType,
 } from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
-import { substitutionsFor } from './asl.ts';
+// Types only: the stack reaches the functions' code through their entry files alone.
+import type { FunctionName, WorkflowName } from '../functions/commons/workflows/steps.ts';
+import { placeholdersIn, substitutionsFor } from './asl.ts';
 import { type FunctionNetwork, HouseFunction, PROJECT_ROOT } from './house-function.ts';
 import type { RegvaultSettings } from './settings.ts';
 
@@ -106,7 +108,10 @@ interface FunctionSpec {
 }
 
 /**
- * One entry per file in `functions/`. Steps whose work grows with the
+ * One entry per Lambda function of the step table
+ * (`functions/commons/workflows/steps.ts`: its steps and its other functions),
+ * each built from `functions/<name>.ts`; the typecheck fails when the table
+ * gains or loses a function this table does not. Steps whose work grows with the
  * registry (listing, inventory, verification, rollout waits) get the 900 s the
  * ASL allows them; the others stay short so a hang fails fast. The access
  * columns follow what each handler's step calls in `functions/commons/workflows/`.
@@ -257,17 +262,9 @@ const FUNCTIONS = {
     vault: 'prune',
     roleBuckets: 'none',
   },
-} as const satisfies Record<string, FunctionSpec>;
+} as const satisfies Record<FunctionName, FunctionSpec>;
 
-export type FunctionName = keyof typeof FUNCTIONS;
-
-/** The functions each workflow's tasks invoke, keyed by their ASL placeholder. */
-const WORKFLOWS = {
-  backup: ['discover', 'plan', 'finalize', 'mark-failed'],
-  restore: ['resolve', 'preflight', 'prove', 'switch', 'rollout-status', 'verify', 'rollback'],
-} as const satisfies Record<string, readonly FunctionName[]>;
-
-export type WorkflowName = keyof typeof WORKFLOWS;
+export type { FunctionName, WorkflowName };
 
 /** `rollout-status` -> `RolloutStatus`: construct ids and ASL placeholders are built from it. */
 function pascalCase(name: FunctionName): string {
@@ -416,8 +413,8 @@ export class RegvaultStack extends Stack {
 
     // --- State machines ---------------------------------------------------------
     this.stateMachines = {
-      backup: this.workflow('backup', logRetention),
-      restore: this.workflow('restore', logRetention),
+      backup: this.workflow('backup', settings, logRetention),
+      restore: this.workflow('restore', settings, logRetention),
     };
     // A separate policy, not the roles' default one: the state machines already
     // depend on the functions, and the functions on their default policies.
@@ -601,12 +598,26 @@ export class RegvaultStack extends Stack {
     return `<${this.getLogicalId(bucket.node.defaultChild as CfnBucket)}.Arn>`;
   }
 
-  private workflow(name: WorkflowName, logRetention: RetentionDays): StateMachine {
+  private workflow(
+    name: WorkflowName,
+    settings: RegvaultSettings,
+    logRetention: RetentionDays,
+  ): StateMachine {
     const file = join(PROJECT_ROOT, 'state-machines', `${name}.asl.json`);
-    const invoked = WORKFLOWS[name].map((fnName) => this.functions[fnName].function);
-    const values: Record<string, string> = { CopyQueueUrl: this.copyQueue.queueUrl };
-    for (const fnName of WORKFLOWS[name])
-      values[functionArnPlaceholder(fnName)] = this.functions[fnName].function.functionArn;
+    // The functions a definition invokes are the ones its placeholders name.
+    const wanted = placeholdersIn(readFileSync(file, 'utf8'));
+    const values: Record<string, string> = {
+      CopyQueueUrl: this.copyQueue.queueUrl,
+      ShardsInFlight: String(settings.shardsInFlight),
+    };
+    const invoked = [];
+    for (const fnName of Object.keys(FUNCTIONS) as FunctionName[]) {
+      const placeholder = functionArnPlaceholder(fnName);
+      if (!wanted.has(placeholder)) continue;
+      const fn = this.functions[fnName].function;
+      values[placeholder] = fn.functionArn;
+      invoked.push(fn);
+    }
     const title = `${name[0]?.toUpperCase()}${name.slice(1)}`;
     const machine = new StateMachine(this, `${title}StateMachine`, {
       stateMachineType: StateMachineType.STANDARD,

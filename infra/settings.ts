@@ -117,6 +117,12 @@ export const regvaultSettingsSchema = z
     ).optional(),
     /** Copy workers running at once (the event source's maximum concurrency). */
     copyWorkers: z.coerce.number().int().min(2).max(1_000).default(40),
+    /**
+     * Shards each copy Map of a workflow keeps in flight (its MaxConcurrency,
+     * through the definition's `${ShardsInFlight}`); more than `copyWorkers`
+     * only queues messages.
+     */
+    shardsInFlight: z.coerce.number().int().min(1).max(1_000).default(40),
     /** Requests one copy worker keeps in flight (COPY_CONCURRENCY, the S3 client's sockets). */
     copyConcurrency: z.coerce.number().int().min(1).max(512).default(64),
     logRetentionDays: z.coerce

@@ -48,6 +48,7 @@ describe('deployment settings', () => {
       backupInput: { concurrency: 8 },
       vaultPrefix: '',
       copyWorkers: 40,
+      shardsInFlight: 40,
       copyConcurrency: 64,
       logRetentionDays: 90,
       backupScheduleTimezone: 'UTC',

@@ -1,7 +1,16 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { Bucket } from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import {
+  OTHER_FUNCTIONS,
+  STEPS,
+  stepsOf,
+  WORKFLOWS,
+} from '../../functions/commons/workflows/steps.ts';
+import { PROJECT_ROOT } from '../../infra/house-function.ts';
 import { type Built, buildStack, FULL_CONTEXT, resourcesOf } from './support.ts';
 
 // Synthesising costs seconds; each configuration is built once per file.
@@ -663,17 +672,12 @@ describe('IAM', () => {
     ]);
   });
 
-  it.each([
-    ['backup', ['discover', 'plan', 'finalize', 'mark-failed']],
-    [
-      'restore',
-      ['resolve', 'preflight', 'prove', 'switch', 'rollout-status', 'verify', 'rollback'],
-    ],
-  ] as const)(
-    'lets the %s state machine invoke only its own functions and send only to the copy queue',
-    (workflow, names) => {
+  it.each(WORKFLOWS)(
+    'lets the %s state machine invoke only the functions of its steps in the table and send only to the copy queue',
+    (workflow) => {
       // Prepare
       const { stack } = defaults;
+      const names = stepsOf(workflow).map((entry) => entry.name);
       const roleId = logicalIdOf(
         defaults,
         stack.stateMachines[workflow].role as unknown as { node: { defaultChild?: unknown } },
@@ -721,6 +725,21 @@ describe('IAM', () => {
 });
 
 describe('the state machines', () => {
+  it('has one function per entry of the step table and per other function, built from functions/<name>.ts', () => {
+    // Prepare
+    const expected = [...Object.keys(STEPS), ...OTHER_FUNCTIONS].sort();
+
+    // Act
+    const built = Object.keys(defaults.stack.functions).sort();
+    const missingEntries = expected.filter(
+      (name) => !existsSync(join(PROJECT_ROOT, 'functions', `${name}.ts`)),
+    );
+
+    // Assess
+    expect(built).toEqual(expected);
+    expect(missingEntries).toEqual([]);
+  });
+
   it.each(['backup', 'restore'] as const)(
     '%s is Standard, traced, and logs ALL without execution data',
     (workflow) => {

@@ -2,12 +2,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import aslValidator from 'asl-validator';
+import { WORKFLOWS } from '../../functions/commons/workflows/steps.ts';
 import { substitutionsFor } from '../../infra/asl.ts';
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
 import { buildStack, resourcesOf } from './support.ts';
 
 const built = buildStack();
-const WORKFLOWS = ['backup', 'restore'] as const;
 const fileOf = (workflow: string) => join(PROJECT_ROOT, 'state-machines', `${workflow}.asl.json`);
 const textOf = (workflow: string) => readFileSync(fileOf(workflow), 'utf8');
 
@@ -61,11 +61,11 @@ describe('the state machine definitions', () => {
     '%s: asl-validator accepts it with ARNs filled in and the ARN check on',
     (workflow) => {
       // Prepare
-      const filled = textOf(workflow).replace(/\$\{(\w+)\}/g, (_match, name: string) =>
-        name === 'CopyQueueUrl'
-          ? 'https://sqs.eu-west-1.amazonaws.com/123456789012/copy'
-          : `arn:aws:lambda:eu-west-1:123456789012:function:regvault-${name.replace(/FunctionArn$/, '')}`,
-      );
+      const filled = textOf(workflow).replace(/\$\{(\w+)\}/g, (_match, name: string) => {
+        if (name === 'CopyQueueUrl') return 'https://sqs.eu-west-1.amazonaws.com/123456789012/copy';
+        if (name === 'ShardsInFlight') return '40';
+        return `arn:aws:lambda:eu-west-1:123456789012:function:regvault-${name.replace(/FunctionArn$/, '')}`;
+      });
 
       // Act
       const result = aslValidator(JSON.parse(filled), { checkPaths: true, checkArn: true });
@@ -73,6 +73,36 @@ describe('the state machine definitions', () => {
       // Assess
       expect(result.errorsText()).toBe('');
       expect(result.isValid).toBe(true);
+    },
+  );
+
+  it.each(WORKFLOWS)(
+    '%s: the copy Maps keep as many shards in flight as the shardsInFlight setting says',
+    (workflow) => {
+      // Prepare
+      const custom = buildStack({ shardsInFlight: '12' });
+      const logicalId = custom.stack.getLogicalId(
+        custom.stack.stateMachines[workflow].node.defaultChild as Parameters<
+          typeof custom.stack.getLogicalId
+        >[0],
+      );
+      const maps = Object.values(
+        (JSON.parse(textOf(workflow)) as { States: Record<string, Record<string, unknown>> })
+          .States,
+      ).filter((state) => state['Type'] === 'Map');
+
+      // Act
+      const substitutions = resourcesOf(custom.template, 'AWS::StepFunctions::StateMachine')[
+        logicalId
+      ]?.Properties['DefinitionSubstitutions'] as Record<string, unknown>;
+
+      // Assess
+      expect(substitutions['ShardsInFlight']).toBe('12');
+      expect(maps.length).toBeGreaterThan(0);
+      for (const map of maps) {
+        expect(map['MaxConcurrency']).toBeUndefined();
+        expect(map['MaxConcurrencyPath']).toBe('$.shardsInFlight');
+      }
     },
   );
 
