@@ -6,38 +6,37 @@
  * verification after the switch failed, and the registry is back on its
  * previous bucket).
  */
+import { ExitCode, exitCodeOf, type FailureName, hintOf } from '../functions/commons/errors.ts';
 import type { LocalRunResult } from '../functions/commons/local/runner.ts';
 
-export const ExitCode = { Ok: 0, Failed: 1, BadInput: 2, Partial: 3, RolledBack: 4 } as const;
-export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+export { ExitCode } from '../functions/commons/errors.ts';
 
 /**
  * The error a restore ends with (its Fail state in state-machines/restore.asl.json)
  * when the rollout or verification after the switch failed and the rollback succeeded.
  */
-export const RESTORE_ROLLED_BACK = 'RestoreRolledBack';
+export const RESTORE_ROLLED_BACK = 'RestoreRolledBack' satisfies FailureName;
 
 /** What the exit code of a workflow run is judged by. */
 export type WorkflowResult = Pick<LocalRunResult, 'status' | 'error' | 'cause' | 'totals'>;
 
 /**
- * A workflow run's exit code: rolled back when a restore ended in its
- * rolled-back state (judged by the error's name, not its text), bad input when
- * a step refused its input, partial when the run got through the copy with
- * some objects failed (a backup's snapshot marked failed, a restore's target
- * missing them), failed otherwise.
+ * A workflow run's exit code, judged by the name of the error it ended with
+ * (`FAILURES` in functions/commons/errors.ts), never by its text: rolled back
+ * (RestoreRolledBack), bad input (InputError), partial (ObjectsFailed), failed
+ * otherwise. A run that ended with another name after its copy failed on
+ * objects is partial too: its totals say so.
  */
 export function workflowExitCode(result: WorkflowResult): ExitCode {
   if (result.status === 'SUCCEEDED') return ExitCode.Ok;
-  if (result.error === RESTORE_ROLLED_BACK) return ExitCode.RolledBack;
-  const cause = result.cause ?? '';
-  if (/InputError/.test(cause)) return ExitCode.BadInput;
-  if (
-    result.totals.failed > 0 ||
-    /failed objects|objects failed|missing \d+ of \d+ snapshot objects/.test(cause)
-  )
-    return ExitCode.Partial;
-  return ExitCode.Failed;
+  const code = exitCodeOf(result.error);
+  return code === ExitCode.Failed && result.totals.failed > 0 ? ExitCode.Partial : code;
+}
+
+/** A failed run's hint (what to do), as a result field. */
+export function hintFields(result: Pick<WorkflowResult, 'status' | 'error'>): { hint?: string } {
+  const hint = result.status === 'FAILED' ? hintOf(result.error) : undefined;
+  return hint === undefined ? {} : { hint };
 }
 
 /** A restore's result: the fields of its result object and its one line of text. */
@@ -53,6 +52,7 @@ export function restoreOutcome(
     ...(result.output === undefined ? {} : { restore: result.output }),
     ...(cause === undefined ? {} : { error: cause }),
     ...(result.status === 'FAILED' ? { rolledBack, ...(rolledBack ? { reason: cause } : {}) } : {}),
+    ...hintFields(result),
     totals: result.totals,
   };
   const text =

@@ -25,7 +25,7 @@ import {
 import type { Location, Totals } from '../functions/commons/copy/model.ts';
 import { planGeneric, planRegistry } from '../functions/commons/copy/plan.ts';
 import { targetStateFor } from '../functions/commons/copy/target-state.ts';
-import { InputError, messageOf } from '../functions/commons/errors.ts';
+import { exitCodeOf, hintOf, InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
 import {
@@ -46,7 +46,7 @@ import { listSnapshots, readManifest, resolveSnapshot } from '../functions/commo
 import { backupInputSchema } from '../functions/commons/workflows/backup.ts';
 import type { StepProgress } from '../functions/commons/workflows/deps.ts';
 import { restoreInputSchema, verifyRestore } from '../functions/commons/workflows/restore.ts';
-import { ExitCode, restoreOutcome, workflowExitCode } from './outcome.ts';
+import { ExitCode, hintFields, restoreOutcome, workflowExitCode } from './outcome.ts';
 import { createProgress, type ProgressTotal, stepProgressReporter } from './progress.ts';
 import {
   bucketName,
@@ -366,6 +366,7 @@ export function buildProgram(): Command {
             status: result.status,
             ...(summary === undefined ? {} : { snapshot: summary }),
             ...(cause === undefined ? {} : { error: cause }),
+            ...hintFields(result),
             totals: result.totals,
           },
           result.status === 'SUCCEEDED'
@@ -870,10 +871,10 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   } catch (err) {
     // Commander has printed its own message (and --help its text, which is not an error).
     if (err instanceof CommanderError && err.exitCode === 0) return ExitCode.Ok;
-    const code =
-      err instanceof CommanderError || err instanceof InputError
-        ? ExitCode.BadInput
-        : ExitCode.Failed;
+    // Judged by the error's name: every error regvault names carries its exit code.
+    const name = err instanceof Error ? err.name : undefined;
+    const code = err instanceof CommanderError ? ExitCode.BadInput : exitCodeOf(name);
+    const hint = hintOf(name);
     if (!(err instanceof CommanderError)) process.stderr.write(`regvault: ${messageOf(err)}\n`);
     if (run.json && !run.resultWritten)
       process.stdout.write(
@@ -882,6 +883,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
           ok: false,
           error: err instanceof InputError ? err.message.split('\n')[0] : messageOf(err),
           ...(err instanceof InputError ? { issues: err.issues } : {}),
+          ...(hint === undefined ? {} : { hint }),
           exitCode: code,
         })}\n`,
       );

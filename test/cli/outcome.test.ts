@@ -7,6 +7,15 @@ import {
   workflowExitCode,
 } from '../../bin/outcome.ts';
 import { emptyTotals } from '../../functions/commons/copy/model.ts';
+import {
+  ClusterError,
+  exitCodeOf,
+  FAILURES,
+  hintOf,
+  InputError,
+  ObjectsFailedError,
+  VaultError,
+} from '../../functions/commons/errors.ts';
 
 const failed = (error: string, cause: string, failedObjects = 0): WorkflowResult => ({
   status: 'FAILED',
@@ -42,20 +51,110 @@ describe('the exit code of a workflow run', () => {
       code: ExitCode.Failed,
     },
     {
+      // The workflow's Error names the step's failure (ErrorPath of its Fail state).
       case: 'a step that refused its input',
-      result: failed('RestoreFailed', 'InputError: the restore input is not valid'),
+      result: failed('InputError', 'the restore input is not valid'),
       code: ExitCode.BadInput,
     },
     {
-      case: 'a copy that lost objects',
+      case: 'a run whose copy failed on objects',
+      result: failed('ObjectsFailed', 'snapshot x could not be proven', 1),
+      code: ExitCode.Partial,
+    },
+    {
+      case: 'a copy that lost objects and then failed under another name',
       result: failed('RestoreFailed', 'the copy failed', 2),
       code: ExitCode.Partial,
+    },
+    {
+      case: 'a failure that merely quotes an InputError in its message',
+      result: failed('RestoreFailed', 'restore failed: InputError: the restore input is not valid'),
+      code: ExitCode.Failed,
+    },
+    {
+      case: 'a failure that merely speaks of failed objects in its message',
+      result: failed(
+        'BackupFailed',
+        'snapshot x FAILED: objects: 3 objects failed; failed objects: a (CopyObject AccessDenied)',
+      ),
+      code: ExitCode.Failed,
+    },
+    {
+      case: 'a failure regvault does not name, whatever its text',
+      result: failed('States.Runtime', 'InputError ObjectsFailed RestoreRolledBack failed objects'),
+      code: ExitCode.Failed,
     },
   ])('is $code for $case', ({ result, code }) => {
     // Act
     const exit = workflowExitCode(result);
     // Assess
     expect(exit).toBe(code);
+  });
+});
+
+describe('the exit code of each failure name', () => {
+  it.each([
+    { name: 'InputError', code: ExitCode.BadInput },
+    { name: 'ObjectsFailed', code: ExitCode.Partial },
+    { name: 'RestoreRolledBack', code: ExitCode.RolledBack },
+    { name: 'ClusterError', code: ExitCode.Failed },
+    { name: 'VaultError', code: ExitCode.Failed },
+    { name: 'BackupFailed', code: ExitCode.Failed },
+    { name: 'RestoreFailed', code: ExitCode.Failed },
+    { name: 'Error', code: ExitCode.Failed },
+    { name: 'TypeError', code: ExitCode.Failed },
+    { name: 'States.TaskFailed', code: ExitCode.Failed },
+    { name: 'CopyWorkerGaveUp', code: ExitCode.Failed },
+    { name: 'inputerror', code: ExitCode.Failed },
+    { name: 'constructor', code: ExitCode.Failed },
+  ])('is $code for a run that ended in $name', ({ name, code }) => {
+    // Act
+    const exit = workflowExitCode(failed(name, 'some text'));
+    // Assess
+    expect(exit).toBe(code);
+  });
+
+  it('covers every name regvault gives, each with a hint', () => {
+    // Assess: a new failure name needs its row above
+    expect(Object.keys(FAILURES).sort()).toEqual(
+      [
+        'BackupFailed',
+        'ClusterError',
+        'InputError',
+        'ObjectsFailed',
+        'RestoreFailed',
+        'RestoreRolledBack',
+        'VaultError',
+      ].sort(),
+    );
+    for (const failure of Object.values(FAILURES)) expect(failure.hint).not.toBe('');
+  });
+
+  it.each([
+    { error: new InputError('bad', ['--x: bad']), code: ExitCode.BadInput },
+    { error: new ObjectsFailedError('2 objects failed'), code: ExitCode.Partial },
+    { error: new ClusterError('no cluster'), code: ExitCode.Failed },
+    { error: new VaultError('no vault'), code: ExitCode.Failed },
+  ])("is the $error.name class's own code after the error is serialised", ({ error, code }) => {
+    // Prepare: what Lambda and Step Functions keep of an error
+    const serialised = JSON.parse(JSON.stringify({ Error: error.name, Cause: error.message })) as {
+      Error: string;
+    };
+    // Act
+    const exit = exitCodeOf(serialised.Error);
+    // Assess
+    expect(exit).toBe(code);
+    expect(error.exitCode).toBe(code);
+    expect(hintOf(serialised.Error)).toBe(error.hint);
+  });
+
+  it('keeps the cause an error was made with', () => {
+    // Prepare
+    const cause = new Error('socket hang up');
+    // Act
+    const error = new ClusterError('the cluster API did not answer', { cause });
+    // Assess
+    expect(error.cause).toBe(cause);
   });
 });
 

@@ -396,7 +396,7 @@ describe('failures', () => {
     const result = await runBackupLocally({}, { deps }).finally(() => s3.clearFaults());
     // Assess
     expect(result.status).toBe('FAILED');
-    expect(result.error).toBe('BackupFailed');
+    expect(result.error).toBe('ObjectsFailed');
     expect(result.cause).toMatch(
       /docker\/registry\/v2\/repositories\/team-1\/.* \(CopyObject AccessDenied/,
     );

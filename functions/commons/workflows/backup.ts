@@ -16,7 +16,7 @@ import {
   type Totals,
 } from '../copy/model.ts';
 import { planGeneric, planRegistry } from '../copy/plan.ts';
-import { messageOf, parseInput } from '../errors.ts';
+import { type FailureName, failureNameOf, messageOf, parseInput } from '../errors.ts';
 import { classifyRegistryKey, KeyKind, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import {
   catalogSchema,
@@ -446,6 +446,8 @@ export interface BackupSummary {
   readonly repositories: number;
   readonly tags: number;
   readonly message: string;
+  /** A failed snapshot's failure name, the workflow's Error (`BackupFailed` state's ErrorPath). */
+  readonly error?: FailureName;
 }
 
 async function shardResults(deps: WorkflowDeps, runId: string): Promise<ShardResult[]> {
@@ -550,9 +552,13 @@ export async function finalizeBackup(
     status: manifest.status,
     objects: records.length,
   });
+  const objectsFailed = totals.failed > 0 || failures.length > 0;
   return {
     snapshotId: state.snapshotId,
     status: ok ? 'complete' : 'failed',
+    ...(ok
+      ? {}
+      : { error: failureNameOf(error?.error, objectsFailed ? 'ObjectsFailed' : 'BackupFailed') }),
     objects: records.length,
     bytes: manifest.bytes,
     copied: totals.copied,
@@ -578,8 +584,13 @@ export async function markBackupFailed(
   plan: BackupPlanOutput | undefined,
   error: { error: string; cause: string },
   deps: WorkflowDeps,
-): Promise<BackupSummary | { status: 'failed'; message: string }> {
-  if (state === undefined) return { status: 'failed', message: `${error.error}: ${error.cause}` };
+): Promise<BackupSummary | { status: 'failed'; error: FailureName; message: string }> {
+  const failed = {
+    status: 'failed',
+    error: failureNameOf(error.error, 'BackupFailed'),
+    message: `${error.error}: ${error.cause}`,
+  } as const;
+  if (state === undefined) return failed;
   try {
     return await finalizeBackup(
       state,
@@ -602,6 +613,6 @@ export async function markBackupFailed(
         },
       },
     });
-    return { status: 'failed', message: `${error.error}: ${error.cause}` };
+    return failed;
   }
 }

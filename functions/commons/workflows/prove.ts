@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { InventoryRecord } from '../copy/model.ts';
-import { messageOf, VaultError } from '../errors.ts';
+import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { bucketSource, type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import { vaultKeys } from '../vault/format.ts';
@@ -49,7 +49,10 @@ const SHOWN = 10;
 /** What a problem in the target comes from, found by looking at the vault object it was copied from. */
 type Blame = 'missing in the vault' | 'corrupt in the vault' | 'in the target';
 
-/** Step: prove the target before the switch; throws a VaultError naming every problem otherwise. */
+/**
+ * Step: prove the target before the switch; otherwise throws, naming every
+ * problem, an ObjectsFailedError when the copy failed on objects, else a VaultError.
+ */
 export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Promise<ProveOutput> {
   const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
   const records = await readInventory(deps.vault, manifest);
@@ -146,7 +149,9 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       (key) => blobDigestOf(key.slice(registryBase.length)) ?? key,
     );
     const other = (report?.problems ?? []).filter((line) => !named.some((n) => line.includes(n)));
-    throw new VaultError(
+    // Objects the copy failed on make the restore partial; a sound copy of a damaged snapshot fails it.
+    const Failure = run.failures.length > 0 ? ObjectsFailedError : VaultError;
+    throw new Failure(
       [
         `snapshot ${state.snapshotId} could not be proven in s3://${state.target.bucket}/${state.target.prefix}, so the registry was not switched:`,
         ...[...lines, ...more, ...other.slice(0, 5)].map((line) => `  - ${line}`),

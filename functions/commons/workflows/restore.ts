@@ -13,7 +13,13 @@ import {
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
-import { InputError, messageOf, VaultError } from '../errors.ts';
+import {
+  type FailureName,
+  failureNameOf,
+  InputError,
+  messageOf,
+  VaultError,
+} from '../errors.ts';
 import {
   type RolloutStatus,
   type StorageRef,
@@ -498,7 +504,9 @@ async function switchThatFailedLate(
 export async function rollBackOrReport(
   event: FailedRestoreEvent,
   deps: WorkflowDeps,
-): Promise<RollbackOutput & { rolledBack: boolean }> {
+): Promise<RollbackOutput & { rolledBack: boolean; error: FailureName }> {
+  // The workflow's Error when it ends in RestoreFailed (its ErrorPath): what the failed step was.
+  const error = failureNameOf(event.error?.Error, 'RestoreFailed');
   const reasons: string[] = [];
   if (event.error !== null && event.error !== undefined) reasons.push(causeText(event.error));
   if (event.rollout?.verdict === 'failed') reasons.push(`rollout: ${event.rollout.message}`);
@@ -510,6 +518,7 @@ export async function rollBackOrReport(
     return {
       ok: false,
       rolledBack: false,
+      error,
       restored: switched?.previous ?? {
         bucket: '',
         regionEndpoint: '',
@@ -524,6 +533,7 @@ export async function rollBackOrReport(
     return {
       ok: false,
       rolledBack: false,
+      error,
       restored: switched.current,
       message: `restore failed after the registry was switched to s3://${switched.current.bucket}; it was left there because rollbackOnFailure is false: ${reason}`,
     };
@@ -532,6 +542,7 @@ export async function rollBackOrReport(
   return {
     ...rollback,
     rolledBack: rollback.ok,
+    error: rollback.ok ? 'RestoreRolledBack' : error,
     message: `restore failed: ${reason}; ${rollback.ok ? `rolled back: ${rollback.message}` : rollback.message}`,
   };
 }
