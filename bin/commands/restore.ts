@@ -1,0 +1,113 @@
+/**
+ * `regvault restore`: the restore workflow, run locally.
+ */
+import type { Command } from 'commander';
+import { InputError } from '../../functions/commons/errors.ts';
+import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
+import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
+import { restoreInputSchema } from '../../functions/commons/workflows/restore.ts';
+import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
+import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
+import { pullSampleOf } from '../flags.ts';
+import { restoreOutcome, workflowExitCode } from '../outcome.ts';
+import { stepProgressReporter } from '../progress.ts';
+import { numbersOf } from '../settings.ts';
+import { FlagNames, RESTORE_FIELDS } from '../workflow-flags.ts';
+
+/** Adds the command to the program. */
+export function restoreCommand(program: Command): void {
+  commandWithSettings(
+    program,
+    'restore',
+    'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+  )
+    .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
+    .requiredOption('--target-bucket <bucket>', 'empty bucket to restore into (create it first)')
+    .option('--target-region <region>', 'its region (defaults to the vault region)')
+    .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
+    .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
+    .option(
+      '--target-secret <name>',
+      "Secret (in the registry's namespace) with keys for the target bucket",
+    )
+    .option('--no-switch', 'copy only; leave the registry where it is')
+    .option('--no-rollback', 'leave the registry on the new bucket even if verification fails')
+    .option('--allow-non-empty', 'restore into a bucket that already holds objects')
+    .option(
+      '--pull-sample <n|all>',
+      'images pulled in full after the switch, every blob sha256-checked (a count, or all)',
+      '3',
+    )
+    .option('--push-test', 'also push a test image into regvault-verify/push-test after verifying')
+    .option(
+      '--skip-blob-hashing',
+      'before the switch, trust blobs the copy did not check against their digest (faster; the restore is then not proven)',
+    )
+    .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
+    .action(async (flags: Flags) => {
+      const settings = await settingsOf(flags);
+      const numbers = numbersOf(flags, ['rolloutTimeout']);
+      const pullSample = pullSampleOf(flags['pullSample']);
+      const kubeconfig = findKubeconfig(settings);
+      // The switch patches the cluster; the target's keys come from a Secret in it.
+      if (flags['switch'] !== false) requireCluster(kubeconfig, 'restore (switching the registry)');
+      else if (flags['targetSecret'] !== undefined)
+        requireCluster(kubeconfig, 'restore (reading --target-secret)');
+      const names = new FlagNames(RESTORE_FIELDS, run.origins);
+      const targetEndpoint = flags['targetEndpoint'] ?? settings.vaultEndpoint;
+      const input = names.check(
+        restoreInputSchema,
+        {
+          snapshot: flags['snapshot'],
+          target: {
+            bucket: flags['targetBucket'],
+            region: flags['targetRegion'] ?? settings.vaultRegion,
+            prefix: flags['targetPrefix'],
+            ...(targetEndpoint === undefined ? {} : { endpoint: targetEndpoint }),
+            ...(flags['targetSecret'] === undefined ? {} : { secretName: flags['targetSecret'] }),
+          },
+          switchRegistry: flags['switch'] !== false,
+          rollbackOnFailure: flags['rollback'] !== false,
+          allowNonEmptyTarget: flags['allowNonEmpty'] === true,
+          pullSample,
+          pushTest: flags['pushTest'] === true,
+          skipBlobHashing: flags['skipBlobHashing'] === true,
+          rolloutTimeoutSeconds: numbers.rolloutTimeout,
+          concurrency: settings.concurrency,
+        },
+        'restore input',
+      );
+      if (input.switchRegistry && settings.registryUrl === undefined)
+        throw new InputError('the restore cannot prove the registry serves the snapshot', [
+          `${names.label('registryUrl')}: switching the registry needs its URL to verify it afterwards; pass it, or pass --no-switch to copy only`,
+        ]);
+      const out = reporter(settings);
+      const deps = depsFor(settings, kubeconfig, stepProgressReporter({ json: settings.json }));
+      try {
+        // The manifest gives the progress its total; the workflow restores the very snapshot
+        // it resolved. When it cannot be resolved here, the workflow says why.
+        const manifest = await resolveSnapshot(deps.vault, input.snapshot).catch(() => undefined);
+        const progress = out.progress(
+          'restore copy',
+          manifest === undefined
+            ? undefined
+            : { objects: manifest.counts.objects, bytes: manifest.bytes },
+        );
+        const result = await runRestoreLocally(
+          { ...input, snapshot: manifest?.id ?? input.snapshot },
+          {
+            deps,
+            waitMs: 2_000,
+            onState: (state) => out.event('state', `restore: ${state}`, { state }),
+            onCopyProgress: (totals) => progress.update(totals),
+          },
+        );
+        progress.stop(result.totals);
+        run.exitCode = workflowExitCode(result);
+        const outcome = restoreOutcome(result, (text) => names.rewrite(text));
+        out.result(outcome.fields, outcome.text);
+      } finally {
+        deps.close();
+      }
+    });
+}

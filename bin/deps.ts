@@ -1,0 +1,140 @@
+/**
+ * What the commands run against: the registry cluster's kubeconfig, found the
+ * way kubectl finds it, S3 locations reached with the vault's keys, and the
+ * local workflow dependencies built from the settings.
+ */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import type { Location } from '../functions/commons/copy/model.ts';
+import { InputError } from '../functions/commons/errors.ts';
+import { createLocalDeps } from '../functions/commons/local/deps.ts';
+import type { StepProgress } from '../functions/commons/workflows/deps.ts';
+import type { Settings } from './settings.ts';
+
+/** Where the registry cluster's kubeconfig comes from, found the way kubectl finds it. */
+export type KubeconfigChoice =
+  | { readonly from: '--kubeconfig'; readonly paths: readonly [string] }
+  | { readonly from: 'KUBECONFIG'; readonly paths: readonly string[] }
+  | { readonly from: '~/.kube/config'; readonly paths: readonly [string] };
+
+/**
+ * `--kubeconfig` (or `kubeconfig` in the config file) wins; else $KUBECONFIG,
+ * a list like kubectl's (`:`-separated); else ~/.kube/config when it exists.
+ * Undefined when there is none: only the commands that need the cluster fail.
+ */
+export function findKubeconfig(
+  settings: Pick<Settings, 'kubeconfig'>,
+  env: NodeJS.ProcessEnv = process.env,
+  home: string = homedir(),
+): KubeconfigChoice | undefined {
+  if (settings.kubeconfig !== undefined)
+    return { from: '--kubeconfig', paths: [settings.kubeconfig] };
+  const listed = (env['KUBECONFIG'] ?? '').split(delimiter).filter((path) => path !== '');
+  if (listed.length > 0) return { from: 'KUBECONFIG', paths: listed };
+  const fallback = join(home, '.kube', 'config');
+  return existsSync(fallback) ? { from: '~/.kube/config', paths: [fallback] } : undefined;
+}
+
+/**
+ * Fails with bad input (exit 2) before anything runs when a command needs the
+ * cluster and no kubeconfig is found, or a file it names is missing. Unlike
+ * kubectl, a missing file in a $KUBECONFIG list is an error, not skipped:
+ * client-node's loadFromDefault, which merges the list, cannot skip it either.
+ */
+export function requireCluster(choice: KubeconfigChoice | undefined, what: string): void {
+  const fix =
+    'pass --kubeconfig <file> (or set KUBECONFIG, or create ~/.kube/config), and --context when its current context is not the registry cluster';
+  if (choice === undefined)
+    throw new InputError(`${what} needs the registry cluster, and no kubeconfig was found`, [
+      `--kubeconfig: ${fix}`,
+    ]);
+  const where = choice.from === 'KUBECONFIG' ? 'KUBECONFIG' : '--kubeconfig';
+  const missing = choice.paths.filter((path) => !existsSync(path));
+  if (missing.length > 0)
+    throw new InputError(
+      `${what} needs the registry cluster, and the kubeconfig cannot be found`,
+      missing.map((path) => `${where}: ${path} does not exist; ${fix}`),
+    );
+}
+
+function vaultLocation(settings: Settings): Location {
+  return {
+    ...(settings.vaultEndpoint === undefined ? {} : { endpoint: settings.vaultEndpoint }),
+    region: settings.vaultRegion,
+    bucket: settings.vaultBucket,
+    prefix: settings.vaultPrefix,
+    forcePathStyle: settings.vaultEndpoint !== undefined,
+    access: 'vault',
+    ...(settings.vaultContentMd5 ? { contentMd5: true } : {}),
+  };
+}
+
+/**
+ * An S3 location the commands reach with the vault's keys; its endpoint and
+ * region default to the vault's.
+ */
+export function s3Location(
+  settings: Settings,
+  where: { bucket: string; prefix: string; endpoint?: unknown; region?: unknown },
+): Location {
+  const endpoint = typeof where.endpoint === 'string' ? where.endpoint : settings.vaultEndpoint;
+  return {
+    ...(endpoint === undefined ? {} : { endpoint }),
+    region: typeof where.region === 'string' ? where.region : settings.vaultRegion,
+    bucket: where.bucket,
+    prefix: where.prefix,
+    forcePathStyle: endpoint !== undefined,
+    access: 'vault',
+  };
+}
+
+/** Keys for S3 from the usual environment variables; undefined lets the SDK find them (profiles, roles). */
+function envKeys(prefix = 'AWS'): { accessKeyId: string; secretAccessKey: string } | undefined {
+  const accessKeyId = process.env[`${prefix}_ACCESS_KEY_ID`];
+  const secretAccessKey = process.env[`${prefix}_SECRET_ACCESS_KEY`];
+  return accessKeyId !== undefined && secretAccessKey !== undefined
+    ? { accessKeyId, secretAccessKey }
+    : undefined;
+}
+
+/** The local workflow dependencies a command runs with. */
+export function depsFor(
+  settings: Settings,
+  kubeconfig = findKubeconfig(settings),
+  onProgress?: (event: StepProgress) => void,
+) {
+  const keys = envKeys();
+  // Several files in $KUBECONFIG: no path, so client-node's loadFromDefault merges that list.
+  const path =
+    kubeconfig === undefined || kubeconfig.paths.length > 1 ? undefined : kubeconfig.paths[0];
+  return createLocalDeps({
+    vault: {
+      location: vaultLocation(settings),
+      ...(keys === undefined ? {} : { credentials: keys }),
+    },
+    ...(kubeconfig === undefined
+      ? {}
+      : {
+          kube: {
+            ...(path === undefined ? {} : { path }),
+            ...(settings.context === undefined ? {} : { context: settings.context }),
+          },
+        }),
+    ...(settings.moduleInfo === undefined
+      ? {}
+      : { profileSettings: { moduleInfoName: settings.moduleInfo } }),
+    ...(settings.registryUrl === undefined ? {} : { registryUrl: settings.registryUrl }),
+    ...(onProgress === undefined ? {} : { onProgress }),
+    ...(settings.registryUsername === undefined || settings.registryPassword === undefined
+      ? {}
+      : {
+          registryCredentials: {
+            kind: 'basic' as const,
+            username: settings.registryUsername,
+            password: settings.registryPassword,
+          },
+        }),
+    concurrency: settings.concurrency,
+  });
+}
