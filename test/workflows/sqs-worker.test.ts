@@ -45,6 +45,7 @@ function recordingCallbacks() {
     },
     async heartbeat(token) {
       calls.push({ kind: 'heartbeat', token });
+      return true;
     },
   };
   return { calls, callbacks };

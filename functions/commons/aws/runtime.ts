@@ -25,7 +25,12 @@ import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
 import { type AcpSettings, acpSettingsSchema } from '../registry/acp.ts';
 import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
-import type { MessageSender, ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
+import {
+  type MessageSender,
+  type ShardOutcome,
+  sqsDelay,
+  type TaskCallbacks,
+} from '../workflows/worker.ts';
 import { registryCredentialsOf } from './secret-values.ts';
 
 export const SERVICE = 'regvault';
@@ -159,18 +164,20 @@ export const stepFunctionsCallbacks: TaskCallbacks = {
     );
   },
   async heartbeat(taskToken: string) {
-    await tolerateClosedTask(() => sfn.send(new SendTaskHeartbeatCommand({ taskToken })));
+    return tolerateClosedTask(() => sfn.send(new SendTaskHeartbeatCommand({ taskToken })));
   },
 };
 
-async function tolerateClosedTask(call: () => Promise<unknown>): Promise<void> {
+/** Runs a task callback; false (logged, not thrown) when the task is already closed. */
+async function tolerateClosedTask(call: () => Promise<unknown>): Promise<boolean> {
   try {
     await call();
+    return true;
   } catch (err) {
     const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
     if (name === 'TaskTimedOut' || name === 'TaskDoesNotExist' || name === 'InvalidToken') {
       logger.warn('the waiting task is already closed', { error: name });
-      return;
+      return false;
     }
     throw err;
   }
@@ -178,11 +185,15 @@ async function tolerateClosedTask(call: () => Promise<unknown>): Promise<void> {
 
 export function sqsSender(queueUrl: string | undefined): MessageSender {
   return {
-    async send(message) {
+    async send(message, options = {}) {
       if (queueUrl === undefined)
         throw new InputError('COPY_QUEUE_URL is not set on the copy worker');
       await sqs.send(
-        new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify(message) }),
+        new SendMessageCommand({
+          QueueUrl: queueUrl,
+          MessageBody: JSON.stringify(message),
+          ...sqsDelay(options.delayMs),
+        }),
       );
     },
   };

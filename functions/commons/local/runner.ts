@@ -25,7 +25,7 @@ import type { WorkflowDeps } from '../workflows/deps.ts';
 import type { ShardMessage } from '../workflows/job.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
-import type { ShardOutcome, TaskCallbacks } from '../workflows/worker.ts';
+import { type ShardOutcome, sqsDelay, type TaskCallbacks } from '../workflows/worker.ts';
 
 const stateMachineFile = (name: WorkflowName) =>
   fileURLToPath(new URL(`../../../state-machines/${name}.asl.json`, import.meta.url));
@@ -92,8 +92,9 @@ class TokenBook implements TaskCallbacks {
     this.#waiting.delete(token);
   }
 
-  async heartbeat(): Promise<void> {
+  async heartbeat(token: string): Promise<boolean> {
     this.heartbeats++;
+    return this.#waiting.has(token);
   }
 }
 
@@ -112,6 +113,14 @@ class WorkerPool {
 
   /** Totals of every message worked on so far (copied, skipped, failed, bytes). */
   totals: Totals = emptyTotals();
+  /** The running totals of the messages being worked on now. */
+  readonly #inFlight = new Map<string, Totals>();
+
+  #report(): void {
+    let sum = this.totals;
+    for (const running of this.#inFlight.values()) sum = addTotals(sum, running);
+    this.#onProgress?.(sum);
+  }
   readonly #onProgress: ((totals: Totals) => void) | undefined;
 
   constructor(
@@ -129,18 +138,23 @@ class WorkerPool {
     for (let i = 0; i < workers; i++) this.#loops.push(this.#loop());
   }
 
-  async send(message: ShardMessage): Promise<void> {
+  async send(message: ShardMessage, options: { delayMs?: number } = {}): Promise<void> {
     if (this.#transport.kind === 'sqs') {
       await this.#transport.client.send(
         new SendMessageCommand({
           QueueUrl: this.#transport.queueUrl,
           MessageBody: JSON.stringify(message),
+          ...sqsDelay(options.delayMs),
         }),
       );
       return;
     }
-    this.#memoryQueue.push(message);
-    this.#wake?.();
+    const enqueue = () => {
+      this.#memoryQueue.push(message);
+      this.#wake?.();
+    };
+    if (options.delayMs === undefined) enqueue();
+    else setTimeout(enqueue, options.delayMs);
   }
 
   async #next(): Promise<Array<{ messageId: string; body: string; receipt?: string }>> {
@@ -180,13 +194,20 @@ class WorkerPool {
       }
       if (batch.length === 0) continue;
       this.messages += batch.length;
+      const slot = randomUUID();
       const result = await processShardRecords(batch, this.#deps, {
         callbacks: this.book,
         sender: this,
         deadline: Date.now() + this.#budgetMs,
+        // Running totals after every page, so progress moves during a long shard.
+        onProgress: (running) => {
+          this.#inFlight.set(slot, running);
+          this.#report();
+        },
       });
+      this.#inFlight.delete(slot);
       this.totals = addTotals(this.totals, result.totals);
-      this.#onProgress?.(this.totals);
+      this.#report();
       const retry = new Set(result.batchItemFailures.map((f) => f.itemIdentifier));
       for (const record of batch) {
         if (
@@ -334,7 +355,7 @@ async function run(
   const pool = new WorkerPool(
     options.deps,
     options.transport ?? { kind: 'memory' },
-    options.workers ?? 4,
+    options.workers ?? 8,
     options.workerBudgetMs ?? 600_000,
     options.onCopyProgress,
   );

@@ -3,6 +3,7 @@
  * discover, plan, (copy shards: the workers), finalize, and mark failed. Each
  * step takes the previous step's small JSON output and returns its own.
  */
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { z } from 'zod';
 import { looksLikeRegistry } from '../copy/engine.ts';
@@ -207,6 +208,8 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
 export interface BackupPlanOutput {
   readonly linkShardIds: readonly string[];
   readonly dataShardIds: readonly string[];
+  /** Every shard for the one copy Map, link shards first. */
+  readonly shardIds: readonly string[];
   readonly estimatedObjects: number;
   readonly planRequests: number;
 }
@@ -245,15 +248,31 @@ export async function planBackup(
     ...(state.previousSnapshotId === undefined
       ? {}
       : { previousSnapshotId: state.previousSnapshotId }),
+    ...(state.previousSnapshotId === undefined && (await poolIsEmpty(deps))
+      ? { targetEmpty: true }
+      : {}),
     concurrency: state.concurrency,
     shards,
   });
   return {
     linkShardIds: plan.linkShards.map((s) => s.id),
     dataShardIds: plan.dataShards.map((s) => s.id),
+    shardIds: shards.map((s) => s.id),
     estimatedObjects: plan.estimatedObjects,
     planRequests: plan.requests,
   };
+}
+
+/** True when the vault's blob pool holds nothing (one LIST). */
+async function poolIsEmpty(deps: WorkflowDeps): Promise<boolean> {
+  const found = await deps.vault.client.send(
+    new ListObjectsV2Command({
+      Bucket: deps.vault.location.bucket,
+      Prefix: vaultKeys.blobPool(rootOf(deps.vault)),
+      MaxKeys: 1,
+    }),
+  );
+  return (found.KeyCount ?? 0) === 0;
 }
 
 /** Records per inventory part: small enough for one worker invocation to restore. */
@@ -594,7 +613,13 @@ export async function markBackupFailed(
   try {
     return await finalizeBackup(
       state,
-      plan ?? { linkShardIds: [], dataShardIds: [], estimatedObjects: 0, planRequests: 0 },
+      plan ?? {
+        linkShardIds: [],
+        dataShardIds: [],
+        shardIds: [],
+        estimatedObjects: 0,
+        planRequests: 0,
+      },
       deps,
       error,
     );

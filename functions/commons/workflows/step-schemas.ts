@@ -51,6 +51,7 @@ export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
   z.object({
     linkShardIds: z.array(id),
     dataShardIds: z.array(id),
+    shardIds: z.array(id),
     estimatedObjects: count,
     planRequests: count,
   }),

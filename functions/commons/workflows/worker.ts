@@ -55,12 +55,38 @@ import { type CopyJob, loadJob, type ShardMessage, shardMessageSchema } from './
 export interface TaskCallbacks {
   success(taskToken: string, output: ShardOutcome): Promise<void>;
   failure(taskToken: string, error: string, cause: string): Promise<void>;
-  heartbeat(taskToken: string): Promise<void>;
+  /** Keeps the task alive; false when it is already closed (the run ended or timed out). */
+  heartbeat(taskToken: string): Promise<boolean | undefined>;
 }
 
 /** Where continuation messages go (the SQS queue in AWS). */
 export interface MessageSender {
-  send(message: ShardMessage): Promise<void>;
+  /** `delayMs`: deliver no sooner (SQS rounds it up to whole seconds, at most 900). */
+  send(message: ShardMessage, options?: { delayMs?: number }): Promise<void>;
+}
+
+/** SQS's DelaySeconds for a delay in ms: whole seconds, at least 1, at most 900. */
+export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number } {
+  if (delayMs === undefined || delayMs <= 0) return {};
+  return { DelaySeconds: Math.min(900, Math.max(1, Math.ceil(delayMs / 1000))) };
+}
+
+/** How long a blob shard waits before it looks again whether every link shard has listed. */
+export const LINKS_LISTED_POLL_MS = 250;
+
+/** Where a link shard says it has listed everything (its tags copied): blob shards wait for all of them. */
+const listedPrefix = (deps: WorkflowDeps, runId: string) =>
+  `${vaultKeys.run(rootOf(deps.vault), runId)}listed/`;
+
+/** True when every link shard of the backup has listed its links (one LIST of the markers). */
+async function linksListed(
+  job: Extract<CopyJob, { purpose: 'backup' }>,
+  deps: WorkflowDeps,
+): Promise<boolean> {
+  const linkShards = job.shards.filter((shard) => shard.kind === 'links').length;
+  if (linkShards === 0) return true;
+  const markers = await listKeys(deps.vault, listedPrefix(deps, job.runId));
+  return markers.length >= linkShards;
 }
 
 /** What a finished shard reports to its Map iteration: counts, never object lists. */
@@ -225,22 +251,46 @@ export async function handleShardMessage(
   const records: InventoryRecord[] = [];
   const onRecord = (record: InventoryRecord) => records.push(record);
   let result: ShardRunResult;
+  let onListed: (() => void) | undefined;
   const resume = {
     ...(message.cursor === undefined ? {} : { cursor: message.cursor }),
     deadline: transport.deadline,
     onRecord,
+    onListed: () => onListed?.(),
     ...(transport.onProgress === undefined ? {} : { onProgress: transport.onProgress }),
   };
   const heartbeat = setInterval(
     () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
     60_000,
   );
+  let marking: Promise<void> | undefined;
   try {
     if (job.purpose === 'backup') {
       const shard = job.shards.find((candidate) => candidate.id === message.shardId);
       if (shard === undefined)
         throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
+      if (shard.kind === 'links') {
+        // Said as soon as the last phase is listed: the blob shards start while its copies trail.
+        const marker = `${listedPrefix(deps, job.runId)}${shard.id}`;
+        onListed = () => {
+          marking ??= putJson(deps.vault, marker, { shardId: shard.id });
+        };
+      } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
+        // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
+        clearInterval(heartbeat);
+        if ((await transport.callbacks.heartbeat(message.taskToken)) === false)
+          return emptyTotals();
+        await transport.sender.send(message, { delayMs: LINKS_LISTED_POLL_MS });
+        return emptyTotals();
+      }
       result = await runShard(ctx, shard, resume);
+      // A link shard that ended without listing everything (aborted) still frees the blob
+      // shards: the run fails on its result, and finalize says why.
+      if (shard.kind === 'links' && result.next === undefined)
+        marking ??= putJson(deps.vault, `${listedPrefix(deps, job.runId)}${shard.id}`, {
+          shardId: shard.id,
+        });
+      await marking;
     } else {
       // A restore part streams its blobs through the worker (the vault and the
       // registry's bucket have different keys), so it too hands on at the deadline.
