@@ -2,12 +2,12 @@
  * `regvault fsck`: a registry layout in a snapshot or a bucket.
  */
 import type { Command } from 'commander';
+import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
 import {
   bucketSource,
-  fsckRegistry,
   type RegistrySource,
   snapshotSource,
-} from '../../functions/commons/registry/fsck.ts';
+} from '../../functions/commons/registry/fsck-sources.ts';
 import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';

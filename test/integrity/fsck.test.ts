@@ -3,11 +3,8 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
-import {
-  bucketSource,
-  fsckRegistry,
-  snapshotSource,
-} from '../../functions/commons/registry/fsck.ts';
+import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
+import { bucketSource, snapshotSource } from '../../functions/commons/registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf } from '../../functions/commons/registry/layout.ts';
 import { vaultKeys } from '../../functions/commons/vault/format.ts';
 import { resolveSnapshot } from '../../functions/commons/vault/store.ts';

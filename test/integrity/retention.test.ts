@@ -4,11 +4,8 @@ import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { InputError } from '../../functions/commons/errors.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
-import {
-  bucketSource,
-  fsckRegistry,
-  snapshotSource,
-} from '../../functions/commons/registry/fsck.ts';
+import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
+import { bucketSource, snapshotSource } from '../../functions/commons/registry/fsck-sources.ts';
 import {
   newSnapshotId,
   type SnapshotManifest,

@@ -7,7 +7,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
-import type { RegistrySource } from '../../functions/commons/registry/fsck.ts';
+import type { RegistrySource } from '../../functions/commons/registry/fsck-sources.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
 import {
   createBucket,

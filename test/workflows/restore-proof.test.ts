@@ -13,11 +13,8 @@ import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { acpProfile } from '../../functions/commons/registry/acp.ts';
 import { RegistryClient } from '../../functions/commons/registry/client.ts';
-import {
-  bucketSource,
-  fsckRegistry,
-  snapshotSource,
-} from '../../functions/commons/registry/fsck.ts';
+import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
+import { bucketSource, snapshotSource } from '../../functions/commons/registry/fsck-sources.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
 import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
 import { getJson, resolveSnapshot } from '../../functions/commons/vault/store.ts';

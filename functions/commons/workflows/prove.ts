@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { InventoryRecord } from '../copy/model.ts';
 import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
-import { bucketSource, type FsckReport, fsckRegistry } from '../registry/fsck.ts';
+import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
+import { bucketSource } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import { vaultKeys } from '../vault/format.ts';
 import {

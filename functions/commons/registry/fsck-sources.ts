@@ -1,0 +1,265 @@
+/**
+ * Where fsck reads a registry layout from: the source interface, and its
+ * three kinds (a live bucket, inventory records held in memory, a snapshot
+ * in the vault read through its inventory), plus the check that the vault
+ * still holds what an inventory promises. Keys are relative to
+ * `docker/registry/v2/`. See docs/integrity.md.
+ */
+import { createHash } from 'node:crypto';
+import {
+  GetObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { InventoryRecord } from '../copy/model.ts';
+import { VaultError } from '../errors.ts';
+import type { SnapshotManifest } from '../vault/format.ts';
+import { listKeys, readInventory, type Vault } from '../vault/store.ts';
+import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
+
+/** One object of a registry layout, its key relative to `docker/registry/v2/`. */
+export interface RegistryObject {
+  readonly key: string;
+  readonly size: number;
+}
+
+/** An object a source promises (a snapshot's inventory lists it) that its store lacks or holds at another size. */
+export interface UnbackedObject {
+  readonly key: string;
+  readonly expectedSize: number;
+  /** The size the store holds; undefined when the object is missing. */
+  readonly actualSize?: number;
+}
+
+/** Where fsck reads a registry layout from: a bucket, a snapshot, anything keyed alike. */
+export interface RegistrySource {
+  /** How problems name the store: "the vault", "the target", "the bucket" (default). */
+  readonly label?: string;
+  /** Every object, keys relative to the registry prefix (`blobs/...`, `repositories/...`). */
+  list(): AsyncIterable<RegistryObject> | Promise<readonly RegistryObject[]>;
+  /** Where a key lives in the store (its full key), for messages. */
+  locate?(key: string): string;
+  /**
+   * Objects `list` promised that the store lacks or holds at another size,
+   * found by listing the store (no read). Missing ones are left out of the
+   * layout; ones of another size are corrupt.
+   */
+  unbacked?(): Promise<readonly UnbackedObject[]>;
+  /** An object's bytes, or undefined when it does not exist. */
+  read(key: string): Promise<Buffer | undefined>;
+  /** An object's bytes as a stream, so deep mode hashes large layers without holding them; falls back to `read`. */
+  open?(key: string): Promise<AsyncIterable<Uint8Array> | undefined>;
+}
+
+/** Every object a source lists, however it lists them. */
+export async function listAll(
+  listing: AsyncIterable<RegistryObject> | Promise<readonly RegistryObject[]>,
+): Promise<RegistryObject[]> {
+  if (Symbol.asyncIterator in listing) {
+    const objects: RegistryObject[] = [];
+    for await (const object of listing) objects.push(object);
+    return objects;
+  }
+  return [...(await listing)];
+}
+
+/** The sha256 digest of an object, streamed when the source can; undefined when it does not exist. */
+export async function sha256Of(source: RegistrySource, key: string): Promise<string | undefined> {
+  const hash = createHash('sha256');
+  if (source.open !== undefined) {
+    const stream = await source.open(key);
+    if (stream === undefined) return undefined;
+    for await (const chunk of stream) hash.update(chunk);
+  } else {
+    const bytes = await source.read(key);
+    if (bytes === undefined) return undefined;
+    hash.update(bytes);
+  }
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** The registry data prefix under a driver root directory (`<root>/docker/registry/v2/`), tolerant of a root that already ends there. */
+function registryBase(rootPrefix: string): string {
+  const root = normaliseRoot(rootPrefix);
+  return root.endsWith(REGISTRY_V2) ? root : `${root}${REGISTRY_V2}`;
+}
+
+function isMissing(err: unknown): boolean {
+  const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
+  return name === 'NoSuchKey' || name === 'NotFound';
+}
+
+/** Reads and streams objects of one bucket; `undefined` for a key that does not exist. */
+function objectReader(client: S3Client, bucket: string) {
+  const get = async (key: string) => {
+    try {
+      return await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  };
+  return {
+    async read(key: string): Promise<Buffer | undefined> {
+      const response = await get(key);
+      if (response === undefined) return undefined;
+      return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+    },
+    async open(key: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+      const response = await get(key);
+      if (response === undefined) return undefined;
+      const body = response.Body;
+      if (body === undefined) return (async function* () {})();
+      // In Node the SDK's body is a Readable, which is async-iterable.
+      if (Symbol.asyncIterator in body) return body as AsyncIterable<Uint8Array>;
+      const whole = await body.transformToByteArray();
+      return (async function* () {
+        yield whole;
+      })();
+    },
+  };
+}
+
+/**
+ * A registry bucket as a source. `rootPrefix` is the storage driver's root
+ * directory (the key prefix before `docker/registry/v2/`), '' for none.
+ */
+export function bucketSource(
+  client: S3Client,
+  bucket: string,
+  rootPrefix: string,
+  label = 'the bucket',
+): RegistrySource {
+  const base = registryBase(rootPrefix);
+  const objects = objectReader(client, bucket);
+  return {
+    label,
+    locate: (key) => `s3://${bucket}/${base}${key}`,
+    async *list() {
+      let token: string | undefined;
+      do {
+        const page: ListObjectsV2CommandOutput = await client.send(
+          new ListObjectsV2Command({
+            Bucket: bucket,
+            Prefix: base,
+            ...(token === undefined ? {} : { ContinuationToken: token }),
+          }),
+        );
+        for (const item of page.Contents ?? []) {
+          const key = item.Key ?? '';
+          if (key.startsWith(base)) yield { key: key.slice(base.length), size: item.Size ?? 0 };
+        }
+        token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+      } while (token !== undefined);
+    },
+    read: (key) => objects.read(`${base}${key}`),
+    open: (key) => objects.open(`${base}${key}`),
+  };
+}
+
+/**
+ * Inventory records of a registry backup as a source: listing is the records
+ * (no request), reads go to each record's vault key (a pool blob, or an object
+ * under this or an earlier snapshot). `base` is the source key prefix up to
+ * and including `docker/registry/v2/`. Backup finalize can call this with the
+ * records it holds, before the inventory is even written.
+ */
+export function recordsSource(
+  vault: Vault,
+  records: readonly InventoryRecord[],
+  base: string,
+): RegistrySource {
+  const targets = new Map<string, string>();
+  const objects: RegistryObject[] = [];
+  for (const record of records) {
+    if (!record.key.startsWith(base)) continue;
+    const key = record.key.slice(base.length);
+    targets.set(key, record.targetKey);
+    objects.push({ key, size: record.size });
+  }
+  const reader = objectReader(vault.client, vault.location.bucket);
+  return {
+    label: 'the vault',
+    locate: (key) => `vault key ${targets.get(key) ?? key}`,
+    list: async () => objects,
+    async read(key) {
+      const target = targets.get(key);
+      return target === undefined ? undefined : reader.read(target);
+    },
+    async open(key) {
+      const target = targets.get(key);
+      return target === undefined ? undefined : reader.open(target);
+    },
+  };
+}
+
+/** A snapshot in the vault as a source, read through its inventory. */
+export function snapshotSource(vault: Vault, manifest: SnapshotManifest): RegistrySource {
+  if (manifest.layout !== 'registry') {
+    throw new VaultError(
+      `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
+    );
+  }
+  const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;
+  let loaded: Promise<RegistrySource> | undefined;
+  const inner = () => {
+    loaded ??= readInventory(vault, manifest).then((records) =>
+      recordsSource(vault, records, base),
+    );
+    return loaded;
+  };
+  let records: Promise<readonly InventoryRecord[]> | undefined;
+  const recordsOf = () => {
+    records ??= readInventory(vault, manifest);
+    return records;
+  };
+  let located: Map<string, string> | undefined;
+  return {
+    label: 'the vault',
+    locate: (key) => `vault key ${located?.get(key) ?? key}`,
+    list: async () => {
+      const source = await inner();
+      located = new Map(
+        (await recordsOf())
+          .filter((r) => r.key.startsWith(base))
+          .map((r) => [r.key.slice(base.length), r.targetKey]),
+      );
+      return listAll(source.list());
+    },
+    read: async (key) => (await inner()).read(key),
+    open: async (key) => (await inner()).open?.(key),
+    unbacked: async () => unbackedRecords(vault, await recordsOf(), base),
+  };
+}
+
+/**
+ * Inventory records whose vault object is missing or of another size, found
+ * by listing the vault prefixes the records point into (the blob pool, the
+ * snapshots' object trees): one LIST per 1,000 vault objects, no read.
+ */
+export async function unbackedRecords(
+  vault: Vault,
+  records: readonly InventoryRecord[],
+  base: string,
+): Promise<UnbackedObject[]> {
+  const prefixes = new Set<string>();
+  for (const record of records) {
+    const match = /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(record.targetKey);
+    prefixes.add(match?.[1] ?? record.targetKey);
+  }
+  const held = new Map<string, number>();
+  for (const prefix of prefixes)
+    for (const object of await listKeys(vault, prefix)) held.set(object.key, object.size);
+  const unbacked: UnbackedObject[] = [];
+  for (const record of records) {
+    const size = held.get(record.targetKey);
+    if (size === record.size) continue;
+    unbacked.push({
+      key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
+      expectedSize: record.size,
+      ...(size === undefined ? {} : { actualSize: size }),
+    });
+  }
+  return unbacked;
+}
