@@ -6,7 +6,8 @@
  */
 import { z } from 'zod';
 import { lambda, metrics } from './commons/aws/runtime.ts';
-import { parseRetentionPolicy, prune } from './commons/vault/retention.ts';
+import { prune } from './commons/vault/prune.ts';
+import { parseRetentionPolicy } from './commons/vault/retention.ts';
 
 const pruneConfigSchema = z.object({
   RETENTION_POLICY: z.string().default('{}'),

@@ -3,11 +3,10 @@
  */
 import type { Command } from 'commander';
 import { InputError } from '../../functions/commons/errors.ts';
+import { deleteSnapshot, prune } from '../../functions/commons/vault/prune.ts';
+import { describeGrace } from '../../functions/commons/vault/prune-report.ts';
 import {
-  deleteSnapshot,
-  describeGrace,
   parseRetentionPolicy,
-  prune,
   type SnapshotVerdict,
 } from '../../functions/commons/vault/retention.ts';
 import {

@@ -11,12 +11,8 @@ import {
   type SnapshotManifest,
   vaultKeys,
 } from '../../functions/commons/vault/format.ts';
-import {
-  deleteSnapshot,
-  planPrune,
-  prune,
-  type RetentionPolicy,
-} from '../../functions/commons/vault/retention.ts';
+import { deleteSnapshot, prune } from '../../functions/commons/vault/prune.ts';
+import { planPrune, type RetentionPolicy } from '../../functions/commons/vault/retention.ts';
 import {
   listSnapshots,
   putJson,

@@ -117,12 +117,17 @@ export async function gunzipLines(bytes: Buffer): Promise<unknown[]> {
     .map((line) => JSON.parse(line) as unknown);
 }
 
-/** Every key under a prefix, in order. */
-export async function listKeys(
-  vault: Vault,
-  prefix: string,
-): Promise<Array<{ key: string; size: number }>> {
-  const keys: Array<{ key: string; size: number }> = [];
+/** One listed key: its size and LastModified (ms). */
+export interface ListedKey {
+  readonly key: string;
+  readonly size: number;
+  /** A key without a date counts as brand new (infinity), so prune never sweeps it on a guess. */
+  readonly lastModified: number;
+}
+
+/** Every key under a prefix, in order, with its size and LastModified. */
+export async function listKeys(vault: Vault, prefix: string): Promise<ListedKey[]> {
+  const keys: ListedKey[] = [];
   let token: string | undefined;
   do {
     const page: ListObjectsV2CommandOutput = await vault.client.send(
@@ -133,7 +138,11 @@ export async function listKeys(
       }),
     );
     for (const item of page.Contents ?? [])
-      keys.push({ key: item.Key ?? '', size: item.Size ?? 0 });
+      keys.push({
+        key: item.Key ?? '',
+        size: item.Size ?? 0,
+        lastModified: item.LastModified?.getTime() ?? Number.POSITIVE_INFINITY,
+      });
     token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
   } while (token !== undefined);
   return keys;
