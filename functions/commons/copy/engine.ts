@@ -1,8 +1,13 @@
 /**
- * The copy engine's entry points: build a copy context for two locations, run
- * a plan's shards (links before data) and total the outcome. The Lambda
- * workers call `runShard` directly with their own deadline; the local runner
- * and the CLI call `runPlan`.
+ * The copy engine's entry points: build a copy context for two locations
+ * (`createCopyContext`), run all of a plan's shards in one process
+ * (`runPlan`: data shards start listing once every link shard has listed)
+ * and total the outcome. Backups and restores never call `runPlan`: the
+ * workflows' copy worker (workflows/worker.ts), which the Lambda copy worker
+ * and the local runner (so the CLI's backup and restore) both run, builds
+ * its context here and calls `runShard` once per shard message with its own
+ * deadline. `runPlan` serves the CLI's `copy` command and the bench's
+ * scripts/copy-run.ts.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';

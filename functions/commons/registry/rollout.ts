@@ -1,9 +1,12 @@
 /**
- * Switching a registry's storage end to end: patch, wait for the rollout
- * (failing fast on storage errors in the new pods' logs), verify, and roll
- * back to the previous storage when asked and something failed. The Step
- * Functions workflow runs the same steps as separate states with a Wait/Choice
- * loop; the CLI and tests call `switchVerifyRollback`.
+ * Waiting for a registry's storage switch to roll out (failing fast on
+ * storage errors in the new pods' logs) and rolling it back. The restore
+ * workflow (workflows/restore.ts, which the CLI runs through the local
+ * runner too) judges one rollout status per poll with `judgeRollout` and
+ * `describeRolloutFailure` inside the state machine's Wait/Choice loop, and
+ * its rollback step calls `rollBackStorage`, which waits here for the
+ * rollback's own rollout. `switchVerifyRollback` (switch, wait, verify, roll
+ * back in one call) has no caller outside the tests.
  */
 import { ClusterError, messageOf } from '../errors.ts';
 import type { RegistryProfile, RolloutStatus, StorageRef, SwitchResult } from './profile.ts';
@@ -137,15 +140,14 @@ export async function switchVerifyRollback(
     if (err instanceof RolloutError && err.status !== undefined) rollout = err.status;
   }
   if (error === undefined) return { ok: true, switched, rollout, verify };
-  if (!options.rollbackOnFailure || !switched.changed) {
-    return {
-      ok: false,
-      switched,
-      ...(rollout === undefined ? {} : { rollout }),
-      ...(verify === undefined ? {} : { verify }),
-      error,
-    };
-  }
+  const failed = {
+    ok: false,
+    switched,
+    ...(rollout === undefined ? {} : { rollout }),
+    ...(verify === undefined ? {} : { verify }),
+    error,
+  };
+  if (!options.rollbackOnFailure || !switched.changed) return failed;
   let rollback: SwitchOutcome['rollback'];
   try {
     const { rollout: backRollout } = await rollBackStorage(profile, switched, options);
@@ -160,12 +162,5 @@ export async function switchVerifyRollback(
   } catch (err) {
     rollback = { ok: false, restored: switched.previous, error: messageOf(err) };
   }
-  return {
-    ok: false,
-    switched,
-    ...(rollout === undefined ? {} : { rollout }),
-    ...(verify === undefined ? {} : { verify }),
-    error,
-    rollback,
-  };
+  return { ...failed, rollback };
 }

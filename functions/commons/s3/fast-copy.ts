@@ -1,18 +1,22 @@
 /**
- * CopyObject and ListObjectsV2 without the SDK's request pipeline, for the
- * copy engine's hot path. Written by hand because measurement says so: on the
- * sandbox, 4,000 CopyObject calls at 32 in flight took 2.4 s and 2.5 s of
- * client CPU through `S3Client.send` and 0.65 s and 0.6 s of CPU this way (the
- * SDK's middleware, schema and XML layers cost about 0.6 ms of CPU per call,
- * and a bulk copy is CPU-bound on the client). Everything else still goes
- * through the SDK.
+ * The copy engine's hot S3 calls without the SDK's request pipeline:
+ * CopyObject, ListObjectsV2, GetObject (whole or a byte range, held in
+ * memory: small objects and parts only) and PutObject / UploadPart. Written
+ * by hand because measurement says so: on the sandbox, 4,000 CopyObject calls
+ * at 32 in flight took 2.4 s and 2.5 s of client CPU through `S3Client.send`
+ * and 0.65 s and 0.6 s of CPU this way (the SDK's middleware, schema and XML
+ * layers cost about 0.6 ms of CPU per call, and a bulk copy is CPU-bound on
+ * the client). Multipart create/complete, UploadPartCopy, deletes and every
+ * other call still go through the SDK; `listObjectsPage` answers a listing
+ * page through this path when the caller has one, else through the SDK.
  *
  * It signs with the SDK's own SigV4 signer and the client's own credentials
- * provider, addresses buckets the way the client does (path style, or
- * virtual-hosted on AWS), retries like the SDK's standard mode (backoff with
- * full jitter on throttling, 5xx, timeouts and resets; never on other 4xx),
- * and throws errors shaped like the SDK's (`name`/`Code`, `$metadata`), so
- * callers cannot tell the two apart.
+ * provider, addresses buckets path-style when the caller forces it or names
+ * an endpoint and virtual-hosted on AWS's regional endpoint otherwise,
+ * retries like the SDK's standard mode (backoff with full jitter on
+ * throttling, 5xx, timeouts, resets and a 200 whose body is an error; never
+ * on other 4xx), and throws errors shaped like the SDK's (`name`/`Code`,
+ * `$metadata`), so callers cannot tell the two apart.
  */
 import { createHash, createHmac } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
