@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../process.ts';
-import { startRegistry } from '../registry/index.ts';
+import { type S3Storage, startRegistry } from '../registry/index.ts';
 import {
   MODULE_LABEL,
   REGISTRY_APP,
@@ -49,16 +49,9 @@ export interface FakeClusterOptions {
   readonly startRegistry?: RegistryStarter;
 }
 
-export interface SeedOptions {
+export interface SeedOptions extends S3Storage {
   /** ModuleInfo name. */
   readonly name?: string;
-  readonly bucket: string;
-  /** The S3 endpoint URL (`regionEndpoint` in the ModuleInfo). */
-  readonly endpoint: string;
-  readonly region: string;
-  readonly accessKey: string;
-  readonly secretKey: string;
-  readonly rootDirectory?: string;
   readonly secretName?: string;
   /** Data keys of the Secret; the operator reads `access-key-id` and `secret-access-key`. */
   readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };

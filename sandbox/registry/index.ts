@@ -13,16 +13,19 @@ import { freePort, LOOPBACK, type ManagedProcess, spawnManaged, waitFor } from '
 /** The registry binary Debian installs. */
 export const REGISTRY_BINARY = process.env['REGVAULT_REGISTRY_BINARY'] ?? 'docker-registry';
 
+/** A bucket a registry keeps its data in, and the keys it reaches it with. */
+export interface S3Storage {
+  readonly bucket: string;
+  /** The S3 endpoint URL (`regionendpoint` of the registry, `regionEndpoint` in a ModuleInfo). */
+  readonly endpoint: string;
+  readonly region: string;
+  readonly accessKey: string;
+  readonly secretKey: string;
+  readonly rootDirectory?: string;
+}
+
 export type RegistryStorage =
-  | {
-      readonly kind: 's3';
-      readonly bucket: string;
-      readonly endpoint: string;
-      readonly region: string;
-      readonly accessKey: string;
-      readonly secretKey: string;
-      readonly rootDirectory?: string;
-    }
+  | ({ readonly kind: 's3' } & S3Storage)
   | { readonly kind: 'filesystem'; readonly directory?: string };
 
 export type RegistryAuth =
