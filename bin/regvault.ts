@@ -1,4 +1,3 @@
-#!/usr/bin/env -S npx tsx
 /**
  * The regvault CLI: the backup and restore workflows (the same ASL files and
  * step code the AWS deployment runs, executed locally), verification, snapshot
@@ -11,35 +10,52 @@
  * Exit codes (./outcome.ts): 0 success, 1 failed, 2 bad input, 3 partial (the
  * run finished but some objects failed), 4 a restore rolled back.
  */
+import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { exitCodeOf, hintOf, InputError, messageOf } from '../functions/commons/errors.ts';
-import { backupCommand } from './commands/backup.ts';
-import { copyCommand } from './commands/copy.ts';
-import { fsckCommand } from './commands/fsck.ts';
-import { planCommand } from './commands/plan.ts';
-import { restoreCommand } from './commands/restore.ts';
-import { snapshotsCommand } from './commands/snapshots.ts';
-import { verifyCommand } from './commands/verify.ts';
 import { run } from './context.ts';
 import { ExitCode } from './outcome.ts';
 
 export { ExitCode } from './outcome.ts';
 
-/** The program: one module per command under ./commands/. */
-export function buildProgram(): Command {
+/**
+ * One module per command under ./commands/, loaded only when its command
+ * runs (or for help on every command): the SDKs and the cluster client load
+ * with the command that needs them, so the CLI starts fast.
+ */
+const COMMANDS = {
+  backup: async () => (await import('./commands/backup.ts')).backupCommand,
+  restore: async () => (await import('./commands/restore.ts')).restoreCommand,
+  verify: async () => (await import('./commands/verify.ts')).verifyCommand,
+  snapshots: async () => (await import('./commands/snapshots.ts')).snapshotsCommand,
+  fsck: async () => (await import('./commands/fsck.ts')).fsckCommand,
+  plan: async () => (await import('./commands/plan.ts')).planCommand,
+  copy: async () => (await import('./commands/copy.ts')).copyCommand,
+} as const satisfies Record<string, () => Promise<(program: Command) => void>>;
+
+/** The program with the commands `argv` can reach: the one it names, else all (for help). */
+export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command()
     .name('regvault')
     .description('back up and recover a container registry whose data lives in S3')
+    .version(REGVAULT_VERSION)
     .exitOverride();
-  backupCommand(program);
-  restoreCommand(program);
-  verifyCommand(program);
-  snapshotsCommand(program);
-  fsckCommand(program);
-  planCommand(program);
-  copyCommand(program);
+  const named = argv.find((arg) => !arg.startsWith('-'));
+  const onlyVersion =
+    named === undefined && argv.some((arg) => arg === '--version' || arg === '-V');
+  const wanted = onlyVersion
+    ? []
+    : named !== undefined && named in COMMANDS
+      ? [named as keyof typeof COMMANDS]
+      : (Object.keys(COMMANDS) as Array<keyof typeof COMMANDS>);
+  for (const add of await Promise.all(wanted.map((name) => COMMANDS[name]()))) add(program);
   return program;
 }
+
+/** The package version: package.json is one folder up from bin/ and from the compiled dist/. */
+const REGVAULT_VERSION = String(
+  (createRequire(import.meta.url)('../package.json') as { version?: unknown }).version ?? '0.0.0',
+);
 
 /** Whether the command line asks for --json (before a `--`), for errors raised before the settings resolve. */
 function asksForJson(argv: readonly string[]): boolean {
@@ -55,7 +71,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   run.exitCode = ExitCode.Ok;
   run.json = asksForJson(argv);
   run.resultWritten = false;
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return run.exitCode;
@@ -84,7 +100,8 @@ export async function runCli(argv: readonly string[]): Promise<number> {
 
 if (
   import.meta.url === `file://${process.argv[1]}` ||
-  process.argv[1]?.endsWith('regvault.ts') === true
+  process.argv[1]?.endsWith('regvault.ts') === true ||
+  process.argv[1]?.endsWith('regvault.mjs') === true
 ) {
   runCli(process.argv.slice(2)).then((code) => process.exit(code));
 }
