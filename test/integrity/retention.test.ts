@@ -613,26 +613,32 @@ describe('pruning a vault of real snapshots', () => {
   });
 
   it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
-    // Prepare: the first snapshot pruned; a backup held at its second copy message, after it
-    // planned and copied one shard
+    // Prepare: the first snapshot pruned; a backup held when its first blob shard looks
+    // whether every link shard has listed, after it planned and copied its links
     await pruneFirst();
     await push('fourth');
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => {
       release = resolve;
     });
-    let messages = 0;
     let held = false;
+    const vaultClient = deps.vault.client;
+    const heldClient = new Proxy(vaultClient, {
+      get(target, property, receiver) {
+        if (property !== 'send') return Reflect.get(target, property, receiver);
+        return async (command: Parameters<S3Client['send']>[0]) => {
+          const prefix = (command.input as { Prefix?: string }).Prefix ?? '';
+          if (command instanceof ListObjectsV2Command && prefix.endsWith('/listed/')) {
+            held = true;
+            await gate;
+          }
+          return target.send(command);
+        };
+      },
+    });
     const gated: WorkflowDeps & { close(): void } = {
       ...deps,
-      async sameAccess(source, target) {
-        messages++;
-        if (messages >= 2) {
-          held = true;
-          await gate;
-        }
-        return deps.sameAccess(source, target);
-      },
+      vault: { ...deps.vault, client: heldClient },
     };
     const running = backup({ deps: gated, workers: 1 });
     while (!held) await sleep(20);
