@@ -1,6 +1,6 @@
 /**
  * Copy progress: objects and bytes done (of the total when it is known), rate
- * and ETA. A bar on a terminal (cli-progress), plain lines every few seconds
+ * and ETA. A bar on a terminal (cli-progress), plain lines every second
  * otherwise, and `progress` JSON lines with --json.
  */
 import { SingleBar } from 'cli-progress';
@@ -63,9 +63,9 @@ export function createProgress(options: ProgressOptions): Progress {
     const write = options.writeJson ?? ((line: string) => process.stdout.write(line));
     let last = 0;
     return {
-      // The first update goes out at once, then at most one line every two seconds.
+      // The first update goes out at once, then at most one line a second.
       update(t) {
-        if (Date.now() - last < 2_000) return;
+        if (Date.now() - last < 1_000) return;
         last = Date.now();
         const { rate, etaSeconds } = pace(t, started, total);
         write(
@@ -115,7 +115,7 @@ export function createProgress(options: ProgressOptions): Progress {
   return {
     update(t) {
       if (process.stderr.isTTY && total !== undefined) showBar(t, total);
-      else if (Date.now() - last >= 5_000) {
+      else if (Date.now() - last >= 1_000) {
         last = Date.now();
         line(t);
       }

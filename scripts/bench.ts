@@ -31,6 +31,7 @@ import { z } from 'zod';
 import { createS3Client } from '../functions/commons/s3/client.ts';
 import { buildDataset, type DatasetObject, seededBytes, writeDataset } from '../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../sandbox/s3/index.ts';
+import { benchWorkflow, type WorkflowBench } from './bench-workflow.ts';
 
 const run = promisify(execFile);
 
@@ -38,6 +39,7 @@ const optionsSchema = z.object({
   objects: z.coerce.number().int().min(100),
   rounds: z.coerce.number().int().min(1).max(31),
   streamRounds: z.coerce.number().int().min(1).max(31),
+  workflowRounds: z.coerce.number().int().min(1).max(31),
   concurrency: z.coerce.number().int().min(1).max(256),
   bigMib: z.coerce.number().int().min(0),
   json: z.boolean(),
@@ -373,6 +375,12 @@ interface BenchResults {
   date: string;
   objects: number;
   concurrency: number;
+  /** The headline: `regvault backup --source-bucket` through the compiled CLI and the workflow. */
+  workflow: WorkflowBench;
+  /** Median of the rounds' workflow/floor ratios. */
+  workflowFloorRatio: number;
+  workflowRcloneRatio: number;
+  workflowAwsRatio: number;
   floorSeconds: number;
   /** The same pre-listed copies through the SDK's S3Client.send. */
   floorSdkSeconds: number;
@@ -424,6 +432,11 @@ async function main(): Promise<void> {
       '--stream-rounds <n>',
       "rounds of (h) regvault with rclone, in alternating order; the median of the rounds' ratios counts",
       '7',
+    )
+    .option(
+      '--workflow-rounds <n>',
+      'rounds of the floor with a backup through the CLI and the workflow (the headline), in alternating order',
+      '5',
     )
     .option('--big-mib <n>', 'size of the large object in the cross-endpoint run (MiB)', '1024')
     .option('--json', 'end with one JSON line of results', false)
@@ -488,6 +501,40 @@ async function main(): Promise<void> {
     // and the medians are compared: one slow round (the machine's speed varies by
     // a third) cannot decide the ratio. The last regvault round's bucket and
     // inventory are what the incremental runs start from.
+    let floorBuckets = 0;
+    /** The floor once, into a fresh bucket, in a child process: its copy time. */
+    const floorOnce = async () => {
+      const bucket = `floor-dst-${++floorBuckets}`;
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      const floor = await regvaultCopy(server, server, {
+        source: location(server, 'bench-src'),
+        target: location(server, bucket),
+        layout: 'generic',
+        targetCheck: 'empty',
+        concurrency: C,
+        floor: true,
+      });
+      await dropBucket(client, bucket);
+      return floor.seconds;
+    };
+
+    // The headline: a backup as users run it, through the CLI and the workflow.
+    const workflow = await benchWorkflow({
+      server,
+      client,
+      source: 'bench-src',
+      objects: n,
+      concurrency: C,
+      rounds: options.workflowRounds,
+      runFloor: floorOnce,
+      inTurn,
+      log: (line) => log(options, line),
+    });
+    log(
+      options,
+      `(w) regvault backup through the CLI and the workflow: ${median(workflow.rounds).toFixed(2)} s (median of ${options.workflowRounds}), ${pairedRatio(workflow.rounds, workflow.floorRounds).toFixed(3)} of the floor; ${workflow.requestsPerObjectFull.toFixed(4)} req/object, unchanged ${workflow.requestsPerObjectUnchanged.toFixed(4)}; CLI start ${workflow.cliStartupMs.toFixed(0)} ms; progress every ${workflow.progressMaxGapSeconds.toFixed(2)} s at most`,
+    );
+
     const floorRuns: number[] = [];
     const fullRuns: number[] = [];
     const inventory1 = join(dir, 'inventory-1.jsonl');
@@ -495,19 +542,7 @@ async function main(): Promise<void> {
     let fullRequests: Record<string, number> = {};
     for (let round = 1; round <= options.rounds; round += 1) {
       // In a child process like regvault's own runs, so both start equally cold.
-      const runFloor = async () => {
-        await client.send(new CreateBucketCommand({ Bucket: 'floor-dst' }));
-        const floor = await regvaultCopy(server, server, {
-          source: location(server, 'bench-src'),
-          target: location(server, 'floor-dst'),
-          layout: 'generic',
-          targetCheck: 'empty',
-          concurrency: C,
-          floor: true,
-        });
-        await dropBucket(client, 'floor-dst');
-        return floor.seconds;
-      };
+      const runFloor = floorOnce;
       const runFull = async () => {
         await client.send(new CreateBucketCommand({ Bucket: 'rv-dst' }));
         fullRequests = await requestsBetween(server, async () => {
@@ -683,6 +718,10 @@ async function main(): Promise<void> {
       date: new Date().toISOString().slice(0, 10),
       objects: n,
       concurrency: C,
+      workflow,
+      workflowFloorRatio: pairedRatio(workflow.rounds, workflow.floorRounds),
+      workflowRcloneRatio: median(workflow.rounds) / rcloneFull,
+      workflowAwsRatio: median(workflow.rounds) / awsFull,
       floorSeconds,
       floorRounds: floorRuns,
       regvaultRounds: fullRuns,
@@ -718,7 +757,11 @@ async function main(): Promise<void> {
     log(options, '');
     log(
       options,
-      `regvault/floor ${results.floorRatio.toFixed(3)} (median of the rounds' ratios; ratio of medians ${results.floorRatioOfMedians.toFixed(3)})  regvault/rclone ${results.rcloneRatio.toFixed(3)}  regvault/aws ${results.awsRatio.toFixed(3)}`,
+      `HEADLINE backup through the CLI and the workflow: ${results.workflowFloorRatio.toFixed(3)} of the floor (median of the rounds' ratios), ${results.workflowRcloneRatio.toFixed(3)} of rclone, ${results.workflowAwsRatio.toFixed(3)} of aws s3 sync; ${workflow.requestsPerObjectFull.toFixed(4)} req/object full, ${workflow.requestsPerObjectUnchanged.toFixed(4)} unchanged; CLI start ${workflow.cliStartupMs.toFixed(0)} ms`,
+    );
+    log(
+      options,
+      `engine only: regvault/floor ${results.floorRatio.toFixed(3)} (median of the rounds' ratios; ratio of medians ${results.floorRatioOfMedians.toFixed(3)})  regvault/rclone ${results.rcloneRatio.toFixed(3)}  regvault/aws ${results.awsRatio.toFixed(3)}`,
     );
     log(
       options,
@@ -743,11 +786,13 @@ async function writeReport(path: string, r: BenchResults): Promise<void> {
   const previous = await readFile(path, 'utf8').catch(() => '');
   const marker = '<!-- runs below: newest first -->';
   const head = `# Benchmarks\n\nMade by \`npm run bench\` (scripts/bench.ts) on the sandbox S3 server (fauxqs, one process on 2 cores), every peer on the same server and data in one run. Ratios below 1 mean regvault is faster.\n\nReading them: compare ratios within one run, not seconds across runs; this machine kind's speed varies by a third from run to run (see the SDK floor line). The floor (a) and regvault (b) both run in a child process started the same way, alternating for several rounds, and their medians are compared, as are regvault's and rclone's streaming runs (h) (runs from 2026-12-01 on; earlier runs are single rounds, and the first 2026-12-01 run has a single streaming round). From 2026-12-01 the sandbox server lists from a sorted index in S3's byte order (sandbox/s3/listing.ts) instead of fauxqs's sort of the whole bucket per page, so LISTs cost what they cost on an indexed store; every peer lists through it. (a') is the same copies through the AWS SDK's \`S3Client.send\`, which regvault's hot path (functions/commons/s3/fast-copy.ts) replaces. From the fourth 2026-12-01 run on, link phases roll up by delimiter the directory they do not copy (36 LISTs instead of 57) and the copy queue serves link and blob copies in turns (docs/consistency.md); the default is 5 rounds, because medians of 3 still moved by 0.1 between runs. From the eighth 2026-12-01 run on (its (b) row lists the rounds' ratios), the default is 7 rounds, the two peers of a round swap order every round, and the headline ratios are the median of the rounds' ratios (each round's two runs are seconds apart, so a slow stretch of the machine slows both); the ratio of medians is printed beside it. From the twelfth 2026-12-01 run on, (a) with (b) runs 15 rounds and (h) 7 (\`--rounds\`, \`--stream-rounds\`): the 28 round ratios of the four 7-round runs before it (median 1.07) showed that a median of 7 still lands above 1.15 in about one run in six by chance alone, and one of 15 in about one in thirteen. Older runs below predate changes named in the git log (the lean request path, the fix to gap-shard listings).\n\n${marker}\n`;
+  const w = r.workflow;
   const entry = [
     `## ${r.date}: ${r.objects} objects, concurrency ${r.concurrency}`,
     '',
     '| run | seconds | ratio |',
     '| --- | --- | --- |',
+    `| (w) **regvault backup through the CLI and the workflow** (spawn to exit) | ${f(median(w.rounds), 2)} | **${f(r.workflowFloorRatio)} of floor** (median of the rounds' ratios; rounds: ${w.rounds.map((v) => f(v, 2)).join(', ')}; their floors: ${w.floorRounds.map((v) => f(v, 2)).join(', ')}), ${f(r.workflowRcloneRatio)} of rclone, ${f(r.workflowAwsRatio)} of aws s3 sync; ${f(w.requestsPerObjectFull, 4)} req/object full ${JSON.stringify(w.requestsFull)}, ${f(w.requestsPerObjectUnchanged, 4)} unchanged (${f(w.unchangedSeconds, 2)} s) ${JSON.stringify(w.requestsUnchanged)}; CLI start ${f(w.cliStartupMs, 0)} ms; progress every ${f(w.progressMaxGapSeconds, 2)} s at most (${w.progressLines} lines) |`,
     `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 (rounds: ${r.floorRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (a') the same copies through the SDK's S3Client.send | ${f(r.floorSdkSeconds, 2)} | ${f(r.floorSdkSeconds / r.floorSeconds)} of floor |`,
     `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor, the median of the rounds' ratios ${roundRatios(

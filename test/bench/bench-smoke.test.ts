@@ -25,6 +25,8 @@ describe('npm run bench, on a small data set', () => {
           '3',
           '--stream-rounds',
           '2',
+          '--workflow-rounds',
+          '2',
           '--big-mib',
           '24',
           '--json',
@@ -56,5 +58,19 @@ describe('npm run bench, on a small data set', () => {
     expect(results['unchangedNonListRequests']).toBe(0);
     expect(results['requestsPerObjectFull']).toBeLessThan(1.1);
     expect(results['streamPeakRssMiB']).toBeLessThan(300);
+    // The headline: backups through the compiled CLI and the workflow, paired with the floor.
+    const workflow = results['workflow'] as unknown as {
+      rounds: number[];
+      floorRounds: number[];
+      requestsPerObjectFull: number;
+      requestsPerObjectUnchanged: number;
+      cliStartupMs: number;
+    };
+    expect(workflow.rounds).toHaveLength(2);
+    expect(workflow.floorRounds).toHaveLength(2);
+    expect(workflow.requestsPerObjectFull).toBeGreaterThanOrEqual(1);
+    expect(workflow.requestsPerObjectUnchanged).toBeLessThan(workflow.requestsPerObjectFull);
+    expect(workflow.cliStartupMs).toBeGreaterThan(0);
+    expect(results['workflowFloorRatio']).toBeGreaterThan(0);
   });
 });

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor } from '../support/s3.ts';
+import { clientFor, putObjects } from '../support/s3.ts';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -20,6 +20,11 @@ beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-compiled-cli' });
   const client = clientFor(s3);
   await client.send(new CreateBucketCommand({ Bucket: 'compiled-vault' }));
+  await client.send(new CreateBucketCommand({ Bucket: 'compiled-source' }));
+  await putObjects(client, 'compiled-source', [
+    { key: 'a/one', body: 'one' },
+    { key: 'b/two', body: 'two' },
+  ]);
   client.destroy();
 }, 120_000);
 
@@ -37,26 +42,41 @@ describe('the compiled CLI', () => {
     expect(stdout.trim()).toBe(process.env['npm_package_version'] ?? '0.1.0');
   });
 
+  /** The compiled CLI against the test's S3 server; the last JSON line it printed. */
+  async function compiled(args: readonly string[], vault: string) {
+    const { stdout } = await run(process.execPath, ['dist/regvault.mjs', ...args, '--json'], {
+      cwd: root,
+      env: {
+        PATH: process.env['PATH'],
+        HOME: process.env['HOME'],
+        REGVAULT_VAULT_BUCKET: vault,
+        REGVAULT_VAULT_REGION: s3.region,
+        REGVAULT_VAULT_ENDPOINT: s3.endpoint,
+        AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+      },
+    });
+    return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
+  }
+
   it('lists the snapshots of an empty vault as JSON lines', async () => {
     // Act
-    const { stdout } = await run(
-      process.execPath,
-      ['dist/regvault.mjs', 'snapshots', 'list', '--json'],
-      {
-        cwd: root,
-        env: {
-          PATH: process.env['PATH'],
-          HOME: process.env['HOME'],
-          REGVAULT_VAULT_BUCKET: 'compiled-vault',
-          REGVAULT_VAULT_REGION: s3.region,
-          REGVAULT_VAULT_ENDPOINT: s3.endpoint,
-          AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-        },
-      },
+    const last = await compiled(['snapshots', 'list'], 'compiled-vault');
+    // Assess
+    expect(last).toMatchObject({ event: 'result', ok: true, snapshots: 0, exitCode: 0 });
+  });
+
+  it('backs up a bucket through the state machine files it finds from dist/', async () => {
+    // Prepare
+    const client = clientFor(s3);
+    await client.send(new CreateBucketCommand({ Bucket: 'compiled-vault-backup' }));
+    client.destroy();
+    // Act
+    const last = await compiled(
+      ['backup', '--source-bucket', 'compiled-source', '--source-endpoint', s3.endpoint],
+      'compiled-vault-backup',
     );
     // Assess
-    const last = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
-    expect(last).toMatchObject({ event: 'result', ok: true, snapshots: 0, exitCode: 0 });
+    expect(last).toMatchObject({ event: 'result', ok: true, status: 'SUCCEEDED', exitCode: 0 });
   });
 });

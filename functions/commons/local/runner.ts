@@ -8,7 +8,9 @@
  * not make one.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   DeleteMessageCommand,
@@ -27,8 +29,24 @@ import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
 import { type ShardOutcome, sqsDelay, type TaskCallbacks } from '../workflows/worker.ts';
 
-const stateMachineFile = (name: WorkflowName) =>
-  fileURLToPath(new URL(`../../../state-machines/${name}.asl.json`, import.meta.url));
+/**
+ * The ASL file CDK deploys: the nearest `state-machines/` folder above this
+ * module (functions/commons/local/ in the sources, dist/chunks/ in the
+ * compiled CLI).
+ */
+function stateMachineFile(name: WorkflowName): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = join(dir, 'state-machines', `${name}.asl.json`);
+    if (existsSync(candidate)) return candidate;
+    const up = dirname(dir);
+    if (up === dir)
+      throw new Error(
+        `no state-machines/${name}.asl.json above ${fileURLToPath(import.meta.url)}; run regvault from its package`,
+      );
+    dir = up;
+  }
+}
 
 export type Transport =
   | { readonly kind: 'memory' }
