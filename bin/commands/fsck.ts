@@ -6,8 +6,8 @@ import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
 import {
   bucketSource,
   type RegistrySource,
-  snapshotSource,
 } from '../../functions/commons/registry/fsck-sources.ts';
+import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
 import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';

@@ -5,7 +5,7 @@ import { InputError } from '../../functions/commons/errors.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
-import { bucketSource, snapshotSource } from '../../functions/commons/registry/fsck-sources.ts';
+import { bucketSource } from '../../functions/commons/registry/fsck-sources.ts';
 import {
   newSnapshotId,
   type SnapshotManifest,
@@ -13,6 +13,7 @@ import {
 } from '../../functions/commons/vault/format.ts';
 import { deleteSnapshot, prune } from '../../functions/commons/vault/prune.ts';
 import { planPrune, type RetentionPolicy } from '../../functions/commons/vault/retention.ts';
+import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
 import {
   listSnapshots,
   putJson,

@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { vaultKeys } from '../../functions/commons/vault/format.ts';
+import { collectRunRecords } from '../../functions/commons/vault/runs.ts';
 import { gzipLines, putBytes, rootOf } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
-import { collectRunRecords } from '../../functions/commons/workflows/worker.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, locationOn } from '../support/s3.ts';
 
@@ -67,7 +67,7 @@ describe('collecting what the copy workers of a run wrote', () => {
       { u: 'upload-1' },
     ]);
     // Act
-    const collected = await collectRunRecords(deps, 'run-dup');
+    const collected = await collectRunRecords(deps.vault, 'run-dup');
     // Assess
     expect(collected.records.map((r) => r.key).sort()).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g']);
     expect(collected.records.find((r) => r.key === 'c')?.copied).toBe(false);
@@ -81,7 +81,7 @@ describe('collecting what the copy workers of a run wrote', () => {
     await writeRecords('run-failed', 'shard-0', 0, [{ r: record('x') }, { r: record('y') }]);
     await writeRecords('run-failed', 'shard-0', 1, [{ f: failure }, { f: failure }]);
     // Act
-    const collected = await collectRunRecords(deps, 'run-failed');
+    const collected = await collectRunRecords(deps.vault, 'run-failed');
     // Assess
     expect(collected.failures).toEqual([failure]);
     expect(collected.records.map((r) => r.key)).toEqual(['y']);

@@ -14,9 +14,10 @@ import { runBackupLocally, runRestoreLocally } from '../../functions/commons/loc
 import { acpProfile } from '../../functions/commons/registry/acp.ts';
 import { RegistryClient } from '../../functions/commons/registry/client.ts';
 import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
-import { bucketSource, snapshotSource } from '../../functions/commons/registry/fsck-sources.ts';
+import { bucketSource } from '../../functions/commons/registry/fsck-sources.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
 import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
+import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
 import { getJson, resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import type { StepProgress, WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { populateRegistry } from '../../sandbox/images/index.ts';

@@ -12,10 +12,6 @@ import {
   type ListObjectsV2CommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { InventoryRecord } from '../copy/model.ts';
-import { VaultError } from '../errors.ts';
-import type { SnapshotManifest } from '../vault/format.ts';
-import { listKeys, readInventory, type Vault } from '../vault/store.ts';
 import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 
 /** One object of a registry layout, its key relative to `docker/registry/v2/`. */
@@ -80,7 +76,7 @@ export async function sha256Of(source: RegistrySource, key: string): Promise<str
 }
 
 /** The registry data prefix under a driver root directory (`<root>/docker/registry/v2/`), tolerant of a root that already ends there. */
-function registryBase(rootPrefix: string): string {
+export function registryBase(rootPrefix: string): string {
   const root = normaliseRoot(rootPrefix);
   return root.endsWith(REGISTRY_V2) ? root : `${root}${REGISTRY_V2}`;
 }
@@ -91,7 +87,7 @@ function isMissing(err: unknown): boolean {
 }
 
 /** Reads and streams objects of one bucket; `undefined` for a key that does not exist. */
-function objectReader(client: S3Client, bucket: string) {
+export function objectReader(client: S3Client, bucket: string) {
   const get = async (key: string) => {
     try {
       return await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -156,110 +152,4 @@ export function bucketSource(
     read: (key) => objects.read(`${base}${key}`),
     open: (key) => objects.open(`${base}${key}`),
   };
-}
-
-/**
- * Inventory records of a registry backup as a source: listing is the records
- * (no request), reads go to each record's vault key (a pool blob, or an object
- * under this or an earlier snapshot). `base` is the source key prefix up to
- * and including `docker/registry/v2/`. Backup finalize can call this with the
- * records it holds, before the inventory is even written.
- */
-export function recordsSource(
-  vault: Vault,
-  records: readonly InventoryRecord[],
-  base: string,
-): RegistrySource {
-  const targets = new Map<string, string>();
-  const objects: RegistryObject[] = [];
-  for (const record of records) {
-    if (!record.key.startsWith(base)) continue;
-    const key = record.key.slice(base.length);
-    targets.set(key, record.targetKey);
-    objects.push({ key, size: record.size });
-  }
-  const reader = objectReader(vault.client, vault.location.bucket);
-  return {
-    label: 'the vault',
-    locate: (key) => `vault key ${targets.get(key) ?? key}`,
-    list: async () => objects,
-    async read(key) {
-      const target = targets.get(key);
-      return target === undefined ? undefined : reader.read(target);
-    },
-    async open(key) {
-      const target = targets.get(key);
-      return target === undefined ? undefined : reader.open(target);
-    },
-  };
-}
-
-/** A snapshot in the vault as a source, read through its inventory. */
-export function snapshotSource(vault: Vault, manifest: SnapshotManifest): RegistrySource {
-  if (manifest.layout !== 'registry') {
-    throw new VaultError(
-      `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
-    );
-  }
-  const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;
-  let loaded: Promise<RegistrySource> | undefined;
-  const inner = () => {
-    loaded ??= readInventory(vault, manifest).then((records) =>
-      recordsSource(vault, records, base),
-    );
-    return loaded;
-  };
-  let records: Promise<readonly InventoryRecord[]> | undefined;
-  const recordsOf = () => {
-    records ??= readInventory(vault, manifest);
-    return records;
-  };
-  let located: Map<string, string> | undefined;
-  return {
-    label: 'the vault',
-    locate: (key) => `vault key ${located?.get(key) ?? key}`,
-    list: async () => {
-      const source = await inner();
-      located = new Map(
-        (await recordsOf())
-          .filter((r) => r.key.startsWith(base))
-          .map((r) => [r.key.slice(base.length), r.targetKey]),
-      );
-      return listAll(source.list());
-    },
-    read: async (key) => (await inner()).read(key),
-    open: async (key) => (await inner()).open?.(key),
-    unbacked: async () => unbackedRecords(vault, await recordsOf(), base),
-  };
-}
-
-/**
- * Inventory records whose vault object is missing or of another size, found
- * by listing the vault prefixes the records point into (the blob pool, the
- * snapshots' object trees): one LIST per 1,000 vault objects, no read.
- */
-export async function unbackedRecords(
-  vault: Vault,
-  records: readonly InventoryRecord[],
-  base: string,
-): Promise<UnbackedObject[]> {
-  const prefixes = new Set<string>();
-  for (const record of records) {
-    const match = /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(record.targetKey);
-    prefixes.add(match?.[1] ?? record.targetKey);
-  }
-  const held = new Map<string, number>();
-  for (const prefix of prefixes)
-    for (const object of await listKeys(vault, prefix)) held.set(object.key, object.size);
-  const unbacked: UnbackedObject[] = [];
-  for (const record of records) {
-    const size = held.get(record.targetKey);
-    if (size === record.size) continue;
-    unbacked.push({
-      key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
-      expectedSize: record.size,
-      ...(size === undefined ? {} : { actualSize: size }),
-    });
-  }
-  return unbacked;
 }

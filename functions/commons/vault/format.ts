@@ -77,7 +77,6 @@ export const vaultKeys = {
     `${root}runs/${runId}/records/${shardId}/${String(seq).padStart(6, '0')}.jsonl.gz`,
   runShardResult: (root: string, runId: string, shardId: string) =>
     `${root}runs/${runId}/shards/${shardId}.json`,
-  runPlan: (root: string, runId: string) => `${root}runs/${runId}/plan.json`,
 } as const;
 
 /**

@@ -12,7 +12,7 @@ import { DeleteObjectCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { inventoryRecordSchema } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
-import type { StepLogger } from '../workflows/deps.ts';
+import type { StepLogger } from '../log.ts';
 import { type SnapshotManifest, SnapshotStatus, vaultKeys } from './format.ts';
 import {
   DEFAULT_GRACE_MS,

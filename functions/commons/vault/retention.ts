@@ -6,8 +6,8 @@
  */
 import { z } from 'zod';
 import { inputErrorFrom } from '../errors.ts';
-import { copyJobSchema, jobKey } from '../workflows/job.ts';
 import { type SnapshotManifest, SnapshotStatus } from './format.ts';
+import { copyJobSchema, jobKey } from './runs.ts';
 import { getJson, listSnapshotIds, listSnapshots, type Vault } from './store.ts';
 
 export const retentionPolicySchema = z

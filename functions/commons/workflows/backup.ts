@@ -30,11 +30,11 @@ import {
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
+import { collectRunRecords, saveJob, shardResults } from '../vault/runs.ts';
 import {
   getBytes,
   getJson,
   gzipLines,
-  listKeys,
   listSnapshots,
   putBytes,
   putJson,
@@ -42,8 +42,6 @@ import {
   rootOf,
 } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
-import { saveJob } from './job.ts';
-import { collectRunRecords, type ShardResult, shardResultSchema } from './worker.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
 export { parseInput };
@@ -469,16 +467,6 @@ export interface BackupSummary {
   readonly error?: FailureName;
 }
 
-async function shardResults(deps: WorkflowDeps, runId: string): Promise<ShardResult[]> {
-  const prefix = `${vaultKeys.run(rootOf(deps.vault), runId)}shards/`;
-  const results: ShardResult[] = [];
-  for (const file of await listKeys(deps.vault, prefix)) {
-    const result = await getJson(deps.vault, file.key, shardResultSchema);
-    if (result !== undefined) results.push(result);
-  }
-  return results;
-}
-
 /**
  * Step 4: total the shards, write the inventory and catalog, run the checks and
  * write the manifest (last). A backup with any failed object is failed.
@@ -490,8 +478,8 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
-  const { records, failures, uploadIds } = await collectRunRecords(deps, state.runId);
-  const results = await shardResults(deps, state.runId);
+  const { records, failures, uploadIds } = await collectRunRecords(deps.vault, state.runId);
+  const results = await shardResults(deps.vault, state.runId);
   const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
   const expectedShards = plan.linkShardIds.length + plan.dataShardIds.length;
   const inventory = await writeInventory(deps, state, records);

@@ -7,17 +7,14 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { loadKubeConfig } from '../cluster/kube.ts';
 import type { Location } from '../copy/model.ts';
 import { InputError } from '../errors.ts';
+import { type StepLogger, silentLogger } from '../log.ts';
 import { type AcpSettings, acpProfile, acpSettingsSchema } from '../registry/acp.ts';
 import { RegistryClient, type RegistryCredentials } from '../registry/client.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { createS3Client } from '../s3/client.ts';
 import type { Vault } from '../vault/store.ts';
 
-/** Structured log lines; never given secrets. */
-export interface StepLogger {
-  info(message: string, fields?: Record<string, unknown>): void;
-  warn(message: string, fields?: Record<string, unknown>): void;
-}
+export { type StepLogger, silentLogger } from '../log.ts';
 
 export interface WorkflowDeps {
   readonly vault: Vault;
@@ -63,9 +60,6 @@ export function registrySecretOf(access: string): string | undefined {
     ? access.slice('registry-secret:'.length)
     : undefined;
 }
-
-/** Logger that drops everything (tests that do not look at logs). */
-export const silentLogger: StepLogger = { info() {}, warn() {} };
 
 /**
  * What differs between a Lambda and a run on one machine: where the vault's

@@ -13,18 +13,10 @@ import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { bucketSource } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
-import { vaultKeys } from '../vault/format.ts';
-import {
-  listKeys,
-  putJson,
-  readInventory,
-  resolveSnapshot,
-  rootOf,
-  type Vault,
-} from '../vault/store.ts';
+import { collectRunRecords, saveProof } from '../vault/runs.ts';
+import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
-import { collectRunRecords } from './worker.ts';
 
 export interface ProveOutput {
   readonly ok: true;
@@ -57,7 +49,7 @@ type Blame = 'missing in the vault' | 'corrupt in the vault' | 'in the target';
 export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Promise<ProveOutput> {
   const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
   const records = await readInventory(deps.vault, manifest);
-  const run = await collectRunRecords(deps, state.runId);
+  const run = await collectRunRecords(deps.vault, state.runId);
   const client = await deps.s3(state.target);
   const targetKeyOf = (record: InventoryRecord) =>
     `${state.target.prefix}${record.key.slice(manifest.source.prefix.length)}`;
@@ -180,7 +172,7 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       : `${records.length} objects present; every tag resolves; ${blobs} blobs hold their digests (${checkedByCopy.size} checked by the copy, ${hashed} hashed)`,
   };
   // The run's record of what was proven (and whether blob content was skipped).
-  await putJson(deps.vault, `${vaultKeys.run(rootOf(deps.vault), state.runId)}proof.json`, proof);
+  await saveProof(deps.vault, state.runId, proof);
   return proof;
 }
 

@@ -13,13 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
-import {
-  type FailureName,
-  failureNameOf,
-  InputError,
-  messageOf,
-  VaultError,
-} from '../errors.ts';
+import { type FailureName, failureNameOf, InputError, messageOf, VaultError } from '../errors.ts';
 import {
   type RolloutStatus,
   type StorageRef,
@@ -29,10 +23,10 @@ import {
 import { describeRolloutFailure, judgeRollout, rollBackStorage } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
 import { catalogSchema, SNAPSHOT_ID, SNAPSHOT_ID_EXAMPLE, vaultKeys } from '../vault/format.ts';
+import { registryBeforeKey, saveJob } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
-import { saveJob } from './job.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -239,10 +233,6 @@ const registryBeforeSchema = z.object({
   pods: z.array(z.string()),
 });
 
-/** Where the switch step records the registry's storage before it patches (names only, no keys). */
-const registryBeforeKey = (deps: WorkflowDeps, runId: string) =>
-  `${vaultKeys.run(rootOf(deps.vault), runId)}registry-before.json`;
-
 function targetStorage(state: RestoreState): StorageRef {
   return {
     bucket: state.target.bucket,
@@ -262,7 +252,7 @@ export async function switchRegistry(
   // the step fails with nothing in `switched`, and the failure path still has
   // to know what to switch back to. A retried step keeps the first record,
   // which predates any patch of this run.
-  const key = registryBeforeKey(deps, state.runId);
+  const key = registryBeforeKey(deps.vault, state.runId);
   let recorded = await getJson(deps.vault, key, registryBeforeSchema);
   if (recorded === undefined) {
     const storage = (await deps.profile().discover()).storage;
@@ -476,7 +466,7 @@ async function switchThatFailedLate(
   if (state === null || !state.switchRegistry) return null;
   const recorded = await getJson(
     deps.vault,
-    registryBeforeKey(deps, state.runId),
+    registryBeforeKey(deps.vault, state.runId),
     registryBeforeSchema,
   );
   if (recorded === undefined) return null;

@@ -1,28 +1,5 @@
-/**
- * The copy worker: one message copies part of one shard. A backup shard is
- * listed page by page, and a restore part (one inventory part) copied page by
- * page, until the worker's deadline, then handed on with a continuation
- * message carrying the cursor and running totals. What was copied, skipped and
- * failed is written to the vault under the run, so the message and the task
- * output stay small. When the shard ends the waiting Map iteration gets its result.
- *
- * Redelivery is safe: each continuation writes the same record file for its
- * sequence number, a duplicated continuation whose chain cuts its pages
- * elsewhere only repeats records that are collected once per key, and a
- * message for a shard that has already finished only repeats the success call.
- */
-import { z } from 'zod';
 import { createCopyContext } from '../copy/engine.ts';
-import {
-  addTotals,
-  emptyTotals,
-  type Failure,
-  failureSchema,
-  type InventoryRecord,
-  inventoryRecordSchema,
-  type Totals,
-  totalsSchema,
-} from '../copy/model.ts';
+import { addTotals, emptyTotals, type InventoryRecord, type Totals } from '../copy/model.ts';
 import {
   type CopyContext,
   copyEntries,
@@ -34,22 +11,21 @@ import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
 import { blobDigestOf, classifyRegistryKey, KeyKind } from '../registry/layout.ts';
-import { backupKeyFor, vaultKeys, vaultRoot } from '../vault/format.ts';
+import { backupKeyFor, vaultRoot } from '../vault/format.ts';
 import {
-  getBytes,
-  getJson,
-  gunzipLines,
-  gzipLines,
-  listKeys,
-  putBytes,
-  putJson,
-  readInventory,
-  readInventoryPart,
-  readManifest,
-  rootOf,
-} from '../vault/store.ts';
+  type CopyJob,
+  countListedShards,
+  loadJob,
+  loadShardResult,
+  markShardListed,
+  type ShardMessage,
+  type ShardResult,
+  saveShardResult,
+  shardMessageSchema,
+  writeRunRecords,
+} from '../vault/runs.ts';
+import { readInventory, readInventoryPart, readManifest, rootOf } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
-import { type CopyJob, loadJob, type ShardMessage, shardMessageSchema } from './job.ts';
 
 /** How a worker reports to the waiting workflow (Step Functions task callbacks in AWS). */
 export interface TaskCallbacks {
@@ -74,10 +50,6 @@ export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number }
 /** How long a blob shard waits before it looks again whether every link shard has listed. */
 export const LINKS_LISTED_POLL_MS = 250;
 
-/** Where a link shard says it has listed everything (its tags copied): blob shards wait for all of them. */
-const listedPrefix = (deps: WorkflowDeps, runId: string) =>
-  `${vaultKeys.run(rootOf(deps.vault), runId)}listed/`;
-
 /** True when every link shard of the backup has listed its links (one LIST of the markers). */
 async function linksListed(
   job: Extract<CopyJob, { purpose: 'backup' }>,
@@ -85,8 +57,7 @@ async function linksListed(
 ): Promise<boolean> {
   const linkShards = job.shards.filter((shard) => shard.kind === 'links').length;
   if (linkShards === 0) return true;
-  const markers = await listKeys(deps.vault, listedPrefix(deps, job.runId));
-  return markers.length >= linkShards;
+  return (await countListedShards(deps.vault, job.runId)) >= linkShards;
 }
 
 /** What a finished shard reports to its Map iteration: counts, never object lists. */
@@ -96,21 +67,6 @@ export interface ShardOutcome {
   readonly failed: number;
   readonly [key: string]: unknown;
 }
-
-export const shardResultSchema = z.object({
-  shardId: z.string(),
-  totals: totalsSchema,
-  messages: z.number().int().positive(),
-  aborted: z.string().optional(),
-});
-export type ShardResult = z.infer<typeof shardResultSchema>;
-
-/** One line of a run's record file. */
-const recordLineSchema = z.union([
-  z.object({ r: inventoryRecordSchema }),
-  z.object({ f: failureSchema }),
-  z.object({ u: z.string() }),
-]);
 
 /**
  * The copy context of the run this process is working on: every message of
@@ -234,9 +190,8 @@ export async function handleShardMessage(
     throw inputErrorFrom(parsed.error, 'copy worker message', '(message)');
   }
   const message = parsed.data;
-  const root = rootOf(deps.vault);
-  const resultKey = vaultKeys.runShardResult(root, message.runId, message.shardId);
-  const done = await getJson(deps.vault, resultKey, shardResultSchema);
+  const _root = rootOf(deps.vault);
+  const done = await loadShardResult(deps.vault, message.runId, message.shardId);
   if (done !== undefined) {
     // A duplicate delivery of a finished shard: report the same result again.
     await transport.callbacks.success(message.taskToken, {
@@ -271,9 +226,8 @@ export async function handleShardMessage(
         throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
       if (shard.kind === 'links') {
         // Said as soon as the last phase is listed: the blob shards start while its copies trail.
-        const marker = `${listedPrefix(deps, job.runId)}${shard.id}`;
         onListed = () => {
-          marking ??= putJson(deps.vault, marker, { shardId: shard.id });
+          marking ??= markShardListed(deps.vault, job.runId, shard.id);
         };
       } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
         // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
@@ -287,9 +241,7 @@ export async function handleShardMessage(
       // A link shard that ended without listing everything (aborted) still frees the blob
       // shards: the run fails on its result, and finalize says why.
       if (shard.kind === 'links' && result.next === undefined)
-        marking ??= putJson(deps.vault, `${listedPrefix(deps, job.runId)}${shard.id}`, {
-          shardId: shard.id,
-        });
+        marking ??= markShardListed(deps.vault, job.runId, shard.id);
       await marking;
     } else {
       // A restore part streams its blobs through the worker (the vault and the
@@ -303,17 +255,11 @@ export async function handleShardMessage(
   } finally {
     clearInterval(heartbeat);
   }
-  const lines: Array<z.infer<typeof recordLineSchema>> = [
-    ...records.map((r) => ({ r })),
-    ...result.failures.map((f) => ({ f })),
-    ...result.uploadIds.map((u) => ({ u })),
-  ];
-  await putBytes(
-    deps.vault,
-    vaultKeys.runRecords(root, job.runId, message.shardId, message.seq),
-    await gzipLines(lines),
-    'application/gzip',
-  );
+  await writeRunRecords(deps.vault, job.runId, message.shardId, message.seq, {
+    records,
+    failures: result.failures,
+    uploadIds: result.uploadIds,
+  });
   const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
   if (result.next !== undefined && result.aborted === undefined) {
     await transport.sender.send({ ...message, seq: message.seq + 1, cursor: result.next, totals });
@@ -326,7 +272,7 @@ export async function handleShardMessage(
     messages: message.seq + 1,
     ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
   };
-  await putJson(deps.vault, resultKey, shardResult);
+  await saveShardResult(deps.vault, job.runId, shardResult);
   deps.log.info('shard finished', { runId: job.runId, shardId: message.shardId, ...totals });
   if (result.aborted !== undefined) {
     await transport.callbacks.failure(
@@ -342,39 +288,4 @@ export async function handleShardMessage(
     failed: totals.failed,
   });
   return result.totals;
-}
-
-/**
- * Everything the workers of a run wrote: records, failures and skipped
- * uploads, one per source key. SQS may deliver a continuation twice and the
- * two chains may cut their pages at different places, so their record files
- * can overlap: the later file's word on a key stands, and a key that failed
- * in any chain stays failed.
- */
-export async function collectRunRecords(
-  deps: WorkflowDeps,
-  runId: string,
-): Promise<{ records: InventoryRecord[]; failures: Failure[]; uploadIds: string[] }> {
-  const root = rootOf(deps.vault);
-  const prefix = `${vaultKeys.run(root, runId)}records/`;
-  const files = await listKeys(deps.vault, prefix);
-  const records = new Map<string, InventoryRecord>();
-  const failures = new Map<string, Failure>();
-  const uploads = new Set<string>();
-  for (const file of files) {
-    const bytes = await getBytes(deps.vault, file.key);
-    if (bytes === undefined) continue;
-    for (const line of await gunzipLines(bytes)) {
-      const parsed = recordLineSchema.parse(line);
-      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
-      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
-      else uploads.add(parsed.u);
-    }
-  }
-  for (const key of failures.keys()) records.delete(key);
-  return {
-    records: [...records.values()],
-    failures: [...failures.values()],
-    uploadIds: [...uploads].sort(),
-  };
 }

@@ -1,0 +1,234 @@
+/**
+ * The files of a run under `runs/<id>/`, read and written here only: the copy
+ * job, the workers' record files and shard results, the link shards' listed
+ * markers, the restore's registry-before and proof. A run's copy job, written to the vault by the planning step and read by
+ * every copy worker: where from, where to, and the shards. Messages and
+ * states carry only the run id and a shard id, so they stay small however
+ * large the bucket is, and hold no credentials.
+ */
+import { z } from 'zod';
+import {
+  cursorSchema,
+  type Failure,
+  failureSchema,
+  type InventoryRecord,
+  inventoryRecordSchema,
+  locationSchema,
+  shardSchema,
+  totalsSchema,
+} from '../copy/model.ts';
+import { VaultError } from '../errors.ts';
+import { vaultKeys } from './format.ts';
+import {
+  getBytes,
+  getJson,
+  gunzipLines,
+  gzipLines,
+  listKeys,
+  putBytes,
+  putJson,
+  rootOf,
+  type Vault,
+} from './store.ts';
+
+export const restorePartSchema = z.object({
+  id: z.string(),
+  /** Index into the snapshot manifest's inventory parts. */
+  partIndex: z.number().int().nonnegative(),
+  kind: z.enum(['blobs', 'links', 'objects']),
+});
+export type RestorePart = z.infer<typeof restorePartSchema>;
+
+export const copyJobSchema = z.discriminatedUnion('purpose', [
+  z.object({
+    purpose: z.literal('backup'),
+    runId: z.string(),
+    snapshotId: z.string(),
+    source: locationSchema,
+    target: locationSchema,
+    /** The registry data prefix relative to the source prefix; absent for a generic bucket. */
+    registryPrefix: z.string().optional(),
+    /** The newest complete snapshot of the same source: its inventory replaces a target listing. */
+    previousSnapshotId: z.string().optional(),
+    /**
+     * The vault held no blob when the run was planned: with no previous
+     * snapshot, no page lists the target (link and plain objects always go to
+     * the new snapshot's own folder, which starts empty).
+     */
+    targetEmpty: z.boolean().optional(),
+    concurrency: z.number().int().positive(),
+    shards: z.array(shardSchema),
+  }),
+  z.object({
+    purpose: z.literal('restore'),
+    runId: z.string(),
+    snapshotId: z.string(),
+    source: locationSchema,
+    target: locationSchema,
+    /** The prefix the snapshot's source keys start with, swapped for the target's prefix. */
+    sourcePrefix: z.string(),
+    targetMayHoldObjects: z.boolean(),
+    concurrency: z.number().int().positive(),
+    parts: z.array(restorePartSchema),
+  }),
+]);
+export type CopyJob = z.infer<typeof copyJobSchema>;
+
+/** A copy worker's SQS message (or in-process hand-off): references and running totals only. */
+export const shardMessageSchema = z.object({
+  runId: z.string().min(1),
+  shardId: z.string().min(1),
+  /** Step Functions task token of the waiting Map iteration. */
+  taskToken: z.string().min(1),
+  /** Continuation number: 0 for the first message of a shard. */
+  seq: z.number().int().nonnegative().default(0),
+  cursor: cursorSchema.optional(),
+  totals: totalsSchema.optional(),
+});
+export type ShardMessage = z.infer<typeof shardMessageSchema>;
+
+export const jobKey = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}job.json`;
+
+export async function saveJob(vault: Vault, job: CopyJob): Promise<void> {
+  await putJson(vault, jobKey(vault, job.runId), job);
+}
+
+const cache = new Map<string, CopyJob>();
+
+/** Loads a run's job (cached: a Lambda container serves many messages of one run). */
+export async function loadJob(vault: Vault, runId: string): Promise<CopyJob> {
+  const cached = cache.get(runId);
+  if (cached !== undefined) return cached;
+  const job = await getJson(vault, jobKey(vault, runId), copyJobSchema);
+  if (job === undefined)
+    throw new VaultError(
+      `run ${runId} has no job in the vault (${jobKey(vault, runId)}); was it planned?`,
+    );
+  cache.set(runId, job);
+  if (cache.size > 20) cache.delete(cache.keys().next().value ?? '');
+  return job;
+}
+
+/** How a shard ended: its totals and messages, and why it stopped early if it did. */
+export const shardResultSchema = z.object({
+  shardId: z.string(),
+  totals: totalsSchema,
+  messages: z.number().int().positive(),
+  aborted: z.string().optional(),
+});
+export type ShardResult = z.infer<typeof shardResultSchema>;
+
+/** One line of a run's record file. */
+const recordLineSchema = z.union([
+  z.object({ r: inventoryRecordSchema }),
+  z.object({ f: failureSchema }),
+  z.object({ u: z.string() }),
+]);
+
+/** Where a shard's result is kept once it has finished (a duplicate delivery reports it again). */
+const shardResultKey = (vault: Vault, runId: string, shardId: string) =>
+  vaultKeys.runShardResult(rootOf(vault), runId, shardId);
+
+export async function saveShardResult(vault: Vault, runId: string, result: ShardResult) {
+  await putJson(vault, shardResultKey(vault, runId, result.shardId), result);
+}
+
+export async function loadShardResult(
+  vault: Vault,
+  runId: string,
+  shardId: string,
+): Promise<ShardResult | undefined> {
+  return getJson(vault, shardResultKey(vault, runId, shardId), shardResultSchema);
+}
+
+/** Every finished shard's result. */
+export async function shardResults(vault: Vault, runId: string): Promise<ShardResult[]> {
+  const results: ShardResult[] = [];
+  for (const file of await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}shards/`)) {
+    const result = await getJson(vault, file.key, shardResultSchema);
+    if (result !== undefined) results.push(result);
+  }
+  return results;
+}
+
+/** What one copy message did: its records, failures and skipped uploads, one gzip file. */
+export async function writeRunRecords(
+  vault: Vault,
+  runId: string,
+  shardId: string,
+  seq: number,
+  done: {
+    records: readonly InventoryRecord[];
+    failures: readonly Failure[];
+    uploadIds: readonly string[];
+  },
+): Promise<void> {
+  const lines: Array<z.infer<typeof recordLineSchema>> = [
+    ...done.records.map((r) => ({ r })),
+    ...done.failures.map((f) => ({ f })),
+    ...done.uploadIds.map((u) => ({ u })),
+  ];
+  await putBytes(
+    vault,
+    vaultKeys.runRecords(rootOf(vault), runId, shardId, seq),
+    await gzipLines(lines),
+    'application/gzip',
+  );
+}
+
+/**
+ * Everything the workers of a run wrote: records, failures and skipped
+ * uploads, one per source key. SQS may deliver a continuation twice and the
+ * two chains may cut their pages at different places, so their record files
+ * can overlap: the later file's word on a key stands, and a key that failed
+ * in any chain stays failed.
+ */
+export async function collectRunRecords(
+  vault: Vault,
+  runId: string,
+): Promise<{ records: InventoryRecord[]; failures: Failure[]; uploadIds: string[] }> {
+  const files = await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}records/`);
+  const records = new Map<string, InventoryRecord>();
+  const failures = new Map<string, Failure>();
+  const uploads = new Set<string>();
+  for (const file of files) {
+    const bytes = await getBytes(vault, file.key);
+    if (bytes === undefined) continue;
+    for (const line of await gunzipLines(bytes)) {
+      const parsed = recordLineSchema.parse(line);
+      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
+      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
+      else uploads.add(parsed.u);
+    }
+  }
+  for (const key of failures.keys()) records.delete(key);
+  return {
+    records: [...records.values()],
+    failures: [...failures.values()],
+    uploadIds: [...uploads].sort(),
+  };
+}
+
+/** Where a backup's link shard says it has listed everything (its tags copied). */
+const listedPrefix = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}listed/`;
+
+/** A link shard has listed every link: blob shards may list. */
+export async function markShardListed(vault: Vault, runId: string, shardId: string) {
+  await putJson(vault, `${listedPrefix(vault, runId)}${shardId}`, { shardId });
+}
+
+/** How many link shards have listed everything (one LIST). */
+export async function countListedShards(vault: Vault, runId: string): Promise<number> {
+  return (await listKeys(vault, listedPrefix(vault, runId))).length;
+}
+
+/** Where a restore's switch records the registry's storage before it patches (names only, no keys). */
+export const registryBeforeKey = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}registry-before.json`;
+
+/** What a restore proved before its switch (ProveRestoredContent's output). */
+export async function saveProof(vault: Vault, runId: string, proof: unknown): Promise<void> {
+  await putJson(vault, `${vaultKeys.run(rootOf(vault), runId)}proof.json`, proof);
+}
