@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { typeScriptCommand } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, putObjects, readObject } from '../support/s3.ts';
+import { clientFor, copyAllObjects, createBucket, putObjects, readObject } from '../support/s3.ts';
 
 const cli = fileURLToPath(new URL('../../bin/regvault.ts', import.meta.url));
 let s3: S3ServerHandle;
@@ -50,20 +50,73 @@ function snapshotIdOf(run: Run): string {
   return String(summary?.snapshotId);
 }
 
-beforeAll(async () => {
-  s3 = await startS3Server({ name: 's3-cli', objectLockBuckets: ['cli-vault-locked'] });
-  client = clientFor(s3);
-  for (const bucket of ['cli-registry', 'cli-vault', 'cli-restored', 'cli-vault-locked'])
-    await createBucket(client, bucket);
-  cluster = await startFakeCluster({ tls: true });
+/** The bucket the registry serves between tests; its images are pushed in `beforeAll` and never changed. */
+const REGISTRY_BUCKET = 'cli-registry';
+
+/** Points the registry's ModuleInfo at `bucket` and waits for the rollout. */
+async function serveBucket(bucket: string): Promise<void> {
   await cluster.seedAcpRegistry({
-    bucket: 'cli-registry',
+    bucket,
     endpoint: s3.endpoint,
     region: s3.region,
     accessKey: s3.credentials.accessKeyId,
     secretKey: s3.credentials.secretAccessKey,
   });
   await cluster.waitForReadyPod(30_000);
+}
+
+/**
+ * What several tests read and none writes: a snapshot of the registry's bucket in its own
+ * vault, and a bucket restored from it without a switch. Each is made once, when a block
+ * that needs it first runs, so a test run alone or in any order finds the same state.
+ */
+const SHARED = { vault: 'cli-vault-shared', restored: 'cli-restored-shared' } as const;
+let sharedSnapshotMade: Promise<string> | undefined;
+let sharedRestoreMade: Promise<void> | undefined;
+
+/** The id of the shared snapshot, backing it up on first use. */
+function sharedSnapshot(): Promise<string> {
+  sharedSnapshotMade ??= (async () => {
+    await createBucket(client, SHARED.vault);
+    const backup = await regvault(
+      ['backup', '--source-bucket', REGISTRY_BUCKET, '--source-endpoint', s3.endpoint, '--json'],
+      { REGVAULT_VAULT_BUCKET: SHARED.vault },
+    );
+    if (backup.code !== 0) throw new Error(`the shared backup failed: ${backup.stderr}`);
+    return snapshotIdOf(backup);
+  })();
+  return sharedSnapshotMade;
+}
+
+/** The shared snapshot restored into `SHARED.restored`, restoring it on first use. */
+function sharedRestore(): Promise<void> {
+  sharedRestoreMade ??= (async () => {
+    const snapshotId = await sharedSnapshot();
+    await createBucket(client, SHARED.restored);
+    const restore = await regvault(
+      [
+        'restore',
+        '--no-switch',
+        '--snapshot',
+        snapshotId,
+        '--target-bucket',
+        SHARED.restored,
+        '--json',
+      ],
+      { REGVAULT_VAULT_BUCKET: SHARED.vault },
+    );
+    if (restore.code !== 0) throw new Error(`the shared restore failed: ${restore.stderr}`);
+  })();
+  return sharedRestoreMade;
+}
+
+beforeAll(async () => {
+  s3 = await startS3Server({ name: 's3-cli', objectLockBuckets: ['cli-vault-locked'] });
+  client = clientFor(s3);
+  for (const bucket of [REGISTRY_BUCKET, 'cli-vault', 'cli-restored', 'cli-vault-locked'])
+    await createBucket(client, bucket);
+  cluster = await startFakeCluster({ tls: true });
+  await serveBucket(REGISTRY_BUCKET);
   await populateRegistry(new URL(cluster.registryUrl).host, {
     repositories: 2,
     tagsPerRepository: 2,
@@ -87,152 +140,156 @@ afterAll(async () => {
 });
 
 describe('the regvault CLI on the sandbox', () => {
-  it('backs up, lists the snapshot, restores with a switch and verifies, printing JSON lines', async () => {
-    // Act
-    const backup = await regvault(['backup', '--ttl-days', '30', '--json']);
-    const list = await regvault(['snapshots', 'list', '--json']);
-    const missingUrl = await regvault([
-      'restore',
-      '--target-bucket',
-      'cli-restored',
-      '--target-secret',
-      'registry-s3-secret',
-    ]);
-    const restore = await regvault([
-      'restore',
-      '--target-bucket',
-      'cli-restored',
-      '--target-secret',
-      'registry-s3-secret',
-      '--registry-url',
-      cluster.registryUrl,
-      '--json',
-    ]);
-    const verify = await regvault([
-      'verify',
-      '--registry-url',
-      cluster.registryUrl,
-      '--pull-sample',
-      '4',
-      '--json',
-    ]);
-    // Assess
-    expect(backup.stderr).toBe('');
-    expect(backup.code).toBe(0);
-    const backupLines = jsonLines(backup.stdout);
-    expect(backupLines.at(-1)).toMatchObject({ event: 'result', status: 'SUCCEEDED' });
-    expect(
-      backupLines.filter((line) => line['event'] === 'state').map((line) => line['state']),
-    ).toContain('FinalizeSnapshot');
-    // The copy's progress knows its total once the plan has run.
-    const firstProgress = backupLines.find((line) => line['event'] === 'progress');
-    expect(firstProgress?.['phase']).toBe('backup copy');
-    expect(firstProgress?.['totalObjects']).toBeGreaterThan(0);
-    expect(list.code).toBe(0);
-    const listed = jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot');
-    expect(listed).toHaveLength(1);
-    const shown = await regvault(['snapshots', 'show', String(listed[0]?.['id']), '--json']);
-    const manifest = jsonLines(shown.stdout).at(-1)?.['manifest'] as
-      | { startedAt: string; expiresAt?: string }
-      | undefined;
-    expect(Date.parse(manifest?.expiresAt ?? '') - Date.parse(manifest?.startedAt ?? '')).toBe(
-      30 * 86_400_000,
-    );
-    expect(missingUrl.code).toBe(2);
-    expect(missingUrl.stderr).toContain(
-      '--registry-url (or REGVAULT_REGISTRY_URL / registryUrl in the config file): switching the registry needs its URL',
-    );
-    expect(missingUrl.stderr).not.toMatch(/\bregistryUrl:/);
-    expect(restore.code).toBe(0);
-    const restoreLines = jsonLines(restore.stdout);
-    expect(restoreLines.at(-1)).toMatchObject({
-      event: 'result',
-      status: 'SUCCEEDED',
-      exitCode: 0,
-    });
-    const snapshot = jsonLines(list.stdout).find((line) => line['event'] === 'snapshot');
-    expect(restoreLines.find((line) => line['event'] === 'progress')).toMatchObject({
-      phase: 'restore copy',
-      totalObjects: snapshot?.['objects'],
-      totalBytes: snapshot?.['bytes'],
-    });
-    // The proof and the verification report in the registry's units, ending at their totals.
-    const proof = restoreLines.filter((line) => line['phase'] === 'restore prove').at(-1);
-    expect(proof?.['blobs']).toEqual({
-      done: (proof?.['blobs'] as { total: number }).total,
-      total: expect.any(Number),
-    });
-    const verified = restoreLines.filter((line) => line['phase'] === 'restore verify').at(-1);
-    expect(verified).toMatchObject({
-      repositories: { done: 2, total: 2 },
-      tags: { done: 4, total: 4 },
-    });
-    expect(verify.code).toBe(0);
-    expect(jsonLines(verify.stdout).at(-1)).toMatchObject({
-      event: 'result',
-      ok: true,
-      repositories: 2,
-      tags: 4,
+  describe('on the live registry, switching it', () => {
+    // The restore points the registry at cli-restored; the other tests expect the registry's own bucket.
+    afterEach(() => serveBucket(REGISTRY_BUCKET), 60_000);
+
+    it('backs up, lists the snapshot, restores with a switch and verifies, printing JSON lines', async () => {
+      // Act
+      const backup = await regvault(['backup', '--ttl-days', '30', '--json']);
+      const list = await regvault(['snapshots', 'list', '--json']);
+      const missingUrl = await regvault([
+        'restore',
+        '--target-bucket',
+        'cli-restored',
+        '--target-secret',
+        'registry-s3-secret',
+      ]);
+      const restore = await regvault([
+        'restore',
+        '--target-bucket',
+        'cli-restored',
+        '--target-secret',
+        'registry-s3-secret',
+        '--registry-url',
+        cluster.registryUrl,
+        '--json',
+      ]);
+      const verify = await regvault([
+        'verify',
+        '--registry-url',
+        cluster.registryUrl,
+        '--pull-sample',
+        '4',
+        '--json',
+      ]);
+      // Assess
+      expect(backup.stderr).toBe('');
+      expect(backup.code).toBe(0);
+      const backupLines = jsonLines(backup.stdout);
+      expect(backupLines.at(-1)).toMatchObject({ event: 'result', status: 'SUCCEEDED' });
+      expect(
+        backupLines.filter((line) => line['event'] === 'state').map((line) => line['state']),
+      ).toContain('FinalizeSnapshot');
+      // The copy's progress knows its total once the plan has run.
+      const firstProgress = backupLines.find((line) => line['event'] === 'progress');
+      expect(firstProgress?.['phase']).toBe('backup copy');
+      expect(firstProgress?.['totalObjects']).toBeGreaterThan(0);
+      expect(list.code).toBe(0);
+      const listed = jsonLines(list.stdout).filter((line) => line['event'] === 'snapshot');
+      expect(listed).toHaveLength(1);
+      const shown = await regvault(['snapshots', 'show', String(listed[0]?.['id']), '--json']);
+      const manifest = jsonLines(shown.stdout).at(-1)?.['manifest'] as
+        | { startedAt: string; expiresAt?: string }
+        | undefined;
+      expect(Date.parse(manifest?.expiresAt ?? '') - Date.parse(manifest?.startedAt ?? '')).toBe(
+        30 * 86_400_000,
+      );
+      expect(missingUrl.code).toBe(2);
+      expect(missingUrl.stderr).toContain(
+        '--registry-url (or REGVAULT_REGISTRY_URL / registryUrl in the config file): switching the registry needs its URL',
+      );
+      expect(missingUrl.stderr).not.toMatch(/\bregistryUrl:/);
+      expect(restore.code).toBe(0);
+      const restoreLines = jsonLines(restore.stdout);
+      expect(restoreLines.at(-1)).toMatchObject({
+        event: 'result',
+        status: 'SUCCEEDED',
+        exitCode: 0,
+      });
+      const snapshot = jsonLines(list.stdout).find((line) => line['event'] === 'snapshot');
+      expect(restoreLines.find((line) => line['event'] === 'progress')).toMatchObject({
+        phase: 'restore copy',
+        totalObjects: snapshot?.['objects'],
+        totalBytes: snapshot?.['bytes'],
+      });
+      // The proof and the verification report in the registry's units, ending at their totals.
+      const proof = restoreLines.filter((line) => line['phase'] === 'restore prove').at(-1);
+      expect(proof?.['blobs']).toEqual({
+        done: (proof?.['blobs'] as { total: number } | undefined)?.total,
+        total: expect.any(Number),
+      });
+      const verified = restoreLines.filter((line) => line['phase'] === 'restore verify').at(-1);
+      expect(verified).toMatchObject({
+        repositories: { done: 2, total: 2 },
+        tags: { done: 4, total: 4 },
+      });
+      expect(verify.code).toBe(0);
+      expect(jsonLines(verify.stdout).at(-1)).toMatchObject({
+        event: 'result',
+        ok: true,
+        repositories: 2,
+        tags: 4,
+      });
     });
   });
 
-  it('checks the snapshot and the restored bucket with fsck, and prunes with a dry run', async () => {
-    // Act
-    const snapshot = await regvault(['fsck', '--deep', '--json']);
-    const bucket = await regvault(['fsck', '--bucket', 'cli-restored', '--json']);
-    const prune = await regvault(['snapshots', 'prune', '--keep-last', '1', '--dry-run', '--json']);
-    // Assess
-    expect(snapshot.code).toBe(0);
-    expect(jsonLines(snapshot.stdout).at(-1)).toMatchObject({ ok: true, mode: 'deep' });
-    expect(bucket.code).toBe(0);
-    expect(jsonLines(bucket.stdout).at(-1)).toMatchObject({
-      ok: true,
-      target: 's3://cli-restored',
-    });
-    expect(prune.code).toBe(0);
-    expect(jsonLines(prune.stdout).at(-1)).toMatchObject({ event: 'result', deletedSnapshots: [] });
-  });
+  describe('on the shared snapshot and the bucket restored from it', () => {
+    const vault = { REGVAULT_VAULT_BUCKET: SHARED.vault };
 
-  it('plans a bucket without copying anything', async () => {
-    // Act
-    const run = await regvault(['plan', '--source-bucket', 'cli-restored', '--json']);
-    // Assess
-    expect(run.code).toBe(0);
-    expect(jsonLines(run.stdout).at(-1)).toMatchObject({ event: 'result', layout: 'registry' });
-  });
+    beforeAll(() => sharedRestore(), 120_000);
 
-  it('copies a bucket and skips everything on the second run', async () => {
-    // Prepare
-    await createBucket(client, 'cli-copy');
-    // Act
-    const first = await regvault([
-      'copy',
-      '--from',
-      's3://cli-restored',
-      '--to',
-      's3://cli-copy',
-      '--json',
-    ]);
-    const second = await regvault([
-      'copy',
-      '--from',
-      's3://cli-restored',
-      '--to',
-      's3://cli-copy',
-      '--json',
-    ]);
-    // Assess
-    expect(first.code).toBe(0);
-    expect(jsonLines(first.stdout).find((line) => line['event'] === 'progress')).toMatchObject({
-      phase: 'copy',
-      totalObjects: expect.any(Number),
+    it('checks the snapshot and the restored bucket with fsck, and prunes with a dry run', async () => {
+      // Act
+      const snapshot = await regvault(['fsck', '--deep', '--json'], vault);
+      const bucket = await regvault(['fsck', '--bucket', SHARED.restored, '--json']);
+      const prune = await regvault(
+        ['snapshots', 'prune', '--keep-last', '1', '--dry-run', '--json'],
+        vault,
+      );
+      // Assess
+      expect(snapshot.code).toBe(0);
+      expect(jsonLines(snapshot.stdout).at(-1)).toMatchObject({ ok: true, mode: 'deep' });
+      expect(bucket.code).toBe(0);
+      expect(jsonLines(bucket.stdout).at(-1)).toMatchObject({
+        ok: true,
+        target: `s3://${SHARED.restored}`,
+      });
+      expect(prune.code).toBe(0);
+      expect(jsonLines(prune.stdout).at(-1)).toMatchObject({
+        event: 'result',
+        deletedSnapshots: [],
+      });
     });
-    const firstResult = jsonLines(first.stdout).at(-1);
-    expect(firstResult?.['copied']).toBeGreaterThan(0);
-    expect(jsonLines(second.stdout).at(-1)).toMatchObject({
-      ok: true,
-      copied: 0,
-      skipped: firstResult?.['copied'],
+
+    it('plans a bucket without copying anything', async () => {
+      // Act
+      const run = await regvault(['plan', '--source-bucket', SHARED.restored, '--json']);
+      // Assess
+      expect(run.code).toBe(0);
+      expect(jsonLines(run.stdout).at(-1)).toMatchObject({ event: 'result', layout: 'registry' });
+    });
+
+    it('copies a bucket and skips everything on the second run', async () => {
+      // Prepare
+      await createBucket(client, 'cli-copy');
+      // Act
+      const copy = ['copy', '--from', `s3://${SHARED.restored}`, '--to', 's3://cli-copy', '--json'];
+      const first = await regvault(copy);
+      const second = await regvault(copy);
+      // Assess
+      expect(first.code).toBe(0);
+      expect(jsonLines(first.stdout).find((line) => line['event'] === 'progress')).toMatchObject({
+        phase: 'copy',
+        totalObjects: expect.any(Number),
+      });
+      const firstResult = jsonLines(first.stdout).at(-1);
+      expect(firstResult?.['copied']).toBeGreaterThan(0);
+      expect(jsonLines(second.stdout).at(-1)).toMatchObject({
+        ok: true,
+        copied: 0,
+        skipped: firstResult?.['copied'],
+      });
     });
   });
 
@@ -590,7 +647,8 @@ describe('the CLI speaks in the terms the user typed', () => {
 });
 
 describe('snapshots prune says why it keeps each snapshot', () => {
-  const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-prune' };
+  const vault = 'cli-vault-prune';
+  /** The snapshots in `vault`, oldest first. */
   const ids: string[] = [];
   const backup = async (...extra: string[]) => {
     const run = await regvault(
@@ -603,13 +661,19 @@ describe('snapshots prune says why it keeps each snapshot', () => {
         ...extra,
         '--json',
       ],
-      vault,
+      { REGVAULT_VAULT_BUCKET: vault },
     );
     expect(run.code).toBe(0);
     ids.push(snapshotIdOf(run));
   };
-  const prune = async (...args: string[]) => {
-    const run = await regvault(['snapshots', 'prune', '--dry-run', ...args, '--json'], vault);
+  /** A dry-run prune of `on.bucket`, each snapshot named by its index in `on.ids`. */
+  const prune = async (
+    args: readonly string[],
+    on: { bucket: string; ids: readonly string[] } = { bucket: vault, ids },
+  ) => {
+    const run = await regvault(['snapshots', 'prune', '--dry-run', ...args, '--json'], {
+      REGVAULT_VAULT_BUCKET: on.bucket,
+    });
     expect(run.code).toBe(0);
     const result = jsonLines(run.stdout).at(-1) ?? {};
     const rules = (key: 'kept' | 'expired') =>
@@ -617,13 +681,13 @@ describe('snapshots prune says why it keeps each snapshot', () => {
         (key === 'kept'
           ? (result['kept'] as Array<{ id: string; rule: string }>)
           : (result['plan'] as { expire: Array<{ id: string; rule: string }> }).expire
-        ).map((v) => [ids.indexOf(v.id), v.rule]),
+        ).map((v) => [on.ids.indexOf(v.id), v.rule]),
       );
     return { result, kept: rules('kept'), expired: rules('expired') };
   };
 
   beforeAll(async () => {
-    await createBucket(client, 'cli-vault-prune');
+    await createBucket(client, vault);
     // 0 and 1 plain, 2 with a ttl of its own (it takes no keep-last place), 3 the newest.
     await backup();
     await backup();
@@ -633,8 +697,10 @@ describe('snapshots prune says why it keeps each snapshot', () => {
 
   it('keeps everything within the grace period and says so plainly, in JSON and text', async () => {
     // Act
-    const { result, kept, expired } = await prune('--keep-last', '2');
-    const text = await regvault(['snapshots', 'prune', '--dry-run', '--keep-last', '2'], vault);
+    const { result, kept, expired } = await prune(['--keep-last', '2']);
+    const text = await regvault(['snapshots', 'prune', '--dry-run', '--keep-last', '2'], {
+      REGVAULT_VAULT_BUCKET: vault,
+    });
     // Assess
     expect(expired).toEqual({});
     expect(kept).toEqual({
@@ -657,8 +723,8 @@ describe('snapshots prune says why it keeps each snapshot', () => {
 
   it('expires what the policy expires once the grace period is 0, keeping the rest by rule', async () => {
     // Act
-    const { result, kept, expired } = await prune('--keep-last', '2', '--grace-minutes', '0');
-    const byTtl = await prune('--ttl-days', '1', '--grace-minutes', '0');
+    const { result, kept, expired } = await prune(['--keep-last', '2', '--grace-minutes', '0']);
+    const byTtl = await prune(['--ttl-days', '1', '--grace-minutes', '0']);
     // Assess
     expect(expired).toEqual({ 0: 'policy' });
     expect(kept).toEqual({ 1: 'keep-last', 2: 'own-ttl', 3: 'newest-complete' });
@@ -673,9 +739,13 @@ describe('snapshots prune says why it keeps each snapshot', () => {
   });
 
   it('keeps a running backup and the snapshot it builds on', async () => {
-    // Prepare: a backup that has just written its running manifest
+    // Prepare: a copy of the vault (the other tests see no running backup), where a backup has
+    // just written its running manifest
+    const copy = 'cli-vault-prune-running';
+    await createBucket(client, copy);
+    await copyAllObjects(client, vault, copy);
     const newest = JSON.parse(
-      (await readObject(client, 'cli-vault-prune', `snapshots/${ids[3]}/manifest.json`)).toString(),
+      (await readObject(client, copy, `snapshots/${ids[3]}/manifest.json`)).toString(),
     ) as { id: string };
     const now = new Date();
     const id = `${now.toISOString().replace(/[-:]/g, '')}-0c0c0c`;
@@ -688,28 +758,41 @@ describe('snapshots prune says why it keeps each snapshot', () => {
       finishedAt: undefined,
       inventory: { records: 0, parts: [] },
     };
-    await putObjects(client, 'cli-vault-prune', [
+    await putObjects(client, copy, [
       { key: `snapshots/${id}/manifest.json`, body: JSON.stringify(running) },
     ]);
-    ids.push(id);
     // Act
-    const { kept } = await prune('--keep-last', '2', '--grace-minutes', '0');
+    const { kept } = await prune(['--keep-last', '2', '--grace-minutes', '0'], {
+      bucket: copy,
+      ids: [...ids, id],
+    });
     // Assess
     expect(kept).toMatchObject({ 3: 'base-of-running-backup', 4: 'running' });
   });
 });
 
 describe('verify --push-test', () => {
+  const vault = { REGVAULT_VAULT_BUCKET: SHARED.vault };
+
+  beforeAll(() => sharedSnapshot(), 120_000);
+  // The test points the registry at a bucket of its own; the other tests expect the registry's own bucket.
+  afterEach(() => serveBucket(REGISTRY_BUCKET), 60_000);
+
   it('pushes a test image into the registry and says so', async () => {
+    // Prepare: the registry serves a copy of the bucket the shared snapshot holds, so the pushes
+    // land in a bucket no other test reads
+    await createBucket(client, 'cli-push');
+    await copyAllObjects(client, REGISTRY_BUCKET, 'cli-push');
+    await serveBucket('cli-push');
     // Act
-    const json = await regvault([
-      'verify',
-      '--registry-url',
-      cluster.registryUrl,
-      '--push-test',
-      '--json',
-    ]);
-    const text = await regvault(['verify', '--registry-url', cluster.registryUrl, '--push-test']);
+    const json = await regvault(
+      ['verify', '--registry-url', cluster.registryUrl, '--push-test', '--json'],
+      vault,
+    );
+    const text = await regvault(
+      ['verify', '--registry-url', cluster.registryUrl, '--push-test'],
+      vault,
+    );
     // Assess
     expect(json.code).toBe(0);
     expect(jsonLines(json.stdout).at(-1)).toMatchObject({

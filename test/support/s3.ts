@@ -1,5 +1,6 @@
 /** Small S3 helpers for tests: a client for a sandbox server, seeding and reading buckets. */
 import {
+  CopyObjectCommand,
   CreateBucketCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -8,6 +9,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Location } from '../../functions/commons/copy/model.ts';
+import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
 
 export interface S3Endpointish {
@@ -118,6 +120,16 @@ export async function deleteKeys(
       }),
     );
   }
+}
+
+/** Copies every object of `from` into the existing bucket `to` server-side, so a test can change a copy of shared state. */
+export async function copyAllObjects(client: S3Client, from: string, to: string): Promise<void> {
+  const keys = [...(await listAll(client, from)).keys()];
+  await eachLimited(keys, 16, (key) =>
+    client.send(
+      new CopyObjectCommand({ Bucket: to, Key: key, CopySource: copySourceOf(from, key) }),
+    ),
+  );
 }
 
 export async function readObject(client: S3Client, bucket: string, key: string): Promise<Buffer> {
