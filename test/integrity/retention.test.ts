@@ -1,4 +1,4 @@
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { InputError } from '../../functions/commons/errors.ts';
@@ -614,8 +614,8 @@ describe('pruning a vault of real snapshots', () => {
   });
 
   it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
-    // Prepare: the first snapshot pruned; a backup held when its first blob shard looks
-    // whether every link shard has listed, after it planned and copied its links
+    // Prepare: the first snapshot pruned; a backup held when its link shard says it has listed
+    // every link, after it planned and copied its links and before any blob shard starts
     await pruneFirst();
     await push('fourth');
     let release: () => void = () => {};
@@ -628,8 +628,8 @@ describe('pruning a vault of real snapshots', () => {
       get(target, property, receiver) {
         if (property !== 'send') return Reflect.get(target, property, receiver);
         return async (command: Parameters<S3Client['send']>[0]) => {
-          const prefix = (command.input as { Prefix?: string }).Prefix ?? '';
-          if (command instanceof ListObjectsV2Command && prefix.endsWith('/listed/')) {
+          const key = (command.input as { Key?: string }).Key ?? '';
+          if (command instanceof PutObjectCommand && key.includes('/listed/')) {
             held = true;
             await gate;
           }
@@ -642,7 +642,18 @@ describe('pruning a vault of real snapshots', () => {
       vault: { ...deps.vault, client: heldClient },
     };
     const running = backup({ deps: gated, workers: 1 });
-    while (!held) await sleep(20);
+    // Waits for the hold, or for a backup that ended without reaching it (then the test fails, not hangs).
+    let ended = false;
+    void running.then(
+      () => {
+        ended = true;
+      },
+      () => {
+        ended = true;
+      },
+    );
+    while (!held && !ended) await sleep(20);
+    expect(held).toBe(true);
     // Act
     const report = await prune(deps.vault, { keepLast: 1 }, { now: new Date(), graceMs: 0 });
     release();

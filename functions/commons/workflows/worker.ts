@@ -50,6 +50,16 @@ export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number }
 /** How long a blob shard waits before it looks again whether every link shard has listed. */
 export const LINKS_LISTED_POLL_MS = 250;
 
+/** Link shards this process has seen listed, by run (the last run only). */
+const listedHere = new Map<string, Set<string>>();
+
+/** Writes a link shard's listed marker and remembers it in this process. */
+async function markListed(deps: WorkflowDeps, runId: string, shardId: string): Promise<void> {
+  await markShardListed(deps.vault, runId, shardId);
+  if (!listedHere.has(runId)) listedHere.clear();
+  listedHere.set(runId, (listedHere.get(runId) ?? new Set()).add(shardId));
+}
+
 /** True when every link shard of the backup has listed its links (one LIST of the markers). */
 async function linksListed(
   job: Extract<CopyJob, { purpose: 'backup' }>,
@@ -57,6 +67,8 @@ async function linksListed(
 ): Promise<boolean> {
   const linkShards = job.shards.filter((shard) => shard.kind === 'links').length;
   if (linkShards === 0) return true;
+  // The markers this process wrote itself need no LIST (the local runner works every message in one process).
+  if ((listedHere.get(job.runId)?.size ?? 0) >= linkShards) return true;
   return (await countListedShards(deps.vault, job.runId)) >= linkShards;
 }
 
@@ -227,7 +239,7 @@ export async function handleShardMessage(
       if (shard.kind === 'links') {
         // Said as soon as the last phase is listed: the blob shards start while its copies trail.
         onListed = () => {
-          marking ??= markShardListed(deps.vault, job.runId, shard.id);
+          marking ??= markListed(deps, job.runId, shard.id);
         };
       } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
         // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
@@ -241,7 +253,7 @@ export async function handleShardMessage(
       // A link shard that ended without listing everything (aborted) still frees the blob
       // shards: the run fails on its result, and finalize says why.
       if (shard.kind === 'links' && result.next === undefined)
-        marking ??= markShardListed(deps.vault, job.runId, shard.id);
+        marking ??= markListed(deps, job.runId, shard.id);
       await marking;
     } else {
       // A restore part streams its blobs through the worker (the vault and the
