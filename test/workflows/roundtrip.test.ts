@@ -16,11 +16,8 @@ import {
   resolveSnapshot,
 } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
-import {
-  resolveRestore,
-  rollbackRestore,
-  switchRegistry,
-} from '../../functions/commons/workflows/restore.ts';
+import { resolveRestore, switchRegistry } from '../../functions/commons/workflows/restore.ts';
+import { rollbackRestore } from '../../functions/commons/workflows/rollback.ts';
 import {
   OciLayout,
   type PopulatedRegistry,

@@ -4,43 +4,32 @@
  * step takes the previous step's small JSON output and returns its own.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import PQueue from 'p-queue';
 import { z } from 'zod';
 import { looksLikeRegistry } from '../copy/engine.ts';
 import {
   addTotals,
   emptyTotals,
   type Failure,
-  type InventoryRecord,
   type Location,
   locationSchema,
   type Totals,
 } from '../copy/model.ts';
 import { planGeneric, planRegistry } from '../copy/plan.ts';
 import { type FailureName, failureNameOf, messageOf, parseInput } from '../errors.ts';
-import { classifyRegistryKey, KeyKind, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import {
-  catalogSchema,
   expiresAtOf,
   MAX_TTL_DAYS,
   newSnapshotId,
-  type SnapshotCatalog,
   type SnapshotManifest,
   SnapshotStatus,
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
+import { writeInventory } from '../vault/inventory.ts';
 import { collectRunRecords, saveJob, shardResults } from '../vault/runs.ts';
-import {
-  getBytes,
-  getJson,
-  gzipLines,
-  listSnapshots,
-  putBytes,
-  putJson,
-  readManifest,
-  rootOf,
-} from '../vault/store.ts';
+import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
+import { buildCatalog, referenceCheck } from './catalog.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
@@ -273,185 +262,6 @@ async function poolIsEmpty(deps: WorkflowDeps): Promise<boolean> {
   return (found.KeyCount ?? 0) === 0;
 }
 
-/** Records per inventory part: small enough for one worker invocation to restore. */
-export const INVENTORY_PART_RECORDS = 10_000;
-
-function partsOf(
-  records: readonly InventoryRecord[],
-  kind: 'blobs' | 'links' | 'objects',
-): Array<{ kind: typeof kind; records: InventoryRecord[] }> {
-  const parts: Array<{ kind: typeof kind; records: InventoryRecord[] }> = [];
-  for (let start = 0; start < records.length; start += INVENTORY_PART_RECORDS) {
-    parts.push({ kind, records: records.slice(start, start + INVENTORY_PART_RECORDS) });
-  }
-  return parts;
-}
-
-/** Writes `inventory.jsonl.gz` as one gzip member per part and returns the part table. */
-async function writeInventory(
-  deps: WorkflowDeps,
-  state: BackupState,
-  records: InventoryRecord[],
-): Promise<SnapshotManifest['inventory']> {
-  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
-  const sorted = [...records].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const isBlob = (r: InventoryRecord) =>
-    state.layout === 'registry' &&
-    r.key.startsWith(base) &&
-    classifyRegistryKey(r.key.slice(base.length)) === KeyKind.Blob;
-  const parts =
-    state.layout === 'registry'
-      ? [
-          ...partsOf(sorted.filter(isBlob), 'blobs'),
-          ...partsOf(
-            sorted.filter((r) => !isBlob(r)),
-            'links',
-          ),
-        ]
-      : partsOf(sorted, 'objects');
-  const members: Buffer[] = [];
-  const table: SnapshotManifest['inventory']['parts'] = [];
-  let offset = 0;
-  for (const part of parts) {
-    const member = await gzipLines(part.records);
-    table.push({ kind: part.kind, offset, length: member.length, records: part.records.length });
-    members.push(member);
-    offset += member.length;
-  }
-  await putBytes(
-    deps.vault,
-    vaultKeys.inventory(rootOf(deps.vault), state.snapshotId),
-    Buffer.concat(members),
-    'application/gzip',
-  );
-  return { records: sorted.length, parts: table };
-}
-
-const TAG_LINK = /^repositories\/(.+)\/_manifests\/tags\/([^/]+)\/current\/link$/;
-const TAG_INDEX =
-  /^repositories\/(.+)\/_manifests\/tags\/([^/]+)\/index\/sha256\/([0-9a-f]{64})\/link$/;
-const LAYER_LINK = /^repositories\/(.+)\/_layers\/sha256\/([0-9a-f]{64})\/link$/;
-const REVISION_LINK = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9a-f]{64})\/link$/;
-
-/** Repository -> tag -> digest, read from the tag links the backup copied. */
-/**
- * The catalog (repository -> tag -> manifest digest) without re-reading what
- * was just copied: a tag whose current link is unchanged since the previous
- * snapshot keeps that snapshot's digest; a tag with one index entry points
- * at it (the registry writes the index entry before the current link); only
- * a tag moved since (several index entries, a changed current link) has its
- * current link read, once.
- */
-async function buildCatalog(
-  deps: WorkflowDeps,
-  state: BackupState,
-  records: readonly InventoryRecord[],
-): Promise<{ catalog: SnapshotCatalog; reads: number }> {
-  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
-  const previous =
-    state.previousSnapshotId === undefined
-      ? undefined
-      : await getJson(
-          deps.vault,
-          vaultKeys.catalog(rootOf(deps.vault), state.previousSnapshotId),
-          catalogSchema,
-        );
-  const before = new Map<string, string>();
-  for (const repository of previous?.repositories ?? [])
-    for (const [tag, digest] of Object.entries(repository.tags))
-      before.set(`${repository.name}:${tag}`, digest);
-  const indexes = new Map<string, string[]>();
-  const currents: Array<{ repository: string; tag: string; record: InventoryRecord }> = [];
-  for (const record of records) {
-    const relative = record.key.slice(base.length);
-    const index = TAG_INDEX.exec(relative);
-    if (index?.[1] !== undefined && index[2] !== undefined && index[3] !== undefined) {
-      const name = `${index[1]}:${index[2]}`;
-      indexes.set(name, [...(indexes.get(name) ?? []), `sha256:${index[3]}`]);
-      continue;
-    }
-    const current = TAG_LINK.exec(relative);
-    if (current?.[1] !== undefined && current[2] !== undefined)
-      currents.push({ repository: current[1], tag: current[2], record });
-  }
-  const repositories = new Map<string, Record<string, string>>();
-  const reads = new PQueue({ concurrency: 32 });
-  let read = 0;
-  await Promise.all(
-    currents.map(async ({ repository, tag, record }) => {
-      const name = `${repository}:${tag}`;
-      const index = indexes.get(name) ?? [];
-      let digest = record.copied ? undefined : before.get(name);
-      if (digest === undefined && index.length === 1) digest = index[0];
-      if (digest === undefined) {
-        read++;
-        const body = await reads.add(() => getBytes(deps.vault, record.targetKey));
-        digest = (body ?? Buffer.alloc(0)).toString('utf8').trim();
-      }
-      const tags = repositories.get(repository) ?? {};
-      tags[tag] = digest;
-      repositories.set(repository, tags);
-    }),
-  );
-  return {
-    reads: read,
-    catalog: {
-      repositories: [...repositories.entries()]
-        .sort(([a], [b]) => a.localeCompare(b))
-        .map(([name, tags]) => ({
-          name,
-          tags: Object.fromEntries(Object.entries(tags).sort(([a], [b]) => a.localeCompare(b))),
-        })),
-    },
-  };
-}
-
-/**
- * The reference check, from the inventory alone (no read): every tag's
- * manifest has a revision link and a blob in the snapshot, every revision
- * link and every layer link has its blob. Manifests are not parsed here (a
- * full backup would read one object in eleven again); the restore's proof and
- * `regvault fsck` read them.
- */
-function referenceCheck(
-  state: BackupState,
-  records: readonly InventoryRecord[],
-  catalog: SnapshotCatalog,
-): { ok: boolean; detail: string } {
-  const base = `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`;
-  const keys = new Set(records.map((r) => r.key.slice(base.length)));
-  const blobKey = (hex: string) => `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
-  const dangling: string[] = [];
-  for (const repository of catalog.repositories) {
-    for (const [tag, digest] of Object.entries(repository.tags)) {
-      const hex = digest.replace(/^sha256:/, '');
-      if (!keys.has(`repositories/${repository.name}/_manifests/revisions/sha256/${hex}/link`))
-        dangling.push(`${repository.name}:${tag} (revision link)`);
-      if (!keys.has(blobKey(hex)))
-        dangling.push(`${repository.name}:${tag} (manifest blob ${digest})`);
-    }
-  }
-  let layerLinks = 0;
-  for (const key of keys) {
-    const revision = REVISION_LINK.exec(key);
-    if (revision?.[2] !== undefined && !keys.has(blobKey(revision[2])))
-      dangling.push(`${revision[1]}@sha256:${revision[2]} (manifest blob)`);
-    const layer = LAYER_LINK.exec(key);
-    if (layer?.[2] === undefined) continue;
-    layerLinks++;
-    if (!keys.has(blobKey(layer[2]))) dangling.push(`${layer[1]} layer sha256:${layer[2]} (blob)`);
-  }
-  return dangling.length === 0
-    ? {
-        ok: true,
-        detail: `${catalog.repositories.length} repositories: every tag leads to a revision link and a manifest blob, and all ${layerLinks} layer links to blobs, in the snapshot`,
-      }
-    : {
-        ok: false,
-        detail: `${dangling.length} dangling references, e.g. ${dangling.slice(0, 5).join(', ')}`,
-      };
-}
-
 export interface BackupSummary {
   readonly snapshotId: string;
   readonly status: 'complete' | 'failed';
@@ -482,7 +292,14 @@ export async function finalizeBackup(
   const results = await shardResults(deps.vault, state.runId);
   const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
   const expectedShards = plan.linkShardIds.length + plan.dataShardIds.length;
-  const inventory = await writeInventory(deps, state, records);
+  const inventory = await writeInventory(
+    deps.vault,
+    state.snapshotId,
+    records,
+    state.layout === 'registry'
+      ? `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`
+      : undefined,
+  );
   const { catalog, reads } =
     state.layout === 'registry'
       ? await buildCatalog(deps, state, records)

@@ -12,14 +12,13 @@ import { discoverBackup, finalizeBackup, markBackupFailed, planBackup } from './
 import type { WorkflowDeps } from './deps.ts';
 import { proveRestore } from './prove.ts';
 import {
-  causeText,
   checkRollout,
   preflightRestore,
   resolveRestore,
-  rollBackOrReport,
   switchRegistry,
   verifyRestore,
 } from './restore.ts';
+import { causeText, rollBackOrReport } from './rollback.ts';
 import {
   backupPlanOutputSchema,
   backupStateSchema,
