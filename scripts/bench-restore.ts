@@ -4,7 +4,7 @@
  * every blob the copy did not stream is read back and hashed; a real
  * docker-registry; the fake cluster), it backs up a registry holding small
  * images and one image with a 1 GiB layer, then runs `regvault restore`
- * as users run it (a CLI child process), alternating a proven restore with
+ * as users run it (the compiled CLI, a child process), alternating a proven restore with
  * one under --skip-blob-hashing for several rounds, and ends with a restore
  * that switches the registry and pulls every image in full. Peak RSS is the
  * child's own (GNU time's maximum resident set size).
@@ -15,11 +15,10 @@ import { execFile } from 'node:child_process';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../functions/commons/local/runner.ts';
-import { createS3Client } from '../functions/commons/s3/client.ts';
-import { OciLayout, populateRegistry, pushImage } from '../sandbox/images/index.ts';
-import { startFakeCluster } from '../sandbox/kube/index.ts';
-import { typeScriptCommand } from '../sandbox/process.ts';
-import { startS3Server } from '../sandbox/s3/index.ts';
+import { OciLayout, pushImage } from '../sandbox/images/index.ts';
+import { median } from './bench-stats.ts';
+import { buildCli } from './bench-workflow.ts';
+import { startSandboxBed } from './sandbox-bed.ts';
 
 const flag = (name: string, fallback: number): number => {
   const at = process.argv.indexOf(`--${name}`);
@@ -39,19 +38,18 @@ interface Measured {
   readonly bytes: number;
 }
 
-const cli = new URL('../bin/regvault.ts', import.meta.url).pathname;
+const cli = new URL('../dist/regvault.mjs', import.meta.url).pathname;
 
-/** Runs the CLI under GNU time; its exit code, wall time and peak RSS. */
+/** Runs the compiled CLI (what users run) under GNU time; its exit code, wall time and peak RSS. */
 function regvault(
   args: readonly string[],
   env: NodeJS.ProcessEnv,
 ): Promise<Omit<Measured, 'mode' | 'objects' | 'bytes'> & { stdout: string }> {
-  const { command, args: prefix } = typeScriptCommand(cli);
   const started = process.hrtime.bigint();
   return new Promise((resolve) => {
     execFile(
       '/usr/bin/time',
-      ['-v', command, ...prefix, ...args],
+      ['-v', process.execPath, cli, ...args],
       { env, maxBuffer: 64 * 1024 * 1024, timeout: 3_600_000 },
       (err, stdout, stderr) => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -64,36 +62,19 @@ function regvault(
   });
 }
 
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-};
-
 async function main(): Promise<void> {
-  const s3 = await startS3Server({ name: 'bench-restore' });
-  const cluster = await startFakeCluster({ tls: true });
-  const admin = createS3Client(
-    { endpoint: s3.endpoint, region: s3.region, forcePathStyle: true },
-    s3.credentials,
-  );
+  await buildCli();
+  process.stderr.write(`pushing small images and one with a ${bigMiB} MiB layer...\n`);
+  const bed = await startSandboxBed({
+    name: 'bench-restore',
+    registryBucket: 'registry',
+    buckets: ['vault'],
+    images: [
+      { repositories: 10, tagsPerRepository: 3, layerSizes: [4096, 256 * 1024, 2 * 1024 * 1024] },
+    ],
+  });
+  const { s3, admin, cluster, host } = bed;
   try {
-    for (const bucket of ['registry', 'vault'])
-      await admin.send(new CreateBucketCommand({ Bucket: bucket }));
-    await cluster.seedAcpRegistry({
-      bucket: 'registry',
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    });
-    await cluster.waitForReadyPod(60_000);
-    const host = new URL(cluster.registryUrl).host;
-    process.stderr.write(`pushing small images and one with a ${bigMiB} MiB layer...\n`);
-    await populateRegistry(host, {
-      repositories: 10,
-      tagsPerRepository: 3,
-      layerSizes: [4096, 256 * 1024, 2 * 1024 * 1024],
-    });
     const layout = await OciLayout.create();
     try {
       await layout.addImage('big', [{ seed: 'bench-big', size: bigMiB * 1024 * 1024 }]);
@@ -216,9 +197,7 @@ async function main(): Promise<void> {
       );
     if (!summary.ok) process.exitCode = 1;
   } finally {
-    admin.destroy();
-    await cluster.stop();
-    await s3.stop();
+    await bed.stop();
   }
 }
 

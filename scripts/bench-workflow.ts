@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { S3ServerHandle } from '../sandbox/s3/index.ts';
+import { median, total } from './bench-stats.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = `${root}dist/regvault.mjs`;
@@ -54,16 +55,6 @@ export interface WorkflowBenchOptions {
 /** Builds the compiled CLI the rounds run. */
 export async function buildCli(): Promise<void> {
   await promisify(execFile)(process.execPath, [`${root}scripts/build-cli.mjs`], { cwd: root });
-}
-
-const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 /** One CLI backup of the source into `vault`: wall time and the arrival time of each progress line. */

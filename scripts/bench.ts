@@ -31,6 +31,7 @@ import { z } from 'zod';
 import { createS3Client } from '../functions/commons/s3/client.ts';
 import { buildDataset, type DatasetObject, seededBytes, writeDataset } from '../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../sandbox/s3/index.ts';
+import { median, total } from './bench-stats.ts';
 import { benchWorkflow, type WorkflowBench } from './bench-workflow.ts';
 
 const run = promisify(execFile);
@@ -93,15 +94,6 @@ async function dropBucket(client: S3Client, bucket: string): Promise<void> {
     );
   }
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-}
-
-/** The middle value (the mean of the two middle ones for an even count). */
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? 0)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
 /**
@@ -293,8 +285,6 @@ async function requestsBetween(
     Object.entries(counters).filter(([op]) => !op.startsWith('sqs:')),
   ) as Record<string, number>;
 }
-
-const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
 
 /** Puts a large object in parts generated on the fly (never whole in memory). */
 async function putLarge(
