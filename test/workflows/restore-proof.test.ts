@@ -305,6 +305,9 @@ describe.each([
       else expect(proof?.blobs?.total).toBeGreaterThan(0);
       expect(proof?.blobs?.done).toBe(proof?.blobs?.total);
       expect(proof?.bytes?.done).toBe(proof?.bytes?.total);
+      // the run record counts the bytes it hashed, not the whole target
+      const recorded = (result.output as { proof: { blobs: { hashedBytes: number } } }).proof;
+      expect(recorded.blobs.hashedBytes).toBe(proof?.bytes?.done);
       expect(verify?.repositories).toEqual({ done: 3, total: 3 });
       expect(verify?.tags).toEqual({ done: 6, total: 6 });
       const verified = (result.output as { verify: { blobsServed: number; blobsChecked: number } })

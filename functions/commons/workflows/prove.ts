@@ -7,11 +7,10 @@
  * vault, so the message says whether the vault's copy or the target's is bad.
  */
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { InventoryRecord } from '../copy/model.ts';
 import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
-import { bucketSource } from '../registry/fsck-sources.ts';
+import { bucketSource, objectReader } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import { collectRunRecords, saveProof } from '../vault/runs.ts';
 import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
@@ -72,15 +71,18 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
 
   // 2. The registry layout: references resolve, blobs hash to their digests.
   let report: FsckReport | undefined;
+  const registryBase = `${state.target.prefix}${normaliseRoot(state.rootDirectory)}${REGISTRY_V2}`;
+  const digestOf = (targetKey: string) =>
+    targetKey.startsWith(registryBase)
+      ? blobDigestOf(targetKey.slice(registryBase.length))
+      : undefined;
   const checkedByCopy = new Set<string>();
   for (const record of run.records) {
-    const digest = blobDigestOf(
-      record.targetKey.slice(record.targetKey.indexOf(REGISTRY_V2) + REGISTRY_V2.length),
-    );
+    const digest = digestOf(record.targetKey);
     if (digest !== undefined && record.verified !== undefined && record.verified !== 'unverified')
       checkedByCopy.add(digest);
   }
-  const registryBase = `${state.target.prefix}${normaliseRoot(state.rootDirectory)}${REGISTRY_V2}`;
+  let hashedBytes = 0;
   if (state.layout === 'registry') {
     report = await fsckRegistry(
       bucketSource(
@@ -93,12 +95,14 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
         deep: !state.skipBlobHashing,
         alreadyHashed: (digest) => checkedByCopy.has(digest),
         concurrency: Math.min(32, state.concurrency),
-        onHash: (done, total) =>
+        onHash: (done, total) => {
+          hashedBytes = done.bytes;
           deps.progress?.({
             step: 'prove',
             blobs: { done: done.blobs, total: total.blobs },
             bytes: { done: done.bytes, total: total.bytes },
-          }),
+          });
+        },
       },
     );
     for (const missing of report.dangling)
@@ -114,7 +118,7 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     const lines: string[] = [];
     for (const [key, found] of [...suspects].slice(0, SHOWN)) {
       const record = byTargetKey.get(key);
-      const digest = blobDigestOf(key.slice(registryBase.length));
+      const digest = digestOf(key);
       const who =
         digest === undefined
           ? ''
@@ -138,9 +142,7 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     }
     const more = suspects.size > SHOWN ? [`... and ${suspects.size - SHOWN} more`] : [];
     // What the lines above do not already name (a missing link, a bad tag link).
-    const named = [...suspects.keys()].map(
-      (key) => blobDigestOf(key.slice(registryBase.length)) ?? key,
-    );
+    const named = [...suspects.keys()].map((key) => digestOf(key) ?? key);
     const other = (report?.problems ?? []).filter((line) => !named.some((n) => line.includes(n)));
     // Objects the copy failed on make the restore partial; a sound copy of a damaged snapshot fails it.
     const Failure = run.failures.length > 0 ? ObjectsFailedError : VaultError;
@@ -162,9 +164,9 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     found: records.length,
     blobs: {
       total: blobs,
-      checkedByCopy: [...checkedByCopy].length,
+      checkedByCopy: checkedByCopy.size,
       hashed,
-      hashedBytes: report?.counts.bytes ?? 0,
+      hashedBytes,
     },
     tags: report?.counts.tags ?? 0,
     message: state.skipBlobHashing
@@ -185,7 +187,11 @@ function usersOf(report: FsckReport | undefined): Map<string, string[]> {
   return users;
 }
 
-/** Whether the vault object a target object came from is missing, corrupt, or sound. */
+/**
+ * Whether the vault object a target object came from is missing, corrupt, or
+ * sound: read through fsck's object reader (missing is `undefined`), counted
+ * and, for a blob, hashed as it streams.
+ */
 async function blameOf(
   vault: Vault,
   record: InventoryRecord,
@@ -194,25 +200,22 @@ async function blameOf(
 ): Promise<Blame> {
   if (failure !== undefined && /does not hash to|DigestMismatch/.test(failure))
     return 'corrupt in the vault';
-  const bucket = vault.location.bucket;
-  let size: number | undefined;
+  let body: AsyncIterable<Uint8Array> | undefined;
   try {
-    size = (
-      await vault.client.send(new HeadObjectCommand({ Bucket: bucket, Key: record.targetKey }))
-    ).ContentLength;
+    body = await objectReader(vault.client, vault.location.bucket).open(record.targetKey);
   } catch (err) {
-    const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
-    if (name === 'NotFound' || name === 'NoSuchKey') return 'missing in the vault';
     throw new VaultError(`cannot read vault key ${record.targetKey}: ${messageOf(err)}`, {
       cause: err,
     });
   }
+  if (body === undefined) return 'missing in the vault';
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    hash.update(chunk);
+  }
   if (size !== record.size) return 'corrupt in the vault';
   if (digest === undefined) return 'in the target';
-  const response = await vault.client.send(
-    new GetObjectCommand({ Bucket: bucket, Key: record.targetKey }),
-  );
-  const hash = createHash('sha256');
-  for await (const chunk of response.Body as AsyncIterable<Uint8Array>) hash.update(chunk);
   return `sha256:${hash.digest('hex')}` === digest ? 'in the target' : 'corrupt in the vault';
 }
