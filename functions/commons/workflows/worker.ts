@@ -1,3 +1,18 @@
+/**
+ * The copy worker: one message copies part of one shard. A backup shard is
+ * listed page by page, and a restore part (one inventory part) copied page by
+ * page, until the worker's deadline, then handed on with a continuation
+ * message carrying the cursor and running totals. What was copied, skipped and
+ * failed is written to the vault under the run (vault/runs.ts), so the message
+ * and the task output stay small. When the shard ends the waiting Map
+ * iteration gets its result. A backup's blob shard lists nothing until every
+ * link shard has listed its links (docs/consistency.md).
+ *
+ * Redelivery is safe: each continuation writes the same record file for its
+ * sequence number, a duplicated continuation whose chain cuts its pages
+ * elsewhere only repeats records that are collected once per key, and a
+ * message for a shard that has already finished only repeats the success call.
+ */
 import { createCopyContext } from '../copy/engine.ts';
 import { addTotals, emptyTotals, type InventoryRecord, type Totals } from '../copy/model.ts';
 import {
