@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
 import { bucketSource } from '../../functions/commons/registry/fsck-sources.ts';
@@ -13,7 +12,7 @@ import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/index.ts';
 import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, listAll, readObject } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, readObject, vaultDeps } from '../support/s3.ts';
 import {
   copyBucket,
   put,
@@ -308,19 +307,7 @@ describe('fsck of a snapshot in the vault', () => {
 
   beforeAll(async () => {
     await createBucket(client, 'vault');
-    deps = createLocalDeps({
-      vault: {
-        location: {
-          endpoint: s3.endpoint,
-          region: s3.region,
-          bucket: 'vault',
-          prefix: 'regvault/',
-          forcePathStyle: true,
-          access: 'vault',
-        },
-        credentials: s3.credentials,
-      },
-    });
+    deps = vaultDeps(s3, 'vault', 'regvault/', {});
     const result = await runBackupLocally(
       { source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' } },
       { deps },

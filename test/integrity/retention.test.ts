@@ -27,7 +27,7 @@ import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { OciLayout, populateRegistry, pushImage } from '../../sandbox/images/index.ts';
 import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, listAll } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, vaultDeps } from '../support/s3.ts';
 import { mirrorBucket, put, putOrphanBlob, randomBlob, registryKey, remove } from './support.ts';
 
 const ROOT = 'regvault/';
@@ -61,19 +61,7 @@ beforeAll(async () => {
     layerSizes: [3000, 20_000],
     sharedBaseSize: 8000,
   });
-  deps = createLocalDeps({
-    vault: {
-      location: {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        bucket: 'vault',
-        prefix: ROOT,
-        forcePathStyle: true,
-        access: 'vault',
-      },
-      credentials: s3.credentials,
-    },
-  });
+  deps = vaultDeps(s3, 'vault', ROOT, {});
 }, 240_000);
 
 afterAll(async () => {

@@ -10,6 +10,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { Location } from '../../functions/commons/copy/model.ts';
 import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
+import { createLocalDeps, type LocalDepsOptions } from '../../functions/commons/local/deps.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
 
 export interface S3Endpointish {
@@ -135,4 +136,20 @@ export async function copyAllObjects(client: S3Client, from: string, to: string)
 export async function readObject(client: S3Client, bucket: string, key: string): Promise<Buffer> {
   const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+}
+
+/** Local workflow dependencies with the vault at `prefix` of `bucket` on a sandbox server, its keys the server's. */
+export function vaultDeps(
+  server: S3Endpointish,
+  bucket: string,
+  prefix: string,
+  more: Omit<LocalDepsOptions, 'vault'> = {},
+) {
+  return createLocalDeps({
+    vault: {
+      location: locationOn(server, bucket, prefix, 'vault'),
+      credentials: server.credentials,
+    },
+    ...more,
+  });
 }

@@ -6,7 +6,6 @@
  */
 import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { registryPrefix } from '../../functions/commons/registry/layout.ts';
 import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
@@ -14,7 +13,7 @@ import { getJson } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { buildDataset, type Dataset, writeDataset } from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor } from '../support/s3.ts';
+import { clientFor, vaultDeps } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
@@ -39,18 +38,7 @@ async function freshPair(): Promise<{ source: string; deps: WorkflowDeps & { clo
   for (const bucket of [source, `vault-${n}`])
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
   await writeDataset(client, source, dataset.objects);
-  const deps = createLocalDeps({
-    vault: {
-      location: {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        bucket: `vault-${n}`,
-        prefix: '',
-        forcePathStyle: true,
-        access: 'vault',
-      },
-      credentials: s3.credentials,
-    },
+  const deps = vaultDeps(s3, `vault-${n}`, '', {
     concurrency: 16,
   });
   return { source, deps };

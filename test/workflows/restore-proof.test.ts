@@ -24,7 +24,7 @@ import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { put } from '../integrity/support.ts';
-import { clientFor, createBucket, readObject } from '../support/s3.ts';
+import { clientFor, createBucket, readObject, vaultDeps } from '../support/s3.ts';
 
 const ROOT = 'regvault/';
 
@@ -105,18 +105,7 @@ describe.each([
       tagsPerRepository: 2,
       layerSizes: [3000, 20_000],
     });
-    deps = createLocalDeps({
-      vault: {
-        location: {
-          endpoint: s3.endpoint,
-          region: s3.region,
-          bucket: 'vault',
-          prefix: ROOT,
-          forcePathStyle: true,
-          access: 'vault',
-        },
-        credentials: s3.credentials,
-      },
+    deps = vaultDeps(s3, 'vault', ROOT, {
       kube: { path: cluster.kubeconfigPath },
       registryUrl: cluster.registryUrl,
     });

@@ -29,7 +29,14 @@ import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts'
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, deleteKeys, listAll, putObjects } from '../support/s3.ts';
+import {
+  clientFor,
+  createBucket,
+  deleteKeys,
+  listAll,
+  putObjects,
+  vaultDeps,
+} from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
@@ -66,18 +73,7 @@ beforeAll(async () => {
     multiArch: true,
     layerSizes: [3000, 20_000],
   });
-  deps = createLocalDeps({
-    vault: {
-      location: {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        bucket: 'vault',
-        prefix: 'regvault/',
-        forcePathStyle: true,
-        access: 'vault',
-      },
-      credentials: s3.credentials,
-    },
+  deps = vaultDeps(s3, 'vault', 'regvault/', {
     kube: { path: cluster.kubeconfigPath },
     registryUrl: cluster.registryUrl,
   });
