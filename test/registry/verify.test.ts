@@ -5,11 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { RegistryClient } from '../../functions/commons/registry/client.ts';
 import {
   MAX_MANIFEST_BYTES,
-  RegistryClient,
   referencesOf,
-} from '../../functions/commons/registry/client.ts';
+} from '../../functions/commons/registry/client-manifest.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
 import {
   type ExpectedRegistry,
