@@ -24,7 +24,7 @@ export function substitutionsFor(
     throw new Error(
       `the placeholders of ${file} do not match what the stack provides: ` +
         `missing ${JSON.stringify(missing)}, unused ${JSON.stringify(unused)}; ` +
-        'give every placeholder a value in infra/regvault-stack.ts, or drop the value the definition no longer uses',
+        'give every placeholder a value in infra/workflows.ts, or drop the value the definition no longer uses',
     );
   }
   return Object.fromEntries([...wanted].map((name) => [name, values[name] ?? '']));

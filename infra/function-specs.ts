@@ -1,0 +1,231 @@
+/**
+ * Sizing and access of every regvault Lambda function: one row per function of
+ * the step table, which the stack builds from `functions/<name>.ts`.
+ */
+import { Duration } from 'aws-cdk-lib';
+// Types only: infra reaches the functions' code through their entry files alone.
+import type { FunctionName } from '../functions/commons/workflows/steps.ts';
+
+/**
+ * Vault object actions (under the vault prefix) by what a function does there.
+ * Every level also lists the prefix: without s3:ListBucket S3 answers a missing
+ * key with 403 instead of 404, and the vault reads treat 404 as "absent".
+ */
+export const VAULT_ACTIONS = {
+  none: [],
+  read: ['s3:GetObject'],
+  write: ['s3:GetObject', 's3:PutObject'],
+  // Retention reads manifests and inventories, then deletes; it writes nothing.
+  prune: ['s3:GetObject', 's3:DeleteObject'],
+  // Server-side copies carry the source's tags (both tagging actions), large
+  // ones are multipart (aborts), and a copy whose checksum disproves the
+  // blob's digest is deleted again.
+  copy: [
+    's3:GetObject',
+    's3:PutObject',
+    's3:AbortMultipartUpload',
+    's3:GetObjectTagging',
+    's3:PutObjectTagging',
+    's3:DeleteObject',
+  ],
+} as const satisfies Record<string, readonly string[]>;
+type VaultAccess = keyof typeof VAULT_ACTIONS;
+
+/**
+ * Object actions on the deployer's `roleBucketNames` (plain backup sources and
+ * restore targets the functions reach with their own role); every level but
+ * `none` also lists the buckets.
+ */
+export const ROLE_BUCKET_ACTIONS = {
+  none: [],
+  // Discovery and planning list a backup source.
+  list: [],
+  // The proof lists a restore target and reads back the blobs it hashes.
+  read: ['s3:GetObject'],
+  // Preflight writes one probe object into a restore target and deletes it.
+  probe: ['s3:PutObject', 's3:DeleteObject'],
+  // The copy worker reads sources and writes targets, as into the vault.
+  copy: VAULT_ACTIONS.copy,
+} as const satisfies Record<string, readonly string[]>;
+type RoleBucketAccess = keyof typeof ROLE_BUCKET_ACTIONS;
+
+/** One function's row: its size, and what it may reach. */
+export interface FunctionSpec {
+  readonly description: string;
+  readonly timeout: Duration;
+  readonly memorySize: number;
+  /**
+   * Calls the cluster API: the registry profile, or bucket keys read from the
+   * registry's storage Secret (any location with `registry-secret:` access).
+   * Only these get the kubeconfig secret.
+   */
+  readonly cluster: boolean;
+  /** Calls the registry API (verification): only these get the registry login. */
+  readonly registryApi: boolean;
+  readonly vault: VaultAccess;
+  readonly roleBuckets: RoleBucketAccess;
+}
+
+/** Vault only: the workers' records in, inventory, catalog and manifest out. */
+const FINALIZE = {
+  description: 'Backup: inventory, catalog, checks, and the manifest written last',
+  timeout: Duration.minutes(15),
+  memorySize: 3008,
+  cluster: false,
+  registryApi: false,
+  vault: 'write',
+  roleBuckets: 'none',
+} as const satisfies FunctionSpec;
+
+/**
+ * One entry per Lambda function of the step table
+ * (`functions/commons/workflows/steps.ts`: its steps and its other functions),
+ * each built from `functions/<name>.ts`; the typecheck fails when the table
+ * gains or loses a function this table does not. Steps whose work grows with the
+ * registry (listing, inventory, verification, rollout waits) get the 900 s the
+ * ASL allows them; the others stay short so a hang fails fast. The access
+ * columns follow what each handler's step calls in `functions/commons/workflows/`.
+ */
+export const FUNCTIONS = {
+  // Reads the registry's storage from the cluster, lists the source, writes the cluster files and manifest.
+  discover: {
+    description:
+      'Backup: validate the input, read the registry storage from the cluster, capture its config',
+    timeout: Duration.minutes(5),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'write',
+    roleBuckets: 'list',
+  },
+  // Lists the source (keys from the registry Secret) and writes the run's job.
+  plan: {
+    description: 'Backup: split the source bucket into shards and write the run job',
+    timeout: Duration.minutes(15),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'write',
+    roleBuckets: 'list',
+  },
+  finalize: FINALIZE,
+  // Finalizes with the error, so the same vault access, time and memory as
+  // finalize: a Lambda timeout is no exception its fallback could catch, and a
+  // snapshot whose failure path timed out would keep its running manifest.
+  'mark-failed': { ...FINALIZE, description: 'Backup: mark the snapshot failed with the cause' },
+  // Not read-only: it writes the run's job for the copy workers. It only asks
+  // whether a registry URL is set; it never calls the registry.
+  resolve: {
+    description: 'Restore: validate the input and resolve a complete snapshot',
+    timeout: Duration.minutes(5),
+    memorySize: 1024,
+    cluster: false,
+    registryApi: false,
+    vault: 'write',
+    roleBuckets: 'none',
+  },
+  // Touches only the target bucket, whose keys come from the cluster.
+  preflight: {
+    description: 'Restore: the target bucket exists, is writable and is empty unless allowed',
+    timeout: Duration.minutes(2),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'probe',
+  },
+  // Reads the snapshot inventory and the run's records, lists the target and
+  // hashes the blobs the copy did not check (streamed, bounded memory).
+  prove: {
+    description: 'Restore: prove the target (objects, references, blob digests) before the switch',
+    timeout: Duration.minutes(15),
+    memorySize: 3008,
+    cluster: true,
+    registryApi: false,
+    vault: 'read',
+    roleBuckets: 'read',
+  },
+  // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json).
+  switch: {
+    description: 'Restore: point the registry storage at the restored bucket',
+    timeout: Duration.minutes(2),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'write',
+    roleBuckets: 'none',
+  },
+  // The ASL gives CheckRollout 120 s; the function must end before that.
+  'rollout-status': {
+    description: 'Restore: how far the registry rollout is',
+    timeout: Duration.minutes(1),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'none',
+  },
+  // Reads the snapshot catalog and pulls (or pushes) through the registry API.
+  verify: {
+    description: 'Restore: the registry serves what the snapshot catalog lists',
+    timeout: Duration.minutes(15),
+    memorySize: 1024,
+    cluster: false,
+    registryApi: true,
+    vault: 'read',
+    roleBuckets: 'none',
+  },
+  // Reads what the switch recorded, for a switch that failed after its patch applied.
+  rollback: {
+    description: 'Restore: roll the registry back when asked, wait for it, and say what failed',
+    timeout: Duration.minutes(15),
+    memorySize: 1024,
+    cluster: true,
+    registryApi: false,
+    vault: 'read',
+    roleBuckets: 'none',
+  },
+  // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
+  'copy-worker': {
+    description: 'Copy worker: copy part of a shard, hand the rest on, report to the workflow',
+    timeout: Duration.minutes(15),
+    memorySize: 2048,
+    cluster: true,
+    registryApi: false,
+    vault: 'copy',
+    roleBuckets: 'copy',
+  },
+  // Reads only the message: the task token and the shard it names.
+  'dead-letter': {
+    description: 'Fail the waiting workflow task of a copy message the workers gave up on',
+    timeout: Duration.minutes(1),
+    memorySize: 512,
+    cluster: false,
+    registryApi: false,
+    vault: 'none',
+    roleBuckets: 'none',
+  },
+  // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.
+  prune: {
+    description: 'Retention: delete expired snapshots, then sweep vault objects no snapshot uses',
+    timeout: Duration.minutes(15),
+    memorySize: 3008,
+    cluster: false,
+    registryApi: false,
+    vault: 'prune',
+    roleBuckets: 'none',
+  },
+} as const satisfies Record<FunctionName, FunctionSpec>;
+
+/** `rollout-status` -> `RolloutStatusFunction`, the function's construct id. */
+export function functionId(name: FunctionName): string {
+  const pascal = name.replace(/(^|-)([a-z])/g, (_match, _dash: string, letter: string) =>
+    letter.toUpperCase(),
+  );
+  return `${pascal}Function`;
+}
+
+/** `rollout-status` -> `RolloutStatusFunctionArn`, the placeholder the ASL files use. */
+export function functionArnPlaceholder(name: FunctionName): string {
+  return `${functionId(name)}Arn`;
+}

@@ -1,0 +1,164 @@
+/**
+ * The regvault Lambda functions: each made with the house defaults from its
+ * entry file and its row of `FUNCTIONS`, given the environment the shared
+ * runtime parses, the VPC when it calls the cluster or the registry, and only
+ * the grants its row names.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Stack, Validations } from 'aws-cdk-lib';
+import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
+import { SecurityGroup, Subnet, Vpc } from 'aws-cdk-lib/aws-ec2';
+import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import type { FunctionName } from '../functions/commons/workflows/steps.ts';
+import {
+  FUNCTIONS,
+  type FunctionSpec,
+  functionId,
+  ROLE_BUCKET_ACTIONS,
+  VAULT_ACTIONS,
+} from './function-specs.ts';
+import { type FunctionNetwork, HouseFunction, PROJECT_ROOT } from './house-function.ts';
+import type { RegvaultSettings } from './settings.ts';
+import type { VaultBucket } from './vault-bucket.ts';
+
+/** What the functions are given: where the vault and the copy queue are, and whom alarms notify. */
+export interface FunctionsProps {
+  readonly settings: RegvaultSettings;
+  readonly vault: VaultBucket;
+  readonly copyQueue: IQueue;
+  readonly alarmAction: IAlarmAction | undefined;
+}
+
+/** Every function of `FUNCTIONS`, made in the stack's own scope (`DiscoverFunction`, ...). */
+export function makeFunctions(
+  stack: Stack,
+  props: FunctionsProps,
+): Record<FunctionName, HouseFunction> {
+  const { settings, vault } = props;
+  const network = functionNetwork(stack, settings);
+  const environment: Record<string, string> = {
+    VAULT_BUCKET: vault.bucket.bucketName,
+    VAULT_PREFIX: settings.vaultPrefix,
+    // Object Lock default retention refuses uploads without Content-MD5; an
+    // existing bucket may have it, so it gets the header too.
+    VAULT_CONTENT_MD5: String(
+      settings.objectLockMode !== undefined || settings.vaultBucketName !== undefined,
+    ),
+    PROFILE_SETTINGS: JSON.stringify(settings.profileSettings),
+    COPY_QUEUE_URL: props.copyQueue.queueUrl,
+    COPY_CONCURRENCY: String(settings.copyConcurrency),
+    REGVAULT_VERSION: packageVersion(),
+    ...(settings.registryUrl === undefined ? {} : { REGISTRY_URL: settings.registryUrl }),
+  };
+  return Object.fromEntries(
+    (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).map(([name, spec]) => {
+      // The shared runtime reads every secret whose ARN it is given when a
+      // container starts, so a secret's ARN goes exactly where its grant goes.
+      const secrets = secretsOf(settings, spec);
+      const fn = new HouseFunction(stack, functionId(name), {
+        entry: `functions/${name}.ts`,
+        description: spec.description,
+        timeout: spec.timeout,
+        memorySize: spec.memorySize,
+        environment: { ...environment, ...secrets },
+        logRetention: settings.logRetentionDays as RetentionDays,
+        // The cluster API, the registry and the buckets beside them may be reachable only in the VPC.
+        network: spec.cluster || spec.registryApi ? network : undefined,
+        alarmAction: props.alarmAction,
+      });
+      vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
+      grantRoleBuckets(stack, fn.role, settings, spec);
+      const secretArns = Object.values(secrets);
+      if (secretArns.length > 0) {
+        fn.role.addToPrincipalPolicy(
+          new PolicyStatement({
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: secretArns,
+          }),
+        );
+      }
+      return [name, fn];
+    }),
+  ) as Record<FunctionName, HouseFunction>;
+}
+
+/** The secrets a function's row says it reads, by the environment variable that names each. */
+function secretsOf(settings: RegvaultSettings, spec: FunctionSpec): Record<string, string> {
+  return {
+    ...(spec.cluster && settings.kubeconfigSecretArn !== undefined
+      ? { KUBECONFIG_SECRET_ARN: settings.kubeconfigSecretArn }
+      : {}),
+    ...(spec.registryApi && settings.registryCredentialsSecretArn !== undefined
+      ? { REGISTRY_CREDENTIALS_SECRET_ARN: settings.registryCredentialsSecretArn }
+      : {}),
+  };
+}
+
+/** The deployer's `roleBucketNames`, listed and reached as far as the row's level allows. */
+function grantRoleBuckets(
+  stack: Stack,
+  role: IRole,
+  settings: RegvaultSettings,
+  spec: FunctionSpec,
+): void {
+  if (spec.roleBuckets === 'none' || settings.roleBucketNames.length === 0) return;
+  const actions: readonly string[] = ROLE_BUCKET_ACTIONS[spec.roleBuckets];
+  const arns = settings.roleBucketNames.map((name) =>
+    stack.formatArn({ service: 's3', region: '', account: '', resource: name }),
+  );
+  role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: arns }));
+  if (actions.length === 0) return;
+  role.addToPrincipalPolicy(
+    new PolicyStatement({ actions: [...actions], resources: arns.map((arn) => `${arn}/*`) }),
+  );
+  // cdk-nag names each wildcard resource in its own finding; these are the object grants above.
+  for (const name of settings.roleBucketNames) {
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${name}/*]`,
+      reason: `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
+    });
+  }
+}
+
+function functionNetwork(stack: Stack, settings: RegvaultSettings): FunctionNetwork | undefined {
+  const { vpcId, subnetIds, availabilityZones } = settings;
+  if (vpcId === undefined || subnetIds === undefined || availabilityZones === undefined)
+    return undefined;
+  // Imported by id with no lookup, so synth needs no AWS credentials.
+  const vpc = Vpc.fromVpcAttributes(stack, 'Vpc', {
+    vpcId,
+    availabilityZones: [...new Set(availabilityZones)],
+  });
+  const subnets = subnetIds.map((subnetId, index) => {
+    const subnet = Subnet.fromSubnetAttributes(stack, `Subnet${index}`, {
+      subnetId,
+      availabilityZone: availabilityZones[index] ?? '',
+    });
+    Validations.of(subnet).acknowledge({
+      id: 'Annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId',
+      reason:
+        'Functions are only placed in these subnets; nothing here reads or changes their route tables.',
+    });
+    return subnet;
+  });
+  const securityGroup = new SecurityGroup(stack, 'FunctionsSecurityGroup', {
+    vpc,
+    description:
+      'regvault functions: outbound to the cluster API, the registry and AWS APIs; no inbound',
+    allowAllOutbound: true,
+  });
+  return { vpc, subnets, securityGroup };
+}
+
+/** The version the functions write into snapshot manifests. */
+function packageVersion(): string {
+  const manifest: unknown = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8'));
+  const version =
+    typeof manifest === 'object' && manifest !== null && 'version' in manifest
+      ? manifest.version
+      : undefined;
+  return typeof version === 'string' ? version : '0.0.0';
+}

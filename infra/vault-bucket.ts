@@ -1,0 +1,132 @@
+/**
+ * The vault: the bucket snapshots live in, with its KMS key, access-log bucket
+ * and optional Object Lock, or an existing bucket (and key) imported by name;
+ * and the grants on the objects under the vault prefix.
+ */
+import { Duration, type Stack, Validations } from 'aws-cdk-lib';
+import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { type IKey, Key } from 'aws-cdk-lib/aws-kms';
+import {
+  BlockPublicAccess,
+  Bucket,
+  BucketEncryption,
+  type CfnBucket,
+  type IBucket,
+  ObjectLockRetention,
+} from 'aws-cdk-lib/aws-s3';
+import type { RegvaultSettings } from './settings.ts';
+
+/**
+ * The vault bucket and its key. Made in the stack's own scope, not as a
+ * construct: a scope of its own would change the bucket's logical id, and
+ * CloudFormation would replace the deployed vault.
+ */
+export class VaultBucket {
+  readonly bucket: Bucket | IBucket;
+  /** The bucket's key; undefined for an imported bucket given no `kmsKeyArn`. */
+  readonly key: IKey | undefined;
+  readonly #settings: RegvaultSettings;
+
+  constructor(stack: Stack, settings: RegvaultSettings) {
+    this.#settings = settings;
+    const importedKey =
+      settings.kmsKeyArn === undefined
+        ? undefined
+        : Key.fromKeyArn(stack, 'VaultKey', settings.kmsKeyArn);
+    if (settings.vaultBucketName === undefined) {
+      const key =
+        importedKey ??
+        new Key(stack, 'VaultKey', {
+          description: 'regvault vault bucket encryption',
+          enableKeyRotation: true,
+        });
+      this.key = key;
+      this.bucket = newVaultBucket(stack, settings, key);
+    } else {
+      // An existing bucket keeps its own encryption; its key is only needed in the grants.
+      this.key = importedKey;
+      this.bucket = Bucket.fromBucketName(stack, 'VaultBucket', settings.vaultBucketName);
+    }
+  }
+
+  /** Lets a role list the vault prefix and run these object actions under it (none: no grant). */
+  grantObjects(role: IRole, actions: readonly string[]): void {
+    if (actions.length === 0) return;
+    const root = this.#settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
+    const keys = root === '' ? '*' : `${root}/*`;
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:ListBucket'],
+        resources: [this.bucket.bucketArn],
+        ...(root === '' ? {} : { conditions: { StringLike: { 's3:prefix': [`${root}/*`] } } }),
+      }),
+    );
+    role.addToPrincipalPolicy(
+      new PolicyStatement({ actions: [...actions], resources: [this.bucket.arnForObjects(keys)] }),
+    );
+    if (this.key !== undefined) {
+      // Reading an SSE-KMS object decrypts its data key; writing one makes a new one.
+      const keyActions = [
+        'kms:Decrypt',
+        ...(actions.includes('s3:PutObject') ? ['kms:GenerateDataKey'] : []),
+      ];
+      role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: keyActions, resources: [this.key.keyArn] }),
+      );
+    }
+    // cdk-nag names each wildcard resource in its own finding; this is the object grant above.
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${this.#nagArn()}/${keys}]`,
+      reason:
+        'Vault objects are keyed by snapshot, run and digest; the grant is every key under the vault prefix and no other.',
+    });
+  }
+
+  /** The bucket's ARN the way cdk-nag prints it in findings. */
+  #nagArn(): string {
+    const importedName = this.#settings.vaultBucketName;
+    if (importedName !== undefined) return `arn:<AWS::Partition>:s3:::${importedName}`;
+    const bucket = this.bucket.node.defaultChild as CfnBucket;
+    return `<${bucket.stack.getLogicalId(bucket)}.Arn>`;
+  }
+}
+
+function newVaultBucket(stack: Stack, settings: RegvaultSettings, key: IKey): Bucket {
+  const accessLogs = new Bucket(stack, 'AccessLogsBucket', {
+    // Server access logging delivers only to SSE-S3 buckets.
+    encryption: BucketEncryption.S3_MANAGED,
+    blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    versioned: true,
+    lifecycleRules: [
+      { expiration: Duration.days(365), noncurrentVersionExpiration: Duration.days(30) },
+    ],
+  });
+  Validations.of(accessLogs).acknowledge({
+    id: 'AwsSolutions-S1',
+    reason:
+      'This bucket receives the vault bucket access logs; logging it into itself would log its own deliveries forever.',
+  });
+  const lock =
+    settings.objectLockMode === undefined || settings.objectLockRetentionDays === undefined
+      ? undefined
+      : settings.objectLockMode === 'COMPLIANCE'
+        ? ObjectLockRetention.compliance(Duration.days(settings.objectLockRetentionDays))
+        : ObjectLockRetention.governance(Duration.days(settings.objectLockRetentionDays));
+  return new Bucket(stack, 'VaultBucket', {
+    encryption: BucketEncryption.KMS,
+    encryptionKey: key,
+    // One data key per bucket, not per object: copies write millions of objects.
+    bucketKeyEnabled: true,
+    blockPublicAccess: BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    versioned: true,
+    ...(lock === undefined ? {} : { objectLockEnabled: true, objectLockDefaultRetention: lock }),
+    lifecycleRules: [
+      { noncurrentVersionExpiration: Duration.days(settings.noncurrentVersionDays) },
+      { abortIncompleteMultipartUploadAfter: Duration.days(7) },
+    ],
+    serverAccessLogsBucket: accessLogs as IBucket,
+    serverAccessLogsPrefix: 'vault/',
+  });
+}
