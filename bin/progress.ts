@@ -1,7 +1,8 @@
 /**
  * Copy progress: objects and bytes done (of the total when it is known), rate
  * and ETA. A bar on a terminal (cli-progress), plain lines every second
- * otherwise, and `progress` JSON lines with --json.
+ * otherwise, and `progress` JSON lines with --json, written by a one-second
+ * ticker from the latest totals.
  */
 import { SingleBar } from 'cli-progress';
 import { emptyTotals, type Totals } from '../functions/commons/copy/model.ts';
@@ -19,6 +20,11 @@ export interface ProgressTotal {
   readonly objects: number;
   /** Known for a restore (the snapshot's size); a plan only counts objects. */
   readonly bytes?: number;
+  /**
+   * True for a plan's estimate: shown as "about", and it grows to the objects
+   * the copy has listed so far, so the count never runs past its total.
+   */
+  readonly estimated?: boolean;
 }
 
 export interface ProgressOptions {
@@ -51,7 +57,20 @@ function bytesText(t: Totals, total: ProgressTotal | undefined): string {
     : `${mib(t.bytesListed)} of ${mib(total.bytes)}`;
 }
 
-/** Progress for one copy phase; the total may come with the options or later through `setTotal`. */
+/** The total to show for `t`: a plan's estimate grows to what the copy has counted (listed) so far. */
+function shownTotal(t: Totals, total: ProgressTotal | undefined): ProgressTotal | undefined {
+  if (total?.estimated !== true) return total;
+  return { ...total, objects: Math.max(total.objects, t.listed, done(t)) };
+}
+
+/** How often progress lines go out while a copy runs, whether or not a shard reported since. */
+const TICK_MS = 1_000;
+
+/**
+ * Progress for one copy phase; the total may come with the options or later
+ * through `setTotal`. Updates only record the latest totals; a one-second
+ * ticker writes them, so lines keep coming while shards are between pages.
+ */
 export function createProgress(options: ProgressOptions): Progress {
   let total: ProgressTotal | undefined;
   const setTotal = (next: ProgressTotal | undefined) => {
@@ -59,31 +78,45 @@ export function createProgress(options: ProgressOptions): Progress {
   };
   setTotal(options.total);
   const started = Date.now();
+  let latest: Totals | undefined;
+  let ticker: NodeJS.Timeout | undefined;
+  let write: (t: Totals) => void = () => {};
+  const tick = () => {
+    if (latest !== undefined) write(latest);
+  };
+  const update = (t: Totals) => {
+    const first = latest === undefined;
+    latest = t;
+    if (first) {
+      tick();
+      // unref: a run that forgets to stop its progress still exits.
+      ticker = setInterval(tick, TICK_MS).unref();
+    }
+  };
+  const halt = () => {
+    if (ticker !== undefined) clearInterval(ticker);
+    ticker = undefined;
+  };
   if (options.json) {
-    const write = options.writeJson ?? ((line: string) => process.stdout.write(line));
-    let last = 0;
-    return {
-      // The first update goes out at once, then at most one line a second.
-      update(t) {
-        if (Date.now() - last < 1_000) return;
-        last = Date.now();
-        const { rate, etaSeconds } = pace(t, started, total);
-        write(
-          `${JSON.stringify({
-            event: 'progress',
-            phase: options.label,
-            ...t,
-            ...(total === undefined ? {} : { totalObjects: total.objects }),
-            ...(total?.bytes === undefined ? {} : { totalBytes: total.bytes }),
-            rate: Math.round(rate),
-            ...(etaSeconds === undefined ? {} : { etaSeconds }),
-          })}\n`,
-        );
-      },
-      // The result object that follows carries the final totals.
-      stop() {},
-      setTotal,
+    const out = options.writeJson ?? ((line: string) => process.stdout.write(line));
+    write = (t) => {
+      const known = shownTotal(t, total);
+      const { rate, etaSeconds } = pace(t, started, known);
+      out(
+        `${JSON.stringify({
+          event: 'progress',
+          phase: options.label,
+          ...t,
+          ...(known === undefined ? {} : { totalObjects: known.objects }),
+          ...(known?.estimated === true ? { totalEstimated: true } : {}),
+          ...(known?.bytes === undefined ? {} : { totalBytes: known.bytes }),
+          rate: Math.round(rate),
+          ...(etaSeconds === undefined ? {} : { etaSeconds }),
+        })}\n`,
+      );
     };
+    // The result object that follows carries the final totals.
+    return { update, stop: halt, setTotal };
   }
   // A bar needs a total: it starts at the first update after the total is
   // known; until then (and off a terminal) plain lines report counts and rate.
@@ -97,32 +130,34 @@ export function createProgress(options: ProgressOptions): Progress {
       });
       bar.start(known.objects, 0, { bytes: bytesText(emptyTotals(), known), rate: '0', failed: 0 });
     }
-    // A plan's count is an estimate: the bar grows rather than overflow.
-    if (done(t) > bar.getTotal()) bar.setTotal(done(t));
+    if (known.objects !== bar.getTotal()) bar.setTotal(known.objects);
     bar.update(done(t), {
       bytes: bytesText(t, known),
       rate: pace(t, started, known).rate.toFixed(0),
       failed: t.failed,
     });
   };
-  let last = 0;
   const line = (t: Totals) => {
-    const { rate, etaSeconds } = pace(t, started, total);
+    const known = shownTotal(t, total);
+    const { rate, etaSeconds } = pace(t, started, known);
+    const of =
+      known === undefined ? '' : `/${known.estimated === true ? 'about ' : ''}${known.objects}`;
     process.stderr.write(
-      `${options.label}: ${done(t)}${total === undefined ? '' : `/${total.objects}`} objects (${t.copied} copied, ${t.skipped} unchanged, ${t.failed} failed), ${bytesText(t, total)}, ${rate.toFixed(0)} objects/s${etaSeconds === undefined ? '' : `, ETA ${etaSeconds} s`}\n`,
+      `${options.label}: ${done(t)}${of} objects (${t.copied} copied, ${t.skipped} unchanged, ${t.failed} failed), ${bytesText(t, known)}, ${rate.toFixed(0)} objects/s${etaSeconds === undefined ? '' : `, ETA ${etaSeconds} s`}\n`,
     );
   };
+  write = (t) => {
+    const known = shownTotal(t, total);
+    if (process.stderr.isTTY && known !== undefined) showBar(t, known);
+    else line(t);
+  };
   return {
-    update(t) {
-      if (process.stderr.isTTY && total !== undefined) showBar(t, total);
-      else if (Date.now() - last >= 1_000) {
-        last = Date.now();
-        line(t);
-      }
-    },
+    update,
     stop(t) {
-      if (bar !== undefined && total !== undefined) {
-        showBar(t, total);
+      halt();
+      const known = shownTotal(t, total);
+      if (bar !== undefined && known !== undefined) {
+        showBar(t, known);
         bar.stop();
       } else line(t);
     },

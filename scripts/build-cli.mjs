@@ -1,7 +1,11 @@
 // Compiles the CLI to dist/ (ES modules, code split per command) so it starts
 // without compiling TypeScript at run time: `npm run build:cli`, run by
 // `npm install` through the prepare script.
+import { rm } from 'node:fs/promises';
 import { build } from 'esbuild';
+
+// Chunk names carry content hashes: clear the last build's so none linger.
+await rm('dist', { recursive: true, force: true });
 
 await build({
   entryPoints: { regvault: 'bin/regvault.ts' },

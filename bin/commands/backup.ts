@@ -26,8 +26,11 @@ export function backupCommand(program: Command): void {
   )
     .option('--include-secret', 'also capture the storage Secret (it holds keys)')
     .option('--source-bucket <bucket>', 'back up this plain bucket instead of the registry')
-    .option('--source-region <region>', 'region of --source-bucket')
-    .option('--source-endpoint <url>', 'endpoint of --source-bucket')
+    .option('--source-region <region>', 'region of --source-bucket (defaults to the vault region)')
+    .option(
+      '--source-endpoint <url>',
+      'endpoint of --source-bucket (defaults to the vault endpoint)',
+    )
     .option('--shard-objects <n>', 'objects per shard', '20000')
     .option(
       '--ttl-days <days>',
@@ -52,9 +55,12 @@ export function backupCommand(program: Command): void {
                 source: {
                   bucket: flags['sourceBucket'],
                   region: flags['sourceRegion'] ?? settings.vaultRegion,
+                  // As plan and copy do: a bucket beside the vault needs no second endpoint.
                   ...(typeof flags['sourceEndpoint'] === 'string'
                     ? { endpoint: flags['sourceEndpoint'] }
-                    : {}),
+                    : settings.vaultEndpoint === undefined
+                      ? {}
+                      : { endpoint: settings.vaultEndpoint }),
                 },
               }
             : {}),
@@ -71,7 +77,7 @@ export function backupCommand(program: Command): void {
           onState: (state) => out.event('state', `backup: ${state}`, { state }),
           onStateDone: (state, output) => {
             const planned = planEstimateOf(state, output);
-            if (planned !== undefined) progress.setTotal({ objects: planned });
+            if (planned !== undefined) progress.setTotal({ objects: planned, estimated: true });
           },
           onCopyProgress: (totals) => progress.update(totals),
         });

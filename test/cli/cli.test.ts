@@ -78,10 +78,10 @@ let sharedRestoreMade: Promise<void> | undefined;
 function sharedSnapshot(): Promise<string> {
   sharedSnapshotMade ??= (async () => {
     await createBucket(client, SHARED.vault);
-    const backup = await regvault(
-      ['backup', '--source-bucket', REGISTRY_BUCKET, '--source-endpoint', s3.endpoint, '--json'],
-      { REGVAULT_VAULT_BUCKET: SHARED.vault },
-    );
+    // No --source-endpoint: a bucket beside the vault is reached at the vault's endpoint.
+    const backup = await regvault(['backup', '--source-bucket', REGISTRY_BUCKET, '--json'], {
+      REGVAULT_VAULT_BUCKET: SHARED.vault,
+    });
     if (backup.code !== 0) throw new Error(`the shared backup failed: ${backup.stderr}`);
     return snapshotIdOf(backup);
   })();

@@ -183,6 +183,21 @@ describe('a local run calls the Lambda handler, which parses the event first', (
     },
   );
 
+  it('runs without X-Ray: a local invocation loads no tracer, so no async hooks track its promises', async () => {
+    // Prepare
+    const handlers = taskHandlers('backup', tasksOf('backup'), deps, async () => ({}));
+    const handler = handlers['DiscoverRegistryStorage'];
+    if (handler === undefined) throw new Error('no local handler for DiscoverRegistryStorage');
+
+    // Act
+    await handler({ source: { bucket: 'vault', region: s3.region, endpoint: s3.endpoint } }).catch(
+      () => undefined,
+    );
+
+    // Assess: the X-Ray SDK's cls-hooked registers its namespaces on process when loaded.
+    expect(Reflect.get(process, 'namespaces')).toBeUndefined();
+  });
+
   it('runs the step on the local dependencies when the event is well formed', async () => {
     // Prepare
     asked.length = 0;

@@ -1,7 +1,7 @@
 /**
  * What every regvault Lambda shares: its configuration (environment variables
  * set by the CDK stack, parsed once with zod), Powertools logger, metrics and
- * tracer, the workflow dependencies built on AWS (vault through the function's
+ * tracer (X-Ray loaded inside Lambda only), the workflow dependencies built on AWS (vault through the function's
  * role, kubeconfig from Secrets Manager), and the middy chain handlers wrap
  * their logic in. Handlers stay one-liners over the shared workflow steps.
  */
@@ -9,8 +9,6 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
-import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import {
   SendTaskFailureCommand,
@@ -23,7 +21,7 @@ import middy, { type MiddlewareObj } from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
-import { type AcpSettings, acpSettingsSchema } from '../registry/acp.ts';
+import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
 import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
 import {
   type MessageSender,
@@ -71,7 +69,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Runti
 
 export const logger = new Logger({ serviceName: SERVICE });
 export const metrics = new Metrics({ namespace: 'Regvault', serviceName: SERVICE });
-export const tracer = new Tracer({ serviceName: SERVICE });
 
 const secrets = new SecretsManagerClient({});
 const secretCache = new Map<string, string>();
@@ -226,7 +223,36 @@ export function houseChain<E, R>() {
   return middy<E, R>()
     .use(injectLambdaContext(logger, { resetKeys: true }))
     .use(flushMetrics())
-    .use(captureLambdaHandler(tracer));
+    .use(tracedInLambda());
+}
+
+/**
+ * Powertools' X-Ray middleware, loaded on the first invocation inside Lambda
+ * only. Importing the X-Ray SDK switches on async hooks for the whole process
+ * (cls-hooked tracks every promise), which cost a local backup through the
+ * same handlers about a tenth of its CPU; a local run has no X-Ray daemon to
+ * send to anyway.
+ */
+function tracedInLambda(): MiddlewareObj {
+  let loaded: Promise<MiddlewareObj | undefined> | undefined;
+  const inner = () => {
+    loaded ??=
+      process.env['AWS_LAMBDA_FUNCTION_NAME'] === undefined
+        ? Promise.resolve(undefined)
+        : (async () => {
+            const [{ Tracer }, { captureLambdaHandler }] = await Promise.all([
+              import('@aws-lambda-powertools/tracer'),
+              import('@aws-lambda-powertools/tracer/middleware'),
+            ]);
+            return captureLambdaHandler(new Tracer({ serviceName: SERVICE }));
+          })();
+    return loaded;
+  };
+  return {
+    before: async (request) => (await inner())?.before?.(request),
+    after: async (request) => (await inner())?.after?.(request),
+    onError: async (request) => (await inner())?.onError?.(request),
+  };
 }
 
 /** Parses the event before the handler body runs (what Powertools' parser middleware does). */

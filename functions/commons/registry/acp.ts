@@ -13,9 +13,9 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { z } from 'zod';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError } from '../errors.ts';
+import { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 import {
   type CapturedFile,
   type DiscoveredRegistry,
@@ -28,30 +28,7 @@ import {
   sameStorage,
 } from './profile.ts';
 
-export const acpSettingsSchema = z.object({
-  group: z.string().default('cluster.alauda.io'),
-  version: z.string().default('v1alpha1'),
-  plural: z.string().default('moduleinfos'),
-  /** A ModuleInfo name; when unset the label selector must match exactly one. */
-  moduleInfoName: z.string().optional(),
-  labelSelector: z.string().default('cpaas.io/module-name=image-registry'),
-  namespace: z.string().default('cpaas-system'),
-  podSelector: z.string().default('app=image-registry'),
-  container: z.string().default('registry'),
-  deployment: z.string().default('image-registry'),
-  service: z.string().default('image-registry'),
-  /** Log lines of new registry pods that mean the storage is wrong. */
-  storageErrorPatterns: z
-    .array(z.string())
-    .default([
-      'NoSuchBucket',
-      'AccessDenied',
-      'InvalidAccessKeyId',
-      'SignatureDoesNotMatch',
-      'connection refused',
-    ]),
-});
-export type AcpSettings = z.infer<typeof acpSettingsSchema>;
+export { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 
 /** Secret keys accepted for the access key and the secret key, in order of preference. */
 export const ACCESS_KEY_NAMES = [

@@ -6,6 +6,7 @@
  * states carry only the run id and a shard id, so they stay small however
  * large the bucket is, and hold no credentials.
  */
+import PQueue from 'p-queue';
 import { z } from 'zod';
 import {
   cursorSchema,
@@ -144,12 +145,18 @@ export async function loadShardResult(
 
 /** Every finished shard's result. */
 export async function shardResults(vault: Vault, runId: string): Promise<ShardResult[]> {
-  const results: ShardResult[] = [];
-  for (const file of await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}shards/`)) {
-    const result = await getJson(vault, file.key, shardResultSchema);
-    if (result !== undefined) results.push(result);
-  }
-  return results;
+  const files = await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}shards/`);
+  const results = await readAll(files, (file) => getJson(vault, file.key, shardResultSchema));
+  return results.filter((result) => result !== undefined);
+}
+
+/** Run files read at once: one per shard or message, each small, read in a burst when a run ends. */
+const RUN_FILE_READS = 16;
+
+/** Reads every file with `read`, RUN_FILE_READS at a time; the results keep the files' order. */
+async function readAll<F, T>(files: readonly F[], read: (file: F) => Promise<T>): Promise<T[]> {
+  const queue = new PQueue({ concurrency: RUN_FILE_READS });
+  return Promise.all(files.map((file) => queue.add(() => read(file))));
 }
 
 /** What one copy message did: its records, failures and skipped uploads, one gzip file. */
@@ -192,10 +199,13 @@ export async function collectRunRecords(
   const records = new Map<string, InventoryRecord>();
   const failures = new Map<string, Failure>();
   const uploads = new Set<string>();
-  for (const file of files) {
+  // Later files win for a key (a re-delivered message's records replace the first's): merge in order.
+  const contents = await readAll(files, async (file) => {
     const bytes = await getBytes(vault, file.key);
-    if (bytes === undefined) continue;
-    for (const line of await gunzipLines(bytes)) {
+    return bytes === undefined ? [] : gunzipLines(bytes);
+  });
+  for (const lines of contents) {
+    for (const line of lines) {
       const parsed = recordLineSchema.parse(line);
       if ('r' in parsed) records.set(parsed.r.key, parsed.r);
       else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);

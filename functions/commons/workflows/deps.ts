@@ -4,11 +4,10 @@
  * their own clients, clock and logger.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
-import { loadKubeConfig } from '../cluster/kube.ts';
 import type { Location } from '../copy/model.ts';
 import { InputError } from '../errors.ts';
 import { type StepLogger, silentLogger } from '../log.ts';
-import { type AcpSettings, acpProfile, acpSettingsSchema } from '../registry/acp.ts';
+import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
@@ -102,6 +101,32 @@ function throttled(
   };
 }
 
+/**
+ * The ACP profile with its module, and the Kubernetes client under it, loaded
+ * on the first call: a backup of a bucket given by name never reaches the
+ * cluster, and the client is the CLI's largest dependency to load.
+ */
+function lazyAcpProfile(
+  kube: NonNullable<DepsConfig['kube']>,
+  settings: AcpSettings,
+): RegistryProfile {
+  let loaded: Promise<RegistryProfile> | undefined;
+  const real = () => {
+    loaded ??= Promise.all([import('../registry/acp.ts'), import('../cluster/kube.ts')]).then(
+      ([acp, cluster]) => acp.acpProfile(cluster.loadKubeConfig(kube), settings),
+    );
+    return loaded;
+  };
+  return {
+    name: 'acp',
+    discover: async () => (await real()).discover(),
+    readStorageKeys: async (secretName) => (await real()).readStorageKeys(secretName),
+    captureConfig: async (options) => (await real()).captureConfig(options),
+    switchStorage: async (next) => (await real()).switchStorage(next),
+    rolloutStatus: async (switched) => (await real()).rolloutStatus(switched),
+  };
+}
+
 /** The one dependency factory: Lambda containers and local runs differ only in `config`. */
 export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void } {
   const maxSockets = config.concurrency ?? 64;
@@ -115,10 +140,7 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
           `this step needs the cluster, and no kubeconfig was given; ${config.kubeHint ?? 'give a kubeconfig'}`,
         );
       }
-      profile = acpProfile(
-        loadKubeConfig(config.kube),
-        acpSettingsSchema.parse(config.profileSettings ?? {}),
-      );
+      profile = lazyAcpProfile(config.kube, acpSettingsSchema.parse(config.profileSettings ?? {}));
     }
     return profile;
   };

@@ -1,0 +1,31 @@
+/**
+ * The `acp` profile's settings (resource names, selectors, log patterns),
+ * apart from the profile so that reading them does not load the Kubernetes
+ * client: a backup of a bucket given by name never needs the cluster.
+ */
+import { z } from 'zod';
+
+export const acpSettingsSchema = z.object({
+  group: z.string().default('cluster.alauda.io'),
+  version: z.string().default('v1alpha1'),
+  plural: z.string().default('moduleinfos'),
+  /** A ModuleInfo name; when unset the label selector must match exactly one. */
+  moduleInfoName: z.string().optional(),
+  labelSelector: z.string().default('cpaas.io/module-name=image-registry'),
+  namespace: z.string().default('cpaas-system'),
+  podSelector: z.string().default('app=image-registry'),
+  container: z.string().default('registry'),
+  deployment: z.string().default('image-registry'),
+  service: z.string().default('image-registry'),
+  /** Log lines of new registry pods that mean the storage is wrong. */
+  storageErrorPatterns: z
+    .array(z.string())
+    .default([
+      'NoSuchBucket',
+      'AccessDenied',
+      'InvalidAccessKeyId',
+      'SignatureDoesNotMatch',
+      'connection refused',
+    ]),
+});
+export type AcpSettings = z.infer<typeof acpSettingsSchema>;
