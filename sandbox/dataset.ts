@@ -209,13 +209,30 @@ export async function putObject(
     );
     return;
   }
+  await putInParts(client, bucket, key, body.byteLength, (_n, start, length) =>
+    body.subarray(start, start + length),
+  );
+}
+
+/**
+ * Writes `size` bytes to one key as a multipart upload of 8 MiB parts, asking
+ * `part` for each part's bytes (part number from 1, offset, length) only when
+ * it is sent: an object larger than memory can be written from a generator.
+ */
+export async function putInParts(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  size: number,
+  part: (n: number, start: number, length: number) => Uint8Array,
+): Promise<void> {
   const { UploadId } = await client.send(
     new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }),
   );
   const parts: Array<{ ETag: string; PartNumber: number }> = [];
-  for (let start = 0, n = 1; start < body.byteLength; start += SINGLE_PUT_LIMIT, n++) {
-    const chunk = body.subarray(start, Math.min(body.byteLength, start + SINGLE_PUT_LIMIT));
-    const part = await client.send(
+  for (let start = 0, n = 1; start < size; start += SINGLE_PUT_LIMIT, n++) {
+    const chunk = part(n, start, Math.min(SINGLE_PUT_LIMIT, size - start));
+    const uploaded = await client.send(
       new UploadPartCommand({
         Bucket: bucket,
         Key: key,
@@ -225,7 +242,7 @@ export async function putObject(
         ContentLength: chunk.byteLength,
       }),
     );
-    parts.push({ ETag: part.ETag ?? '', PartNumber: n });
+    parts.push({ ETag: uploaded.ETag ?? '', PartNumber: n });
   }
   await client.send(
     new CompleteMultipartUploadCommand({

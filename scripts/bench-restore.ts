@@ -17,7 +17,7 @@ import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../functions/commons/local/runner.ts';
 import { OciLayout, pushImage } from '../sandbox/images/index.ts';
 import { median } from './bench-stats.ts';
-import { buildCli } from './bench-workflow.ts';
+import { buildCli, cliVaultEnv } from './bench-workflow.ts';
 import { startSandboxBed } from './sandbox-bed.ts';
 
 const flag = (name: string, fallback: number): number => {
@@ -104,15 +104,9 @@ async function main(): Promise<void> {
     if (backup.status !== 'SUCCEEDED') throw new Error(`backup failed: ${backup.cause}`);
 
     const env: NodeJS.ProcessEnv = {
-      PATH: process.env['PATH'],
-      HOME: process.env['HOME'],
+      ...cliVaultEnv(s3, 'vault'),
       KUBECONFIG: cluster.kubeconfigPath,
-      REGVAULT_VAULT_BUCKET: 'vault',
-      REGVAULT_VAULT_REGION: s3.region,
-      REGVAULT_VAULT_ENDPOINT: s3.endpoint,
       REGVAULT_REGISTRY_URL: cluster.registryUrl,
-      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
     };
     let next = 0;
     const restore = async (mode: string, extra: readonly string[]): Promise<Measured> => {

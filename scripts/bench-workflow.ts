@@ -57,6 +57,23 @@ export async function buildCli(): Promise<void> {
   await promisify(execFile)(process.execPath, [`${root}scripts/build-cli.mjs`], { cwd: root });
 }
 
+/**
+ * The environment the CLI runs in against a vault bucket on a sandbox S3
+ * server: its PATH and HOME, the vault and the server's keys, and nothing
+ * else of the caller's (no AWS profile or region leaks in).
+ */
+export function cliVaultEnv(server: S3ServerHandle, vault: string): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    REGVAULT_VAULT_BUCKET: vault,
+    REGVAULT_VAULT_REGION: server.region,
+    REGVAULT_VAULT_ENDPOINT: server.endpoint,
+    AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
+  };
+}
+
 /** One CLI backup of the source into `vault`: wall time and the arrival time of each progress line. */
 async function cliBackup(
   options: WorkflowBenchOptions,
@@ -79,15 +96,7 @@ async function cliBackup(
     ],
     {
       cwd: root,
-      env: {
-        PATH: process.env['PATH'],
-        HOME: process.env['HOME'],
-        REGVAULT_VAULT_BUCKET: vault,
-        REGVAULT_VAULT_REGION: server.region,
-        REGVAULT_VAULT_ENDPOINT: server.endpoint,
-        AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
-      },
+      env: cliVaultEnv(server, vault),
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

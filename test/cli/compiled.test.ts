@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { cliVaultEnv } from '../../scripts/bench-workflow.ts';
 import { clientFor, putObjects } from '../support/s3.ts';
 
 const run = promisify(execFile);
@@ -46,15 +47,7 @@ describe('the compiled CLI', () => {
   async function compiled(args: readonly string[], vault: string) {
     const { stdout } = await run(process.execPath, ['dist/regvault.mjs', ...args, '--json'], {
       cwd: root,
-      env: {
-        PATH: process.env['PATH'],
-        HOME: process.env['HOME'],
-        REGVAULT_VAULT_BUCKET: vault,
-        REGVAULT_VAULT_REGION: s3.region,
-        REGVAULT_VAULT_ENDPOINT: s3.endpoint,
-        AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-      },
+      env: cliVaultEnv(s3, vault),
     });
     return JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>;
   }
