@@ -9,8 +9,8 @@ import { vaultKeys } from '../../functions/commons/vault/format.ts';
 import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
 import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
-import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/index.ts';
-import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
+import type { PopulatedRegistry } from '../../sandbox/images/index.ts';
+import type { RegistryHandle } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll, readObject, vaultDeps } from '../support/s3.ts';
 import {
@@ -20,6 +20,7 @@ import {
   randomBlob,
   recording,
   registryKey,
+  registryOnS3,
   remove,
 } from './support.ts';
 
@@ -46,24 +47,7 @@ const fsckBucket = (bucket: string, options: { deep?: boolean; sample?: number }
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-fsck' });
   client = clientFor(s3);
-  await createBucket(client, 'registry');
-  registry = await startRegistry({
-    storage: {
-      kind: 's3',
-      bucket: 'registry',
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    },
-  });
-  images = await populateRegistry(registry.host, {
-    repositories: 3,
-    tagsPerRepository: 2,
-    multiArch: true,
-    layerSizes: [3000, 20_000],
-    sharedBaseSize: 8000,
-  });
+  ({ registry, images } = await registryOnS3(s3, client, 'registry', 3));
   const keys = [...(await listAll(client, 'registry')).keys()];
   manifestDigests = new Set(
     keys.flatMap((key) => {

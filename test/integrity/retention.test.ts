@@ -1,11 +1,12 @@
 import { ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
+import { emptyTotals, type InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { InputError } from '../../functions/commons/errors.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { fsckRegistry } from '../../functions/commons/registry/fsck.ts';
 import { bucketSource } from '../../functions/commons/registry/fsck-sources.ts';
+import { blobKeyOf } from '../../functions/commons/registry/layout.ts';
 import {
   newSnapshotId,
   type SnapshotManifest,
@@ -24,11 +25,19 @@ import {
 } from '../../functions/commons/vault/store.ts';
 import { backupInputSchema, parseInput } from '../../functions/commons/workflows/backup.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
-import { OciLayout, populateRegistry, pushImage } from '../../sandbox/images/index.ts';
-import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
+import { OciLayout, pushImage } from '../../sandbox/images/index.ts';
+import type { RegistryHandle } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll, vaultDeps } from '../support/s3.ts';
-import { mirrorBucket, put, putOrphanBlob, randomBlob, registryKey, remove } from './support.ts';
+import {
+  mirrorBucket,
+  put,
+  putOrphanBlob,
+  randomBlob,
+  registryKey,
+  registryOnS3,
+  remove,
+} from './support.ts';
 
 const ROOT = 'regvault/';
 const DAY = 24 * 60 * 60 * 1000;
@@ -42,25 +51,8 @@ let deps: WorkflowDeps & { close(): void };
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-retention' });
   client = clientFor(s3);
-  await createBucket(client, 'registry');
   await createBucket(client, 'vault');
-  registry = await startRegistry({
-    storage: {
-      kind: 's3',
-      bucket: 'registry',
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    },
-  });
-  await populateRegistry(registry.host, {
-    repositories: 2,
-    tagsPerRepository: 2,
-    multiArch: true,
-    layerSizes: [3000, 20_000],
-    sharedBaseSize: 8000,
-  });
+  ({ registry } = await registryOnS3(s3, client, 'registry', 2));
   deps = vaultDeps(s3, 'vault', ROOT, {});
 }, 240_000);
 
@@ -101,22 +93,47 @@ function manifestOf(options: {
     },
     counts: { objects: 0, blobs: 0, repositories: 0, tags: 0 },
     bytes: 0,
-    totals: {
-      listed: 0,
-      copied: 0,
-      skipped: 0,
-      failed: 0,
-      bytesListed: 0,
-      bytesCopied: 0,
-      uploadsSkipped: 0,
-      pages: 0,
-    },
+    totals: emptyTotals(),
     uploadsSkipped: [],
     checks: {},
     failures: { count: 0, sample: [] },
     clusterFiles: [],
     inventory: { records: 0, parts: [] },
   };
+}
+
+/** A backup of the registry bucket into the vault of `into`, which must complete: its snapshot id. */
+async function completeBackup(
+  into: WorkflowDeps,
+  options: { workers?: number; ttlDays?: number } = {},
+): Promise<string> {
+  const result = await runBackupLocally(
+    {
+      source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' },
+      targetObjectsPerShard: 100,
+      ...(options.ttlDays === undefined ? {} : { ttlDays: options.ttlDays }),
+    },
+    { deps: into, workers: options.workers ?? 4 },
+  );
+  expect(result.cause).toBeUndefined();
+  expect((result.output as { status: string }).status).toBe('complete');
+  return (result.output as { snapshotId: string }).snapshotId;
+}
+
+/** `client`, running `before` ahead of every command it sends (to act at one exact request). */
+function withHook(
+  client: S3Client,
+  before: (command: Parameters<S3Client['send']>[0]) => Promise<void>,
+): S3Client {
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'send') return Reflect.get(target, property, receiver);
+      return async (command: Parameters<S3Client['send']>[0]) => {
+        await before(command);
+        return target.send(command);
+      };
+    },
+  });
 }
 
 describe('planning which snapshots expire', () => {
@@ -126,12 +143,28 @@ describe('planning which snapshots expire', () => {
 
   type Spec = {
     label: string;
+    /** Days since the backup started. */
     age: number;
     status: SnapshotManifest['status'];
     bucket?: string;
-    /** The snapshot's own ttl ends this long after now (negative: it ended that long ago). */
+    /** Days after now that the snapshot's own ttl ends (negative: it ended that long ago). */
     expiresIn?: number;
   };
+  type Extra = Pick<Spec, 'bucket' | 'expiresIn'>;
+  const complete = (label: string, age: number, extra: Extra = {}): Spec => ({
+    label,
+    age,
+    status: 'complete',
+    ...extra,
+  });
+  const failed = (label: string, age: number, extra: Extra = {}): Spec => ({
+    ...complete(label, age, extra),
+    status: 'failed',
+  });
+  const running = (label: string, age: number): Spec => ({ label, age, status: 'running' });
+  const minutes = (count: number) => (count * 60_000) / DAY;
+  /** Four complete snapshots ten days apart, the oldest 40 days old. */
+  const fourComplete = [complete('a', 40), complete('b', 30), complete('c', 20), complete('d', 10)];
   it.each<{
     name: string;
     policy: RetentionPolicy;
@@ -142,173 +175,114 @@ describe('planning which snapshots expire', () => {
     {
       name: 'keeps the last 2 complete snapshots',
       policy: { keepLast: 2 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 30 * DAY, status: 'complete' },
-        { label: 'c', age: 20 * DAY, status: 'complete' },
-        { label: 'd', age: 10 * DAY, status: 'complete' },
-      ],
+      snapshots: fourComplete,
       expire: ['a', 'b'],
     },
     {
       name: 'expires complete snapshots past the ttl',
       policy: { ttlDays: 15 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 20 * DAY, status: 'complete' },
-        { label: 'c', age: 10 * DAY, status: 'complete' },
-      ],
+      snapshots: [complete('a', 40), complete('b', 20), complete('c', 10)],
       expire: ['a', 'b'],
     },
     {
       name: 'never expires the newest complete snapshot, however old',
       policy: { ttlDays: 15 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 30 * DAY, status: 'complete' },
-      ],
+      snapshots: [complete('a', 40), complete('b', 30)],
       expire: ['a'],
     },
     {
       name: 'keeps what either rule keeps when both are set',
       policy: { keepLast: 1, ttlDays: 25 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 30 * DAY, status: 'complete' },
-        { label: 'c', age: 20 * DAY, status: 'complete' },
-        { label: 'd', age: 10 * DAY, status: 'complete' },
-      ],
+      snapshots: fourComplete,
       expire: ['a', 'b'],
     },
     {
       name: 'expires failed snapshots older than the newest complete one and keeps newer ones',
       policy: { keepLast: 10 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 30 * DAY, status: 'failed' },
-        { label: 'c', age: 20 * DAY, status: 'complete' },
-        { label: 'd', age: 10 * DAY, status: 'failed' },
-      ],
+      snapshots: [complete('a', 40), failed('b', 30), complete('c', 20), failed('d', 10)],
       expire: ['b'],
     },
     {
       name: 'keeps a running backup and the snapshot it builds on',
       policy: { keepLast: 1 },
-      snapshots: [
-        { label: 'a', age: 3 * DAY, status: 'complete' },
-        { label: 'b', age: 2 * DAY, status: 'complete' },
-        { label: 'r', age: 1 * DAY, status: 'running' },
-        { label: 'c', age: DAY / 2, status: 'complete' },
-      ],
+      snapshots: [complete('a', 3), complete('b', 2), running('r', 1), complete('c', 0.5)],
       expire: ['a'],
     },
     {
       name: 'treats a running manifest long past the backup timeout as failed',
       policy: { keepLast: 10 },
-      snapshots: [
-        { label: 'a', age: 10 * DAY, status: 'complete' },
-        { label: 'r', age: 5 * DAY, status: 'running' },
-        { label: 'b', age: 1 * DAY, status: 'complete' },
-      ],
+      snapshots: [complete('a', 10), running('r', 5), complete('b', 1)],
       expire: ['r'],
     },
     {
       name: 'judges each source on its own',
       policy: { keepLast: 1 },
       snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete', bucket: 'registry-x' },
-        { label: 'b', age: 30 * DAY, status: 'complete', bucket: 'registry-y' },
-        { label: 'c', age: 20 * DAY, status: 'complete', bucket: 'registry-x' },
+        complete('a', 40, { bucket: 'registry-x' }),
+        complete('b', 30, { bucket: 'registry-y' }),
+        complete('c', 20, { bucket: 'registry-x' }),
       ],
       expire: ['a'],
     },
     {
       name: 'expires only superseded failed snapshots under a policy with no rule',
       policy: {},
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'failed' },
-        { label: 'b', age: 30 * DAY, status: 'complete' },
-        { label: 'c', age: 20 * DAY, status: 'complete' },
-      ],
+      snapshots: [failed('a', 40), complete('b', 30), complete('c', 20)],
       expire: ['a'],
     },
     {
       name: 'expires a complete snapshot whose own ttl ended, under a policy with no rule',
       policy: {},
-      snapshots: [
-        { label: 'a', age: 30 * DAY, status: 'complete', expiresIn: -DAY },
-        { label: 'b', age: 20 * DAY, status: 'complete' },
-        { label: 'c', age: 10 * DAY, status: 'complete' },
-      ],
+      snapshots: [complete('a', 30, { expiresIn: -1 }), complete('b', 20), complete('c', 10)],
       expire: ['a'],
     },
     {
       name: 'expires a snapshot whose own ttl ended even where keepLast would keep it, and gives it no keepLast place',
       policy: { keepLast: 3 },
       snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete' },
-        { label: 'b', age: 30 * DAY, status: 'complete', expiresIn: -DAY },
-        { label: 'c', age: 20 * DAY, status: 'complete' },
-        { label: 'd', age: 10 * DAY, status: 'complete' },
+        complete('a', 40),
+        complete('b', 30, { expiresIn: -1 }),
+        complete('c', 20),
+        complete('d', 10),
       ],
       expire: ['b'],
     },
     {
       name: 'keeps a snapshot until its own ttl ends, whatever the policy',
       policy: { keepLast: 1, ttlDays: 5 },
-      snapshots: [
-        { label: 'a', age: 40 * DAY, status: 'complete', expiresIn: 10 * DAY },
-        { label: 'b', age: 20 * DAY, status: 'complete' },
-        { label: 'c', age: 10 * DAY, status: 'complete' },
-      ],
+      snapshots: [complete('a', 40, { expiresIn: 10 }), complete('b', 20), complete('c', 10)],
       expire: ['b'],
     },
     {
       name: 'keeps the newest complete snapshot after its own ttl ended',
       policy: {},
-      snapshots: [
-        { label: 'a', age: 20 * DAY, status: 'complete' },
-        { label: 'b', age: 10 * DAY, status: 'complete', expiresIn: -DAY },
-      ],
+      snapshots: [complete('a', 20), complete('b', 10, { expiresIn: -1 })],
       expire: [],
     },
     {
       name: 'keeps a snapshot a running backup builds on after its own ttl ended',
       policy: {},
-      snapshots: [
-        { label: 'a', age: 3 * DAY, status: 'complete', expiresIn: -DAY },
-        { label: 'r', age: 1 * DAY, status: 'running' },
-        { label: 'c', age: DAY / 2, status: 'complete' },
-      ],
+      snapshots: [complete('a', 3, { expiresIn: -1 }), running('r', 1), complete('c', 0.5)],
       expire: [],
     },
     {
       name: 'expires a failed snapshot newer than any complete one once its own ttl ended',
       policy: {},
-      snapshots: [
-        { label: 'a', age: 20 * DAY, status: 'complete' },
-        { label: 'b', age: 10 * DAY, status: 'failed', expiresIn: -DAY },
-      ],
+      snapshots: [complete('a', 20), failed('b', 10, { expiresIn: -1 })],
       expire: ['b'],
     },
     {
       // A backup that picked it as its base just before the newer one completed may not have written its manifest yet.
       name: 'keeps a snapshot superseded less than the grace period ago',
       policy: { keepLast: 1 },
-      snapshots: [
-        { label: 'a', age: 2 * DAY, status: 'complete' },
-        { label: 'b', age: 11 * 60_000, status: 'complete' },
-      ],
+      snapshots: [complete('a', 2), complete('b', minutes(11))],
       expire: [],
     },
     {
       name: 'expires a superseded snapshot once the grace period has passed',
       policy: { keepLast: 1 },
       graceMs: 5 * 60_000,
-      snapshots: [
-        { label: 'a', age: 2 * DAY, status: 'complete' },
-        { label: 'b', age: 11 * 60_000, status: 'complete' },
-      ],
+      snapshots: [complete('a', 2), complete('b', minutes(11))],
       expire: ['a'],
     },
   ])('$name', async ({ policy, snapshots, expire, graceMs }) => {
@@ -320,12 +294,12 @@ describe('planning which snapshots expire', () => {
     const labels = new Map<string, string>();
     for (const spec of snapshots) {
       const manifest = manifestOf({
-        startedAt: ago(spec.age),
+        startedAt: ago(spec.age * DAY),
         status: spec.status,
         ...(spec.bucket === undefined ? {} : { bucket: spec.bucket }),
         ...(spec.expiresIn === undefined
           ? {}
-          : { expiresAt: new Date(now.getTime() + spec.expiresIn) }),
+          : { expiresAt: new Date(now.getTime() + spec.expiresIn * DAY) }),
       });
       labels.set(manifest.id, spec.label);
       await putJson(vault, vaultKeys.manifest(`plan-${vaults}/`, manifest.id), manifest);
@@ -351,19 +325,6 @@ describe('pruning a vault of real snapshots', () => {
   let onlyInFirst = '';
   /** A tag link only the first snapshot holds. */
   let tagOnlyInFirst = '';
-
-  async function backup(options: { deps?: WorkflowDeps; workers?: number } = {}): Promise<string> {
-    const result = await runBackupLocally(
-      {
-        source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' },
-        targetObjectsPerShard: 100,
-      },
-      { deps: options.deps ?? deps, workers: options.workers ?? 4 },
-    );
-    expect(result.cause).toBeUndefined();
-    expect((result.output as { status: string }).status).toBe('complete');
-    return (result.output as { snapshotId: string }).snapshotId;
-  }
 
   async function push(tag: string): Promise<void> {
     const layout = await OciLayout.create();
@@ -400,13 +361,9 @@ describe('pruning a vault of real snapshots', () => {
 
   beforeAll(async () => {
     const orphan = await putOrphanBlob(client, 'registry', 1500);
-    ids.push(await backup());
+    ids.push(await completeBackup(deps));
     onlyInFirst = vaultKeys.blob(ROOT, orphan);
-    await remove(
-      client,
-      'registry',
-      registryKey(`blobs/sha256/${orphan.slice(7, 9)}/${orphan.slice(7)}/data`),
-    );
+    await remove(client, 'registry', registryKey(blobKeyOf(orphan)));
     const tagLink = registryKey('repositories/team-1/app-1/_manifests/tags/v1.1/current/link');
     tagOnlyInFirst =
       (await inventoryOf(ids[0] ?? '')).find((r) => r.key === tagLink)?.targetKey ?? '';
@@ -420,9 +377,9 @@ describe('pruning a vault of real snapshots', () => {
       await remove(client, 'registry', key);
     }
     await push('second');
-    ids.push(await backup());
+    ids.push(await completeBackup(deps));
     await push('third');
-    ids.push(await backup());
+    ids.push(await completeBackup(deps));
     await createBucket(client, 'vault-template');
     await mirrorBucket(client, 'vault', 'vault-template');
   }, 240_000);
@@ -431,6 +388,18 @@ describe('pruning a vault of real snapshots', () => {
   beforeEach(async () => {
     await mirrorBucket(client, 'vault-template', 'vault');
   });
+
+  /** The running manifest of a first backup of another registry bucket, starting now. */
+  const firstBackupOf = (bucket: string) =>
+    manifestOf({ startedAt: new Date(), status: 'running', bucket });
+
+  /** Puts a pool blob no snapshot refers to, written well before a backup that starts next. */
+  async function stalePoolBlob(): Promise<{ bytes: Buffer; digest: string }> {
+    const stale = randomBlob();
+    await put(client, 'vault', vaultKeys.blob(ROOT, stale.digest), stale.bytes);
+    await sleep(1500);
+    return stale;
+  }
 
   /** Prunes the first snapshot, as an earlier run with `keepLast: 2` would have. */
   async function pruneFirst(): Promise<void> {
@@ -530,14 +499,8 @@ describe('pruning a vault of real snapshots', () => {
 
   it('sweeps no pool blob while a backup that may reuse any of them runs', async () => {
     // Prepare: a first backup of another bucket has no snapshot to build on, so it skips blobs it finds in the pool
-    const stale = randomBlob();
-    await put(client, 'vault', vaultKeys.blob(ROOT, stale.digest), stale.bytes);
-    await sleep(1500);
-    const running = manifestOf({
-      startedAt: new Date(),
-      status: 'running',
-      bucket: 'another-registry',
-    });
+    const stale = await stalePoolBlob();
+    const running = firstBackupOf('another-registry');
     await putJson(deps.vault, vaultKeys.manifest(ROOT, running.id), running);
     try {
       // Act
@@ -559,30 +522,18 @@ describe('pruning a vault of real snapshots', () => {
 
   it('sweeps no pool blob when a backup that may reuse any of them starts while prune lists the pool', async () => {
     // Prepare: the backup writes its running manifest the moment prune lists the pool, after its first check
-    const stale = randomBlob();
-    await put(client, 'vault', vaultKeys.blob(ROOT, stale.digest), stale.bytes);
-    await sleep(1500);
-    const starting = manifestOf({
-      startedAt: new Date(),
-      status: 'running',
-      bucket: 'yet-another-registry',
-    });
+    const stale = await stalePoolBlob();
+    const starting = firstBackupOf('yet-another-registry');
     let started = false;
-    const startBackupWhilePoolIsListed = new Proxy(deps.vault.client, {
-      get(target, property, receiver) {
-        if (property !== 'send') return Reflect.get(target, property, receiver);
-        return async (command: Parameters<S3Client['send']>[0]) => {
-          if (
-            !started &&
-            command instanceof ListObjectsV2Command &&
-            command.input.Prefix === `${ROOT}blobs/`
-          ) {
-            started = true;
-            await putJson(deps.vault, vaultKeys.manifest(ROOT, starting.id), starting);
-          }
-          return target.send(command);
-        };
-      },
+    const startBackupWhilePoolIsListed = withHook(deps.vault.client, async (command) => {
+      if (
+        !started &&
+        command instanceof ListObjectsV2Command &&
+        command.input.Prefix === `${ROOT}blobs/`
+      ) {
+        started = true;
+        await putJson(deps.vault, vaultKeys.manifest(ROOT, starting.id), starting);
+      }
     });
     try {
       // Act
@@ -611,25 +562,18 @@ describe('pruning a vault of real snapshots', () => {
       release = resolve;
     });
     let held = false;
-    const vaultClient = deps.vault.client;
-    const heldClient = new Proxy(vaultClient, {
-      get(target, property, receiver) {
-        if (property !== 'send') return Reflect.get(target, property, receiver);
-        return async (command: Parameters<S3Client['send']>[0]) => {
-          const key = (command.input as { Key?: string }).Key ?? '';
-          if (command instanceof PutObjectCommand && key.includes('/listed/')) {
-            held = true;
-            await gate;
-          }
-          return target.send(command);
-        };
-      },
+    const heldClient = withHook(deps.vault.client, async (command) => {
+      const key = (command.input as { Key?: string }).Key ?? '';
+      if (command instanceof PutObjectCommand && key.includes('/listed/')) {
+        held = true;
+        await gate;
+      }
     });
     const gated: WorkflowDeps & { close(): void } = {
       ...deps,
       vault: { ...deps.vault, client: heldClient },
     };
-    const running = backup({ deps: gated, workers: 1 });
+    const running = completeBackup(gated, { workers: 1 });
     // Waits for the hold, or for a backup that ended without reaching it (then the test fails, not hangs).
     let ended = false;
     void running.then(
@@ -711,20 +655,6 @@ describe('pruning snapshots that carry their own ttl', () => {
     ttlDeps?.close();
   });
 
-  async function backup(extra: { ttlDays?: number } = {}): Promise<string> {
-    const result = await runBackupLocally(
-      {
-        source: { endpoint: s3.endpoint, region: s3.region, bucket: 'registry' },
-        targetObjectsPerShard: 100,
-        ...extra,
-      },
-      { deps: ttlDeps, workers: 4 },
-    );
-    expect(result.cause).toBeUndefined();
-    expect((result.output as { status: string }).status).toBe('complete');
-    return (result.output as { snapshotId: string }).snapshotId;
-  }
-
   it.each([
     { ttlDays: 0, why: 'zero' },
     { ttlDays: -1, why: 'negative' },
@@ -741,13 +671,9 @@ describe('pruning snapshots that carry their own ttl', () => {
   it('deletes a snapshot once its own ttl ended, with the pool blobs only it held, and keeps the one without a ttl', async () => {
     // Prepare: a blob only the short-lived snapshot holds (the registry loses it before the next backup)
     const orphan = await putOrphanBlob(client, 'registry', 1700);
-    const shortLived = await backup({ ttlDays: 1 / 86_400 });
-    await remove(
-      client,
-      'registry',
-      registryKey(`blobs/sha256/${orphan.slice(7, 9)}/${orphan.slice(7)}/data`),
-    );
-    const lasting = await backup();
+    const shortLived = await completeBackup(ttlDeps, { ttlDays: 1 / 86_400 });
+    await remove(client, 'registry', registryKey(blobKeyOf(orphan)));
+    const lasting = await completeBackup(ttlDeps);
     const shortManifest = await resolveSnapshot(ttlDeps.vault, shortLived);
     const lastingManifest = await resolveSnapshot(ttlDeps.vault, lasting);
     const onlyInShort = vaultKeys.blob(TTL_ROOT, orphan);

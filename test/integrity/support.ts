@@ -1,4 +1,7 @@
-/** Shared set-up for the integrity tests: bucket copies, registry key lookups, a recording source. */
+/**
+ * Shared set-up for the integrity tests: a registry on the test's S3 server,
+ * bucket copies, registry key lookups, a recording source.
+ */
 import { createHash, randomBytes } from 'node:crypto';
 import {
   CopyObjectCommand,
@@ -9,6 +12,9 @@ import {
 import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
 import type { RegistrySource } from '../../functions/commons/registry/fsck-sources.ts';
 import { blobKeyOf, REGISTRY_V2 } from '../../functions/commons/registry/layout.ts';
+import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/index.ts';
+import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
+import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import {
   createBucket,
   deleteKeys,
@@ -17,6 +23,44 @@ import {
   putObjects,
   readObject,
 } from '../support/s3.ts';
+
+/**
+ * A real registry keeping its data in a new bucket `bucket` of the test's S3
+ * server, with `repositories` repositories of two multi-arch tags pushed
+ * into it (layers of two sizes over a shared base layer). The registry is
+ * stopped again when pushing fails, so a failed set-up leaves no process.
+ */
+export async function registryOnS3(
+  s3: S3ServerHandle,
+  client: S3Client,
+  bucket: string,
+  repositories: number,
+): Promise<{ registry: RegistryHandle; images: PopulatedRegistry }> {
+  await createBucket(client, bucket);
+  const registry = await startRegistry({
+    storage: {
+      kind: 's3',
+      bucket,
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKey: s3.credentials.accessKeyId,
+      secretKey: s3.credentials.secretAccessKey,
+    },
+  });
+  try {
+    const images = await populateRegistry(registry.host, {
+      repositories,
+      tagsPerRepository: 2,
+      multiArch: true,
+      layerSizes: [3000, 20_000],
+      sharedBaseSize: 8000,
+    });
+    return { registry, images };
+  } catch (err) {
+    await registry.stop();
+    throw err;
+  }
+}
 
 /** Copies every object of `from` into a new bucket `to`. */
 export async function copyBucket(client: S3Client, from: string, to: string): Promise<void> {

@@ -13,6 +13,7 @@ import {
 } from '@kubernetes/client-node';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { fakeRegistries } from './fake-registry.ts';
+import { acpStorage, seedRegistry } from './support.ts';
 
 const TOKEN = 'client-node-token';
 const NS = 'cpaas-system';
@@ -39,6 +40,10 @@ async function apiError(call: () => Promise<unknown>): Promise<ApiException<unkn
   throw new Error('expected the call to fail with an ApiException');
 }
 
+/** The registry's ModuleInfo, read by name. */
+const registryModuleInfo = async (custom: CustomObjectsApi) =>
+  (await custom.getClusterCustomObject({ ...MI, name: 'image-registry' })) as ModuleInfo;
+
 const statusOf = (err: ApiException<unknown>) =>
   JSON.parse(String(err.body)) as Record<string, unknown>;
 
@@ -51,14 +56,7 @@ beforeAll(async () => {
 
 // Every test starts from the ModuleInfo and Secret as ACP leaves them, whatever an earlier test patched.
 beforeEach(async () => {
-  await cluster.seedAcpRegistry({
-    bucket: 'registry-a',
-    endpoint: 'http://127.0.0.1:9000',
-    region: 'us-east-1',
-    accessKey: 'AKIA-CLIENT',
-    secretKey: 'secret-client',
-  });
-  await cluster.waitForReadyPod();
+  await seedRegistry(cluster, acpStorage('AKIA-CLIENT', 'secret-client'));
 });
 
 afterAll(async () => {
@@ -75,10 +73,7 @@ describe('@kubernetes/client-node against the fake apiserver', () => {
       ...MI,
       labelSelector: 'cpaas.io/module-name=image-registry',
     })) as { kind: string; items: ModuleInfo[] };
-    const one = (await custom.getClusterCustomObject({
-      ...MI,
-      name: 'image-registry',
-    })) as ModuleInfo;
+    const one = await registryModuleInfo(custom);
     // Assess
     expect(list.kind).toBe('ModuleInfoList');
     expect(list.items.map((item) => item.metadata.name)).toEqual(['image-registry']);
@@ -88,10 +83,7 @@ describe('@kubernetes/client-node against the fake apiserver', () => {
   it('merge-patches a ModuleInfo with the resourceVersion as a precondition', async () => {
     // Prepare
     const custom = kc.makeApiClient(CustomObjectsApi);
-    const current = (await custom.getClusterCustomObject({
-      ...MI,
-      name: 'image-registry',
-    })) as ModuleInfo;
+    const current = await registryModuleInfo(custom);
     // Act
     const patched = (await custom.patchClusterCustomObject(
       {
@@ -118,10 +110,7 @@ describe('@kubernetes/client-node against the fake apiserver', () => {
   it('gets 409 with a Conflict Status for a stale resourceVersion', async () => {
     // Prepare
     const custom = kc.makeApiClient(CustomObjectsApi);
-    const current = (await custom.getClusterCustomObject({
-      ...MI,
-      name: 'image-registry',
-    })) as ModuleInfo;
+    const current = await registryModuleInfo(custom);
     await custom.patchClusterCustomObject(
       { ...MI, name: 'image-registry', body: { metadata: { labels: { touched: 'yes' } } } },
       mergePatch(),

@@ -7,7 +7,8 @@ import type { KubeObject } from '../../sandbox/kube/store.ts';
 import { liveProcesses, portInUse } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll } from '../support/s3.ts';
-import { fakeRegistries } from './fake-registry.ts';
+import { type FakeRegistries, fakeRegistries } from './fake-registry.ts';
+import { seedRegistry, UNREAD_STORAGE } from './support.ts';
 
 const NS = 'cpaas-system';
 
@@ -232,19 +233,23 @@ describe('the registry controller with the real registry on S3', () => {
 });
 
 describe('the registry controller with a stand-in registry', () => {
-  it('marks the pod Failed with a terminated container when the registry process exits', async () => {
-    // Prepare
+  /** Runs `test` on a fake cluster of stand-in registries, stopping it after. */
+  async function withStandIns(
+    test: (cluster: FakeCluster, registries: FakeRegistries) => Promise<void>,
+  ): Promise<void> {
     const registries = fakeRegistries();
     const cluster = await startFakeCluster({ startRegistry: registries.start });
     try {
-      await cluster.seedAcpRegistry({
-        bucket: 'b',
-        endpoint: 'http://127.0.0.1:1',
-        region: 'r',
-        accessKey: 'a',
-        secretKey: 's',
-      });
-      const name = await cluster.waitForReadyPod();
+      await test(cluster, registries);
+    } finally {
+      await cluster.stop();
+    }
+  }
+
+  it('marks the pod Failed with a terminated container when the registry process exits', async () => {
+    await withStandIns(async (cluster, registries) => {
+      // Prepare
+      const name = await seedRegistry(cluster);
       // Act
       await [...registries.live.values()][0]?.crash();
       await until('a failed pod', () => registryPods(cluster)[0]?.status.phase === 'Failed');
@@ -254,24 +259,13 @@ describe('the registry controller with a stand-in registry', () => {
       expect(pod?.status.containerStatuses[0]?.ready).toBe(false);
       expect(pod?.status.containerStatuses[0]?.state.terminated?.exitCode).toBe(1);
       expect((await fetch(`${cluster.registryUrl}/v2/`)).status).toBe(503);
-    } finally {
-      await cluster.stop();
-    }
+    });
   });
 
   it("replaces a deleted pod with a new one and stops the deleted pod's process", async () => {
-    // Prepare
-    const registries = fakeRegistries();
-    const cluster = await startFakeCluster({ startRegistry: registries.start });
-    try {
-      await cluster.seedAcpRegistry({
-        bucket: 'b',
-        endpoint: 'http://127.0.0.1:1',
-        region: 'r',
-        accessKey: 'a',
-        secretKey: 's',
-      });
-      const first = await cluster.waitForReadyPod();
+    await withStandIns(async (cluster, registries) => {
+      // Prepare
+      const first = await seedRegistry(cluster);
       // Act
       const response = await fetch(`${cluster.api}/api/v1/namespaces/${NS}/pods/${first}`, {
         method: 'DELETE',
@@ -286,22 +280,14 @@ describe('the registry controller with a stand-in registry', () => {
       expect(second).not.toBe(first);
       expect(registries.started).toHaveLength(2);
       expect(registries.live.size).toBe(1);
-    } finally {
-      await cluster.stop();
-    }
+    });
   });
 
   it('crash-loops a pod whose Secret lacks the expected keys', async () => {
-    // Prepare
-    const cluster = await startFakeCluster({ startRegistry: fakeRegistries().start });
-    try {
+    await withStandIns(async (cluster) => {
       // Act
       await cluster.seedAcpRegistry({
-        bucket: 'b',
-        endpoint: 'http://127.0.0.1:1',
-        region: 'r',
-        accessKey: 'a',
-        secretKey: 's',
+        ...UNREAD_STORAGE,
         secretKeyNames: { accessKey: 'AWS_ACCESS_KEY_ID', secretKey: 'AWS_SECRET_ACCESS_KEY' },
       });
       await until('a crash-looping pod', () => registryPods(cluster).length === 1);
@@ -312,23 +298,14 @@ describe('the registry controller with a stand-in registry', () => {
         await fetch(`${cluster.api}/api/v1/namespaces/${NS}/pods/${pod?.metadata.name}/log`)
       ).text();
       expect(log).toContain('lacks access-key-id or secret-access-key');
-    } finally {
-      await cluster.stop();
-    }
+    });
   });
 
   it('leaves nothing listening after stop()', async () => {
     // Prepare
     const registries = fakeRegistries();
     const cluster = await startFakeCluster({ token: 't', startRegistry: registries.start });
-    await cluster.seedAcpRegistry({
-      bucket: 'b',
-      endpoint: 'http://127.0.0.1:1',
-      region: 'r',
-      accessKey: 'a',
-      secretKey: 's',
-    });
-    await cluster.waitForReadyPod();
+    await seedRegistry(cluster);
     const ports = [
       cluster.server.port,
       Number(new URL(cluster.registryUrl).port),

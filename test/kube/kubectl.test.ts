@@ -7,6 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { fakeRegistries } from './fake-registry.ts';
+import { acpStorage, seedRegistry } from './support.ts';
 
 const run = promisify(execFile);
 const KUBECTL = process.env['KUBECTL'] ?? 'kubectl';
@@ -16,33 +17,57 @@ const NS = 'cpaas-system';
 let cluster: FakeCluster;
 let dir: string;
 
-/** kubectl with only our kubeconfig: no KUBECONFIG from the caller, a private discovery cache. */
-async function kubectl(args: string[], kubeconfig = cluster.kubeconfigPath): Promise<string> {
+/**
+ * kubectl with only our kubeconfig: no KUBECONFIG from the caller, a private
+ * discovery cache. Arguments given as one string are split at its spaces, as
+ * a shell would split an unquoted command line.
+ */
+async function kubectl(
+  args: string | string[],
+  kubeconfig = cluster.kubeconfigPath,
+): Promise<string> {
   const env = { ...process.env };
   delete env['KUBECONFIG'];
   const { stdout } = await run(
     KUBECTL,
-    ['--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'cache'), ...args],
-    {
-      env,
-      timeout: 30_000,
-    },
+    [
+      '--kubeconfig',
+      kubeconfig,
+      '--cache-dir',
+      join(dir, 'cache'),
+      ...(typeof args === 'string' ? args.split(' ') : args),
+    ],
+    { env, timeout: 30_000 },
   );
   return stdout;
 }
 
 /** The stderr of a kubectl call that must fail. */
-async function kubectlFails(args: string[], kubeconfig?: string): Promise<string> {
+async function kubectlFails(args: string | string[], kubeconfig?: string): Promise<string> {
   try {
     await kubectl(args, kubeconfig);
   } catch (err) {
     return String((err as { stderr?: unknown }).stderr ?? err);
   }
-  throw new Error(`kubectl ${args.join(' ')} succeeded but was expected to fail`);
+  throw new Error(`kubectl ${[args].flat().join(' ')} succeeded but was expected to fail`);
 }
 
+/** `kubectl patch` of the registry ModuleInfo with a patch of `type`. */
+const patchModuleInfo = (type: 'merge' | 'json', patch: string) => [
+  'patch',
+  'moduleinfo',
+  'image-registry',
+  '--type',
+  type,
+  '-p',
+  patch,
+];
+
+const generation = async () =>
+  Number(await kubectl('get moduleinfo image-registry -o jsonpath={.metadata.generation}'));
+
 const moduleInfo = async () =>
-  JSON.parse(await kubectl(['get', 'moduleinfo', 'image-registry', '-o', 'json'])) as {
+  JSON.parse(await kubectl('get moduleinfo image-registry -o json')) as {
     metadata: { resourceVersion: string; annotations?: Record<string, string> };
     spec: { config: { s3storage: Record<string, string> } };
   };
@@ -54,14 +79,7 @@ beforeAll(async () => {
 
 // Every test starts from the ModuleInfo and Secret as ACP leaves them, whatever an earlier test patched.
 beforeEach(async () => {
-  await cluster.seedAcpRegistry({
-    bucket: 'registry-a',
-    endpoint: 'http://127.0.0.1:9000',
-    region: 'us-east-1',
-    accessKey: 'AKIA-KUBECTL',
-    secretKey: 'secret-kubectl',
-  });
-  await cluster.waitForReadyPod();
+  await seedRegistry(cluster, acpStorage('AKIA-KUBECTL', 'secret-kubectl'));
 });
 
 afterAll(async () => {
@@ -73,14 +91,7 @@ describe('kubectl against the fake apiserver', () => {
   it('lists the registry ModuleInfo by label as JSON', async () => {
     // Act
     const list = JSON.parse(
-      await kubectl([
-        'get',
-        'moduleinfos',
-        '-l',
-        'cpaas.io/module-name=image-registry',
-        '-o',
-        'json',
-      ]),
+      await kubectl('get moduleinfos -l cpaas.io/module-name=image-registry -o json'),
     ) as {
       items: Array<{
         kind: string;
@@ -89,17 +100,8 @@ describe('kubectl against the fake apiserver', () => {
       }>;
     };
     const none = JSON.parse(
-      await kubectl([
-        'get',
-        'moduleinfos',
-        '-l',
-        'cpaas.io/module-name!=image-registry',
-        '-o',
-        'json',
-      ]),
-    ) as {
-      items: unknown[];
-    };
+      await kubectl('get moduleinfos -l cpaas.io/module-name!=image-registry -o json'),
+    ) as { items: unknown[] };
     // Assess
     expect(list.items.map((item) => item.metadata.name)).toEqual(['image-registry']);
     expect(list.items[0]?.kind).toBe('ModuleInfo');
@@ -109,84 +111,50 @@ describe('kubectl against the fake apiserver', () => {
 
   it('reads a Secret key with jsonpath', async () => {
     // Act
-    const encoded = await kubectl([
-      'get',
-      'secret',
-      '-n',
-      NS,
-      'registry-s3-secret',
-      '-o',
-      'jsonpath={.data.access-key-id}',
-    ]);
+    const encoded = await kubectl(
+      `get secret -n ${NS} registry-s3-secret -o jsonpath={.data.access-key-id}`,
+    );
     // Assess
     expect(Buffer.from(encoded, 'base64').toString()).toBe('AKIA-KUBECTL');
   });
 
   it('merge-patches the ModuleInfo and bumps its generation', async () => {
     // Prepare
-    const before = await kubectl([
-      'get',
-      'moduleinfo',
-      'image-registry',
-      '-o',
-      'jsonpath={.metadata.generation}',
-    ]);
+    const before = await generation();
     // Act
-    const out = await kubectl([
-      'patch',
-      'moduleinfo',
-      'image-registry',
-      '--type',
-      'merge',
-      '-p',
-      '{"spec":{"config":{"s3storage":{"region":"eu-west-1"}}}}',
-    ]);
+    const out = await kubectl(
+      patchModuleInfo('merge', '{"spec":{"config":{"s3storage":{"region":"eu-west-1"}}}}'),
+    );
     // Assess
     expect(out).toContain('moduleinfo.cluster.alauda.io/image-registry patched');
     const after = await moduleInfo();
     expect(after.spec.config.s3storage['region']).toBe('eu-west-1');
     expect(after.spec.config.s3storage['bucket']).toBe('registry-a');
-    expect(
-      Number(
-        await kubectl([
-          'get',
-          'moduleinfo',
-          'image-registry',
-          '-o',
-          'jsonpath={.metadata.generation}',
-        ]),
-      ),
-    ).toBe(Number(before) + 1);
+    expect(await generation()).toBe(before + 1);
   });
 
   it('json-patches the ModuleInfo, unescaping ~1 in pointers and honouring test ops', async () => {
     // Act
-    await kubectl([
-      'patch',
-      'moduleinfo',
-      'image-registry',
-      '--type',
-      'json',
-      '-p',
-      JSON.stringify([
-        { op: 'test', path: '/spec/config/s3storage/region', value: 'us-east-1' },
-        { op: 'replace', path: '/spec/config/s3storage/region', value: 'eu-west-1' },
-        {
-          op: 'add',
-          path: '/metadata/annotations/regvault.io~1switched-from',
-          value: 'registry-a',
-        },
-      ]),
-    ]);
-    const failed = await kubectlFails([
-      'patch',
-      'moduleinfo',
-      'image-registry',
-      '--type',
-      'json',
-      '-p',
-      '[{"op":"test","path":"/spec/config/s3storage/region","value":"nowhere"}]',
-    ]);
+    await kubectl(
+      patchModuleInfo(
+        'json',
+        JSON.stringify([
+          { op: 'test', path: '/spec/config/s3storage/region', value: 'us-east-1' },
+          { op: 'replace', path: '/spec/config/s3storage/region', value: 'eu-west-1' },
+          {
+            op: 'add',
+            path: '/metadata/annotations/regvault.io~1switched-from',
+            value: 'registry-a',
+          },
+        ]),
+      ),
+    );
+    const failed = await kubectlFails(
+      patchModuleInfo(
+        'json',
+        '[{"op":"test","path":"/spec/config/s3storage/region","value":"nowhere"}]',
+      ),
+    );
     // Assess
     const after = await moduleInfo();
     expect(after.spec.config.s3storage['region']).toBe('eu-west-1');
@@ -197,20 +165,17 @@ describe('kubectl against the fake apiserver', () => {
   it('refuses a merge patch carrying a stale resourceVersion with the real conflict message', async () => {
     // Prepare
     const stale = (await moduleInfo()).metadata.resourceVersion;
-    await kubectl(['annotate', 'moduleinfo', 'image-registry', 'touched=yes']);
+    await kubectl('annotate moduleinfo image-registry touched=yes');
     // Act
-    const stderr = await kubectlFails([
-      'patch',
-      'moduleinfo',
-      'image-registry',
-      '--type',
-      'merge',
-      '-p',
-      JSON.stringify({
-        metadata: { resourceVersion: stale },
-        spec: { config: { s3storage: { bucket: 'x' } } },
-      }),
-    ]);
+    const stderr = await kubectlFails(
+      patchModuleInfo(
+        'merge',
+        JSON.stringify({
+          metadata: { resourceVersion: stale },
+          spec: { config: { s3storage: { bucket: 'x' } } },
+        }),
+      ),
+    );
     // Assess
     expect(stderr).toContain(
       'Operation cannot be fulfilled on moduleinfos.cluster.alauda.io "image-registry": the object has been modified; please apply your changes to the latest version and try again',
@@ -221,21 +186,12 @@ describe('kubectl against the fake apiserver', () => {
     // Prepare
     await cluster.waitForReadyPod();
     // Act
-    const table = await kubectl(['get', 'pods', '-n', NS, '-l', 'app=image-registry']);
+    const table = await kubectl(`get pods -n ${NS} -l app=image-registry`);
     const name = (
-      await kubectl([
-        'get',
-        'pods',
-        '-n',
-        NS,
-        '-l',
-        'app=image-registry',
-        '-o',
-        'jsonpath={.items[0].metadata.name}',
-      ])
+      await kubectl(`get pods -n ${NS} -l app=image-registry -o jsonpath={.items[0].metadata.name}`)
     ).trim();
-    const logs = await kubectl(['logs', '-n', NS, name, '-c', 'registry']);
-    const tail = await kubectl(['logs', '-n', NS, name, '-c', 'registry', '--tail', '1']);
+    const logs = await kubectl(`logs -n ${NS} ${name} -c registry`);
+    const tail = await kubectl(`logs -n ${NS} ${name} -c registry --tail 1`);
     // Assess
     expect(table).toMatch(/^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE/);
     expect(table).toMatch(new RegExp(`${name}\\s+1/1\\s+Running\\s+0`));
@@ -249,14 +205,7 @@ describe('kubectl against the fake apiserver', () => {
     await cluster.waitForReadyPod();
     const started = Date.now();
     // Act
-    const out = await kubectl([
-      'rollout',
-      'status',
-      'deployment/image-registry',
-      '-n',
-      NS,
-      '--timeout=20s',
-    ]);
+    const out = await kubectl(`rollout status deployment/image-registry -n ${NS} --timeout=20s`);
     // Assess
     expect(out).toContain('deployment "image-registry" successfully rolled out');
     expect(Date.now() - started).toBeLessThan(10_000);
@@ -275,17 +224,9 @@ describe('kubectl against the fake apiserver', () => {
     const created = await kubectl(['create', '-f', manifest]);
     await write('second');
     const applied = await kubectl(['apply', '-f', manifest]);
-    const value = await kubectl([
-      'get',
-      'secret',
-      '-n',
-      NS,
-      'other-s3',
-      '-o',
-      'jsonpath={.data.access-key-id}',
-    ]);
+    const value = await kubectl(`get secret -n ${NS} other-s3 -o jsonpath={.data.access-key-id}`);
     const deleted = await kubectl(['delete', '-f', manifest]);
-    const gone = await kubectlFails(['get', 'secret', '-n', NS, 'other-s3']);
+    const gone = await kubectlFails(`get secret -n ${NS} other-s3`);
     // Assess
     expect(created).toContain('secret/other-s3 created');
     expect(applied).toContain('secret/other-s3 configured');
@@ -296,24 +237,12 @@ describe('kubectl against the fake apiserver', () => {
 
   it('creates a Secret and a ConfigMap imperatively, which kubectl sends as protobuf', async () => {
     // Act
-    const secret = await kubectl([
-      'create',
-      'secret',
-      'generic',
-      'imperative-s3',
-      '-n',
-      NS,
-      '--from-literal=access-key-id=AK-PB',
-      '--from-literal=secret-access-key=SK-PB',
-    ]);
-    const configMap = await kubectl([
-      'create',
-      'configmap',
-      'imperative-cm',
-      '-n',
-      NS,
-      '--from-literal=mode=restore',
-    ]);
+    const secret = await kubectl(
+      `create secret generic imperative-s3 -n ${NS} --from-literal=access-key-id=AK-PB --from-literal=secret-access-key=SK-PB`,
+    );
+    const configMap = await kubectl(
+      `create configmap imperative-cm -n ${NS} --from-literal=mode=restore`,
+    );
     const stored = cluster.server.store.get(BuiltIn.secrets, NS, 'imperative-s3');
     const sent = cluster.server
       .requests()
@@ -327,9 +256,9 @@ describe('kubectl against the fake apiserver', () => {
       'access-key-id': Buffer.from('AK-PB').toString('base64'),
       'secret-access-key': Buffer.from('SK-PB').toString('base64'),
     });
-    expect(
-      await kubectl(['get', 'configmap', 'imperative-cm', '-n', NS, '-o', 'jsonpath={.data.mode}']),
-    ).toBe('restore');
+    expect(await kubectl(`get configmap imperative-cm -n ${NS} -o jsonpath={.data.mode}`)).toBe(
+      'restore',
+    );
   });
 
   it('is told it must log in when the token is wrong', async () => {
@@ -338,7 +267,7 @@ describe('kubectl against the fake apiserver', () => {
       token: 'not-the-token',
     });
     // Act
-    const stderr = await kubectlFails(['get', 'moduleinfos'], wrong);
+    const stderr = await kubectlFails('get moduleinfos', wrong);
     // Assess
     expect(stderr).toContain('You must be logged in to the server');
   });
@@ -348,16 +277,8 @@ describe('kubectl against the fake apiserver', () => {
     cluster.server.setForbidden([{ verb: 'patch', resource: 'moduleinfos' }]);
     try {
       // Act
-      const stderr = await kubectlFails([
-        'patch',
-        'moduleinfo',
-        'image-registry',
-        '--type',
-        'merge',
-        '-p',
-        '{"spec":{}}',
-      ]);
-      const stillReadable = await kubectl(['get', 'moduleinfo', 'image-registry', '-o', 'name']);
+      const stderr = await kubectlFails(patchModuleInfo('merge', '{"spec":{}}'));
+      const stillReadable = await kubectl('get moduleinfo image-registry -o name');
       // Assess
       expect(stderr).toContain(
         'moduleinfos.cluster.alauda.io "image-registry" is forbidden: User "regvault" cannot patch resource "moduleinfos" in API group "cluster.alauda.io" at the cluster scope',
