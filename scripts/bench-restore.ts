@@ -40,6 +40,16 @@ interface Measured {
 
 const cli = new URL('../dist/regvault.mjs', import.meta.url).pathname;
 
+/** The rounds of one kind of restore: their median time, fastest and slowest, and largest peak RSS. */
+const roundsOf = (runs: readonly Measured[]) => {
+  const seconds = runs.map((m) => m.seconds);
+  return {
+    medianSeconds: median(seconds),
+    spread: [Math.min(...seconds), Math.max(...seconds)],
+    peakRssMiB: Math.max(...runs.map((m) => m.peakRssMiB)),
+  };
+};
+
 /** Runs the compiled CLI (what users run) under GNU time; its exit code, wall time and peak RSS. */
 function regvault(
   args: readonly string[],
@@ -154,22 +164,8 @@ async function main(): Promise<void> {
       bytes: snapshot.bytes,
       bigLayerMiB: bigMiB,
       rounds,
-      proven: {
-        medianSeconds: median(proven.map((m) => m.seconds)),
-        spread: [
-          Math.min(...proven.map((m) => m.seconds)),
-          Math.max(...proven.map((m) => m.seconds)),
-        ],
-        peakRssMiB: Math.max(...proven.map((m) => m.peakRssMiB)),
-      },
-      skipped: {
-        medianSeconds: median(skipped.map((m) => m.seconds)),
-        spread: [
-          Math.min(...skipped.map((m) => m.seconds)),
-          Math.max(...skipped.map((m) => m.seconds)),
-        ],
-        peakRssMiB: Math.max(...skipped.map((m) => m.peakRssMiB)),
-      },
+      proven: roundsOf(proven),
+      skipped: roundsOf(skipped),
       switched,
       ok: [...proven, ...skipped, switched].every((m) => m.code === 0),
     };
