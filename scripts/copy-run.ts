@@ -18,7 +18,7 @@ import {
   runPlan,
 } from '../functions/commons/copy/engine.ts';
 import { type InventoryRecord, locationSchema } from '../functions/commons/copy/model.ts';
-import { planGeneric, planRegistry } from '../functions/commons/copy/plan.ts';
+import { genericCopyPolicy, planShards } from '../functions/commons/copy/plan.ts';
 import {
   emptyTarget,
   ListedTarget,
@@ -26,6 +26,7 @@ import {
   targetStateFor,
 } from '../functions/commons/copy/target-state.ts';
 import { copySourceOf } from '../functions/commons/copy/transfer.ts';
+import { registryCopyPolicy } from '../functions/commons/registry/copy-policy.ts';
 import { createS3Client } from '../functions/commons/s3/client.ts';
 import { createFastCopier } from '../functions/commons/s3/fast-copy.ts';
 
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
   // The copier the copy context then reuses (one per client), warm connections included.
   const fast = fastCopierFor(sourceClient, job.source, clientOptions.maxSockets);
   const planOptions = { targetObjectsPerShard: LOCAL_SHARD_OBJECTS, fast };
+  const policy = job.layout === 'registry' ? registryCopyPolicy : genericCopyPolicy;
   const [targetState, plan] = await Promise.all([
     job.targetCheck === 'auto'
       ? targetStateFor(targetClient, job.target.bucket, job.target.prefix)
@@ -93,15 +95,14 @@ async function main(): Promise<void> {
         : job.targetCheck === 'empty'
           ? emptyTarget
           : readInventory(job.previousInventory ?? '').then((r) => new PreviousInventory(r)),
-    job.layout === 'registry'
-      ? planRegistry(sourceClient, job.source.bucket, job.source.prefix, planOptions)
-      : planGeneric(sourceClient, job.source.bucket, job.source.prefix, planOptions),
+    planShards(sourceClient, job.source.bucket, job.source.prefix, policy, planOptions),
   ]);
   const ctx = createCopyContext({
     source: { location: job.source, client: sourceClient },
     target: { location: job.target, client: targetClient },
     mapKey: prefixMapper(job.source, job.target),
     targetState,
+    policy,
     concurrency: job.concurrency,
     transfer: {
       ...(job.partSize === undefined ? {} : { partSize: job.partSize }),

@@ -2,15 +2,14 @@
  * `regvault copy`: a bucket (or prefix) to another, skipping what is there.
  */
 import type { Command } from 'commander';
-import {
-  createCopyContext,
-  looksLikeRegistry,
-  prefixMapper,
-  runPlan,
-} from '../../functions/commons/copy/engine.ts';
+import { createCopyContext, prefixMapper, runPlan } from '../../functions/commons/copy/engine.ts';
 import type { Totals } from '../../functions/commons/copy/model.ts';
-import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
+import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
 import { targetStateFor } from '../../functions/commons/copy/target-state.ts';
+import {
+  looksLikeRegistry,
+  registryCopyPolicy,
+} from '../../functions/commons/registry/copy-policy.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';
 import { parseS3Url } from '../flags.ts';
@@ -51,18 +50,20 @@ export function copyCommand(program: Command): void {
           looksLikeRegistry(sourceClient, source),
           targetStateFor(targetClient, target.bucket, target.prefix),
         ]);
+        // A registry is copied as one only from the bucket's top.
+        const policy = registry && source.prefix === '' ? registryCopyPolicy : genericCopyPolicy;
         const ctx = createCopyContext({
           source: { location: source, client: sourceClient },
           target: { location: target, client: targetClient },
           mapKey: prefixMapper(source, target),
           targetState,
+          policy,
           concurrency: settings.concurrency,
         });
-        const planOptions = { targetObjectsPerShard: 2_000, fast: ctx.source.fast };
-        const plan =
-          registry && source.prefix === ''
-            ? await planRegistry(sourceClient, source.bucket, '', planOptions)
-            : await planGeneric(sourceClient, source.bucket, source.prefix, planOptions);
+        const plan = await planShards(sourceClient, source.bucket, source.prefix, policy, {
+          targetObjectsPerShard: 2_000,
+          fast: ctx.source.fast,
+        });
         const progress = out.progress('copy', { objects: plan.estimatedObjects });
         const outcome = await runPlan(ctx, plan, {
           onProgress: (totals: Totals) => progress.update(totals),

@@ -2,8 +2,11 @@
  * `regvault plan`: a dry run of how a bucket would be split into shards.
  */
 import type { Command } from 'commander';
-import { looksLikeRegistry } from '../../functions/commons/copy/engine.ts';
-import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
+import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
+import {
+  looksLikeRegistry,
+  registryCopyPolicy,
+} from '../../functions/commons/registry/copy-policy.ts';
 import { commandWithSettings, type Flags, reporter, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';
 import { numbersOf } from '../settings.ts';
@@ -34,9 +37,8 @@ export function planCommand(program: Command): void {
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);
         const options = { targetObjectsPerShard: numbers.shardObjects ?? 20_000 };
-        const plan = registry
-          ? await planRegistry(client, source.bucket, '', options)
-          : await planGeneric(client, source.bucket, '', options);
+        const policy = registry ? registryCopyPolicy : genericCopyPolicy;
+        const plan = await planShards(client, source.bucket, '', policy, options);
         // ~700 server-side copies/s per worker process measured on the sandbox; AWS S3 is faster per connection.
         const estimateSeconds = Math.ceil(plan.estimatedObjects / 700);
         out.result(

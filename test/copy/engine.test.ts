@@ -13,14 +13,15 @@ import type {
   Location,
   Shard,
 } from '../../functions/commons/copy/model.ts';
-import { planGeneric, planRegistry } from '../../functions/commons/copy/plan.ts';
+import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
+import type { CopyPolicy } from '../../functions/commons/copy/policy.ts';
 import { copyEntries, runShard } from '../../functions/commons/copy/shard-runner.ts';
 import {
   emptyTarget,
   ListedTarget,
   PreviousInventory,
 } from '../../functions/commons/copy/target-state.ts';
-import { KeyKind } from '../../functions/commons/registry/layout.ts';
+import { registryCopyPolicy } from '../../functions/commons/registry/copy-policy.ts';
 import type { FastCopier } from '../../functions/commons/s3/fast-copy.ts';
 import {
   buildDataset,
@@ -74,6 +75,8 @@ function job(
   options: {
     targetState?: 'list' | 'empty' | PreviousInventory;
     transfer?: Record<string, number | string>;
+    /** The source's policy (default: any bucket, as keys). */
+    policy?: CopyPolicy;
   } = {},
 ) {
   const sourceClient = source.endpoint === other.endpoint ? otherClient : client;
@@ -89,12 +92,27 @@ function job(
         : state === 'empty'
           ? emptyTarget
           : state,
+    policy: options.policy ?? genericCopyPolicy,
     concurrency: 16,
     ...(options.transfer === undefined ? {} : { transfer: options.transfer }),
   });
 }
 
 const MiB = 1024 ** 2;
+
+/** Job options for a registry's bucket: copied as a registry. */
+const registry = { policy: registryCopyPolicy };
+
+/** Plans a registry at the top of `bucket`. */
+const planRegistry = (bucket: string, options: { targetObjectsPerShard?: number } = {}) =>
+  planShards(client, bucket, '', registryCopyPolicy, options);
+
+/** Plans any bucket below `prefix`. */
+const planGeneric = (
+  bucket: string,
+  prefix: string,
+  options: { targetObjectsPerShard?: number } = {},
+) => planShards(client, bucket, prefix, genericCopyPolicy, options);
 
 /**
  * A registry data set in a fresh source that plans into exactly one link
@@ -104,7 +122,7 @@ async function oneLinkShard(options: DatasetOptions) {
   const source = await freshBucket();
   const data = buildDataset(options);
   await writeDataset(client, source, data.objects);
-  const plan = await planRegistry(client, source, undefined);
+  const plan = await planRegistry(source);
   const shard = plan.linkShards[0];
   if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
   return { source, data, shard, target: await freshBucket() };
@@ -277,8 +295,8 @@ describe('skipping what the target already holds', () => {
     const target = await freshBucket();
     const data = buildDataset({ repositories: 1, tagsPerRepository: 2, layerSize: 2048, seed: 7 });
     await writeDataset(client, source, data.objects);
-    const plan = await planRegistry(client, source, undefined);
-    const ctx = () => job(locationOn(server, source), locationOn(server, target));
+    const plan = await planRegistry(source);
+    const ctx = () => job(locationOn(server, source), locationOn(server, target), registry);
     await runPlan(ctx(), plan);
     const tagKey =
       data.objects.find((o) => o.key.endsWith('_manifests/tags/v0.0/current/link'))?.key ?? '';
@@ -476,7 +494,10 @@ describe('reporting what failed', () => {
     };
     const first: InventoryRecord[] = [];
     await runShard(
-      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      job(locationOn(server, source), locationOn(server, target), {
+        targetState: 'empty',
+        ...registry,
+      }),
       blobShard,
       { onRecord: (record) => first.push(record) },
     );
@@ -485,6 +506,7 @@ describe('reporting what failed', () => {
     const rerun = await runShard(
       job(locationOn(server, source), locationOn(server, target), {
         targetState: new PreviousInventory(first),
+        ...registry,
       }),
       blobShard,
       { onRecord: (record) => second.push(record) },
@@ -594,12 +616,12 @@ describe('splitting work between workers', () => {
       seed: 10,
     });
     await writeDataset(client, source, data.objects);
-    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 2_000 });
+    const plan = await planRegistry(source, { targetObjectsPerShard: 2_000 });
     const target = await freshBucket();
     const order: string[] = [];
     // Act
     const outcome = await runPlan(
-      job(locationOn(server, source), locationOn(server, target)),
+      job(locationOn(server, source), locationOn(server, target), registry),
       plan,
       {
         onRecord: (r) => order.push(r.key),
@@ -627,7 +649,7 @@ describe('splitting work between workers', () => {
     const offered: number[] = [];
     // Act
     const result = await runShard(
-      job(locationOn(server, source), locationOn(server, target)),
+      job(locationOn(server, source), locationOn(server, target), registry),
       shard,
       {
         handOn: (c) => {
@@ -657,7 +679,6 @@ describe('splitting work between workers', () => {
     const entries = keys.map((key) => ({
       object: { key, size: Buffer.byteLength(key), etag: '' },
       targetKey: `restored/${key}`,
-      kind: KeyKind.Other,
     }));
     const ctx = () =>
       job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' });
@@ -694,9 +715,9 @@ describe('planning', () => {
       { key: 'outside/readme', size: 1, body: () => Buffer.from('y') },
     ]);
     // Act
-    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 40 });
+    const plan = await planRegistry(source, { targetObjectsPerShard: 40 });
     const target = await freshBucket();
-    const ctx = job(locationOn(server, source), locationOn(server, target));
+    const ctx = job(locationOn(server, source), locationOn(server, target), registry);
     // What happened, in order: each LIST as it is sent, each copy as it is recorded.
     const events: string[] = [];
     const fast = ctx.source.fast;
@@ -739,7 +760,7 @@ describe('planning', () => {
       layerSize: 512,
       seed: 8,
     });
-    const ctx = job(locationOn(server, source), locationOn(server, target));
+    const ctx = job(locationOn(server, source), locationOn(server, target), registry);
     const copiedTags = new Set<string>();
     const pages: Array<{ kinds: Set<string>; tagsCopiedBefore: number }> = [];
     const kindOf = (key: string) =>
@@ -794,12 +815,12 @@ describe('planning', () => {
       ...data.objects,
       ...[...odd, upload].map((key) => ({ key, size: 3, body: () => Buffer.from('odd') })),
     ]);
-    const plan = await planRegistry(client, source, undefined, { targetObjectsPerShard: 1_000 });
+    const plan = await planRegistry(source, { targetObjectsPerShard: 1_000 });
     const target = await freshBucket();
     const order: string[] = [];
     // Act
     const outcome = await runPlan(
-      job(locationOn(server, source), locationOn(server, target)),
+      job(locationOn(server, source), locationOn(server, target), registry),
       plan,
       { onRecord: (r) => order.push(r.key) },
     );
@@ -824,7 +845,7 @@ describe('planning', () => {
       })),
       32,
     );
-    const plan = await planGeneric(client, source, '', { targetObjectsPerShard: 500 });
+    const plan = await planGeneric(source, '', { targetObjectsPerShard: 500 });
     const target = await freshBucket();
     const outcome = await runPlan(
       job(locationOn(server, source), locationOn(server, target)),
@@ -860,7 +881,7 @@ describe('planning a bucket that is not a registry', () => {
       32,
     );
     // Act
-    const plan = await planGeneric(client, source, '', { targetObjectsPerShard: 400 });
+    const plan = await planGeneric(source, '', { targetObjectsPerShard: 400 });
     const target = await freshBucket();
     const outcome = await runPlan(
       job(locationOn(server, source), locationOn(server, target)),
@@ -882,7 +903,7 @@ describe('planning a bucket that is not a registry', () => {
     // Prepare
     const source = await freshBucket();
     // Act
-    const plan = await planGeneric(client, source, '');
+    const plan = await planGeneric(source, '');
     // Assess
     expect(plan.dataShards).toEqual([
       { id: 'objects-00000', kind: 'objects', prefix: '', estimatedObjects: 0 },
@@ -930,6 +951,7 @@ describe('checking blobs against their digests', () => {
         target: { location: target, client: c },
         mapKey: prefixMapper(source, target),
         targetState: emptyTarget,
+        policy: registryCopyPolicy,
       });
       await checksums.resetCounters();
       // Act
@@ -961,6 +983,7 @@ describe('checking blobs against their digests', () => {
       job(locationOn(server, source), locationOn(other, target), {
         targetState: 'empty',
         transfer: { partSize: 5 * MiB },
+        ...registry,
       }),
       registryShard('docker/registry/v2/blobs/'),
       { onRecord: (r) => records.push(r) },
@@ -986,7 +1009,10 @@ describe('checking blobs against their digests', () => {
     const records: InventoryRecord[] = [];
     // Act
     await runShard(
-      job(locationOn(server, source), locationOn(server, target), { targetState: 'empty' }),
+      job(locationOn(server, source), locationOn(server, target), {
+        targetState: 'empty',
+        ...registry,
+      }),
       registryShard('docker/registry/v2/blobs/'),
       {
         onRecord: (r) => records.push(r),

@@ -7,6 +7,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createCopyContext, prefixMapper } from '../../functions/commons/copy/engine.ts';
 import type { Location } from '../../functions/commons/copy/model.ts';
+import { genericCopyPolicy } from '../../functions/commons/copy/plan.ts';
 import { runShard } from '../../functions/commons/copy/shard-runner.ts';
 import { emptyTarget } from '../../functions/commons/copy/target-state.ts';
 import { CopyMode } from '../../functions/commons/copy/transfer.ts';
@@ -41,6 +42,7 @@ function streamInto(target: Location) {
     target: { location: target, client },
     mapKey: prefixMapper(source, target),
     targetState: emptyTarget,
+    policy: genericCopyPolicy,
     concurrency: 4,
     // Streamed, with small parts, so both PutObject and UploadPart are exercised.
     transfer: { mode: CopyMode.Stream, partSize: 5 * MiB },

@@ -3,10 +3,11 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/glo
 import { parse } from 'yaml';
 import { KubeApiError, loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
 import { createCopyContext, prefixMapper, runPlan } from '../../functions/commons/copy/engine.ts';
-import { planRegistry } from '../../functions/commons/copy/plan.ts';
+import { planShards } from '../../functions/commons/copy/plan.ts';
 import { emptyTarget } from '../../functions/commons/copy/target-state.ts';
 import { acpProfile, acpSettingsSchema } from '../../functions/commons/registry/acp.ts';
 import { RegistryClient } from '../../functions/commons/registry/client.ts';
+import { registryCopyPolicy } from '../../functions/commons/registry/copy-policy.ts';
 import type { StorageRef } from '../../functions/commons/registry/profile.ts';
 import { switchVerifyRollback } from '../../functions/commons/registry/rollout.ts';
 import { verifyRegistry } from '../../functions/commons/registry/verify.ts';
@@ -55,8 +56,9 @@ async function copyBucket(from: string, to: string): Promise<void> {
     target: { location: target, client },
     mapKey: prefixMapper(source, target),
     targetState: emptyTarget,
+    policy: registryCopyPolicy,
   });
-  const outcome = await runPlan(ctx, await planRegistry(client, from, ''));
+  const outcome = await runPlan(ctx, await planShards(client, from, '', registryCopyPolicy));
   expect(outcome.ok).toBe(true);
 }
 

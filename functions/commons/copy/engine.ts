@@ -9,9 +9,8 @@
  * deadline. `runPlan` serves the CLI's `copy` command and the bench's
  * scripts/copy-run.ts.
  */
-import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
-import { registryPrefix } from '../registry/layout.ts';
 import { createFastCopier, type FastCopier } from '../s3/fast-copy.ts';
 import {
   addTotals,
@@ -23,6 +22,7 @@ import {
   type Totals,
 } from './model.ts';
 import type { Plan } from './plan.ts';
+import type { CopyPolicy } from './policy.ts';
 import { CopyQueue } from './queue.ts';
 import { type CopyContext, type KeyMapper, runShard, type ShardRunResult } from './shard-runner.ts';
 import type { TargetState } from './target-state.ts';
@@ -38,6 +38,8 @@ export interface CopyJobOptions {
   readonly target: Side;
   readonly mapKey: KeyMapper;
   readonly targetState: TargetState;
+  /** What the source holds: how its shards are listed (the one its plan was made with). */
+  readonly policy: CopyPolicy;
   /** Object copies in flight at once (default 64). */
   readonly concurrency?: number;
   /** Overrides of the transfer settings; `mode` defaults to what the locations allow. */
@@ -129,6 +131,7 @@ export function createCopyContext(options: CopyJobOptions): CopyContext {
     queue: new CopyQueue(options.concurrency ?? 64),
     mapKey: options.mapKey,
     targetState: options.targetState,
+    policy: options.policy,
     contentCompareMaxBytes: options.contentCompareMaxBytes ?? 4096,
     maxFailures: options.maxFailures ?? 1000,
     verifyDigests: options.verifyDigests ?? true,
@@ -222,10 +225,11 @@ async function runAll(
 }
 
 /**
- * Runs every link shard, then every data shard: blobs are listed only after
- * every link is listed (and every tag link copied), so each captured reference
- * points at content captured after it (docs/consistency.md). The link shards'
- * trailing copies of immutable revision and layer links overlap the blobs.
+ * Runs every link shard, then every data shard: data shards start listing
+ * only once every link shard has listed its last pass, and the link shards'
+ * trailing copies overlap theirs. For a registry, blobs are listed after
+ * every link (and every tag link copied), so each captured reference points
+ * at content captured after it (docs/consistency.md).
  */
 export async function runPlan(
   ctx: CopyContext,
@@ -241,20 +245,4 @@ export async function runPlan(
   await allLinksListed;
   const data = runAll(ctx, plan.dataShards, options, progress);
   return summarise([...(await links), ...(await data)]);
-}
-
-/** True when the location holds a Docker Distribution layout under `root`. */
-export async function looksLikeRegistry(
-  client: S3Client,
-  location: Location,
-  root?: string,
-): Promise<boolean> {
-  const response = await client.send(
-    new ListObjectsV2Command({
-      Bucket: location.bucket,
-      Prefix: `${location.prefix}${registryPrefix(root)}`,
-      MaxKeys: 1,
-    }),
-  );
-  return (response.KeyCount ?? 0) > 0;
 }

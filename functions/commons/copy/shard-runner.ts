@@ -2,20 +2,13 @@
  * Executing a shard: list a page, start listing the next one at once (list
  * ahead), copy the page's objects through the shared queue (copy behind), and
  * stop at a page boundary when the deadline passes, returning a cursor another
- * worker continues from. Link shards run three phases, each listed after the
- * one before, the second only once every tag of the first is copied
- * (docs/consistency.md); a phase's listing rolls up, by delimiter, the part of
- * each repository it does not copy.
+ * worker continues from. The copy's policy routes the shard (policy.ts): its
+ * passes, each listed after the one before and after a barrier pass's copies
+ * have finished, the directories a pass's listing rolls up, and what each
+ * listed key is.
  */
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { messageOf } from '../errors.ts';
-import {
-  blobDigestOf,
-  classifyRegistryKey,
-  KeyKind,
-  reservedSegmentOf,
-  uploadIdOf,
-} from '../registry/layout.ts';
 import { listObjectsPage } from '../s3/fast-copy.ts';
 import {
   type Cursor,
@@ -29,6 +22,7 @@ import {
   type Shard,
   type Totals,
 } from './model.ts';
+import type { CopyPolicy, Pass } from './policy.ts';
 import type { CopyQueue } from './queue.ts';
 import type { KnownObject, PageEntry, TargetState } from './target-state.ts';
 import { type TransferContext, transferObject, transferOperation } from './transfer.ts';
@@ -47,6 +41,8 @@ export interface CopyContext extends TransferContext {
   readonly maxFailures: number;
   /** Check blobs against the digest in their key (server SHA-256 of the copy, or hashing while streaming). */
   readonly verifyDigests: boolean;
+  /** How the source's shards are listed and what their keys are. */
+  readonly policy: CopyPolicy;
 }
 
 export interface ShardRunOptions {
@@ -58,14 +54,14 @@ export interface ShardRunOptions {
   readonly onRecord?: (record: InventoryRecord) => void;
   /** Called after each page with the running totals. */
   readonly onProgress?: (totals: Totals) => void;
-  /** Called once the shard's last phase is listed (its copies may still run). */
+  /** Called once the shard's last pass is listed (its copies may still run). */
   readonly onListed?: () => void;
   /**
    * Offered the continuation of the listing before the page just listed is
    * copied. Returning true means the caller gave it to another worker: this
    * run copies that page and stops, with the cursor in `handedOn`. Never
-   * offered during a link shard's tag phase, whose copies must all finish
-   * before the revisions are listed (docs/consistency.md).
+   * offered during a barrier pass (a registry's tag links), whose copies
+   * must all finish before the next pass is listed (docs/consistency.md).
    */
   readonly handOn?: (cursor: Cursor) => boolean | Promise<boolean>;
   /** Test hook: called between listing a page and copying it. */
@@ -86,74 +82,18 @@ export interface ShardRunResult {
   readonly aborted?: string;
 }
 
-/** One pass over a shard's keys: how it lists and which keys it copies. */
-export interface Phase {
-  /**
-   * Rolls up `<repository>/<delimiter>` (a directory this phase copies nothing
-   * from) into one common prefix per repository instead of listing its keys.
-   */
-  readonly delimiter?: string;
-  /** Whether this phase copies a key of this kind (`relativeKey` is below the registry prefix). */
-  copies(kind: KeyKind, relativeKey: string): boolean;
-}
-
-const underManifests = (relativeKey: string) =>
-  reservedSegmentOf(relativeKey)?.segment === '_manifests';
-
-/**
- * A link shard's phases, in the reverse of the registry's write order: tags,
- * then revisions, then layer links. Tags and revisions live in `_manifests/`,
- * layer links in `_layers/`, and the two phases that need only one of the
- * directories roll the other one up, so each link is listed about twice, not
- * three times (in the benchmark's registry, 19,000 listed entries instead of 36,000).
- * Other keys go with the directory they are in.
- */
-const LINK_PHASES: readonly Phase[] = [
-  { delimiter: '/_layers/', copies: (kind) => kind === KeyKind.Tag },
-  {
-    delimiter: '/_layers/',
-    copies: (kind, key) =>
-      kind === KeyKind.Revision || (kind === KeyKind.Other && underManifests(key)),
-  },
-  {
-    delimiter: '/_manifests/',
-    copies: (kind, key) =>
-      kind === KeyKind.Layer ||
-      kind === KeyKind.Blob ||
-      (kind === KeyKind.Other && !underManifests(key)),
-  },
-];
-
-const ONE_PHASE: readonly Phase[] = [{ copies: () => true }];
-
-/** The phases of a shard. */
-export function phasesOf(shard: Shard): readonly Phase[] {
-  return shard.kind === 'links' ? LINK_PHASES : ONE_PHASE;
-}
-
 interface Page {
   readonly objects: ListedObject[];
-  /** Common prefixes the phase's delimiter does not account for: listed in full. */
+  /** Common prefixes the pass's roll-up does not account for: listed in full. */
   readonly unexpected: string[];
   readonly next: string | undefined;
-}
-
-/**
- * Whether a common prefix is the directory the delimiter is meant to roll up:
- * `<prefix><repository name><delimiter>`, where no name component starts with
- * `_`. Anything else (the delimiter inside another reserved directory) may
- * hold keys the phase copies, so it is listed without the delimiter.
- */
-function isRolledUpDirectory(common: string, prefix: string, delimiter: string): boolean {
-  const name = common.slice(prefix.length, common.length - delimiter.length);
-  return name !== '' && !name.startsWith('_') && !name.includes('/_');
 }
 
 async function listPage(
   ctx: CopyContext,
   shard: Pick<Shard, 'prefix' | 'startAt' | 'endBefore'>,
   token: string | undefined,
-  delimiter: string | undefined,
+  rollUp: Pass['rollUp'],
 ): Promise<Page> {
   const startAfter =
     token === undefined && shard.startAt !== undefined && shard.startAt !== ''
@@ -168,7 +108,7 @@ async function listPage(
     bucket: ctx.source.bucket,
     prefix: shard.prefix,
     maxKeys: PAGE_SIZE,
-    ...(delimiter === undefined ? {} : { delimiter }),
+    ...(rollUp === undefined ? {} : { delimiter: rollUp.delimiter }),
     ...(startAfter === undefined ? {} : { startAfter }),
     ...(token === undefined ? {} : { continuationToken: token }),
   });
@@ -189,8 +129,7 @@ async function listPage(
       ended = true;
       break;
     }
-    if (delimiter !== undefined && !isRolledUpDirectory(common, shard.prefix, delimiter))
-      unexpected.push(common);
+    if (rollUp !== undefined && !rollUp.covers(common, shard.prefix)) unexpected.push(common);
   }
   return {
     objects,
@@ -241,20 +180,20 @@ async function sameContent(
 }
 
 /**
- * Whether the target already holds this object. A blob's key is its digest,
- * so equal size is enough; other keys need equal size and ETag, and small
+ * Whether the target already holds this object. A key that names its content
+ * (a blob's digest) needs only an equal size; other keys need equal size and ETag, and small
  * files whose ETags differ (e.g. SSE-KMS ETags are not MD5s) are compared by
  * content, because every tag link has the same size and a re-tag must be seen.
  */
 async function isUnchanged(
   ctx: CopyContext,
-  kind: KeyKind,
+  byContent: boolean,
   object: ListedObject,
   targetKey: string,
   known: KnownObject | undefined,
 ): Promise<boolean> {
   if (known === undefined || known.size !== object.size) return false;
-  if (kind === KeyKind.Blob) return true;
+  if (byContent) return true;
   if (known.sourceEtag !== undefined) return known.sourceEtag === object.etag;
   if (known.etag !== undefined && known.etag === object.etag && object.etag !== '') return true;
   if (object.size <= ctx.contentCompareMaxBytes) return sameContent(ctx, object.key, targetKey);
@@ -336,7 +275,7 @@ async function copyOne(
   ctx: CopyContext,
   tally: Tally,
   entry: PageEntry,
-  kind: KeyKind,
+  byContent: boolean,
   known: KnownObject | undefined,
   onRecord: ((record: InventoryRecord) => void) | undefined,
 ): Promise<void> {
@@ -345,7 +284,7 @@ async function copyOne(
   let operation = 'GetObject (content comparison)';
   try {
     // Nothing known about the target key (an empty target): no check to await.
-    if (known !== undefined && (await isUnchanged(ctx, kind, object, targetKey, known))) {
+    if (known !== undefined && (await isUnchanged(ctx, byContent, object, targetKey, known))) {
       tally.done(undefined);
       onRecord?.({
         key: object.key,
@@ -382,15 +321,6 @@ async function copyOne(
   }
 }
 
-/**
- * Link copies a link shard may have queued before it lists its next page
- * (about 5 MB of entries). At a deadline they are finished before the run
- * hands on: small files, an estimated 10 s at 32 in flight on S3 (30 ms a
- * copy, not measured there), inside the 90 s a copy worker keeps back
- * (functions/copy-worker.ts).
- */
-export const LINK_LOOKAHEAD = 10 * PAGE_SIZE;
-
 /** The queue lane of copies from a list of entries (copyEntries). */
 const ENTRIES_LANE = 'entries';
 
@@ -400,15 +330,9 @@ export async function runShard(
   shard: Shard,
   options: ShardRunOptions = {},
 ): Promise<ShardRunResult> {
-  const phases = phasesOf(shard);
+  const route = ctx.policy.route(shard);
+  const passes = route.passes;
   const uploadIds = new Set<string>();
-  const relative = (key: string) =>
-    shard.registryPrefix !== undefined && key.startsWith(shard.registryPrefix)
-      ? key.slice(shard.registryPrefix.length)
-      : key;
-  /** The kind of a key below the registry prefix (`relative`). */
-  const kindOf = (relativeKey: string): KeyKind =>
-    shard.registryPrefix === undefined ? KeyKind.Other : classifyRegistryKey(relativeKey);
 
   const tally = new Tally(ctx.maxFailures);
   const fail = (failure: Failure) => tally.fail(failure);
@@ -416,38 +340,33 @@ export async function runShard(
   // This shard's copies in flight; the queue itself is shared with other shards.
   const inflight = new InFlight();
   const drain = () => inflight.drain();
-  // A data shard keeps about one page queued ahead of its copies. A link shard
-  // lists further ahead, so that every link is listed, and blob listing can
-  // start, while link copies still run; the queue then serves both in turns.
-  const lookahead = shard.kind === 'links' ? LINK_LOOKAHEAD : ctx.queue.concurrency;
+  // About one page queued ahead of the copies, unless the route lists further
+  // ahead (a registry's link shards, so that blob listing starts while link
+  // copies still run; the queue then serves both in turns).
+  const lookahead = route.lookahead ?? ctx.queue.concurrency;
 
-  /** Queues copies of the listed objects this phase copies (failing them if the target cannot be read). */
-  const copyListed = async (objects: readonly ListedObject[], phase: number): Promise<void> => {
-    const current = phases[phase];
-    const entries: Array<{ entry: PageEntry; kind: KeyKind }> = [];
+  /** Queues copies of the listed objects this pass copies (failing them if the target cannot be read). */
+  const copyListed = async (objects: readonly ListedObject[], pass: number): Promise<void> => {
+    const entries: Array<{ entry: PageEntry; byContent: boolean }> = [];
     let listedBytes = 0;
     let uploads = 0;
     for (const object of objects) {
-      const key = relative(object.key);
-      const kind = kindOf(key);
-      if (kind === KeyKind.Upload) {
-        if (phase === 0) {
-          uploads++;
-          const id = uploadIdOf(key);
-          if (id !== undefined) uploadIds.add(id);
-        }
+      const treatment = route.treat(object.key, pass);
+      if (treatment === undefined) continue;
+      if (treatment.leaveOut === true) {
+        uploads++;
+        if (treatment.uploadId !== undefined) uploadIds.add(treatment.uploadId);
         continue;
       }
-      if (current !== undefined && !current.copies(kind, key)) continue;
       listedBytes += object.size;
-      const digest = ctx.verifyDigests && kind === KeyKind.Blob ? blobDigestOf(key) : undefined;
+      const digest = ctx.verifyDigests ? treatment.digest : undefined;
       entries.push({
         entry: {
           object,
           targetKey: ctx.mapKey(object.key),
           ...(digest === undefined ? {} : { digest }),
         },
-        kind,
+        byContent: treatment.digest !== undefined,
       });
     }
     tally.add({
@@ -469,26 +388,27 @@ export async function runShard(
     }
     // Copy behind: queue the page, then wait only until the queue has room for
     // another page, so copies of consecutive pages overlap.
-    for (const { entry, kind } of entries) {
+    for (const { entry, byContent } of entries) {
       inflight.add(ctx.queue, shard.kind, () =>
-        copyOne(ctx, tally, entry, kind, known.get(entry.object.key), options.onRecord),
+        copyOne(ctx, tally, entry, byContent, known.get(entry.object.key), options.onRecord),
       );
     }
     await ctx.queue.onWaitingBelow(lookahead, shard.kind);
   };
 
-  const startPhase = options.cursor?.phase ?? 0;
-  for (let phase = startPhase; phase < phases.length; phase++) {
-    const delimiter = phases[phase]?.delimiter;
-    let token = phase === startPhase ? options.cursor?.continuationToken : undefined;
-    let pending: Promise<Page> = listPage(ctx, shard, token, delimiter);
+  // A cursor's `phase` is the index of the pass it continues.
+  const startPass = options.cursor?.phase ?? 0;
+  for (let pass = startPass; pass < passes.length; pass++) {
+    const { rollUp, barrier } = passes[pass] ?? {};
+    let token = pass === startPass ? options.cursor?.continuationToken : undefined;
+    let pending: Promise<Page> = listPage(ctx, shard, token, rollUp);
     // The cursor names the page whose listing failed: a retry lists it again.
     const listingFailed = async (err: unknown, prefix: string) => {
       const { code, message } = describeError(err);
       fail({ key: prefix, operation: 'ListObjectsV2', code, message });
       await drain();
       return finish(shard, tally, uploadIds, {
-        next: { phase, ...(token === undefined ? {} : { continuationToken: token }) },
+        next: { phase: pass, ...(token === undefined ? {} : { continuationToken: token }) },
         aborted: `listing failed: ${message}`,
       });
     };
@@ -504,13 +424,12 @@ export async function runShard(
       const handedOn =
         nextToken !== undefined &&
         options.handOn !== undefined &&
-        !(shard.kind === 'links' && phase === 0) &&
-        (await options.handOn({ phase, continuationToken: nextToken }));
+        barrier !== true &&
+        (await options.handOn({ phase: pass, continuationToken: nextToken }));
       // List ahead: the next page is requested before this one is copied.
-      if (nextToken !== undefined && !handedOn)
-        pending = listPage(ctx, shard, nextToken, delimiter);
-      await copyListed(page.objects, phase);
-      // A common prefix the delimiter did not mean to roll up is listed in full
+      if (nextToken !== undefined && !handedOn) pending = listPage(ctx, shard, nextToken, rollUp);
+      await copyListed(page.objects, pass);
+      // A common prefix the roll-up did not mean to roll up is listed in full
       // here, page by page, so no key below it is missed.
       for (const prefix of page.unexpected) {
         let subToken: string | undefined;
@@ -522,7 +441,7 @@ export async function runShard(
             void pending.catch(() => undefined);
             return listingFailed(err, prefix);
           }
-          await copyListed(sub.objects, phase);
+          await copyListed(sub.objects, pass);
           subToken = sub.next;
         } while (subToken !== undefined);
       }
@@ -538,21 +457,20 @@ export async function runShard(
       if (token === undefined) break;
       if (handedOn) {
         await drain();
-        return finish(shard, tally, uploadIds, { handedOn: { phase, continuationToken: token } });
+        return finish(shard, tally, uploadIds, {
+          handedOn: { phase: pass, continuationToken: token },
+        });
       }
       if (options.deadline !== undefined && Date.now() >= options.deadline) {
         await drain();
         // The listed-ahead page is dropped; the next worker lists it again.
         void pending.catch(() => undefined);
-        return finish(shard, tally, uploadIds, { next: { phase, continuationToken: token } });
+        return finish(shard, tally, uploadIds, { next: { phase: pass, continuationToken: token } });
       }
     }
-    // Phase barrier: tag links change when an image is re-tagged, so the next
-    // phase is listed only after every tag link is copied (a re-pointed tag is
-    // copied with its new value, whose revision the next listing then finds).
-    // Revision and layer links never change (their content is their own
-    // digest): for them, listing in order is enough and copies may trail.
-    if (phase === 0) await drain();
+    // A barrier pass's copies all finish before the next pass is listed (a
+    // registry's tag links: docs/consistency.md); after any other, copies trail.
+    if (barrier === true) await drain();
   }
   options.onListed?.();
   await drain();
@@ -574,10 +492,12 @@ function finish(
   };
 }
 
-/** An object to copy from a list (a restore reads these from a snapshot inventory). */
-export interface ListEntry extends PageEntry {
-  readonly kind: KeyKind;
-}
+/**
+ * An object to copy from a list (a restore reads these from a snapshot
+ * inventory). A `digest` says the key names its content: equal size in the
+ * target is enough to skip it, and its bytes are checked against the digest.
+ */
+export type ListEntry = PageEntry;
 
 /**
  * Copies an explicit list of objects in pages of PAGE_SIZE, with the same
@@ -619,7 +539,14 @@ export async function copyEntries(
     }
     for (const entry of page) {
       inflight.add(ctx.queue, ENTRIES_LANE, () =>
-        copyOne(ctx, tally, entry, entry.kind, known.get(entry.object.key), options.onRecord),
+        copyOne(
+          ctx,
+          tally,
+          entry,
+          entry.digest !== undefined,
+          known.get(entry.object.key),
+          options.onRecord,
+        ),
       );
     }
     await ctx.queue.onWaitingBelow(ctx.queue.concurrency, ENTRIES_LANE);

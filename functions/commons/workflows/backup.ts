@@ -5,7 +5,6 @@
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { z } from 'zod';
-import { looksLikeRegistry } from '../copy/engine.ts';
 import {
   addTotals,
   emptyTotals,
@@ -14,8 +13,9 @@ import {
   locationSchema,
   type Totals,
 } from '../copy/model.ts';
-import { planGeneric, planRegistry } from '../copy/plan.ts';
+import { genericCopyPolicy, planShards } from '../copy/plan.ts';
 import { type FailureName, failureNameOf, messageOf, parseInput } from '../errors.ts';
+import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import {
   expiresAtOf,
@@ -212,10 +212,16 @@ export async function planBackup(
   const client = await deps.s3(state.source);
   const planWith = (targetObjectsPerShard: number) =>
     state.layout === 'registry'
-      ? planRegistry(client, state.source.bucket, `${state.source.prefix}${state.rootDirectory}`, {
+      ? planShards(
+          client,
+          state.source.bucket,
+          `${state.source.prefix}${state.rootDirectory}`,
+          registryCopyPolicy,
+          { targetObjectsPerShard },
+        )
+      : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
           targetObjectsPerShard,
-        })
-      : planGeneric(client, state.source.bucket, state.source.prefix, { targetObjectsPerShard });
+        });
   let plan = await planWith(state.targetObjectsPerShard);
   const shardCount = plan.linkShards.length + plan.dataShards.length;
   if (shardCount > MAX_SHARDS) {

@@ -15,6 +15,7 @@
  */
 import { createCopyContext } from '../copy/engine.ts';
 import { addTotals, emptyTotals, type InventoryRecord, type Totals } from '../copy/model.ts';
+import { genericCopyPolicy } from '../copy/plan.ts';
 import {
   type CopyContext,
   copyEntries,
@@ -25,7 +26,8 @@ import {
 import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
-import { blobDigestOf, classifyRegistryKey, KeyKind } from '../registry/layout.ts';
+import { registryCopyPolicy } from '../registry/copy-policy.ts';
+import { blobDigestOf } from '../registry/layout.ts';
 import { backupKeyFor, vaultRoot } from '../vault/format.ts';
 import {
   type CopyJob,
@@ -155,6 +157,11 @@ async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContex
     source: { location: job.source, client: same ? targetClient : sourceClient },
     target: { location: job.target, client: targetClient },
     mapKey,
+    // A restore copies entries from its inventory: no shard of it is listed.
+    policy:
+      job.purpose === 'backup' && job.registryPrefix !== undefined
+        ? registryCopyPolicy
+        : genericCopyPolicy,
     targetState: await targetStateFor(
       targetClient,
       job.target.bucket,
@@ -183,18 +190,14 @@ async function restoreEntries(
       : undefined;
   return records.map((record) => {
     const relative = record.key.slice(job.sourcePrefix.length);
-    const kind =
-      registryBase !== undefined && relative.startsWith(registryBase)
-        ? classifyRegistryKey(relative.slice(registryBase.length))
-        : KeyKind.Other;
+    // A blob's digest: its key names its content.
     const digest =
-      kind === KeyKind.Blob && registryBase !== undefined
+      registryBase !== undefined && relative.startsWith(registryBase)
         ? blobDigestOf(relative.slice(registryBase.length))
         : undefined;
     return {
       object: { key: record.targetKey, size: record.size, etag: record.etag },
       targetKey: `${job.target.prefix}${relative}`,
-      kind,
       ...(digest === undefined ? {} : { digest }),
     };
   });

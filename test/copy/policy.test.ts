@@ -1,0 +1,184 @@
+import type { S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { Shard } from '../../functions/commons/copy/model.ts';
+import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
+import { registryCopyPolicy } from '../../functions/commons/registry/copy-policy.ts';
+import { buildDataset, writeDataset } from '../../sandbox/dataset.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { clientFor, createBucket } from '../support/s3.ts';
+
+let server: S3ServerHandle;
+let client: S3Client;
+
+beforeAll(async () => {
+  server = await startS3Server({ name: 's3-policy' });
+  client = clientFor(server);
+  // Nine repositories in seven namespaces below the root directory `reg/`, an
+  // unfinished upload and a key outside the registry.
+  await createBucket(client, 'plans');
+  const data = buildDataset({
+    repositories: 9,
+    tagsPerRepository: 2,
+    layerSize: 256,
+    seed: 11,
+    root: 'reg/',
+  });
+  await writeDataset(client, 'plans', [
+    ...data.objects,
+    {
+      key: 'reg/docker/registry/v2/repositories/team-0/app-0000/_uploads/u-1/data',
+      size: 1,
+      body: () => Buffer.from('x'),
+    },
+    { key: 'outside/readme', size: 1, body: () => Buffer.from('y') },
+  ]);
+});
+
+afterAll(async () => {
+  client?.destroy();
+  await server?.stop();
+});
+
+const base = 'reg/docker/registry/v2/';
+const repos = `${base}repositories/`;
+const blobs = `${base}blobs/sha256/`;
+
+describe("the registry's plan (persisted in a backup's job: its ids and ranges never change)", () => {
+  it('plans one link shard, one blob shard and the three gaps around them', async () => {
+    // Act
+    const plan = await planShards(client, 'plans', '/reg/', registryCopyPolicy);
+    // Assess
+    const registryShard = { registryPrefix: base };
+    expect(plan).toEqual({
+      linkShards: [
+        { id: 'links-0000', kind: 'links', prefix: repos, ...registryShard, estimatedObjects: 118 },
+      ],
+      dataShards: [
+        { id: 'blobs-0000', kind: 'blobs', prefix: blobs, ...registryShard, estimatedObjects: 73 },
+        { id: 'other-0', kind: 'objects', prefix: '', ...registryShard, endBefore: blobs },
+        {
+          id: 'other-1',
+          kind: 'objects',
+          prefix: '',
+          ...registryShard,
+          startAt: `${base}blobs/sha2560`,
+          endBefore: repos,
+        },
+        {
+          id: 'other-2',
+          kind: 'objects',
+          prefix: '',
+          ...registryShard,
+          startAt: `${base}repositories0`,
+        },
+      ],
+      requests: 3,
+      estimatedObjects: 191,
+    });
+  });
+
+  it('cuts links at whole repositories and blobs at two-hex fan-outs', async () => {
+    // Act
+    const plan = await planShards(client, 'plans', 'reg', registryCopyPolicy, {
+      targetObjectsPerShard: 12,
+    });
+    // Assess
+    const ranges = (shards: readonly Shard[]) =>
+      shards.map((s) => [s.id, s.startAt, s.endBefore, s.estimatedObjects]);
+    const team = (path: string) => `${repos}${path}/`;
+    expect(ranges(plan.linkShards)).toEqual([
+      ['links-0000', undefined, team('team-0/app-0007'), 17],
+      ['links-0001', team('team-0/app-0007'), team('team-1/app-0001'), 17],
+      ['links-0002', team('team-1/app-0001'), team('team-1/app-0008'), 17],
+      ['links-0003', team('team-1/app-0008'), team('team-2/app-0002'), 17],
+      ['links-0004', team('team-2/app-0002'), team('team-3/app-0003'), 17],
+      ['links-0005', team('team-3/app-0003'), team('team-4/app-0004'), 17],
+      ['links-0006', team('team-4/app-0004'), team('team-5/app-0005'), 17],
+      ['links-0007', team('team-5/app-0005'), team('team-6/app-0006'), 17],
+      ['links-0008', team('team-6/app-0006'), undefined, 17],
+    ]);
+    expect(ranges(plan.dataShards)).toEqual([
+      ['blobs-0000', undefined, `${blobs}25/`, 10],
+      ['blobs-0001', `${blobs}25/`, `${blobs}4a/`, 10],
+      ['blobs-0002', `${blobs}4a/`, `${blobs}6f/`, 10],
+      ['blobs-0003', `${blobs}6f/`, `${blobs}94/`, 10],
+      ['blobs-0004', `${blobs}94/`, `${blobs}b9/`, 10],
+      ['blobs-0005', `${blobs}b9/`, `${blobs}de/`, 10],
+      ['blobs-0006', `${blobs}de/`, undefined, 10],
+      ['other-0', undefined, blobs, undefined],
+      ['other-1', `${base}blobs/sha2560`, repos, undefined],
+      ['other-2', `${base}repositories0`, undefined, undefined],
+    ]);
+    expect(plan.requests).toBe(10);
+  });
+});
+
+describe("the registry's route through a shard", () => {
+  const linkShard: Shard = { id: 'links-0000', kind: 'links', prefix: repos, registryPrefix: base };
+  const repo = `${repos}team-0/app-0000/`;
+  const digest = `sha256:${'ab'.repeat(32)}`;
+  const blobKey = `${blobs}ab/${'ab'.repeat(32)}/data`;
+
+  it('lists a link shard in three passes, the tags behind a barrier, rolling up the directory a pass does not copy', () => {
+    // Act
+    const route = registryCopyPolicy.route(linkShard);
+    // Assess
+    expect(route.passes.map((pass) => [pass.rollUp?.delimiter, pass.barrier === true])).toEqual([
+      ['/_layers/', true],
+      ['/_layers/', false],
+      ['/_manifests/', false],
+    ]);
+    expect(route.lookahead).toBe(10_000);
+    const rollUp = route.passes[0]?.rollUp;
+    expect(rollUp?.covers(`${repo}_layers/`, repos)).toBe(true);
+    // The delimiter inside another reserved directory may hide keys this pass copies.
+    expect(rollUp?.covers(`${repo}_manifests/x/_layers/`, repos)).toBe(false);
+  });
+
+  it.each([
+    ['a tag link', `${repo}_manifests/tags/v1/current/link`, [{}, undefined, undefined]],
+    ['a revision link', `${repo}_manifests/revisions/sha256/ab/link`, [undefined, {}, undefined]],
+    ['another file below _manifests', `${repo}_manifests/odd`, [undefined, {}, undefined]],
+    ['a layer link', `${repo}_layers/sha256/ab/link`, [undefined, undefined, {}]],
+    ['a file of the repository itself', `${repo}readme`, [undefined, undefined, {}]],
+    [
+      'an unfinished upload (counted in the first pass only)',
+      `${repo}_uploads/u-1/data`,
+      [{ leaveOut: true, uploadId: 'u-1' }, undefined, undefined],
+    ],
+  ])('treats %s in each pass of a link shard', (_name, key, treatments) => {
+    // Act
+    const route = registryCopyPolicy.route(linkShard);
+    // Assess
+    expect([0, 1, 2].map((pass) => route.treat(key, pass))).toEqual(treatments);
+  });
+
+  it('copies a blob shard in one pass, each blob with the digest its key names', () => {
+    // Act
+    const route = registryCopyPolicy.route({
+      id: 'blobs-0000',
+      kind: 'blobs',
+      prefix: blobs,
+      registryPrefix: base,
+    });
+    // Assess
+    expect(route.passes).toHaveLength(1);
+    expect(route.lookahead).toBeUndefined();
+    expect(route.treat(blobKey, 0)).toEqual({ digest });
+    expect(route.treat(`${blobs}ab/not-a-digest/data`, 0)).toEqual({});
+  });
+
+  it('copies every key of a shard outside a registry as it is, in one pass', () => {
+    // Act
+    const routes = [
+      registryCopyPolicy.route({ id: 'objects-00000', kind: 'objects', prefix: '' }),
+      genericCopyPolicy.route({ id: 'objects-00000', kind: 'objects', prefix: '' }),
+    ];
+    // Assess
+    for (const route of routes) {
+      expect(route.passes).toHaveLength(1);
+      expect(route.treat(blobKey.slice(base.length), 0)).toEqual({});
+      expect(route.treat(`${repo}_uploads/u-1/data`, 0)).toEqual({});
+    }
+  });
+});
