@@ -15,8 +15,8 @@ import {
   createCopyContext,
   fastCopierFor,
   prefixMapper,
-  runPlan,
-} from '../functions/commons/copy/engine.ts';
+} from '../functions/commons/copy/context.ts';
+import { runPlan } from '../functions/commons/copy/engine.ts';
 import { type InventoryRecord, locationSchema } from '../functions/commons/copy/model.ts';
 import { genericCopyPolicy, planShards } from '../functions/commons/copy/plan.ts';
 import {

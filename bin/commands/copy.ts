@@ -2,7 +2,8 @@
  * `regvault copy`: a bucket (or prefix) to another, skipping what is there.
  */
 import type { Command } from 'commander';
-import { createCopyContext, prefixMapper, runPlan } from '../../functions/commons/copy/engine.ts';
+import { createCopyContext, prefixMapper } from '../../functions/commons/copy/context.ts';
+import { runPlan } from '../../functions/commons/copy/engine.ts';
 import type { Totals } from '../../functions/commons/copy/model.ts';
 import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
 import { targetStateFor } from '../../functions/commons/copy/target-state.ts';

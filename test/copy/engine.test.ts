@@ -1,12 +1,9 @@
 import { createHash } from 'node:crypto';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import {
-  createCopyContext,
-  prefixMapper,
-  runPlan,
-  summarise,
-} from '../../functions/commons/copy/engine.ts';
+import { createCopyContext, prefixMapper } from '../../functions/commons/copy/context.ts';
+import { runPlan, summarise } from '../../functions/commons/copy/engine.ts';
+import { copyEntries } from '../../functions/commons/copy/entries.ts';
 import type {
   Cursor,
   InventoryRecord,
@@ -15,7 +12,7 @@ import type {
 } from '../../functions/commons/copy/model.ts';
 import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
 import type { CopyPolicy } from '../../functions/commons/copy/policy.ts';
-import { copyEntries, runShard } from '../../functions/commons/copy/shard-runner.ts';
+import { runShard } from '../../functions/commons/copy/shard-runner.ts';
 import {
   emptyTarget,
   ListedTarget,

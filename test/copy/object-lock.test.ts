@@ -5,7 +5,7 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createCopyContext, prefixMapper } from '../../functions/commons/copy/engine.ts';
+import { createCopyContext, prefixMapper } from '../../functions/commons/copy/context.ts';
 import type { Location } from '../../functions/commons/copy/model.ts';
 import { genericCopyPolicy } from '../../functions/commons/copy/plan.ts';
 import { runShard } from '../../functions/commons/copy/shard-runner.ts';

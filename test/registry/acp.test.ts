@@ -2,7 +2,8 @@ import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/c
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { KubeApiError, loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
-import { createCopyContext, prefixMapper, runPlan } from '../../functions/commons/copy/engine.ts';
+import { createCopyContext, prefixMapper } from '../../functions/commons/copy/context.ts';
+import { runPlan } from '../../functions/commons/copy/engine.ts';
 import { planShards } from '../../functions/commons/copy/plan.ts';
 import { emptyTarget } from '../../functions/commons/copy/target-state.ts';
 import { acpProfile, acpSettingsSchema } from '../../functions/commons/registry/acp.ts';

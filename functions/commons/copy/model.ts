@@ -48,15 +48,17 @@ export const shardSchema = z.object({
   startAt: z.string().optional(),
   /** Keys less than this only (exclusive upper bound). */
   endBefore: z.string().optional(),
-  /** The registry data prefix (`<root>/docker/registry/v2/`) for link and blob shards. */
+  /** Set by the registry's policy: its data prefix (`<root>/docker/registry/v2/`). */
   registryPrefix: z.string().optional(),
   /** The planner's estimate, for progress and sizing only. */
   estimatedObjects: z.number().int().nonnegative().optional(),
 });
 /**
- * A bounded slice of the source: a prefix and a key range. Link shards run in
- * three phases (tag links, then revision links, then layer links and the rest)
- * so every reference is captured after what it points to; see docs/consistency.md.
+ * A bounded slice of the source: a prefix and a key range. Its `kind` is its
+ * lane in the copy queue; the policy that planned it (copy/policy.ts) reads
+ * `kind` and `registryPrefix` to route it (a registry's link shards run in
+ * three passes, so every reference is captured after what it points to; see
+ * docs/consistency.md).
  */
 export type Shard = z.infer<typeof shardSchema>;
 
@@ -66,7 +68,7 @@ export const cursorSchema = z.object({
   /** For a list of entries (a restore part): how many of them are done. */
   offset: z.number().int().nonnegative().optional(),
 });
-/** Where a shard continues: its phase and the next page's listing token (or, for a list, its offset). */
+/** Where a shard continues: its pass (`phase`) and the next page's listing token (or, for a list, its offset). */
 export type Cursor = z.infer<typeof cursorSchema>;
 
 export const totalsSchema = z.object({

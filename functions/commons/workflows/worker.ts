@@ -13,16 +13,12 @@
  * elsewhere only repeats records that are collected once per key, and a
  * message for a shard that has already finished only repeats the success call.
  */
-import { createCopyContext } from '../copy/engine.ts';
+import { type CopyContext, createCopyContext } from '../copy/context.ts';
+import { copyEntries, type ListEntry } from '../copy/entries.ts';
 import { addTotals, emptyTotals, type InventoryRecord, type Totals } from '../copy/model.ts';
+import type { ShardRunResult } from '../copy/object-copy.ts';
 import { genericCopyPolicy } from '../copy/plan.ts';
-import {
-  type CopyContext,
-  copyEntries,
-  type ListEntry,
-  runShard,
-  type ShardRunResult,
-} from '../copy/shard-runner.ts';
+import { runShard } from '../copy/shard-runner.ts';
 import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
