@@ -1,7 +1,8 @@
 /**
  * The Docker Distribution storage layout in a bucket, as the S3 driver writes
- * it under `<root>/docker/registry/v2/`. Used by the planner (which keys go in
- * which shard and in what order), the vault mapping and fsck.
+ * it under `<root>/docker/registry/v2/`. Used by the registry's copy policy
+ * (which keys go in which shard and pass), the vault's key mapping, the
+ * restore's blob digests and fsck.
  */
 
 /** Path of the registry's data below the driver's root directory. */
