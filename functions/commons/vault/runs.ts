@@ -125,6 +125,7 @@ const recordLineSchema = z.union([
   z.object({ r: inventoryRecordSchema }),
   z.object({ f: failureSchema }),
   z.object({ u: z.string() }),
+  z.object({ s: shardResultSchema }),
 ]);
 
 /** Where a shard's result is kept once it has finished (a duplicate delivery reports it again). */
@@ -143,13 +144,6 @@ export async function loadShardResult(
   return getJson(vault, shardResultKey(vault, runId, shardId), shardResultSchema);
 }
 
-/** Every finished shard's result. */
-export async function shardResults(vault: Vault, runId: string): Promise<ShardResult[]> {
-  const files = await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}shards/`);
-  const results = await readAll(files, (file) => getJson(vault, file.key, shardResultSchema));
-  return results.filter((result) => result !== undefined);
-}
-
 /** Run files read at once: one per shard or message, each small, read in a burst when a run ends. */
 const RUN_FILE_READS = 16;
 
@@ -159,7 +153,10 @@ async function readAll<F, T>(files: readonly F[], read: (file: F) => Promise<T>)
   return Promise.all(files.map((file) => queue.add(() => read(file))));
 }
 
-/** What one copy message did: its records, failures and skipped uploads, one gzip file. */
+/**
+ * What one copy message did: its records, failures and skipped uploads, and
+ * on a shard's last message its result, one gzip file.
+ */
 export async function writeRunRecords(
   vault: Vault,
   runId: string,
@@ -169,12 +166,14 @@ export async function writeRunRecords(
     records: readonly InventoryRecord[];
     failures: readonly Failure[];
     uploadIds: readonly string[];
+    result?: ShardResult;
   },
 ): Promise<void> {
   const lines: Array<z.infer<typeof recordLineSchema>> = [
     ...done.records.map((r) => ({ r })),
     ...done.failures.map((f) => ({ f })),
     ...done.uploadIds.map((u) => ({ u })),
+    ...(done.result === undefined ? [] : [{ s: done.result }]),
   ];
   await putBytes(
     vault,
@@ -186,7 +185,7 @@ export async function writeRunRecords(
 
 /**
  * Everything the workers of a run wrote: records, failures and skipped
- * uploads, one per source key. SQS may deliver a continuation twice and the
+ * uploads, one per source key, and each finished shard's result. SQS may deliver a continuation twice and the
  * two chains may cut their pages at different places, so their record files
  * can overlap: the later file's word on a key stands, and a key that failed
  * in any chain stays failed.
@@ -194,11 +193,17 @@ export async function writeRunRecords(
 export async function collectRunRecords(
   vault: Vault,
   runId: string,
-): Promise<{ records: InventoryRecord[]; failures: Failure[]; uploadIds: string[] }> {
+): Promise<{
+  records: InventoryRecord[];
+  failures: Failure[];
+  uploadIds: string[];
+  results: ShardResult[];
+}> {
   const files = await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}records/`);
   const records = new Map<string, InventoryRecord>();
   const failures = new Map<string, Failure>();
   const uploads = new Set<string>();
+  const results = new Map<string, ShardResult>();
   // Later files win for a key (a re-delivered message's records replace the first's): merge in order.
   const contents = await readAll(files, async (file) => {
     const bytes = await getBytes(vault, file.key);
@@ -209,6 +214,7 @@ export async function collectRunRecords(
       const parsed = recordLineSchema.parse(line);
       if ('r' in parsed) records.set(parsed.r.key, parsed.r);
       else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
+      else if ('s' in parsed) results.set(parsed.s.shardId, parsed.s);
       else uploads.add(parsed.u);
     }
   }
@@ -217,6 +223,7 @@ export async function collectRunRecords(
     records: [...records.values()],
     failures: [...failures.values()],
     uploadIds: [...uploads].sort(),
+    results: [...results.values()],
   };
 }
 

@@ -27,7 +27,7 @@ import {
   vaultKeys,
 } from '../vault/format.ts';
 import { writeInventory } from '../vault/inventory.ts';
-import { collectRunRecords, saveJob, shardResults } from '../vault/runs.ts';
+import { collectRunRecords, saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { buildCatalog, referenceCheck } from './catalog.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
@@ -294,8 +294,10 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
-  const { records, failures, uploadIds } = await collectRunRecords(deps.vault, state.runId);
-  const results = await shardResults(deps.vault, state.runId);
+  const { records, failures, uploadIds, results } = await collectRunRecords(
+    deps.vault,
+    state.runId,
+  );
   const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
   const expectedShards = plan.linkShardIds.length + plan.dataShardIds.length;
   const inventory = await writeInventory(

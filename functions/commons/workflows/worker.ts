@@ -63,26 +63,57 @@ export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number }
 /** How long a blob shard waits before it looks again whether every link shard has listed. */
 export const LINKS_LISTED_POLL_MS = 250;
 
-/** Link shards this process has seen listed, by run (the last run only). */
-const listedHere = new Map<string, Set<string>>();
+/**
+ * The link shards of the run this process works on: the ones it has listed
+ * (their markers written) and the ones it is listing now. A blob shard of that
+ * run waits in process for a link shard listing here rather than polling the
+ * vault: the local runner works every message of a run in one process. A
+ * Lambda container works one message at a time, so there blob shards poll.
+ */
+interface LinksHere {
+  readonly runId: string;
+  readonly listed: Set<string>;
+  readonly listing: Set<string>;
+  readonly waiters: Array<() => void>;
+}
+
+let linksHere: LinksHere = { runId: '', listed: new Set(), listing: new Set(), waiters: [] };
+
+/** This process's link shards of `runId` (the last run only). */
+function linksHereOf(runId: string): LinksHere {
+  if (linksHere.runId !== runId)
+    linksHere = { runId, listed: new Set(), listing: new Set(), waiters: [] };
+  return linksHere;
+}
+
+function wake(here: LinksHere): void {
+  for (const waiter of here.waiters.splice(0)) waiter();
+}
 
 /** Writes a link shard's listed marker and remembers it in this process. */
 async function markListed(deps: WorkflowDeps, runId: string, shardId: string): Promise<void> {
   await markShardListed(deps.vault, runId, shardId);
-  if (!listedHere.has(runId)) listedHere.clear();
-  listedHere.set(runId, (listedHere.get(runId) ?? new Set()).add(shardId));
+  const here = linksHereOf(runId);
+  here.listed.add(shardId);
+  wake(here);
 }
 
-/** True when every link shard of the backup has listed its links (one LIST of the markers). */
+/**
+ * True when every link shard of the backup has listed its links: at once for
+ * those listed here, after waiting for those listing here, else one LIST of
+ * the markers.
+ */
 async function linksListed(
   job: Extract<CopyJob, { purpose: 'backup' }>,
   deps: WorkflowDeps,
 ): Promise<boolean> {
-  const linkShards = job.shards.filter((shard) => shard.kind === 'links').length;
-  if (linkShards === 0) return true;
-  // The markers this process wrote itself need no LIST (the local runner works every message in one process).
-  if ((listedHere.get(job.runId)?.size ?? 0) >= linkShards) return true;
-  return (await countListedShards(deps.vault, job.runId)) >= linkShards;
+  const ids = job.shards.filter((shard) => shard.kind === 'links').map((shard) => shard.id);
+  if (ids.length === 0) return true;
+  const here = linksHereOf(job.runId);
+  while (ids.some((id) => here.listing.has(id) && !here.listed.has(id)))
+    await new Promise<void>((resolve) => here.waiters.push(resolve));
+  if (ids.every((id) => here.listed.has(id))) return true;
+  return (await countListedShards(deps.vault, job.runId)) >= ids.length;
 }
 
 /** What a finished shard reports to its Map iteration: counts, never object lists. */
@@ -263,12 +294,22 @@ export async function handleShardMessage(
         await transport.sender.send(message, { delayMs: LINKS_LISTED_POLL_MS });
         return emptyTotals();
       }
-      result = await runShard(ctx, shard, resume);
-      // A link shard that ended without listing everything (aborted) still frees the blob
-      // shards: the run fails on its result, and finalize says why.
-      if (shard.kind === 'links' && result.next === undefined)
-        marking ??= markListed(deps, job.runId, shard.id);
-      await marking;
+      const here = shard.kind === 'links' ? linksHereOf(job.runId) : undefined;
+      here?.listing.add(shard.id);
+      try {
+        result = await runShard(ctx, shard, resume);
+        // A link shard that ended without listing everything (aborted) still frees the blob
+        // shards: the run fails on its result, and finalize says why.
+        if (shard.kind === 'links' && result.next === undefined)
+          marking ??= markListed(deps, job.runId, shard.id);
+        await marking;
+      } finally {
+        // Blob shards waiting here on a shard that handed on or failed look at the vault instead.
+        if (here !== undefined) {
+          here.listing.delete(shard.id);
+          wake(here);
+        }
+      }
     } else {
       // A restore part streams its blobs through the worker (the vault and the
       // registry's bucket have different keys), so it too hands on at the deadline.
@@ -281,23 +322,28 @@ export async function handleShardMessage(
   } finally {
     clearInterval(heartbeat);
   }
+  const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
+  const last = result.next === undefined || result.aborted !== undefined;
+  // The last message's file also carries the shard's result: finalize reads one file per message.
+  const shardResult: ShardResult | undefined = last
+    ? {
+        shardId: message.shardId,
+        totals,
+        messages: message.seq + 1,
+        ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
+      }
+    : undefined;
   await writeRunRecords(deps.vault, job.runId, message.shardId, message.seq, {
     records,
     failures: result.failures,
     uploadIds: result.uploadIds,
+    ...(shardResult === undefined ? {} : { result: shardResult }),
   });
-  const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
-  if (result.next !== undefined && result.aborted === undefined) {
+  if (shardResult === undefined) {
     await transport.sender.send({ ...message, seq: message.seq + 1, cursor: result.next, totals });
     await transport.callbacks.heartbeat(message.taskToken);
     return result.totals;
   }
-  const shardResult: ShardResult = {
-    shardId: message.shardId,
-    totals,
-    messages: message.seq + 1,
-    ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
-  };
   await saveShardResult(deps.vault, job.runId, shardResult);
   deps.log.info('shard finished', { runId: job.runId, shardId: message.shardId, ...totals });
   if (result.aborted !== undefined) {
