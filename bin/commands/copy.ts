@@ -65,7 +65,7 @@ export function copyCommand(program: Command): void {
           targetObjectsPerShard: 2_000,
           fast: ctx.source.fast,
         });
-        const progress = out.progress('copy', { objects: plan.estimatedObjects });
+        const progress = out.progress('copy', { objects: plan.estimatedObjects, estimated: true });
         const outcome = await runPlan(ctx, plan, {
           onProgress: (totals: Totals) => progress.update(totals),
         });
