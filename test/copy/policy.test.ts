@@ -44,7 +44,7 @@ const repos = `${base}repositories/`;
 const blobs = `${base}blobs/sha256/`;
 
 describe("the registry's plan (persisted in a backup's job: its ids and ranges never change)", () => {
-  it('plans one link shard, one blob shard and the three gaps around them', async () => {
+  it('plans one link shard, one blob shard and a shard for each gap around them that holds a key', async () => {
     // Act
     const plan = await planShards(client, 'plans', '/reg/', registryCopyPolicy);
     // Assess
@@ -55,24 +55,10 @@ describe("the registry's plan (persisted in a backup's job: its ids and ranges n
       ],
       dataShards: [
         { id: 'blobs-0000', kind: 'blobs', prefix: blobs, ...registryShard, estimatedObjects: 73 },
+        // Only the gap before the blobs holds a key (outside/readme): the two empty gaps get no shard.
         { id: 'other-0', kind: 'objects', prefix: '', ...registryShard, endBefore: blobs },
-        {
-          id: 'other-1',
-          kind: 'objects',
-          prefix: '',
-          ...registryShard,
-          startAt: `${base}blobs/sha2560`,
-          endBefore: repos,
-        },
-        {
-          id: 'other-2',
-          kind: 'objects',
-          prefix: '',
-          ...registryShard,
-          startAt: `${base}repositories0`,
-        },
       ],
-      requests: 3,
+      requests: 6,
       estimatedObjects: 191,
     });
   });
@@ -106,10 +92,30 @@ describe("the registry's plan (persisted in a backup's job: its ids and ranges n
       ['blobs-0005', `${blobs}b9/`, `${blobs}de/`, 10],
       ['blobs-0006', `${blobs}de/`, undefined, 10],
       ['other-0', undefined, blobs, undefined],
-      ['other-1', `${base}blobs/sha2560`, repos, undefined],
-      ['other-2', `${base}repositories0`, undefined, undefined],
     ]);
-    expect(plan.requests).toBe(10);
+    expect(plan.requests).toBe(13);
+  });
+
+  it('plans a gap shard only for a gap that holds a key, with the same id wherever it is', async () => {
+    // Prepare: a registry at the bucket's top, one key after its trees and none before or between them.
+    await createBucket(client, 'gaps');
+    const data = buildDataset({ repositories: 1, tagsPerRepository: 1, layerSize: 64, seed: 3 });
+    await writeDataset(client, 'gaps', [
+      ...data.objects,
+      { key: 'zz-after/notes', size: 1, body: () => Buffer.from('z') },
+    ]);
+    // Act
+    const plan = await planShards(client, 'gaps', '', registryCopyPolicy);
+    // Assess
+    expect(plan.dataShards.filter((shard) => shard.kind === 'objects')).toEqual([
+      {
+        id: 'other-2',
+        kind: 'objects',
+        prefix: '',
+        registryPrefix: 'docker/registry/v2/',
+        startAt: 'docker/registry/v2/repositories0',
+      },
+    ]);
   });
 });
 

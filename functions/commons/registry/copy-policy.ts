@@ -16,7 +16,7 @@
  * a blob's key names its digest.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
+import { keyJustBefore, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
 import {
   COPY,
   type CopyPolicy,
@@ -100,6 +100,22 @@ function rangeShards(
   });
 }
 
+/** A key range outside the registry's trees: from `startAt` (inclusive) to `endBefore`. */
+interface Gap {
+  readonly startAt?: string;
+  readonly endBefore?: string;
+}
+
+/** Whether a gap holds any key: the first key of one listing page from its start. */
+async function gapHoldsKeys(list: Lister, gap: Gap): Promise<boolean> {
+  const page = await list.page(
+    '',
+    gap.startAt === undefined ? {} : { startAfter: keyJustBefore(gap.startAt) },
+  );
+  const first = page.keys[0];
+  return first !== undefined && (gap.endBefore === undefined || first < gap.endBefore);
+}
+
 /** Splits the Docker Distribution layout under the root directory `root`. */
 async function splitRegistry(list: Lister, root: string, options: SplitOptions): Promise<Split> {
   const target = options.targetObjectsPerShard;
@@ -107,11 +123,18 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
   const reposPrefix = `${base}repositories/`;
   const blobsPrefix = `${base}blobs/sha256/`;
 
-  // The three first listings are independent: one round trip, not three.
-  const [topUnits, sample, blobSample] = await Promise.all([
+  // Everything else in the bucket lies in the gaps around the two registry trees.
+  const gaps: Gap[] = [
+    { endBefore: blobsPrefix },
+    { startAt: `${blobsPrefix.slice(0, -1)}0`, endBefore: reposPrefix },
+    { startAt: `${reposPrefix.slice(0, -1)}0` },
+  ];
+  // The first listings are independent: one round trip, not six.
+  const [topUnits, sample, blobSample, ...gapHolds] = await Promise.all([
     childPrefixes(list, reposPrefix),
     list.page(reposPrefix),
     list.page(blobsPrefix),
+    ...gaps.map((gap) => gapHoldsKeys(list, gap)),
   ]);
   // Repositories: whole top-level units (a namespace or a repository), sized by a sample page.
   let units = topUnits;
@@ -158,13 +181,11 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
     Math.round(estimatedBlobs / blobGroups.length),
   );
 
-  // Everything else in the bucket, in the gaps around the two registry trees.
-  const gaps: Array<{ startAt?: string; endBefore?: string }> = [
-    { endBefore: blobsPrefix },
-    { startAt: `${blobsPrefix.slice(0, -1)}0`, endBefore: reposPrefix },
-    { startAt: `${reposPrefix.slice(0, -1)}0` },
-  ];
+  // A shard for each gap that held a key when planned (a registry writes only
+  // inside its two trees, so usually none): an empty gap's shard would cost
+  // its LIST and run files on every backup for nothing.
   gaps.forEach((gap, index) => {
+    if (gapHolds[index] !== true) return;
     dataShards.push({
       id: `other-${index}`,
       kind: 'objects',
