@@ -47,6 +47,17 @@ export function locationOn(
   };
 }
 
+/** A registry's storage on a sandbox server, reached with the server's keys (what a fake cluster's Secret holds). */
+export function storageOn(server: S3Endpointish, bucket: string) {
+  return {
+    bucket,
+    endpoint: server.endpoint,
+    region: server.region,
+    accessKey: server.credentials.accessKeyId,
+    secretKey: server.credentials.secretAccessKey,
+  };
+}
+
 export async function createBucket(client: S3Client, bucket: string): Promise<void> {
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
 }

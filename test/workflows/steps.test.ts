@@ -23,6 +23,7 @@ import {
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
 import { functionArnPlaceholder } from '../../infra/regvault-stack.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { recordingDeps } from '../support/deps.ts';
 import { clientFor, createBucket, listAll, locationOn } from '../support/s3.ts';
 
 const COPY_TASK = 'arn:aws:states:::sqs:sendMessage.waitForTaskToken';
@@ -101,28 +102,12 @@ describe('a local run calls the Lambda handler, which parses the event first', (
     s3 = await startS3Server({ name: 's3-steps' });
     client = clientFor(s3);
     await createBucket(client, 'vault');
-    const real = createLocalDeps({
-      vault: { location: locationOn(s3, 'vault', '', 'vault'), credentials: s3.credentials },
-    });
-    deps = {
-      ...real,
-      s3: (location) => {
-        asked.push(`s3 ${location.bucket}`);
-        return real.s3(location);
-      },
-      profile: () => {
-        asked.push('profile');
-        return real.profile();
-      },
-      registry: () => {
-        asked.push('registry');
-        return real.registry();
-      },
-      now: () => {
-        asked.push('now');
-        return real.now();
-      },
-    };
+    deps = recordingDeps(
+      createLocalDeps({
+        vault: { location: locationOn(s3, 'vault', '', 'vault'), credentials: s3.credentials },
+      }),
+      asked,
+    );
   }, 60_000);
 
   afterAll(async () => {

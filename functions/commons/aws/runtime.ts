@@ -6,6 +6,7 @@
  * their logic in. Handlers stay one-liners over the shared workflow steps.
  */
 
+import { randomUUID } from 'node:crypto';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics } from '@aws-lambda-powertools/metrics';
@@ -33,6 +34,15 @@ import { registryCredentialsOf } from './secret-values.ts';
 
 export const SERVICE = 'regvault';
 
+/**
+ * A whole number written as text (an environment variable, an SQS attribute):
+ * digits only. `z.coerce.number()` would read "" as 0 and " 0x10 " as 16.
+ */
+export const wholeNumberText = z
+  .string()
+  .regex(/^\d{1,9}$/, 'a whole number, digits only')
+  .transform(Number);
+
 /** The environment the stack gives every function (infra/ sets the same names). */
 export const runtimeConfigSchema = z.object({
   VAULT_BUCKET: z.string().min(3),
@@ -49,7 +59,7 @@ export const runtimeConfigSchema = z.object({
   /** Secrets Manager ARN of `{"username": ..., "password": ...}` for the registry API. */
   REGISTRY_CREDENTIALS_SECRET_ARN: z.string().optional(),
   COPY_QUEUE_URL: z.string().optional(),
-  COPY_CONCURRENCY: z.coerce.number().int().positive().default(64),
+  COPY_CONCURRENCY: wholeNumberText.pipe(z.number().positive()).default(64),
   /** The version written into snapshot manifests. */
   REGVAULT_VERSION: z.string().min(1).default('0.1.0'),
 });
@@ -209,13 +219,52 @@ export function runtime(): Promise<{ config: Readonly<RuntimeConfig>; deps: Work
 
 /**
  * Publishes the metrics an invocation added, also when it failed; unlike
- * Powertools' logMetrics it stays quiet when there are none (most steps add none).
+ * Powertools' logMetrics it stays quiet when there are none (most steps add
+ * none). A local invocation publishes nothing: EMF lines would land in the
+ * CLI's output.
  */
 function flushMetrics(): MiddlewareObj {
-  const flush = async () => {
-    if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+  const flush = async (request: { context: Context }) => {
+    if (localDepsOf(request.context) !== undefined) metrics.clearMetrics();
+    else if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
   };
   return { after: flush, onError: flush };
+}
+
+/** Dependencies given to an invocation by a local run, keyed by its context. */
+const localDeps = new WeakMap<Context, WorkflowDeps>();
+
+/** The longest a Node timer waits: a local invocation has no Lambda deadline. */
+const NO_DEADLINE_MS = 2 ** 31 - 1;
+
+/**
+ * A Lambda context for one local invocation of a function's handler (the
+ * local runner's steps, a test's prune), carrying the local run's
+ * dependencies in place of the container's.
+ */
+export function localContext(name: string, deps: WorkflowDeps): Context {
+  const functionName = `regvault-local-${name}`;
+  const context: Context = {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
+    memoryLimitInMB: '0',
+    awsRequestId: randomUUID(),
+    logGroupName: `/regvault/local/${name}`,
+    logStreamName: 'local',
+    getRemainingTimeInMillis: () => NO_DEADLINE_MS,
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+  localDeps.set(context, deps);
+  return context;
+}
+
+/** The dependencies a local run gave this invocation; undefined inside Lambda. */
+export function localDepsOf(context: Context): WorkflowDeps | undefined {
+  return localDeps.get(context);
 }
 
 /** The house middy chain every function starts from: context in logs, metrics flushed, traced. */
@@ -274,7 +323,9 @@ export const sqsEventSchema = z
       z.object({
         messageId: z.string().min(1),
         body: z.string(),
-        attributes: z.object({ ApproximateReceiveCount: z.coerce.number().int().positive() }),
+        attributes: z.object({
+          ApproximateReceiveCount: wholeNumberText.pipe(z.number().positive()),
+        }),
       }),
     ),
   })
@@ -294,6 +345,6 @@ export function lambda<S extends z.ZodType, R>(
   return houseChain<z.output<S>, R>()
     .use(parseEvent(event, 'event'))
     .handler(async (parsed: z.output<S>, context: Context) =>
-      step(parsed, (await runtime()).deps, context),
+      step(parsed, localDepsOf(context) ?? (await runtime()).deps, context),
     );
 }

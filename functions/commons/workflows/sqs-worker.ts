@@ -6,6 +6,7 @@
  */
 import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { InputError, messageOf } from '../errors.ts';
+import { shardMessageSchema } from '../vault/runs.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { handleShardMessage, type MessageSender, type TaskCallbacks } from './worker.ts';
 
@@ -83,13 +84,12 @@ export async function failDeadLetters(
   for (const record of records) {
     const token = tokenOf(record.body);
     if (token === undefined) continue;
-    let shard = '(unknown shard)';
-    try {
-      const parsed = JSON.parse(record.body) as { runId?: string; shardId?: string; seq?: number };
-      shard = `${parsed.runId ?? '?'} shard ${parsed.shardId ?? '?'} (message ${parsed.seq ?? 0})`;
-    } catch {
-      // the token was readable, the rest is best effort
-    }
+    // The token was readable, so the task is failed either way; the shard is named only
+    // when the whole message is one regvault wrote.
+    const parsed = shardMessageSchema.safeParse(JSON.parse(record.body));
+    const shard = parsed.success
+      ? `${parsed.data.runId} shard ${parsed.data.shardId} (message ${parsed.data.seq})`
+      : '(a message that is not a copy message)';
     await callbacks.failure(
       token,
       'CopyWorkerGaveUp',

@@ -4,6 +4,12 @@
  * the workflow type it parses into, field for field, so a field added to
  * `BackupState` or `RestoreState` without its schema fails the typecheck
  * instead of being dropped by the parse.
+ *
+ * Every object is strict and every field given: our own steps write these
+ * events, so a key the schema does not name (`allowNonEmptytarget`) or a
+ * missing one is a hand-made or mismatched event, and is refused rather than
+ * dropped or filled with a default that changes what the step does. No string
+ * is read as a boolean or a number.
  */
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
@@ -29,13 +35,24 @@ function schemaOf<T>() {
 const count = z.number().int().nonnegative();
 const id = z.string().min(1);
 
+/**
+ * A location as a step passes it on: the copy model's fields, none defaulted
+ * (the `access` default of an input would name no credentials at all here).
+ */
+const stepLocationSchema = z.strictObject({
+  ...locationSchema.shape,
+  prefix: z.string(),
+  forcePathStyle: z.boolean(),
+  access: id,
+});
+
 export const backupStateSchema = schemaOf<BackupState>()(
-  z.object({
+  z.strictObject({
     runId: id,
     snapshotId: id,
     startedAt: z.iso.datetime(),
     layout: z.enum(['registry', 'generic']),
-    source: locationSchema,
+    source: stepLocationSchema,
     profile: z.string(),
     resourceName: z.string().exactOptional(),
     rootDirectory: z.string(),
@@ -48,7 +65,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
 );
 
 export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
-  z.object({
+  z.strictObject({
     linkShardIds: z.array(id),
     dataShardIds: z.array(id),
     shardIds: z.array(id),
@@ -58,10 +75,10 @@ export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
 );
 
 export const restoreStateSchema = schemaOf<RestoreState>()(
-  z.object({
+  z.strictObject({
     runId: id,
     snapshotId: id,
-    target: locationSchema,
+    target: stepLocationSchema,
     secretName: id.exactOptional(),
     rootDirectory: z.string(),
     layout: z.enum(['registry', 'generic']),
@@ -80,7 +97,7 @@ export const restoreStateSchema = schemaOf<RestoreState>()(
   }),
 );
 
-const storageRefSchema = z.object({
+const storageRefSchema = z.strictObject({
   bucket: z.string(),
   regionEndpoint: z.string(),
   region: z.string(),
@@ -89,7 +106,7 @@ const storageRefSchema = z.object({
 });
 
 export const switchOutputSchema = schemaOf<SwitchOutput>()(
-  z.object({
+  z.strictObject({
     changed: z.boolean(),
     previous: storageRefSchema,
     current: storageRefSchema,
@@ -101,7 +118,7 @@ export const switchOutputSchema = schemaOf<SwitchOutput>()(
 );
 
 export const rolloutCheckSchema = schemaOf<RolloutCheck>()(
-  z.object({
+  z.strictObject({
     verdict: z.enum(['done', 'failed', 'waiting']),
     ready: count,
     desired: count,
@@ -110,7 +127,7 @@ export const rolloutCheckSchema = schemaOf<RolloutCheck>()(
 );
 
 export const verifyOutputSchema = schemaOf<VerifyOutput>()(
-  z.object({
+  z.strictObject({
     ok: z.boolean(),
     repositories: count,
     tags: count,
@@ -118,14 +135,14 @@ export const verifyOutputSchema = schemaOf<VerifyOutput>()(
     blobsChecked: count,
     pulled: count,
     push: z
-      .object({ ok: z.boolean(), repository: z.string(), digest: z.string().exactOptional() })
+      .strictObject({ ok: z.boolean(), repository: z.string(), digest: z.string().exactOptional() })
       .exactOptional(),
     problems: z.array(z.string()),
   }),
 );
 
 /** What a Catch puts at its ResultPath: the error's name and its cause (for Lambda errors, JSON). */
-export const caughtErrorSchema = z.object({
+export const caughtErrorSchema = z.strictObject({
   Error: z.string().exactOptional(),
   Cause: z.string().exactOptional(),
 });

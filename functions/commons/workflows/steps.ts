@@ -60,10 +60,10 @@ function step<S extends z.ZodType, R>(entry: Step<S, R>): Step<S, R> {
  * with the workflow's input schema, so its problems are named by the input's
  * own fields (`target.bucket`), as the CLI maps them to its flags.
  */
-const executionInput = z.object({ input: z.unknown() });
-const withState = z.object({ state: backupStateSchema });
-const withRestoreState = z.object({ state: restoreStateSchema });
-const failedRestore = z.object({
+const executionInput = z.strictObject({ input: z.unknown() });
+const withState = z.strictObject({ state: backupStateSchema });
+const withRestoreState = z.strictObject({ state: restoreStateSchema });
+const failedRestore = z.strictObject({
   state: restoreStateSchema.nullable(),
   switched: switchOutputSchema.nullable(),
   rollout: rolloutCheckSchema.nullable(),
@@ -88,7 +88,7 @@ export const STEPS = {
   finalize: step({
     workflow: 'backup',
     states: ['FinalizeSnapshot'],
-    event: z.object({ state: backupStateSchema, plan: backupPlanOutputSchema }),
+    event: z.strictObject({ state: backupStateSchema, plan: backupPlanOutputSchema }),
     run: (event, deps) => finalizeBackup(event.state, event.plan, deps),
     metrics: (summary) =>
       count(summary.status === 'complete' ? 'SnapshotsComplete' : 'SnapshotsFailed'),
@@ -96,7 +96,7 @@ export const STEPS = {
   'mark-failed': step({
     workflow: 'backup',
     states: ['MarkSnapshotFailed'],
-    event: z.object({
+    event: z.strictObject({
       state: backupStateSchema.nullable(),
       plan: backupPlanOutputSchema.nullable(),
       error: caughtErrorSchema.nullable().exactOptional(),
@@ -141,7 +141,7 @@ export const STEPS = {
   'rollout-status': step({
     workflow: 'restore',
     states: ['CheckRollout'],
-    event: z.object({ switched: switchOutputSchema }),
+    event: z.strictObject({ switched: switchOutputSchema }),
     run: (event, deps) => checkRollout(event.switched, deps),
   }),
   verify: step({
