@@ -31,7 +31,7 @@ export async function copyEntries(
   entries: readonly ListEntry[],
   options: Pick<ShardRunOptions, 'onRecord' | 'onProgress' | 'cursor' | 'deadline'> = {},
 ): Promise<ShardRunResult> {
-  const tally = new Tally(ctx.maxFailures);
+  const tally = new Tally(ctx.maxFailures, options.onProgress);
   const inflight = new InFlight();
   const run = { tally, inflight, onRecord: options.onRecord };
   for (let start = options.cursor?.offset ?? 0; start < entries.length; start += PAGE_SIZE) {

@@ -97,18 +97,26 @@ async function isUnchanged(
   return false;
 }
 
+/** How often a shard run reports its running totals while objects finish (at most). */
+const PROGRESS_EVERY_MS = 100;
+
 /**
  * Running totals and failures of one shard run, shared by its copies. The
  * counters are updated in place (once or twice per object); `totals` hands
- * out a copy.
+ * out a copy. With `onProgress`, objects finishing report the running totals
+ * at most every 100 ms, so progress counts what is done, not what a finished
+ * page held.
  */
 export class Tally {
   readonly #counts: { -readonly [K in keyof Totals]: number } = emptyTotals();
   readonly failures: Failure[] = [];
   readonly #max: number;
+  readonly #onProgress: ((totals: Totals) => void) | undefined;
+  #reported = 0;
 
-  constructor(maxFailures: number) {
+  constructor(maxFailures: number, onProgress?: (totals: Totals) => void) {
     this.#max = maxFailures;
+    this.#onProgress = onProgress;
   }
 
   get totals(): Totals {
@@ -132,11 +140,21 @@ export class Tally {
       this.#counts.copied++;
       this.#counts.bytesCopied += copiedBytes;
     }
+    this.#tick();
   }
 
   fail(failure: Failure): void {
     this.#counts.failed++;
     if (this.failures.length < this.#max) this.failures.push(failure);
+    this.#tick();
+  }
+
+  #tick(): void {
+    if (this.#onProgress === undefined) return;
+    const now = Date.now();
+    if (now - this.#reported < PROGRESS_EVERY_MS) return;
+    this.#reported = now;
+    this.#onProgress(this.totals);
   }
 }
 

@@ -119,7 +119,7 @@ export async function runShard(
   const passes = route.passes;
   const uploadIds = new Set<string>();
 
-  const tally = new Tally(ctx.maxFailures);
+  const tally = new Tally(ctx.maxFailures, options.onProgress);
   // This shard's copies in flight; the queue itself is shared with other shards.
   const inflight = new InFlight();
   const run = { tally, inflight, onRecord: options.onRecord };
