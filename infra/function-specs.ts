@@ -113,25 +113,29 @@ export const FUNCTIONS = {
   // finalize: a Lambda timeout is no exception its fallback could catch, and a
   // snapshot whose failure path timed out would keep its running manifest.
   'mark-failed': { ...FINALIZE, description: 'Backup: mark the snapshot failed with the cause' },
-  // Not read-only: it writes the run's job for the copy workers. It only asks
-  // whether a registry URL is set; it never calls the registry.
+  // Reads the snapshot's manifest and writes nothing: the run's job is the
+  // preflight's, after every check. It only asks whether a registry URL is
+  // set; it never calls the registry.
   resolve: {
     description: 'Restore: validate the input and resolve a complete snapshot',
     timeout: Duration.minutes(5),
     memorySize: 1024,
     cluster: false,
     registryApi: false,
-    vault: 'write',
+    vault: 'read',
     roleBuckets: 'none',
   },
-  // Touches only the target bucket, whose keys come from the cluster.
+  // Every check before the restore writes: the cluster (registry resource, the
+  // target's Secret), the target (empty, a probe written and deleted), the
+  // snapshot (fsck's plain check: the inventory, tag links and manifests read,
+  // the vault listed); then the run's job. Sized like prove for the inventory.
   preflight: {
-    description: 'Restore: the target bucket exists, is writable and is empty unless allowed',
-    timeout: Duration.minutes(2),
-    memorySize: 1024,
+    description: 'Restore: check the cluster, the target and the snapshot, then write the run job',
+    timeout: Duration.minutes(15),
+    memorySize: 3008,
     cluster: true,
     registryApi: false,
-    vault: 'none',
+    vault: 'write',
     roleBuckets: 'probe',
   },
   // Reads the snapshot inventory and the run's records, lists the target and

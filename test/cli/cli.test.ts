@@ -9,7 +9,14 @@ import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { typeScriptCommand } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, copyAllObjects, createBucket, putObjects, readObject } from '../support/s3.ts';
+import {
+  clientFor,
+  copyAllObjects,
+  createBucket,
+  listAll,
+  putObjects,
+  readObject,
+} from '../support/s3.ts';
 
 const cli = fileURLToPath(new URL('../../bin/regvault.ts', import.meta.url));
 let s3: S3ServerHandle;
@@ -397,8 +404,39 @@ describe('the regvault CLI on the sandbox', () => {
     expect(jsonLines(accepted.stdout).at(-1)).toMatchObject({ event: 'result', ok: true });
   });
 
-  it('exits 3 when a restore finishes with objects it could not copy', async () => {
+  it('refuses a restore from a snapshot that lost a blob before writing anything (exit 1)', async () => {
     // Prepare: a snapshot in its own vault, then one of its blobs lost from the vault
+    for (const bucket of ['cli-vault-damaged', 'cli-damaged']) await createBucket(client, bucket);
+    const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-damaged' };
+    const backup = await regvault(
+      ['backup', '--source-bucket', 'cli-registry', '--source-endpoint', s3.endpoint, '--json'],
+      vault,
+    );
+    expect(backup.code).toBe(0);
+    const blobs = await client.send(
+      new ListObjectsV2Command({ Bucket: 'cli-vault-damaged', Prefix: 'blobs/' }),
+    );
+    const lost = blobs.Contents?.[0]?.Key;
+    expect(lost).toBeDefined();
+    await client.send(new DeleteObjectCommand({ Bucket: 'cli-vault-damaged', Key: lost }));
+    const runsBefore = await listAll(client, 'cli-vault-damaged', 'runs/');
+    // Act
+    const restore = await regvault(
+      ['restore', '--no-switch', '--target-bucket', 'cli-damaged', '--json'],
+      vault,
+    );
+    // Assess: the snapshot's check comes before the copy, so the target and runs/ are as they were
+    expect(restore.code).toBe(1);
+    const result = jsonLines(restore.stdout).at(-1);
+    expect(result).toMatchObject({ event: 'result', ok: false, status: 'FAILED', exitCode: 1 });
+    expect(result?.['error']).toContain('missing in the vault');
+    expect(result?.['error']).toContain("fails fsck's plain check");
+    expect((await listAll(client, 'cli-damaged')).size).toBe(0);
+    expect(await listAll(client, 'cli-vault-damaged', 'runs/')).toEqual(runsBefore);
+  });
+
+  it('exits 3 when a restore finishes with objects it could not copy', async () => {
+    // Prepare: a sound snapshot in its own vault; the target refuses the first copy into it
     for (const bucket of ['cli-vault-partial', 'cli-partial']) await createBucket(client, bucket);
     const vault = { REGVAULT_VAULT_BUCKET: 'cli-vault-partial' };
     const backup = await regvault(
@@ -406,17 +444,18 @@ describe('the regvault CLI on the sandbox', () => {
       vault,
     );
     expect(backup.code).toBe(0);
-    const blobs = await client.send(
-      new ListObjectsV2Command({ Bucket: 'cli-vault-partial', Prefix: 'blobs/' }),
-    );
-    const lost = blobs.Contents?.[0]?.Key;
-    expect(lost).toBeDefined();
-    await client.send(new DeleteObjectCommand({ Bucket: 'cli-vault-partial', Key: lost }));
+    await s3.injectFaults({
+      operation: 'CopyObject',
+      status: 403,
+      code: 'AccessDenied',
+      count: 1,
+      bucket: 'cli-partial',
+    });
     // Act
     const restore = await regvault(
       ['restore', '--no-switch', '--target-bucket', 'cli-partial', '--json'],
       vault,
-    );
+    ).finally(() => s3.clearFaults());
     // Assess
     expect(restore.code).toBe(3);
     const result = jsonLines(restore.stdout).at(-1);
@@ -427,7 +466,7 @@ describe('the regvault CLI on the sandbox', () => {
       exitCode: 3,
       totals: { failed: 1 },
     });
-    expect(result?.['error']).toContain('missing in the vault');
+    expect(result?.['error']).toContain('AccessDenied');
     expect(restore.stderr).toContain('restore FAILED');
   });
 

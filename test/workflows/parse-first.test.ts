@@ -2,19 +2,27 @@
  * Parse before acting. Every Lambda handler reads its event exactly (no
  * string is a boolean or a number, no unknown key is dropped, no missing
  * field is filled in) and refuses it, naming each bad field, before any side
- * effect. The SQS functions read a receive count as digits only and name a
+ * effect. A restore makes every check (cluster, the registry's resource and
+ * the target's Secret, target empty, snapshot whole) before it writes
+ * anything, so a wrong kube context leaves the target bucket and the vault as
+ * they were. The SQS functions read a receive count as digits only and name a
  * shard only from a body that is a copy message. Real parts: the sandbox S3
- * server, a fake cluster reached over HTTPS by the real Kubernetes client, the
- * real registry, the very handlers a Lambda runs.
+ * server, two fake clusters reached over HTTPS by the real Kubernetes client,
+ * the real registry, the very handlers a Lambda runs.
  */
-import type { S3Client } from '@aws-sdk/client-s3';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Context } from 'aws-lambda';
+import { parse, stringify } from 'yaml';
 import { sqsEventSchema } from '../../functions/commons/aws/runtime.ts';
 import { localContext, stepHandler } from '../../functions/commons/aws/step-handler.ts';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
 import { InputError } from '../../functions/commons/errors.ts';
-import { runBackupLocally } from '../../functions/commons/local/runner.ts';
+import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { acpProfile } from '../../functions/commons/registry/acp.ts';
 import { vaultKeys } from '../../functions/commons/vault/format.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
@@ -23,12 +31,15 @@ import { failDeadLetters } from '../../functions/commons/workflows/sqs-worker.ts
 import type { StepName } from '../../functions/commons/workflows/steps.ts';
 import { handler as pruneHandler } from '../../functions/prune.ts';
 import { populateRegistry } from '../../sandbox/images/index.ts';
+import { REGISTRY_NAMESPACE } from '../../sandbox/kube/controller.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { seedRegistry } from '../kube/support.ts';
 import { recordingDeps } from '../support/deps.ts';
 import {
   clientFor,
+  copyAllObjects,
   createBucket,
   listAll,
   locationOn,
@@ -43,13 +54,61 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 let s3: S3ServerHandle;
 let client: S3Client;
+/** The cluster that runs the registry (context "production"). */
 let cluster: FakeCluster;
+/** Another cluster: the registry's namespace holds the Secret, but no registry runs there (context "staging"). */
+let staging: FakeCluster;
+/** A kubeconfig with both contexts, "production" current, as an operator's would be. */
+let kubeconfigYaml = '';
 let deps: WorkflowDeps & { close(): void };
 let snapshotId = '';
 let targets = 0;
 const opened: Array<{ close(): void }> = [];
 
-/** The bucket the registry serves from. */
+/** Dependencies on `vault` (default: the shared one) with another kube context or none. */
+function depsWith(
+  options: { vault?: string; kube?: { yaml?: string; path?: string; context?: string } } = {},
+) {
+  const made = vaultDeps(s3, options.vault ?? 'vault', ROOT, {
+    kube: options.kube ?? { yaml: kubeconfigYaml },
+    registryUrl: cluster.registryUrl,
+  });
+  opened.push(made);
+  return made;
+}
+
+/** A kubeconfig of two clusters, as `kubectl config view --flatten` would merge them. */
+async function mergedKubeconfig(): Promise<string> {
+  const files = await Promise.all([
+    cluster.writeKubeconfig(join(tmpdir(), `parse-first-${process.pid}-a`), {
+      context: 'production',
+    }),
+    staging.writeKubeconfig(join(tmpdir(), `parse-first-${process.pid}-b`), {
+      context: 'staging',
+    }),
+  ]);
+  const [a, b] = await Promise.all(
+    files.map(async (file) => parse(await readFile(file, 'utf8')) as Record<string, unknown[]>),
+  );
+  return stringify({
+    ...a,
+    clusters: [...(a?.['clusters'] ?? []), ...(b?.['clusters'] ?? [])],
+    users: [...(a?.['users'] ?? []), ...(b?.['users'] ?? [])],
+    contexts: [...(a?.['contexts'] ?? []), ...(b?.['contexts'] ?? [])],
+  });
+}
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/** The bucket the registry of the production cluster serves from. */
 async function servedBucket(): Promise<string> {
   return (await acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath })).discover()).storage
     .bucket;
@@ -87,22 +146,44 @@ function expectRefused(refusal: unknown, fields: readonly string[]): void {
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-parse-first', computeChecksums: true });
   client = clientFor(s3);
-  for (const bucket of ['registry', 'vault', 'plain']) await createBucket(client, bucket);
-  cluster = await startFakeCluster({ tls: true });
+  for (const bucket of ['registry', 'vault', 'vault-damaged', 'plain'])
+    await createBucket(client, bucket);
+  [cluster, staging] = await Promise.all([
+    startFakeCluster({ tls: true }),
+    startFakeCluster({ tls: true }),
+  ]);
   await seedRegistry(cluster, storageOn(s3, 'registry'));
-  deps = vaultDeps(s3, 'vault', ROOT, {
-    kube: { path: cluster.kubeconfigPath },
-    registryUrl: cluster.registryUrl,
+  // Staging has the registry's namespace and a Secret of the same name, and no registry.
+  staging.server.store.create(BuiltIn.namespaces, {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name: REGISTRY_NAMESPACE },
   });
-  opened.push(deps);
+  staging.server.store.create(BuiltIn.secrets, {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: SECRET, namespace: REGISTRY_NAMESPACE },
+    type: 'Opaque',
+    data: {
+      'access-key-id': Buffer.from(s3.credentials.accessKeyId).toString('base64'),
+      'secret-access-key': Buffer.from(s3.credentials.secretAccessKey).toString('base64'),
+    },
+  });
+  kubeconfigYaml = await mergedKubeconfig();
   await populateRegistry(new URL(cluster.registryUrl).host, {
     repositories: 2,
     tagsPerRepository: 2,
     layerSizes: [2000, 9000],
   });
+  deps = depsWith();
   const backup = await runBackupLocally({}, { deps });
   expect(backup.cause).toBeUndefined();
   snapshotId = (backup.output as { snapshotId: string }).snapshotId;
+  // A copy of the vault that lost the largest blob of its pool (a layer).
+  await copyAllObjects(client, 'vault', 'vault-damaged');
+  const pool = [...(await listAll(client, 'vault-damaged', `${ROOT}blobs/`)).entries()];
+  const [largest] = pool.sort(([, a], [, b]) => b.size - a.size)[0] ?? [];
+  await client.send(new DeleteObjectCommand({ Bucket: 'vault-damaged', Key: largest }));
   await putObjects(
     client,
     'plain',
@@ -113,8 +194,93 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const made of opened) made.close();
   client?.destroy();
-  await cluster?.stop();
+  await Promise.all([cluster?.stop(), staging?.stop()]);
   await s3?.stop();
+});
+
+describe('a restore checks everything before it writes anything', () => {
+  it.each([
+    {
+      name: 'a kube context whose cluster holds the Secret but runs no registry',
+      deps: () => depsWith({ kube: { yaml: kubeconfigYaml, context: 'staging' } }),
+      input: async () => ({ target: targetOn(await newTarget()) }),
+      cause: /ModuleInfo/,
+    },
+    {
+      name: 'a kube context nobody answers',
+      deps: async () =>
+        depsWith({
+          kube: {
+            path: await cluster.writeKubeconfig(join(tmpdir(), `parse-first-${process.pid}-c`), {
+              server: `https://127.0.0.1:${await closedPort()}`,
+            }),
+          },
+        }),
+      input: async () => ({ target: targetOn(await newTarget()) }),
+      cause: /127\.0\.0\.1:\d+/,
+    },
+    {
+      name: "a target Secret the registry's namespace does not hold",
+      deps: () => deps,
+      input: async () => ({ target: targetOn(await newTarget(), 'no-such-secret') }),
+      cause: /no-such-secret/,
+    },
+    {
+      name: 'a target that holds objects, not allowed to',
+      deps: () => deps,
+      input: async () => {
+        const bucket = await newTarget();
+        await putObjects(client, bucket, [{ key: 'keep-me.txt', body: 'data of its own' }]);
+        return { target: targetOn(bucket) };
+      },
+      cause: /is not empty/,
+    },
+    {
+      name: 'a snapshot whose vault copy lost a blob',
+      deps: () => depsWith({ vault: 'vault-damaged' }),
+      input: async () => ({ target: targetOn(await newTarget()) }),
+      cause: /missing in the vault: blob sha256:/,
+    },
+  ])('$name: fails, the target bucket and the vault untouched', async (row) => {
+    // Prepare
+    const runDeps = await row.deps();
+    const input = await row.input();
+    const vaultBucket = runDeps.vault.location.bucket;
+    const targetBefore = await listAll(client, input.target.bucket);
+    const vaultBefore = await listAll(client, vaultBucket);
+
+    // Act
+    const result = await runRestoreLocally(
+      { snapshot: snapshotId, ...input },
+      { deps: runDeps, waitMs: 200 },
+    );
+
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toMatch(row.cause);
+    expect(result.cause).toMatch(/the cluster is unchanged/);
+    expect(await listAll(client, input.target.bucket)).toEqual(targetBefore);
+    expect(await listAll(client, vaultBucket)).toEqual(vaultBefore);
+    expect(await servedBucket()).toBe('registry');
+  });
+
+  it('restores once every check passes, the run files written after them', async () => {
+    // Prepare
+    const bucket = await newTarget();
+
+    // Act
+    const result = await runRestoreLocally(
+      { snapshot: snapshotId, target: targetOn(bucket), switchRegistry: false },
+      { deps, waitMs: 200 },
+    );
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    expect(result.status).toBe('SUCCEEDED');
+    expect((await listAll(client, bucket)).size).toBeGreaterThan(0);
+    const runs = [...(await listAll(client, 'vault', `${ROOT}runs/restore-`)).keys()];
+    expect(runs.some((key) => key.endsWith('/job.json'))).toBe(true);
+  });
 });
 
 describe('every Lambda handler parses its event before acting', () => {

@@ -12,7 +12,9 @@ import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { bucketSource, objectReader } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import type { SnapshotManifest } from '../vault/format.ts';
 import { collectRunRecords, saveProof } from '../vault/runs.ts';
+import { snapshotSource, unbackedRecords } from '../vault/snapshot-source.ts';
 import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
@@ -37,6 +39,44 @@ export interface ProveOutput {
 
 /** Lines of a refusal before the rest is counted. */
 const SHOWN = 10;
+
+/** What to do about a snapshot whose vault copy is damaged. */
+const nextForDamaged = (snapshotId: string) =>
+  `Next: run \`regvault fsck --deep --snapshot ${snapshotId}\` to see every damaged object of the snapshot, or restore an older snapshot (\`regvault snapshots list\`).`;
+
+/**
+ * Before a restore writes anything: the snapshot's objects are all in the
+ * vault at their sizes and, for a registry, every tag leads to manifests and
+ * blobs the snapshot holds (fsck's plain check, which reads tag links and
+ * manifests, never a layer). Throws a VaultError naming each problem.
+ */
+export async function proveSnapshotHeld(vault: Vault, manifest: SnapshotManifest): Promise<string> {
+  let problems: string[];
+  let objects: number;
+  if (manifest.layout === 'registry') {
+    const report = await fsckRegistry(snapshotSource(vault, manifest));
+    problems = report.ok ? [] : report.problems;
+    objects = report.counts.objects;
+  } else {
+    const unbacked = await unbackedRecords(vault, await readInventory(vault, manifest), '');
+    problems = unbacked.map((u) =>
+      u.actualSize === undefined
+        ? `missing in the vault: ${u.key}`
+        : `corrupt in the vault: ${u.key} is ${u.actualSize} bytes where ${u.expectedSize} were recorded`,
+    );
+    objects = manifest.counts.objects;
+  }
+  if (problems.length > 0)
+    throw new VaultError(
+      [
+        `snapshot ${manifest.id} fails fsck's plain check, so nothing was written (the target and the vault's runs/ are as they were):`,
+        ...problems.slice(0, SHOWN).map((line) => `  - ${line}`),
+        ...(problems.length > SHOWN ? [`  - ... and ${problems.length - SHOWN} more`] : []),
+        nextForDamaged(manifest.id),
+      ].join('\n'),
+    );
+  return `snapshot held in the vault, its references resolving (${objects} objects)`;
+}
 
 /** What a problem in the target comes from, found by looking at the vault object it was copied from. */
 type Blame = 'missing in the vault' | 'corrupt in the vault' | 'in the target';
@@ -132,10 +172,12 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       }
       const failure = failures.get(record.targetKey);
       const blame = await blameOf(deps.vault, record, digest, failure?.message);
+      const copy =
+        failure === undefined ? 'the copy went wrong' : `the copy failed with ${failure.code}`;
       const detail =
         blame === 'in the target'
-          ? `${found} in the target (the vault's copy at vault key ${record.targetKey} is sound: the copy went wrong; re-run the restore into this bucket with --allow-non-empty)`
-          : `(vault key ${record.targetKey})${failure === undefined ? '' : `: the copy failed with ${failure.code}`}`;
+          ? `(${found}; the vault's copy at vault key ${record.targetKey} is sound: ${copy}; re-run the restore into this bucket with --allow-non-empty)`
+          : `(vault key ${record.targetKey})${failure === undefined ? '' : `: ${copy}`}`;
       lines.push(
         `${blame === 'in the target' ? 'corrupt or missing in the target' : blame}: ${what} ${detail}${who}`,
       );
@@ -150,7 +192,7 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       [
         `snapshot ${state.snapshotId} could not be proven in s3://${state.target.bucket}/${state.target.prefix}, so the registry was not switched:`,
         ...[...lines, ...more, ...other.slice(0, 5)].map((line) => `  - ${line}`),
-        `Next: run \`regvault fsck --deep --snapshot ${state.snapshotId}\` to see every damaged object of the snapshot, or restore an older snapshot (\`regvault snapshots list\`).`,
+        nextForDamaged(state.snapshotId),
       ].join('\n'),
     );
   }

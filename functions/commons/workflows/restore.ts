@@ -1,6 +1,7 @@
 /**
  * The restore workflow's steps (state-machines/restore.asl.json): validate and
- * resolve the snapshot, preflight the target, (copy inventory parts: the
+ * resolve the snapshot, check everything before writing anything (cluster,
+ * target, snapshot) and write the run's job, (copy inventory parts: the
  * workers, blobs before links), (prove the target: prove.ts), switch the
  * registry, poll the rollout and verify; the failure path is in rollback.ts.
  */
@@ -10,6 +11,7 @@ import {
   HeadBucketCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
@@ -22,11 +24,18 @@ import {
 } from '../registry/profile.ts';
 import { describeRolloutFailure, judgeRollout } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
-import { catalogSchema, SNAPSHOT_ID, SNAPSHOT_ID_EXAMPLE, vaultKeys } from '../vault/format.ts';
-import { registryBeforeKey, saveJob } from '../vault/runs.ts';
+import {
+  catalogSchema,
+  SNAPSHOT_ID,
+  SNAPSHOT_ID_EXAMPLE,
+  type SnapshotManifest,
+  vaultKeys,
+} from '../vault/format.ts';
+import { type RestorePart, registryBeforeKey, saveJob } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
+import { proveSnapshotHeld } from './prove.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -102,7 +111,11 @@ export interface RestoreState {
   readonly linkPartIds: readonly string[];
 }
 
-/** Step 1: validate the input, resolve the snapshot (complete only), write the run's job. */
+/**
+ * Step 1: validate the input and resolve the snapshot (complete only). It
+ * writes nothing: the run's job is written by the preflight, once every check
+ * has passed.
+ */
 export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<RestoreState> {
   const input = parseInput(restoreInputSchema, raw, 'restore input');
   if (input.switchRegistry && deps.registry() === undefined) {
@@ -116,7 +129,6 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
       `switchRegistry: snapshot ${manifest.id} is a plain bucket, not a registry; set switchRegistry to false`,
     ]);
   }
-  const runId = `restore-${manifest.id}-${randomBytes(3).toString('hex')}`;
   const target: Location = {
     ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
     region: input.target.region,
@@ -128,24 +140,9 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
         ? Access.Vault
         : Access.registrySecret(input.target.secretName),
   };
-  const parts = manifest.inventory.parts.map((part, partIndex) => ({
-    id: `p${String(partIndex).padStart(5, '0')}`,
-    partIndex,
-    kind: part.kind,
-  }));
-  await saveJob(deps.vault, {
-    purpose: 'restore',
-    runId,
-    snapshotId: manifest.id,
-    source: { ...deps.vault.location, access: Access.Vault },
-    target,
-    sourcePrefix: manifest.source.prefix,
-    targetMayHoldObjects: input.allowNonEmptyTarget,
-    concurrency: input.concurrency,
-    parts,
-  });
+  const parts = restorePartsOf(manifest);
   return {
-    runId,
+    runId: `restore-${manifest.id}-${randomBytes(3).toString('hex')}`,
     snapshotId: manifest.id,
     target,
     ...(input.target.secretName === undefined ? {} : { secretName: input.target.secretName }),
@@ -166,12 +163,76 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
   };
 }
 
-/** Step 2: the target bucket exists, can be written, and is empty (unless allowed). Nothing is left behind. */
+/** The copy job's parts: one per inventory part of the snapshot, named by its index. */
+function restorePartsOf(manifest: SnapshotManifest): RestorePart[] {
+  return manifest.inventory.parts.map((part, partIndex) => ({
+    id: `p${String(partIndex).padStart(5, '0')}`,
+    partIndex,
+    kind: part.kind,
+  }));
+}
+
+export interface PreflightOutput {
+  readonly ok: true;
+  /** What was checked, in order, each in a few words. */
+  readonly checked: readonly string[];
+}
+
+/**
+ * Step 2: every check a restore makes before it writes anything, cheapest
+ * first, then the run's job (the restore's first write, the copy workers'
+ * orders). The cluster answers, the registry's resource and the target's
+ * Secret are found; the target bucket exists and is empty (unless allowed);
+ * the snapshot is complete and passes fsck's plain check (every object held
+ * at its size in the vault, every reference resolving); the target can be
+ * written (one empty probe object, deleted at once). A wrong kube context, a
+ * missing Secret, a non-empty target or a damaged snapshot therefore leaves
+ * the target bucket and the vault's runs/ as they were.
+ */
 export async function preflightRestore(
   state: RestoreState,
   deps: WorkflowDeps,
-): Promise<{ ok: true; checked: string[] }> {
+): Promise<PreflightOutput> {
+  const checked = [...(await checkCluster(state, deps))];
   const client = await deps.s3(state.target);
+  checked.push(...(await checkTargetEmpty(state, client)));
+  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
+  checked.push(await proveSnapshotHeld(deps.vault, manifest));
+  checked.push(await checkTargetWritable(state, client));
+  await saveJob(deps.vault, {
+    purpose: 'restore',
+    runId: state.runId,
+    snapshotId: manifest.id,
+    source: { ...deps.vault.location, access: Access.Vault },
+    target: state.target,
+    sourcePrefix: manifest.source.prefix,
+    targetMayHoldObjects: state.allowNonEmptyTarget,
+    concurrency: state.concurrency,
+    parts: restorePartsOf(manifest),
+  });
+  return { ok: true, checked };
+}
+
+/**
+ * The cluster, when the restore needs it: the registry's resource (to switch
+ * it) and the Secret the target's keys come from. The Secret is read through
+ * `deps.s3`, so its keys are cached for the steps after.
+ */
+async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<string[]> {
+  const checked: string[] = [];
+  if (state.switchRegistry) {
+    const found = await deps.profile().discover();
+    checked.push(`registry resource ${found.resourceName} (on s3://${found.storage.bucket})`);
+  }
+  if (state.secretName !== undefined) {
+    await deps.s3(state.target);
+    checked.push(`Secret ${state.secretName}`);
+  }
+  return checked;
+}
+
+/** The target bucket exists and, unless allowed, holds nothing under the target prefix. */
+async function checkTargetEmpty(state: RestoreState, client: S3Client): Promise<string[]> {
   const where = `s3://${state.target.bucket}/${state.target.prefix}`;
   try {
     await client.send(new HeadBucketCommand({ Bucket: state.target.bucket }));
@@ -180,6 +241,25 @@ export async function preflightRestore(
       `target.bucket: ${messageOf(err)}; create the bucket first (the restore never creates buckets) or fix target.endpoint/region/secretName`,
     ]);
   }
+  if (state.allowNonEmptyTarget) return ['target exists', 'target may hold objects'];
+  const listed = await client.send(
+    new ListObjectsV2Command({
+      Bucket: state.target.bucket,
+      Prefix: state.target.prefix,
+      MaxKeys: 1,
+    }),
+  );
+  const found = listed.Contents?.[0]?.Key;
+  if (found !== undefined) {
+    throw new InputError(`the restore target ${where} is not empty`, [
+      `target.bucket: it holds objects (e.g. ${found}); restore into an empty bucket, or set allowNonEmptyTarget to true to overwrite`,
+    ]);
+  }
+  return ['target exists', 'target empty'];
+}
+
+/** The keys can write the target: one empty probe object, deleted at once. */
+async function checkTargetWritable(state: RestoreState, client: S3Client): Promise<string> {
   const probe = `${state.target.prefix}.regvault-preflight-${state.runId}`;
   try {
     await client.send(
@@ -187,29 +267,12 @@ export async function preflightRestore(
     );
     await client.send(new DeleteObjectCommand({ Bucket: state.target.bucket, Key: probe }));
   } catch (err) {
-    throw new InputError(`the restore target ${where} cannot be written`, [
-      `target.secretName: the keys cannot write the bucket (${messageOf(err)})`,
-    ]);
-  }
-  if (!state.allowNonEmptyTarget) {
-    const listed = await client.send(
-      new ListObjectsV2Command({
-        Bucket: state.target.bucket,
-        Prefix: state.target.prefix,
-        MaxKeys: 2,
-      }),
+    throw new InputError(
+      `the restore target s3://${state.target.bucket}/${state.target.prefix} cannot be written`,
+      [`target.secretName: the keys cannot write the bucket (${messageOf(err)})`],
     );
-    const found = (listed.Contents ?? []).map((c) => c.Key ?? '').filter((key) => key !== probe);
-    if (found.length > 0) {
-      throw new InputError(`the restore target ${where} is not empty`, [
-        `target.bucket: it holds objects (e.g. ${found[0]}); restore into an empty bucket, or set allowNonEmptyTarget to true to overwrite`,
-      ]);
-    }
   }
-  return {
-    ok: true,
-    checked: ['exists', 'writable', state.allowNonEmptyTarget ? 'may hold objects' : 'empty'],
-  };
+  return 'target writable';
 }
 
 export interface SwitchOutput {

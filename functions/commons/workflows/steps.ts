@@ -122,7 +122,7 @@ export const STEPS = {
   }),
   preflight: step({
     workflow: 'restore',
-    states: ['PreflightTargetBucket'],
+    states: ['CheckClusterTargetAndSnapshot'],
     event: withRestoreState,
     run: (event, deps) => preflightRestore(event.state, deps),
   }),
