@@ -18,7 +18,7 @@ import { DeleteObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Context } from 'aws-lambda';
 import { parse, stringify } from 'yaml';
-import { sqsEventSchema } from '../../functions/commons/aws/runtime.ts';
+import { awsDeps, readConfig, sqsEventSchema } from '../../functions/commons/aws/runtime.ts';
 import { localContext, stepHandler } from '../../functions/commons/aws/step-handler.ts';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
 import { InputError } from '../../functions/commons/errors.ts';
@@ -545,5 +545,23 @@ describe('every Lambda handler parses its event before acting', () => {
         expect(causes).toEqual([expect.stringContaining(`failed on ${row.says} 5 times`)]);
       },
     );
+  });
+
+  describe("the functions' configuration", () => {
+    it('refuses a misspelt profile setting, which would leave the default namespace in use', async () => {
+      // Prepare
+      const config = readConfig({
+        VAULT_BUCKET: 'vault',
+        AWS_REGION: 'us-east-1',
+        PROFILE_SETTINGS: JSON.stringify({ namespce: 'registry-system' }),
+      });
+
+      // Act
+      const refusal = await refusalOf(() => awsDeps(config));
+
+      // Assess
+      expect(refusal).toBeInstanceOf(InputError);
+      expect(String(refusal)).toMatch(/namespce/);
+    });
   });
 });

@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 
-export const acpSettingsSchema = z.object({
+/** Strict: a misspelt setting (`namespce`) would otherwise be dropped and its default used. */
+export const acpSettingsSchema = z.strictObject({
   group: z.string().default('cluster.alauda.io'),
   version: z.string().default('v1alpha1'),
   plural: z.string().default('moduleinfos'),
