@@ -1,8 +1,8 @@
 /**
  * Copy progress: objects and bytes done (of the total when it is known), rate
  * and ETA. A bar on a terminal (cli-progress), plain lines every second
- * otherwise, and `progress` JSON lines with --json, written by a one-second
- * ticker from the latest totals.
+ * otherwise, and `progress` JSON lines with --json, written every 0.9 s
+ * from the latest totals.
  */
 import { SingleBar } from 'cli-progress';
 import { emptyTotals, type Totals } from '../functions/commons/copy/model.ts';
@@ -63,12 +63,16 @@ function shownTotal(t: Totals, total: ProgressTotal | undefined): ProgressTotal 
   return { ...total, objects: Math.max(total.objects, t.listed, done(t)) };
 }
 
-/** How often progress lines go out while a copy runs, whether or not a shard reported since. */
-const TICK_MS = 1_000;
+/**
+ * How often progress lines go out while a copy runs, whether or not a shard
+ * reported since: under a second, so a busy event loop's timer lag still
+ * leaves no gap over one (1.04 s was measured with a one-second interval).
+ */
+const TICK_MS = 900;
 
 /**
  * Progress for one copy phase; the total may come with the options or later
- * through `setTotal`. Updates only record the latest totals; a one-second
+ * through `setTotal`. Updates only record the latest totals; a 0.9-second
  * ticker writes them, so lines keep coming while shards are between pages.
  */
 export function createProgress(options: ProgressOptions): Progress {

@@ -22,7 +22,7 @@ describe('copy progress as JSON lines', () => {
     jest.useRealTimers();
   });
 
-  it('writes a line every second from the latest totals, also when no shard reported since', () => {
+  it('writes a line at least once a second from the latest totals, also when no shard reported since', () => {
     const progress = progressOf();
     progress.update(totals(1_000, 0));
     jest.advanceTimersByTime(400);
