@@ -76,7 +76,8 @@ export function benchResults(run: {
     concurrency: run.concurrency,
     workflow,
     workflowFloorRatio: pairedRatio(workflow.rounds, workflow.floorRounds),
-    workflowRcloneRatio: median(workflow.rounds) / peers.rclone,
+    // rclone ran in the same rounds as the workflow: the paired ratio, as for the floor.
+    workflowRcloneRatio: pairedRatio(workflow.rounds, workflow.rcloneRounds),
     workflowAwsRatio: median(workflow.rounds) / peers.aws,
     floorSeconds: engine.floorSeconds,
     floorRounds: engine.floorRuns,
@@ -136,7 +137,7 @@ export async function writeReport(path: string, r: BenchResults): Promise<void> 
     '',
     '| run | seconds | ratio |',
     '| --- | --- | --- |',
-    `| (w) **regvault backup through the CLI and the workflow** (spawn to exit) | ${f(median(w.rounds), 2)} | **${f(r.workflowFloorRatio)} of floor** (median of the rounds' ratios; rounds: ${w.rounds.map((v) => f(v, 2)).join(', ')}; their floors: ${w.floorRounds.map((v) => f(v, 2)).join(', ')}), ${f(r.workflowRcloneRatio)} of rclone, ${f(r.workflowAwsRatio)} of aws s3 sync; ${f(w.requestsPerObjectFull, 4)} req/object full ${JSON.stringify(w.requestsFull)}, ${f(w.requestsPerObjectUnchanged, 4)} unchanged (${f(w.unchangedSeconds, 2)} s) ${JSON.stringify(w.requestsUnchanged)}; CLI start ${f(w.cliStartupMs, 0)} ms; progress every ${f(w.progressMaxGapSeconds, 2)} s at most (${w.progressLines} lines) |`,
+    `| (w) **regvault backup through the CLI and the workflow** (spawn to exit) | ${f(median(w.rounds), 2)} | **${f(r.workflowFloorRatio)} of floor** (median of the rounds' ratios; rounds: ${w.rounds.map((v) => f(v, 2)).join(', ')}; their floors: ${w.floorRounds.map((v) => f(v, 2)).join(', ')}), ${f(r.workflowRcloneRatio)} of rclone (median of the rounds' ratios; its rounds: ${w.rcloneRounds.map((v) => f(v, 2)).join(', ')}), ${f(r.workflowAwsRatio)} of aws s3 sync; ${f(w.requestsPerObjectFull, 4)} req/object full ${JSON.stringify(w.requestsFull)}, ${f(w.requestsPerObjectUnchanged, 4)} unchanged (${f(w.unchangedSeconds, 2)} s) ${JSON.stringify(w.requestsUnchanged)}; CLI start ${f(w.cliStartupMs, 0)} ms; progress every ${f(w.progressMaxGapSeconds, 2)} s at most (${w.progressLines} lines) |`,
     `| (a) floor: pre-listed CopyObject, regvault's copy path | ${f(r.floorSeconds, 2)} | 1 (rounds: ${r.floorRounds.map((v) => f(v, 2)).join(', ')}) |`,
     `| (a') the same copies through the SDK's S3Client.send | ${f(r.floorSdkSeconds, 2)} | ${f(r.floorSdkSeconds / r.floorSeconds)} of floor |`,
     `| (b) regvault full copy | ${f(r.regvaultSeconds, 2)} | ${f(r.floorRatio)} of floor, the median of the rounds' ratios ${roundRatios(

@@ -98,11 +98,23 @@ export async function workflowRuns(
     concurrency: ctx.concurrency,
     rounds,
     runFloor,
+    runRclone: async () => {
+      await ctx.client.send(new CreateBucketCommand({ Bucket: 'wf-rclone' }));
+      const seconds = await rcloneSync(
+        ctx.server,
+        ctx.server,
+        ctx.source,
+        'wf-rclone',
+        ctx.concurrency,
+      );
+      await dropBucket(ctx.client, 'wf-rclone');
+      return seconds;
+    },
     inTurn,
     log: ctx.log,
   });
   ctx.log(
-    `(w) regvault backup through the CLI and the workflow: ${median(workflow.rounds).toFixed(2)} s (median of ${rounds}), ${pairedRatio(workflow.rounds, workflow.floorRounds).toFixed(3)} of the floor; ${workflow.requestsPerObjectFull.toFixed(4)} req/object, unchanged ${workflow.requestsPerObjectUnchanged.toFixed(4)}; CLI start ${workflow.cliStartupMs.toFixed(0)} ms; progress every ${workflow.progressMaxGapSeconds.toFixed(2)} s at most`,
+    `(w) regvault backup through the CLI and the workflow: ${median(workflow.rounds).toFixed(2)} s (median of ${rounds}), ${pairedRatio(workflow.rounds, workflow.floorRounds).toFixed(3)} of the floor, ${pairedRatio(workflow.rounds, workflow.rcloneRounds).toFixed(3)} of rclone; ${workflow.requestsPerObjectFull.toFixed(4)} req/object, unchanged ${workflow.requestsPerObjectUnchanged.toFixed(4)}; CLI start ${workflow.cliStartupMs.toFixed(0)} ms; progress every ${workflow.progressMaxGapSeconds.toFixed(2)} s at most`,
   );
   return workflow;
 }

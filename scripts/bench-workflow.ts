@@ -21,6 +21,8 @@ export interface WorkflowBench {
   readonly rounds: number[];
   /** The floor's copy time in the same rounds. */
   readonly floorRounds: number[];
+  /** rclone sync's time in the same rounds (a fresh target each time). */
+  readonly rcloneRounds: number[];
   readonly requestsPerObjectFull: number;
   readonly requestsFull: Record<string, number>;
   readonly requestsPerObjectUnchanged: number;
@@ -42,6 +44,8 @@ export interface WorkflowBenchOptions {
   readonly rounds: number;
   /** Runs the floor once on a fresh target and returns its copy time. */
   readonly runFloor: () => Promise<number>;
+  /** Runs rclone sync once into a fresh target and returns its time. */
+  readonly runRclone: () => Promise<number>;
   /** Alternates the two peers of a round (the bench's `inTurn`). */
   readonly inTurn: (
     round: number,
@@ -148,6 +152,7 @@ export async function benchWorkflow(options: WorkflowBenchOptions): Promise<Work
   await buildCli();
   const rounds: number[] = [];
   const floorRounds: number[] = [];
+  const rcloneRounds: number[] = [];
   const gapsByRound: number[] = [];
   let progressLines = 0;
   let requestsFull: Record<string, number> = {};
@@ -165,16 +170,16 @@ export async function benchWorkflow(options: WorkflowBenchOptions): Promise<Work
       });
       return seconds;
     };
-    const [floor, workflow] = await options.inTurn(
-      round,
-      options.rounds,
-      options.runFloor,
-      runWorkflow,
-    );
+    const pair = () => options.inTurn(round, options.rounds, options.runFloor, runWorkflow);
+    // rclone runs in the same round, before the pair in odd rounds and after it in even ones.
+    let rclone = round % 2 === 1 ? await options.runRclone() : 0;
+    const [floor, workflow] = await pair();
+    if (round % 2 === 0) rclone = await options.runRclone();
     floorRounds.push(floor);
     rounds.push(workflow);
+    rcloneRounds.push(rclone);
     options.log(
-      `round ${round}: floor ${floor.toFixed(2)} s, regvault backup (CLI, workflow) ${workflow.toFixed(2)} s, ratio ${(workflow / floor).toFixed(3)}`,
+      `round ${round}: floor ${floor.toFixed(2)} s, regvault backup (CLI, workflow) ${workflow.toFixed(2)} s, rclone ${rclone.toFixed(2)} s; ratios ${(workflow / floor).toFixed(3)} of the floor, ${(workflow / rclone).toFixed(3)} of rclone`,
     );
   }
   let unchangedSeconds = 0;
@@ -184,6 +189,7 @@ export async function benchWorkflow(options: WorkflowBenchOptions): Promise<Work
   return {
     rounds,
     floorRounds,
+    rcloneRounds,
     requestsPerObjectFull: total(requestsFull) / options.objects,
     requestsFull,
     requestsPerObjectUnchanged: total(requestsUnchanged) / options.objects,
