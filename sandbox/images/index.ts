@@ -197,6 +197,34 @@ async function policyFile(): Promise<string> {
   return path;
 }
 
+/**
+ * `skopeo copy --all` from `from` to `to` under a throwaway policy file; a
+ * failure says `what` went wrong in skopeo's own words, never the command line
+ * (execFile's message carries it, credentials included).
+ */
+async function skopeoCopy(
+  flags: readonly string[],
+  from: string,
+  to: string,
+  what: string,
+  then?: () => Promise<void>,
+): Promise<void> {
+  const policy = await policyFile();
+  try {
+    await run('skopeo', ['--policy', policy, 'copy', '--all', ...flags, from, to], {
+      timeout: 120_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    await then?.();
+  } catch (err) {
+    const stderr =
+      typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr) : String(err);
+    throw new Error(`skopeo could not ${what}: ${stderr.trim()}`);
+  } finally {
+    await rm(join(policy, '..'), { recursive: true, force: true });
+  }
+}
+
 /** Pushes `ref` from a layout to `host/repository:tag` with skopeo (all platforms of an index). */
 export async function pushImage(
   layout: OciLayout,
@@ -204,30 +232,15 @@ export async function pushImage(
   destination: string,
   options: PushOptions = {},
 ): Promise<void> {
-  const policy = await policyFile();
-  try {
-    await run(
-      'skopeo',
-      [
-        '--policy',
-        policy,
-        'copy',
-        '--all',
-        '--dest-tls-verify=false',
-        ...(options.credentials === undefined ? [] : ['--dest-creds', options.credentials]),
-        `oci:${layout.directory}:${ref}`,
-        `docker://${destination}`,
-      ],
-      { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
-    );
-  } catch (err) {
-    // execFile's message carries the full command line, credentials included: report only skopeo's own words.
-    const stderr =
-      typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr) : String(err);
-    throw new Error(`skopeo could not push ${ref} to ${destination}: ${stderr.trim()}`);
-  } finally {
-    await rm(join(policy, '..'), { recursive: true, force: true });
-  }
+  await skopeoCopy(
+    [
+      '--dest-tls-verify=false',
+      ...(options.credentials === undefined ? [] : ['--dest-creds', options.credentials]),
+    ],
+    `oci:${layout.directory}:${ref}`,
+    `docker://${destination}`,
+    `push ${ref} to ${destination}`,
+  );
 }
 
 /** Pulls `host/repository:tag` into a fresh OCI layout with skopeo and returns the digest skopeo saw. */
@@ -235,32 +248,22 @@ export async function pullImage(
   source: string,
   options: PushOptions = {},
 ): Promise<{ digest: string; directory: string }> {
-  const policy = await policyFile();
   const directory = await mkdtemp(join(tmpdir(), 'regvault-pull-'));
-  try {
-    await run(
-      'skopeo',
-      [
-        '--policy',
-        policy,
-        'copy',
-        '--all',
-        '--src-tls-verify=false',
-        ...(options.credentials === undefined ? [] : ['--src-creds', options.credentials]),
-        `docker://${source}`,
-        `oci:${directory}:pulled`,
-      ],
-      { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
-    );
-    const { stdout } = await run('skopeo', ['inspect', '--raw', `oci:${directory}:pulled`]);
-    return { digest: sha256(Buffer.from(stdout)), directory };
-  } catch (err) {
-    const stderr =
-      typeof err === 'object' && err !== null && 'stderr' in err ? String(err.stderr) : String(err);
-    throw new Error(`skopeo could not pull ${source}: ${stderr.trim()}`);
-  } finally {
-    await rm(join(policy, '..'), { recursive: true, force: true });
-  }
+  let digest = '';
+  await skopeoCopy(
+    [
+      '--src-tls-verify=false',
+      ...(options.credentials === undefined ? [] : ['--src-creds', options.credentials]),
+    ],
+    `docker://${source}`,
+    `oci:${directory}:pulled`,
+    `pull ${source}`,
+    async () => {
+      const { stdout } = await run('skopeo', ['inspect', '--raw', `oci:${directory}:pulled`]);
+      digest = sha256(Buffer.from(stdout));
+    },
+  );
+  return { digest, directory };
 }
 
 export interface PopulateOptions {
