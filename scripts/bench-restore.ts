@@ -13,7 +13,6 @@
  */
 import { execFile } from 'node:child_process';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally } from '../functions/commons/local/runner.ts';
 import { OciLayout, pushImage } from '../sandbox/images/index.ts';
 import { median } from './bench-stats.ts';
@@ -92,21 +91,7 @@ async function main(): Promise<void> {
     } finally {
       await layout.remove();
     }
-    const deps = createLocalDeps({
-      vault: {
-        location: {
-          endpoint: s3.endpoint,
-          region: s3.region,
-          bucket: 'vault',
-          prefix: '',
-          forcePathStyle: true,
-          access: 'vault',
-        },
-        credentials: s3.credentials,
-      },
-      kube: { path: cluster.kubeconfigPath },
-      registryUrl: cluster.registryUrl,
-    });
+    const deps = bed.deps('vault');
     process.stderr.write('backing up...\n');
     const backup = await runBackupLocally({}, { deps });
     deps.close();

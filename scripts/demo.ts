@@ -11,7 +11,6 @@
 import { DeleteBucketCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { loadKubeConfig } from '../functions/commons/cluster/kube.ts';
-import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
 import { acpProfile } from '../functions/commons/registry/acp.ts';
 import { listKeys } from '../functions/commons/vault/store.ts';
@@ -59,21 +58,7 @@ async function main(): Promise<number> {
       ),
   });
   const { s3, admin, cluster, host, images } = bed;
-  const deps = createLocalDeps({
-    vault: {
-      location: {
-        endpoint: s3.endpoint,
-        region: s3.region,
-        bucket: 'regvault-vault',
-        prefix: '',
-        forcePathStyle: true,
-        access: 'vault',
-      },
-      credentials: s3.credentials,
-    },
-    kube: { path: cluster.kubeconfigPath },
-    registryUrl: cluster.registryUrl,
-  });
+  const deps = bed.deps('regvault-vault');
   try {
     say(
       'backup',

@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { CreateBucketCommand, type S3Client } from '@aws-sdk/client-s3';
+import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { createS3Client } from '../functions/commons/s3/client.ts';
 import {
   type PopulatedRegistry,
@@ -89,6 +90,8 @@ export interface SandboxBed {
   readonly host: string;
   /** Every image pushed, over all of `options.images`. */
   readonly images: PopulatedRegistry;
+  /** Local workflow dependencies with the vault in `vaultBucket`, the fake cluster and its registry. */
+  deps(vaultBucket: string): ReturnType<typeof createLocalDeps>;
   /** Stops the cluster (and its registry processes) and the S3 server. */
   stop(): Promise<void>;
 }
@@ -130,7 +133,24 @@ export async function startSandboxBed(options: SandboxBedOptions): Promise<Sandb
       repositories.push(...pushed.repositories);
       for (const blob of pushed.blobs) blobs.add(blob);
     }
-    return { s3, admin, cluster, host, images: { repositories, blobs }, stop };
+    const { kubeconfigPath, registryUrl } = cluster;
+    const deps = (vaultBucket: string) =>
+      createLocalDeps({
+        vault: {
+          location: {
+            endpoint: s3.endpoint,
+            region: s3.region,
+            bucket: vaultBucket,
+            prefix: '',
+            forcePathStyle: true,
+            access: 'vault',
+          },
+          credentials: s3.credentials,
+        },
+        kube: { path: kubeconfigPath },
+        registryUrl,
+      });
+    return { s3, admin, cluster, host, images: { repositories, blobs }, deps, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -22,6 +22,7 @@ import {
   listAll,
   putObjects,
   readObject,
+  storageOn,
 } from '../support/s3.ts';
 
 /**
@@ -38,14 +39,7 @@ export async function registryOnS3(
 ): Promise<{ registry: RegistryHandle; images: PopulatedRegistry }> {
   await createBucket(client, bucket);
   const registry = await startRegistry({
-    storage: {
-      kind: 's3',
-      bucket,
-      endpoint: s3.endpoint,
-      region: s3.region,
-      accessKey: s3.credentials.accessKeyId,
-      secretKey: s3.credentials.secretAccessKey,
-    },
+    storage: { kind: 's3', ...storageOn(s3, bucket) },
   });
   try {
     const images = await populateRegistry(registry.host, {

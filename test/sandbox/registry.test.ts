@@ -6,7 +6,7 @@ import { portInUse } from '../../sandbox/process.ts';
 import { htpasswdLine, type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import { startTokenServer } from '../../sandbox/registry/token-server.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, listAll } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, storageOn } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
@@ -22,14 +22,7 @@ afterAll(async () => {
 });
 
 function s3Storage(bucket: string) {
-  return {
-    kind: 's3',
-    bucket,
-    endpoint: s3.endpoint,
-    region: s3.region,
-    accessKey: s3.credentials.accessKeyId,
-    secretKey: s3.credentials.secretAccessKey,
-  } as const;
+  return { kind: 's3', ...storageOn(s3, bucket) } as const;
 }
 
 describe('a sandbox registry on S3', () => {
