@@ -9,6 +9,9 @@ import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import { explainS3Error, rewordS3Error, type S3Call, type S3Role } from './explain.ts';
+
+export type { S3Role } from './explain.ts';
 
 /** Where a client connects. Credentials are passed separately and never serialised. */
 export interface Endpoint {
@@ -25,6 +28,32 @@ export interface ClientOptions {
   readonly maxAttempts?: number;
   /** Abandon a request after this long (a hung connection becomes a retryable timeout). */
   readonly requestTimeoutMs?: number;
+  /**
+   * What the client's location is and whose keys it signs with: when given,
+   * every failed call is explained in those terms (./explain.ts).
+   */
+  readonly role?: S3Role;
+}
+
+/** The role and endpoint of each client made with a role, for calls made around the SDK. */
+const explained = new WeakMap<S3Client, { readonly endpoint: Endpoint; readonly role: S3Role }>();
+
+/**
+ * How a failure of a call made around the SDK with `client`'s endpoint and
+ * keys (./fast-copy.ts) is put in words, keeping what it is; the failure as
+ * it is when the client was made without a role.
+ */
+export function rewordFor(
+  client: S3Client,
+): (err: unknown, call: Pick<S3Call, 'operation' | 'bucket' | 'key'>) => unknown {
+  const known = explained.get(client);
+  if (known === undefined) return (err) => err;
+  return (err, call) =>
+    rewordS3Error(
+      err,
+      { ...call, endpoint: known.endpoint.endpoint, region: known.endpoint.region },
+      known.role,
+    );
 }
 
 /** Creates an S3 client for `endpoint` with `credentials` resolved by the caller. */
@@ -35,7 +64,7 @@ export function createS3Client(
 ): S3Client {
   const maxSockets = options.maxSockets ?? 64;
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
-  return new S3Client({
+  const client = new S3Client({
     region: endpoint.region,
     ...(endpoint.endpoint === undefined ? {} : { endpoint: endpoint.endpoint }),
     forcePathStyle: endpoint.forcePathStyle,
@@ -51,4 +80,31 @@ export function createS3Client(
       throwOnRequestTimeout: true,
     }),
   });
+  const { role } = options;
+  if (role !== undefined) {
+    // Outermost (initialize, high priority): the SDK's retries are done when the error arrives here.
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        try {
+          return await next(args);
+        } catch (err) {
+          const input = args.input as { Bucket?: unknown; Key?: unknown };
+          throw explainS3Error(
+            err,
+            {
+              operation: (context.commandName ?? 'S3 call').replace(/Command$/, ''),
+              bucket: typeof input.Bucket === 'string' ? input.Bucket : undefined,
+              key: typeof input.Key === 'string' ? input.Key : undefined,
+              endpoint: endpoint.endpoint,
+              region: endpoint.region,
+            },
+            role,
+          );
+        }
+      },
+      { step: 'initialize', priority: 'high', name: 'regvaultExplainErrors' },
+    );
+    explained.set(client, { endpoint, role });
+  }
+  return client;
 }

@@ -24,6 +24,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, SourceData } from '@smithy/types';
+import { rewordFor } from './client.ts';
 
 const bytesOf = (data: SourceData): string | Uint8Array =>
   typeof data === 'string'
@@ -214,6 +215,8 @@ export function createFastCopier(
     uriEscapePath: false,
     applyChecksum: false,
   });
+  // What is thrown after the retries says where and whose keys, as the SDK's calls do; its code stays.
+  const reword = rewordFor(client);
   const pathStyle = where.forcePathStyle || where.endpoint !== undefined;
   const basePath = base.pathname.replace(/\/$/, '');
 
@@ -282,7 +285,7 @@ export function createFastCopier(
   };
 
   /** One call with the SDK's standard retry behaviour; returns the 200 answer. */
-  const call = async (
+  const retried = async (
     spec: Call,
   ): Promise<{ body: Buffer; etag: string | undefined; contentType: string | undefined }> => {
     let lastError: S3CallError | undefined;
@@ -337,6 +340,16 @@ export function createFastCopier(
       new S3CallError('Unknown', `${spec.operation} failed`, undefined, maxAttempts, false)
     );
   };
+
+  /** A call as `retried` makes it, its last failure in words (where, whose keys, what to do). */
+  const call = (spec: Call) =>
+    retried(spec).catch((err: unknown) => {
+      throw reword(err, {
+        operation: spec.operation,
+        bucket: spec.bucket,
+        ...(spec.key === '' ? {} : { key: spec.key }),
+      });
+    });
 
   return {
     async copyObject(input) {

@@ -11,7 +11,7 @@ import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts
 import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
-import { createS3Client } from '../s3/client.ts';
+import { createS3Client, type S3Role } from '../s3/client.ts';
 import type { Vault } from '../vault/store.ts';
 
 export { type StepLogger, silentLogger } from '../log.ts';
@@ -67,8 +67,16 @@ export function registrySecretOf(access: string): string | undefined {
  * Everything else (key lookup, same-access detection, client reuse) is one code.
  */
 export interface DepsConfig {
-  /** The vault; no credentials means the SDK's own chain (the Lambda role, a profile). */
-  readonly vault: { readonly location: Location; readonly credentials?: StorageKeys };
+  /**
+   * The vault; no credentials means the SDK's own chain (the Lambda role, a
+   * profile). `role` names its settings and keys in failures; by default they
+   * are the deployment's.
+   */
+  readonly vault: {
+    readonly location: Location;
+    readonly credentials?: StorageKeys;
+    readonly role?: S3Role;
+  };
   /** Kubeconfig for the registry's cluster; without it only plain-bucket backups run. */
   readonly kube?: { readonly path?: string; readonly yaml?: string; readonly context?: string };
   /** How to give the cluster when a step needs it and `kube` is absent. */
@@ -160,8 +168,26 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     }
     return keys;
   };
+  const vaultRole: S3Role = config.vault.role ?? {
+    what: 'the vault',
+    keys: "the vault's keys (the function's role)",
+    fixKeys: "grant the function's role access to the vault bucket",
+  };
+  // Read again, not parsed: bad profile settings are refused where the profile is made.
+  const namespace = acpSettingsSchema.safeParse(config.profileSettings ?? {}).data?.namespace;
+  /** Whose keys sign a location's requests, for failures: the vault's, or a Secret's. */
+  const roleOf = (access: string): S3Role => {
+    const secretName = registrySecretOf(access);
+    return secretName === undefined
+      ? { keys: vaultRole.keys, fixKeys: vaultRole.fixKeys }
+      : {
+          keys: `the keys in Secret ${namespace ?? '?'}/${secretName}`,
+          fixKeys: `put keys this S3 accepts into Secret ${namespace ?? '?'}/${secretName} (access-key-id and secret-access-key), or name another Secret`,
+        };
+  };
   const vaultClient = createS3Client(config.vault.location, config.vault.credentials, {
     maxSockets,
+    role: vaultRole,
   });
   const deps: WorkflowDeps & { close(): void } = {
     vault: { location: config.vault.location, client: vaultClient },
@@ -169,7 +195,10 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       const id = `${location.endpoint ?? 'aws'}|${location.region}|${location.access}`;
       let client = clients.get(id);
       if (client === undefined) {
-        client = createS3Client(location, await keysFor(location.access), { maxSockets });
+        client = createS3Client(location, await keysFor(location.access), {
+          maxSockets,
+          role: roleOf(location.access),
+        });
         clients.set(id, client);
       }
       return client;
