@@ -6,7 +6,7 @@
  * would allow them, what was not found.
  */
 import { ApiException, KubeConfig } from '@kubernetes/client-node';
-import { ClusterError, messageOf } from '../errors.ts';
+import { ClusterError, InputError, messageOf } from '../errors.ts';
 
 export interface KubeconfigSource {
   /** Path of a kubeconfig file; defaults to $KUBECONFIG (resolved by the caller) or ~/.kube/config. */
@@ -30,9 +30,22 @@ function kubeconfigProblem(err: unknown): string {
     : 'it is not a valid kubeconfig (its text is not repeated here because it holds credentials)';
 }
 
-/** Loads a kubeconfig and selects the context. */
+/** Which kubeconfig was read, for messages. */
+function kubeconfigSubject(source: KubeconfigSource): string {
+  if (source.yaml !== undefined) return 'the kubeconfig secret';
+  return source.path === undefined
+    ? 'the kubeconfigs KUBECONFIG lists'
+    : `the kubeconfig ${source.path}`;
+}
+
+/**
+ * Loads a kubeconfig and selects the context. A kubeconfig that cannot be
+ * read, or has no such context, is bad input: it names the file or context
+ * and what to give instead.
+ */
 export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
   const kc = new KubeConfig();
+  const subject = kubeconfigSubject(source);
   try {
     if (source.yaml !== undefined) kc.loadFromString(source.yaml);
     else if (source.path !== undefined) kc.loadFromFile(source.path);
@@ -41,27 +54,23 @@ export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
   } catch (err) {
     // A parser's message quotes the text around the problem, and a kubeconfig
     // holds tokens and keys: only a file system error code and the position go out.
-    throw new ClusterError(
-      `could not read the kubeconfig${source.path === undefined ? '' : ` at ${source.path}`}: ${kubeconfigProblem(err)}; pass --kubeconfig with a valid file`,
-    );
+    throw new InputError(`the kubeconfig cannot be used: ${kubeconfigProblem(err)}`, [
+      `${source.yaml === undefined ? '--kubeconfig' : subject}: give a valid kubeconfig instead of ${subject} (\`kubectl config view --minify --raw\` prints one that works)`,
+    ]);
   }
+  const contexts = kc.getContexts().map((c) => c.name);
   if (source.context !== undefined) {
-    if (!kc.getContexts().some((c) => c.name === source.context)) {
-      throw new ClusterError(
-        `the kubeconfig has no context "${source.context}"; it has: ${
-          kc
-            .getContexts()
-            .map((c) => c.name)
-            .join(', ') || 'none'
-        }`,
-      );
+    if (!contexts.includes(source.context)) {
+      throw new InputError(`the kubeconfig has no context "${source.context}"`, [
+        `--context: name one of its contexts (${contexts.join(', ') || 'it has none'}), or leave it out for its current context (read from ${subject})`,
+      ]);
     }
     kc.setCurrentContext(source.context);
   }
   if (kc.getCurrentCluster() === null) {
-    throw new ClusterError(
-      'the kubeconfig names no current cluster; pass --context or fix current-context',
-    );
+    throw new InputError('the kubeconfig names no current cluster', [
+      `--context: name one of its contexts (${contexts.join(', ') || 'it has none'}), or set current-context in ${subject}`,
+    ]);
   }
   return kc;
 }

@@ -14,7 +14,7 @@ import {
 } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
-import { ClusterError } from '../errors.ts';
+import { ClusterError, InputError } from '../errors.ts';
 import { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 import {
   type CapturedFile,
@@ -135,30 +135,42 @@ export function acpProfile(
     ...(name === undefined ? {} : { name }),
   });
 
-  const getModuleInfo = (name: string) =>
-    kubeCall(server, mi('get', name), () =>
-      custom.getClusterCustomObject({ group, version, plural, name }),
-    ) as Promise<KubeObject>;
-
-  const findModuleInfo = async (): Promise<KubeObject> => {
-    if (settings.moduleInfoName !== undefined) return getModuleInfo(settings.moduleInfoName);
+  const listModuleInfos = async (labelSelector?: string): Promise<KubeObject[]> => {
     const list = (await kubeCall(server, mi('list'), () =>
       custom.listClusterCustomObject({
         group,
         version,
         plural,
-        labelSelector: settings.labelSelector,
+        ...(labelSelector === undefined ? {} : { labelSelector }),
       }),
     )) as { items?: KubeObject[] };
-    const items = list.items ?? [];
+    return list.items ?? [];
+  };
+  const namesOf = (items: readonly KubeObject[]) =>
+    items.length === 0 ? 'none' : items.map((i) => i.metadata?.name ?? '?').join(', ');
+
+  /** The ModuleInfo the settings name; one that does not exist is bad input, naming those that do. */
+  const getModuleInfo = async (name: string): Promise<KubeObject> => {
+    try {
+      return (await kubeCall(server, mi('get', name), () =>
+        custom.getClusterCustomObject({ group, version, plural, name }),
+      )) as KubeObject;
+    } catch (err) {
+      if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
+      const labelled = await listModuleInfos(settings.labelSelector);
+      throw new InputError(`there is no ModuleInfo "${name}" at ${server}`, [
+        `--module-info: name the registry's ModuleInfo (labelled ${settings.labelSelector}: ${namesOf(labelled)}), or leave it out to find it by that label; check --context if this is not the registry's cluster`,
+      ]);
+    }
+  };
+
+  const findModuleInfo = async (): Promise<KubeObject> => {
+    if (settings.moduleInfoName !== undefined) return getModuleInfo(settings.moduleInfoName);
+    const items = await listModuleInfos(settings.labelSelector);
     if (items.length === 1 && items[0] !== undefined) return items[0];
     if (items.length === 0) {
-      const all = (await kubeCall(server, mi('list'), () =>
-        custom.listClusterCustomObject({ group, version, plural }),
-      )) as { items?: KubeObject[] };
-      const names = (all.items ?? []).map((i) => i.metadata?.name ?? '?');
       throw new ClusterError(
-        `no ModuleInfo is labelled ${settings.labelSelector}; ModuleInfos found: ${names.length === 0 ? 'none' : names.join(', ')}. Is the registry plugin installed? Name one with --module-info NAME.`,
+        `no ModuleInfo is labelled ${settings.labelSelector}; ModuleInfos found: ${namesOf(await listModuleInfos())} (at ${server}). Is the registry plugin installed, and is this the registry's cluster (--context)? Name its ModuleInfo with --module-info NAME.`,
       );
     }
     const names = items.map((i) => i.metadata?.name ?? '?');
@@ -166,6 +178,20 @@ export function acpProfile(
       `${items.length} ModuleInfos are labelled ${settings.labelSelector} (${names.join(', ')}); name the registry's with --module-info NAME`,
     );
   };
+
+  /** The storage Secret; one that does not exist is bad input, with how to create it or find another. */
+  const readSecret = (secretName: string) =>
+    kubeCall(
+      server,
+      { verb: 'get', resource: 'secrets', group: '', namespace, name: secretName },
+      () => core.readNamespacedSecret({ name: secretName, namespace }),
+    ).catch((err: unknown) => {
+      // The name came from the user (--target-secret) or the ModuleInfo: either way a fix, not a retry.
+      if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
+      throw new InputError(`Secret ${namespace}/${secretName} does not exist at ${server}`, [
+        `Secret ${namespace}/${secretName}: create it in namespace ${namespace} with the bucket's keys (kubectl -n ${namespace} create secret generic ${secretName} --from-literal=access-key-id=... --from-literal=secret-access-key=...), or name an existing one (kubectl -n ${namespace} get secrets)`,
+      ]);
+    });
 
   const listPods = async () => {
     const pods = await kubeCall(
@@ -190,11 +216,7 @@ export function acpProfile(
     },
 
     async readStorageKeys(secretName: string): Promise<StorageKeys> {
-      const secret = await kubeCall(
-        server,
-        { verb: 'get', resource: 'secrets', group: '', namespace, name: secretName },
-        () => core.readNamespacedSecret({ name: secretName, namespace }),
-      );
+      const secret = await readSecret(secretName);
       const data = secret.data ?? {};
       const decode = (key: string | undefined) =>
         key === undefined
@@ -206,7 +228,7 @@ export function acpProfile(
       const secretKey = SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
       if (accessKey === undefined || secretKey === undefined) {
         throw new ClusterError(
-          `Secret ${namespace}/${secretName} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected ${ACCESS_KEY_NAMES[0]} and ${SECRET_KEY_NAMES[0]} (or accessKey/secretKey)`,
+          `Secret ${namespace}/${secretName} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected ${ACCESS_KEY_NAMES[0]} and ${SECRET_KEY_NAMES[0]} (or accessKey/secretKey): add them (kubectl -n ${namespace} edit secret ${secretName}), or name another Secret`,
         );
       }
       return { accessKeyId: decode(accessKey) ?? '', secretAccessKey: decode(secretKey) ?? '' };
@@ -220,11 +242,7 @@ export function acpProfile(
       ];
       if (includeSecret) {
         const secretName = storageOf(name, object).secretName;
-        const secret = await kubeCall(
-          server,
-          { verb: 'get', resource: 'secrets', group: '', namespace, name: secretName },
-          () => core.readNamespacedSecret({ name: secretName, namespace }),
-        );
+        const secret = await readSecret(secretName);
         files.push({
           name: `secret-${secretName}.yaml`,
           yaml: stringify(

@@ -9,7 +9,7 @@
  * Hand-written on fetch: the npm registry clients either pull in a container
  * runtime's worth of dependencies or do not support the token flow.
  */
-import { ClusterError } from '../errors.ts';
+import { ClusterError, messageOf } from '../errors.ts';
 
 export type RegistryCredentials =
   | { readonly kind: 'anonymous' }
@@ -50,6 +50,19 @@ export function nextLink(header: string | null): string | undefined {
   return match?.[1];
 }
 
+/** Where the registry's login is set, in both the CLI's and the deployment's terms. */
+const LOGIN_SETTINGS =
+  'CLI: --registry-username with REGVAULT_REGISTRY_PASSWORD or registryPassword in the config file; AWS: the registryCredentialsSecretArn stack setting';
+
+/** Why a request failed to connect: fetch says only `fetch failed`, and keeps the reason (ECONNREFUSED) on its cause. */
+function networkReason(err: unknown): string | undefined {
+  const field = (value: unknown, name: string): unknown =>
+    typeof value === 'object' && value !== null ? Reflect.get(value, name) : undefined;
+  const cause = field(err, 'cause');
+  const reason = field(cause, 'code') ?? field(err, 'code') ?? field(cause, 'message');
+  return typeof reason === 'string' ? reason : undefined;
+}
+
 /** The registry's own words about a failed request (its `errors` body), briefly. */
 export async function errorDetail(response: Response): Promise<string> {
   try {
@@ -85,6 +98,27 @@ export class RegistryHttp {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.#credentials = credentials;
     this.timeoutMs = timeoutMs;
+  }
+
+  /** Who the requests go as, for messages: never the password. */
+  #who(): string {
+    return this.#credentials.kind === 'basic'
+      ? `user "${this.#credentials.username}"`
+      : 'no credentials (anonymous)';
+  }
+
+  /**
+   * What a 401 or 403 answer means and what to change, naming the URL and
+   * the user; undefined for any other status.
+   */
+  refusal(method: string, url: string, status: number): string | undefined {
+    if (status === 401)
+      return this.#credentials.kind === 'basic'
+        ? `the registry refused ${this.#who()} on ${method} ${url} (HTTP 401): the username or password is wrong; configure a user that may pull (${LOGIN_SETTINGS})`
+        : `the registry asks for a login on ${method} ${url} (HTTP 401), and regvault has ${this.#who()}; configure a user that may pull (${LOGIN_SETTINGS})`;
+    if (status === 403)
+      return `the registry denied ${this.#who()} on ${method} ${url} (HTTP 403): grant that user pull (and push, for the push test), or configure another user (${LOGIN_SETTINGS})`;
+    return undefined;
   }
 
   #basicHeader(): string | undefined {
@@ -157,19 +191,18 @@ export class RegistryHttp {
       const basic = this.#basicHeader();
       if (basic === undefined) {
         throw new RegistryApiError(
-          `${url} needs basic auth; give the registry username and password`,
+          this.refusal(init.method ?? 'GET', url, 401) ?? `${url} needs basic auth`,
           401,
         );
       }
       return send(basic);
     } catch (err) {
       if (err instanceof RegistryApiError) throw err;
+      const reason = networkReason(err);
       throw new RegistryApiError(
-        `could not reach the registry at ${url}: ${err instanceof Error ? err.message : String(err)}`,
+        `could not reach the registry at ${url}: ${messageOf(err)}${reason === undefined ? '' : ` (${reason})`}; check the registry URL (CLI: --registry-url; AWS: the registryUrl stack setting) and that the registry answers there`,
         undefined,
-        {
-          cause: err,
-        },
+        { cause: err },
       );
     }
   }
@@ -178,8 +211,9 @@ export class RegistryHttp {
   async getOk(path: string, init: RequestInit & { scope?: string } = {}): Promise<Response> {
     const response = await this.request(path, init);
     if (!response.ok) {
+      const refused = this.refusal('GET', `${this.baseUrl}${path}`, response.status);
       throw new RegistryApiError(
-        `GET ${path} answered HTTP ${response.status}${await errorDetail(response)}`,
+        refused ?? `GET ${path} answered HTTP ${response.status}${await errorDetail(response)}`,
         response.status,
       );
     }

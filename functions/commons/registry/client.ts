@@ -26,6 +26,22 @@ export class RegistryClient extends RegistryHttp {
     return response.status === 200;
   }
 
+  /**
+   * `GET /v2/` answers 200 with these credentials; else a RegistryApiError
+   * saying why (unreachable, a refused login, not a registry) and what to change.
+   */
+  async checkAccess(): Promise<void> {
+    const url = `${this.baseUrl}/v2/`;
+    const response = await this.request('/v2/');
+    await response.body?.cancel();
+    if (response.status === 200) return;
+    throw new RegistryApiError(
+      this.refusal('GET', url, response.status) ??
+        `GET ${url} answered HTTP ${response.status}, not 200: is ${this.baseUrl} the registry's URL, and is the registry healthy?`,
+      response.status,
+    );
+  }
+
   /** Every page of a paged list (`Link` pagination), each page's items picked by `items`. */
   async #pages<T>(
     first: string,
@@ -70,7 +86,11 @@ export class RegistryClient extends RegistryHttp {
     if (response.status === 404) return undefined;
     if (!response.ok)
       throw new RegistryApiError(
-        `HEAD manifest ${repository}:${reference} answered HTTP ${response.status}`,
+        this.refusal(
+          'HEAD',
+          `${this.baseUrl}/v2/${repository}/manifests/${reference}`,
+          response.status,
+        ) ?? `HEAD manifest ${repository}:${reference} answered HTTP ${response.status}`,
         response.status,
       );
     return response.headers.get('docker-content-digest') ?? undefined;

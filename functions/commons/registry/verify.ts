@@ -134,16 +134,39 @@ export interface VerifyReport {
   readonly problems: string[];
 }
 
-/** `GET /v2/` answers 200; a problem line when it does not. */
+/** `GET /v2/` answers 200; a problem line saying why and what to change when it does not. */
 async function checkPing(client: RegistryClient, problems: string[]): Promise<boolean> {
   try {
-    const ping = await client.ping();
-    if (!ping) problems.push(`GET ${client.baseUrl}/v2/ did not answer 200`);
-    return ping;
+    await client.checkAccess();
+    return true;
   } catch (err) {
     problems.push(messageOf(err));
     return false;
   }
+}
+
+/**
+ * The report of a registry that does not answer `GET /v2/`: every later
+ * request would fail the same way, so the one problem says why, once.
+ */
+function unansweredReport(expected: ExpectedRegistry, problems: string[]): VerifyReport {
+  return {
+    ok: false,
+    ping: false,
+    catalog: { expected: expected.repositories.length, found: 0, missing: [], unexpected: [] },
+    tags: { checked: 0, missing: [], unexpected: [] },
+    repositories: expected.repositories.map((r) => ({
+      name: r.name,
+      tags: Object.keys(r.tags).length,
+      matched: 0,
+      missing: 0,
+      mismatched: 0,
+    })),
+    manifests: { checked: 0, matched: 0, mismatched: [], fetched: 0, unreadable: [] },
+    blobs: { checked: 0, served: 0, missing: [], hashedBytes: 0 },
+    pulls: [],
+    problems,
+  };
 }
 
 /** The catalog against the snapshot's repositories (the push test's scratch repository is expected). */
@@ -192,6 +215,7 @@ export async function verifyRegistry(
 ): Promise<VerifyReport> {
   const problems: string[] = [];
   const ping = await checkPing(client, problems);
+  if (!ping) return unansweredReport(expected, problems);
   const catalog = await checkCatalog(client, expected, options.pushTestRepository, problems);
 
   const totalTags = expected.repositories.reduce((n, r) => n + Object.keys(r.tags).length, 0);
