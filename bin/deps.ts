@@ -6,11 +6,16 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { z } from 'zod';
 import type { Location } from '../functions/commons/copy/model.ts';
-import { InputError } from '../functions/commons/errors.ts';
+import { InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
-import type { StepProgress } from '../functions/commons/workflows/deps.ts';
-import type { Settings } from './settings.ts';
+import { RegistryApiError } from '../functions/commons/registry/client-http.ts';
+import type { S3Role } from '../functions/commons/s3/client.ts';
+import type { StepProgress, WorkflowDeps } from '../functions/commons/workflows/deps.ts';
+import { run } from './context.ts';
+import { bucketName, endpointUrl, type Settings, settingLabel } from './settings.ts';
+import { cliHalf } from './workflow-flags.ts';
 
 /** Where the registry cluster's kubeconfig comes from, found the way kubectl finds it. */
 export type KubeconfigChoice =
@@ -71,17 +76,45 @@ function vaultLocation(settings: Settings): Location {
 }
 
 /**
+ * The flags that name an S3 location a command takes: `--from` names
+ * `--from-endpoint` and `--from-region`, `--source` the `--source-bucket`
+ * and its `--source-endpoint` and `--source-region`.
+ */
+export interface LocationFlags {
+  readonly bucket: string;
+  readonly endpoint: string;
+  readonly region: string;
+}
+
+const locationSchema = z.object({
+  bucket: bucketName,
+  endpoint: endpointUrl.optional(),
+  region: z.string().min(1, 'a region, e.g. us-east-1'),
+});
+
+/**
  * An S3 location the commands reach with the vault's keys; its endpoint and
- * region default to the vault's.
+ * region default to the vault's. Bad values are bad input, each naming its flag.
  */
 export function s3Location(
   settings: Settings,
   where: { bucket: string; prefix: string; endpoint?: unknown; region?: unknown },
+  flags: LocationFlags,
 ): Location {
   const endpoint = typeof where.endpoint === 'string' ? where.endpoint : settings.vaultEndpoint;
+  const region = typeof where.region === 'string' ? where.region : settings.vaultRegion;
+  const parsed = locationSchema.safeParse({ bucket: where.bucket, endpoint, region });
+  if (!parsed.success)
+    throw new InputError(
+      'the S3 location is not valid',
+      parsed.error.issues.map((issue) => {
+        const key = String(issue.path[0]) as keyof LocationFlags;
+        return `${flags[key]}: ${issue.message}`;
+      }),
+    );
   return {
     ...(endpoint === undefined ? {} : { endpoint }),
-    region: typeof where.region === 'string' ? where.region : settings.vaultRegion,
+    region,
     bucket: where.bucket,
     prefix: where.prefix,
     forcePathStyle: endpoint !== undefined,
@@ -98,6 +131,28 @@ function envKeys(prefix = 'AWS'): { accessKeyId: string; secretAccessKey: string
     : undefined;
 }
 
+/**
+ * The vault in the user's terms, for S3 failures: the settings that name it
+ * (with where each came from) and where its keys come from.
+ */
+function vaultRole(keys: boolean): S3Role {
+  const label = (key: 'vaultBucket' | 'vaultEndpoint' | 'vaultRegion') =>
+    settingLabel(key, run.origins[key]);
+  return {
+    what: 'the vault',
+    settings: {
+      bucket: label('vaultBucket'),
+      endpoint: label('vaultEndpoint'),
+      region: label('vaultRegion'),
+    },
+    keys: keys
+      ? "the vault's keys (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+      : "the vault's keys (the AWS SDK's chain: AWS_PROFILE, ~/.aws, an instance role)",
+    fixKeys:
+      'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to keys this S3 accepts',
+  };
+}
+
 /** The local workflow dependencies a command runs with. */
 export function depsFor(
   settings: Settings,
@@ -112,6 +167,7 @@ export function depsFor(
     vault: {
       location: vaultLocation(settings),
       ...(keys === undefined ? {} : { credentials: keys }),
+      role: vaultRole(keys !== undefined),
     },
     ...(kubeconfig === undefined
       ? {}
@@ -137,4 +193,25 @@ export function depsFor(
         }),
     concurrency: settings.concurrency,
   });
+}
+
+/**
+ * Before anything runs, the registry answers `GET /v2/` with the login the
+ * settings give: a refused login is bad input naming the settings to fix, a
+ * registry that does not answer a failure saying where it was looked for.
+ */
+export async function registryAnswers(deps: Pick<WorkflowDeps, 'registry'>): Promise<void> {
+  const registry = deps.registry();
+  if (registry === undefined) return;
+  try {
+    await registry.checkAccess();
+  } catch (err) {
+    if (!(err instanceof RegistryApiError)) throw err;
+    const text = cliHalf(messageOf(err));
+    if (err.status === 401 || err.status === 403)
+      throw new InputError(`the registry at ${registry.baseUrl} refused regvault's login`, [
+        `${settingLabel('registryUsername', run.origins.registryUsername)}: ${text}`,
+      ]);
+    throw new RegistryApiError(text, err.status, { cause: err });
+  }
 }

@@ -1,8 +1,23 @@
-/** The commands' own flag values that are not numbers (see numbersOf in ./settings.ts). */
+/**
+ * The commands' own flag values that are not numbers (see numbersOf in
+ * ./settings.ts), and the snapshot a flag names, found before anything runs.
+ */
 import { z } from 'zod';
 import { InputError } from '../functions/commons/errors.ts';
-import { SNAPSHOT_ID, SNAPSHOT_ID_EXAMPLE } from '../functions/commons/vault/format.ts';
-import { bucketName } from './settings.ts';
+import {
+  SNAPSHOT_ID,
+  SNAPSHOT_ID_EXAMPLE,
+  type SnapshotManifest,
+} from '../functions/commons/vault/format.ts';
+import {
+  listSnapshotIds,
+  listSnapshots,
+  readManifest,
+  rootOf,
+  type Vault,
+} from '../functions/commons/vault/store.ts';
+import { run } from './context.ts';
+import { bucketName, settingLabel } from './settings.ts';
 
 /** `--pull-sample`: a count of images, or `all`. */
 export function pullSampleOf(value: unknown): number | 'all' {
@@ -40,4 +55,48 @@ export function checkSnapshotId(id: string, subject: string, latest = true): str
   throw new InputError(`${id} is not a snapshot id`, [
     `${subject}: expected an id such as ${SNAPSHOT_ID_EXAMPLE}${latest ? ', or latest' : ''}; run \`regvault snapshots list\` for the ids`,
   ]);
+}
+
+/** `--vault-bucket (from ...) and --vault-prefix (...)`: where the user points at a vault. */
+function vaultSettings(): string {
+  return `${settingLabel('vaultBucket', run.origins.vaultBucket)} and ${settingLabel('vaultPrefix', run.origins.vaultPrefix)}`;
+}
+
+/**
+ * The snapshot `id` names in the vault (`latest`: the newest complete one),
+ * or bad input naming `subject` and what to name instead: an id the vault
+ * does not hold, or (with `complete`) a snapshot that is not complete.
+ */
+export async function snapshotNamed(
+  vault: Vault,
+  id: string,
+  subject: string,
+  complete = true,
+): Promise<SnapshotManifest> {
+  const where = `s3://${vault.location.bucket}/${rootOf(vault)}`;
+  const list = '`regvault snapshots list` shows each one with its status';
+  if (id === 'latest') {
+    const all = await listSnapshots(vault);
+    const latest = all.filter((m) => m.status === 'complete').at(-1);
+    if (latest !== undefined) return latest;
+    throw new InputError(`the vault ${where} holds no complete snapshot`, [
+      all.length === 0
+        ? `${subject}: the vault holds no snapshots; run \`regvault backup\` first, or fix ${vaultSettings()} if the vault is elsewhere`
+        : `${subject}: its ${all.length} snapshots are ${[...new Set(all.map((m) => m.status))].join(' or ')}; run \`regvault backup\` until one completes (${list})`,
+    ]);
+  }
+  const manifest = await readManifest(vault, id);
+  if (manifest === undefined) {
+    const known = await listSnapshotIds(vault);
+    throw new InputError(`snapshot ${id} is not in the vault ${where}`, [
+      known.length === 0
+        ? `${subject}: the vault holds no snapshots; fix ${vaultSettings()} if the vault is elsewhere, or run \`regvault backup\` first`
+        : `${subject}: name one the vault holds (the newest: ${known.slice(-3).join(', ')}; ${list}), or latest`,
+    ]);
+  }
+  if (complete && manifest.status !== 'complete')
+    throw new InputError(`snapshot ${id} is ${manifest.status}, not complete`, [
+      `${subject}: name a complete snapshot, or latest for the newest (${list})`,
+    ]);
+  return manifest;
 }

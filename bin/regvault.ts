@@ -7,7 +7,7 @@
  * config file (--config, YAML or JSON with the same names in camelCase); all
  * are validated by one schema before anything runs.
  *
- * Exit codes (./outcome.ts): 0 success, 1 failed, 2 bad input, 3 partial (the
+ * Exit codes (./outcome.ts): 0 success, 1 failed, 2 bad input or usage, 3 partial (the
  * run finished but some objects failed), 4 a restore rolled back.
  */
 import { createRequire } from 'node:module';
@@ -33,13 +33,18 @@ const COMMANDS = {
   copy: async () => (await import('./commands/copy.ts')).copyCommand,
 } as const satisfies Record<string, () => Promise<(program: Command) => void>>;
 
+/** What to do about a usage error (an unknown command or flag, a missing value): commander says which. */
+const USAGE_HINT = 'run `regvault --help`, or the command with --help, for what it takes';
+
 /** The program with the commands `argv` can reach: the one it names, else all (for help). */
 export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command()
     .name('regvault')
     .description('back up and recover a container registry whose data lives in S3')
     .version(REGVAULT_VERSION)
-    .exitOverride();
+    .exitOverride()
+    // Commands inherit it: each usage error ends with what to do.
+    .showHelpAfterError(`(${USAGE_HINT})`);
   const named = argv.find((arg) => !arg.startsWith('-'));
   const onlyVersion =
     named === undefined && argv.some((arg) => arg === '--version' || arg === '-V');
@@ -81,7 +86,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     // Judged by the error's name: every error regvault names carries its exit code.
     const name = err instanceof Error ? err.name : undefined;
     const code = err instanceof CommanderError ? ExitCode.BadInput : exitCodeOf(name);
-    const hint = hintOf(name);
+    const hint = err instanceof CommanderError ? USAGE_HINT : hintOf(name);
     if (!(err instanceof CommanderError)) process.stderr.write(`regvault: ${messageOf(err)}\n`);
     if (run.json && !run.resultWritten)
       process.stdout.write(

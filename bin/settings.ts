@@ -5,7 +5,7 @@
  * it came from, so a message names what the user actually typed.
  */
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
+import { type Document, isMap, isScalar, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
 
@@ -15,7 +15,8 @@ export const bucketName = z
     /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
     'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
   );
-const endpoint = z.url({
+/** An S3 endpoint URL. */
+export const endpointUrl = z.url({
   protocol: /^https?$/,
   message: 'an http(s) URL such as https://s3.example.com',
 });
@@ -25,7 +26,7 @@ export const settingsSchema = z
   .object({
     vaultBucket: bucketName,
     vaultRegion: z.string().min(1, 'the vault bucket region, e.g. us-east-1'),
-    vaultEndpoint: endpoint.optional(),
+    vaultEndpoint: endpointUrl.optional(),
     vaultPrefix: z.string().default(''),
     /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
     vaultContentMd5: z
@@ -68,8 +69,14 @@ export function flagName(key: string): string {
 export type SettingOrigin =
   | { readonly from: 'flag' }
   | { readonly from: 'env'; readonly name: string }
-  | { readonly from: 'file'; readonly path: string };
+  | { readonly from: 'file'; readonly path: string; readonly line?: number };
 export type SettingOrigins = Readonly<Partial<Record<SettingKey, SettingOrigin>>>;
+
+/**
+ * Settings no flag sets: a password typed on the command line stays in shell
+ * history and process listings.
+ */
+const WITHOUT_FLAG: ReadonlySet<SettingKey> = new Set(['registryPassword']);
 
 /**
  * How a message names a setting: the flag, with the environment variable or
@@ -78,13 +85,21 @@ export type SettingOrigins = Readonly<Partial<Record<SettingKey, SettingOrigin>>
  */
 export function settingLabel(key: SettingKey, origin: SettingOrigin | undefined): string {
   const flag = flagName(key);
+  if (WITHOUT_FLAG.has(key)) {
+    const env = ENV[key] ?? key;
+    return origin?.from === 'file'
+      ? `${key} (in ${origin.path}${origin.line === undefined ? '' : `, line ${origin.line}`})`
+      : origin?.from === 'env'
+        ? env
+        : `${env} (or ${key} in the config file)`;
+  }
   switch (origin?.from) {
     case 'flag':
       return flag;
     case 'env':
       return `${flag} (from ${origin.name})`;
     case 'file':
-      return `${flag} (from ${key} in ${origin.path})`;
+      return `${flag} (from ${key} in ${origin.path}${origin.line === undefined ? '' : `, line ${origin.line}`})`;
     default: {
       const env = ENV[key];
       return `${flag} (or ${env === undefined ? '' : `${env} / `}${key} in the config file)`;
@@ -132,34 +147,90 @@ export interface ResolvedSettings {
   readonly origins: SettingOrigins;
 }
 
+/** What each YAML error code means, in words that quote nothing of the file. */
+const YAML_PROBLEMS: Readonly<Record<string, string>> = {
+  BAD_INDENT: 'the indentation is wrong, or a bracket is not closed',
+  BLOCK_AS_IMPLICIT_KEY: 'a value runs on into the next line: is that line indented too far?',
+  MULTILINE_IMPLICIT_KEY: 'a value runs on into the next line: is that line indented too far?',
+  DUPLICATE_KEY: 'a setting is given twice',
+  MISSING_CHAR: 'a closing quote or bracket is missing',
+  TAB_AS_INDENT: 'a tab indents the line; YAML indents with spaces',
+  UNEXPECTED_TOKEN: 'there is text YAML does not expect here',
+  BAD_DQ_ESCAPE: 'a double-quoted value has a bad escape; single-quote values with backslashes',
+  MULTIPLE_DOCS: 'the file holds more than one YAML document',
+};
+
+/** A config file's top-level keys with their line numbers. */
+function keyLines(
+  doc: Document,
+  lines: LineCounter,
+): Array<{ key: string; at: number; line: number }> {
+  if (!isMap(doc.contents)) return [];
+  return doc.contents.items.flatMap(({ key }) => {
+    if (!isScalar(key) || typeof key.value !== 'string' || !key.range) return [];
+    const at = key.range[0];
+    return [{ key: key.value, at, line: lines.linePos(at).line }];
+  });
+}
+
+/**
+ * Reads a config file: its settings and the line of each. A syntax error
+ * names its line and the setting it is in, and never quotes the file, which
+ * may hold the registry password (YAML's own messages show the text around
+ * the error).
+ */
+async function readConfigFile(
+  path: string,
+): Promise<{ values: Record<string, unknown>; lines: ReadonlyMap<string, number> }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new InputError('the config file cannot be read', [
+      `--config: ${path}: ${messageOf(err)}`,
+    ]);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const keys = keyLines(doc, lines);
+  if (doc.errors.length > 0) {
+    const found = doc.errors.map((error) => {
+      const { line, col } = lines.linePos(error.pos[0]);
+      const within = keys.filter((k) => k.at <= error.pos[0]).at(-1);
+      const setting = within === undefined ? '' : ` (in ${within.key}, from line ${within.line})`;
+      return `--config: ${path} line ${line}, column ${col}${setting}: ${YAML_PROBLEMS[error.code] ?? `YAML error ${error.code}`}`;
+    });
+    throw new InputError(
+      'the config file is not valid YAML; its text is not repeated here, since it may hold the registry password',
+      [...new Set(found)],
+    );
+  }
+  const parsed: unknown = doc.toJS();
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new InputError('the config file is not valid', [
+      `--config: ${path} must hold a mapping of settings such as vaultBucket: my-vault`,
+    ]);
+  }
+  return {
+    values: parsed as Record<string, unknown>,
+    lines: new Map(keys.map(({ key, line }) => [key, line])),
+  };
+}
+
 /** Merges the config file, the environment and the flags (in rising priority) and validates them. */
 export async function resolveSettings(
   flags: Record<string, unknown>,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<ResolvedSettings> {
-  let fromFile: Record<string, unknown> = {};
   const configPath = typeof flags['config'] === 'string' ? flags['config'] : env['REGVAULT_CONFIG'];
-  if (configPath !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(configPath, 'utf8');
-    } catch (err) {
-      throw new InputError('the config file cannot be read', [
-        `--config: ${configPath}: ${messageOf(err)}`,
-      ]);
-    }
-    const parsed: unknown = parseYaml(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new InputError('the config file is not valid', [
-        `--config: ${configPath} must hold a mapping of settings such as vaultBucket: my-vault`,
-      ]);
-    }
-    fromFile = parsed as Record<string, unknown>;
-  }
+  const file = configPath === undefined ? undefined : await readConfigFile(configPath);
+  const fromFile = file?.values ?? {};
   const origins: Partial<Record<SettingKey, SettingOrigin>> = {};
-  for (const key of Object.keys(fromFile))
+  for (const key of Object.keys(fromFile)) {
+    const line = file?.lines.get(key);
     if (isSettingKey(key) && configPath !== undefined)
-      origins[key] = { from: 'file', path: configPath };
+      origins[key] = { from: 'file', path: configPath, ...(line === undefined ? {} : { line }) };
+  }
   const fromEnv: Record<string, unknown> = {};
   for (const [key, name] of Object.entries(ENV)) {
     const value = env[name];
@@ -179,9 +250,10 @@ export async function resolveSettings(
       'the settings are not valid',
       parsed.error.issues.flatMap((issue) => {
         if (issue.code === 'unrecognized_keys') {
-          return issue.keys.map(
-            (key) => `${key} in the config file (unknown setting): remove it or fix its spelling`,
-          );
+          return issue.keys.map((key) => {
+            const line = file?.lines.get(key);
+            return `${key} in the config file${line === undefined ? '' : ` (line ${line})`} (unknown setting): remove it or fix its spelling`;
+          });
         }
         const key = String(issue.path[0] ?? '');
         const where = isSettingKey(key)

@@ -51,6 +51,16 @@ export const BACKUP_FIELDS: Readonly<Record<string, FieldSource>> = {
   ttlDays: { flag: '--ttl-days' },
 };
 
+/**
+ * Advice written for both the CLI and the deployment (`(CLI: --x; AWS: the
+ * y stack setting)`) with the CLI's half only.
+ */
+export function cliHalf(text: string): string {
+  return text
+    .replace(/configure it \(CLI: ([^;)]+); AWS: [^)]*\)/g, 'pass $1')
+    .replace(/ \(CLI: ([^;)]+); AWS: [^)]*\)/g, ' ($1)');
+}
+
 /** Speaks of workflow input fields in the CLI's terms. */
 export class FlagNames {
   readonly #fields: Readonly<Record<string, FieldSource>>;
@@ -112,9 +122,7 @@ export class FlagNames {
       },
     );
     return (
-      held
-        // The AWS half of advice written for both.
-        .replace(/configure it \(CLI: ([^;)]+); AWS: [^)]*\)/g, 'pass $1')
+      cliHalf(held)
         .replace(new RegExp(`\\bset ${field} to (true|false)\\b`, 'g'), (whole, path, value) =>
           this.#choice(whole, path, value === 'true', 'pass', 'leave out'),
         )

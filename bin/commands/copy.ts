@@ -36,16 +36,16 @@ export function copyCommand(program: Command): void {
       const to = parseS3Url(String(flags['to']), '--to');
       const deps = depsFor(settings);
       try {
-        const source = s3Location(settings, {
-          ...from,
-          endpoint: flags['fromEndpoint'],
-          region: flags['fromRegion'],
-        });
-        const target = s3Location(settings, {
-          ...to,
-          endpoint: flags['toEndpoint'],
-          region: flags['toRegion'],
-        });
+        const source = s3Location(
+          settings,
+          { ...from, endpoint: flags['fromEndpoint'], region: flags['fromRegion'] },
+          { bucket: '--from', endpoint: '--from-endpoint', region: '--from-region' },
+        );
+        const target = s3Location(
+          settings,
+          { ...to, endpoint: flags['toEndpoint'], region: flags['toRegion'] },
+          { bucket: '--to', endpoint: '--to-endpoint', region: '--to-region' },
+        );
         const [sourceClient, targetClient] = await Promise.all([deps.s3(source), deps.s3(target)]);
         const [registry, targetState] = await Promise.all([
           looksLikeRegistry(sourceClient, source),

@@ -8,10 +8,9 @@ import {
   type RegistrySource,
 } from '../../functions/commons/registry/fsck-sources.ts';
 import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
-import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';
-import { checkSnapshotId } from '../flags.ts';
+import { checkSnapshotId, snapshotNamed } from '../flags.ts';
 import { ExitCode } from '../outcome.ts';
 import { numbersOf } from '../settings.ts';
 
@@ -41,12 +40,16 @@ export function fsckCommand(program: Command): void {
         let source: RegistrySource;
         let what: string;
         if (typeof flags['bucket'] === 'string') {
-          const location = s3Location(settings, {
-            bucket: flags['bucket'],
-            prefix: '',
-            endpoint: flags['bucketEndpoint'],
-            region: flags['bucketRegion'],
-          });
+          const location = s3Location(
+            settings,
+            {
+              bucket: flags['bucket'],
+              prefix: '',
+              endpoint: flags['bucketEndpoint'],
+              region: flags['bucketRegion'],
+            },
+            { bucket: '--bucket', endpoint: '--bucket-endpoint', region: '--bucket-region' },
+          );
           source = bucketSource(
             await deps.s3(location),
             location.bucket,
@@ -54,9 +57,10 @@ export function fsckCommand(program: Command): void {
           );
           what = `s3://${location.bucket}`;
         } else {
-          const manifest = await resolveSnapshot(
+          const manifest = await snapshotNamed(
             deps.vault,
             checkSnapshotId(String(flags['snapshot']), '--snapshot'),
+            '--snapshot',
           );
           source = snapshotSource(deps.vault, manifest);
           what = `snapshot ${manifest.id}`;

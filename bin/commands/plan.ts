@@ -28,12 +28,16 @@ export function planCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
-        const source = s3Location(settings, {
-          bucket: String(flags['sourceBucket']),
-          prefix: '',
-          endpoint: flags['sourceEndpoint'],
-          region: flags['sourceRegion'],
-        });
+        const source = s3Location(
+          settings,
+          {
+            bucket: String(flags['sourceBucket']),
+            prefix: '',
+            endpoint: flags['sourceEndpoint'],
+            region: flags['sourceRegion'],
+          },
+          { bucket: '--source-bucket', endpoint: '--source-endpoint', region: '--source-region' },
+        );
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);
         const options = { targetObjectsPerShard: numbers.shardObjects ?? 20_000 };

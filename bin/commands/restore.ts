@@ -4,11 +4,10 @@
 import type { Command } from 'commander';
 import { InputError } from '../../functions/commons/errors.ts';
 import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
-import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import { restoreInputSchema } from '../../functions/commons/workflows/restore.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
-import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
-import { pullSampleOf } from '../flags.ts';
+import { depsFor, findKubeconfig, registryAnswers, requireCluster } from '../deps.ts';
+import { pullSampleOf, snapshotNamed } from '../flags.ts';
 import { restoreOutcome, workflowExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
 import { numbersOf } from '../settings.ts';
@@ -84,17 +83,19 @@ export function restoreCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings, kubeconfig, stepProgressReporter({ json: settings.json }));
       try {
-        // The manifest gives the progress its total; the workflow restores the very snapshot
-        // it resolved. When it cannot be resolved here, the workflow says why.
-        const manifest = await resolveSnapshot(deps.vault, input.snapshot).catch(() => undefined);
-        const progress = out.progress(
-          'restore copy',
-          manifest === undefined
-            ? undefined
-            : { objects: manifest.counts.objects, bytes: manifest.bytes },
-        );
+        // A snapshot the vault does not hold (or not complete) is bad input, found before
+        // anything runs; the manifest gives the progress its total, and the workflow
+        // restores the very snapshot it names.
+        const manifest = await snapshotNamed(deps.vault, input.snapshot, '--snapshot');
+        // The registry is verified after the switch with this login: a wrong one would
+        // otherwise be found only then, after the whole copy, and rolled back.
+        if (input.switchRegistry) await registryAnswers(deps);
+        const progress = out.progress('restore copy', {
+          objects: manifest.counts.objects,
+          bytes: manifest.bytes,
+        });
         const result = await runRestoreLocally(
-          { ...input, snapshot: manifest?.id ?? input.snapshot },
+          { ...input, snapshot: manifest.id },
           {
             deps,
             waitMs: 2_000,

@@ -2,21 +2,16 @@
  * `regvault snapshots list|show|delete|prune`.
  */
 import type { Command } from 'commander';
-import { InputError } from '../../functions/commons/errors.ts';
 import { deleteSnapshot, prune } from '../../functions/commons/vault/prune.ts';
 import { describeGrace } from '../../functions/commons/vault/prune-report.ts';
 import {
   parseRetentionPolicy,
   type SnapshotVerdict,
 } from '../../functions/commons/vault/retention.ts';
-import {
-  listSnapshots,
-  readManifest,
-  resolveSnapshot,
-} from '../../functions/commons/vault/store.ts';
+import { listSnapshots } from '../../functions/commons/vault/store.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor } from '../deps.ts';
-import { checkSnapshotId } from '../flags.ts';
+import { checkSnapshotId, snapshotNamed } from '../flags.ts';
 import { ExitCode } from '../outcome.ts';
 import { numbersOf } from '../settings.ts';
 
@@ -62,14 +57,7 @@ export function snapshotsCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
-        const manifest =
-          id === 'latest'
-            ? await resolveSnapshot(deps.vault, id)
-            : await readManifest(deps.vault, id);
-        if (manifest === undefined)
-          throw new InputError(`no snapshot ${id}`, [
-            `<id>: run \`regvault snapshots list\` for the ids`,
-          ]);
+        const manifest = await snapshotNamed(deps.vault, id, '<id>', false);
         out.result({ manifest }, JSON.stringify(manifest, null, 2));
       } finally {
         deps.close();
@@ -87,11 +75,7 @@ export function snapshotsCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
-        const manifest = await readManifest(deps.vault, id);
-        if (manifest === undefined)
-          throw new InputError(`no snapshot ${id}`, [
-            `<id>: run \`regvault snapshots list\` for the ids`,
-          ]);
+        const manifest = await snapshotNamed(deps.vault, id, '<id>', false);
         // Its own objects/ stay for the next prune's sweep: later snapshots may point into them.
         const deleted = await deleteSnapshot(deps.vault, manifest);
         out.result(

@@ -3,14 +3,14 @@
  */
 import type { Command } from 'commander';
 import { InputError } from '../../functions/commons/errors.ts';
-import { resolveSnapshot } from '../../functions/commons/vault/store.ts';
 import { verifyRestore } from '../../functions/commons/workflows/restore.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
-import { depsFor } from '../deps.ts';
-import { checkSnapshotId, pullSampleOf } from '../flags.ts';
+import { depsFor, registryAnswers } from '../deps.ts';
+import { checkSnapshotId, pullSampleOf, snapshotNamed } from '../flags.ts';
 import { ExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
 import { settingLabel } from '../settings.ts';
+import { cliHalf } from '../workflow-flags.ts';
 
 /** Adds the command to the program. */
 export function verifyCommand(program: Command): void {
@@ -38,8 +38,13 @@ export function verifyCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings, undefined, stepProgressReporter({ json: settings.json }));
       try {
-        const manifest = await resolveSnapshot(deps.vault, snapshot);
-        const report = await verifyRestore({ snapshotId: manifest.id, pullSample, pushTest }, deps);
+        const manifest = await snapshotNamed(deps.vault, snapshot, '--snapshot');
+        await registryAnswers(deps);
+        const verified = await verifyRestore(
+          { snapshotId: manifest.id, pullSample, pushTest },
+          deps,
+        );
+        const report = { ...verified, problems: verified.problems.map(cliHalf) };
         run.exitCode = report.ok ? ExitCode.Ok : ExitCode.Failed;
         // A push that fails is one of the problems, so a verification that passed pushed.
         out.result(

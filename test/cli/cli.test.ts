@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
-import { typeScriptCommand } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { type CliRun, jsonLines, runRegvault } from '../support/cli.ts';
 import {
   clientFor,
   copyAllObjects,
@@ -18,41 +16,16 @@ import {
   readObject,
 } from '../support/s3.ts';
 
-const cli = fileURLToPath(new URL('../../bin/regvault.ts', import.meta.url));
 let s3: S3ServerHandle;
 let client: S3Client;
 let cluster: FakeCluster;
 let env: NodeJS.ProcessEnv;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function regvault(args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const { command, args: prefix } = typeScriptCommand(cli);
-  return new Promise((resolve) => {
-    execFile(
-      command,
-      [...prefix, ...args],
-      { env: { ...env, ...extraEnv }, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-const jsonLines = (text: string) =>
-  text
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
+const regvault = (args: readonly string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<CliRun> =>
+  runRegvault(args, { ...env, ...extraEnv });
 
 /** The id of the snapshot a `backup --json` run made. */
-function snapshotIdOf(run: Run): string {
+function snapshotIdOf(run: CliRun): string {
   const summary = jsonLines(run.stdout).at(-1)?.['snapshot'] as { snapshotId?: string } | undefined;
   return String(summary?.snapshotId);
 }
@@ -351,8 +324,10 @@ describe('the regvault CLI on the sandbox', () => {
     });
     // Assess
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain(`--vault-bucket (from vaultBucket in ${config}): a bucket name`);
-    expect(run.stderr).toContain('concurency in the config file (unknown setting)');
+    expect(run.stderr).toContain(
+      `--vault-bucket (from vaultBucket in ${config}, line 1): a bucket name`,
+    );
+    expect(run.stderr).toContain('concurency in the config file (line 3) (unknown setting)');
   });
   it.each([
     {
@@ -371,7 +346,7 @@ describe('the regvault CLI on the sandbox', () => {
       case: 'a snapshot that is not in the vault',
       args: ['snapshots', 'show', '20200101T000000.000Z-000000', '--json'],
       code: 2,
-      names: ['no snapshot 20200101T000000.000Z-000000'],
+      names: ['snapshot 20200101T000000.000Z-000000 is not in the vault'],
     },
   ])(
     'ends --json output with a failed result object for $case, the message on stderr',
