@@ -1,17 +1,11 @@
 /**
- * The SQS copy worker: each message copies part of a shard, hands the rest on
- * and reports to the waiting workflow. Records that fail for a reason that may
- * pass are returned as batch item failures for SQS to deliver again.
+ * The SQS copy worker: each message copies part of a shard and hands the rest
+ * on; a shard's last message writes its result, which the workflow counts.
+ * Records that fail for a reason that may pass are returned as batch item
+ * failures for SQS to deliver again.
  */
 import type { SQSBatchResponse } from 'aws-lambda';
-import {
-  lambda,
-  metrics,
-  runtime,
-  sqsEventSchema,
-  sqsSender,
-  stepFunctionsCallbacks,
-} from './commons/aws/runtime.ts';
+import { lambda, metrics, runtime, sqsEventSchema, sqsSender } from './commons/aws/runtime.ts';
 import { processShardRecords } from './commons/workflows/sqs-worker.ts';
 
 /** Time kept back from the function's timeout to write records and send the continuation. */
@@ -22,7 +16,6 @@ export const handler = lambda(
   async (records, deps, context): Promise<SQSBatchResponse> => {
     const { config } = await runtime();
     const result = await processShardRecords(records, deps, {
-      callbacks: stepFunctionsCallbacks,
       sender: sqsSender(config.COPY_QUEUE_URL),
       deadline: Date.now() + Math.max(10_000, context.getRemainingTimeInMillis() - SAFETY_MS),
     });

@@ -1,9 +1,9 @@
-/** Messages the copy workers gave up on: fail the waiting task with the reason. */
-import { lambda, metrics, sqsEventSchema, stepFunctionsCallbacks } from './commons/aws/runtime.ts';
+/** Messages the copy workers gave up on: each one's shard ends as aborted in the vault, with why. */
+import { lambda, metrics, sqsEventSchema } from './commons/aws/runtime.ts';
 import { failDeadLetters } from './commons/workflows/sqs-worker.ts';
 
-export const handler = lambda(sqsEventSchema, async (records) => {
-  const failed = await failDeadLetters(records, stepFunctionsCallbacks);
+export const handler = lambda(sqsEventSchema, async (records, deps) => {
+  const failed = await failDeadLetters(records, deps);
   metrics.addMetric('CopyShardsDeadLettered', 'Count', failed);
   return { failed };
 });

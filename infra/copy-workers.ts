@@ -1,22 +1,21 @@
 /**
- * The copy queue the workflows send shards to, its dead-letter queue, and how
- * the copy workers and the dead-letter function drain them and answer the
- * workflow tasks waiting on each message.
+ * The copy queue the workflows' enqueue step sends shards to, its dead-letter
+ * queue, and how the copy workers and the dead-letter function drain them.
+ * How many shards copy at once is decided here, by the event source's
+ * maximum concurrency (`copyWorkers`), not by the state machines.
  */
 import { Duration, type Stack } from 'aws-cdk-lib';
-import { Policy, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
-import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import { FUNCTIONS } from './function-specs.ts';
 import type { HouseFunction } from './house-function.ts';
 
-/** The functions that drain the queues, and the state machines whose tasks they answer. */
+/** The function that fills the queue, and the ones that drain it and its dead letters. */
 export interface CopyWorkersConnection {
+  readonly enqueue: HouseFunction;
   readonly worker: HouseFunction;
   readonly deadLetter: HouseFunction;
-  readonly stateMachines: readonly StateMachine[];
-  /** At most this many workers at once (`copyWorkers`). */
+  /** At most this many workers at once (`copyWorkers`, 2-1000: the event source's range). */
   readonly maxWorkers: number;
 }
 
@@ -28,12 +27,10 @@ export interface CopyWorkersConnection {
 export class CopyWorkers {
   readonly queue: Queue;
   readonly deadLetterQueue: Queue;
-  readonly #stack: Stack;
 
   constructor(stack: Stack) {
-    this.#stack = stack;
-    // SQS-managed encryption: the messages carry run and shard ids and a task
-    // token, no data or keys, and a CMK would add a KMS call to every copy
+    // SQS-managed encryption: the messages carry run and shard ids and a
+    // cursor, no data or keys, and a CMK would add a KMS call to every copy
     // message and a key policy the queue's users must be let into.
     this.deadLetterQueue = new Queue(stack, 'CopyDeadLetterQueue', {
       encryption: QueueEncryption.SQS_MANAGED,
@@ -52,8 +49,9 @@ export class CopyWorkers {
     });
   }
 
-  /** Feeds the copy messages to the workers and the dead letters to their function, both of which answer the waiting tasks. */
-  connect({ worker, deadLetter, stateMachines, maxWorkers }: CopyWorkersConnection): void {
+  /** Lets the enqueue step send, and feeds the copy messages to the workers and the dead letters to their function. */
+  connect({ enqueue, worker, deadLetter, maxWorkers }: CopyWorkersConnection): void {
+    this.queue.grantSendMessages(enqueue.function);
     worker.function.addEventSource(
       new SqsEventSource(this.queue, {
         batchSize: 1,
@@ -64,16 +62,5 @@ export class CopyWorkers {
     // Continuations: a worker hands the rest of its shard on as a new message.
     this.queue.grantSendMessages(worker.function);
     deadLetter.function.addEventSource(new SqsEventSource(this.deadLetterQueue, { batchSize: 10 }));
-    // A separate policy, not the roles' default one: the state machines already
-    // depend on the functions, and the functions on their default policies.
-    new Policy(this.#stack, 'CopyTaskCallbacks', {
-      roles: [worker.role, deadLetter.role],
-      statements: [
-        new PolicyStatement({
-          actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
-          resources: stateMachines.map((machine) => machine.stateMachineArn),
-        }),
-      ],
-    });
   }
 }

@@ -77,6 +77,15 @@ const FINALIZE = {
   roleBuckets: 'none',
 } as const satisfies FunctionSpec;
 
+/** The fan-out steps: the vault's run files only (the job, the results listed), no cluster. */
+const FAN_OUT = {
+  memorySize: 1024,
+  cluster: false,
+  registryApi: false,
+  vault: 'read',
+  roleBuckets: 'none',
+} as const;
+
 /**
  * One entry per Lambda function of the step table
  * (`functions/commons/workflows/steps.ts`: its steps and its other functions),
@@ -107,6 +116,19 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: 'write',
     roleBuckets: 'list',
+  },
+  // Reads the run's job and lists its results (a re-run sends only what has
+  // not ended), then sends one copy message per shard, ten to a request.
+  'enqueue-shards': {
+    ...FAN_OUT,
+    description: "Backup and restore: send one copy message per shard of the run's job",
+    timeout: Duration.minutes(5),
+  },
+  // Reads the run's job (once per container) and lists its results; the ASL gives it 120 s.
+  'count-shards': {
+    ...FAN_OUT,
+    description: "Backup and restore: count the run's shards that have ended",
+    timeout: Duration.minutes(1),
   },
   finalize: FINALIZE,
   // Finalizes with the error, so the same vault access, time and memory as
@@ -191,7 +213,7 @@ export const FUNCTIONS = {
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
   'copy-worker': {
-    description: 'Copy worker: copy part of a shard, hand the rest on, report to the workflow',
+    description: 'Copy worker: copy part of a shard, hand the rest on, write its result at the end',
     timeout: Duration.minutes(15),
     memorySize: 2048,
     cluster: true,
@@ -199,14 +221,16 @@ export const FUNCTIONS = {
     vault: 'copy',
     roleBuckets: 'copy',
   },
-  // Reads only the message: the task token and the shard it names.
+  // Ends the shard a dead letter names: reads the run's job and the shard's
+  // result, writes its record file and result as aborted (and a link shard's
+  // listed marker, which the blob shards wait for).
   'dead-letter': {
-    description: 'Fail the waiting workflow task of a copy message the workers gave up on',
+    description: 'End the shard of a copy message the workers gave up on, as aborted, with why',
     timeout: Duration.minutes(1),
     memorySize: 512,
     cluster: false,
     registryApi: false,
-    vault: 'none',
+    vault: 'write',
     roleBuckets: 'none',
   },
   // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.

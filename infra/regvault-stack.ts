@@ -54,11 +54,11 @@ export class RegvaultStack extends Stack {
       copyQueue: copy.queue,
       alarmAction,
     });
-    const stateMachines = makeWorkflows(this, { settings, functions, copyQueue: copy.queue });
+    const stateMachines = makeWorkflows(this, { settings, functions });
     copy.connect({
+      enqueue: functions['enqueue-shards'],
       worker: functions['copy-worker'],
       deadLetter: functions['dead-letter'],
-      stateMachines: Object.values(stateMachines),
       maxWorkers: settings.copyWorkers,
     });
     makeSchedules(this, {

@@ -115,14 +115,20 @@ export const regvaultSettingsSchema = z
     availabilityZones: listOf(
       z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d[a-z]$/, 'an availability zone such as eu-west-1a'),
     ).optional(),
-    /** Copy workers running at once (the event source's maximum concurrency). */
-    copyWorkers: z.coerce.number().int().min(2).max(1_000).default(40),
     /**
-     * Shards each copy Map of a workflow keeps in flight (its MaxConcurrency,
-     * through the definition's `${ShardsInFlight}`); more than `copyWorkers`
-     * only queues messages.
+     * Copy workers running at once: the SQS event source's maximum
+     * concurrency (2-1000, its range), and so how many shards copy at once.
+     * The account's Lambda concurrency quota must leave room for it.
      */
-    shardsInFlight: z.coerce.number().int().min(1).max(1_000).default(40),
+    copyWorkers: z.coerce.number().int().min(2).max(1_000).default(40),
+    /** Seconds the workflows wait between counts of the shards that have ended (their Wait state). */
+    copyPollSeconds: z.coerce.number().int().min(1).max(300).default(10),
+    /**
+     * Hours the shards of one copy may take before the workflow fails it; below
+     * the executions' 48-hour timeout, so the failure path still runs. Each
+     * poll adds six history events: see the check below.
+     */
+    copyTimeoutHours: z.coerce.number().int().min(1).max(46).default(5),
     /** Requests one copy worker keeps in flight (COPY_CONCURRENCY, the S3 client's sockets). */
     copyConcurrency: z.coerce.number().int().min(1).max(512).default(64),
     logRetentionDays: z.coerce
@@ -176,6 +182,16 @@ export const regvaultSettingsSchema = z
         code: 'custom',
         path: ['availabilityZones'],
         message: `one availability zone per subnet, in the subnets' order (${subnets} subnets); see aws ec2 describe-subnets`,
+      });
+    }
+    // A restore waits through two copies (blobs, then links), six events a
+    // poll: 2 x 3,600 x hours / seconds x 6 must stay below the 25,000 events
+    // of an execution's history, with room for the other states.
+    if (settings.copyPollSeconds < 2 * settings.copyTimeoutHours) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['copyPollSeconds'],
+        message: `at least 2 x copyTimeoutHours (${2 * settings.copyTimeoutHours}): a restore polling every ${settings.copyPollSeconds} s for ${settings.copyTimeoutHours} h per copy would pass the 25,000 events of an execution's history; poll less often or allow fewer hours`,
       });
     }
     if (settings.backupSchedule === undefined && Object.keys(settings.backupInput).length > 0) {

@@ -1,14 +1,13 @@
 /**
  * The state machines: one per `state-machines/<name>.asl.json`, its
- * placeholders filled by `definitionSubstitutions` with the functions and the
- * copy queue it names, and its role allowed exactly those.
+ * placeholders filled by `definitionSubstitutions` with the functions it
+ * names and the copy's settings, and its role allowed exactly those functions.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Stack, Validations } from 'aws-cdk-lib';
 import { PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { LogGroup, type RetentionDays } from 'aws-cdk-lib/aws-logs';
-import type { IQueue } from 'aws-cdk-lib/aws-sqs';
 import {
   DefinitionBody,
   LogLevel,
@@ -25,7 +24,6 @@ import type { RegvaultSettings } from './settings.ts';
 export interface WorkflowsProps {
   readonly settings: RegvaultSettings;
   readonly functions: Readonly<Record<FunctionName, HouseFunction>>;
-  readonly copyQueue: IQueue;
 }
 
 /** The backup and restore state machines, made in the stack's own scope (`BackupStateMachine`, ...). */
@@ -42,14 +40,14 @@ export function makeWorkflows(
 function workflow(
   stack: Stack,
   name: WorkflowName,
-  { settings, functions, copyQueue }: WorkflowsProps,
+  { settings, functions }: WorkflowsProps,
 ): StateMachine {
   const file = join(PROJECT_ROOT, 'state-machines', `${name}.asl.json`);
   // The functions a definition invokes are the ones its placeholders name.
   const wanted = placeholdersIn(readFileSync(file, 'utf8'));
   const values: Record<string, string> = {
-    CopyQueueUrl: copyQueue.queueUrl,
-    ShardsInFlight: String(settings.shardsInFlight),
+    CopyPollSeconds: String(settings.copyPollSeconds),
+    CopyTimeoutSeconds: String(settings.copyTimeoutHours * 3_600),
   };
   const invoked = [];
   for (const fnName of Object.keys(functions) as FunctionName[]) {
@@ -80,9 +78,6 @@ function workflow(
       actions: ['lambda:InvokeFunction'],
       resources: invoked.map((fn) => fn.functionArn),
     }),
-  );
-  machine.addToRolePolicy(
-    new PolicyStatement({ actions: ['sqs:SendMessage'], resources: [copyQueue.queueArn] }),
   );
   Validations.of(machine.role).acknowledge({
     id: 'AwsSolutions-IAM5[Resource::*]',

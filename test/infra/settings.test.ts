@@ -48,7 +48,8 @@ describe('deployment settings', () => {
       backupInput: { concurrency: 8 },
       vaultPrefix: '',
       copyWorkers: 40,
-      shardsInFlight: 40,
+      copyPollSeconds: 10,
+      copyTimeoutHours: 5,
       copyConcurrency: 64,
       logRetentionDays: 90,
       backupScheduleTimezone: 'UTC',
@@ -107,6 +108,11 @@ describe('deployment settings', () => {
       'availabilityZones',
     ],
     ['an unknown setting', { vaultBuckett: 'typo' }, '(settings)'],
+    [
+      'a poll so frequent that a restore waiting its hours would pass 25,000 history events',
+      { copyPollSeconds: '10', copyTimeoutHours: '12' },
+      'copyPollSeconds',
+    ],
   ])('refuses %s', (_case, values: Record<string, string>, key) => {
     // Prepare / Act
     const parse = () => parseSettings(fromCli(values));

@@ -90,7 +90,14 @@ const ACCESS = {
   verify: { kubeconfig: false, registryLogin: true, vault: 'read', roleBuckets: 'none' },
   rollback: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'none' },
   'copy-worker': { kubeconfig: true, registryLogin: false, vault: 'copy', roleBuckets: 'copy' },
-  'dead-letter': { kubeconfig: false, registryLogin: false, vault: 'none', roleBuckets: 'none' },
+  'dead-letter': { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  'enqueue-shards': {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: 'read',
+    roleBuckets: 'none',
+  },
+  'count-shards': { kubeconfig: false, registryLogin: false, vault: 'read', roleBuckets: 'none' },
   prune: { kubeconfig: false, registryLogin: false, vault: 'prune', roleBuckets: 'none' },
 } as const satisfies Record<
   FunctionName,
@@ -315,6 +322,8 @@ describe('the functions', () => {
   const SIZES = [
     ['discover', 300, 1024],
     ['plan', 900, 1024],
+    ['enqueue-shards', 300, 1024],
+    ['count-shards', 60, 1024],
     ['finalize', 900, 3008],
     ['mark-failed', 900, 3008],
     ['resolve', 300, 1024],
@@ -409,7 +418,7 @@ describe('the functions', () => {
     );
 
     // Assess
-    expect(environments).toHaveLength(14);
+    expect(environments).toHaveLength(16);
     for (const variables of environments) {
       expect(variables).toMatchObject({
         VAULT_PREFIX: 'regvault/',
@@ -501,7 +510,7 @@ describe('the functions', () => {
       Object.keys(
         template.findResources('AWS::CloudWatch::Alarm', { Properties: { MetricName: 'Errors' } }),
       ),
-    ).toHaveLength(14);
+    ).toHaveLength(16);
   });
 });
 
@@ -649,31 +658,44 @@ describe('IAM', () => {
     );
   });
 
-  it('lets only the copy worker and the dead-letter handler answer task tokens, on the two state machines', () => {
-    // Prepare
-    const { stack } = defaults;
-    const statements = statementsOf(defaults);
-
+  it('lets no function answer or extend a workflow task: nothing waits on a task token', () => {
     // Act
-    const callbacks = statements.filter((statement) =>
+    const callbacks = statementsOf(defaults).filter((statement) =>
       actionsOf(statement).some((action) => action.startsWith('states:SendTask')),
     );
-    const policy = resourcesOf(defaults.template, 'AWS::IAM::Policy')[callbacks[0]?.policy ?? ''];
 
     // Assess
-    expect(callbacks).toHaveLength(1);
-    expect(callbacks[0]?.Resource).toEqual([
-      { Ref: logicalIdOf(defaults, stack.stateMachines.backup) },
-      { Ref: logicalIdOf(defaults, stack.stateMachines.restore) },
-    ]);
-    expect(policy?.Properties['Roles']).toEqual([
-      { Ref: logicalIdOf(defaults, stack.functions['copy-worker'].role) },
-      { Ref: logicalIdOf(defaults, stack.functions['dead-letter'].role) },
-    ]);
+    expect(callbacks).toEqual([]);
+  });
+
+  it('lets the enqueue step and the copy worker send to the copy queue, and no one else', () => {
+    // Prepare
+    const { stack } = defaults;
+    const policyOf = (name: FunctionName) =>
+      logicalIdOf(
+        defaults,
+        stack.functions[name].role.node.findChild('DefaultPolicy') as unknown as {
+          node: { defaultChild?: unknown };
+        },
+      );
+
+    // Act
+    const senders = statementsOf(defaults).filter((statement) =>
+      actionsOf(statement).includes('sqs:SendMessage'),
+    );
+
+    // Assess
+    expect(senders.map((statement) => statement.policy).sort()).toEqual(
+      [policyOf('enqueue-shards'), policyOf('copy-worker')].sort(),
+    );
+    for (const statement of senders)
+      expect(statement.Resource).toEqual({
+        'Fn::GetAtt': [logicalIdOf(defaults, stack.copyQueue), 'Arn'],
+      });
   });
 
   it.each(WORKFLOWS)(
-    'lets the %s state machine invoke only the functions of its steps in the table and send only to the copy queue',
+    'lets the %s state machine invoke only the functions of its steps in the table, and send nothing',
     (workflow) => {
       // Prepare
       const { stack } = defaults;
@@ -704,9 +726,7 @@ describe('IAM', () => {
       expect(
         new Set(((invoke[0]?.Resource ?? []) as unknown[]).map((arn) => JSON.stringify(arn))),
       ).toEqual(new Set(expected.map((arn) => JSON.stringify(arn))));
-      expect(send.map((statement) => statement.Resource)).toEqual([
-        { 'Fn::GetAtt': [logicalIdOf(defaults, stack.copyQueue), 'Arn'] },
-      ]);
+      expect(send).toEqual([]);
     },
   );
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import aslValidator from 'asl-validator';
+import { Match } from 'aws-cdk-lib/assertions';
 import { WORKFLOWS } from '../../functions/commons/workflows/steps.ts';
 import { substitutionsFor } from '../../infra/asl.ts';
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
@@ -62,8 +63,8 @@ describe('the state machine definitions', () => {
     (workflow) => {
       // Prepare
       const filled = textOf(workflow).replace(/\$\{(\w+)\}/g, (_match, name: string) => {
-        if (name === 'CopyQueueUrl') return 'https://sqs.eu-west-1.amazonaws.com/123456789012/copy';
-        if (name === 'ShardsInFlight') return '40';
+        if (name === 'CopyPollSeconds') return '10';
+        if (name === 'CopyTimeoutSeconds') return '86400';
         return `arn:aws:lambda:eu-west-1:123456789012:function:regvault-${name.replace(/FunctionArn$/, '')}`;
       });
 
@@ -77,34 +78,74 @@ describe('the state machine definitions', () => {
   );
 
   it.each(WORKFLOWS)(
-    '%s: the copy Maps keep as many shards in flight as the shardsInFlight setting says',
+    '%s: fans out with no Map and no concurrency in the definition, waiting and counting with the stack settings',
     (workflow) => {
       // Prepare
-      const custom = buildStack({ shardsInFlight: '12' });
+      const custom = buildStack({ copyPollSeconds: '15', copyTimeoutHours: '6' });
       const logicalId = custom.stack.getLogicalId(
         custom.stack.stateMachines[workflow].node.defaultChild as Parameters<
           typeof custom.stack.getLogicalId
         >[0],
       );
-      const maps = Object.values(
+      const states = Object.values(
         (JSON.parse(textOf(workflow)) as { States: Record<string, Record<string, unknown>> })
           .States,
-      ).filter((state) => state['Type'] === 'Map');
+      );
 
       // Act
       const substitutions = resourcesOf(custom.template, 'AWS::StepFunctions::StateMachine')[
         logicalId
       ]?.Properties['DefinitionSubstitutions'] as Record<string, unknown>;
+      const waits = states.filter((state) => state['SecondsPath'] === '$.settings.copyPollSeconds');
 
       // Assess
-      expect(substitutions['ShardsInFlight']).toBe('12');
-      expect(maps.length).toBeGreaterThan(0);
-      for (const map of maps) {
-        expect(map['MaxConcurrency']).toBeUndefined();
-        expect(map['MaxConcurrencyPath']).toBe('$.shardsInFlight');
-      }
+      expect(states.filter((state) => state['Type'] === 'Map')).toEqual([]);
+      expect(textOf(workflow)).not.toMatch(/MaxConcurrency|waitForTaskToken|\bItemsPath\b/);
+      expect(waits.length).toBeGreaterThan(0);
+      expect(substitutions['CopyPollSeconds']).toBe('15');
+      expect(substitutions['CopyTimeoutSeconds']).toBe(String(6 * 3_600));
     },
   );
+
+  it('synthesises with copyWorkers=1000 to a template where 1,000 copies run at once', () => {
+    // Prepare / Act
+    const { template, stack } = buildStack({ copyWorkers: '1000' });
+    // CDK deploys each file as an asset (DefinitionS3Location) with these substitutions.
+    const machines = Object.values(resourcesOf(template, 'AWS::StepFunctions::StateMachine'));
+    const substituted = machines.flatMap((machine) =>
+      Object.values(machine.Properties['DefinitionSubstitutions'] as Record<string, unknown>),
+    );
+    const states = WORKFLOWS.flatMap((workflow) =>
+      Object.entries(
+        (JSON.parse(textOf(workflow)) as { States: Record<string, Record<string, unknown>> })
+          .States,
+      ),
+    );
+
+    // Assess: the copy queue's event source allows 1,000 concurrent workers ...
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: {
+        'Fn::GetAtt': [
+          stack.getLogicalId(
+            stack.copyQueue.node.defaultChild as Parameters<typeof stack.getLogicalId>[0],
+          ),
+          'Arn',
+        ],
+      },
+      ScalingConfig: { MaximumConcurrency: 1000 },
+    });
+    // ... nothing reserves or caps the worker's concurrency below that ...
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('^Copy worker'),
+      ReservedConcurrentExecutions: Match.absent(),
+    });
+    // ... and neither workflow has a Map or any MaxConcurrency (inline Map stops at 40).
+    expect(machines.map((machine) => machine.Properties['DefinitionS3Location'])).toHaveLength(2);
+    expect(states.map(([name]) => name)).toContain('EnqueueShards');
+    expect(states.filter(([, state]) => state['Type'] === 'Map')).toEqual([]);
+    expect(WORKFLOWS.map(textOf).join('')).not.toContain('MaxConcurrency');
+    expect(substituted).not.toContain('40');
+  });
 
   it('refuses to synthesise a definition with a placeholder the stack does not fill, or a value nothing uses', () => {
     // Prepare
@@ -112,7 +153,7 @@ describe('the state machine definitions', () => {
     const values = Object.fromEntries(
       placeholders(textOf('backup')).map((name) => [name, `value-of-${name}`]),
     );
-    const { CopyQueueUrl: _dropped, ...missingOne } = values;
+    const { CopyPollSeconds: _dropped, ...missingOne } = values;
 
     // Act
     const complete = () => substitutionsFor(file, values);
@@ -121,7 +162,7 @@ describe('the state machine definitions', () => {
 
     // Assess
     expect(complete()).toEqual(values);
-    expect(missing).toThrow(/missing \["CopyQueueUrl"\]/);
+    expect(missing).toThrow(/missing \["CopyPollSeconds"\]/);
     expect(extra).toThrow(/unused \["StaleFunctionArn"\]/);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The SQS side of the copy workers against a real queue with a real redrive
- * policy on the sandbox server: what fails its task at once, what SQS gets
- * back to deliver again, and how a message that reached the dead-letter
- * queue fails the waiting task with the shard it was for.
+ * policy on the sandbox server: what is dropped at once, what SQS gets back
+ * to deliver again, how a message that reached the dead-letter queue ends its
+ * shard in the vault as aborted (so the workflow's count sees it end), and
+ * that a shard delivered twice is counted once.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import {
@@ -16,48 +17,46 @@ import {
 } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
-import { vaultKeys } from '../../functions/commons/vault/format.ts';
-import { putJson, rootOf } from '../../functions/commons/vault/store.ts';
+import {
+  type CopyJob,
+  collectRunRecords,
+  countListedShards,
+  listFinishedShards,
+  loadShardResult,
+  type ShardMessage,
+  saveJob,
+} from '../../functions/commons/vault/runs.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import {
   failDeadLetters,
   processShardRecords,
   type QueueRecord,
 } from '../../functions/commons/workflows/sqs-worker.ts';
-import type { ShardOutcome, TaskCallbacks } from '../../functions/commons/workflows/worker.ts';
+import type { MessageSender } from '../../functions/commons/workflows/worker.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, locationOn } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, locationOn, putObjects } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
 let client: S3Client;
 let sqs: SQSClient;
 let deps: WorkflowDeps & { close(): void };
 
-/** The Step Functions callbacks as calls recorded in order (no Step Functions runs here). */
-function recordingCallbacks() {
-  const calls: Array<{ kind: string; token: string; error?: string; cause?: string }> = [];
-  const callbacks: TaskCallbacks = {
-    async success(token: string, _output: ShardOutcome) {
-      calls.push({ kind: 'success', token });
+/** The copy queue as calls recorded in order (these shards need no continuation). */
+function recordingSender(): MessageSender & { sent: ShardMessage[] } {
+  const sent: ShardMessage[] = [];
+  return {
+    sent,
+    async send(message) {
+      sent.push(message);
     },
-    async failure(token, error, cause) {
-      calls.push({ kind: 'failure', token, error, cause });
-    },
-    async heartbeat(token) {
-      calls.push({ kind: 'heartbeat', token });
-      return true;
+    async sendBatch(messages) {
+      sent.push(...messages);
     },
   };
-  return { calls, callbacks };
 }
 
-const transport = (callbacks: TaskCallbacks) => ({
-  callbacks,
-  sender: {
-    async send() {
-      throw new Error('no continuation is expected in these tests');
-    },
-  },
+const transport = (sender: MessageSender = recordingSender()) => ({
+  sender,
   deadline: Date.now() + 60_000,
 });
 
@@ -79,15 +78,48 @@ async function receive(queueUrl: string, waitSeconds = 2): Promise<Message[]> {
   return answer.Messages ?? [];
 }
 
+type BackupJob = Extract<CopyJob, { purpose: 'backup' }>;
+
+/** A backup job of one plain bucket: by default its objects split into two key ranges. */
+async function plannedRun(
+  runId: string,
+  source: string,
+  shards: BackupJob['shards'] = [
+    { id: 'objects-0000', kind: 'objects', prefix: '', endBefore: 'k-0010' },
+    { id: 'objects-0001', kind: 'objects', prefix: '', startAt: 'k-0010' },
+  ],
+): Promise<BackupJob> {
+  const job: BackupJob = {
+    purpose: 'backup',
+    runId,
+    snapshotId: runId.replace(/^backup-/, ''),
+    source: locationOn(s3, source, '', 'vault'),
+    target: locationOn(s3, 'vault', '', 'vault'),
+    concurrency: 4,
+    shards,
+  };
+  await saveJob(deps.vault, job);
+  return job;
+}
+
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-sqs-worker' });
   client = clientFor(s3);
   await createBucket(client, 'vault');
+  await createBucket(client, 'source');
+  await putObjects(
+    client,
+    'source',
+    Array.from({ length: 20 }, (_, i) => ({
+      key: `k-${String(i).padStart(4, '0')}`,
+      body: `object ${i}`,
+    })),
+  );
   sqs = new SQSClient({ endpoint: s3.endpoint, region: s3.region, credentials: s3.credentials });
   deps = createLocalDeps({
     vault: { location: locationOn(s3, 'vault', '', 'vault'), credentials: s3.credentials },
   });
-});
+}, 60_000);
 
 afterAll(async () => {
   deps?.close();
@@ -97,23 +129,22 @@ afterAll(async () => {
 });
 
 describe('copy worker messages from SQS', () => {
-  it('fails the waiting task at once for a message that can never work, naming the fields', async () => {
+  it('drops a message that can never work instead of leaving it to SQS', async () => {
     // Prepare
-    const { calls, callbacks } = recordingCallbacks();
     const records: QueueRecord[] = [
-      { messageId: 'm-1', body: JSON.stringify({ taskToken: 'token-bad', runId: 5 }) },
+      { messageId: 'm-1', body: JSON.stringify({ runId: 5 }) },
+      { messageId: 'm-2', body: 'not json' },
     ];
+
     // Act
-    const result = await processShardRecords(records, deps, transport(callbacks));
+    const result = await processShardRecords(records, deps, transport());
+
     // Assess
     expect(result.batchItemFailures).toEqual([]);
-    expect(calls).toHaveLength(1);
-    expect(calls[0]).toMatchObject({ kind: 'failure', token: 'token-bad', error: 'InputError' });
-    expect(calls[0]?.cause).toContain('runId');
-    expect(calls[0]?.cause).toContain('shardId');
+    expect(result.totals.listed).toBe(0);
   });
 
-  it('leaves a message that may work later to SQS, and fails its task once SQS dead-letters it', async () => {
+  it('leaves a message that may work later to SQS, and drops its dead letter when the run has no job', async () => {
     // Prepare: a queue that dead-letters after two receives, as the stack's does after five.
     const dlq = (await sqs.send(new CreateQueueCommand({ QueueName: 'copy-dlq' }))).QueueUrl ?? '';
     const dlqArn =
@@ -135,16 +166,11 @@ describe('copy worker messages from SQS', () => {
         )
       ).QueueUrl ?? '';
     // No job was ever written for this run: a worker cannot tell that from a slow vault.
-    const message = {
-      runId: 'backup-never-planned',
-      shardId: 'blobs-0003',
-      taskToken: 'token-7',
-      seq: 2,
-    };
+    const message = { runId: 'backup-never-planned', shardId: 'blobs-0003', seq: 2 };
     await sqs.send(
       new SendMessageCommand({ QueueUrl: queue, MessageBody: JSON.stringify(message) }),
     );
-    const { calls, callbacks } = recordingCallbacks();
+
     // Act: work the queue as the event source mapping does until SQS gives up.
     const retried: string[] = [];
     const deadline = Date.now() + 30_000;
@@ -152,7 +178,7 @@ describe('copy worker messages from SQS', () => {
     while (deadLettered.length === 0 && Date.now() < deadline) {
       const batch = (await receive(queue, 1)).map(asRecord);
       if (batch.length > 0) {
-        const result = await processShardRecords(batch, deps, transport(callbacks));
+        const result = await processShardRecords(batch, deps, transport());
         retried.push(...result.batchItemFailures.map((f) => f.itemIdentifier));
         for (const record of batch) {
           if (!retried.includes(record.messageId))
@@ -161,56 +187,97 @@ describe('copy worker messages from SQS', () => {
       }
       deadLettered = await receive(dlq, 0);
     }
-    const failed = await failDeadLetters(deadLettered.map(asRecord), callbacks);
+    const ended = await failDeadLetters(deadLettered.map(asRecord), deps);
     for (const m of deadLettered)
       await sqs.send(new DeleteMessageCommand({ QueueUrl: dlq, ReceiptHandle: m.ReceiptHandle }));
-    // Assess
+
+    // Assess: nothing is written for a run that has no job.
     expect(retried.length).toBe(2);
     expect(deadLettered).toHaveLength(1);
-    expect(failed).toBe(1);
-    expect(calls).toEqual([
-      {
-        kind: 'failure',
-        token: 'token-7',
-        error: 'CopyWorkerGaveUp',
-        cause: expect.stringContaining('backup-never-planned shard blobs-0003 (message 2)'),
-      },
-    ]);
+    expect(ended).toBe(0);
+    expect(
+      [...(await listAll(client, 'vault')).keys()].filter((key) => key.includes('never')),
+    ).toEqual([]);
   });
 
-  it('answers a duplicate of a finished shard with the same success and copies nothing', async () => {
-    // Prepare: the shard's result, as its last worker wrote it.
-    const totals = {
-      listed: 3,
-      copied: 3,
-      skipped: 0,
-      failed: 0,
-      bytesListed: 30,
-      bytesCopied: 30,
-      uploadsSkipped: 0,
-      pages: 1,
-    };
-    await putJson(
-      deps.vault,
-      vaultKeys.runShardResult(rootOf(deps.vault), 'backup-done', 'links-0000'),
-      { shardId: 'links-0000', totals, messages: 1 },
-    );
-    const { calls, callbacks } = recordingCallbacks();
-    const body = JSON.stringify({
-      runId: 'backup-done',
-      shardId: 'links-0000',
-      taskToken: 'token-dup',
-      seq: 0,
-    });
+  it('ends the shard of a dead letter as aborted, with why, so the count sees it end', async () => {
+    // Prepare: a planned run whose second shard's message the workers gave up on.
+    const job = await plannedRun('backup-dead-letter', 'source');
+    const body = JSON.stringify({ runId: job.runId, shardId: 'objects-0001', seq: 2 });
+
     // Act
-    const result = await processShardRecords(
-      [{ messageId: 'm-dup', body }],
-      deps,
-      transport(callbacks),
-    );
+    const ended = await failDeadLetters([{ messageId: 'm-dl', body, receiveCount: 5 }], deps);
+    const again = await failDeadLetters([{ messageId: 'm-dl', body, receiveCount: 5 }], deps);
+
     // Assess
-    expect(result.batchItemFailures).toEqual([]);
-    expect(result.totals.copied).toBe(0);
-    expect(calls).toEqual([{ kind: 'success', token: 'token-dup' }]);
+    expect(ended).toBe(1);
+    expect(again).toBe(0);
+    const finished = await listFinishedShards(deps.vault, job.runId);
+    expect([...finished.finished]).toEqual(['objects-0001']);
+    expect(finished.aborted).toEqual(['objects-0001']);
+    const result = await loadShardResult(deps.vault, job.runId, 'objects-0001');
+    expect(result?.aborted).toContain(
+      `failed on ${job.runId} shard objects-0001 (message 2) 5 times`,
+    );
+    const collected = await collectRunRecords(deps.vault, job.runId);
+    expect(collected.results.map((r) => r.shardId)).toEqual(['objects-0001']);
+  });
+
+  it('frees the blob shards when a link shard is dead-lettered, as a link shard that aborts does', async () => {
+    // Prepare
+    const job = await plannedRun('backup-dead-links', 'source', [
+      { id: 'links-0000', kind: 'links', prefix: '' },
+    ]);
+    const body = JSON.stringify({ runId: job.runId, shardId: 'links-0000', seq: 0 });
+
+    // Act
+    await failDeadLetters([{ messageId: 'm-links', body, receiveCount: 5 }], deps);
+
+    // Assess
+    expect(await countListedShards(deps.vault, job.runId)).toBe(1);
+  });
+
+  it('counts a shard delivered twice once: the same totals as one delivery', async () => {
+    // Prepare: the same plan twice, one delivered once and one delivered twice at once.
+    const once = await plannedRun('backup-once', 'source');
+    const twice = await plannedRun('backup-twice', 'source');
+    const first = (job: BackupJob, shardId: string) => ({
+      messageId: `${job.runId}-${shardId}`,
+      body: JSON.stringify({ runId: job.runId, shardId, seq: 0 }),
+    });
+
+    // Act
+    for (const shard of once.shards)
+      await processShardRecords([first(once, shard.id)], deps, transport());
+    for (const shard of twice.shards)
+      await Promise.all([
+        processShardRecords([first(twice, shard.id)], deps, transport()),
+        processShardRecords([first(twice, shard.id)], deps, transport()),
+      ]);
+    // And once more after the shards have ended (a re-run enqueue, a late redelivery).
+    const late = await processShardRecords([first(twice, 'objects-0000')], deps, transport());
+
+    // Assess
+    const totalsOf = async (runId: string) => {
+      const run = await collectRunRecords(deps.vault, runId);
+      return {
+        records: run.records.length,
+        results: run.results
+          .map((r) => ({ shardId: r.shardId, listed: r.totals.listed, failed: r.totals.failed }))
+          .sort((a, b) => a.shardId.localeCompare(b.shardId)),
+      };
+    };
+    const single = await totalsOf(once.runId);
+    expect(single.records).toBe(20);
+    expect(single.results).toEqual([
+      { shardId: 'objects-0000', listed: 10, failed: 0 },
+      { shardId: 'objects-0001', listed: 10, failed: 0 },
+    ]);
+    expect(await totalsOf(twice.runId)).toEqual(single);
+    expect([...(await listFinishedShards(deps.vault, twice.runId)).finished].sort()).toEqual([
+      'objects-0000',
+      'objects-0001',
+    ]);
+    expect(late.totals.listed).toBe(0);
   });
 });

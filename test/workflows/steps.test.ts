@@ -1,7 +1,6 @@
 /**
  * The step table is the map of the workflows: every Task state of the ASL
- * files is served by one entry (or is a copy task through the queue), every
- * entry is used, and a local run calls the very handler a Lambda runs, which
+ * files is served by one entry, every entry is used, and a local run calls the very handler a Lambda runs, which
  * parses its event before the step touches anything.
  */
 import { readFileSync } from 'node:fs';
@@ -26,7 +25,15 @@ import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { recordingDeps } from '../support/deps.ts';
 import { clientFor, createBucket, listAll, locationOn } from '../support/s3.ts';
 
-const COPY_TASK = 'arn:aws:states:::sqs:sendMessage.waitForTaskToken';
+/** A queue no test here sends to. */
+const noQueue = {
+  send: async () => {
+    throw new Error('no copy message is sent here');
+  },
+  sendBatch: async () => {
+    throw new Error('no copy message is sent here');
+  },
+};
 
 function tasksOf(workflow: WorkflowName): Array<{ state: string; resource: string }> {
   const file = join(PROJECT_ROOT, 'state-machines', `${workflow}.asl.json`);
@@ -35,16 +42,15 @@ function tasksOf(workflow: WorkflowName): Array<{ state: string; resource: strin
 
 describe('the step table and the state machines', () => {
   it.each(WORKFLOWS)(
-    '%s: every Task state is a step of the table invoking its function, or a copy task',
+    '%s: every Task state is a step of the table invoking its function',
     (workflow) => {
       // Prepare
       const served = new Map(
-        stepsOf(workflow).flatMap(({ name, step }) => step.states.map((state) => [state, name])),
+        stepsOf(workflow).flatMap(({ name, states }) => states.map((state) => [state, name])),
       );
 
       // Act
       const unserved = tasksOf(workflow).filter(({ state, resource }) => {
-        if (resource === COPY_TASK) return false;
         const name = served.get(state);
         return name === undefined || resource !== `\${${functionArnPlaceholder(name)}}`;
       });
@@ -59,8 +65,8 @@ describe('the step table and the state machines', () => {
     const tasks = new Set(tasksOf(workflow).map((task) => task.state));
 
     // Act
-    const unused = stepsOf(workflow).flatMap(({ name, step }) =>
-      step.states.filter((state) => !tasks.has(state)).map((state) => `${name}: ${state}`),
+    const unused = stepsOf(workflow).flatMap(({ name, states }) =>
+      states.filter((state) => !tasks.has(state)).map((state) => `${name}: ${state}`),
     );
 
     // Assess
@@ -68,15 +74,17 @@ describe('the step table and the state machines', () => {
     expect(unused).toEqual([]);
   });
 
-  it('gives every step to exactly one workflow', () => {
+  it('gives every step to a workflow, and only the fan-out steps to both', () => {
     // Prepare
     const all = Object.keys(STEPS).sort();
 
     // Act
     const byWorkflow = WORKFLOWS.flatMap((workflow) => stepsOf(workflow).map((e) => e.name));
+    const shared = byWorkflow.filter((name, index) => byWorkflow.indexOf(name) !== index);
 
     // Assess
-    expect([...byWorkflow].sort()).toEqual(all);
+    expect([...new Set(byWorkflow)].sort()).toEqual(all);
+    expect(shared.sort()).toEqual(['count-shards', 'enqueue-shards']);
   });
 
   it.each(Object.keys(STEPS) as StepName[])(
@@ -146,10 +154,8 @@ describe('a local run calls the Lambda handler, which parses the event first', (
     async ({ workflow, state, event, fields }) => {
       // Prepare
       asked.length = 0;
-      const handlers = taskHandlers(workflow, tasksOf(workflow), deps, async () => {
-        throw new Error('no copy task runs here');
-      });
-      const handler = handlers[state];
+      const handlers = taskHandlers(workflow, tasksOf(workflow), deps, noQueue);
+      const handler = handlers[state]?.handle;
       if (handler === undefined) throw new Error(`no local handler for ${state}`);
 
       // Act
@@ -170,8 +176,8 @@ describe('a local run calls the Lambda handler, which parses the event first', (
 
   it('runs without X-Ray: a local invocation loads no tracer, so no async hooks track its promises', async () => {
     // Prepare
-    const handlers = taskHandlers('backup', tasksOf('backup'), deps, async () => ({}));
-    const handler = handlers['DiscoverRegistryStorage'];
+    const handlers = taskHandlers('backup', tasksOf('backup'), deps, noQueue);
+    const handler = handlers['DiscoverRegistryStorage']?.handle;
     if (handler === undefined) throw new Error('no local handler for DiscoverRegistryStorage');
 
     // Act
@@ -186,8 +192,8 @@ describe('a local run calls the Lambda handler, which parses the event first', (
   it('runs the step on the local dependencies when the event is well formed', async () => {
     // Prepare
     asked.length = 0;
-    const handlers = taskHandlers('restore', tasksOf('restore'), deps, async () => ({}));
-    const handler = handlers['CheckRollout'];
+    const handlers = taskHandlers('restore', tasksOf('restore'), deps, noQueue);
+    const handler = handlers['CheckRollout']?.handle;
     if (handler === undefined) throw new Error('no local handler for CheckRollout');
     const storage = {
       bucket: 'registry-a',

@@ -11,25 +11,15 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import {
-  SendTaskFailureCommand,
-  SendTaskHeartbeatCommand,
-  SendTaskSuccessCommand,
-  SFNClient,
-} from '@aws-sdk/client-sfn';
-import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import middy, { type MiddlewareObj } from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
 import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
+import type { ShardMessage } from '../vault/runs.ts';
 import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
-import {
-  type MessageSender,
-  type ShardOutcome,
-  sqsDelay,
-  type TaskCallbacks,
-} from '../workflows/worker.ts';
+import { type MessageSender, SEND_BATCH, sqsDelay } from '../workflows/worker.ts';
 import { registryCredentialsOf } from './secret-values.ts';
 
 export const SERVICE = 'regvault';
@@ -155,55 +145,58 @@ function profileSettingsOf(text: string): AcpSettings {
   );
 }
 
-const sfn = new SFNClient({});
 const sqs = new SQSClient({});
 
-/** Step Functions task callbacks; a token that has expired or completed is logged, not thrown. */
-export const stepFunctionsCallbacks: TaskCallbacks = {
-  async success(taskToken: string, output: ShardOutcome) {
-    await tolerateClosedTask(() =>
-      sfn.send(new SendTaskSuccessCommand({ taskToken, output: JSON.stringify(output) })),
-    );
-  },
-  async failure(taskToken: string, error: string, cause: string) {
-    await tolerateClosedTask(() =>
-      sfn.send(new SendTaskFailureCommand({ taskToken, error, cause: cause.slice(0, 32_000) })),
-    );
-  },
-  async heartbeat(taskToken: string) {
-    return tolerateClosedTask(() => sfn.send(new SendTaskHeartbeatCommand({ taskToken })));
-  },
-};
+/** Attempts at a SendMessageBatch whose entries SQS refused in part (throttling, a blip). */
+const BATCH_ATTEMPTS = 4;
 
-/** Runs a task callback; false (logged, not thrown) when the task is already closed. */
-async function tolerateClosedTask(call: () => Promise<unknown>): Promise<boolean> {
-  try {
-    await call();
-    return true;
-  } catch (err) {
-    const name = typeof err === 'object' && err !== null && 'name' in err ? String(err.name) : '';
-    if (name === 'TaskTimedOut' || name === 'TaskDoesNotExist' || name === 'InvalidToken') {
-      logger.warn('the waiting task is already closed', { error: name });
-      return false;
-    }
-    throw err;
-  }
-}
-
+/** The copy queue as shard messages' destination (the stack sets COPY_QUEUE_URL on every function). */
 export function sqsSender(queueUrl: string | undefined): MessageSender {
+  const url = (): string => {
+    if (queueUrl === undefined)
+      throw new InputError('COPY_QUEUE_URL is not set on this function (the stack sets it)');
+    return queueUrl;
+  };
   return {
     async send(message, options = {}) {
-      if (queueUrl === undefined)
-        throw new InputError('COPY_QUEUE_URL is not set on the copy worker');
       await sqs.send(
         new SendMessageCommand({
-          QueueUrl: queueUrl,
+          QueueUrl: url(),
           MessageBody: JSON.stringify(message),
           ...sqsDelay(options.delayMs),
         }),
       );
     },
+    async sendBatch(messages) {
+      await sendBatchTo(url(), messages);
+    },
   };
+}
+
+/**
+ * One SendMessageBatch (at most SEND_BATCH messages); the entries SQS refuses
+ * are sent again, and what is still refused after BATCH_ATTEMPTS throws.
+ */
+async function sendBatchTo(queueUrl: string, messages: readonly ShardMessage[]): Promise<void> {
+  if (messages.length > SEND_BATCH)
+    throw new Error(`a batch of ${messages.length} messages; SQS takes at most ${SEND_BATCH}`);
+  let pending = messages.map((message, index) => ({ Id: String(index), message }));
+  for (let attempt = 1; pending.length > 0; attempt++) {
+    const answer = await sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: pending.map(({ Id, message }) => ({ Id, MessageBody: JSON.stringify(message) })),
+      }),
+    );
+    const refused = new Map((answer.Failed ?? []).map((entry) => [entry.Id, entry]));
+    if (refused.size > 0 && attempt >= BATCH_ATTEMPTS) {
+      const first = [...refused.values()][0];
+      throw new Error(
+        `SQS refused ${refused.size} of ${messages.length} copy messages after ${attempt} attempts (${first?.Code}: ${first?.Message})`,
+      );
+    }
+    pending = pending.filter(({ Id }) => refused.has(Id));
+  }
 }
 
 let shared: Promise<{ config: Readonly<RuntimeConfig>; deps: WorkflowDeps }> | undefined;
@@ -233,6 +226,17 @@ function flushMetrics(): MiddlewareObj {
 
 /** Dependencies given to an invocation by a local run, keyed by its context. */
 const localDeps = new WeakMap<Context, WorkflowDeps>();
+const localQueues = new WeakMap<Context, MessageSender>();
+
+/** A local invocation given no queue: a step that sends shard messages says so. */
+const noLocalQueue: MessageSender = {
+  send: async () => {
+    throw new Error('this local invocation was given no copy queue');
+  },
+  sendBatch: async () => {
+    throw new Error('this local invocation was given no copy queue');
+  },
+};
 
 /** The longest a Node timer waits: a local invocation has no Lambda deadline. */
 const NO_DEADLINE_MS = 2 ** 31 - 1;
@@ -240,9 +244,10 @@ const NO_DEADLINE_MS = 2 ** 31 - 1;
 /**
  * A Lambda context for one local invocation of a function's handler (the
  * local runner's steps, a test's prune), carrying the local run's
- * dependencies in place of the container's.
+ * dependencies in place of the container's, and the local workers' queue in
+ * place of the copy queue.
  */
-export function localContext(name: string, deps: WorkflowDeps): Context {
+export function localContext(name: string, deps: WorkflowDeps, queue?: MessageSender): Context {
   const functionName = `regvault-local-${name}`;
   const context: Context = {
     callbackWaitsForEmptyEventLoop: false,
@@ -259,7 +264,14 @@ export function localContext(name: string, deps: WorkflowDeps): Context {
     succeed: () => {},
   };
   localDeps.set(context, deps);
+  if (queue !== undefined) localQueues.set(context, queue);
   return context;
+}
+
+/** Where an invocation sends shard messages: the local run's queue, else the copy queue. */
+export async function queueOf(context: Context): Promise<MessageSender> {
+  if (localDeps.has(context)) return localQueues.get(context) ?? noLocalQueue;
+  return sqsSender((await runtime()).config.COPY_QUEUE_URL);
 }
 
 /** The dependencies a local run gave this invocation; undefined inside Lambda. */

@@ -9,7 +9,7 @@
 import type { Context } from 'aws-lambda';
 import type { z } from 'zod';
 import { STEPS, type Step, type StepName } from '../workflows/steps.ts';
-import { houseChain, localDepsOf, metrics, parseEvent, runtime } from './runtime.ts';
+import { houseChain, localDepsOf, metrics, parseEvent, queueOf, runtime } from './runtime.ts';
 
 export { localContext } from './runtime.ts';
 
@@ -17,7 +17,11 @@ function handlerFor(name: StepName, step: Step<z.ZodType, unknown>) {
   return houseChain<unknown, unknown>()
     .use(parseEvent(step.event, `event of the ${name} step`))
     .handler(async (event: unknown, context: Context) => {
-      const output = await step.run(event, localDepsOf(context) ?? (await runtime()).deps);
+      const output = await step.run(
+        event,
+        localDepsOf(context) ?? (await runtime()).deps,
+        await queueOf(context),
+      );
       for (const point of step.metrics?.(output) ?? [])
         metrics.addMetric(point.name, point.unit, point.value);
       return output;

@@ -2,10 +2,12 @@
  * Runs the very ASL files CDK deploys on one machine with
  * aws-local-stepfunctions: each Lambda task calls, in process, the handler
  * its Lambda runs (made from the step table: middy chain, event parsed, step)
- * with a local Lambda context, and the wait-for-task-token copy task hands its message to the
- * same worker code, through an in-process queue or a real SQS queue (the
- * sandbox's), with the task token made here because the local engine does
- * not make one.
+ * with a local Lambda context. The enqueue step's messages go to a pool of
+ * local workers running the copy worker's code, through an in-process queue
+ * or a real SQS queue (the sandbox's); the pool's size is the copy workers'
+ * concurrency, as the event source's is on AWS. The count of finished shards
+ * looks when the pool has nothing left to do (or after the poll time at
+ * most) instead of after the Wait state's seconds.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -15,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import {
   DeleteMessageCommand,
   ReceiveMessageCommand,
+  SendMessageBatchCommand,
   SendMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
@@ -27,7 +30,7 @@ import type { ShardMessage } from '../vault/runs.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
-import { type ShardOutcome, sqsDelay, type TaskCallbacks } from '../workflows/worker.ts';
+import { type MessageSender, sqsDelay } from '../workflows/worker.ts';
 
 /**
  * The ASL file CDK deploys: the nearest `state-machines/` folder above this
@@ -54,13 +57,18 @@ export type Transport =
 
 export interface LocalRunOptions {
   readonly deps: WorkflowDeps;
-  /** Copy messages worked on at once (the Lambda's concurrency in AWS). */
+  /** Copy messages worked on at once (the copy workers' concurrency, `copyWorkers`, in AWS). */
   readonly workers?: number;
-  /** Shards each copy Map keeps in flight (the stack's `shardsInFlight` in AWS). */
-  readonly shardsInFlight?: number;
   readonly transport?: Transport;
   /** Milliseconds for each Wait state (the rollout poll). */
   readonly waitMs?: number;
+  /**
+   * The longest a count of finished shards waits for the local workers to
+   * run out of messages (ms; the stack's `copyPollSeconds` in AWS).
+   */
+  readonly shardPollMs?: number;
+  /** How long the shards may take (s; the stack's `copyTimeoutHours` in AWS). */
+  readonly copyTimeoutSeconds?: number;
   /** A worker hands its shard on after this long (ms): keeps continuations exercised. */
   readonly workerBudgetMs?: number;
   /** Called with each state's name as it is entered, for progress. */
@@ -78,48 +86,17 @@ export interface LocalRunResult {
   readonly cause?: string;
   /** Copy messages handled, continuations included. */
   readonly messages: number;
+  /** Events of the execution (states entered and left, the execution's start and end): its history. */
+  readonly events: number;
   /** What the copy workers did, summed over every message. */
   readonly totals: Totals;
 }
 
-/** Task tokens the local harness hands out, each resolved by a worker's callback. */
-class TokenBook implements TaskCallbacks {
-  readonly #waiting = new Map<
-    string,
-    { resolve: (v: ShardOutcome) => void; reject: (e: Error) => void }
-  >();
-  heartbeats = 0;
-
-  issue(): { token: string; done: Promise<ShardOutcome> } {
-    const token = `local-task-${randomUUID()}`;
-    const done = new Promise<ShardOutcome>((resolve, reject) =>
-      this.#waiting.set(token, { resolve, reject }),
-    );
-    return { token, done };
-  }
-
-  async success(token: string, output: ShardOutcome): Promise<void> {
-    this.#waiting.get(token)?.resolve(output);
-    this.#waiting.delete(token);
-  }
-
-  async failure(token: string, error: string, cause: string): Promise<void> {
-    const failure = new Error(cause);
-    failure.name = error;
-    this.#waiting.get(token)?.reject(failure);
-    this.#waiting.delete(token);
-  }
-
-  async heartbeat(token: string): Promise<boolean> {
-    this.heartbeats++;
-    return this.#waiting.has(token);
-  }
-}
-
-/** Moves copy messages from the workflow to the worker code and back. */
-class WorkerPool {
-  readonly book = new TokenBook();
+/** Works the run's copy messages: the local stand-in for the copy queue and its workers. */
+class WorkerPool implements MessageSender {
   messages = 0;
+  /** Messages sent and not yet worked to an end (sent by this pool; a retried one stays). */
+  #outstanding = 0;
   readonly #deps: WorkflowDeps;
   readonly #transport: Transport;
   readonly #workers: number;
@@ -157,6 +134,7 @@ class WorkerPool {
   }
 
   async send(message: ShardMessage, options: { delayMs?: number } = {}): Promise<void> {
+    this.#outstanding++;
     if (this.#transport.kind === 'sqs') {
       await this.#transport.client.send(
         new SendMessageCommand({
@@ -173,6 +151,38 @@ class WorkerPool {
     };
     if (options.delayMs === undefined) enqueue();
     else setTimeout(enqueue, options.delayMs);
+  }
+
+  async sendBatch(messages: readonly ShardMessage[]): Promise<void> {
+    if (this.#transport.kind === 'memory') {
+      for (const message of messages) await this.send(message);
+      return;
+    }
+    this.#outstanding += messages.length;
+    const answer = await this.#transport.client.send(
+      new SendMessageBatchCommand({
+        QueueUrl: this.#transport.queueUrl,
+        Entries: messages.map((message, index) => ({
+          Id: String(index),
+          MessageBody: JSON.stringify(message),
+        })),
+      }),
+    );
+    const refused = answer.Failed ?? [];
+    if (refused.length > 0)
+      throw new Error(
+        `the local SQS queue refused ${refused.length} copy messages (${refused[0]?.Code}: ${refused[0]?.Message})`,
+      );
+  }
+
+  /**
+   * Resolves once every message this pool sent has been worked to an end,
+   * or after `maxMs`: when the local count of finished shards looks.
+   */
+  async whenIdle(maxMs: number): Promise<void> {
+    const until = Date.now() + maxMs;
+    while (this.#outstanding > 0 && Date.now() < until)
+      await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
   async #next(): Promise<Array<{ messageId: string; body: string; receipt?: string }>> {
@@ -214,7 +224,6 @@ class WorkerPool {
       this.messages += batch.length;
       const slot = randomUUID();
       const result = await processShardRecords(batch, this.#deps, {
-        callbacks: this.book,
         sender: this,
         deadline: Date.now() + this.#budgetMs,
         // Running totals after every page, so progress moves during a long shard.
@@ -227,6 +236,7 @@ class WorkerPool {
       this.totals = addTotals(this.totals, result.totals);
       this.#report();
       const retry = new Set(result.batchItemFailures.map((f) => f.itemIdentifier));
+      this.#outstanding = Math.max(0, this.#outstanding - (batch.length - retry.size));
       for (const record of batch) {
         if (
           this.#transport.kind === 'sqs' &&
@@ -246,20 +256,6 @@ class WorkerPool {
     }
   }
 
-  /** The local stand-in for `sqs:sendMessage.waitForTaskToken`. */
-  async copyTask(input: unknown): Promise<ShardOutcome> {
-    const body =
-      (input as { MessageBody?: { runId?: string; shardId?: string } }).MessageBody ?? {};
-    const { token, done } = this.book.issue();
-    await this.send({
-      runId: body.runId ?? '',
-      shardId: body.shardId ?? '',
-      taskToken: token,
-      seq: 0,
-    });
-    return done;
-  }
-
   async stop(): Promise<void> {
     this.#running = false;
     this.#wake?.();
@@ -271,36 +267,31 @@ class WorkerPool {
   }
 }
 
-/** Shards each copy Map keeps in flight when the caller does not say (the stack's default too). */
-export const DEFAULT_SHARDS_IN_FLIGHT = 40;
+/** How long the shards may take when the caller does not say: a day (a local run has no history to fill). */
+export const DEFAULT_COPY_TIMEOUT_SECONDS = 86_400;
 
 /**
  * Fills the `${Placeholder}`s as CDK's definitionSubstitutions do in AWS, with
- * local stand-ins: the tasks they name run through local handlers anyway.
+ * local stand-ins: the tasks they name run through local handlers anyway, and
+ * the Wait between counts is replaced (see `run`).
  */
 export function substitute(
   text: string,
-  transport: Transport | undefined,
-  shardsInFlight = DEFAULT_SHARDS_IN_FLIGHT,
+  copyTimeoutSeconds = DEFAULT_COPY_TIMEOUT_SECONDS,
 ): string {
   return text.replace(/\$\{([A-Za-z0-9]+)\}/g, (_match, placeholder: string) => {
-    if (placeholder === 'ShardsInFlight') return String(shardsInFlight);
-    if (placeholder === 'CopyQueueUrl')
-      return transport?.kind === 'sqs'
-        ? transport.queueUrl
-        : 'https://sqs.local/000000000000/regvault-copy';
+    if (placeholder === 'CopyPollSeconds') return '1';
+    if (placeholder === 'CopyTimeoutSeconds') return String(copyTimeoutSeconds);
     if (placeholder.endsWith('FunctionArn'))
       return `arn:aws:lambda:us-east-1:000000000000:function:regvault-local-${placeholder.slice(0, -'FunctionArn'.length)}`;
     throw new Error(`state machine placeholder \${${placeholder}} has no local value`);
   });
 }
 
-/** The resource of the copy tasks: one SQS message per shard, answered through its task token. */
-const COPY_TASK_RESOURCE = 'arn:aws:states:::sqs:sendMessage.waitForTaskToken';
-
 interface AslState {
   readonly Type?: string;
   readonly Resource?: string;
+  readonly Next?: string;
   readonly States?: Record<string, AslState>;
   readonly ItemProcessor?: { readonly States?: Record<string, AslState> };
   readonly Iterator?: { readonly States?: Record<string, AslState> };
@@ -328,25 +319,27 @@ type LocalHandler = (input: unknown) => Promise<unknown>;
 /**
  * The local stand-in of each Task state of a workflow: a step's Lambda
  * handler (the one its entry file exports) called with a local context that
- * carries `deps`; a copy task goes to `copyTask`. A Task state with neither
+ * carries `deps` and the local workers' `queue`. A Task state no step serves
  * is an error, not a call to real AWS.
  */
 export function taskHandlers(
   workflow: WorkflowName,
   tasks: ReadonlyArray<{ state: string; resource: string }>,
   deps: WorkflowDeps,
-  copyTask: LocalHandler,
-): Record<string, LocalHandler> {
+  queue: MessageSender,
+): Record<string, { readonly step: StepName; readonly handle: LocalHandler }> {
   const byState = new Map<string, StepName>();
-  for (const { name, step } of stepsOf(workflow))
-    for (const state of step.states) byState.set(state, name);
-  const handlers: Record<string, LocalHandler> = {};
-  for (const { state, resource } of tasks) {
+  for (const { name, states } of stepsOf(workflow))
+    for (const state of states) byState.set(state, name);
+  const handlers: Record<string, { step: StepName; handle: LocalHandler }> = {};
+  for (const { state } of tasks) {
     const name = byState.get(state);
-    if (resource === COPY_TASK_RESOURCE) handlers[state] = copyTask;
-    else if (name !== undefined) {
+    if (name !== undefined) {
       const handler = stepHandler(name);
-      handlers[state] = (input) => handler(input, localContext(name, deps) satisfies Context);
+      handlers[state] = {
+        step: name,
+        handle: (input) => handler(input, localContext(name, deps, queue) satisfies Context),
+      };
     } else
       throw new Error(
         `state machine ${workflow} has a Task state ${state} that no step in functions/commons/workflows/steps.ts serves`,
@@ -360,13 +353,12 @@ async function run(
   input: unknown,
   options: LocalRunOptions,
 ): Promise<LocalRunResult> {
-  const definition = JSON.parse(
-    substitute(
-      await readFile(stateMachineFile(name), 'utf8'),
-      options.transport,
-      options.shardsInFlight,
-    ),
+  const text = substitute(
+    await readFile(stateMachineFile(name), 'utf8'),
+    options.copyTimeoutSeconds,
   );
+  const definition = JSON.parse(text);
+  const states = (JSON.parse(text) as { States?: Record<string, AslState> }).States ?? {};
   // The files ship with regvault and test/infra/state-machines.test.ts runs
   // asl-validator over them; validating again here compiled its JSON schema
   // on every run, a quarter of a second before the first step.
@@ -378,28 +370,47 @@ async function run(
     options.workerBudgetMs ?? 600_000,
     options.onCopyProgress,
   );
-  const local = taskHandlers(name, taskStatesOf(definition), options.deps, (e) => pool.copyTask(e));
+  const local = taskHandlers(name, taskStatesOf(definition), options.deps, pool);
+  const pollMs = options.shardPollMs ?? 1_000;
   const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
-  for (const [state, fn] of Object.entries(local)) {
+  for (const [state, { step, handle }] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
+      // The Wait before a count is the pool running dry here, at most the poll time.
+      if (step === 'count-shards') await pool.whenIdle(pollMs);
       options.onState?.(state);
-      const output = await fn(stateInput);
+      const output = await handle(stateInput);
       options.onStateDone?.(state, output);
       return output as never;
     };
   }
+  const waitTimeOverrides: Record<string, number> = {};
+  for (const [state, body] of Object.entries(states)) {
+    if (body.Type !== 'Wait') continue;
+    const next = body.Next === undefined ? undefined : local[body.Next];
+    waitTimeOverrides[state] = next?.step === 'count-shards' ? 0 : (options.waitMs ?? 1_000);
+  }
   const execution = machine.run(input as never, {
-    // The local engine makes no task tokens; the harness issues its own per task (see WorkerPool.copyTask).
-    context: { Task: { Token: 'issued-by-the-local-harness' } } as never,
     overrides: {
       taskResourceLocalHandlers: taskResourceLocalHandlers as never,
-      waitTimeOverrides: { WaitForRollout: options.waitMs ?? 1_000 },
+      waitTimeOverrides,
       retryIntervalOverrides: Object.fromEntries(Object.keys(local).map((state) => [state, 10])),
     },
   });
+  let events = 0;
+  const history = (async () => {
+    for await (const _event of execution.eventLogs) events++;
+  })();
+  const ended = async () => {
+    // The engine closes its event log when the execution ends; a second at most, all the same.
+    await Promise.race([
+      history.catch(() => undefined),
+      new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+    ]);
+    return { messages: pool.messages, events, totals: pool.totals };
+  };
   try {
     const output = await execution.result;
-    return { status: 'SUCCEEDED', output, messages: pool.messages, totals: pool.totals };
+    return { status: 'SUCCEEDED', output, ...(await ended()) };
   } catch (err) {
     const failure = err as {
       name?: string;
@@ -408,7 +419,7 @@ async function run(
     };
     const error = failure.cause?.name ?? failure.name ?? 'Error';
     const cause = failure.cause?.message ?? failure.message ?? String(err);
-    return { status: 'FAILED', error, cause, messages: pool.messages, totals: pool.totals };
+    return { status: 'FAILED', error, cause, ...(await ended()) };
   } finally {
     await pool.stop();
   }

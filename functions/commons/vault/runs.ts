@@ -79,8 +79,6 @@ export type CopyJob = z.infer<typeof copyJobSchema>;
 export const shardMessageSchema = z.object({
   runId: z.string().min(1),
   shardId: z.string().min(1),
-  /** Step Functions task token of the waiting Map iteration. */
-  taskToken: z.string().min(1),
   /** Continuation number: 0 for the first message of a shard. */
   seq: z.number().int().nonnegative().default(0),
   cursor: cursorSchema.optional(),
@@ -128,12 +126,50 @@ const recordLineSchema = z.union([
   z.object({ s: shardResultSchema }),
 ]);
 
-/** Where a shard's result is kept once it has finished (a duplicate delivery reports it again). */
+/**
+ * Where a shard's result is kept once it has finished: the shard's end, which
+ * the workflow counts and a duplicate delivery finds.
+ */
 const shardResultKey = (vault: Vault, runId: string, shardId: string) =>
   vaultKeys.runShardResult(rootOf(vault), runId, shardId);
 
+/** Beside an aborted shard's result, in the same folder, so one LIST counts both. */
+const ABORTED_SUFFIX = '.aborted';
+const RESULT_SUFFIX = '.json';
+const shardsPrefix = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}shards/`;
+
+/**
+ * Records that a shard has ended. An aborted shard's marker is written first,
+ * so a listing that sees the result sees the marker too (S3 lists what it has
+ * acknowledged).
+ */
 export async function saveShardResult(vault: Vault, runId: string, result: ShardResult) {
+  if (result.aborted !== undefined)
+    await putJson(vault, `${shardsPrefix(vault, runId)}${result.shardId}${ABORTED_SUFFIX}`, {
+      shardId: result.shardId,
+      aborted: result.aborted,
+    });
   await putJson(vault, shardResultKey(vault, runId, result.shardId), result);
+}
+
+/** How many shards of a run have ended, and which ended early (ids only, sorted). */
+export interface FinishedShards {
+  readonly finished: ReadonlySet<string>;
+  readonly aborted: readonly string[];
+}
+
+/** The shards of a run that have ended: one LIST request per 1,000 shards, nothing read. */
+export async function listFinishedShards(vault: Vault, runId: string): Promise<FinishedShards> {
+  const prefix = shardsPrefix(vault, runId);
+  const finished = new Set<string>();
+  const aborted: string[] = [];
+  for (const { key } of await listKeys(vault, prefix)) {
+    const name = key.slice(prefix.length);
+    if (name.endsWith(RESULT_SUFFIX)) finished.add(name.slice(0, -RESULT_SUFFIX.length));
+    else if (name.endsWith(ABORTED_SUFFIX)) aborted.push(name.slice(0, -ABORTED_SUFFIX.length));
+  }
+  return { finished, aborted: aborted.sort() };
 }
 
 export async function loadShardResult(

@@ -195,13 +195,14 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
 export interface BackupPlanOutput {
   readonly linkShardIds: readonly string[];
   readonly dataShardIds: readonly string[];
-  /** Every shard for the one copy Map, link shards first. */
-  readonly shardIds: readonly string[];
   readonly estimatedObjects: number;
   readonly planRequests: number;
 }
 
-/** At most this many shards per run: keeps the execution history far below Step Functions' 25,000 events. */
+/**
+ * At most this many shards per run: the plan's output names every shard, and
+ * a state's payload must stay under Step Functions' 256 KiB.
+ */
 export const MAX_SHARDS = 2_000;
 
 /** Step 2: plan the source into shards and write the run's job for the workers. */
@@ -225,7 +226,7 @@ export async function planBackup(
   let plan = await planWith(state.targetObjectsPerShard);
   const shardCount = plan.linkShards.length + plan.dataShards.length;
   if (shardCount > MAX_SHARDS) {
-    // Each Map iteration costs about eight history events; a Standard execution allows 25,000.
+    // Fewer, larger shards: their ids travel in the plan's output.
     plan = await planWith(Math.ceil((state.targetObjectsPerShard * shardCount) / MAX_SHARDS));
   }
   const shards = [...plan.linkShards, ...plan.dataShards];
@@ -250,7 +251,6 @@ export async function planBackup(
   return {
     linkShardIds: plan.linkShards.map((s) => s.id),
     dataShardIds: plan.dataShards.map((s) => s.id),
-    shardIds: shards.map((s) => s.id),
     estimatedObjects: plan.estimatedObjects,
     planRequests: plan.requests,
   };
@@ -429,7 +429,6 @@ export async function markBackupFailed(
       plan ?? {
         linkShardIds: [],
         dataShardIds: [],
-        shardIds: [],
         estimatedObjects: 0,
         planRequests: 0,
       },

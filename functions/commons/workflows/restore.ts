@@ -107,8 +107,6 @@ export interface RestoreState {
   readonly concurrency: number;
   readonly objects: number;
   readonly bytes: number;
-  readonly blobPartIds: readonly string[];
-  readonly linkPartIds: readonly string[];
 }
 
 /**
@@ -140,7 +138,6 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
         ? Access.Vault
         : Access.registrySecret(input.target.secretName),
   };
-  const parts = restorePartsOf(manifest);
   return {
     runId: `restore-${manifest.id}-${randomBytes(3).toString('hex')}`,
     snapshotId: manifest.id,
@@ -158,8 +155,6 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     concurrency: input.concurrency,
     objects: manifest.counts.objects,
     bytes: manifest.bytes,
-    blobPartIds: parts.filter((p) => p.kind === 'blobs').map((p) => p.id),
-    linkPartIds: parts.filter((p) => p.kind !== 'blobs').map((p) => p.id),
   };
 }
 

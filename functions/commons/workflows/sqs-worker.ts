@@ -1,14 +1,14 @@
 /**
  * The SQS side of the copy workers, shared by the Lambda handler and the local
  * poller: a batch of records in, the ids of records to retry out (SQS
- * `reportBatchItemFailures`), and the dead-letter path that fails the waiting
- * task with the reason.
+ * `reportBatchItemFailures`), and the dead-letter path that ends the shard of
+ * a message the workers gave up on, in the vault, with the reason.
  */
 import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { InputError, messageOf } from '../errors.ts';
 import { shardMessageSchema } from '../vault/runs.ts';
 import type { WorkflowDeps } from './deps.ts';
-import { handleShardMessage, type MessageSender, type TaskCallbacks } from './worker.ts';
+import { handleShardMessage, type MessageSender, recordShardGaveUp } from './worker.ts';
 
 export interface QueueRecord {
   readonly messageId: string;
@@ -23,25 +23,17 @@ export interface BatchResult {
   readonly totals: Totals;
 }
 
-function tokenOf(body: string): string | undefined {
-  try {
-    const parsed = JSON.parse(body) as { taskToken?: unknown };
-    return typeof parsed.taskToken === 'string' ? parsed.taskToken : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
- * Works through a batch. A message that can never work (bad JSON, unknown
- * run or shard) fails its task at once instead of bouncing to the DLQ; any
- * other error leaves the record for SQS to deliver again.
+ * Works through a batch. A message that can never work (bad JSON, no copy
+ * message, a shard its run does not have) is dropped with a warning: the
+ * workflow only sends shards of the run's job, so no run waits for it. Any
+ * other error leaves the record for SQS to deliver again, and after the
+ * queue's receive limit, for the dead-letter path.
  */
 export async function processShardRecords(
   records: readonly QueueRecord[],
   deps: WorkflowDeps,
   transport: {
-    callbacks: TaskCallbacks;
     sender: MessageSender;
     deadline: number;
     onProgress?: (totals: Totals) => void;
@@ -59,9 +51,11 @@ export async function processShardRecords(
       }
       totals = addTotals(totals, await handleShardMessage(body, deps, transport));
     } catch (err) {
-      const token = tokenOf(record.body);
-      if (err instanceof InputError && token !== undefined) {
-        await transport.callbacks.failure(token, err.name, err.message);
+      if (err instanceof InputError) {
+        deps.log.warn('copy worker message can never work; dropped', {
+          messageId: record.messageId,
+          error: messageOf(err),
+        });
         continue;
       }
       deps.log.warn('copy worker message failed; SQS will deliver it again', {
@@ -75,27 +69,43 @@ export async function processShardRecords(
   return { batchItemFailures: failures, totals };
 }
 
-/** A message that reached the dead-letter queue: fail the waiting task with why. */
+function copyMessageOf(body: string) {
+  try {
+    const parsed = shardMessageSchema.safeParse(JSON.parse(body));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Messages that reached the dead-letter queue: each one's shard ends as
+ * aborted with why, so the workflow's count sees it end and the snapshot (or
+ * the restore) fails naming it. Returns how many shards it ended; a body that
+ * is no copy message, a run with no job or a shard that already ended is
+ * only logged.
+ */
 export async function failDeadLetters(
   records: readonly QueueRecord[],
-  callbacks: TaskCallbacks,
+  deps: WorkflowDeps,
 ): Promise<number> {
-  let failed = 0;
+  let ended = 0;
   for (const record of records) {
-    const token = tokenOf(record.body);
-    if (token === undefined) continue;
-    // The token was readable, so the task is failed either way; the shard is named only
-    // when the whole message is one regvault wrote.
-    const parsed = shardMessageSchema.safeParse(JSON.parse(record.body));
-    const shard = parsed.success
-      ? `${parsed.data.runId} shard ${parsed.data.shardId} (message ${parsed.data.seq})`
-      : '(a message that is not a copy message)';
-    await callbacks.failure(
-      token,
-      'CopyWorkerGaveUp',
-      `the copy worker failed on ${shard} ${record.receiveCount ?? 'several'} times and the message went to the dead-letter queue; see the worker's logs`,
-    );
-    failed++;
+    const message = copyMessageOf(record.body);
+    if (message === undefined) {
+      deps.log.warn('a dead letter that is not a copy message; dropped', {
+        messageId: record.messageId,
+      });
+      continue;
+    }
+    const reason = `the copy worker failed on ${message.runId} shard ${message.shardId} (message ${message.seq}) ${record.receiveCount ?? 'several'} times and the message went to the dead-letter queue; see the worker's logs`;
+    if (await recordShardGaveUp(message, reason, deps)) ended++;
+    else
+      deps.log.warn('a dead letter for a shard that has ended or a run with no job; dropped', {
+        messageId: record.messageId,
+        runId: message.runId,
+        shardId: message.shardId,
+      });
   }
-  return failed;
+  return ended;
 }

@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
 import type { BackupPlanOutput, BackupState } from './backup.ts';
+import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
 import type { RestoreState, RolloutCheck, SwitchOutput, VerifyOutput } from './restore.ts';
 
 type SameKeys<A, B> = [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never]
@@ -68,7 +69,6 @@ export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
   z.strictObject({
     linkShardIds: z.array(id),
     dataShardIds: z.array(id),
-    shardIds: z.array(id),
     estimatedObjects: count,
     planRequests: count,
   }),
@@ -92,9 +92,19 @@ export const restoreStateSchema = schemaOf<RestoreState>()(
     concurrency: z.number().int().positive(),
     objects: count,
     bytes: count,
-    blobPartIds: z.array(id),
-    linkPartIds: z.array(id),
   }),
+);
+
+export const enqueueEventSchema = schemaOf<EnqueueEvent>()(
+  z.strictObject({
+    runId: id,
+    which: z.enum(SHARD_SETS),
+    timeoutSeconds: z.number().int().positive(),
+  }),
+);
+
+export const countEventSchema = schemaOf<CountEvent>()(
+  z.strictObject({ runId: id, which: z.enum(SHARD_SETS), deadline: z.iso.datetime() }),
 );
 
 const storageRefSchema = z.strictObject({

@@ -1,7 +1,7 @@
 /**
  * The one table of workflow steps. Each entry is a Lambda function (its key is
- * the function's name and entry file, `functions/<name>.ts`): the workflow and
- * the ASL Task states it serves, the zod schema of the event those states pass
+ * the function's name and entry file, `functions/<name>.ts`): the ASL Task
+ * states it serves in each workflow, the zod schema of the event those states pass
  * it, the step it runs, and the metrics its result counts. The Lambda handlers
  * (`functions/commons/aws/step-handler.ts`), the local runner and, by name,
  * the CDK stack are all made from this table, so a new step is one entry here,
@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { discoverBackup, finalizeBackup, markBackupFailed, planBackup } from './backup.ts';
 import type { WorkflowDeps } from './deps.ts';
+import { countFinishedShards, enqueueShards } from './fan-out.ts';
 import { proveRestore } from './prove.ts';
 import {
   checkRollout,
@@ -23,11 +24,14 @@ import {
   backupPlanOutputSchema,
   backupStateSchema,
   caughtErrorSchema,
+  countEventSchema,
+  enqueueEventSchema,
   restoreStateSchema,
   rolloutCheckSchema,
   switchOutputSchema,
   verifyOutputSchema,
 } from './step-schemas.ts';
+import type { MessageSender } from './worker.ts';
 
 /** The state machines, one `state-machines/<name>.asl.json` each. */
 export const WORKFLOWS = ['backup', 'restore'] as const;
@@ -41,12 +45,12 @@ export interface MetricPoint {
 }
 
 export interface Step<S extends z.ZodType, R> {
-  readonly workflow: WorkflowName;
-  /** The Task states of the workflow whose Resource is this function. */
-  readonly states: readonly [string, ...string[]];
+  /** Per workflow, its Task states whose Resource is this function. */
+  readonly in: Partial<Record<WorkflowName, readonly [string, ...string[]]>>;
   /** The event those states pass (their `Parameters`), parsed before the step runs. */
   readonly event: S;
-  run(event: z.output<S>, deps: WorkflowDeps): Promise<R>;
+  /** `queue`: where shard messages go (the copy queue on AWS, the local workers' on one machine). */
+  run(event: z.output<S>, deps: WorkflowDeps, queue: MessageSender): Promise<R>;
   metrics?(output: R): readonly MetricPoint[];
 }
 
@@ -74,28 +78,40 @@ const count = (name: string): readonly MetricPoint[] => [{ name, unit: 'Count', 
 
 export const STEPS = {
   discover: step({
-    workflow: 'backup',
-    states: ['DiscoverRegistryStorage'],
+    in: { backup: ['DiscoverRegistryStorage'] },
     event: executionInput,
     run: (event, deps) => discoverBackup(event.input, deps),
   }),
+  'enqueue-shards': step({
+    in: {
+      backup: ['EnqueueShards'],
+      restore: ['EnqueueBlobParts', 'EnqueueLinkParts'],
+    },
+    event: enqueueEventSchema,
+    run: (event, deps, queue) => enqueueShards(event, deps, queue),
+  }),
+  'count-shards': step({
+    in: {
+      backup: ['CountFinishedShards'],
+      restore: ['CountFinishedBlobParts', 'CountFinishedLinkParts'],
+    },
+    event: countEventSchema,
+    run: (event, deps) => countFinishedShards(event, deps),
+  }),
   plan: step({
-    workflow: 'backup',
-    states: ['PlanShards'],
+    in: { backup: ['PlanShards'] },
     event: withState,
     run: (event, deps) => planBackup(event.state, deps),
   }),
   finalize: step({
-    workflow: 'backup',
-    states: ['FinalizeSnapshot'],
+    in: { backup: ['FinalizeSnapshot'] },
     event: z.strictObject({ state: backupStateSchema, plan: backupPlanOutputSchema }),
     run: (event, deps) => finalizeBackup(event.state, event.plan, deps),
     metrics: (summary) =>
       count(summary.status === 'complete' ? 'SnapshotsComplete' : 'SnapshotsFailed'),
   }),
   'mark-failed': step({
-    workflow: 'backup',
-    states: ['MarkSnapshotFailed'],
+    in: { backup: ['MarkSnapshotFailed'] },
     event: z.strictObject({
       state: backupStateSchema.nullable(),
       plan: backupPlanOutputSchema.nullable(),
@@ -115,46 +131,39 @@ export const STEPS = {
     metrics: () => count('SnapshotsFailed'),
   }),
   resolve: step({
-    workflow: 'restore',
-    states: ['ResolveSnapshot'],
+    in: { restore: ['ResolveSnapshot'] },
     event: executionInput,
     run: (event, deps) => resolveRestore(event.input, deps),
   }),
   preflight: step({
-    workflow: 'restore',
-    states: ['CheckClusterTargetAndSnapshot'],
+    in: { restore: ['CheckClusterTargetAndSnapshot'] },
     event: withRestoreState,
     run: (event, deps) => preflightRestore(event.state, deps),
   }),
   prove: step({
-    workflow: 'restore',
-    states: ['ProveRestoredContent'],
+    in: { restore: ['ProveRestoredContent'] },
     event: withRestoreState,
     run: (event, deps) => proveRestore(event.state, deps),
   }),
   switch: step({
-    workflow: 'restore',
-    states: ['SwitchRegistryStorage'],
+    in: { restore: ['SwitchRegistryStorage'] },
     event: withRestoreState,
     run: (event, deps) => switchRegistry(event.state, deps),
   }),
   'rollout-status': step({
-    workflow: 'restore',
-    states: ['CheckRollout'],
+    in: { restore: ['CheckRollout'] },
     event: z.strictObject({ switched: switchOutputSchema }),
     run: (event, deps) => checkRollout(event.switched, deps),
   }),
   verify: step({
-    workflow: 'restore',
-    states: ['VerifyRegistry'],
+    in: { restore: ['VerifyRegistry'] },
     event: withRestoreState,
     run: (event, deps) => verifyRestore(event.state, deps),
     metrics: (report) => count(report.ok ? 'VerificationsPassed' : 'VerificationsFailed'),
   }),
   rollback: step({
-    workflow: 'restore',
     // After a switch (roll back when asked), and before one (only say what failed).
-    states: ['RollBackOrReportFailedSwitch', 'DescribeRestoreFailure'],
+    in: { restore: ['RollBackOrReportFailedSwitch', 'DescribeRestoreFailure'] },
     event: failedRestore,
     run: (event, deps) => rollBackOrReport(event, deps),
   }),
@@ -164,22 +173,29 @@ export type StepName = keyof typeof STEPS;
 
 /**
  * The Lambda functions that are not workflow steps: the SQS copy worker (the
- * workflows reach it through the copy queue), the handler of its dead letters,
- * and scheduled retention.
+ * workflows reach it through the copy queue the enqueue step fills), the
+ * handler of its dead letters, and scheduled retention.
  */
 export const OTHER_FUNCTIONS = ['copy-worker', 'dead-letter', 'prune'] as const;
 
 /** Every Lambda function, one entry file `functions/<name>.ts` each. */
 export type FunctionName = StepName | (typeof OTHER_FUNCTIONS)[number];
 
-/** The table's entries as a list, for code that treats every step alike. */
-export function stepsOf(
-  workflow?: WorkflowName,
-): Array<{ readonly name: StepName; readonly step: Step<z.ZodType, unknown> }> {
-  const entries: Array<{ name: StepName; step: Step<z.ZodType, unknown> }> = [];
+/** A workflow's entries of the table as a list, each with its Task states in that workflow. */
+export function stepsOf(workflow: WorkflowName): Array<{
+  readonly name: StepName;
+  readonly step: Step<z.ZodType, unknown>;
+  readonly states: readonly string[];
+}> {
+  const entries: Array<{
+    name: StepName;
+    step: Step<z.ZodType, unknown>;
+    states: readonly string[];
+  }> = [];
   for (const name of Object.keys(STEPS) as StepName[]) {
     const step: Step<z.ZodType, unknown> = STEPS[name];
-    if (workflow === undefined || step.workflow === workflow) entries.push({ name, step });
+    const states = step.in[workflow];
+    if (states !== undefined) entries.push({ name, step, states });
   }
   return entries;
 }

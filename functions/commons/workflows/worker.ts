@@ -4,14 +4,14 @@
  * page, until the worker's deadline, then handed on with a continuation
  * message carrying the cursor and running totals. What was copied, skipped and
  * failed is written to the vault under the run (vault/runs.ts), so the message
- * and the task output stay small. When the shard ends the waiting Map
- * iteration gets its result. A backup's blob shard lists nothing until every
- * link shard has listed its links (docs/consistency.md).
+ * stays small; a shard's end is its result in the run's `shards/` folder,
+ * which the workflow's count step counts. A backup's blob shard lists nothing
+ * until every link shard has listed its links (docs/consistency.md).
  *
  * Redelivery is safe: each continuation writes the same record file for its
  * sequence number, a duplicated continuation whose chain cuts its pages
  * elsewhere only repeats records that are collected once per key, and a
- * message for a shard that has already finished only repeats the success call.
+ * message for a shard that has already finished does nothing.
  */
 import { type CopyContext, createCopyContext } from '../copy/context.ts';
 import { copyEntries, type ListEntry } from '../copy/entries.ts';
@@ -24,7 +24,7 @@ import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
 import { registryCopyPolicy } from '../registry/copy-policy.ts';
 import { blobDigestOf } from '../registry/layout.ts';
-import { backupKeyFor, vaultRoot } from '../vault/format.ts';
+import { backupKeyFor, SnapshotStatus, vaultRoot } from '../vault/format.ts';
 import {
   type CopyJob,
   countListedShards,
@@ -40,19 +40,16 @@ import {
 import { readInventory, readInventoryPart, readManifest, rootOf } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 
-/** How a worker reports to the waiting workflow (Step Functions task callbacks in AWS). */
-export interface TaskCallbacks {
-  success(taskToken: string, output: ShardOutcome): Promise<void>;
-  failure(taskToken: string, error: string, cause: string): Promise<void>;
-  /** Keeps the task alive; false when it is already closed (the run ended or timed out). */
-  heartbeat(taskToken: string): Promise<boolean | undefined>;
-}
-
-/** Where continuation messages go (the SQS queue in AWS). */
+/** Where shard messages go (the copy queue in AWS): a run's first messages, and continuations. */
 export interface MessageSender {
   /** `delayMs`: deliver no sooner (SQS rounds it up to whole seconds, at most 900). */
   send(message: ShardMessage, options?: { delayMs?: number }): Promise<void>;
+  /** Up to SEND_BATCH messages in one request (SQS SendMessageBatch); every one is sent or it throws. */
+  sendBatch(messages: readonly ShardMessage[]): Promise<void>;
 }
+
+/** Messages in one SendMessageBatch request: SQS takes at most ten. */
+export const SEND_BATCH = 10;
 
 /** SQS's DelaySeconds for a delay in ms: whole seconds, at least 1, at most 900. */
 export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number } {
@@ -116,12 +113,13 @@ async function linksListed(
   return (await countListedShards(deps.vault, job.runId)) >= ids.length;
 }
 
-/** What a finished shard reports to its Map iteration: counts, never object lists. */
-export interface ShardOutcome {
-  readonly shardId: string;
-  readonly totals: Totals;
-  readonly failed: number;
-  readonly [key: string]: unknown;
+/**
+ * True when the backup has ended (its manifest is no longer running): a blob
+ * shard still waiting for link shards then stops instead of coming back.
+ */
+async function backupEnded(job: CopyJob, deps: WorkflowDeps): Promise<boolean> {
+  const manifest = await readManifest(deps.vault, job.snapshotId);
+  return manifest !== undefined && manifest.status !== SnapshotStatus.Running;
 }
 
 /**
@@ -235,7 +233,6 @@ export async function handleShardMessage(
   raw: unknown,
   deps: WorkflowDeps,
   transport: {
-    callbacks: TaskCallbacks;
     sender: MessageSender;
     deadline: number;
     /** This message's running totals after each page (the local runner's progress). */
@@ -248,13 +245,12 @@ export async function handleShardMessage(
   }
   const message = parsed.data;
   const _root = rootOf(deps.vault);
-  const done = await loadShardResult(deps.vault, message.runId, message.shardId);
-  if (done !== undefined) {
-    // A duplicate delivery of a finished shard: report the same result again.
-    await transport.callbacks.success(message.taskToken, {
-      shardId: done.shardId,
-      totals: done.totals,
-      failed: done.totals.failed,
+  if ((await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined) {
+    // A duplicate delivery of a finished shard (SQS at least once, or a re-run enqueue).
+    deps.log.info('shard already finished; message dropped', {
+      runId: message.runId,
+      shardId: message.shardId,
+      seq: message.seq,
     });
     return emptyTotals();
   }
@@ -271,56 +267,46 @@ export async function handleShardMessage(
     onListed: () => onListed?.(),
     ...(transport.onProgress === undefined ? {} : { onProgress: transport.onProgress }),
   };
-  const heartbeat = setInterval(
-    () => void transport.callbacks.heartbeat(message.taskToken).catch(() => undefined),
-    60_000,
-  );
   let marking: Promise<void> | undefined;
-  try {
-    if (job.purpose === 'backup') {
-      const shard = job.shards.find((candidate) => candidate.id === message.shardId);
-      if (shard === undefined)
-        throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
-      if (shard.kind === 'links') {
-        // Said as soon as the last phase is listed: the blob shards start while its copies trail.
-        onListed = () => {
-          marking ??= markListed(deps, job.runId, shard.id);
-        };
-      } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
-        // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
-        clearInterval(heartbeat);
-        if ((await transport.callbacks.heartbeat(message.taskToken)) === false)
-          return emptyTotals();
-        await transport.sender.send(message, { delayMs: LINKS_LISTED_POLL_MS });
-        return emptyTotals();
-      }
-      const here = shard.kind === 'links' ? linksHereOf(job.runId) : undefined;
-      here?.listing.add(shard.id);
-      try {
-        result = await runShard(ctx, shard, resume);
-        // A link shard that ended without listing everything (aborted) still frees the blob
-        // shards: the run fails on its result, and finalize says why.
-        if (shard.kind === 'links' && result.next === undefined)
-          marking ??= markListed(deps, job.runId, shard.id);
-        await marking;
-      } finally {
-        // Blob shards waiting here on a shard that handed on or failed look at the vault instead.
-        if (here !== undefined) {
-          here.listing.delete(shard.id);
-          wake(here);
-        }
-      }
-    } else {
-      // A restore part streams its blobs through the worker (the vault and the
-      // registry's bucket have different keys), so it too hands on at the deadline.
-      const part = job.parts.find((candidate) => candidate.id === message.shardId);
-      if (part === undefined)
-        throw new InputError(`run ${job.runId} has no restore part ${message.shardId}`);
-      const entries = await restoreEntries(job, deps, part.partIndex);
-      result = await copyEntries(ctx, part.id, entries, resume);
+  if (job.purpose === 'backup') {
+    const shard = job.shards.find((candidate) => candidate.id === message.shardId);
+    if (shard === undefined)
+      throw new InputError(`run ${job.runId} has no shard ${message.shardId}`);
+    if (shard.kind === 'links') {
+      // Said as soon as the last phase is listed: the blob shards start while its copies trail.
+      onListed = () => {
+        marking ??= markListed(deps, job.runId, shard.id);
+      };
+    } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
+      // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
+      if (await backupEnded(job, deps)) return emptyTotals();
+      await transport.sender.send(message, { delayMs: LINKS_LISTED_POLL_MS });
+      return emptyTotals();
     }
-  } finally {
-    clearInterval(heartbeat);
+    const here = shard.kind === 'links' ? linksHereOf(job.runId) : undefined;
+    here?.listing.add(shard.id);
+    try {
+      result = await runShard(ctx, shard, resume);
+      // A link shard that ended without listing everything (aborted) still frees the blob
+      // shards: the run fails on its result, and finalize says why.
+      if (shard.kind === 'links' && result.next === undefined)
+        marking ??= markListed(deps, job.runId, shard.id);
+      await marking;
+    } finally {
+      // Blob shards waiting here on a shard that handed on or failed look at the vault instead.
+      if (here !== undefined) {
+        here.listing.delete(shard.id);
+        wake(here);
+      }
+    }
+  } else {
+    // A restore part streams its blobs through the worker (the vault and the
+    // registry's bucket have different keys), so it too hands on at the deadline.
+    const part = job.parts.find((candidate) => candidate.id === message.shardId);
+    if (part === undefined)
+      throw new InputError(`run ${job.runId} has no restore part ${message.shardId}`);
+    const entries = await restoreEntries(job, deps, part.partIndex);
+    result = await copyEntries(ctx, part.id, entries, resume);
   }
   const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
   const last = result.next === undefined || result.aborted !== undefined;
@@ -341,23 +327,59 @@ export async function handleShardMessage(
   });
   if (shardResult === undefined) {
     await transport.sender.send({ ...message, seq: message.seq + 1, cursor: result.next, totals });
-    await transport.callbacks.heartbeat(message.taskToken);
     return result.totals;
   }
   await saveShardResult(deps.vault, job.runId, shardResult);
-  deps.log.info('shard finished', { runId: job.runId, shardId: message.shardId, ...totals });
-  if (result.aborted !== undefined) {
-    await transport.callbacks.failure(
-      message.taskToken,
-      'ShardAborted',
-      `shard ${message.shardId}: ${result.aborted}`,
-    );
-    return result.totals;
-  }
-  await transport.callbacks.success(message.taskToken, {
-    shardId: message.shardId,
-    totals,
-    failed: totals.failed,
-  });
+  if (result.aborted === undefined)
+    deps.log.info('shard finished', { runId: job.runId, shardId: message.shardId, ...totals });
+  else
+    deps.log.warn('shard stopped early', {
+      runId: job.runId,
+      shardId: message.shardId,
+      aborted: result.aborted,
+    });
   return result.totals;
+}
+
+/**
+ * Ends a shard whose message the workers gave up on (it reached the
+ * dead-letter queue): its result says it was aborted and why, so the
+ * workflow's count sees it end and finalize names it. A link shard also
+ * frees the blob shards waiting for it, as a link shard that aborts itself
+ * does. A shard that has a result already, or a run with no job, is left as
+ * it is; false then.
+ */
+export async function recordShardGaveUp(
+  message: ShardMessage,
+  reason: string,
+  deps: WorkflowDeps,
+): Promise<boolean> {
+  if ((await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined)
+    return false;
+  let job: CopyJob;
+  try {
+    job = await loadJob(deps.vault, message.runId);
+  } catch (err) {
+    if (err instanceof VaultError) return false;
+    throw err;
+  }
+  const result: ShardResult = {
+    shardId: message.shardId,
+    totals: message.totals ?? emptyTotals(),
+    messages: message.seq + 1,
+    aborted: reason,
+  };
+  await writeRunRecords(deps.vault, job.runId, message.shardId, message.seq, {
+    records: [],
+    failures: [],
+    uploadIds: [],
+    result,
+  });
+  await saveShardResult(deps.vault, job.runId, result);
+  if (
+    job.purpose === 'backup' &&
+    job.shards.some((shard) => shard.id === message.shardId && shard.kind === 'links')
+  )
+    await markListed(deps, job.runId, message.shardId);
+  return true;
 }
