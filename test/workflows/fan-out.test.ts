@@ -3,17 +3,22 @@
  * waits and counts until every shard has ended. A run's history (its
  * execution events) does not grow with the number of shards, unlike one Map
  * iteration per shard; the count ends the loop on the shards' results alone,
- * a dead-lettered shard included.
+ * a dead-lettered shard included; past its deadline a backup fails, and a
+ * restore part that stopped early sends the restore to its failure path.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { StateMachine } from 'aws-local-stepfunctions';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
-import { runBackupLocally } from '../../functions/commons/local/runner.ts';
+import { runBackupLocally, substitute } from '../../functions/commons/local/runner.ts';
 import { listFinishedShards, saveJob } from '../../functions/commons/vault/runs.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { countFinishedShards, enqueueShards } from '../../functions/commons/workflows/fan-out.ts';
 import { failDeadLetters } from '../../functions/commons/workflows/sqs-worker.ts';
 import type { MessageSender } from '../../functions/commons/workflows/worker.ts';
+import { PROJECT_ROOT } from '../../infra/house-function.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, locationOn, putObjects } from '../support/s3.ts';
 
@@ -92,6 +97,99 @@ describe('fanning shards out to the copy workers', () => {
     expect(Math.abs(many.result.events - few.result.events)).toBeLessThanOrEqual(6);
     expect(many.result.events).toBeLessThan(few.result.events + 4 * (many.shards - few.shards));
   }, 180_000);
+
+  it('fails the backup past its deadline with how far the shards got, and marks the snapshot failed', async () => {
+    // Prepare: no local worker takes a message, and the shards have one second.
+    const input = {
+      source: {
+        bucket: 'few-shards',
+        region: s3.region,
+        endpoint: s3.endpoint,
+        forcePathStyle: true,
+      },
+      targetObjectsPerShard: 100,
+    };
+
+    // Act
+    const result = await runBackupLocally(input, {
+      deps,
+      workers: 0,
+      copyTimeoutSeconds: 1,
+      shardPollMs: 300,
+    });
+
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.error).toBe('BackupFailed');
+    expect(result.cause).toMatch(
+      /FAILED: shards: 0 of (\d+) shards finished; workflow: CopyTimedOut: 0 of \1 shards ended by /,
+    );
+    expect(result.messages).toBe(0);
+  }, 60_000);
+
+  it('sends a restore whose blob part stopped early to its failure path, naming the part, before any link part', async () => {
+    // Prepare: the restore definition with every task stubbed, a count that sees one part aborted.
+    const text = readFileSync(join(PROJECT_ROOT, 'state-machines', 'restore.asl.json'), 'utf8');
+    const called: string[] = [];
+    let failure: unknown;
+    const stub =
+      (name: string, output: unknown) =>
+      async (input: unknown): Promise<unknown> => {
+        called.push(name);
+        if (name === 'DescribeRestoreFailure') failure = (input as { error?: unknown }).error;
+        return output;
+      };
+    const count = {
+      total: 3,
+      finished: 1,
+      aborted: 1,
+      overdue: false,
+      firstAborted: 'p00001: AccessDenied',
+    };
+    const machine = new StateMachine(JSON.parse(substitute(text)), {
+      validationOptions: { noValidate: true },
+    });
+
+    // Act
+    const run = machine.run(
+      {},
+      {
+        overrides: {
+          taskResourceLocalHandlers: {
+            ResolveSnapshot: stub('ResolveSnapshot', { runId: 'restore-1' }),
+            CheckClusterTargetAndSnapshot: stub('CheckClusterTargetAndSnapshot', { ok: true }),
+            EnqueueBlobParts: stub('EnqueueBlobParts', { total: 3, enqueued: 3, deadline: 'x' }),
+            CountFinishedBlobParts: stub('CountFinishedBlobParts', count),
+            EnqueueLinkParts: stub('EnqueueLinkParts', {}),
+            DescribeRestoreFailure: stub('DescribeRestoreFailure', {
+              rolledBack: false,
+              error: 'RestoreFailed',
+              message: 'm',
+            }),
+          } as never,
+          waitTimeOverrides: { WaitForBlobParts: 0, WaitForLinkParts: 0 },
+        },
+      },
+    );
+    const outcome = await run.result.then(
+      () => 'succeeded',
+      () => 'failed',
+    );
+
+    // Assess
+    expect(outcome).toBe('failed');
+    expect(called).toEqual([
+      'ResolveSnapshot',
+      'CheckClusterTargetAndSnapshot',
+      'EnqueueBlobParts',
+      'CountFinishedBlobParts',
+      'DescribeRestoreFailure',
+    ]);
+    expect(failure).toEqual({
+      Error: 'ShardAborted',
+      Cause: '1 of 3 restore parts stopped early; the first: p00001: AccessDenied',
+    });
+  });
 
   it('sends only the shards that have not ended, and counts a dead-lettered shard as ended and aborted', async () => {
     // Prepare: a planned run of three shards, one of which already ended.
