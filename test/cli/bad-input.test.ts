@@ -74,6 +74,8 @@ interface Case {
   readonly faults?: Given<readonly FaultRule[]>;
   /** What stderr and the result object both say: the thing the case is about, and the fix. */
   readonly says: Given<readonly string[]>;
+  /** Words the result says exactly once (a fix explained at two layers was printed twice). */
+  readonly once?: string;
 }
 
 const loginUrl = (f: Fixture) => f.loginRegistry.url;
@@ -382,6 +384,7 @@ const BAD_INPUT: readonly Case[] = [
     case: 'a copy target that does not exist',
     args: ['copy', '--from', `s3://${BUCKET.registry}`, '--to', 's3://bad-no-such-target'],
     says: ['s3://bad-no-such-target does not exist at', 'create the bucket'],
+    once: 'create the bucket',
   },
   {
     case: 'a bucket to fsck that does not exist',
@@ -397,6 +400,7 @@ const BAD_INPUT: readonly Case[] = [
     case: 'a restore target that does not exist',
     args: ['restore', '--no-switch', '--target-bucket', 'bad-no-such-target'],
     says: ['s3://bad-no-such-target does not exist at', 'create the bucket'],
+    once: 'create the bucket',
   },
   // Snapshots that are not there, or not complete
   {
@@ -712,6 +716,7 @@ describe('bad input to the CLI', () => {
         expect(run.stderr).toContain(text);
         expect(said).toContain(text);
       }
+      if (c.once !== undefined) expect(said.split(c.once).length - 1).toBe(1);
       expect(after).toEqual(before);
       expect(writes).toEqual([]);
       expectNoSecrets(run);

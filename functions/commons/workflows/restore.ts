@@ -232,6 +232,8 @@ async function checkTargetEmpty(state: RestoreState, client: S3Client): Promise<
   try {
     await client.send(new HeadBucketCommand({ Bucket: state.target.bucket }));
   } catch (err) {
+    // The S3 client already explained it (which bucket, whose keys, the fix): say it once.
+    if (err instanceof InputError) throw err;
     throw new InputError(`the restore target ${where} cannot be used`, [
       `target.bucket: ${messageOf(err)}; create the bucket first (the restore never creates buckets) or fix target.endpoint/region/secretName`,
     ]);
@@ -262,6 +264,7 @@ async function checkTargetWritable(state: RestoreState, client: S3Client): Promi
     );
     await client.send(new DeleteObjectCommand({ Bucket: state.target.bucket, Key: probe }));
   } catch (err) {
+    if (err instanceof InputError) throw err;
     throw new InputError(
       `the restore target s3://${state.target.bucket}/${state.target.prefix} cannot be written`,
       [`target.secretName: the keys cannot write the bucket (${messageOf(err)})`],
