@@ -82,6 +82,12 @@ export const totalsSchema = z.object({
   /** Objects of unfinished pushes (`_uploads/`) left out on purpose. */
   uploadsSkipped: z.number().int().nonnegative(),
   pages: z.number().int().nonnegative(),
+  /**
+   * Retries of S3 calls the copy needed (s3/retry.ts: throttling, 5xx,
+   * resets, bodies cut short); 0 on a fault-free run. Defaulted: records
+   * written before it was counted parse as 0.
+   */
+  retries: z.number().int().nonnegative().default(0),
 });
 export type Totals = z.infer<typeof totalsSchema>;
 
@@ -96,6 +102,7 @@ export function emptyTotals(): Totals {
     bytesCopied: 0,
     uploadsSkipped: 0,
     pages: 0,
+    retries: 0,
   };
 }
 
@@ -110,6 +117,7 @@ export function addTotals(a: Totals, b: Totals): Totals {
     bytesCopied: a.bytesCopied + b.bytesCopied,
     uploadsSkipped: a.uploadsSkipped + b.uploadsSkipped,
     pages: a.pages + b.pages,
+    retries: a.retries + b.retries,
   };
 }
 

@@ -5,8 +5,8 @@
  * queue (`InFlight`) and its result (`ShardRunResult`, built by `finish`)
  * live here too.
  */
-import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { messageOf } from '../errors.ts';
+import { countRetriesIn, getObjectBytes } from '../s3/retry.ts';
 import type { CopyContext } from './context.ts';
 import {
   type Cursor,
@@ -65,10 +65,8 @@ async function sameContent(
   sourceKey: string,
   targetKey: string,
 ): Promise<boolean> {
-  const read = async (client: typeof ctx.source.client, bucket: string, key: string) => {
-    const response = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
-  };
+  const read = async (client: typeof ctx.source.client, bucket: string, key: string) =>
+    Buffer.from((await getObjectBytes(client, { Bucket: bucket, Key: key })).body);
   const [a, b] = await Promise.all([
     read(ctx.source.client, ctx.source.bucket, sourceKey),
     read(ctx.target.client, ctx.target.bucket, targetKey),
@@ -131,6 +129,11 @@ export class Tally {
     for (const name of Object.keys(delta) as Array<keyof Totals>) {
       this.#counts[name] += delta[name] ?? 0;
     }
+  }
+
+  /** One retry of an S3 call made for this run (s3/retry.ts). */
+  retried(): void {
+    this.#counts.retries++;
   }
 
   /** One object copied or found unchanged (the hot path: no delta object). */
@@ -263,8 +266,10 @@ export async function queuePage(
   lookahead: number,
 ): Promise<boolean> {
   let known: ReadonlyMap<string, KnownObject>;
+  // Retries are counted in the run's tally, wherever the shared queue runs its copies from.
+  const counted = <T>(task: () => Promise<T>) => countRetriesIn(() => run.tally.retried(), task);
   try {
-    known = await ctx.targetState.lookup(page.map((queued) => queued.entry));
+    known = await counted(() => ctx.targetState.lookup(page.map((queued) => queued.entry)));
   } catch (err) {
     const { code, message } = describeError(err);
     for (const { entry } of page)
@@ -273,7 +278,9 @@ export async function queuePage(
   }
   for (const { entry, byContent } of page) {
     run.inflight.add(ctx.queue, lane, () =>
-      copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
+      counted(() =>
+        copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
+      ),
     );
   }
   await ctx.queue.onWaitingBelow(lookahead, lane);

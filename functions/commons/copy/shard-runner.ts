@@ -8,6 +8,7 @@
  * listed key is. Each object is copied by object-copy.ts.
  */
 import { listObjectsPage } from '../s3/fast-copy.ts';
+import { countRetriesIn } from '../s3/retry.ts';
 import type { CopyContext } from './context.ts';
 import {
   type Cursor,
@@ -109,17 +110,33 @@ async function listPage(
   };
 }
 
-/** Runs (part of) a shard and returns its totals, failures and, if it stopped early, a cursor. */
+/**
+ * Runs (part of) a shard and returns its totals, failures and, if it stopped
+ * early, a cursor. Every S3 call is retried by the one policy (s3/retry.ts);
+ * the retries its listing and its copies took are counted in its totals.
+ */
 export async function runShard(
   ctx: CopyContext,
   shard: Shard,
   options: ShardRunOptions = {},
 ): Promise<ShardRunResult> {
+  const tally = new Tally(ctx.maxFailures, options.onProgress);
+  return countRetriesIn(
+    () => tally.retried(),
+    () => runCounted(ctx, shard, options, tally),
+  );
+}
+
+async function runCounted(
+  ctx: CopyContext,
+  shard: Shard,
+  options: ShardRunOptions,
+  tally: Tally,
+): Promise<ShardRunResult> {
   const route = ctx.policy.route(shard);
   const passes = route.passes;
   const uploadIds = new Set<string>();
 
-  const tally = new Tally(ctx.maxFailures, options.onProgress);
   // This shard's copies in flight; the queue itself is shared with other shards.
   const inflight = new InFlight();
   const run = { tally, inflight, onRecord: options.onRecord };

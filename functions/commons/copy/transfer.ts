@@ -13,7 +13,7 @@ import {
   CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
-  GetObjectCommand,
+  HeadObjectCommand,
   PutObjectCommand,
   type S3Client,
   UploadPartCommand,
@@ -21,6 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { type FastCopier, md5Base64 } from '../s3/fast-copy.ts';
+import { getObjectBytes } from '../s3/retry.ts';
 import { cleanEtag, type ListedObject } from './model.ts';
 
 /** How objects move from source to target. */
@@ -277,6 +278,40 @@ async function multipart(
     );
     // Throwing here aborts the upload: nothing is written.
     beforeComplete?.();
+    const completed = await complete(ctx, targetKey, uploadId, etags);
+    return { targetEtag: cleanEtag(completed), requests: ranges.length + 2 };
+  } catch (err) {
+    await client
+      .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: targetKey, UploadId: uploadId }))
+      .catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The ETag S3 gives a multipart object: the MD5 of its parts' MD5s, a dash, the number of parts. */
+export function multipartEtag(partEtags: readonly string[]): string | undefined {
+  const digests = partEtags.map(cleanEtag);
+  if (!digests.every((etag) => /^[0-9a-f]{32}$/.test(etag))) return undefined;
+  const md5 = createHash('md5');
+  for (const digest of digests) md5.update(Buffer.from(digest, 'hex'));
+  return `${md5.digest('hex')}-${digests.length}`;
+}
+
+/**
+ * CompleteMultipartUpload, idempotent under retries: when a retried Complete
+ * is answered NoSuchUpload, the first one may have succeeded and only its
+ * answer was lost (the connection reset after the server acted). The object
+ * is then looked at: a HEAD matching the ETag the parts make proves it was
+ * completed; anything else is the failure it was.
+ */
+async function complete(
+  ctx: TransferContext,
+  targetKey: string,
+  uploadId: string,
+  etags: readonly string[],
+): Promise<string | undefined> {
+  const { client, bucket } = ctx.target;
+  try {
     const completed = await client.send(
       new CompleteMultipartUploadCommand({
         Bucket: bucket,
@@ -285,12 +320,17 @@ async function multipart(
         MultipartUpload: { Parts: etags.map((ETag, index) => ({ ETag, PartNumber: index + 1 })) },
       }),
     );
-    return { targetEtag: cleanEtag(completed.ETag), requests: ranges.length + 2 };
+    return completed.ETag;
   } catch (err) {
-    await client
-      .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: targetKey, UploadId: uploadId }))
+    const { name, $metadata } = err as { name?: string; $metadata?: { attempts?: number } };
+    const expected = multipartEtag(etags);
+    if (name !== 'NoSuchUpload' || ($metadata?.attempts ?? 1) < 2 || expected === undefined)
+      throw err;
+    const head = await client
+      .send(new HeadObjectCommand({ Bucket: bucket, Key: targetKey, IfMatch: `"${expected}"` }))
       .catch(() => undefined);
-    throw err;
+    if (head === undefined || cleanEtag(head.ETag) !== expected) throw err;
+    return head.ETag;
   }
 }
 
@@ -321,21 +361,21 @@ async function copyInParts(
   );
 }
 
-/** GETs `range` of the source object into one buffer (its bytes already reserved). */
+/**
+ * GETs `range` of the source object into one buffer (its bytes already
+ * reserved); a body cut mid-stream is read again from the start.
+ */
 async function readRange(
   ctx: TransferContext,
   key: string,
   range: { start: number; end: number } | undefined,
 ): Promise<{ body: Uint8Array; contentType: string | undefined }> {
-  const response = await ctx.source.client.send(
-    new GetObjectCommand({
-      Bucket: ctx.source.bucket,
-      Key: key,
-      ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }),
-    }),
-  );
-  if (response.Body === undefined) throw new Error(`GetObject ${key} returned no body`);
-  return { body: await response.Body.transformToByteArray(), contentType: response.ContentType };
+  const { body, response } = await getObjectBytes(ctx.source.client, {
+    Bucket: ctx.source.bucket,
+    Key: key,
+    ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }),
+  });
+  return { body, contentType: response.ContentType };
 }
 
 function checkStreamed(key: string, actualHex: string, digest: string): void {

@@ -12,6 +12,7 @@ import {
   type ListObjectsV2CommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { getObjectBytes } from '../s3/retry.ts';
 import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 
 /** One object of a registry layout, its key relative to `docker/registry/v2/`. */
@@ -98,9 +99,14 @@ export function objectReader(client: S3Client, bucket: string) {
   };
   return {
     async read(key: string): Promise<Buffer | undefined> {
-      const response = await get(key);
-      if (response === undefined) return undefined;
-      return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+      // A body cut mid-stream is read again (s3/retry.ts).
+      try {
+        const { body } = await getObjectBytes(client, { Bucket: bucket, Key: key });
+        return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+      } catch (err) {
+        if (isMissing(err)) return undefined;
+        throw err;
+      }
     },
     async open(key: string): Promise<AsyncIterable<Uint8Array> | undefined> {
       const response = await get(key);

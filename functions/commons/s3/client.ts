@@ -10,6 +10,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { explainS3Error, rewordS3Error, type S3Call, type S3Role } from './explain.ts';
+import { RETRY_POLICY, sdkRetryConfig } from './retry.ts';
 
 export type { S3Role } from './explain.ts';
 
@@ -24,7 +25,7 @@ export interface Endpoint {
 export interface ClientOptions {
   /** Requests in flight the client must sustain; sockets are sized to it. */
   readonly maxSockets?: number;
-  /** Attempts per request, including the first (SDK standard retry: backoff with jitter). */
+  /** Attempts per request, including the first (default: the one retry policy's, ./retry.ts). */
   readonly maxAttempts?: number;
   /** Abandon a request after this long (a hung connection becomes a retryable timeout). */
   readonly requestTimeoutMs?: number;
@@ -69,7 +70,12 @@ export function createS3Client(
     ...(endpoint.endpoint === undefined ? {} : { endpoint: endpoint.endpoint }),
     forcePathStyle: endpoint.forcePathStyle,
     ...(credentials === undefined ? {} : { credentials }),
-    maxAttempts: options.maxAttempts ?? 6,
+    // The one policy (./retry.ts): full-jitter backoff on throttling, 5xx, resets and timeouts, counted.
+    ...sdkRetryConfig(
+      options.maxAttempts === undefined
+        ? RETRY_POLICY
+        : { ...RETRY_POLICY, maxAttempts: options.maxAttempts },
+    ),
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     requestHandler: new NodeHttpHandler({

@@ -13,10 +13,11 @@
  * It signs with the SDK's own SigV4 signer and the client's own credentials
  * provider, addresses buckets path-style when the caller forces it or names
  * an endpoint and virtual-hosted on AWS's regional endpoint otherwise,
- * retries like the SDK's standard mode (backoff with full jitter on
- * throttling, 5xx, timeouts, resets and a 200 whose body is an error; never
- * on other 4xx), and throws errors shaped like the SDK's (`name`/`Code`,
- * `$metadata`), so callers cannot tell the two apart.
+ * retries by the one policy of ./retry.ts, as the SDK's calls do (backoff
+ * with full jitter on throttling, 5xx, timeouts, resets, a body cut short
+ * and a 200 whose body is an error; never on other 4xx), and throws errors
+ * shaped like the SDK's (`name`/`Code`, `$metadata`), so callers cannot tell
+ * the two apart.
  */
 import { createHash, createHmac } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
@@ -25,6 +26,7 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, SourceData } from '@smithy/types';
 import { rewordFor } from './client.ts';
+import { isRetryable, RETRY_POLICY, withRetries } from './retry.ts';
 
 const bytesOf = (data: SourceData): string | Uint8Array =>
   typeof data === 'string'
@@ -161,26 +163,6 @@ const tag = (xml: string, name: string, from = 0, to = xml.length): string | und
   return end === -1 || end > to ? undefined : unescapeXml(xml.slice(start + name.length + 2, end));
 };
 
-const RETRYABLE_CODES = new Set([
-  'SlowDown',
-  'Throttling',
-  'ThrottlingException',
-  'RequestTimeout',
-  'InternalError',
-  'ServiceUnavailable',
-  'RequestTimeTooSkewed',
-]);
-const RETRYABLE_NETWORK = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ESOCKETTIMEDOUT',
-  'EAI_AGAIN',
-  'ENOTFOUND',
-  'NetworkError',
-]);
-
 interface Call {
   readonly operation: string;
   readonly method: 'GET' | 'PUT';
@@ -206,7 +188,10 @@ export function createFastCopier(
   };
   const agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
   const send = secure ? httpsRequest : httpRequest;
-  const maxAttempts = options.maxAttempts ?? 6;
+  const policy =
+    options.maxAttempts === undefined
+      ? RETRY_POLICY
+      : { ...RETRY_POLICY, maxAttempts: options.maxAttempts };
   const signer = new SignatureV4({
     credentials: async (): Promise<AwsCredentialIdentity> => client.config.credentials(),
     region: where.region,
@@ -263,9 +248,22 @@ export function createFastCopier(
         },
         (res: IncomingMessage) => {
           const chunks: Buffer[] = [];
-          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          let received = 0;
+          res.on('data', (chunk: Buffer) => {
+            chunks.push(chunk);
+            received += chunk.byteLength;
+          });
           res.on('end', () => {
-            const { etag, 'content-type': contentType } = res.headers;
+            const { etag, 'content-type': contentType, 'content-length': length } = res.headers;
+            // A connection closed mid-body can end the stream early: short is a cut, not an answer.
+            if (length !== undefined && Number(length) !== received) {
+              reject(
+                Object.assign(new Error(`the body ended after ${received} of ${length} bytes`), {
+                  code: 'ECONNRESET',
+                }),
+              );
+              return;
+            }
             resolve({
               status: res.statusCode ?? 0,
               body: Buffer.concat(chunks),
@@ -273,6 +271,9 @@ export function createFastCopier(
               contentType,
             });
           });
+          res.on('aborted', () =>
+            reject(Object.assign(new Error('the response was cut short'), { code: 'ECONNRESET' })),
+          );
           res.on('error', reject);
         },
       );
@@ -284,62 +285,46 @@ export function createFastCopier(
     });
   };
 
-  /** One call with the SDK's standard retry behaviour; returns the 200 answer. */
-  const retried = async (
+  /** One attempt of a call: the 200 answer, or an S3CallError shaped like the SDK's. */
+  const attempt = async (
     spec: Call,
+    n: number,
   ): Promise<{ body: Buffer; etag: string | undefined; contentType: string | undefined }> => {
-    let lastError: S3CallError | undefined;
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      try {
-        const answer = await once(spec);
-        const { status } = answer;
-        // S3 can answer a copy with 200 and an error body: it failed after the headers went out.
-        const text =
-          spec.method === 'GET' && spec.key !== '' && (status === 200 || status === 206)
-            ? ''
-            : answer.body.toString('utf8');
-        if ((status === 200 || status === 206) && !text.includes('<Error>')) return answer;
-        const body = text;
-        const code = tag(body, 'Code') ?? (status === 404 ? 'NotFound' : `Http${status}`);
-        const retryable =
-          status >= 500 || status === 429 || status === 200 || RETRYABLE_CODES.has(code);
-        lastError = new S3CallError(
-          code,
-          tag(body, 'Message') ?? `${spec.operation} answered HTTP ${status}`,
-          status,
-          attempt,
-          retryable,
-        );
-        if (!retryable) throw lastError;
-      } catch (err) {
-        if (err instanceof S3CallError && !err.$retryable) throw err;
-        if (!(err instanceof S3CallError)) {
-          const code =
-            typeof err === 'object' && err !== null && 'code' in err
-              ? String(err.code)
-              : 'NetworkError';
-          const retryable = RETRYABLE_NETWORK.has(code);
-          lastError = new S3CallError(
-            code,
-            err instanceof Error ? err.message : String(err),
-            undefined,
-            attempt,
-            retryable,
-          );
-          if (!retryable) throw lastError;
-        }
-      }
-      if (attempt < maxAttempts) {
-        // Full jitter over an exponential ceiling, as the SDK's standard retry mode.
-        const ceiling = Math.min(20_000, 100 * 2 ** attempt);
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
-      }
+    let answer: Awaited<ReturnType<typeof once>>;
+    try {
+      answer = await once(spec);
+    } catch (err) {
+      const code =
+        typeof err === 'object' && err !== null && 'code' in err
+          ? String(err.code)
+          : 'NetworkError';
+      const message = err instanceof Error ? err.message : String(err);
+      throw new S3CallError(code, message, undefined, n, isRetryable({ code, message }));
     }
-    throw (
-      lastError ??
-      new S3CallError('Unknown', `${spec.operation} failed`, undefined, maxAttempts, false)
+    const { status } = answer;
+    // S3 can answer a copy with 200 and an error body: it failed after the headers went out.
+    const text =
+      spec.method === 'GET' && spec.key !== '' && (status === 200 || status === 206)
+        ? ''
+        : answer.body.toString('utf8');
+    if ((status === 200 || status === 206) && !text.includes('<Error>')) return answer;
+    const code = tag(text, 'Code') ?? (status === 404 ? 'NotFound' : `Http${status}`);
+    throw new S3CallError(
+      code,
+      tag(text, 'Message') ?? `${spec.operation} answered HTTP ${status}`,
+      status,
+      n,
+      status === 200 || isRetryable({ Code: code, $metadata: { httpStatusCode: status } }),
     );
   };
+
+  /** One call retried by the one policy (./retry.ts); returns the 200 answer. */
+  const retried = (spec: Call) =>
+    withRetries(
+      (n) => attempt(spec, n),
+      (err) => err instanceof S3CallError && err.$retryable,
+      policy,
+    );
 
   /** A call as `retried` makes it, its last failure in words (where, whose keys, what to do). */
   const call = (spec: Call) =>

@@ -6,7 +6,6 @@
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import {
-  GetObjectCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
   PutObjectCommand,
@@ -17,6 +16,7 @@ import type { Location } from '../copy/model.ts';
 import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
 import { issueLines, VaultError } from '../errors.ts';
 import { md5Base64 } from '../s3/fast-copy.ts';
+import { getObjectBytes } from '../s3/retry.ts';
 import { type SnapshotManifest, snapshotManifestSchema, vaultKeys, vaultRoot } from './format.ts';
 
 const gzipAsync = promisify(gzip);
@@ -55,22 +55,24 @@ export async function putBytes(
   );
 }
 
+/**
+ * The bytes of a vault object (or a range of them); `undefined` when the key
+ * does not exist. A body cut mid-stream is read again (s3/retry.ts).
+ */
 export async function getBytes(
   vault: Vault,
   key: string,
   range?: { offset: number; length: number },
 ): Promise<Buffer | undefined> {
   try {
-    const response = await vault.client.send(
-      new GetObjectCommand({
-        Bucket: vault.location.bucket,
-        Key: key,
-        ...(range === undefined
-          ? {}
-          : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` }),
-      }),
-    );
-    return Buffer.from((await response.Body?.transformToByteArray()) ?? new Uint8Array());
+    const { body } = await getObjectBytes(vault.client, {
+      Bucket: vault.location.bucket,
+      Key: key,
+      ...(range === undefined
+        ? {}
+        : { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` }),
+    });
+    return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
   } catch (err) {
     if (isMissing(err)) return undefined;
     throw err;

@@ -1,0 +1,268 @@
+/**
+ * The one retry policy of every S3 and SQS call: how many attempts, how long
+ * to wait between them (exponential backoff with full jitter, a longer base
+ * for throttling), and which failures are worth another attempt (throttling,
+ * 5xx, connection resets, broken pipes, timeouts, a body cut short). The SDK
+ * clients get it as their retry strategy (`sdkRetryConfig`); the calls the
+ * SDK does not retry use the same policy through `withRetries`: reading a
+ * response body after the SDK returned its headers (`getObjectBytes`), and
+ * the lean requests of ./fast-copy.ts.
+ *
+ * Every retry is counted: in the process (`retriesSoFar`) and in the scope a
+ * caller opened with `countRetriesIn` (a shard run's tally), so a run's
+ * record says how many retries it took.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  GetObjectCommand,
+  type GetObjectCommandInput,
+  type GetObjectCommandOutput,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { RetryErrorInfo, RetryStrategyV2, RetryToken } from '@smithy/types';
+
+/** How often and how patiently a call is tried. */
+export interface RetryPolicy {
+  /** Attempts per call, the first included. */
+  readonly maxAttempts: number;
+  /** Ceiling of the first retry's wait (ms); it doubles with each retry. */
+  readonly baseDelayMs: number;
+  /** The same for throttling (503 SlowDown, 429): S3 asks to slow down, so wait longer. */
+  readonly throttlingBaseDelayMs: number;
+  /** No wait is longer than this (ms). */
+  readonly maxDelayMs: number;
+}
+
+/**
+ * The policy of every call. Six attempts: at 5% throttling plus 3% resets
+ * (test/faults) a call fails for good with odds of about 0.08^6 = 3e-7, one
+ * in a few hundred backups of 5,000 objects; a refused connection still gives
+ * up within a second or two (expected wait 50 ms x 31 / 2).
+ */
+export const RETRY_POLICY: RetryPolicy = Object.freeze({
+  maxAttempts: 6,
+  baseDelayMs: 50,
+  throttlingBaseDelayMs: 500,
+  maxDelayMs: 20_000,
+});
+
+const THROTTLING_CODES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'BandwidthLimitExceeded',
+  'ProvisionedThroughputExceededException',
+  'PriorRequestNotComplete',
+]);
+
+const TRANSIENT_CODES = new Set([
+  'InternalError',
+  'ServiceUnavailable',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'TimeoutError',
+  'RequestTimeTooSkewed',
+  'NetworkError',
+  'BodyCutShort',
+]);
+
+/** Node's codes of a connection that broke, timed out or could not be made. */
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ESOCKETTIMEDOUT',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+
+interface ErrorShape {
+  readonly name?: unknown;
+  readonly Code?: unknown;
+  readonly code?: unknown;
+  readonly message?: unknown;
+  readonly cause?: unknown;
+  readonly $retryable?: unknown;
+  readonly $metadata?: { readonly httpStatusCode?: number; readonly clockSkewCorrected?: boolean };
+}
+
+const shapeOf = (err: unknown): ErrorShape | undefined =>
+  typeof err === 'object' && err !== null ? (err as ErrorShape) : undefined;
+
+const codeOf = (e: ErrorShape) =>
+  typeof e.Code === 'string' ? e.Code : typeof e.name === 'string' ? e.name : '';
+
+/** S3 or SQS asked the caller to slow down. */
+export function isThrottling(err: unknown): boolean {
+  const e = shapeOf(err);
+  if (e === undefined) return false;
+  return e.$metadata?.httpStatusCode === 429 || THROTTLING_CODES.has(codeOf(e));
+}
+
+/**
+ * A failure another attempt may not meet: throttling, any 5xx, a reset,
+ * refused or timed-out connection ("socket hang up" is an ECONNRESET), a
+ * body cut short, or an error the service marked retryable. Never a 4xx
+ * answer (a missing key, refused keys), and never an abort by the caller.
+ */
+export function isRetryable(err: unknown, depth = 0): boolean {
+  const e = shapeOf(err);
+  if (e === undefined) return false;
+  if (e.name === 'AbortError') return false;
+  if (isThrottling(e)) return true;
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined && status >= 500) return true;
+  if (e.$retryable === true || (typeof e.$retryable === 'object' && e.$retryable !== null))
+    return true;
+  if (e.$metadata?.clockSkewCorrected === true) return true;
+  if (TRANSIENT_CODES.has(codeOf(e))) return true;
+  if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return true;
+  if (typeof e.message === 'string' && /socket hang up|aborted|premature close/i.test(e.message))
+    return status === undefined || status < 400;
+  return depth < 5 && e.cause !== undefined && isRetryable(e.cause, depth + 1);
+}
+
+/** How long to wait before retry number `retry` (1 for the first): full jitter under an exponential ceiling. */
+export function backoffMs(retry: number, throttling: boolean, policy = RETRY_POLICY): number {
+  const base = throttling ? policy.throttlingBaseDelayMs : policy.baseDelayMs;
+  return Math.floor(Math.random() * Math.min(policy.maxDelayMs, base * 2 ** (retry - 1)));
+}
+
+const scope = new AsyncLocalStorage<() => void>();
+let processRetries = 0;
+
+/** Counts one retry: in the process, and in the scope `countRetriesIn` opened, if any. */
+export function noteRetry(): void {
+  processRetries++;
+  scope.getStore()?.();
+}
+
+/** Retries made by this process so far (every client, every scope). */
+export function retriesSoFar(): number {
+  return processRetries;
+}
+
+/**
+ * Runs `task` with every retry made on its behalf (its S3 calls, their
+ * bodies, the lean requests) reported to `onRetry`. Work a shared queue runs
+ * later opens its own scope: the queue may start it from another task's.
+ */
+export function countRetriesIn<T>(onRetry: () => void, task: () => Promise<T>): Promise<T> {
+  return scope.run(onRetry, task);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `attempt` until it succeeds, fails with what `retryable` does not
+ * accept, or has been tried `policy.maxAttempts` times; waits between
+ * attempts as the policy says and counts each retry. The last failure is
+ * thrown as it is.
+ */
+export async function withRetries<T>(
+  attempt: (n: number) => Promise<T>,
+  retryable: (err: unknown) => boolean = isRetryable,
+  policy = RETRY_POLICY,
+): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (err) {
+      if (n >= policy.maxAttempts || !retryable(err)) throw err;
+      noteRetry();
+      await sleep(backoffMs(n, isThrottling(err), policy));
+    }
+  }
+}
+
+const token = (retries: number, delay: number): RetryToken => ({
+  getRetryCount: () => retries,
+  getRetryDelay: () => delay,
+});
+
+/**
+ * The policy as the SDK's retry strategy. Unlike the SDK's standard mode it
+ * keeps no retry quota per client: a backup's client makes thousands of
+ * calls at once, and a quota drained by a burst of throttling would fail
+ * calls that one more wait would have saved; backoff is what slows it down.
+ */
+export function sdkRetryStrategy(policy = RETRY_POLICY): RetryStrategyV2 {
+  return {
+    async acquireInitialRetryToken() {
+      return token(0, 0);
+    },
+    async refreshRetryTokenForRetry(previous: RetryToken, info: RetryErrorInfo) {
+      const retries = previous.getRetryCount() + 1;
+      const retryable =
+        isRetryable(info.error) ||
+        info.errorType === 'THROTTLING' ||
+        info.errorType === 'TRANSIENT';
+      if (retries >= policy.maxAttempts || !retryable) throw new Error('no retry');
+      noteRetry();
+      const throttling = info.errorType === 'THROTTLING' || isThrottling(info.error);
+      let delay = backoffMs(retries, throttling, policy);
+      const hint = info.retryAfterHint;
+      if (hint instanceof Date)
+        delay = Math.max(delay, Math.min(hint.getTime() - Date.now(), policy.maxDelayMs));
+      return token(retries, delay);
+    },
+    recordSuccess() {},
+  };
+}
+
+/** What an SDK client's configuration takes to retry by the policy (S3Client, SQSClient). */
+export function sdkRetryConfig(policy = RETRY_POLICY): {
+  maxAttempts: number;
+  retryStrategy: RetryStrategyV2;
+} {
+  return { maxAttempts: policy.maxAttempts, retryStrategy: sdkRetryStrategy(policy) };
+}
+
+/** A response body that ended before its Content-Length: the connection broke mid-body. */
+export class BodyCutShortError extends Error {
+  override readonly name = 'BodyCutShort' as const;
+  readonly Code = 'BodyCutShort';
+}
+
+/**
+ * GetObject with its body read to the end. The SDK retries the request up to
+ * its headers; a body cut after them (a reset mid-body) is read again from
+ * the start by the same policy. Failures of the request itself are thrown as
+ * the SDK left them (it retried them already).
+ */
+export async function getObjectBytes(
+  client: S3Client,
+  input: GetObjectCommandInput,
+): Promise<{ readonly body: Uint8Array; readonly response: GetObjectCommandOutput }> {
+  let requestFailed = false;
+  return withRetries(
+    async () => {
+      let response: GetObjectCommandOutput;
+      try {
+        response = await client.send(new GetObjectCommand(input));
+      } catch (err) {
+        requestFailed = true;
+        throw err;
+      }
+      const body = (await response.Body?.transformToByteArray()) ?? new Uint8Array();
+      const expected = response.ContentLength;
+      if (expected !== undefined && body.byteLength !== expected)
+        throw new BodyCutShortError(
+          `GetObject ${input.Key}: the body ended after ${body.byteLength} of ${expected} bytes`,
+        );
+      return { body, response };
+    },
+    (err) => !requestFailed && isRetryable(err),
+  );
+}
