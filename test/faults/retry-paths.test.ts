@@ -16,12 +16,8 @@ import {
 } from '../../functions/commons/copy/transfer.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
 import { createFastCopier } from '../../functions/commons/s3/fast-copy.ts';
-import {
-  countRetriesIn,
-  getObjectBytes,
-  isRetryable,
-  retriesSoFar,
-} from '../../functions/commons/s3/retry.ts';
+import { getObjectBytes } from '../../functions/commons/s3/get-object.ts';
+import { countRetriesIn, isRetryable, retriesSoFar } from '../../functions/commons/s3/retry.ts';
 import { getBytes, listKeys } from '../../functions/commons/vault/store.ts';
 import { seededBytes } from '../../sandbox/dataset.ts';
 import { type FaultProxy, startFaultProxy } from '../../sandbox/s3/fault-proxy.ts';
@@ -87,6 +83,30 @@ describe('a body cut mid-stream', () => {
       OBJECTS.map(() => true),
     );
     expect(retries).toBe(10);
+  });
+
+  it('that keeps breaking fails after every attempt, saying where', async () => {
+    // Prepare: more cuts than attempts, through a client that knows its role
+    proxy.setRates({ resetMidBody: 1, operations: ['GetObject'], limit: 6 });
+    const vaultClient = createS3Client(
+      { endpoint: proxy.endpoint, region: s3.region, forcePathStyle: true },
+      s3.credentials,
+      { role: { what: 'the vault', keys: "the vault's keys", fixKeys: 'give other keys' } },
+    );
+    try {
+      // Act
+      const { value: err, retries } = await counting(() =>
+        getObjectBytes(vaultClient, { Bucket: 'bucket', Key: OBJECTS[0]?.key ?? '' }).catch(
+          (failure: unknown) => failure,
+        ),
+      );
+      // Assess
+      expect(retries).toBe(5);
+      expect((err as Error).message).toContain(`cannot reach the vault at ${proxy.endpoint}`);
+      expect((err as Error).message).toContain('the connection was reset, on every attempt');
+    } finally {
+      vaultClient.destroy();
+    }
   });
 
   it('is read again in a listing page through the SDK (vault listKeys)', async () => {

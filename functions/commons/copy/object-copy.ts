@@ -6,7 +6,8 @@
  * live here too.
  */
 import { messageOf } from '../errors.ts';
-import { countRetriesIn, getObjectBytes } from '../s3/retry.ts';
+import { getObjectBytes } from '../s3/get-object.ts';
+import { countRetriesIn } from '../s3/retry.ts';
 import type { CopyContext } from './context.ts';
 import {
   type Cursor,

@@ -21,7 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { type FastCopier, md5Base64 } from '../s3/fast-copy.ts';
-import { getObjectBytes } from '../s3/retry.ts';
+import { getObjectBytes } from '../s3/get-object.ts';
 import { cleanEtag, type ListedObject } from './model.ts';
 
 /** How objects move from source to target. */

@@ -12,7 +12,7 @@ import {
   type ListObjectsV2CommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { getObjectBytes } from '../s3/retry.ts';
+import { getObjectBytes } from '../s3/get-object.ts';
 import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 
 /** One object of a registry layout, its key relative to `docker/registry/v2/`. */

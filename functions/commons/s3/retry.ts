@@ -5,7 +5,7 @@
  * 5xx, connection resets, broken pipes, timeouts, a body cut short). The SDK
  * clients get it as their retry strategy (`sdkRetryConfig`); the calls the
  * SDK does not retry use the same policy through `withRetries`: reading a
- * response body after the SDK returned its headers (`getObjectBytes`), and
+ * response body after the SDK returned its headers (./get-object.ts), and
  * the lean requests of ./fast-copy.ts.
  *
  * Every retry is counted: in the process (`retriesSoFar`) and in the scope a
@@ -13,12 +13,6 @@
  * record says how many retries it took.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import {
-  GetObjectCommand,
-  type GetObjectCommandInput,
-  type GetObjectCommandOutput,
-  type S3Client,
-} from '@aws-sdk/client-s3';
 import type { RetryErrorInfo, RetryStrategyV2, RetryToken } from '@smithy/types';
 
 /** How often and how patiently a call is tried. */
@@ -227,42 +221,4 @@ export function sdkRetryConfig(policy = RETRY_POLICY): {
   retryStrategy: RetryStrategyV2;
 } {
   return { maxAttempts: policy.maxAttempts, retryStrategy: sdkRetryStrategy(policy) };
-}
-
-/** A response body that ended before its Content-Length: the connection broke mid-body. */
-export class BodyCutShortError extends Error {
-  override readonly name = 'BodyCutShort' as const;
-  readonly Code = 'BodyCutShort';
-}
-
-/**
- * GetObject with its body read to the end. The SDK retries the request up to
- * its headers; a body cut after them (a reset mid-body) is read again from
- * the start by the same policy. Failures of the request itself are thrown as
- * the SDK left them (it retried them already).
- */
-export async function getObjectBytes(
-  client: S3Client,
-  input: GetObjectCommandInput,
-): Promise<{ readonly body: Uint8Array; readonly response: GetObjectCommandOutput }> {
-  let requestFailed = false;
-  return withRetries(
-    async () => {
-      let response: GetObjectCommandOutput;
-      try {
-        response = await client.send(new GetObjectCommand(input));
-      } catch (err) {
-        requestFailed = true;
-        throw err;
-      }
-      const body = (await response.Body?.transformToByteArray()) ?? new Uint8Array();
-      const expected = response.ContentLength;
-      if (expected !== undefined && body.byteLength !== expected)
-        throw new BodyCutShortError(
-          `GetObject ${input.Key}: the body ended after ${body.byteLength} of ${expected} bytes`,
-        );
-      return { body, response };
-    },
-    (err) => !requestFailed && isRetryable(err),
-  );
 }

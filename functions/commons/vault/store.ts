@@ -16,7 +16,7 @@ import type { Location } from '../copy/model.ts';
 import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
 import { issueLines, VaultError } from '../errors.ts';
 import { md5Base64 } from '../s3/fast-copy.ts';
-import { getObjectBytes } from '../s3/retry.ts';
+import { getObjectBytes } from '../s3/get-object.ts';
 import { type SnapshotManifest, snapshotManifestSchema, vaultKeys, vaultRoot } from './format.ts';
 
 const gzipAsync = promisify(gzip);
