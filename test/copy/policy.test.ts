@@ -5,7 +5,9 @@ import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan
 import { registryCopyPolicy } from '../../functions/commons/registry/copy-policy.ts';
 import { buildDataset, writeDataset } from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, putObjects } from '../support/s3.ts';
+import { holders } from './coverage.ts';
+import { SyntheticRegistry } from './synthetic-registry.ts';
 
 let server: S3ServerHandle;
 let client: S3Client;
@@ -63,38 +65,55 @@ describe("the registry's plan (persisted in a backup's job: its ids and ranges n
     });
   });
 
-  it('cuts links at whole repositories and blobs at two-hex fan-outs', async () => {
+  it('cuts links at whole repositories and blobs at two-hex fan-outs, sized from counts', async () => {
     // Act
     const plan = await planShards(client, 'plans', 'reg', registryCopyPolicy, {
       targetObjectsPerShard: 12,
     });
-    // Assess
+    // Assess: each repository holds 13 links (app-0000 14, with its upload), more than
+    // the target, so each is a shard; the 73 blobs make seven shards of 9 to 11.
     const ranges = (shards: readonly Shard[]) =>
       shards.map((s) => [s.id, s.startAt, s.endBefore, s.estimatedObjects]);
     const team = (path: string) => `${repos}${path}/`;
     expect(ranges(plan.linkShards)).toEqual([
-      ['links-0000', undefined, team('team-0/app-0007'), 17],
-      ['links-0001', team('team-0/app-0007'), team('team-1/app-0001'), 17],
-      ['links-0002', team('team-1/app-0001'), team('team-1/app-0008'), 17],
-      ['links-0003', team('team-1/app-0008'), team('team-2/app-0002'), 17],
-      ['links-0004', team('team-2/app-0002'), team('team-3/app-0003'), 17],
-      ['links-0005', team('team-3/app-0003'), team('team-4/app-0004'), 17],
-      ['links-0006', team('team-4/app-0004'), team('team-5/app-0005'), 17],
-      ['links-0007', team('team-5/app-0005'), team('team-6/app-0006'), 17],
-      ['links-0008', team('team-6/app-0006'), undefined, 17],
+      ['links-0000', undefined, team('team-0/app-0007'), 14],
+      ['links-0001', team('team-0/app-0007'), team('team-1/app-0001'), 13],
+      ['links-0002', team('team-1/app-0001'), team('team-1/app-0008'), 13],
+      ['links-0003', team('team-1/app-0008'), team('team-2/app-0002'), 13],
+      ['links-0004', team('team-2/app-0002'), team('team-3/app-0003'), 13],
+      ['links-0005', team('team-3/app-0003'), team('team-4/app-0004'), 13],
+      ['links-0006', team('team-4/app-0004'), team('team-5/app-0005'), 13],
+      ['links-0007', team('team-5/app-0005'), team('team-6/app-0006'), 13],
+      ['links-0008', team('team-6/app-0006'), undefined, 13],
     ]);
     expect(ranges(plan.dataShards)).toEqual([
-      ['blobs-0000', undefined, `${blobs}25/`, 10],
-      ['blobs-0001', `${blobs}25/`, `${blobs}4a/`, 10],
-      ['blobs-0002', `${blobs}4a/`, `${blobs}6f/`, 10],
-      ['blobs-0003', `${blobs}6f/`, `${blobs}94/`, 10],
-      ['blobs-0004', `${blobs}94/`, `${blobs}b9/`, 10],
-      ['blobs-0005', `${blobs}b9/`, `${blobs}de/`, 10],
-      ['blobs-0006', `${blobs}de/`, undefined, 10],
+      ['blobs-0000', undefined, `${blobs}1f/`, 10],
+      ['blobs-0001', `${blobs}1f/`, `${blobs}39/`, 10],
+      ['blobs-0002', `${blobs}39/`, `${blobs}56/`, 11],
+      ['blobs-0003', `${blobs}56/`, `${blobs}85/`, 11],
+      ['blobs-0004', `${blobs}85/`, `${blobs}b1/`, 11],
+      ['blobs-0005', `${blobs}b1/`, `${blobs}e2/`, 11],
+      ['blobs-0006', `${blobs}e2/`, undefined, 9],
       ['other-0', undefined, blobs, undefined],
     ]);
-    expect(plan.requests).toBe(13);
+    // The first round trip (repositories, links, blobs, three gaps) counted it all.
+    expect(plan.requests).toBe(6);
   });
+
+  it.each([1, 12, 40, 5_000])(
+    'lists every key of the bucket in exactly one shard at %i objects a shard',
+    async (target) => {
+      // Act
+      const plan = await planShards(client, 'plans', 'reg', registryCopyPolicy, {
+        targetObjectsPerShard: target,
+      });
+      // Assess
+      const shards = [...plan.linkShards, ...plan.dataShards];
+      const keys = [...(await listAll(client, 'plans')).keys()];
+      expect(keys.filter((key) => holders(shards, key).length !== 1)).toEqual([]);
+      expect(keys.length).toBe(plan.estimatedObjects + 1);
+    },
+  );
 
   it('plans a gap shard only for a gap that holds a key, with the same id wherever it is', async () => {
     // Prepare: a registry at the bucket's top, one key after its trees and none before or between them.
@@ -116,6 +135,75 @@ describe("the registry's plan (persisted in a backup's job: its ids and ranges n
         startAt: 'docker/registry/v2/repositories0',
       },
     ]);
+  });
+});
+
+describe('counting against the S3 server, and the synthetic listing that stands in for it at scale', () => {
+  // Two dense fan-outs (about 1,500 blobs each: more than a page) and 300 repositories
+  // of about 20 links: the blobs are estimated from a page each, the links walked or,
+  // with a budget of two pages, sampled.
+  const shape = {
+    blobs: 3_000,
+    fanOuts: 2,
+    links: 6_000,
+    repositories: 300,
+    perNamespace: 40,
+    seed: 5,
+  };
+  const target = 500;
+
+  beforeAll(async () => {
+    await createBucket(client, 'dense');
+    const keys = [...new SyntheticRegistry(shape).keys()];
+    await putObjects(
+      client,
+      'dense',
+      keys.map((key) => ({ key, body: '' })),
+      32,
+    );
+  }, 120_000);
+
+  it.each([
+    { counting: 'walking every tree', countPages: undefined },
+    { counting: 'sampling the repositories', countPages: 2 },
+  ])(
+    'plans the same from the server as from the synthetic listing, $counting, with every key in one shard',
+    async ({ countPages }) => {
+      // Act
+      const options = {
+        targetObjectsPerShard: target,
+        ...(countPages === undefined ? {} : { countPages }),
+      };
+      const fromServer = await planShards(client, 'dense', '', registryCopyPolicy, options);
+      const synthetic = new SyntheticRegistry(shape);
+      const fromSynthetic = await registryCopyPolicy.split(synthetic, '', options);
+      // Assess
+      expect({ ...fromSynthetic, requests: synthetic.requests }).toEqual(fromServer);
+      const shards = [...fromServer.linkShards, ...fromServer.dataShards];
+      const keys = [...(await listAll(client, 'dense')).keys()];
+      expect(keys).toHaveLength(synthetic.size);
+      expect(keys.filter((key) => holders(shards, key).length !== 1)).toEqual([]);
+    },
+  );
+
+  it('counts links exactly and estimates a dense fan-out within 10% from one page', async () => {
+    // Act
+    const plan = await planShards(client, 'dense', '', registryCopyPolicy, {
+      targetObjectsPerShard: target,
+    });
+    // Assess
+    const synthetic = new SyntheticRegistry(shape);
+    const sum = (shards: readonly Shard[]) =>
+      shards.reduce((total, shard) => total + (shard.estimatedObjects ?? 0), 0);
+    expect(sum(plan.linkShards)).toBe(synthetic.links);
+    const blobShards = plan.dataShards.filter((shard) => shard.kind === 'blobs');
+    expect(Math.abs(sum(blobShards) / synthetic.blobs - 1)).toBeLessThan(0.1);
+    // Fan-outs 00 and 01 are cut inside, at hex points, into shards of at most the target.
+    const points = blobShards.map((shard) => shard.startAt?.slice('docker/registry/v2/'.length));
+    expect(
+      points.filter((point) => /^blobs\/sha256\/(00\/00|01\/01)[0-9a-f]+$/.test(point ?? '')),
+    ).toHaveLength(4);
+    expect(blobShards.every((shard) => (shard.estimatedObjects ?? 0) <= target)).toBe(true);
   });
 });
 

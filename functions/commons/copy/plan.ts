@@ -1,7 +1,8 @@
 /**
- * Planning a copy into bounded shards with a handful of LIST requests:
+ * Planning a copy into bounded shards with few LIST requests for its size:
  * `planShards` lists through one counting lister and lets the source's policy
- * split it (policy.ts).
+ * split it (policy.ts); counting key ranges and packing them into shards is
+ * key-ranges.ts.
  *
  * `genericCopyPolicy` plans any bucket: prefixes are found by delimiter
  * listings to a bounded depth, sized by a page each (large ones walked and
@@ -11,6 +12,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { type FastCopier, listObjectsPage } from '../s3/fast-copy.ts';
+import { packRuns, runRanges } from './key-ranges.ts';
 import { compareKeys, PAGE_SIZE, type Shard } from './model.ts';
 import {
   COPY,
@@ -31,7 +33,13 @@ export interface Plan extends Split {
   readonly requests: number;
 }
 
-const DEFAULT_TARGET = 20_000;
+/**
+ * Objects a shard holds at most unless told otherwise. A registry of 10
+ * million objects plans to about 2,100 shards (at 20,000, about 560): two
+ * or more for each of a thousand copy workers. A shard is 5 to 17 s of one
+ * worker's copies at the 300 to 1,000 copies/s docs/scale.md assumes.
+ */
+export const DEFAULT_OBJECTS_PER_SHARD = 5_000;
 
 /** A lister that counts its requests. */
 function lister(
@@ -77,7 +85,7 @@ export async function planShards(
   const list = lister(client, bucket, options.fast);
   const split = await policy.split(list, prefix, {
     ...options,
-    targetObjectsPerShard: options.targetObjectsPerShard ?? DEFAULT_TARGET,
+    targetObjectsPerShard: options.targetObjectsPerShard ?? DEFAULT_OBJECTS_PER_SHARD,
   });
   return { ...split, requests: list.requests };
 }
@@ -163,32 +171,22 @@ async function splitByKeyRange(
   const target = options.targetObjectsPerShard;
   const limit = new PQueue({ concurrency: options.listConcurrency ?? 16 });
   const segments = await discover(list, prefix, options.discoveryDepth ?? 2, target, limit);
-  const shards: Array<{ startAt?: string; count: number }> = [];
-  for (const segment of segments) {
-    const open = shards.at(-1);
-    if (open !== undefined && open.count + segment.count <= target) open.count += segment.count;
-    else
-      shards.push({
-        ...(shards.length === 0 ? {} : { startAt: segment.start }),
-        count: segment.count,
-      });
-  }
-  if (shards.length === 0) shards.push({ count: 0 });
-  const dataShards: Shard[] = shards.map((shard, index) => {
-    const endBefore = shards[index + 1]?.startAt;
-    return {
-      id: `objects-${String(index).padStart(5, '0')}`,
-      kind: 'objects',
-      prefix,
-      ...(shard.startAt === undefined ? {} : { startAt: shard.startAt }),
-      ...(endBefore === undefined ? {} : { endBefore }),
-      estimatedObjects: shard.count,
-    };
-  });
+  const runs = packRuns(
+    segments.map((segment) => segment.count),
+    target,
+  );
+  const ranges = runRanges(runs, (item) => segments[item]?.start ?? prefix);
+  if (ranges.length === 0) ranges.push({ estimatedObjects: 0 });
+  const dataShards: Shard[] = ranges.map((range, index) => ({
+    id: `objects-${String(index).padStart(5, '0')}`,
+    kind: 'objects',
+    prefix,
+    ...range,
+  }));
   return {
     linkShards: [],
     dataShards,
-    estimatedObjects: shards.reduce((sum, shard) => sum + shard.count, 0),
+    estimatedObjects: ranges.reduce((sum, range) => sum + range.estimatedObjects, 0),
   };
 }
 

@@ -28,12 +28,22 @@ export interface Lister {
 
 /** How a policy is asked to split a source. */
 export interface SplitOptions {
-  /** Objects a shard should hold at most (an estimate where the policy samples). */
+  /**
+   * Objects a shard should hold at most (counted where the policy walks a
+   * tree, estimated where it samples); a shard holds more only where one
+   * unit the policy does not split (a registry's repository) is larger.
+   */
   readonly targetObjectsPerShard: number;
   /** Generic buckets: how many levels of `/` prefixes delimiter listings discover (default 2). */
   readonly discoveryDepth?: number;
-  /** Generic buckets: LIST requests in flight while planning (default 16). */
+  /** LIST requests in flight while planning (default 16). */
   readonly listConcurrency?: number;
+  /**
+   * Registries: LIST pages counting one tree may take before it samples
+   * instead (default `COUNT_PAGES`, 2,048: exact counts up to about two
+   * million links; copy/key-ranges.ts).
+   */
+  readonly countPages?: number;
 }
 
 /**

@@ -6,9 +6,13 @@
  *
  * Shards: link shards are contiguous ranges of whole repositories (a
  * repository is never split, so its three passes stay ordered), blob shards
- * are ranges of the 256 two-hex fan-outs (split further by the third hex
- * digit for very large registries), and whatever else is in the bucket goes
- * in "objects" shards. Link shards are listed before any blob shard.
+ * are ranges of the 256 two-hex fan-outs, a fan-out larger than a shard cut
+ * at hex points inside it, and whatever else is in the bucket goes in
+ * "objects" shards. Link shards are listed before any blob shard. Both are
+ * sized from counts: every repository's links and every fan-out's blobs are
+ * counted by walking the trees in parallel stripes, a dense fan-out estimated
+ * from one page by how far into it the page reached, and past about two
+ * million links the repositories are sampled (copy/key-ranges.ts).
  *
  * Passes: a link shard is listed three times, in the reverse of the
  * registry's write order (tags, then revisions, then layer links), the second
@@ -16,11 +20,21 @@
  * a blob's key names its digest.
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { keyJustBefore, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
+import PQueue from 'p-queue';
+import {
+  COUNT_PAGES,
+  countRanges,
+  packRuns,
+  type RangeTree,
+  runRanges,
+  type ShardRange,
+} from '../copy/key-ranges.ts';
+import { compareKeys, keyJustBefore, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
 import {
   COPY,
   type CopyPolicy,
   type KeyTreatment,
+  type ListedPage,
   type Lister,
   type Pass,
   type RollUp,
@@ -37,67 +51,101 @@ import {
   uploadIdOf,
 } from './layout.ts';
 
-const HEX = '0123456789abcdef';
+/** The 256 two-hex fan-outs of the blob tree, in order. */
+const FAN_OUTS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
-/** Every common prefix below `prefix` (all pages; duplicates some servers repeat across pages removed). */
-async function childPrefixes(list: Lister, prefix: string): Promise<string[]> {
-  const found = new Set<string>();
-  let token: string | undefined;
-  do {
-    const page = await list.page(prefix, {
-      delimiter: '/',
-      ...(token === undefined ? {} : { token }),
-    });
-    for (const p of page.prefixes) found.add(p);
-    token = page.next;
-  } while (token !== undefined);
-  return [...found].sort();
-}
+/** Hex digits of a blob's digest read for its position in its fan-out (48 bits: exact in a double). */
+const POSITION_DIGITS = 12;
 
-/** Cuts `units` (sorted prefixes) into `count` contiguous groups of near-equal size. */
-function group<T>(units: readonly T[], count: number): T[][] {
-  const groups: T[][] = [];
-  const size = Math.ceil(units.length / Math.max(1, count));
-  for (let i = 0; i < units.length; i += size) groups.push(units.slice(i, i + size));
-  return groups;
-}
-
-/** Blob-space boundaries: 2-hex fan-outs, or 3-hex when more than 256 shards are wanted. */
-function blobBoundaries(blobsPrefix: string, shards: number): string[] {
-  const points: string[] = [];
-  for (const a of HEX) {
-    for (const b of HEX) {
-      if (shards <= 256) points.push(`${blobsPrefix}${a}${b}/`);
-      else for (const c of HEX) points.push(`${blobsPrefix}${a}${b}/${a}${b}${c}`);
-    }
-  }
-  return points;
+/**
+ * The blob tree as one range per fan-out. A blob's key is its sha256, uniform
+ * over the hex space, so where a key lies in its fan-out (the digest's digits
+ * after the fan-out's two) says how much of the fan-out a listing has passed.
+ */
+function blobTree(blobsPrefix: string): RangeTree {
+  return {
+    prefix: blobsPrefix,
+    starts: FAN_OUTS.map((fanOut) => `${blobsPrefix}${fanOut}/`),
+    position(index, key) {
+      const fanOut = FAN_OUTS[index] ?? '';
+      const head = `${blobsPrefix}${fanOut}/${fanOut}`;
+      const digits = key.slice(head.length, head.length + POSITION_DIGITS);
+      if (!key.startsWith(head) || !/^[0-9a-f]+$/.test(digits)) return undefined;
+      return (Number.parseInt(digits, 16) + 1) / 16 ** digits.length;
+    },
+  };
 }
 
 /**
- * One shard of `kind` per group of sorted boundaries below `prefix`: from the
- * group's first boundary (the first shard from the start) up to the next
- * group's first (the last shard to the end).
+ * The blob tree's fan-outs as pieces of at most `target` blobs: a larger
+ * fan-out is cut into equal parts of its uniform key space, at hex points
+ * (`ab/ab8` halves fan-out `ab`).
  */
-function rangeShards(
+function blobPieces(
+  blobsPrefix: string,
+  counts: Float64Array,
+  target: number,
+): { starts: string[]; weights: number[] } {
+  const starts: string[] = [];
+  const weights: number[] = [];
+  FAN_OUTS.forEach((fanOut, index) => {
+    const count = counts[index] ?? 0;
+    const pieces = Math.max(1, Math.ceil(count / target));
+    // Enough digits that no two points round together.
+    const digits = Math.ceil(Math.log2(pieces) / 4) + 1;
+    const scale = 16 ** digits;
+    let at = 0;
+    for (let piece = 0; piece < pieces; piece++) {
+      const end = piece + 1 === pieces ? scale : Math.round(((piece + 1) * scale) / pieces);
+      const point = at.toString(16).padStart(digits, '0').replace(/0+$/, '');
+      starts.push(`${blobsPrefix}${fanOut}/${piece === 0 ? '' : `${fanOut}${point}`}`);
+      weights.push((count * (end - at)) / scale);
+      at = end;
+    }
+  });
+  return { starts, weights };
+}
+
+/**
+ * The delimiter that rolls a repository up into one common prefix: its keys
+ * all lie in its reserved directories (`_manifests/`, `_layers/`,
+ * `_uploads/`), and no component of a repository name starts with `_`.
+ */
+const REPOSITORY_DELIMITER = '/_';
+
+/**
+ * Where each repository's keys start (`<repositories/><name>/`), sorted: one
+ * delimiter listing from `first` on, about one page per 1,000 repositories.
+ */
+async function repositoryStarts(
+  list: Lister,
+  reposPrefix: string,
+  first: ListedPage,
+): Promise<string[]> {
+  // Some servers repeat a common prefix across pages.
+  const found = new Set<string>();
+  for (let page = first; ; ) {
+    for (const common of page.prefixes) found.add(common.slice(0, -1));
+    if (page.next === undefined) break;
+    page = await list.page(reposPrefix, { delimiter: REPOSITORY_DELIMITER, token: page.next });
+  }
+  return [...found].sort(compareKeys);
+}
+
+/** One shard of `kind` below `prefix` per range. */
+function shardsOf(
   kind: 'links' | 'blobs',
   prefix: string,
   base: string,
-  groups: readonly string[][],
-  estimate: (members: readonly string[]) => number,
+  ranges: readonly ShardRange[],
 ): Shard[] {
-  return groups.map((members, index) => {
-    const next = groups[index + 1]?.[0];
-    return {
-      id: `${kind}-${String(index).padStart(4, '0')}`,
-      kind,
-      prefix,
-      registryPrefix: base,
-      ...(index === 0 ? {} : { startAt: members[0] ?? prefix }),
-      ...(next === undefined ? {} : { endBefore: next }),
-      estimatedObjects: estimate(members),
-    };
-  });
+  return ranges.map((range, index) => ({
+    id: `${kind}-${String(index).padStart(4, '0')}`,
+    kind,
+    prefix,
+    registryPrefix: base,
+    ...range,
+  }));
 }
 
 /** A key range outside the registry's trees: from `startAt` (inclusive) to `endBefore`. */
@@ -116,9 +164,72 @@ async function gapHoldsKeys(list: Lister, gap: Gap): Promise<boolean> {
   return first !== undefined && (gap.endBefore === undefined || first < gap.endBefore);
 }
 
-/** Splits the Docker Distribution layout under the root directory `root`. */
+/** How a tree is counted: shard target, the LIST requests in flight, the pages a count may take. */
+interface Counting {
+  readonly target: number;
+  readonly limit: PQueue;
+  readonly pages: number;
+}
+
+/**
+ * Link shards: runs of whole repositories (a repository is never split, so
+ * its three passes stay ordered) of about `target` links each, counted by
+ * repository (countRanges). None where the tree holds no key.
+ */
+async function planLinks(
+  list: Lister,
+  reposPrefix: string,
+  base: string,
+  firsts: { readonly repositories: ListedPage; readonly links: ListedPage },
+  { target, limit, pages }: Counting,
+): Promise<Shard[]> {
+  if (firsts.links.keys.length === 0) return [];
+  const starts = await repositoryStarts(list, reposPrefix, firsts.repositories);
+  const tree: RangeTree = {
+    prefix: reposPrefix,
+    starts: starts.length > 0 ? starts : [reposPrefix],
+  };
+  const counts = await countRanges(list, tree, firsts.links, limit, pages);
+  const runs = packRuns(counts, target);
+  return shardsOf(
+    'links',
+    reposPrefix,
+    base,
+    runRanges(runs, (item) => tree.starts[item] ?? reposPrefix),
+  );
+}
+
+/** Blob shards: runs of fan-outs and pieces of fan-outs of about `target` blobs each; at least one. */
+async function planBlobs(
+  list: Lister,
+  blobsPrefix: string,
+  base: string,
+  first: ListedPage,
+  { target, limit, pages }: Counting,
+): Promise<Shard[]> {
+  const counts = await countRanges(list, blobTree(blobsPrefix), first, limit, pages);
+  const pieces = blobPieces(blobsPrefix, counts, target);
+  const runs = packRuns(pieces.weights, target);
+  return shardsOf(
+    'blobs',
+    blobsPrefix,
+    base,
+    runRanges(runs, (item) => pieces.starts[item] ?? blobsPrefix),
+  );
+}
+
+/**
+ * Splits the Docker Distribution layout under the root directory `root`:
+ * link and blob shards sized from counts (exact where a tree is walked,
+ * estimated where it is sampled: copy/key-ranges.ts), and a shard for each
+ * key range around the two trees that holds a key.
+ */
 async function splitRegistry(list: Lister, root: string, options: SplitOptions): Promise<Split> {
-  const target = options.targetObjectsPerShard;
+  const counting: Counting = {
+    target: options.targetObjectsPerShard,
+    limit: new PQueue({ concurrency: options.listConcurrency ?? 16 }),
+    pages: options.countPages ?? COUNT_PAGES,
+  };
   const base = registryPrefix(root);
   const reposPrefix = `${base}repositories/`;
   const blobsPrefix = `${base}blobs/sha256/`;
@@ -129,56 +240,20 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
     { startAt: `${blobsPrefix.slice(0, -1)}0`, endBefore: reposPrefix },
     { startAt: `${reposPrefix.slice(0, -1)}0` },
   ];
-  // The first listings are independent: one round trip, not six.
-  const [topUnits, sample, blobSample, ...gapHolds] = await Promise.all([
-    childPrefixes(list, reposPrefix),
+  // The first listings are independent: one round trip. A small registry is counted by them.
+  const [repositories, links, blobs, ...gapHolds] = await Promise.all([
+    list.page(reposPrefix, { delimiter: REPOSITORY_DELIMITER }),
     list.page(reposPrefix),
     list.page(blobsPrefix),
     ...gaps.map((gap) => gapHoldsKeys(list, gap)),
   ]);
-  // Repositories: whole top-level units (a namespace or a repository), sized by a sample page.
-  let units = topUnits;
-  const sampledUnits = new Set(sample.keys.map((k) => k.slice(reposPrefix.length).split('/')[0]));
-  const linksPerUnit =
-    sample.next === undefined
-      ? sample.keys.length / Math.max(1, units.length)
-      : sample.keys.length / Math.max(1, sampledUnits.size - 1 || 1);
-  let estimatedLinks = Math.round(linksPerUnit * units.length);
-  let wantedLinkShards = Math.max(1, Math.ceil(estimatedLinks / target));
-  if (units.length < wantedLinkShards) {
-    // Few, large namespaces: go one level down where a unit is a namespace, not a repository.
-    const expanded: string[] = [];
-    for (const unit of units) {
-      const children = await childPrefixes(list, unit);
-      const isRepository = children.some((c) => /\/_(manifests|layers|uploads)\/$/.test(c));
-      expanded.push(...(isRepository ? [unit] : children));
-    }
-    units = expanded.sort();
-    wantedLinkShards = Math.min(wantedLinkShards, units.length);
-  }
-  const linkShards = rangeShards(
-    'links',
-    reposPrefix,
-    base,
-    group(units, wantedLinkShards),
-    (members) => Math.round(linksPerUnit * members.length),
-  );
-  if (units.length === 0) estimatedLinks = 0;
-
-  // Blobs: estimate the count from how far one page reaches into the fan-outs.
-  let estimatedBlobs = blobSample.keys.length;
-  if (blobSample.next !== undefined) {
-    const last = blobSample.keys[blobSample.keys.length - 1] ?? '';
-    const fanout = Number.parseInt(last.slice(blobsPrefix.length, blobsPrefix.length + 2), 16);
-    estimatedBlobs = Math.round(
-      (blobSample.keys.length * 256) / (Number.isNaN(fanout) ? 256 : fanout + 1),
-    );
-  }
-  const blobShardCount = Math.min(4096, Math.max(1, Math.ceil(estimatedBlobs / target)));
-  const boundaries = blobBoundaries(blobsPrefix, blobShardCount);
-  const blobGroups = group(boundaries, blobShardCount);
-  const dataShards = rangeShards('blobs', blobsPrefix, base, blobGroups, () =>
-    Math.round(estimatedBlobs / blobGroups.length),
+  const [linkShards, dataShards] = await Promise.all([
+    planLinks(list, reposPrefix, base, { repositories, links }, counting),
+    planBlobs(list, blobsPrefix, base, blobs, counting),
+  ]);
+  const estimatedObjects = [...linkShards, ...dataShards].reduce(
+    (sum, shard) => sum + (shard.estimatedObjects ?? 0),
+    0,
   );
 
   // A shard for each gap that held a key when planned (a registry writes only
@@ -195,7 +270,7 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
     });
   });
 
-  return { linkShards, dataShards, estimatedObjects: estimatedLinks + estimatedBlobs };
+  return { linkShards, dataShards, estimatedObjects };
 }
 
 /**
