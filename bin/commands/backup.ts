@@ -31,7 +31,7 @@ export function backupCommand(program: Command): void {
       '--source-endpoint <url>',
       'endpoint of --source-bucket (defaults to the vault endpoint)',
     )
-    .option('--shard-objects <n>', 'objects per shard', '20000')
+    .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
       '--ttl-days <days>',
       'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',

@@ -21,7 +21,7 @@ export function planCommand(program: Command): void {
     .requiredOption('--source-bucket <bucket>', 'the bucket to plan')
     .option('--source-region <region>', 'its region (defaults to the vault region)')
     .option('--source-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
-    .option('--shard-objects <n>', 'objects per shard', '20000')
+    .option('--shard-objects <n>', 'objects per shard', '5000')
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['shardObjects']);
@@ -40,7 +40,7 @@ export function planCommand(program: Command): void {
         );
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);
-        const options = { targetObjectsPerShard: numbers.shardObjects ?? 20_000 };
+        const options = { targetObjectsPerShard: numbers.shardObjects ?? 5_000 };
         const policy = registry ? registryCopyPolicy : genericCopyPolicy;
         const plan = await planShards(client, source.bucket, '', policy, options);
         // ~700 server-side copies/s per worker process measured on the sandbox; AWS S3 is faster per connection.

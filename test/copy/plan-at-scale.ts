@@ -24,6 +24,8 @@ export interface ScalePlanOutput {
   readonly blobShards: number;
   readonly otherShards: number;
   readonly requests: number;
+  /** The shard ids as a backup's plan output carries them, in bytes of JSON. */
+  readonly idBytes: number;
   readonly planSeconds: number;
   /** The largest heap in use while planning, MiB: live objects after a collection every 32 LISTs (with --expose-gc). */
   readonly peakHeapMiB: number;
@@ -86,6 +88,10 @@ async function main(): Promise<void> {
     blobShards: split.dataShards.filter((shard) => shard.kind === 'blobs').length,
     otherShards: split.dataShards.filter((shard) => shard.kind === 'objects').length,
     requests: registry.requests,
+    idBytes: JSON.stringify({
+      linkShardIds: split.linkShards.map((shard) => shard.id),
+      dataShardIds: split.dataShards.map((shard) => shard.id),
+    }).length,
     planSeconds: Math.round(planSeconds * 100) / 100,
     peakHeapMiB: Math.round(peakHeap / MIB),
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from '@jest/globals';
 import { DEFAULT_OBJECTS_PER_SHARD } from '../../functions/commons/copy/plan.ts';
+import { MAX_SHARDS } from '../../functions/commons/workflows/backup.ts';
 import { typeScriptCommand } from '../../sandbox/process.ts';
 import type { ScalePlanInput, ScalePlanOutput } from './plan-at-scale.ts';
 
@@ -63,6 +64,11 @@ describe('planning a registry of millions of objects (a synthetic listing)', () 
       expect(Math.abs(plan.estimatedObjects / plan.objects - 1)).toBeLessThan(0.02);
       // It ran under the cap; what it keeps is far below it.
       expect(plan.peakHeapMiB).toBeLessThan(HEAP_MIB / 4);
+      // A backup takes the plan as it is (no replanning at a larger size), and
+      // the ids of MAX_SHARDS shards leave most of a state's 256 KiB to the rest.
+      const shardCount = plan.linkShards + plan.blobShards + plan.otherShards;
+      expect(shardCount).toBeLessThanOrEqual(MAX_SHARDS);
+      expect((plan.idBytes / shardCount) * MAX_SHARDS).toBeLessThan((256 * 1024) / 3);
     },
     300_000,
   );
