@@ -14,6 +14,7 @@ import {
   S3_LIMITS,
   transferObject,
 } from '../../functions/commons/copy/transfer.ts';
+import { objectReader } from '../../functions/commons/registry/fsck-sources.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
 import { createFastCopier } from '../../functions/commons/s3/fast-copy.ts';
 import { getObjectBytes } from '../../functions/commons/s3/get-object.ts';
@@ -107,6 +108,23 @@ describe('a body cut mid-stream', () => {
     } finally {
       vaultClient.destroy();
     }
+  });
+
+  it('goes on by Range from the byte reached in a streamed read (fsck)', async () => {
+    // Prepare: a body large enough to arrive in pieces, cut twice
+    const bytes = seededBytes('streamed', 512 * 1024);
+    await admin.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'stream/blob', Body: bytes }));
+    proxy.setRates({ resetMidBody: 1, operations: ['GetObject'], limit: 2 });
+    // Act
+    const { value, retries } = await counting(async () => {
+      const stream = await objectReader(client, 'bucket').open('stream/blob');
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of stream ?? []) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    });
+    // Assess
+    expect(value.equals(bytes)).toBe(true);
+    expect(retries).toBe(2);
   });
 
   it('is read again in a listing page through the SDK (vault listKeys)', async () => {

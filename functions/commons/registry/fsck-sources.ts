@@ -12,7 +12,7 @@ import {
   type ListObjectsV2CommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { getObjectBytes } from '../s3/get-object.ts';
+import { getObjectBytes, resumableBody } from '../s3/get-object.ts';
 import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 
 /** One object of a registry layout, its key relative to `docker/registry/v2/`. */
@@ -111,14 +111,8 @@ export function objectReader(client: S3Client, bucket: string) {
     async open(key: string): Promise<AsyncIterable<Uint8Array> | undefined> {
       const response = await get(key);
       if (response === undefined) return undefined;
-      const body = response.Body;
-      if (body === undefined) return (async function* () {})();
-      // In Node the SDK's body is a Readable, which is async-iterable.
-      if (Symbol.asyncIterator in body) return body as AsyncIterable<Uint8Array>;
-      const whole = await body.transformToByteArray();
-      return (async function* () {
-        yield whole;
-      })();
+      // A body cut while it is hashed goes on from the byte reached (s3/get-object.ts).
+      return resumableBody(client, { Bucket: bucket, Key: key }, response);
     },
   };
 }

@@ -11,7 +11,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { rewordFor } from './client.ts';
-import { isRetryable, withRetries } from './retry.ts';
+import { backoffMs, isRetryable, noteRetry, RETRY_POLICY, withRetries } from './retry.ts';
 
 /** A response body that ended before its Content-Length: the connection broke mid-body. */
 export class BodyCutShortError extends Error {
@@ -55,4 +55,57 @@ export async function getObjectBytes(
       ? err
       : rewordFor(client)(err, { operation: 'GetObject', bucket: input.Bucket, key: input.Key });
   });
+}
+
+/**
+ * The body of a GetObject already answered (`first`), as a stream that
+ * survives cuts: when the body breaks, the rest is asked for by Range from
+ * the byte reached, with If-Match on the object's ETag so the bytes after
+ * the cut are of the same object (a changed object fails with 412, not
+ * with a mix). Retried and counted by the one policy.
+ */
+export async function* resumableBody(
+  client: S3Client,
+  input: GetObjectCommandInput,
+  first: GetObjectCommandOutput,
+): AsyncGenerator<Uint8Array> {
+  let response = first;
+  let offset = 0;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const body = response.Body;
+      if (body !== undefined) {
+        const chunks =
+          Symbol.asyncIterator in body
+            ? (body as AsyncIterable<Uint8Array>)
+            : [await body.transformToByteArray()];
+        for await (const chunk of chunks) {
+          offset += chunk.byteLength;
+          yield chunk;
+        }
+      }
+      if (first.ContentLength !== undefined && offset < first.ContentLength)
+        throw new BodyCutShortError(
+          `GetObject ${input.Key}: the body ended after ${offset} of ${first.ContentLength} bytes`,
+        );
+      return;
+    } catch (err) {
+      if (!isRetryable(err)) throw err;
+      if (attempt >= RETRY_POLICY.maxAttempts)
+        throw rewordFor(client)(err, {
+          operation: 'GetObject',
+          bucket: input.Bucket,
+          key: input.Key,
+        });
+      noteRetry();
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt, false)));
+      response = await client.send(
+        new GetObjectCommand({
+          ...input,
+          Range: `bytes=${offset}-`,
+          ...(first.ETag === undefined ? {} : { IfMatch: first.ETag }),
+        }),
+      );
+    }
+  }
 }
