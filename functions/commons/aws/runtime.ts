@@ -17,6 +17,7 @@ import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
 import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
+import { sdkRetryConfig } from '../s3/retry.ts';
 import type { ShardMessage } from '../vault/runs.ts';
 import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
 import { type MessageSender, SEND_BATCH, sqsDelay } from '../workflows/worker.ts';
@@ -70,7 +71,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Runti
 export const logger = new Logger({ serviceName: SERVICE });
 export const metrics = new Metrics({ namespace: 'Regvault', serviceName: SERVICE });
 
-const secrets = new SecretsManagerClient({});
+// The house retry policy (functions/commons/s3/retry.ts) for every AWS call, not only S3's.
+const secrets = new SecretsManagerClient({ ...sdkRetryConfig() });
 const secretCache = new Map<string, string>();
 
 async function secretText(arn: string): Promise<string> {
@@ -145,7 +147,7 @@ function profileSettingsOf(text: string): AcpSettings {
   );
 }
 
-const sqs = new SQSClient({});
+const sqs = new SQSClient({ ...sdkRetryConfig() });
 
 /** Attempts at a SendMessageBatch whose entries SQS refused in part (throttling, a blip). */
 const BATCH_ATTEMPTS = 4;
