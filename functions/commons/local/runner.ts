@@ -64,7 +64,9 @@ export interface LocalRunOptions {
   readonly waitMs?: number;
   /**
    * The longest a count of finished shards waits for the local workers to
-   * run out of messages (ms; the stack's `copyPollSeconds` in AWS).
+   * run out of messages (ms; the stack's `copyPollSeconds` in AWS). The pool
+   * knows when its last message is worked, so the count mostly looks once;
+   * this bounds how late a shard past its deadline is noticed.
    */
   readonly shardPollMs?: number;
   /** How long the shards may take (s; the stack's `copyTimeoutHours` in AWS). */
@@ -371,7 +373,7 @@ async function run(
     options.onCopyProgress,
   );
   const local = taskHandlers(name, taskStatesOf(definition), options.deps, pool);
-  const pollMs = options.shardPollMs ?? 1_000;
+  const pollMs = options.shardPollMs ?? 30_000;
   const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
   for (const [state, { step, handle }] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
