@@ -141,7 +141,8 @@ describe('verifying a registry, streamed', () => {
     expect(result.hashedBytes).toBeGreaterThan(BIG_LAYER);
     // Held memory (garbage collected before each sample): a buffered layer holds
     // its 64 MiB (measured: 60 MiB of ArrayBuffers, RSS +67 MiB); streamed, a few chunks (8 MiB, +18 MiB).
-    expect(result.arrayBuffersSampledPeak).toBeLessThan(BIG_LAYER / 4);
+    // Half the layer still tells the two apart; a quarter failed once in CI at 18 MiB.
+    expect(result.arrayBuffersSampledPeak).toBeLessThan(BIG_LAYER / 2);
     expect(result.rssSampledPeak - result.rssBefore).toBeLessThan(BIG_LAYER / 2);
   });
 
