@@ -219,6 +219,12 @@ export async function resolveSnapshot(vault: Vault, id: string): Promise<Snapsho
   return manifest;
 }
 
+/** The snapshot's inventory file is gone from the vault. */
+const lostInventory = (manifest: SnapshotManifest) =>
+  new VaultError(
+    `snapshot ${manifest.id} lost its inventory file; the snapshot cannot be restored`,
+  );
+
 /** The records of one inventory part. */
 export async function readInventoryPart(
   vault: Vault,
@@ -230,10 +236,7 @@ export async function readInventoryPart(
     throw new VaultError(`snapshot ${manifest.id} has no inventory part ${partIndex}`);
   if (part.length === 0) return [];
   const bytes = await getBytes(vault, vaultKeys.inventory(rootOf(vault), manifest.id), part);
-  if (bytes === undefined)
-    throw new VaultError(
-      `snapshot ${manifest.id} lost its inventory file; the snapshot cannot be restored`,
-    );
+  if (bytes === undefined) throw lostInventory(manifest);
   return (await gunzipLines(bytes)).map((line) => inventoryRecordSchema.parse(line));
 }
 
@@ -245,10 +248,7 @@ export async function readInventory(
   const { parts } = manifest.inventory;
   if (parts.every((part) => part.length === 0)) return [];
   const bytes = await getBytes(vault, vaultKeys.inventory(rootOf(vault), manifest.id));
-  if (bytes === undefined)
-    throw new VaultError(
-      `snapshot ${manifest.id} lost its inventory file; the snapshot cannot be restored`,
-    );
+  if (bytes === undefined) throw lostInventory(manifest);
   const records: InventoryRecord[] = [];
   for (const part of parts) {
     if (part.length === 0) continue;
