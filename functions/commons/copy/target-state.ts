@@ -1,8 +1,9 @@
 /**
  * What is already in the target, so unchanged objects are skipped. Three
  * sources: a listing of the target's matching key range (one LIST per page of
- * source keys), a previous run's inventory (no request at all), or nothing
- * (a target known to be empty).
+ * source keys), a previous run's inventory (no request per page; a
+ * snapshot's is read part by part, vault/inventory-lookup.ts), or nothing (a
+ * target known to be empty).
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { cleanEtag, type InventoryRecord, keyJustBefore, type ListedObject } from './model.ts';
@@ -112,28 +113,32 @@ export class ListedTarget implements TargetState {
   }
 }
 
+/** What a copy's record says of the object it copied. */
+export type RecordedCopy = Pick<InventoryRecord, 'key' | 'size' | 'etag'> &
+  Partial<Pick<InventoryRecord, 'targetKey' | 'verified'>>;
+
+/** What an earlier copy's record tells of the object at its key. */
+export function knownFromRecord(record: RecordedCopy): KnownObject {
+  return {
+    size: record.size,
+    sourceEtag: record.etag,
+    ...(record.targetKey === undefined ? {} : { targetKey: record.targetKey }),
+    ...(record.verified === undefined ? {} : { verified: record.verified }),
+  };
+}
+
 /**
- * A previous run's inventory: objects recorded with the same size and source
- * ETag were copied then and are not copied again, with no request at all.
+ * A previous run's records, held in memory: objects recorded with the same
+ * size and source ETag were copied then and are not copied again, with no
+ * request at all. (A snapshot's inventory is read part by part instead:
+ * vault/inventory-lookup.ts.)
  */
 export class PreviousInventory implements TargetState {
   readonly requests = 0;
   readonly #byKey = new Map<string, KnownObject>();
 
-  constructor(
-    records: Iterable<
-      Pick<InventoryRecord, 'key' | 'size' | 'etag'> &
-        Partial<Pick<InventoryRecord, 'targetKey' | 'verified'>>
-    >,
-  ) {
-    for (const record of records) {
-      this.#byKey.set(record.key, {
-        size: record.size,
-        sourceEtag: record.etag,
-        ...(record.targetKey === undefined ? {} : { targetKey: record.targetKey }),
-        ...(record.verified === undefined ? {} : { verified: record.verified }),
-      });
-    }
+  constructor(records: Iterable<RecordedCopy>) {
+    for (const record of records) this.#byKey.set(record.key, knownFromRecord(record));
   }
 
   get size(): number {
@@ -159,10 +164,7 @@ export type TargetCheck =
   /** Listed page by page (a target that may hold some of the objects). */
   | { readonly kind: 'list' }
   /** An earlier copy's inventory stands in for the target (no listing at all). */
-  | {
-      readonly kind: 'inventory';
-      readonly records: () => Promise<ConstructorParameters<typeof PreviousInventory>[0]>;
-    };
+  | { readonly kind: 'inventory'; readonly open: () => Promise<TargetState> };
 
 /**
  * The one way every copy (the workflow's workers, `regvault copy`, the
@@ -183,7 +185,7 @@ export async function targetStateFor(
     case 'list':
       return new ListedTarget(client, bucket);
     case 'inventory':
-      return new PreviousInventory(await check.records());
+      return check.open();
     case 'auto': {
       const response = await client.send(
         new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, MaxKeys: 1 }),

@@ -146,6 +146,9 @@ export const snapshotManifestSchema = z.object({
   /**
    * `inventory.jsonl.gz` is a series of gzip members, one per part, so a
    * restore worker reads one part with a ranged GET. Blob parts come first.
+   * A part's records are sorted by key; `first` and `last` are its lowest and
+   * highest (absent in snapshots older than them), so a backup worker reads
+   * only the parts that overlap its shard's keys.
    */
   inventory: z.object({
     records: z.number().int().nonnegative(),
@@ -155,6 +158,8 @@ export const snapshotManifestSchema = z.object({
         offset: z.number().int().nonnegative(),
         length: z.number().int().nonnegative(),
         records: z.number().int().nonnegative(),
+        first: z.string().optional(),
+        last: z.string().optional(),
       }),
     ),
   }),

@@ -14,10 +14,11 @@ export const INVENTORY_PART_RECORDS = 10_000;
 function partsOf(
   records: readonly InventoryRecord[],
   kind: 'blobs' | 'links' | 'objects',
+  partRecords: number,
 ): Array<{ kind: typeof kind; records: InventoryRecord[] }> {
   const parts: Array<{ kind: typeof kind; records: InventoryRecord[] }> = [];
-  for (let start = 0; start < records.length; start += INVENTORY_PART_RECORDS) {
-    parts.push({ kind, records: records.slice(start, start + INVENTORY_PART_RECORDS) });
+  for (let start = 0; start < records.length; start += partRecords) {
+    parts.push({ kind, records: records.slice(start, start + partRecords) });
   }
   return parts;
 }
@@ -28,6 +29,7 @@ export async function writeInventory(
   snapshotId: string,
   records: readonly InventoryRecord[],
   registryBase: string | undefined,
+  partRecords = INVENTORY_PART_RECORDS,
 ): Promise<SnapshotManifest['inventory']> {
   const sorted = [...records].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const isBlob = (r: InventoryRecord) =>
@@ -37,19 +39,28 @@ export async function writeInventory(
   const parts =
     registryBase !== undefined
       ? [
-          ...partsOf(sorted.filter(isBlob), 'blobs'),
+          ...partsOf(sorted.filter(isBlob), 'blobs', partRecords),
           ...partsOf(
             sorted.filter((r) => !isBlob(r)),
             'links',
+            partRecords,
           ),
         ]
-      : partsOf(sorted, 'objects');
+      : partsOf(sorted, 'objects', partRecords);
   const members: Buffer[] = [];
   const table: SnapshotManifest['inventory']['parts'] = [];
   let offset = 0;
   for (const part of parts) {
     const member = await gzipLines(part.records);
-    table.push({ kind: part.kind, offset, length: member.length, records: part.records.length });
+    const first = part.records[0]?.key;
+    const last = part.records.at(-1)?.key;
+    table.push({
+      kind: part.kind,
+      offset,
+      length: member.length,
+      records: part.records.length,
+      ...(first === undefined || last === undefined ? {} : { first, last }),
+    });
     members.push(member);
     offset += member.length;
   }

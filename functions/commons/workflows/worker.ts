@@ -25,6 +25,7 @@ import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
 import { registryCopyPolicy } from '../registry/copy-policy.ts';
 import { blobDigestOf } from '../registry/layout.ts';
 import { backupKeyFor, SnapshotStatus, vaultRoot } from '../vault/format.ts';
+import { InventoryLookup } from '../vault/inventory-lookup.ts';
 import {
   type CopyJob,
   countListedShards,
@@ -37,7 +38,7 @@ import {
   shardMessageSchema,
   writeRunRecords,
 } from '../vault/runs.ts';
-import { readInventory, readInventoryPart, readManifest, rootOf } from '../vault/store.ts';
+import { readInventoryPart, readManifest, rootOf } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 
 /** Where shard messages go (the copy queue in AWS): a run's first messages, and continuations. */
@@ -147,13 +148,13 @@ function targetCheckOf(job: CopyJob, deps: WorkflowDeps): TargetCheck {
   if (previous !== undefined) {
     return {
       kind: 'inventory',
-      records: async () => {
+      open: async () => {
         const manifest = await readManifest(deps.vault, previous);
         if (manifest === undefined)
           throw new VaultError(
             `the previous snapshot ${previous} disappeared from the vault during the backup`,
           );
-        return readInventory(deps.vault, manifest);
+        return new InventoryLookup(deps.vault, manifest);
       },
     };
   }
