@@ -14,7 +14,8 @@ import type { FunctionName } from '../functions/commons/workflows/steps.ts';
 export const VAULT_ACTIONS = {
   none: [],
   read: ['s3:GetObject'],
-  write: ['s3:GetObject', 's3:PutObject'],
+  // A large snapshot's inventory is a multipart upload, aborted if finalize fails.
+  write: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'],
   // Retention reads manifests and inventories, then deletes; it writes nothing.
   prune: ['s3:GetObject', 's3:DeleteObject'],
   // Server-side copies carry the source's tags (both tagging actions), large

@@ -121,7 +121,7 @@ const COPY_ACTIONS = [
 const VAULT_OBJECT_ACTIONS = {
   none: [],
   read: ['s3:GetObject'],
-  write: ['s3:GetObject', 's3:PutObject'],
+  write: ['s3:AbortMultipartUpload', 's3:GetObject', 's3:PutObject'],
   prune: ['s3:DeleteObject', 's3:GetObject'],
   copy: COPY_ACTIONS,
 } as const;

@@ -1,29 +1,124 @@
 /**
  * Writing a snapshot's inventory (`inventory.jsonl.gz`): one gzip member per
- * part, blob parts before link parts for a registry, so a restore worker
- * reads one part and the blobs go back before any link. store.ts reads it.
+ * part, blob parts listed before link parts for a registry, so a restore
+ * worker reads one part and the blobs go back before any link. store.ts and
+ * inventory-lookup.ts read it.
  */
 import type { InventoryRecord } from '../copy/model.ts';
 import { classifyRegistryKey, KeyKind } from '../registry/layout.ts';
 import { type SnapshotManifest, vaultKeys } from './format.ts';
-import { gzipLines, putBytes, rootOf, type Vault } from './store.ts';
+import { gzipLines, openUpload, rootOf, type Vault, type VaultUpload } from './store.ts';
 
 /** Records per inventory part: small enough for one worker invocation to restore. */
 export const INVENTORY_PART_RECORDS = 10_000;
 
-function partsOf(
-  records: readonly InventoryRecord[],
-  kind: 'blobs' | 'links' | 'objects',
-  partRecords: number,
-): Array<{ kind: typeof kind; records: InventoryRecord[] }> {
-  const parts: Array<{ kind: typeof kind; records: InventoryRecord[] }> = [];
-  for (let start = 0; start < records.length; start += partRecords) {
-    parts.push({ kind, records: records.slice(start, start + partRecords) });
+type PartKind = SnapshotManifest['inventory']['parts'][number]['kind'];
+type PartEntry = SnapshotManifest['inventory']['parts'][number];
+
+const byKey = (a: InventoryRecord, b: InventoryRecord) =>
+  a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+
+/**
+ * Writes a snapshot's inventory as records come, holding at most a part of
+ * each kind and one upload part in memory, however many records the
+ * snapshot has: finalize feeds it shard by shard. Each part is sorted and
+ * bounded by its first and last key; parts of a kind follow one another in
+ * the order their records came (in key order, when they came so). The file
+ * is one PUT when it ends small, a multipart upload otherwise.
+ */
+export class InventoryWriter {
+  readonly #upload: VaultUpload;
+  readonly #registryBase: string | undefined;
+  readonly #partRecords: number;
+  readonly #held = new Map<PartKind, InventoryRecord[]>();
+  readonly #parts: Array<PartEntry & { order: number }> = [];
+  #offset = 0;
+  #records = 0;
+
+  constructor(
+    vault: Vault,
+    snapshotId: string,
+    registryBase: string | undefined,
+    options: { partRecords?: number; uploadPartBytes?: number } = {},
+  ) {
+    this.#upload = openUpload(
+      vault,
+      vaultKeys.inventory(rootOf(vault), snapshotId),
+      'application/gzip',
+      options.uploadPartBytes,
+    );
+    this.#registryBase = registryBase;
+    this.#partRecords = options.partRecords ?? INVENTORY_PART_RECORDS;
   }
-  return parts;
+
+  #kindOf(record: InventoryRecord): PartKind {
+    const base = this.#registryBase;
+    if (base === undefined) return 'objects';
+    return record.key.startsWith(base) &&
+      classifyRegistryKey(record.key.slice(base.length)) === KeyKind.Blob
+      ? 'blobs'
+      : 'links';
+  }
+
+  /** Takes a run of records (one shard's, say); a part is written once it is full. */
+  async add(records: readonly InventoryRecord[]): Promise<void> {
+    for (const record of records) {
+      const kind = this.#kindOf(record);
+      const held = this.#held.get(kind) ?? [];
+      held.push(record);
+      this.#held.set(kind, held);
+      this.#records++;
+      if (held.length >= this.#partRecords) {
+        this.#held.set(kind, []);
+        await this.#writePart(kind, held);
+      }
+    }
+  }
+
+  async #writePart(kind: PartKind, records: InventoryRecord[]): Promise<void> {
+    records.sort(byKey);
+    const member = await gzipLines(records);
+    const first = records[0]?.key;
+    const last = records.at(-1)?.key;
+    this.#parts.push({
+      kind,
+      offset: this.#offset,
+      length: member.length,
+      records: records.length,
+      ...(first === undefined || last === undefined ? {} : { first, last }),
+      order: this.#parts.length,
+    });
+    this.#offset += member.length;
+    await this.#upload.write(member);
+  }
+
+  /** Writes what is held and ends the file; the part table, blob parts first. */
+  async finish(): Promise<SnapshotManifest['inventory']> {
+    try {
+      for (const kind of ['blobs', 'links', 'objects'] as const) {
+        const held = this.#held.get(kind) ?? [];
+        if (held.length > 0) await this.#writePart(kind, held);
+      }
+      this.#held.clear();
+      await this.#upload.close();
+    } catch (err) {
+      await this.#upload.abort();
+      throw err;
+    }
+    const rank = { blobs: 0, links: 1, objects: 1 } as const;
+    const parts = [...this.#parts]
+      .sort((a, b) => rank[a.kind] - rank[b.kind] || a.order - b.order)
+      .map(({ order: _order, ...part }) => part);
+    return { records: this.#records, parts };
+  }
+
+  /** Stops: a multipart upload under way is aborted. */
+  abort(): Promise<void> {
+    return this.#upload.abort();
+  }
 }
 
-/** Writes `inventory.jsonl.gz` as one gzip member per part and returns the part table. */
+/** Writes `inventory.jsonl.gz` of `records` (any order) and returns the part table. */
 export async function writeInventory(
   vault: Vault,
   snapshotId: string,
@@ -31,44 +126,7 @@ export async function writeInventory(
   registryBase: string | undefined,
   partRecords = INVENTORY_PART_RECORDS,
 ): Promise<SnapshotManifest['inventory']> {
-  const sorted = [...records].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const isBlob = (r: InventoryRecord) =>
-    registryBase !== undefined &&
-    r.key.startsWith(registryBase) &&
-    classifyRegistryKey(r.key.slice(registryBase.length)) === KeyKind.Blob;
-  const parts =
-    registryBase !== undefined
-      ? [
-          ...partsOf(sorted.filter(isBlob), 'blobs', partRecords),
-          ...partsOf(
-            sorted.filter((r) => !isBlob(r)),
-            'links',
-            partRecords,
-          ),
-        ]
-      : partsOf(sorted, 'objects', partRecords);
-  const members: Buffer[] = [];
-  const table: SnapshotManifest['inventory']['parts'] = [];
-  let offset = 0;
-  for (const part of parts) {
-    const member = await gzipLines(part.records);
-    const first = part.records[0]?.key;
-    const last = part.records.at(-1)?.key;
-    table.push({
-      kind: part.kind,
-      offset,
-      length: member.length,
-      records: part.records.length,
-      ...(first === undefined || last === undefined ? {} : { first, last }),
-    });
-    members.push(member);
-    offset += member.length;
-  }
-  await putBytes(
-    vault,
-    vaultKeys.inventory(rootOf(vault), snapshotId),
-    Buffer.concat(members),
-    'application/gzip',
-  );
-  return { records: sorted.length, parts: table };
+  const writer = new InventoryWriter(vault, snapshotId, registryBase, { partRecords });
+  await writer.add([...records].sort(byKey));
+  return writer.finish();
 }

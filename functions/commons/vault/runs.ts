@@ -219,12 +219,70 @@ export async function writeRunRecords(
   );
 }
 
+/** What the record files of one shard say. */
+export interface ShardRecords {
+  /** One per source key, sorted by key; none for a key that failed. */
+  readonly records: InventoryRecord[];
+  readonly failures: Failure[];
+  readonly uploadIds: string[];
+  /** The shard's result, from its last message's file (absent while it runs, or if it died). */
+  readonly result?: ShardResult;
+}
+
+/** The record files of a run by shard, each shard's in the order its messages wrote them. */
+export async function listRunRecordFiles(
+  vault: Vault,
+  runId: string,
+): Promise<Map<string, string[]>> {
+  const prefix = `${vaultKeys.run(rootOf(vault), runId)}records/`;
+  const byShard = new Map<string, string[]>();
+  for (const file of await listKeys(vault, prefix)) {
+    const shardId = file.key.slice(prefix.length).split('/')[0] ?? '';
+    byShard.set(shardId, [...(byShard.get(shardId) ?? []), file.key]);
+  }
+  return byShard;
+}
+
 /**
- * Everything the workers of a run wrote: records, failures and skipped
- * uploads, one per source key, and each finished shard's result. SQS may deliver a continuation twice and the
- * two chains may cut their pages at different places, so their record files
- * can overlap: the later file's word on a key stands, and a key that failed
- * in any chain stays failed.
+ * Reads one shard's record files (`files`, in the order written). SQS may
+ * deliver a continuation twice and the two chains may cut their pages at
+ * different places, so their files can overlap: the later file's word on a
+ * key stands, and a key that failed in any chain stays failed.
+ */
+export async function readShardRecords(
+  vault: Vault,
+  files: readonly string[],
+): Promise<ShardRecords> {
+  const records = new Map<string, InventoryRecord>();
+  const failures = new Map<string, Failure>();
+  const uploads = new Set<string>();
+  let result: ShardResult | undefined;
+  const contents = await readAll(files, async (file) => {
+    const bytes = await getBytes(vault, file);
+    return bytes === undefined ? [] : gunzipLines(bytes);
+  });
+  for (const lines of contents) {
+    for (const line of lines) {
+      const parsed = recordLineSchema.parse(line);
+      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
+      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
+      else if ('s' in parsed) result = parsed.s;
+      else uploads.add(parsed.u);
+    }
+  }
+  for (const key of failures.keys()) records.delete(key);
+  return {
+    records: [...records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    failures: [...failures.values()],
+    uploadIds: [...uploads],
+    ...(result === undefined ? {} : { result }),
+  };
+}
+
+/**
+ * Everything the workers of a run wrote, held at once: records, failures and
+ * skipped uploads, one per source key, and each finished shard's result. For
+ * a restore's parts (a backup's finalize reads shard by shard instead).
  */
 export async function collectRunRecords(
   vault: Vault,
@@ -235,31 +293,15 @@ export async function collectRunRecords(
   uploadIds: string[];
   results: ShardResult[];
 }> {
-  const files = await listKeys(vault, `${vaultKeys.run(rootOf(vault), runId)}records/`);
-  const records = new Map<string, InventoryRecord>();
-  const failures = new Map<string, Failure>();
-  const uploads = new Set<string>();
-  const results = new Map<string, ShardResult>();
-  // Later files win for a key (a re-delivered message's records replace the first's): merge in order.
-  const contents = await readAll(files, async (file) => {
-    const bytes = await getBytes(vault, file.key);
-    return bytes === undefined ? [] : gunzipLines(bytes);
-  });
-  for (const lines of contents) {
-    for (const line of lines) {
-      const parsed = recordLineSchema.parse(line);
-      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
-      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
-      else if ('s' in parsed) results.set(parsed.s.shardId, parsed.s);
-      else uploads.add(parsed.u);
-    }
-  }
-  for (const key of failures.keys()) records.delete(key);
+  const files = await listRunRecordFiles(vault, runId);
+  const shards = await readAll([...files.values()], (shardFiles) =>
+    readShardRecords(vault, shardFiles),
+  );
   return {
-    records: [...records.values()],
-    failures: [...failures.values()],
-    uploadIds: [...uploads].sort(),
-    results: [...results.values()],
+    records: shards.flatMap((shard) => shard.records),
+    failures: shards.flatMap((shard) => shard.failures),
+    uploadIds: [...new Set(shards.flatMap((shard) => shard.uploadIds))].sort(),
+    results: shards.flatMap((shard) => (shard.result === undefined ? [] : [shard.result])),
   };
 }
 

@@ -6,10 +6,14 @@
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
   PutObjectCommand,
   type S3Client,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import type { z } from 'zod';
 import type { Location } from '../copy/model.ts';
@@ -256,4 +260,109 @@ export async function readInventory(
     for (const line of lines) records.push(inventoryRecordSchema.parse(line));
   }
   return records;
+}
+
+/** Bytes an upload holds before it sends them as a part (S3 takes parts of 5 MiB at least, the last one aside). */
+export const UPLOAD_PART_BYTES = 8 * 1024 ** 2;
+
+/** An object written piece by piece: one PUT when it ends small, else a multipart upload. */
+export interface VaultUpload {
+  /** Appends `bytes`; sends a part once enough is held. */
+  write(bytes: Buffer): Promise<void>;
+  /** Sends what is left and completes the object; an upload that fails is aborted. */
+  close(): Promise<void>;
+  /** Stops the upload (a multipart one is aborted); nothing is written. */
+  abort(): Promise<void>;
+}
+
+/**
+ * Writes `key` from pieces holding at most `partBytes` (plus one piece) in
+ * memory: what a writer of an object larger than it wants to hold (the
+ * inventory of a large snapshot) uses. Each part carries its Content-MD5
+ * where the vault asks for it (Object Lock), as putBytes does.
+ */
+export function openUpload(
+  vault: Vault,
+  key: string,
+  contentType: string,
+  partBytes = UPLOAD_PART_BYTES,
+): VaultUpload {
+  const { bucket } = vault.location;
+  const md5 = (body: Uint8Array) =>
+    vault.location.contentMd5 === true ? { ContentMD5: md5Base64(body) } : {};
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let uploadId: string | undefined;
+  const etags: string[] = [];
+  const sendPart = async () => {
+    const body = Buffer.concat(held);
+    held = [];
+    heldBytes = 0;
+    if (uploadId === undefined) {
+      const created = await vault.client.send(
+        new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }),
+      );
+      if (created.UploadId === undefined)
+        throw new VaultError(
+          `CreateMultipartUpload for s3://${bucket}/${key} returned no UploadId`,
+        );
+      uploadId = created.UploadId;
+    }
+    const part = await vault.client.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: uploadId,
+        PartNumber: etags.length + 1,
+        Body: body,
+        ContentLength: body.byteLength,
+        ...md5(body),
+      }),
+    );
+    etags.push(part.ETag ?? '');
+  };
+  const abort = async () => {
+    held = [];
+    heldBytes = 0;
+    if (uploadId === undefined) return;
+    await vault.client
+      .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
+      .catch(() => undefined);
+  };
+  return {
+    async write(bytes) {
+      held.push(bytes);
+      heldBytes += bytes.byteLength;
+      if (heldBytes < partBytes) return;
+      try {
+        await sendPart();
+      } catch (err) {
+        await abort();
+        throw err;
+      }
+    },
+    async close() {
+      if (uploadId === undefined) {
+        await putBytes(vault, key, Buffer.concat(held), contentType);
+        return;
+      }
+      try {
+        if (heldBytes > 0) await sendPart();
+        await vault.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: key,
+            UploadId: uploadId,
+            MultipartUpload: {
+              Parts: etags.map((ETag, index) => ({ ETag, PartNumber: index + 1 })),
+            },
+          }),
+        );
+      } catch (err) {
+        await abort();
+        throw err;
+      }
+    },
+    abort,
+  };
 }

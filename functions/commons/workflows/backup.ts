@@ -26,11 +26,10 @@ import {
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
-import { writeInventory } from '../vault/inventory.ts';
-import { collectRunRecords, saveJob } from '../vault/runs.ts';
+import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
-import { buildCatalog, referenceCheck } from './catalog.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
+import { tallyRun } from './finalize-records.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
 export { parseInput };
@@ -301,24 +300,10 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
-  const { records, failures, uploadIds, results } = await collectRunRecords(
-    deps.vault,
-    state.runId,
-  );
+  const run = await tallyRun(deps, state, plan);
+  const { results, catalog } = run;
   const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
   const expectedShards = plan.linkShardIds.length + plan.dataShardIds.length;
-  const inventory = await writeInventory(
-    deps.vault,
-    state.snapshotId,
-    records,
-    state.layout === 'registry'
-      ? `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`
-      : undefined,
-  );
-  const { catalog, reads } =
-    state.layout === 'registry'
-      ? await buildCatalog(deps, state, records)
-      : { catalog: { repositories: [] }, reads: 0 };
   await putJson(deps.vault, vaultKeys.catalog(root, state.snapshotId), catalog);
   const checks: SnapshotManifest['checks'] = {
     shards: {
@@ -333,29 +318,27 @@ export async function finalizeBackup(
       }`,
     },
     objects: {
-      ok: totals.failed === 0 && failures.length === 0,
+      ok: totals.failed === 0 && run.failures.count === 0,
       detail:
         totals.failed === 0
           ? `every listed object is in the vault (${totals.copied} copied, ${totals.skipped} unchanged)`
           : `${totals.failed} objects failed`,
     },
     accounted: {
-      ok: records.length + totals.failed === totals.listed,
-      detail: `${records.length} inventory records + ${totals.failed} failed of ${totals.listed} listed`,
+      ok: run.objects + totals.failed === totals.listed,
+      detail: `${run.objects} inventory records + ${totals.failed} failed of ${totals.listed} listed`,
     },
   };
-  if (state.layout === 'registry') {
-    checks['references'] = referenceCheck(state, records, catalog);
-    deps.log.info('catalog built', { runId: state.runId, tagLinksRead: reads });
+  if (run.references !== undefined) {
+    checks['references'] = run.references;
+    deps.log.info('catalog built', { runId: state.runId, tagLinksRead: run.tagLinksRead });
   }
-  const verified = { 'server-sha256': 0, 'stream-sha256': 0, unverified: 0 };
-  for (const record of records) if (record.verified !== undefined) verified[record.verified]++;
-  const mismatched = failures.filter((f) => f.code === 'DigestMismatch').length;
+  const { verified } = run;
   checks['digests'] = {
-    ok: mismatched === 0,
-    detail: `blobs in the snapshot, as checked when each entered the vault (in this run, or in the run that first copied it): ${verified['server-sha256']} checked by the server's SHA-256 of the copy, ${verified['stream-sha256']} hashed while streaming, ${verified.unverified} unverified (the server computes no additional checksums); ${mismatched} did not match their digest`,
+    ok: run.failures.digestMismatches === 0,
+    detail: `blobs in the snapshot, as checked when each entered the vault (in this run, or in the run that first copied it): ${verified['server-sha256']} checked by the server's SHA-256 of the copy, ${verified['stream-sha256']} hashed while streaming, ${verified.unverified} unverified (the server computes no additional checksums); ${run.failures.digestMismatches} did not match their digest`,
   };
-  const gone = failures.filter((f) => f.sourceGone === true).length;
+  const { gone } = run.failures;
   if (gone > 0) {
     checks['sourceGone'] = {
       ok: false,
@@ -365,7 +348,7 @@ export async function finalizeBackup(
   if (error !== undefined)
     checks['workflow'] = { ok: false, detail: `${error.error}: ${error.cause}` };
   const ok = Object.values(checks).every((check) => check.ok);
-  const blobs = inventory.parts
+  const blobs = run.inventory.parts
     .filter((p) => p.kind === 'blobs')
     .reduce((sum, p) => sum + p.records, 0);
   const tags = catalog.repositories.reduce((sum, r) => sum + Object.keys(r.tags).length, 0);
@@ -373,32 +356,35 @@ export async function finalizeBackup(
     ...baseManifest(state, deps),
     status: ok ? SnapshotStatus.Complete : SnapshotStatus.Failed,
     finishedAt: deps.now().toISOString(),
-    counts: { objects: records.length, blobs, repositories: catalog.repositories.length, tags },
-    bytes: records.reduce((sum, r) => sum + r.size, 0),
+    counts: { objects: run.objects, blobs, repositories: catalog.repositories.length, tags },
+    bytes: run.bytes,
     totals,
-    uploadsSkipped: uploadIds,
+    uploadsSkipped: run.uploadIds,
     checks,
-    failures: { count: Math.max(totals.failed, failures.length), sample: failures.slice(0, 100) },
-    inventory,
+    failures: {
+      count: Math.max(totals.failed, run.failures.count),
+      sample: run.failures.sample,
+    },
+    inventory: run.inventory,
   };
   await putJson(deps.vault, vaultKeys.manifest(root, state.snapshotId), manifest);
   const failedChecks = Object.entries(checks).filter(([, c]) => !c.ok);
   const message = ok
-    ? `snapshot ${state.snapshotId} is complete: ${records.length} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
-    : `snapshot ${state.snapshotId} FAILED: ${failedChecks.map(([name, c]) => `${name}: ${c.detail}`).join('; ')}${failures.length > 0 ? `; failed objects: ${describeFailures(failures)}` : ''}`;
+    ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
+    : `snapshot ${state.snapshotId} FAILED: ${failedChecks.map(([name, c]) => `${name}: ${c.detail}`).join('; ')}${run.failures.count > 0 ? `; failed objects: ${describeFailures(run.failures.sample, 5, run.failures.count)}` : ''}`;
   deps.log.info('backup finalized', {
     runId: state.runId,
     status: manifest.status,
-    objects: records.length,
+    objects: run.objects,
   });
-  const objectsFailed = totals.failed > 0 || failures.length > 0;
+  const objectsFailed = totals.failed > 0 || run.failures.count > 0;
   return {
     snapshotId: state.snapshotId,
     status: ok ? 'complete' : 'failed',
     ...(ok
       ? {}
       : { error: failureNameOf(error?.error, objectsFailed ? 'ObjectsFailed' : 'BackupFailed') }),
-    objects: records.length,
+    objects: run.objects,
     bytes: manifest.bytes,
     copied: totals.copied,
     skipped: totals.skipped,
@@ -409,12 +395,16 @@ export async function finalizeBackup(
   };
 }
 
-/** A short list of failed keys and why, for causes and logs. */
-export function describeFailures(failures: readonly Failure[], limit = 5): string {
+/** A short list of failed keys and why, for causes and logs (`total`: failures in all, where `failures` is a sample). */
+export function describeFailures(
+  failures: readonly Failure[],
+  limit = 5,
+  total = failures.length,
+): string {
   const shown = failures
     .slice(0, limit)
     .map((f) => `${f.key} (${f.operation} ${f.code}: ${f.message})`);
-  return `${shown.join(', ')}${failures.length > limit ? ` and ${failures.length - limit} more` : ''}`;
+  return `${shown.join(', ')}${total > shown.length ? ` and ${total - shown.length} more` : ''}`;
 }
 
 /** Step on any error: mark the snapshot failed with what is known, so nothing looks complete. */
