@@ -109,6 +109,9 @@ export function settingLabel(key: SettingKey, origin: SettingOrigin | undefined)
 
 /** The command-level numeric flags and what each accepts. */
 const numericFlags = {
+  copyWorkers: z.coerce.number().int().min(1).max(1_000),
+  pollSeconds: z.coerce.number().int().min(1).max(300),
+  workerRate: z.coerce.number().positive(),
   shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
   rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
   sample: z.coerce.number().int().min(1),

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/glob
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { type CliRun, jsonLines, runRegvault } from '../support/cli.ts';
+import { type CliRun, jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
 import {
   clientFor,
   copyAllObjects,
@@ -101,16 +101,7 @@ beforeAll(async () => {
     repositories: 2,
     tagsPerRepository: 2,
   });
-  env = {
-    PATH: process.env['PATH'],
-    HOME: process.env['HOME'],
-    KUBECONFIG: cluster.kubeconfigPath,
-    REGVAULT_VAULT_BUCKET: 'cli-vault',
-    REGVAULT_VAULT_REGION: s3.region,
-    REGVAULT_VAULT_ENDPOINT: s3.endpoint,
-    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
-  };
+  env = sandboxEnv(s3, 'cli-vault', { KUBECONFIG: cluster.kubeconfigPath });
 }, 120_000);
 
 afterAll(async () => {

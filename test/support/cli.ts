@@ -30,3 +30,25 @@ export const jsonLines = (text: string): Array<Record<string, unknown>> =>
     .split('\n')
     .filter((line) => line !== '')
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+
+/** The environment of a CLI run against a sandbox S3 server and the vault bucket `vault` there (nothing inherited but PATH and HOME). */
+export function sandboxEnv(
+  s3: {
+    readonly region: string;
+    readonly endpoint: string;
+    readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  },
+  vault: string,
+  more: NodeJS.ProcessEnv = {},
+): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    REGVAULT_VAULT_BUCKET: vault,
+    REGVAULT_VAULT_REGION: s3.region,
+    REGVAULT_VAULT_ENDPOINT: s3.endpoint,
+    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    ...more,
+  };
+}
