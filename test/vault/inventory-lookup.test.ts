@@ -9,7 +9,7 @@ import {
   VAULT_FORMAT_VERSION,
 } from '../../functions/commons/vault/format.ts';
 import { writeInventory } from '../../functions/commons/vault/inventory.ts';
-import { InventoryLookup } from '../../functions/commons/vault/inventory-lookup.ts';
+import { findRecords, InventoryLookup } from '../../functions/commons/vault/inventory-lookup.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, locationOn } from '../support/s3.ts';
@@ -196,6 +196,19 @@ describe("reading an earlier snapshot's inventory for the keys a backup lists", 
     // Assess
     expect(requests).toBe(1);
     expect(lookup.recordsRead).toBe(records.length);
+  });
+
+  it('finds the records of a few keys by reading only the parts that hold them', async () => {
+    // Act
+    let found = new Map<string, InventoryRecord>();
+    const requests = await gets(async () => {
+      found = await findRecords(deps.vault, manifest, [blobKey(5), linkKey(700), 'not/recorded']);
+    });
+    // Assess
+    expect(requests).toBe(2);
+    expect(found.get(blobKey(5))?.targetKey).toBe('pool/5');
+    expect(found.get(linkKey(700))?.size).toBe(700);
+    expect(found.has('not/recorded')).toBe(false);
   });
 });
 

@@ -14,6 +14,7 @@ import {
   type TargetState,
 } from '../copy/target-state.ts';
 import type { SnapshotManifest } from './format.ts';
+import type { InventoryRecord } from '../copy/model.ts';
 import { readInventory, readInventoryPart, type Vault } from './store.ts';
 
 /** Inventories up to this many compressed bytes are read whole, with one GET. */
@@ -133,4 +134,31 @@ export class InventoryLookup implements TargetState {
     }
     return loading;
   }
+}
+
+/**
+ * The records of `keys` (source keys) in a snapshot's inventory, reading only
+ * the parts whose bounds hold one of them (every part, for a table without
+ * bounds): for naming a few objects, not for walking the inventory.
+ */
+export async function findRecords(
+  vault: Vault,
+  manifest: SnapshotManifest,
+  keys: readonly string[],
+): Promise<Map<string, InventoryRecord>> {
+  const wanted = new Set(keys);
+  const found = new Map<string, InventoryRecord>();
+  const parts = manifest.inventory.parts;
+  for (let index = 0; index < parts.length && found.size < wanted.size; index++) {
+    const { records, first, last } = parts[index] ?? { records: 0 };
+    if (records === 0) continue;
+    const holds =
+      first === undefined ||
+      last === undefined ||
+      keys.some((key) => key >= first && key <= last && !found.has(key));
+    if (!holds) continue;
+    for (const record of await readInventoryPart(vault, manifest, index))
+      if (wanted.has(record.key)) found.set(record.key, record);
+  }
+  return found;
 }

@@ -7,15 +7,18 @@
  * vault, so the message says whether the vault's copy or the target's is bad.
  */
 import { createHash } from 'node:crypto';
-import type { InventoryRecord } from '../copy/model.ts';
+import PQueue from 'p-queue';
+import { type Failure, type InventoryRecord, PAGE_SIZE } from '../copy/model.ts';
+import { ListedTarget } from '../copy/target-state.ts';
 import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { bucketSource, objectReader } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import type { SnapshotManifest } from '../vault/format.ts';
-import { collectRunRecords, saveProof } from '../vault/runs.ts';
+import { findRecords } from '../vault/inventory-lookup.ts';
+import { listRunRecordFiles, readShardRecords, saveProof } from '../vault/runs.ts';
 import { snapshotSource, unbackedRecords } from '../vault/snapshot-source.ts';
-import { listKeys, readInventory, resolveSnapshot, type Vault } from '../vault/store.ts';
+import { readInventory, readInventoryPart, resolveSnapshot, type Vault } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
 
@@ -87,27 +90,29 @@ type Blame = 'missing in the vault' | 'corrupt in the vault' | 'in the target';
  */
 export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Promise<ProveOutput> {
   const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
-  const records = await readInventory(deps.vault, manifest);
-  const run = await collectRunRecords(deps.vault, state.runId);
   const client = await deps.s3(state.target);
   const targetKeyOf = (record: InventoryRecord) =>
     `${state.target.prefix}${record.key.slice(manifest.source.prefix.length)}`;
-  const byTargetKey = new Map(records.map((record) => [targetKeyOf(record), record]));
+  const sourceKeyOf = (targetKey: string) =>
+    `${manifest.source.prefix}${targetKey.slice(state.target.prefix.length)}`;
 
-  // 1. Every object at its size (one listing).
-  const present = new Map(
-    (await listKeys({ location: state.target, client } as Vault, state.target.prefix)).map((o) => [
-      o.key,
-      o.size,
-    ]),
-  );
+  // 1. Every object at its size: a part of the inventory at a time, each page
+  // of its records against a listing of the page's key range in the target.
   const suspects = new Map<string, string>();
-  for (const [key, record] of byTargetKey) {
-    const size = present.get(key);
-    if (size === undefined) suspects.set(key, 'missing in the target');
-    else if (size !== record.size)
-      suspects.set(key, `${size} bytes in the target where ${record.size} were recorded`);
-  }
+  const objects = await eachInventoryPage(deps.vault, manifest, async (records) => {
+    const page = records.map((record) => ({
+      object: { key: record.key, size: record.size, etag: record.etag },
+      targetKey: targetKeyOf(record),
+    }));
+    const found = await new ListedTarget(client, state.target.bucket).lookup(page);
+    for (const { object, targetKey } of page) {
+      const size = found.get(object.key)?.size;
+      if (size === undefined) suspects.set(targetKey, 'missing in the target');
+      else if (size !== object.size)
+        suspects.set(targetKey, `${size} bytes in the target where ${object.size} were recorded`);
+    }
+  });
+  const run = await restoreRunFacts(deps.vault, state.runId);
 
   // 2. The registry layout: references resolve, blobs hash to their digests.
   let report: FsckReport | undefined;
@@ -117,10 +122,9 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
       ? blobDigestOf(targetKey.slice(registryBase.length))
       : undefined;
   const checkedByCopy = new Set<string>();
-  for (const record of run.records) {
-    const digest = digestOf(record.targetKey);
-    if (digest !== undefined && record.verified !== undefined && record.verified !== 'unverified')
-      checkedByCopy.add(digest);
+  for (const targetKey of run.verifiedTargetKeys) {
+    const digest = digestOf(targetKey);
+    if (digest !== undefined) checkedByCopy.add(digest);
   }
   let hashedBytes = 0;
   if (state.layout === 'registry') {
@@ -156,8 +160,14 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     const users = usersOf(report);
     const failures = new Map(run.failures.map((failure) => [failure.key, failure]));
     const lines: string[] = [];
-    for (const [key, found] of [...suspects].slice(0, SHOWN)) {
-      const record = byTargetKey.get(key);
+    const shown = [...suspects].slice(0, SHOWN);
+    const records = await findRecords(
+      deps.vault,
+      manifest,
+      shown.map(([key]) => sourceKeyOf(key)),
+    );
+    for (const [key, found] of shown) {
+      const record = records.get(sourceKeyOf(key));
       const digest = digestOf(key);
       const who =
         digest === undefined
@@ -202,8 +212,8 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
   const proof: ProveOutput = {
     ok: true,
     proven: !state.skipBlobHashing,
-    expected: records.length,
-    found: records.length,
+    expected: objects,
+    found: objects,
     blobs: {
       total: blobs,
       checkedByCopy: checkedByCopy.size,
@@ -212,12 +222,62 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     },
     tags: report?.counts.tags ?? 0,
     message: state.skipBlobHashing
-      ? `${records.length} objects present at their sizes and every reference resolves; blob content NOT proven (--skip-blob-hashing)`
-      : `${records.length} objects present; every tag resolves; ${blobs} blobs hold their digests (${checkedByCopy.size} checked by the copy, ${hashed} hashed)`,
+      ? `${objects} objects present at their sizes and every reference resolves; blob content NOT proven (--skip-blob-hashing)`
+      : `${objects} objects present; every tag resolves; ${blobs} blobs hold their digests (${checkedByCopy.size} checked by the copy, ${hashed} hashed)`,
   };
   // The run's record of what was proven (and whether blob content was skipped).
   await saveProof(deps.vault, state.runId, proof);
   return proof;
+}
+
+/** Inventory parts read at once while proving: each is at most 10,000 records. */
+const PARTS_AT_ONCE = 4;
+
+/**
+ * Calls `each` with every record of the snapshot's inventory, a page (1,000
+ * records, in key order) at a time, a few parts at once; returns how many
+ * records there were. Holds a few parts, never the inventory.
+ */
+async function eachInventoryPage(
+  vault: Vault,
+  manifest: SnapshotManifest,
+  each: (records: readonly InventoryRecord[]) => Promise<void>,
+): Promise<number> {
+  const queue = new PQueue({ concurrency: PARTS_AT_ONCE });
+  let count = 0;
+  await Promise.all(
+    manifest.inventory.parts.map((part, index) =>
+      queue.add(async () => {
+        if (part.records === 0) return;
+        const records = await readInventoryPart(vault, manifest, index);
+        count += records.length;
+        for (let at = 0; at < records.length; at += PAGE_SIZE)
+          await each(records.slice(at, at + PAGE_SIZE));
+      }),
+    ),
+  );
+  return count;
+}
+
+/**
+ * What a restore's copy workers wrote, as the proof needs it: the target
+ * keys the copy checked against their digest, and the failures. Read a part's
+ * record files at a time.
+ */
+async function restoreRunFacts(
+  vault: Vault,
+  runId: string,
+): Promise<{ verifiedTargetKeys: string[]; failures: Failure[] }> {
+  const verifiedTargetKeys: string[] = [];
+  const failures: Failure[] = [];
+  for (const files of (await listRunRecordFiles(vault, runId)).values()) {
+    const shard = await readShardRecords(vault, files);
+    for (const record of shard.records)
+      if (record.verified !== undefined && record.verified !== 'unverified')
+        verifiedTargetKeys.push(record.targetKey);
+    failures.push(...shard.failures);
+  }
+  return { verifiedTargetKeys, failures };
 }
 
 function usersOf(report: FsckReport | undefined): Map<string, string[]> {
