@@ -27,9 +27,12 @@ export const revisionKey = (repository: string, digest: string) =>
 export const layerKey = (repository: string, digest: string) =>
   `repositories/${repository}/_layers/sha256/${hexOf(digest)}/link`;
 
-/** The layout as the listing shows it: every object classified, nothing read. */
+/**
+ * The layout as the listing shows it: every object classified, nothing read.
+ * What it keeps grows with the blobs and links, not with every key: a link's
+ * existence is its digest in its repository's set.
+ */
 export interface Layout {
-  readonly keys: Set<string>;
   readonly blobs: Map<string, number>;
   readonly tags: Array<{ repository: string; tag: string; key: string }>;
   readonly revisions: Map<string, Set<string>>;
@@ -47,10 +50,21 @@ export function addTo(map: Map<string, Set<string>>, repository: string, digest:
   map.set(repository, set);
 }
 
-/** Indexes a listing into the layout, objects the store lacks already left out. */
-export function indexLayout(objects: readonly RegistryObject[]): Layout {
+/** The objects of a listing, and how many it had. */
+export interface Indexed {
+  readonly layout: Layout;
+  readonly objects: number;
+}
+
+/**
+ * Indexes a listing into the layout as it comes, leaving out the objects
+ * `absent` names (the store lacks them); the listing itself is not kept.
+ */
+export async function indexLayout(
+  objects: AsyncIterable<RegistryObject> | Iterable<RegistryObject>,
+  absent: ReadonlySet<string> = new Set(),
+): Promise<Indexed> {
   const layout = {
-    keys: new Set<string>(),
     blobs: new Map<string, number>(),
     tags: [] as Layout['tags'],
     revisions: new Map<string, Set<string>>(),
@@ -60,8 +74,10 @@ export function indexLayout(objects: readonly RegistryObject[]): Layout {
   };
   const uploads = new Map<string, LeftoverUpload>();
   let bytes = 0;
-  for (const object of objects) {
-    layout.keys.add(object.key);
+  let listed = 0;
+  for await (const object of objects) {
+    listed++;
+    if (absent.has(object.key)) continue;
     bytes += object.size;
     const kind = classifyRegistryKey(object.key);
     if (kind === KeyKind.Blob) {
@@ -93,7 +109,7 @@ export function indexLayout(objects: readonly RegistryObject[]): Layout {
   const uploadList = [...uploads.values()].sort((a, b) =>
     `${a.repository}/${a.id}`.localeCompare(`${b.repository}/${b.id}`),
   );
-  return { ...layout, uploads: uploadList, bytes };
+  return { layout: { ...layout, uploads: uploadList, bytes }, objects: listed };
 }
 
 /** The manifest graph fsck walked: what each `repo@digest` names, and which tags lead to it. */

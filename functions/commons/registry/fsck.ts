@@ -20,7 +20,7 @@ import {
   type FsckReport,
   fsckReport,
 } from './fsck-report.ts';
-import { listAll, type RegistrySource, sha256Of, type UnbackedObject } from './fsck-sources.ts';
+import { type RegistrySource, sha256Of, type UnbackedObject } from './fsck-sources.ts';
 import { blobDigestOf, blobKeyOf } from './layout.ts';
 import { type Descriptor, isForeignLayer, type ParsedManifest, parseManifest } from './manifest.ts';
 
@@ -139,11 +139,14 @@ async function readLayout(source: RegistrySource): Promise<{
   absent: Set<string>;
   layout: Layout;
 }> {
-  const objects = await listAll(source.list());
   const unbacked = (await source.unbacked?.()) ?? [];
   const absent = new Set(unbacked.filter((u) => u.actualSize === undefined).map((u) => u.key));
-  const layout = indexLayout(objects.filter((object) => !absent.has(object.key)));
-  return { objects: objects.length, unbacked, absent, layout };
+  const listing = source.list();
+  const { layout, objects } = await indexLayout(
+    Symbol.asyncIterator in listing ? listing : await listing,
+    absent,
+  );
+  return { objects, unbacked, absent, layout };
 }
 
 function startRun(source: RegistrySource, options: FsckOptions, layout: Layout): FsckRun {
@@ -199,7 +202,7 @@ async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
     run.referenced.add(body);
     run.tagDigests.push({ repository, tag, digest: body });
     run.graph.tag(repository, body, tag);
-    if (!layout.keys.has(revisionKey(repository, body))) {
+    if (!layout.revisions.get(repository)?.has(body)) {
       dangling.push({
         from,
         to: revisionKey(repository, body),
@@ -213,7 +216,7 @@ async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
   for (const [repository, digests] of toCheck) {
     for (const digest of digests) {
       const revision = revisionKey(repository, digest);
-      const from = layout.keys.has(revision)
+      const from = layout.revisions.get(repository)?.has(digest)
         ? revision
         : (tagged.get(`${repository}@${digest}`) ?? revision);
       roots.push({ repository, digest, from });
