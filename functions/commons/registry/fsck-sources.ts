@@ -49,18 +49,6 @@ export interface RegistrySource {
   open?(key: string): Promise<AsyncIterable<Uint8Array> | undefined>;
 }
 
-/** Every object a source lists, however it lists them. */
-export async function listAll(
-  listing: AsyncIterable<RegistryObject> | Promise<readonly RegistryObject[]>,
-): Promise<RegistryObject[]> {
-  if (Symbol.asyncIterator in listing) {
-    const objects: RegistryObject[] = [];
-    for await (const object of listing) objects.push(object);
-    return objects;
-  }
-  return [...(await listing)];
-}
-
 /** The sha256 digest of an object, streamed when the source can; undefined when it does not exist. */
 export async function sha256Of(source: RegistrySource, key: string): Promise<string | undefined> {
   const hash = createHash('sha256');

@@ -8,7 +8,6 @@
 import type { InventoryRecord } from '../copy/model.ts';
 import { VaultError } from '../errors.ts';
 import {
-  listAll,
   objectReader,
   type RegistryObject,
   type RegistrySource,
@@ -16,7 +15,7 @@ import {
 } from '../registry/fsck-sources.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import type { SnapshotManifest } from './format.ts';
-import { listKeys, readInventory, type Vault } from './store.ts';
+import { eachListedKey, readInventory, type Vault } from './store.ts';
 
 /**
  * Inventory records of a registry backup as a source: listing is the records
@@ -31,18 +30,18 @@ export function recordsSource(
   base: string,
 ): RegistrySource {
   const targets = new Map<string, string>();
-  const objects: RegistryObject[] = [];
-  for (const record of records) {
-    if (!record.key.startsWith(base)) continue;
-    const key = record.key.slice(base.length);
-    targets.set(key, record.targetKey);
-    objects.push({ key, size: record.size });
-  }
+  for (const record of records)
+    if (record.key.startsWith(base)) targets.set(record.key.slice(base.length), record.targetKey);
   const reader = objectReader(vault.client, vault.location.bucket);
   return {
     label: 'the vault',
     locate: (key) => `vault key ${targets.get(key) ?? key}`,
-    list: async () => objects,
+    // The records are the listing: handed out one by one, not copied.
+    async *list() {
+      for (const record of records)
+        if (record.key.startsWith(base))
+          yield { key: record.key.slice(base.length), size: record.size };
+    },
     async read(key) {
       const target = targets.get(key);
       return target === undefined ? undefined : reader.read(target);
@@ -62,30 +61,24 @@ export function snapshotSource(vault: Vault, manifest: SnapshotManifest): Regist
     );
   }
   const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;
-  let loaded: Promise<RegistrySource> | undefined;
-  const inner = () => {
-    loaded ??= readInventory(vault, manifest).then((records) =>
-      recordsSource(vault, records, base),
-    );
-    return loaded;
-  };
+  // The inventory is read once and held once: it is the listing, and where each read goes.
   let records: Promise<readonly InventoryRecord[]> | undefined;
   const recordsOf = () => {
     records ??= readInventory(vault, manifest);
     return records;
   };
-  let located: Map<string, string> | undefined;
+  let loaded: Promise<RegistrySource> | undefined;
+  const inner = () => {
+    loaded ??= recordsOf().then((held) => recordsSource(vault, held, base));
+    return loaded;
+  };
+  let ready: RegistrySource | undefined;
   return {
     label: 'the vault',
-    locate: (key) => `vault key ${located?.get(key) ?? key}`,
-    list: async () => {
-      const source = await inner();
-      located = new Map(
-        (await recordsOf())
-          .filter((r) => r.key.startsWith(base))
-          .map((r) => [r.key.slice(base.length), r.targetKey]),
-      );
-      return listAll(source.list());
+    locate: (key) => ready?.locate?.(key) ?? `vault key ${key}`,
+    list: async function* () {
+      ready = await inner();
+      yield* ready.list() as AsyncIterable<RegistryObject>;
     },
     read: async (key) => (await inner()).read(key),
     open: async (key) => (await inner()).open?.(key),
@@ -108,18 +101,24 @@ export async function unbackedRecords(
     const match = /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(record.targetKey);
     prefixes.add(match?.[1] ?? record.targetKey);
   }
-  const held = new Map<string, number>();
-  for (const prefix of prefixes)
-    for (const object of await listKeys(vault, prefix)) held.set(object.key, object.size);
+  // What the records promise, by vault key; the vault's listing streams past it.
+  const promised = new Map<string, InventoryRecord>();
+  for (const record of records) promised.set(record.targetKey, record);
   const unbacked: UnbackedObject[] = [];
-  for (const record of records) {
-    const size = held.get(record.targetKey);
-    if (size === record.size) continue;
+  const report = (record: InventoryRecord, actualSize?: number) =>
     unbacked.push({
       key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
       expectedSize: record.size,
-      ...(size === undefined ? {} : { actualSize: size }),
+      ...(actualSize === undefined ? {} : { actualSize }),
     });
+  for (const prefix of prefixes) {
+    for await (const object of eachListedKey(vault, prefix)) {
+      const record = promised.get(object.key);
+      if (record === undefined) continue;
+      promised.delete(object.key);
+      if (object.size !== record.size) report(record, object.size);
+    }
   }
+  for (const record of promised.values()) report(record);
   return unbacked;
 }

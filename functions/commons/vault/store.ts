@@ -131,9 +131,8 @@ export interface ListedKey {
   readonly lastModified: number;
 }
 
-/** Every key under a prefix, in order, with its size and LastModified. */
-export async function listKeys(vault: Vault, prefix: string): Promise<ListedKey[]> {
-  const keys: ListedKey[] = [];
+/** Every key under a prefix, in order, with its size and LastModified, a page at a time. */
+export async function* eachListedKey(vault: Vault, prefix: string): AsyncGenerator<ListedKey> {
   let token: string | undefined;
   do {
     const page: ListObjectsV2CommandOutput = await vault.client.send(
@@ -144,13 +143,19 @@ export async function listKeys(vault: Vault, prefix: string): Promise<ListedKey[
       }),
     );
     for (const item of page.Contents ?? [])
-      keys.push({
+      yield {
         key: item.Key ?? '',
         size: item.Size ?? 0,
         lastModified: item.LastModified?.getTime() ?? Number.POSITIVE_INFINITY,
-      });
+      };
     token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
   } while (token !== undefined);
+}
+
+/** Every key under a prefix, in order, with its size and LastModified. */
+export async function listKeys(vault: Vault, prefix: string): Promise<ListedKey[]> {
+  const keys: ListedKey[] = [];
+  for await (const key of eachListedKey(vault, prefix)) keys.push(key);
   return keys;
 }
 
