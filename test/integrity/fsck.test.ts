@@ -140,6 +140,45 @@ describe('fsck of a registry bucket', () => {
     expect(sampled.corruptBlobs.map((c) => c.digest)).toEqual([victim]);
   });
 
+  it('proves every link in deep mode by the ETag its listing gives, reading none', async () => {
+    // Prepare
+    const { source, reads } = recording(bucketSource(client, 'registry', ''));
+    // Act
+    const report = await fsckRegistry(source, { deep: true });
+    // Assess: links hold exactly their digest, so each one's ETag is the MD5 of it.
+    expect(report.ok).toBe(true);
+    expect(report.counts.linksProvenByEtag).toBe(
+      report.counts.revisions + report.counts.layerLinks,
+    );
+    const linkReads = reads.filter((key) =>
+      /\/(_layers|revisions)\/sha256\/[0-9a-f]{64}\/link$/.test(key),
+    );
+    expect(linkReads).toEqual([]);
+  });
+
+  it('reads a link whose ETag is not the MD5 of its digest, and names what it holds', async () => {
+    // Prepare: a layer link rewritten to name another digest (its ETag changes with it).
+    const bucket = await scratchCopy();
+    const full = [...(await listAll(client, bucket)).keys()].find((candidate) =>
+      /\/_layers\/sha256\/[0-9a-f]{64}\/link$/.test(candidate),
+    );
+    const key = full?.slice(registryKey('').length) ?? '';
+    const other = `sha256:${'0'.repeat(64)}`;
+    await put(client, bucket, registryKey(key), Buffer.from(other));
+    const { source, reads } = recording(bucketSource(client, bucket, ''));
+    // Act
+    const report = await fsckRegistry(source, { deep: true });
+    // Assess
+    expect(report.ok).toBe(false);
+    expect(report.badLinks).toEqual([{ key: expect.stringContaining(key), found: other }]);
+    expect(reads.filter((read) => read.endsWith('/link') && !read.includes('/tags/'))).toEqual([
+      key,
+    ]);
+    expect(report.counts.linksProvenByEtag).toBe(
+      report.counts.revisions + report.counts.layerLinks - 1,
+    );
+  });
+
   it('hashes only the sample it is given in deep mode', async () => {
     // Act
     const report = await fsckBucket('registry', { deep: true, sample: 3 });

@@ -37,7 +37,8 @@ export interface Layout {
   readonly tags: Array<{ repository: string; tag: string; key: string }>;
   readonly revisions: Map<string, Set<string>>;
   readonly layerLinks: Map<string, Set<string>>;
-  readonly linkKeys: Array<{ key: string; digest: string }>;
+  /** Revision and layer links, with the store's ETag where its listing gave one. */
+  readonly linkKeys: Array<{ key: string; digest: string; etag?: string }>;
   readonly uploads: LeftoverUpload[];
   readonly repositories: Set<string>;
   readonly bytes: number;
@@ -94,7 +95,11 @@ export async function indexLayout(
       if (match?.[1] !== undefined && match[2] !== undefined) {
         const digest = `sha256:${match[2]}`;
         addTo(kind === KeyKind.Revision ? layout.revisions : layout.layerLinks, match[1], digest);
-        layout.linkKeys.push({ key: object.key, digest });
+        layout.linkKeys.push({
+          key: object.key,
+          digest,
+          ...(object.etag === undefined ? {} : { etag: object.etag }),
+        });
         layout.repositories.add(match[1]);
       }
     } else if (kind === KeyKind.Upload) {

@@ -34,6 +34,8 @@ export interface FsckReport {
     readonly manifests: number;
     /** Blobs hashed (deep mode). */
     readonly blobsVerified: number;
+    /** Links proven by the store's ETag in its listing, not read (deep mode). */
+    readonly linksProvenByEtag: number;
     /** Objects read in all. */
     readonly reads: number;
   };
@@ -112,6 +114,7 @@ export interface FsckFindings {
   /** Manifest blobs read. */
   readonly manifests: number;
   readonly blobsVerified: number;
+  readonly linksProvenByEtag: number;
   readonly reads: number;
 }
 
@@ -195,6 +198,7 @@ export function fsckReport(found: FsckFindings): FsckReport {
       layerLinks: setSizes(layout.layerLinks),
       manifests: found.manifests,
       blobsVerified: found.blobsVerified,
+      linksProvenByEtag: found.linksProvenByEtag,
       reads: found.reads,
     },
     dangling: dangling.map((d) =>

@@ -12,6 +12,7 @@ import {
   type ListObjectsV2CommandOutput,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { cleanEtag } from '../copy/model.ts';
 import { getObjectBytes, resumableBody } from '../s3/get-object.ts';
 import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 
@@ -19,6 +20,12 @@ import { normaliseRoot, REGISTRY_V2 } from './layout.ts';
 export interface RegistryObject {
   readonly key: string;
   readonly size: number;
+  /**
+   * The store's ETag of the object, from a listing of the store itself (not
+   * an inventory's record of another copy): the MD5 of a single-part object's
+   * bytes, so it proves a link's small, known content without a read.
+   */
+  readonly etag?: string;
 }
 
 /** An object a source promises (a snapshot's inventory lists it) that its store lacks or holds at another size. */
@@ -132,7 +139,12 @@ export function bucketSource(
         );
         for (const item of page.Contents ?? []) {
           const key = item.Key ?? '';
-          if (key.startsWith(base)) yield { key: key.slice(base.length), size: item.Size ?? 0 };
+          if (key.startsWith(base))
+            yield {
+              key: key.slice(base.length),
+              size: item.Size ?? 0,
+              ...(item.ETag === undefined ? {} : { etag: cleanEtag(item.ETag) }),
+            };
         }
         token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
       } while (token !== undefined);
