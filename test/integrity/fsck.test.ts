@@ -357,6 +357,20 @@ describe('fsck of a snapshot in the vault', () => {
     });
   });
 
+  it('passes the snapshot the same when its links are looked up a part at a time', async () => {
+    // Prepare
+    const manifest = await resolveSnapshot(deps.vault, snapshotId);
+    // Act
+    const whole = await fsckRegistry(snapshotSource(deps.vault, manifest), { deep: true });
+    const parted = await fsckRegistry(
+      snapshotSource(deps.vault, manifest, { lookup: { wholeBytes: 0, partsKept: 1 } }),
+      { deep: true },
+    );
+    // Assess
+    expect(parted.problems).toEqual([]);
+    expect(parted.counts).toEqual(whole.counts);
+  });
+
   it('finds a pool blob corrupted in the vault', async () => {
     // Prepare
     const manifest = await resolveSnapshot(deps.vault, snapshotId);

@@ -1,11 +1,14 @@
 /**
  * A snapshot in the vault as a registry layout fsck can check: its inventory
  * is the listing (no request), each read goes to the vault key a record names
- * (the blob pool, or this or an earlier snapshot's folder), and a listing of
- * the vault proves every record is held at its size. The vault reads the
- * registry's checks, not the other way round.
+ * (the blob pool, or this or an earlier snapshot's folder), and listings of
+ * the vault prove every record is held at its size. The inventory is read a
+ * part at a time, so the source holds a part, not the snapshot. The vault
+ * reads the registry's checks, not the other way round.
  */
 import type { InventoryRecord } from '../copy/model.ts';
+import { PAGE_SIZE } from '../copy/model.ts';
+import { ListedTarget, type PageEntry } from '../copy/target-state.ts';
 import { VaultError } from '../errors.ts';
 import {
   objectReader,
@@ -13,112 +16,130 @@ import {
   type RegistrySource,
   type UnbackedObject,
 } from '../registry/fsck-sources.ts';
-import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
-import type { SnapshotManifest } from './format.ts';
-import { eachListedKey, readInventory, type Vault } from './store.ts';
+import { blobDigestOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import { type SnapshotManifest, vaultKeys } from './format.ts';
+import { InventoryLookup, type InventoryLookupOptions } from './inventory-lookup.ts';
+import { readInventoryPart, rootOf, type Vault } from './store.ts';
 
-/**
- * Inventory records of a registry backup as a source: listing is the records
- * (no request), reads go to each record's vault key (a pool blob, or an object
- * under this or an earlier snapshot). `base` is the source key prefix up to
- * and including `docker/registry/v2/`. Backup finalize can call this with the
- * records it holds, before the inventory is even written.
- */
-export function recordsSource(
-  vault: Vault,
-  records: readonly InventoryRecord[],
-  base: string,
-): RegistrySource {
-  const targets = new Map<string, string>();
-  for (const record of records)
-    if (record.key.startsWith(base)) targets.set(record.key.slice(base.length), record.targetKey);
-  const reader = objectReader(vault.client, vault.location.bucket);
-  return {
-    label: 'the vault',
-    locate: (key) => `vault key ${targets.get(key) ?? key}`,
-    // The records are the listing: handed out one by one, not copied.
-    async *list() {
-      for (const record of records)
-        if (record.key.startsWith(base))
-          yield { key: record.key.slice(base.length), size: record.size };
-    },
-    async read(key) {
-      const target = targets.get(key);
-      return target === undefined ? undefined : reader.read(target);
-    },
-    async open(key) {
-      const target = targets.get(key);
-      return target === undefined ? undefined : reader.open(target);
-    },
-  };
+/** Every record of a snapshot's inventory, a part at a time. */
+async function* eachRecord(vault: Vault, manifest: SnapshotManifest) {
+  for (let index = 0; index < manifest.inventory.parts.length; index++) {
+    if (manifest.inventory.parts[index]?.records === 0) continue;
+    yield* await readInventoryPart(vault, manifest, index);
+  }
 }
 
 /** A snapshot in the vault as a source, read through its inventory. */
-export function snapshotSource(vault: Vault, manifest: SnapshotManifest): RegistrySource {
+export function snapshotSource(
+  vault: Vault,
+  manifest: SnapshotManifest,
+  options: { readonly lookup?: InventoryLookupOptions } = {},
+): RegistrySource {
   if (manifest.layout !== 'registry') {
     throw new VaultError(
       `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
     );
   }
   const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;
-  // The inventory is read once and held once: it is the listing, and where each read goes.
-  let records: Promise<readonly InventoryRecord[]> | undefined;
-  const recordsOf = () => {
-    records ??= readInventory(vault, manifest);
-    return records;
+  const root = rootOf(vault);
+  const reader = objectReader(vault.client, vault.location.bucket);
+  // Links may live in an earlier snapshot's folder: their records say where.
+  // fsck reads them in key order, so the lookup walks the parts in turn.
+  const lookup = new InventoryLookup(vault, manifest, options.lookup);
+  /** Vault keys learnt so far of what was read or found missing, for messages. */
+  const located = new Map<string, string>();
+  const vaultKeyOf = async (key: string): Promise<string | undefined> => {
+    const digest = blobDigestOf(key);
+    // A blob's vault key is its digest's place in the pool (vault/format.ts).
+    if (digest !== undefined) return vaultKeys.blob(root, digest);
+    const source = `${base}${key}`;
+    const found = await lookup.lookup([
+      { object: { key: source, size: 0, etag: '' }, targetKey: '' },
+    ]);
+    const target = found.get(source)?.targetKey;
+    if (target !== undefined) located.set(key, target);
+    return target;
   };
-  let loaded: Promise<RegistrySource> | undefined;
-  const inner = () => {
-    loaded ??= recordsOf().then((held) => recordsSource(vault, held, base));
-    return loaded;
-  };
-  let ready: RegistrySource | undefined;
   return {
     label: 'the vault',
-    locate: (key) => ready?.locate?.(key) ?? `vault key ${key}`,
-    list: async function* () {
-      ready = await inner();
-      yield* ready.list() as AsyncIterable<RegistryObject>;
+    locate: (key) => {
+      const digest = blobDigestOf(key);
+      return `vault key ${digest !== undefined ? vaultKeys.blob(root, digest) : (located.get(key) ?? key)}`;
     },
-    read: async (key) => (await inner()).read(key),
-    open: async (key) => (await inner()).open?.(key),
-    unbacked: async () => unbackedRecords(vault, await recordsOf(), base),
+    async *list(): AsyncGenerator<RegistryObject> {
+      for await (const record of eachRecord(vault, manifest))
+        if (record.key.startsWith(base))
+          yield { key: record.key.slice(base.length), size: record.size };
+    },
+    async read(key) {
+      const target = await vaultKeyOf(key);
+      return target === undefined ? undefined : reader.read(target);
+    },
+    async open(key) {
+      const target = await vaultKeyOf(key);
+      return target === undefined ? undefined : reader.open(target);
+    },
+    unbacked: async () => {
+      const unbacked = await unbackedInSnapshot(vault, manifest, base);
+      for (const object of unbacked) located.set(object.key, object.vaultKey);
+      return unbacked;
+    },
   };
 }
 
+/** The folder of the vault a vault key lies in (the pool, or one snapshot's objects). */
+const folderOf = (vaultKey: string) =>
+  /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(vaultKey)?.[1] ?? vaultKey;
+
 /**
- * Inventory records whose vault object is missing or of another size, found
- * by listing the vault prefixes the records point into (the blob pool, the
- * snapshots' object trees): one LIST per 1,000 vault objects, no read.
+ * Records of a snapshot whose vault object is missing or of another size,
+ * found by listing the vault, never reading: the inventory a part at a time,
+ * each part's records in runs of one vault folder and a page, each run
+ * checked against a listing of its key range (one LIST per 1,000 records, or
+ * so). Keys under `base` are made relative to it.
  */
-export async function unbackedRecords(
+export async function unbackedInSnapshot(
   vault: Vault,
-  records: readonly InventoryRecord[],
+  manifest: SnapshotManifest,
   base: string,
-): Promise<UnbackedObject[]> {
-  const prefixes = new Set<string>();
-  for (const record of records) {
-    const match = /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(record.targetKey);
-    prefixes.add(match?.[1] ?? record.targetKey);
-  }
-  // What the records promise, by vault key; the vault's listing streams past it.
-  const promised = new Map<string, InventoryRecord>();
-  for (const record of records) promised.set(record.targetKey, record);
-  const unbacked: UnbackedObject[] = [];
-  const report = (record: InventoryRecord, actualSize?: number) =>
-    unbacked.push({
-      key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
-      expectedSize: record.size,
-      ...(actualSize === undefined ? {} : { actualSize }),
-    });
-  for (const prefix of prefixes) {
-    for await (const object of eachListedKey(vault, prefix)) {
-      const record = promised.get(object.key);
-      if (record === undefined) continue;
-      promised.delete(object.key);
-      if (object.size !== record.size) report(record, object.size);
+): Promise<Array<UnbackedObject & { vaultKey: string }>> {
+  const unbacked: Array<UnbackedObject & { vaultKey: string }> = [];
+  const listed = new ListedTarget(vault.client, vault.location.bucket);
+  const check = async (run: readonly InventoryRecord[]) => {
+    const page: PageEntry[] = run.map((record) => ({
+      object: { key: record.key, size: record.size, etag: record.etag },
+      targetKey: record.targetKey,
+    }));
+    const found = await listed.lookup(page);
+    for (const record of run) {
+      const size = found.get(record.key)?.size;
+      if (size === record.size) continue;
+      unbacked.push({
+        key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
+        expectedSize: record.size,
+        vaultKey: record.targetKey,
+        ...(size === undefined ? {} : { actualSize: size }),
+      });
     }
+  };
+  for (let index = 0; index < manifest.inventory.parts.length; index++) {
+    if (manifest.inventory.parts[index]?.records === 0) continue;
+    const records = (await readInventoryPart(vault, manifest, index)).sort((a, b) =>
+      a.targetKey < b.targetKey ? -1 : a.targetKey > b.targetKey ? 1 : 0,
+    );
+    let run: InventoryRecord[] = [];
+    for (const record of records) {
+      const last = run.at(-1);
+      if (
+        last !== undefined &&
+        (run.length >= PAGE_SIZE || folderOf(last.targetKey) !== folderOf(record.targetKey))
+      ) {
+        await check(run);
+        run = [];
+      }
+      run.push(record);
+    }
+    if (run.length > 0) await check(run);
   }
-  for (const record of promised.values()) report(record);
   return unbacked;
 }

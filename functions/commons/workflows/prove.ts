@@ -17,8 +17,8 @@ import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry
 import type { SnapshotManifest } from '../vault/format.ts';
 import { findRecords } from '../vault/inventory-lookup.ts';
 import { listRunRecordFiles, readShardRecords, saveProof } from '../vault/runs.ts';
-import { snapshotSource, unbackedRecords } from '../vault/snapshot-source.ts';
-import { readInventory, readInventoryPart, resolveSnapshot, type Vault } from '../vault/store.ts';
+import { snapshotSource, unbackedInSnapshot } from '../vault/snapshot-source.ts';
+import { readInventoryPart, resolveSnapshot, type Vault } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
 
@@ -61,7 +61,7 @@ export async function proveSnapshotHeld(vault: Vault, manifest: SnapshotManifest
     problems = report.ok ? [] : report.problems;
     objects = report.counts.objects;
   } else {
-    const unbacked = await unbackedRecords(vault, await readInventory(vault, manifest), '');
+    const unbacked = await unbackedInSnapshot(vault, manifest, '');
     problems = unbacked.map((u) =>
       u.actualSize === undefined
         ? `missing in the vault: ${u.key}`
