@@ -23,13 +23,13 @@ import {
   runningBackupOf,
 } from './retention.ts';
 import {
+  eachInventoryRecord,
   getBytes,
   gunzipLines,
   type ListedKey,
   listKeys,
   listSnapshotIds,
   listSnapshots,
-  readInventory,
   readManifest,
   rootOf,
   type Vault,
@@ -222,7 +222,7 @@ export async function prune(
   let sweepSkipped: string | undefined;
   try {
     for (const manifest of remaining) {
-      for (const record of await readInventory(vault, manifest)) marked.add(record.targetKey);
+      for await (const record of eachInventoryRecord(vault, manifest)) marked.add(record.targetKey);
       if (manifest.status === SnapshotStatus.Running)
         for (const key of await recordedKeys(vault, manifest.runId)) marked.add(key);
     }

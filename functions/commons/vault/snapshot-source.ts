@@ -19,15 +19,7 @@ import {
 import { blobDigestOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import { type SnapshotManifest, vaultKeys } from './format.ts';
 import { InventoryLookup, type InventoryLookupOptions } from './inventory-lookup.ts';
-import { readInventoryPart, rootOf, type Vault } from './store.ts';
-
-/** Every record of a snapshot's inventory, a part at a time. */
-async function* eachRecord(vault: Vault, manifest: SnapshotManifest) {
-  for (let index = 0; index < manifest.inventory.parts.length; index++) {
-    if (manifest.inventory.parts[index]?.records === 0) continue;
-    yield* await readInventoryPart(vault, manifest, index);
-  }
-}
+import { eachInventoryRecord, readInventoryPart, rootOf, type Vault } from './store.ts';
 
 /** A snapshot in the vault as a source, read through its inventory. */
 export function snapshotSource(
@@ -67,7 +59,7 @@ export function snapshotSource(
       return `vault key ${digest !== undefined ? vaultKeys.blob(root, digest) : (located.get(key) ?? key)}`;
     },
     async *list(): AsyncGenerator<RegistryObject> {
-      for await (const record of eachRecord(vault, manifest))
+      for await (const record of eachInventoryRecord(vault, manifest))
         if (record.key.startsWith(base))
           yield { key: record.key.slice(base.length), size: record.size };
     },

@@ -249,6 +249,17 @@ export async function readInventoryPart(
   return (await gunzipLines(bytes)).map((line) => inventoryRecordSchema.parse(line));
 }
 
+/** Every record of a snapshot's inventory, a part at a time (one ranged GET a part): holds a part. */
+export async function* eachInventoryRecord(
+  vault: Vault,
+  manifest: SnapshotManifest,
+): AsyncGenerator<InventoryRecord> {
+  for (let index = 0; index < manifest.inventory.parts.length; index++) {
+    if (manifest.inventory.parts[index]?.records === 0) continue;
+    yield* await readInventoryPart(vault, manifest, index);
+  }
+}
+
 /** The whole inventory of a snapshot: one GET of the file, its parts cut out by their offsets. */
 export async function readInventory(
   vault: Vault,
