@@ -7,6 +7,8 @@
  * would take gigabytes. A small inventory is read whole with one GET, as one
  * GET costs less than a GET per part and its size is bounded all the same.
  */
+
+import type { InventoryRecord } from '../copy/model.ts';
 import {
   type KnownObject,
   knownFromRecord,
@@ -14,7 +16,6 @@ import {
   type TargetState,
 } from '../copy/target-state.ts';
 import type { SnapshotManifest } from './format.ts';
-import type { InventoryRecord } from '../copy/model.ts';
 import { readInventory, readInventoryPart, type Vault } from './store.ts';
 
 /** Inventories up to this many compressed bytes are read whole, with one GET. */
