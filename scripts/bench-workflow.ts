@@ -105,16 +105,10 @@ async function cliBackup(
     },
   );
   const arrivals: number[] = [];
-  let buffered = '';
   let last = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.includes('"event":"progress"')) arrivals.push(performance.now());
-      if (line.trim() !== '') last = line;
-    }
+  eachLine(child.stdout, (line) => {
+    if (line.includes('"event":"progress"')) arrivals.push(performance.now());
+    if (line.trim() !== '') last = line;
   });
   let errors = '';
   child.stderr.on('data', (chunk: Buffer) => {
@@ -129,7 +123,19 @@ async function cliBackup(
   return { seconds, gaps, progress: arrivals.length };
 }
 
-async function requestsOf(server: S3ServerHandle, fn: () => Promise<unknown>) {
+/** Calls `handle` with each whole line a child's output stream writes, as it arrives. */
+export function eachLine(stream: NodeJS.ReadableStream, handle: (line: string) => void): void {
+  let buffered = '';
+  stream.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) handle(line);
+  });
+}
+
+/** The S3 requests (by operation, SQS left out) the sandbox server served while `fn` ran. */
+export async function requestsOf(server: S3ServerHandle, fn: () => Promise<unknown>) {
   await server.resetCounters();
   await fn();
   return Object.fromEntries(

@@ -7,8 +7,9 @@
  *
  * Prints ratios, S3 requests per object (from the server's own counter),
  * changed objects found, and regvault's peak RSS; writes docs/benchmarks.md.
- * The runs are in bench-runs.ts, in the order this makes them; the peers
- * each runs in bench-peers.ts, the data in bench-data.ts, the results and
+ * `npm run bench -- scale --objects N` runs the scale benchmark instead
+ * (bench-scale.ts). The runs are in bench-runs.ts, in the order this makes
+ * them; the peers each runs in bench-peers.ts, the data in bench-data.ts, the results and
  * the report in bench-report.ts, the headline backup in bench-workflow.ts.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -135,7 +136,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
+const [, , first, ...rest] = process.argv;
+const run =
+  first === 'scale' ? import('./bench-scale.ts').then((scale) => scale.benchScale(rest)) : main();
+run.catch((err: unknown) => {
   process.stderr.write(
     `bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
   );

@@ -12,8 +12,10 @@ import {
   waitFor,
 } from '../process.ts';
 import type { FaultRule } from './extensions.ts';
+import type { FillResult } from './registry-fill.ts';
 
 export type { FaultRule } from './extensions.ts';
+export type { FillResult } from './registry-fill.ts';
 
 /** Request counts by AWS operation name (S3 and SQS), e.g. `ListObjectsV2`, `CopyObject`, `UploadPartCopy`. */
 export type Counters = Partial<
@@ -54,6 +56,8 @@ export interface S3ServerOptions {
    * PutObject and UploadPart without Content-MD5 are refused, as AWS refuses them.
    */
   readonly objectLockBuckets?: readonly string[];
+  /** The server process's V8 heap limit in MiB (Node's default is about 4 GiB here). */
+  readonly heapMiB?: number;
 }
 
 export interface S3ServerHandle {
@@ -70,6 +74,12 @@ export interface S3ServerHandle {
   /** The next `rule.count` requests matching the rule fail with its status and code. */
   injectFaults(rule: FaultRule): Promise<void>;
   clearFaults(): Promise<void>;
+  /**
+   * Writes a registry of exactly `objects` objects into `bucket` (made if
+   * missing) inside the server process, in Docker Distribution's layout
+   * (sandbox/s3/registry-fill.ts): a million objects in seconds.
+   */
+  fillRegistry(bucket: string, objects: number, seed?: number): Promise<FillResult>;
   stop(): Promise<void>;
 }
 
@@ -83,7 +93,8 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
   const child = spawnManaged({
     name: options.name ?? `s3-${port}`,
     command,
-    args,
+    args:
+      options.heapMiB === undefined ? args : [`--max-old-space-size=${options.heapMiB}`, ...args],
     env: {
       REGVAULT_S3_PORT: String(port),
       REGVAULT_S3_REGION: region,
@@ -126,6 +137,12 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
     clearFaults: async () => {
       await control('DELETE', 'faults');
     },
+    fillRegistry: async (bucket, objects, seed) =>
+      (await control('POST', 'fill-registry', {
+        bucket,
+        objects,
+        ...(seed === undefined ? {} : { seed }),
+      })) as FillResult,
     stop: () => child.stop(),
   };
 }

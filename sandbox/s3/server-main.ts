@@ -22,6 +22,7 @@ import {
   type SandboxRequest,
 } from './extensions.ts';
 import { installSortedListing, isListingQuery, listObjectsXml } from './listing.ts';
+import { fillRegistry } from './registry-fill.ts';
 
 const port = Number(process.env['REGVAULT_S3_PORT'] ?? '0');
 const region = process.env['REGVAULT_S3_REGION'] ?? 'us-east-1';
@@ -82,6 +83,20 @@ const app = buildApp({
   defaultRegion: region,
   stores: stores as unknown as NonNullable<NonNullable<Parameters<typeof buildApp>[0]>['stores']>,
 });
+
+// fauxqs caps every body at 11 MiB (its Fastify bodyLimit); S3 takes a single
+// PUT of up to 5 GiB, and a backup's inventory file passes 11 MiB at about
+// 300,000 objects, where the 413 (a JSON body) failed finalize with an XML
+// parse error. The same pass-through parser, with S3's limit.
+const S3_SINGLE_PUT_LIMIT = 5 * 1024 ** 3;
+app.removeContentTypeParser('*');
+app.addContentTypeParser(
+  '*',
+  { parseAs: 'buffer', bodyLimit: S3_SINGLE_PUT_LIMIT },
+  (_request, body, done) => {
+    done(null, body);
+  },
+);
 
 const operations = new WeakMap<object, string>();
 
@@ -185,6 +200,17 @@ app.post('/_sandbox/faults', async (request) => {
 app.delete('/_sandbox/faults', async () => {
   ledger.clearFaults();
   return {};
+});
+// Fills a bucket with a registry's objects without HTTP per object (registry-fill.ts).
+app.post('/_sandbox/fill-registry', async (request) => {
+  const raw: unknown = request.body;
+  const text = Buffer.isBuffer(raw) ? raw.toString('utf8') : String(raw);
+  const { bucket, objects, seed } = JSON.parse(text) as {
+    bucket: string;
+    objects: number;
+    seed?: number;
+  };
+  return fillRegistry(s3Store, bucket, { objects, ...(seed === undefined ? {} : { seed }) });
 });
 
 await app.listen({ host: '127.0.0.1', port });

@@ -5,6 +5,7 @@ import {
   ListObjectsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
+  PutObjectCommand,
   type S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
@@ -304,5 +305,18 @@ describe('the sandbox S3 server', () => {
     const listing = client.send(new ListObjectsV2Command({ Bucket: 'no-such-bucket-here' }));
     // Assess
     await expect(listing).rejects.toMatchObject({ name: 'NoSuchBucket' });
+  });
+
+  it('takes a single PutObject over 11 MiB, as S3 takes one up to 5 GiB', async () => {
+    // Prepare: fauxqs alone answers 413 past 11 MiB (a backup's inventory file of 300,000 objects is larger).
+    const body = Buffer.alloc(24 * 1024 * 1024, 7);
+    // Act
+    await client.send(
+      new PutObjectCommand({ Bucket: bucket, Key: 'large/inventory.jsonl.gz', Body: body }),
+    );
+    // Assess
+    const read = await readObject(client, bucket, 'large/inventory.jsonl.gz');
+    expect(read.length).toBe(body.length);
+    expect(read.equals(body)).toBe(true);
   });
 });
