@@ -3,6 +3,7 @@
  * listing alone (blobs, tags, revision and layer links, leftover uploads)
  * and the graph of manifests it walked, which says whose pull needs a blob.
  */
+import { createHash } from 'node:crypto';
 import type { RegistryObject } from './fsck-sources.ts';
 import { blobDigestOf, classifyRegistryKey, KeyKind, uploadIdOf } from './layout.ts';
 import type { ManifestRefs } from './manifest.ts';
@@ -20,6 +21,7 @@ const REVISION_LINK = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9
 const LAYER_LINK = /^repositories\/(.+)\/_layers\/sha256\/([0-9a-f]{64})\/link$/;
 
 const hexOf = (digest: string) => digest.replace(/^sha256:/, '');
+const md5Hex = (text: string) => createHash('md5').update(text).digest('hex');
 /** The revision link key of a manifest in a repository, relative to the registry prefix. */
 export const revisionKey = (repository: string, digest: string) =>
   `repositories/${repository}/_manifests/revisions/sha256/${hexOf(digest)}/link`;
@@ -37,8 +39,14 @@ export interface Layout {
   readonly tags: Array<{ repository: string; tag: string; key: string }>;
   readonly revisions: Map<string, Set<string>>;
   readonly layerLinks: Map<string, Set<string>>;
-  /** Revision and layer links, with the store's ETag where its listing gave one. */
-  readonly linkKeys: Array<{ key: string; digest: string; etag?: string }>;
+  /**
+   * Revision and layer links deep mode must read: those whose ETag in the
+   * store's listing is not the MD5 of the digest they hold (a link is
+   * exactly its digest). Empty unless the index was asked to keep them.
+   */
+  readonly linksToRead: Array<{ key: string; digest: string }>;
+  /** Links the listing's ETag proved (counted where links to read are kept). */
+  readonly linksProvenByEtag: number;
   readonly uploads: LeftoverUpload[];
   readonly repositories: Set<string>;
   readonly bytes: number;
@@ -64,18 +72,20 @@ export interface Indexed {
 export async function indexLayout(
   objects: AsyncIterable<RegistryObject> | Iterable<RegistryObject>,
   absent: ReadonlySet<string> = new Set(),
+  options: { readonly keepLinksToRead?: boolean } = {},
 ): Promise<Indexed> {
   const layout = {
     blobs: new Map<string, number>(),
     tags: [] as Layout['tags'],
     revisions: new Map<string, Set<string>>(),
     layerLinks: new Map<string, Set<string>>(),
-    linkKeys: [] as Layout['linkKeys'],
+    linksToRead: [] as Layout['linksToRead'],
     repositories: new Set<string>(),
   };
   const uploads = new Map<string, LeftoverUpload>();
   let bytes = 0;
   let listed = 0;
+  let linksProvenByEtag = 0;
   for await (const object of objects) {
     listed++;
     if (absent.has(object.key)) continue;
@@ -95,11 +105,10 @@ export async function indexLayout(
       if (match?.[1] !== undefined && match[2] !== undefined) {
         const digest = `sha256:${match[2]}`;
         addTo(kind === KeyKind.Revision ? layout.revisions : layout.layerLinks, match[1], digest);
-        layout.linkKeys.push({
-          key: object.key,
-          digest,
-          ...(object.etag === undefined ? {} : { etag: object.etag }),
-        });
+        if (options.keepLinksToRead === true) {
+          if (object.etag !== undefined && object.etag === md5Hex(digest)) linksProvenByEtag++;
+          else layout.linksToRead.push({ key: object.key, digest });
+        }
         layout.repositories.add(match[1]);
       }
     } else if (kind === KeyKind.Upload) {
@@ -114,7 +123,7 @@ export async function indexLayout(
   const uploadList = [...uploads.values()].sort((a, b) =>
     `${a.repository}/${a.id}`.localeCompare(`${b.repository}/${b.id}`),
   );
-  return { layout: { ...layout, uploads: uploadList, bytes }, objects: listed };
+  return { layout: { ...layout, uploads: uploadList, bytes, linksProvenByEtag }, objects: listed };
 }
 
 /** The manifest graph fsck walked: what each `repo@digest` names, and which tags lead to it. */

@@ -46,8 +46,6 @@ export type { DanglingReference, FsckReport } from './fsck-report.ts';
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-const md5Hex = (text: string) => createHash('md5').update(text).digest('hex');
-
 /** Runs `fn` over `items` with at most `limit` calls in flight. */
 async function forEachLimit<T>(
   items: readonly T[],
@@ -117,7 +115,7 @@ export async function fsckRegistry(
   source: RegistrySource,
   options: FsckOptions = {},
 ): Promise<FsckReport> {
-  const listed = await readLayout(source);
+  const listed = await readLayout(source, options.deep === true);
   const run = startRun(source, options, listed.layout);
   const roots = await checkTags(run);
   const manifests = await checkManifests(run, roots);
@@ -139,7 +137,10 @@ export async function fsckRegistry(
 }
 
 /** 1. The layout from the listing alone; objects the store lacks are left out of it. */
-async function readLayout(source: RegistrySource): Promise<{
+async function readLayout(
+  source: RegistrySource,
+  deep: boolean,
+): Promise<{
   objects: number;
   unbacked: readonly UnbackedObject[];
   absent: Set<string>;
@@ -148,9 +149,11 @@ async function readLayout(source: RegistrySource): Promise<{
   const unbacked = (await source.unbacked?.()) ?? [];
   const absent = new Set(unbacked.filter((u) => u.actualSize === undefined).map((u) => u.key));
   const listing = source.list();
+  // Only deep mode reads links: a fast check keeps no list of them.
   const { layout, objects } = await indexLayout(
     Symbol.asyncIterator in listing ? listing : await listing,
     absent,
+    { keepLinksToRead: deep },
   );
   return { objects, unbacked, absent, layout };
 }
@@ -390,20 +393,13 @@ async function checkDeep(run: FsckRun): Promise<{
 }> {
   const blobsVerified = await hashBlobs(run);
   const badLinks: FsckReport['badLinks'] = [];
-  // A link holds exactly its digest: where the store's listing gave the link's
-  // ETag and it is the MD5 of that digest, the bytes are proven with no read.
-  const unproven = run.layout.linkKeys.filter(
-    ({ digest, etag }) => etag === undefined || etag !== md5Hex(digest),
-  );
-  await forEachLimit(unproven, run.concurrency, async ({ key, digest }) => {
+  // A link holds exactly its digest: links whose listed ETag is the MD5 of it
+  // were proven as the listing was indexed; the others are read.
+  await forEachLimit(run.layout.linksToRead, run.concurrency, async ({ key, digest }) => {
     const body = (await run.read(key))?.toString('utf8').trim();
     if (body !== undefined && body !== digest) badLinks.push({ key, found: body.slice(0, 80) });
   });
-  return {
-    badLinks,
-    blobsVerified,
-    linksProvenByEtag: run.layout.linkKeys.length - unproven.length,
-  };
+  return { badLinks, blobsVerified, linksProvenByEtag: run.layout.linksProvenByEtag };
 }
 
 /** Hashes every blob (or the sample) not already found corrupt or hashed; returns how many were. */
