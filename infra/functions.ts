@@ -70,6 +70,10 @@ export function makeFunctions(
         alarmAction: props.alarmAction,
       });
       vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
+      if (spec.runLease !== undefined) {
+        const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
+        vault.grantRunLeases(fn.role, spec.runLease, writes);
+      }
       grantRoleBuckets(stack, fn.role, settings, spec);
       const secretArns = Object.values(secrets);
       if (secretArns.length > 0) {

@@ -33,6 +33,10 @@ export function backupCommand(program: Command): void {
     )
     .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
+      '--break-lock <run>',
+      'take over the run lease of this backup run (it holds the lock of the same source but is known dead), marking its snapshot failed',
+    )
+    .option(
       '--ttl-days <days>',
       'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',
     )
@@ -49,6 +53,7 @@ export function backupCommand(program: Command): void {
           includeSecret: flags['includeSecret'] === true,
           targetObjectsPerShard: numbers.shardObjects,
           ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
+          ...(typeof flags['breakLock'] === 'string' ? { breakLock: flags['breakLock'] } : {}),
           concurrency: settings.concurrency,
           ...(typeof flags['sourceBucket'] === 'string'
             ? {

@@ -27,6 +27,7 @@ import { localContext, stepHandler } from '../aws/step-handler.ts';
 import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
 import type { ShardMessage } from '../vault/runs.ts';
+import { type BackupState, renewBackupLease } from '../workflows/backup.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
@@ -374,13 +375,17 @@ async function run(
   );
   const local = taskHandlers(name, taskStatesOf(definition), options.deps, pool);
   const pollMs = options.shardPollMs ?? 30_000;
+  const lease = new LeaseKeeper(options.deps);
   const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
   for (const [state, { step, handle }] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
       // The Wait before a count is the pool running dry here, at most the poll time.
       if (step === 'count-shards') await pool.whenIdle(pollMs);
       options.onState?.(state);
+      // The steps that end a run release its lease: renewing it after would say it was lost.
+      if (step === 'finalize' || step === 'mark-failed') lease.stop();
       const output = await handle(stateInput);
+      if (step === 'discover') lease.keep(output as BackupState);
       options.onStateDone?.(state, output);
       return output as never;
     };
@@ -392,6 +397,8 @@ async function run(
     waitTimeOverrides[state] = next?.step === 'count-shards' ? 0 : (options.waitMs ?? 1_000);
   }
   const execution = machine.run(input as never, {
+    // `$$.Execution.Id`, which a backup's run lease records (an ARN on AWS).
+    context: { Execution: { Id: `local:${name}:${randomUUID()}` } },
     overrides: {
       taskResourceLocalHandlers: taskResourceLocalHandlers as never,
       waitTimeOverrides,
@@ -423,7 +430,43 @@ async function run(
     const cause = failure.cause?.message ?? failure.message ?? String(err);
     return { status: 'FAILED', error, cause, ...(await ended()) };
   } finally {
+    lease.stop();
     await pool.stop();
+  }
+}
+
+/**
+ * Renews a local backup's run lease while the process runs (on AWS the steps
+ * renew it): every quarter of its ttl, so a process that stops renewing
+ * (killed) is seen dead once the ttl has passed, or at once on this host.
+ */
+class LeaseKeeper {
+  readonly #deps: WorkflowDeps;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: WorkflowDeps) {
+    this.#deps = deps;
+  }
+
+  keep(state: BackupState): void {
+    this.stop();
+    this.#timer = setInterval(
+      () => {
+        renewBackupLease(state, this.#deps).catch((err: unknown) =>
+          this.#deps.log.warn('could not renew the run lease', {
+            runId: state.runId,
+            error: messageOf(err),
+          }),
+        );
+      },
+      Math.max(1_000, this.#deps.lease.ttlMs / 4),
+    );
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 }
 
