@@ -232,6 +232,7 @@ export const FUNCTIONS = {
     roleBuckets: 'none',
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
+  // Its timeout is the stack's copyWorkerTimeoutSeconds (this is the default).
   'copy-worker': {
     description: 'Copy worker: copy part of a shard, hand the rest on, write its result at the end',
     timeout: Duration.minutes(15),

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Stack, Validations } from 'aws-cdk-lib';
+import { Duration, type Stack, Validations } from 'aws-cdk-lib';
 import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
 import { SecurityGroup, Subnet, Vpc } from 'aws-cdk-lib/aws-ec2';
 import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
@@ -61,7 +61,11 @@ export function makeFunctions(
       const fn = new HouseFunction(stack, functionId(name), {
         entry: `functions/${name}.ts`,
         description: spec.description,
-        timeout: spec.timeout,
+        // The copy worker's timeout is a setting: the queue's visibility derives from it too.
+        timeout:
+          name === 'copy-worker'
+            ? Duration.seconds(settings.copyWorkerTimeoutSeconds)
+            : spec.timeout,
         memorySize: spec.memorySize,
         environment: { ...environment, ...secrets },
         logRetention: settings.logRetentionDays as RetentionDays,

@@ -48,7 +48,7 @@ export class RegvaultStack extends Stack {
     const { settings } = props;
     const alarmAction = alarmTopicAction(this, settings);
     const vault = new VaultBucket(this, settings);
-    const copy = new CopyWorkers(this);
+    const copy = new CopyWorkers(this, settings.copyWorkerTimeoutSeconds);
     const functions = makeFunctions(this, {
       settings,
       vault,

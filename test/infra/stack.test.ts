@@ -300,8 +300,28 @@ describe('the copy queue', () => {
 
     // Assess
     expect(workerTimeout).toBe(900);
-    expect(Number(queueProps?.['VisibilityTimeout'])).toBeGreaterThanOrEqual(6 * 900);
+    expect(queueProps?.['VisibilityTimeout']).toBe(6 * 900);
     expect(queueProps?.['RedrivePolicy']).toMatchObject({ maxReceiveCount: 5 });
+  });
+
+  it('derives the copy worker timeout and the queue visibility from copyWorkerTimeoutSeconds', () => {
+    // Prepare
+    const built = buildStack({ copyWorkerTimeoutSeconds: '300' });
+    const workerTimeout = resourcesOf(built.template, 'AWS::Lambda::Function')[
+      logicalIdOf(built, built.stack.functions['copy-worker'].function)
+    ]?.Properties['Timeout'];
+
+    // Act
+    const queue = built.template.findResources('AWS::SQS::Queue', {
+      Properties: { RedrivePolicy: Match.anyValue() },
+    });
+    const [queueProps] = Object.values(queue).map(
+      (resource) => (resource as { Properties: Record<string, unknown> }).Properties,
+    );
+
+    // Assess
+    expect(workerTimeout).toBe(300);
+    expect(queueProps?.['VisibilityTimeout']).toBe(1800);
   });
 
   it.each(['CopyQueue', 'CopyDeadLetterQueue'])(

@@ -28,6 +28,7 @@ import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
 import type { ShardMessage } from '../vault/runs.ts';
 import { type BackupState, renewBackupLease } from '../workflows/backup.ts';
+import { copyTiming } from '../workflows/copy-timing.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
@@ -72,7 +73,13 @@ export interface LocalRunOptions {
   readonly shardPollMs?: number;
   /** How long the shards may take (s; the stack's `copyTimeoutHours` in AWS). */
   readonly copyTimeoutSeconds?: number;
-  /** A worker hands its shard on after this long (ms): keeps continuations exercised. */
+  /**
+   * The copy worker's timeout (s), as the stack's `copyWorkerTimeoutSeconds`:
+   * a message's work budget and the visibility of a received SQS message
+   * derive from it as on AWS (workflows/copy-timing.ts).
+   */
+  readonly copyWorkerTimeoutSeconds?: number;
+  /** Overrides the derived budget (ms): tests hand shards on sooner to exercise continuations. */
   readonly workerBudgetMs?: number;
   /** Called with each state's name as it is entered, for progress. */
   readonly onState?: (name: string) => void;
@@ -104,6 +111,7 @@ class WorkerPool implements MessageSender {
   readonly #transport: Transport;
   readonly #workers: number;
   readonly #budgetMs: number;
+  readonly #visibilitySeconds: number;
   readonly #memoryQueue: ShardMessage[] = [];
   #wake: (() => void) | undefined;
   #running = true;
@@ -125,14 +133,15 @@ class WorkerPool implements MessageSender {
     deps: WorkflowDeps,
     transport: Transport,
     workers: number,
-    budgetMs: number,
+    timing: { budgetMs: number; visibilitySeconds: number },
     onProgress?: (totals: Totals) => void,
   ) {
     this.#onProgress = onProgress;
     this.#deps = deps;
     this.#transport = transport;
     this.#workers = workers;
-    this.#budgetMs = budgetMs;
+    this.#budgetMs = timing.budgetMs;
+    this.#visibilitySeconds = timing.visibilitySeconds;
     for (let i = 0; i < workers; i++) this.#loops.push(this.#loop());
   }
 
@@ -195,7 +204,7 @@ class WorkerPool implements MessageSender {
           QueueUrl: this.#transport.queueUrl,
           MaxNumberOfMessages: 1,
           WaitTimeSeconds: 1,
-          VisibilityTimeout: 900,
+          VisibilityTimeout: this.#visibilitySeconds,
         }),
       );
       return (received.Messages ?? []).map((m) => ({
@@ -366,11 +375,15 @@ async function run(
   // asl-validator over them; validating again here compiled its JSON schema
   // on every run, a quarter of a second before the first step.
   const machine = new StateMachine(definition, { validationOptions: { noValidate: true } });
+  const timing = copyTiming(options.copyWorkerTimeoutSeconds);
   const pool = new WorkerPool(
     options.deps,
     options.transport ?? { kind: 'memory' },
     options.workers ?? 8,
-    options.workerBudgetMs ?? 600_000,
+    {
+      budgetMs: options.workerBudgetMs ?? timing.messageBudgetMs,
+      visibilitySeconds: timing.visibilityTimeoutSeconds,
+    },
     options.onCopyProgress,
   );
   const local = taskHandlers(name, taskStatesOf(definition), options.deps, pool);

@@ -26,7 +26,6 @@ import {
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
-import { saveJob } from '../vault/runs.ts';
 import {
   acquireRunLease,
   endRunOfExecution,
@@ -35,6 +34,7 @@ import {
   releaseRunLease,
   renewRunLease,
 } from '../vault/run-lease.ts';
+import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
@@ -94,7 +94,7 @@ export interface BackupState {
 }
 
 /** The source a backup's run lease guards. */
-function leaseSourceOf(source: Location): LeaseSource {
+export function leaseSourceOf(source: Location): LeaseSource {
   return {
     ...(source.endpoint === undefined ? {} : { endpoint: source.endpoint }),
     bucket: source.bucket,
