@@ -17,13 +17,13 @@ import {
   type Vault,
 } from '../functions/commons/vault/store.ts';
 import { run } from './context.ts';
-import { bucketName, settingLabel } from './settings.ts';
+import { bucketName, numberFrom, settingLabel } from './settings.ts';
 
 /** `--pull-sample`: a count of images, or `all`. */
 export function pullSampleOf(value: unknown): number | 'all' {
   if (value === undefined) return 3;
   if (value === 'all') return 'all';
-  const parsed = z.coerce.number().int().min(0).max(1_000_000).safeParse(value);
+  const parsed = numberFrom(z.number().int().min(0).max(1_000_000)).safeParse(value);
   if (!parsed.success)
     throw new InputError('the restore settings are not valid', [
       `--pull-sample: expected a count of images (0 or more) or "all", got ${JSON.stringify(value)}`,

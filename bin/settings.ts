@@ -21,6 +21,25 @@ export const endpointUrl = z.url({
   message: 'an http(s) URL such as https://s3.example.com',
 });
 
+/** A decimal number written out: digits, an optional sign and fraction. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)$/;
+
+/**
+ * A number given as text (a flag, a variable) or as a number (a config
+ * file), checked by `schema`. `z.coerce.number()` read "" and "  " as 0 and
+ * "0x10" as 16: here anything but a decimal number is refused.
+ */
+export function numberFrom<S extends z.ZodType<number, number>>(schema: S) {
+  return z.preprocess(
+    (value) => {
+      if (typeof value !== 'string') return value;
+      const text = value.trim();
+      return DECIMAL.test(text) ? Number(text) : value;
+    },
+    z.number({ error: 'expected number (digits, such as 60)' }).pipe(schema),
+  );
+}
+
 /** Every setting the commands read, after flags, environment and config file are merged. */
 export const settingsSchema = z
   .object({
@@ -38,7 +57,7 @@ export const settingsSchema = z
     registryUrl: z.url().optional(),
     registryUsername: z.string().optional(),
     registryPassword: z.string().optional(),
-    concurrency: z.coerce.number().int().min(1).max(512).default(64),
+    concurrency: numberFrom(z.number().int().min(1).max(512)).default(64),
     json: z.boolean().default(false),
   })
   .strict();
@@ -109,15 +128,15 @@ export function settingLabel(key: SettingKey, origin: SettingOrigin | undefined)
 
 /** The command-level numeric flags and what each accepts. */
 const numericFlags = {
-  copyWorkers: z.coerce.number().int().min(1).max(1_000),
-  pollSeconds: z.coerce.number().int().min(1).max(300),
-  workerRate: z.coerce.number().positive(),
-  shardObjects: z.coerce.number().int().min(1_000).max(1_000_000),
-  rolloutTimeout: z.coerce.number().int().min(1).max(86_400),
-  sample: z.coerce.number().int().min(1),
-  keepLast: z.coerce.number().int().min(1),
-  ttlDays: z.coerce.number().positive(),
-  graceMinutes: z.coerce.number().min(0),
+  copyWorkers: numberFrom(z.number().int().min(1).max(1_000)),
+  pollSeconds: numberFrom(z.number().int().min(1).max(300)),
+  workerRate: numberFrom(z.number().positive()),
+  shardObjects: numberFrom(z.number().int().min(1_000).max(1_000_000)),
+  rolloutTimeout: numberFrom(z.number().int().min(1).max(86_400)),
+  sample: numberFrom(z.number().int().min(1)),
+  keepLast: numberFrom(z.number().int().min(1)),
+  ttlDays: numberFrom(z.number().positive()),
+  graceMinutes: numberFrom(z.number().min(0)),
 } as const;
 type NumericFlag = keyof typeof numericFlags;
 
@@ -137,7 +156,7 @@ export function numbersOf<K extends NumericFlag>(
     if (parsed.success) out[name] = parsed.data;
     else
       issues.push(
-        `${flagName(name)}: ${String(flags[name])} is not accepted (${parsed.error.issues.map((i) => i.message).join('; ')})`,
+        `${flagName(name)}: ${String(flags[name]).trim() === '' ? 'an empty value' : String(flags[name])} is not accepted (${parsed.error.issues.map((i) => i.message).join('; ')})`,
       );
   }
   if (issues.length > 0) throw new InputError('the flags are not valid', issues);

@@ -49,6 +49,7 @@ export const BACKUP_FIELDS: Readonly<Record<string, FieldSource>> = {
   targetObjectsPerShard: { flag: '--shard-objects' },
   concurrency: { setting: 'concurrency' },
   ttlDays: { flag: '--ttl-days' },
+  breakLock: { flag: '--break-lock' },
 };
 
 /**

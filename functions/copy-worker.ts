@@ -6,18 +6,19 @@
  */
 import type { SQSBatchResponse } from 'aws-lambda';
 import { lambda, metrics, runtime, sqsEventSchema, sqsSender } from './commons/aws/runtime.ts';
+import { copyTiming } from './commons/workflows/copy-timing.ts';
 import { processShardRecords } from './commons/workflows/sqs-worker.ts';
-
-/** Time kept back from the function's timeout to write records and send the continuation. */
-const SAFETY_MS = 90_000;
 
 export const handler = lambda(
   sqsEventSchema,
   async (records, deps, context): Promise<SQSBatchResponse> => {
     const { config } = await runtime();
+    // The time left now is the function's timeout, the one setting the margin comes from.
+    const left = context.getRemainingTimeInMillis();
+    const { handOffMarginMs } = copyTiming(Math.round(left / 1000));
     const result = await processShardRecords(records, deps, {
       sender: sqsSender(config.COPY_QUEUE_URL),
-      deadline: Date.now() + Math.max(10_000, context.getRemainingTimeInMillis() - SAFETY_MS),
+      deadline: Date.now() + Math.max(10_000, left - handOffMarginMs),
     });
     metrics.addMetric('CopyMessagesRetried', 'Count', result.batchItemFailures.length);
     metrics.addMetric('ObjectsCopied', 'Count', result.totals.copied);

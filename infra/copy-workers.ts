@@ -7,6 +7,7 @@
 import { Duration, type Stack } from 'aws-cdk-lib';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
+import { copyTiming } from '../functions/commons/workflows/copy-timing.ts';
 import { FUNCTIONS } from './function-specs.ts';
 import type { HouseFunction } from './house-function.ts';
 
@@ -28,7 +29,8 @@ export class CopyWorkers {
   readonly queue: Queue;
   readonly deadLetterQueue: Queue;
 
-  constructor(stack: Stack) {
+  /** `workerTimeoutSeconds`: the copy worker's timeout, the stack's `copyWorkerTimeoutSeconds`. */
+  constructor(stack: Stack, workerTimeoutSeconds: number) {
     // SQS-managed encryption: the messages carry run and shard ids and a
     // cursor, no data or keys, and a CMK would add a KMS call to every copy
     // message and a key policy the queue's users must be let into.
@@ -42,8 +44,10 @@ export class CopyWorkers {
     this.queue = new Queue(stack, 'CopyQueue', {
       encryption: QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
-      // A message must not come back while a worker still runs it (AWS: six times the function timeout).
-      visibilityTimeout: Duration.seconds(FUNCTIONS['copy-worker'].timeout.toSeconds() * 6),
+      // A message must not come back while a worker still runs it (six worker timeouts).
+      visibilityTimeout: Duration.seconds(
+        copyTiming(workerTimeoutSeconds).visibilityTimeoutSeconds,
+      ),
       retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
     });

@@ -65,6 +65,11 @@ export interface FunctionSpec {
   readonly registryApi: boolean;
   readonly vault: VaultAccess;
   readonly roleBuckets: RoleBucketAccess;
+  /**
+   * Backup run leases (`locks/*`): `renew` writes one, `release` also deletes
+   * one (the steps that end a run). Absent: what `vault` allows.
+   */
+  readonly runLease?: 'renew' | 'release';
 }
 
 /** Vault only: the workers' records in, inventory, catalog and manifest out. */
@@ -76,7 +81,19 @@ const FINALIZE = {
   registryApi: false,
   vault: 'write',
   roleBuckets: 'none',
+  // Deletes the run's lease once the manifest is final.
+  runLease: 'release',
 } as const satisfies FunctionSpec;
+
+/** Small vault writers that end what died: a few run files read and written, a minute at most. */
+const RUN_FILE_WRITER = {
+  timeout: Duration.minutes(1),
+  memorySize: 512,
+  cluster: false,
+  registryApi: false,
+  vault: 'write',
+  roleBuckets: 'none',
+} as const;
 
 /** The fan-out steps: the vault's run files only (the job, the results listed), no cluster. */
 const FAN_OUT = {
@@ -130,6 +147,8 @@ export const FUNCTIONS = {
     ...FAN_OUT,
     description: "Backup and restore: count the run's shards that have ended",
     timeout: Duration.minutes(1),
+    // Each count renews a backup's run lease.
+    runLease: 'renew',
   },
   finalize: FINALIZE,
   // Finalizes with the error, so the same vault access, time and memory as
@@ -213,6 +232,7 @@ export const FUNCTIONS = {
     roleBuckets: 'none',
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
+  // Its timeout is the stack's copyWorkerTimeoutSeconds (this is the default).
   'copy-worker': {
     description: 'Copy worker: copy part of a shard, hand the rest on, write its result at the end',
     timeout: Duration.minutes(15),
@@ -226,13 +246,16 @@ export const FUNCTIONS = {
   // result, writes its record file and result as aborted (and a link shard's
   // listed marker, which the blob shards wait for).
   'dead-letter': {
+    ...RUN_FILE_WRITER,
     description: 'End the shard of a copy message the workers gave up on, as aborted, with why',
-    timeout: Duration.minutes(1),
-    memorySize: 512,
-    cluster: false,
-    registryApi: false,
-    vault: 'write',
-    roleBuckets: 'none',
+  },
+  // The EventBridge rule on a backup execution that was aborted, timed out or
+  // failed: finds the run's lease by the execution, marks its snapshot failed
+  // (the manifest rewritten) and deletes the lease.
+  'end-dead-run': {
+    ...RUN_FILE_WRITER,
+    description: 'End the backup run of an execution that was aborted, timed out or failed',
+    runLease: 'release',
   },
   // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.
   prune: {

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Stack, Validations } from 'aws-cdk-lib';
+import { Duration, type Stack, Validations } from 'aws-cdk-lib';
 import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
 import { SecurityGroup, Subnet, Vpc } from 'aws-cdk-lib/aws-ec2';
 import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
@@ -61,7 +61,11 @@ export function makeFunctions(
       const fn = new HouseFunction(stack, functionId(name), {
         entry: `functions/${name}.ts`,
         description: spec.description,
-        timeout: spec.timeout,
+        // The copy worker's timeout is a setting: the queue's visibility derives from it too.
+        timeout:
+          name === 'copy-worker'
+            ? Duration.seconds(settings.copyWorkerTimeoutSeconds)
+            : spec.timeout,
         memorySize: spec.memorySize,
         environment: { ...environment, ...secrets },
         logRetention: settings.logRetentionDays as RetentionDays,
@@ -70,6 +74,10 @@ export function makeFunctions(
         alarmAction: props.alarmAction,
       });
       vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
+      if (spec.runLease !== undefined) {
+        const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
+        vault.grantRunLeases(fn.role, spec.runLease, writes);
+      }
       grantRoleBuckets(stack, fn.role, settings, spec);
       const secretArns = Object.values(secrets);
       if (secretArns.length > 0) {

@@ -15,6 +15,8 @@ import {
   TreatMissingData,
 } from 'aws-cdk-lib/aws-cloudwatch';
 import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
+import { Rule } from 'aws-cdk-lib/aws-events';
+import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { CfnSchedule } from 'aws-cdk-lib/aws-scheduler';
@@ -112,6 +114,31 @@ function schedule(stack: Stack, settings: RegvaultSettings, props: ScheduleProps
         maximumEventAgeInSeconds: 3600,
       },
     },
+  });
+}
+
+/**
+ * The rule that ends the run of a backup execution that died: aborted, timed
+ * out, or failed (a failure path that itself died, such as a Lambda timeout
+ * in MarkSnapshotFailed, leaves its run behind). The end-dead-run function
+ * marks the snapshot failed with the execution's status and deletes its run
+ * lease, so the next backup is let in at once. Retried by EventBridge (its
+ * default: 24 hours, 185 attempts); a run it never ends is ended by the next
+ * backup once its lease expires.
+ */
+export function endDeadRuns(stack: Stack, backup: StateMachine, endDeadRun: HouseFunction): Rule {
+  return new Rule(stack, 'BackupExecutionEndedRule', {
+    description:
+      'regvault: a backup execution was aborted, timed out or failed; end its run (snapshot failed, lease released)',
+    eventPattern: {
+      source: ['aws.states'],
+      detailType: ['Step Functions Execution Status Change'],
+      detail: {
+        stateMachineArn: [backup.stateMachineArn],
+        status: ['ABORTED', 'TIMED_OUT', 'FAILED'],
+      },
+    },
+    targets: [new LambdaFunction(endDeadRun.function, { retryAttempts: 185 })],
   });
 }
 

@@ -1,8 +1,9 @@
 /**
  * The regvault stack: the vault bucket and its key, the copy queue and its
- * dead-letter queue, the fourteen functions (one per file in `functions/`),
- * the backup and restore state machines from `state-machines/`, the backup and
- * retention schedules, alarms and a dashboard.
+ * dead-letter queue, the seventeen functions (one per file in `functions/`),
+ * the backup and restore state machines from `state-machines/`, the rule that
+ * ends the run of a backup execution that died, the backup and retention
+ * schedules, alarms and a dashboard.
  * Everything is secure by default and every grant names its resource.
  *
  * Each part has a module of its own but is made in this stack's scope, not in
@@ -21,7 +22,7 @@ import type { FunctionName, WorkflowName } from '../functions/commons/workflows/
 import { CopyWorkers } from './copy-workers.ts';
 import { makeFunctions } from './functions.ts';
 import type { HouseFunction } from './house-function.ts';
-import { alarmTopicAction, makeMonitoring, makeSchedules } from './operations.ts';
+import { alarmTopicAction, endDeadRuns, makeMonitoring, makeSchedules } from './operations.ts';
 import type { RegvaultSettings } from './settings.ts';
 import { VaultBucket } from './vault-bucket.ts';
 import { makeWorkflows } from './workflows.ts';
@@ -47,7 +48,7 @@ export class RegvaultStack extends Stack {
     const { settings } = props;
     const alarmAction = alarmTopicAction(this, settings);
     const vault = new VaultBucket(this, settings);
-    const copy = new CopyWorkers(this);
+    const copy = new CopyWorkers(this, settings.copyWorkerTimeoutSeconds);
     const functions = makeFunctions(this, {
       settings,
       vault,
@@ -61,6 +62,7 @@ export class RegvaultStack extends Stack {
       deadLetter: functions['dead-letter'],
       maxWorkers: settings.copyWorkers,
     });
+    endDeadRuns(this, stateMachines.backup, functions['end-dead-run']);
     makeSchedules(this, {
       settings,
       backup: stateMachines.backup,

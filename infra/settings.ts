@@ -6,6 +6,11 @@
  */
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { z } from 'zod';
+// The copy's times are data both sides read: the stack and the local runner derive them alike.
+import {
+  COPY_WORKER_TIMEOUT_RANGE,
+  COPY_WORKER_TIMEOUT_SECONDS,
+} from '../functions/commons/workflows/copy-timing.ts';
 
 const bucketName = z
   .string()
@@ -129,6 +134,17 @@ export const regvaultSettingsSchema = z
      * poll adds six history events: see the check below.
      */
     copyTimeoutHours: z.coerce.number().int().min(1).max(46).default(5),
+    /**
+     * The copy worker's timeout (s): the one setting the copy queue's
+     * visibility timeout (six times it) and a message's work budget (it less
+     * a margin to hand on) derive from (functions/commons/workflows/copy-timing.ts).
+     */
+    copyWorkerTimeoutSeconds: z.coerce
+      .number()
+      .int()
+      .min(COPY_WORKER_TIMEOUT_RANGE.min)
+      .max(COPY_WORKER_TIMEOUT_RANGE.max)
+      .default(COPY_WORKER_TIMEOUT_SECONDS),
     /** Requests one copy worker keeps in flight (COPY_CONCURRENCY, the S3 client's sockets). */
     copyConcurrency: z.coerce.number().int().min(1).max(512).default(64),
     logRetentionDays: z.coerce

@@ -83,6 +83,31 @@ export class VaultBucket {
   }
 
   /** The bucket's ARN the way cdk-nag prints it in findings. */
+  /**
+   * Lets a role write (`renew`) or also delete (`release`) the run leases,
+   * `locks/*` under the vault prefix: the steps that renew a backup's lease
+   * and those that end a run. Only there may they delete. `keyGranted`: the
+   * role may already make data keys (its vault grant writes).
+   */
+  grantRunLeases(role: IRole, access: 'renew' | 'release', keyGranted: boolean): void {
+    const root = this.#settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
+    const keys = root === '' ? 'locks/*' : `${root}/locks/*`;
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:PutObject', ...(access === 'release' ? ['s3:DeleteObject'] : [])],
+        resources: [this.bucket.arnForObjects(keys)],
+      }),
+    );
+    if (this.key !== undefined && !keyGranted)
+      role.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ['kms:GenerateDataKey'], resources: [this.key.keyArn] }),
+      );
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${this.#nagArn()}/${keys}]`,
+      reason: "Run leases are one object per backed-up source under the vault's locks/ folder.",
+    });
+  }
+
   #nagArn(): string {
     const importedName = this.#settings.vaultBucketName;
     if (importedName !== undefined) return `arn:<AWS::Partition>:s3:::${importedName}`;

@@ -2,12 +2,14 @@
  * `regvault backup`: the backup workflow, run locally.
  */
 import type { Command } from 'commander';
+import { ExitCode, exitCodeOf, hintOf, InputError } from '../../functions/commons/errors.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
+import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
-import { numbersOf } from '../settings.ts';
+import { numbersOf, type Settings } from '../settings.ts';
 import { BACKUP_FIELDS, FlagNames } from '../workflow-flags.ts';
 
 /** The object count a backup's plan step estimated, when `output` is that step's result. */
@@ -15,6 +17,43 @@ function planEstimateOf(state: string, output: unknown): number | undefined {
   if (state !== 'PlanShards' || typeof output !== 'object' || output === null) return undefined;
   const estimate: unknown = Reflect.get(output, 'estimatedObjects');
   return typeof estimate === 'number' ? estimate : undefined;
+}
+
+/** `backup --retry-failed <run>`: the run's failed objects only, then its snapshot finalized again. */
+async function retryFailed(value: string, settings: Settings): Promise<void> {
+  const runId = backupRunIdOf(value.trim());
+  if (runId === '')
+    throw new InputError('the flags are not valid', [
+      '--retry-failed: expected a backup run id or a snapshot id (see regvault snapshots list)',
+    ]);
+  const out = reporter(settings);
+  const deps = depsFor(settings, findKubeconfig(settings));
+  try {
+    const summary = await retryFailedObjects(runId, deps).catch((err: unknown) => {
+      // Its input is the flag's value: say so in the flag's name.
+      if (err instanceof InputError)
+        throw new InputError(
+          err.message,
+          err.issues.map((issue) => issue.replace(/^run: /, '--retry-failed: ')),
+        );
+      throw err;
+    });
+    run.exitCode =
+      summary.status === 'complete' ? ExitCode.Ok : exitCodeOf(summary.error ?? 'BackupFailed');
+    out.result(
+      {
+        status: summary.status === 'complete' ? 'SUCCEEDED' : 'FAILED',
+        snapshot: summary,
+        retried: summary.retried,
+        recovered: summary.recovered,
+        ...(summary.error === undefined ? {} : { error: summary.message }),
+        ...(summary.error === undefined ? {} : { hint: hintOf(summary.error) }),
+      },
+      `retried ${summary.retried} failed objects of ${runId}, ${summary.recovered} copied: ${summary.message}`,
+    );
+  } finally {
+    deps.close();
+  }
 }
 
 /** Adds the command to the program. */
@@ -33,11 +72,23 @@ export function backupCommand(program: Command): void {
     )
     .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
+      '--break-lock <run>',
+      'take over the run lease of this backup run (it holds the lock of the same source but is known dead), marking its snapshot failed',
+    )
+    .option(
+      '--retry-failed <run>',
+      'copy again only the objects this backup run (or snapshot id) recorded as failed, and finalize its snapshot again',
+    )
+    .option(
       '--ttl-days <days>',
       'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',
     )
     .action(async (flags: Flags) => {
       const settings = await settingsOf(flags);
+      if (typeof flags['retryFailed'] === 'string') {
+        await retryFailed(flags['retryFailed'], settings);
+        return;
+      }
       const numbers = numbersOf(flags, ['shardObjects', 'ttlDays']);
       const kubeconfig = findKubeconfig(settings);
       if (typeof flags['sourceBucket'] !== 'string')
@@ -49,6 +100,7 @@ export function backupCommand(program: Command): void {
           includeSecret: flags['includeSecret'] === true,
           targetObjectsPerShard: numbers.shardObjects,
           ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
+          ...(typeof flags['breakLock'] === 'string' ? { breakLock: flags['breakLock'] } : {}),
           concurrency: settings.concurrency,
           ...(typeof flags['sourceBucket'] === 'string'
             ? {

@@ -8,6 +8,7 @@ import {
   parseRetentionPolicy,
   type SnapshotVerdict,
 } from '../../functions/commons/vault/retention.ts';
+import { reapDeadRuns } from '../../functions/commons/vault/run-lease.ts';
 import { listSnapshots } from '../../functions/commons/vault/store.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor } from '../deps.ts';
@@ -110,6 +111,11 @@ export function snapshotsCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings);
       try {
+        // A run whose lease died is ended first (its snapshot marked failed), so its data goes now.
+        const ended =
+          flags['dryRun'] === true ? [] : await reapDeadRuns(deps.vault, deps.now(), deps.log);
+        for (const run of ended)
+          out.event('run-ended', `ended dead run ${run.runId}: ${run.reason}`, { ...run });
         const report = await prune(deps.vault, policy, {
           now: deps.now(),
           graceMs: (numbers.graceMinutes ?? 60) * 60_000,

@@ -37,6 +37,10 @@ export const FAILURES = {
     exitCode: ExitCode.Failed,
     hint: 'check the vault settings and the snapshot id (`regvault snapshots list`), and run `regvault fsck --deep`',
   },
+  RunLocked: {
+    exitCode: ExitCode.Failed,
+    hint: 'another backup of the same source into this vault is running: wait for it to end, or, if you know it is dead, run again with --break-lock <its run id>',
+  },
   BackupFailed: {
     exitCode: ExitCode.Failed,
     hint: 'the snapshot is marked failed; its manifest says what went wrong',
@@ -104,6 +108,16 @@ export class VaultError extends Error {
   override readonly name = 'VaultError' as const;
   readonly exitCode = FAILURES.VaultError.exitCode;
   readonly hint = FAILURES.VaultError.hint;
+}
+
+/**
+ * A backup refused because another run of the same source into the same
+ * vault holds the run lock (vault/run-lease.ts): nothing was written.
+ */
+export class RunLockedError extends Error {
+  override readonly name = 'RunLocked' as const;
+  readonly exitCode = FAILURES.RunLocked.exitCode;
+  readonly hint = FAILURES.RunLocked.hint;
 }
 
 /**

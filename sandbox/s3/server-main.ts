@@ -5,6 +5,12 @@
  * run leaves nothing behind.
  *
  * Environment: REGVAULT_S3_PORT (0 for any free port), REGVAULT_S3_REGION.
+ *
+ * Conditional writes: fauxqs 2.4.1 ignores `If-None-Match` and `If-Match` on
+ * PutObject (it honours them on GetObject only). AWS S3 evaluates both on
+ * PutObject (412 PreconditionFailed; 409 ConditionalRequestConflict while
+ * another conditional write of the key is in flight), and regvault's run
+ * lock relies on them, so this server evaluates them here, against the store.
  */
 import { createHash } from 'node:crypto';
 import { buildApp } from 'fauxqs';
@@ -100,6 +106,63 @@ app.addContentTypeParser(
 
 const operations = new WeakMap<object, string>();
 
+/**
+ * `bucket/key` of conditional PutObjects in flight (when each began), released
+ * when it is answered; one whose connection died is forgotten after a while.
+ */
+const conditionalWrites = new Map<string, number>();
+const CONDITIONAL_WRITE_MAX_MS = 30_000;
+const conditionalWriteOf = new WeakMap<object, string>();
+
+/** The ETag of an object in the store, or undefined when it does not exist. */
+function storedEtag(bucket: string, key: string): string | undefined {
+  try {
+    return (s3Store as { getObject(b: string, k: string): { etag: string } }).getObject(bucket, key)
+      .etag;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why a conditional PutObject is refused, as AWS refuses it, or undefined
+ * when it may go on (it then holds the key until it is answered).
+ */
+function conditionalPutRefusal(
+  request: SandboxRequest,
+  bucket: string,
+  key: string,
+): { status: number; code: string; message: string } | undefined {
+  const ifNoneMatch = request.headers['if-none-match'];
+  const ifMatch = request.headers['if-match'];
+  if (typeof ifNoneMatch !== 'string' && typeof ifMatch !== 'string') return undefined;
+  const id = `${bucket}/${key}`;
+  const began = conditionalWrites.get(id);
+  if (began !== undefined && Date.now() - began < CONDITIONAL_WRITE_MAX_MS)
+    return {
+      status: 409,
+      code: 'ConditionalRequestConflict',
+      message: 'A conditional request to this object is in progress; retry it.',
+    };
+  const etag = storedEtag(bucket, key);
+  const failed = {
+    status: 412,
+    code: 'PreconditionFailed',
+    message: 'At least one of the pre-conditions you specified did not hold',
+  };
+  if (typeof ifNoneMatch === 'string' && ifNoneMatch.trim() === '*' && etag !== undefined)
+    return failed;
+  if (typeof ifMatch === 'string') {
+    if (etag === undefined)
+      return { status: 404, code: 'NoSuchKey', message: 'The specified key does not exist.' };
+    const wanted = ifMatch.trim();
+    if (wanted !== '*' && wanted.replaceAll('"', '') !== etag.replaceAll('"', '')) return failed;
+  }
+  conditionalWrites.set(id, Date.now());
+  conditionalWriteOf.set(request, id);
+  return undefined;
+}
+
 app.addHook('onRequest', async (request) => {
   const operation = operationOf(request as SandboxRequest);
   operations.set(request, operation);
@@ -158,10 +221,25 @@ app.addHook('preHandler', async (request, reply) => {
       return reply;
     }
   }
+  if (operation === 'PutObject') {
+    const refusal = conditionalPutRefusal(request as SandboxRequest, bucket, key);
+    if (refusal !== undefined) {
+      send
+        .status(refusal.status)
+        .header('content-type', 'application/xml')
+        .send(errorXml(refusal.code, refusal.message));
+      return reply;
+    }
+  }
   if (operation === 'CompleteMultipartUpload') {
     (request as SandboxRequest).body = decodeNumericQuotes(request.body);
   }
   return undefined;
+});
+
+app.addHook('onResponse', async (request) => {
+  const id = conditionalWriteOf.get(request);
+  if (id !== undefined) conditionalWrites.delete(id);
 });
 
 if (computeChecksums) {

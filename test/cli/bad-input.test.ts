@@ -228,6 +228,16 @@ const BAD_INPUT: readonly Case[] = [
     says: ['--grace-minutes: -5 is not accepted'],
   },
   {
+    case: 'an empty grace period (it used to be read as 0)',
+    args: ['snapshots', 'prune', '--keep-last', '2', '--grace-minutes', ''],
+    says: ['--grace-minutes: an empty value is not accepted', 'expected number'],
+  },
+  {
+    case: 'a shard size in hexadecimal (it used to be read as 4096)',
+    args: ['plan', '--source-bucket', BUCKET.registry, '--shard-objects', '0x1000'],
+    says: ['--shard-objects: 0x1000 is not accepted'],
+  },
+  {
     case: 'a sample that is not a number',
     args: ['fsck', '--deep', '--sample', 'abc'],
     says: ['--sample: abc is not accepted'],

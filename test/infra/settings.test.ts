@@ -50,6 +50,7 @@ describe('deployment settings', () => {
       copyWorkers: 40,
       copyPollSeconds: 10,
       copyTimeoutHours: 5,
+      copyWorkerTimeoutSeconds: 900,
       copyConcurrency: 64,
       logRetentionDays: 90,
       backupScheduleTimezone: 'UTC',

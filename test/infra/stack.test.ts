@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
@@ -75,8 +75,27 @@ function actionsOn(built: Built, name: FunctionName, resource: string): string[]
 const ACCESS = {
   discover: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
   plan: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
-  finalize: { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
-  'mark-failed': { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  finalize: {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: 'write',
+    roleBuckets: 'none',
+    runLease: 'release',
+  },
+  'mark-failed': {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: 'write',
+    roleBuckets: 'none',
+    runLease: 'release',
+  },
+  'end-dead-run': {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: 'write',
+    roleBuckets: 'none',
+    runLease: 'release',
+  },
   resolve: { kubeconfig: false, registryLogin: false, vault: 'read', roleBuckets: 'none' },
   preflight: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'probe' },
   prove: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'read' },
@@ -97,7 +116,13 @@ const ACCESS = {
     vault: 'read',
     roleBuckets: 'none',
   },
-  'count-shards': { kubeconfig: false, registryLogin: false, vault: 'read', roleBuckets: 'none' },
+  'count-shards': {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: 'read',
+    roleBuckets: 'none',
+    runLease: 'renew',
+  },
   prune: { kubeconfig: false, registryLogin: false, vault: 'prune', roleBuckets: 'none' },
 } as const satisfies Record<
   FunctionName,
@@ -106,6 +131,8 @@ const ACCESS = {
     registryLogin: boolean;
     vault: 'none' | 'read' | 'write' | 'prune' | 'copy';
     roleBuckets: 'none' | 'list' | 'read' | 'probe' | 'copy';
+    /** Backup run leases (locks/*): written by renewals, deleted by the steps that end a run. */
+    runLease?: 'renew' | 'release';
   }
 >;
 const ACCESS_TABLE = Object.entries(ACCESS) as Array<[FunctionName, (typeof ACCESS)[FunctionName]]>;
@@ -273,8 +300,28 @@ describe('the copy queue', () => {
 
     // Assess
     expect(workerTimeout).toBe(900);
-    expect(Number(queueProps?.['VisibilityTimeout'])).toBeGreaterThanOrEqual(6 * 900);
+    expect(queueProps?.['VisibilityTimeout']).toBe(6 * 900);
     expect(queueProps?.['RedrivePolicy']).toMatchObject({ maxReceiveCount: 5 });
+  });
+
+  it('derives the copy worker timeout and the queue visibility from copyWorkerTimeoutSeconds', () => {
+    // Prepare
+    const built = buildStack({ copyWorkerTimeoutSeconds: '300' });
+    const workerTimeout = resourcesOf(built.template, 'AWS::Lambda::Function')[
+      logicalIdOf(built, built.stack.functions['copy-worker'].function)
+    ]?.Properties['Timeout'];
+
+    // Act
+    const queue = built.template.findResources('AWS::SQS::Queue', {
+      Properties: { RedrivePolicy: Match.anyValue() },
+    });
+    const [queueProps] = Object.values(queue).map(
+      (resource) => (resource as { Properties: Record<string, unknown> }).Properties,
+    );
+
+    // Assess
+    expect(workerTimeout).toBe(300);
+    expect(queueProps?.['VisibilityTimeout']).toBe(1800);
   });
 
   it.each(['CopyQueue', 'CopyDeadLetterQueue'])(
@@ -318,6 +365,58 @@ describe('the copy queue', () => {
   });
 });
 
+describe('dead backup runs', () => {
+  it('ends the run of a backup execution that was aborted, timed out or failed, through the end-dead-run function', () => {
+    // Prepare
+    const { template, stack } = defaults;
+    const backupId = logicalIdOf(defaults, stack.stateMachines.backup);
+    const functionId = logicalIdOf(defaults, stack.functions['end-dead-run'].function);
+
+    // Act
+    const rules = template.findResources('AWS::Events::Rule', {
+      Properties: { EventPattern: { source: ['aws.states'] } },
+    });
+
+    // Assess
+    expect(Object.values(rules)).toHaveLength(1);
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.states'],
+        'detail-type': ['Step Functions Execution Status Change'],
+        detail: {
+          stateMachineArn: [{ Ref: backupId }],
+          status: ['ABORTED', 'TIMED_OUT', 'FAILED'],
+        },
+      },
+      State: 'ENABLED',
+      Targets: [
+        Match.objectLike({
+          Arn: { 'Fn::GetAtt': [functionId, 'Arn'] },
+          RetryPolicy: { MaximumRetryAttempts: 185 },
+        }),
+      ],
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      FunctionName: { 'Fn::GetAtt': [functionId, 'Arn'] },
+      Principal: 'events.amazonaws.com',
+    });
+  });
+
+  it('passes the execution id to discovery, which records it in the run lease', () => {
+    // Prepare
+    const definition = JSON.parse(
+      readFileSync(join(PROJECT_ROOT, 'state-machines', 'backup.asl.json'), 'utf8'),
+    ) as { States: Record<string, { Parameters?: Record<string, unknown> }> };
+
+    // Act
+    const parameters = definition.States['DiscoverRegistryStorage']?.Parameters;
+
+    // Assess
+    expect(parameters).toEqual({ 'input.$': '$.input', 'execution.$': '$$.Execution.Id' });
+  });
+});
+
 describe('the functions', () => {
   const SIZES = [
     ['discover', 300, 1024],
@@ -335,6 +434,7 @@ describe('the functions', () => {
     ['rollback', 900, 1024],
     ['copy-worker', 900, 2048],
     ['dead-letter', 60, 512],
+    ['end-dead-run', 60, 512],
     ['prune', 900, 3008],
   ] as const;
 
@@ -418,7 +518,7 @@ describe('the functions', () => {
     );
 
     // Assess
-    expect(environments).toHaveLength(16);
+    expect(environments).toHaveLength(17);
     for (const variables of environments) {
       expect(variables).toMatchObject({
         VAULT_PREFIX: 'regvault/',
@@ -510,7 +610,7 @@ describe('the functions', () => {
       Object.keys(
         template.findResources('AWS::CloudWatch::Alarm', { Properties: { MetricName: 'Errors' } }),
       ),
-    ).toHaveLength(16);
+    ).toHaveLength(17);
   });
 });
 
@@ -597,9 +697,30 @@ describe('IAM', () => {
       expect(keyActions).toEqual(
         access.vault === 'none'
           ? []
-          : objects.includes('s3:PutObject')
+          : objects.includes('s3:PutObject') || 'runLease' in access
             ? ['kms:Decrypt', 'kms:GenerateDataKey']
             : ['kms:Decrypt'],
+      );
+    },
+  );
+
+  it.each(ACCESS_TABLE)(
+    'lets %s write run leases only if it renews one, and delete them only if it ends a run',
+    (name, access) => {
+      // Prepare
+      const built = existing;
+      const lease = 'runLease' in access ? access.runLease : undefined;
+
+      // Act
+      const leaseActions = actionsOn(built, name, 'acme-registry-vault/prod/locks/*');
+
+      // Assess
+      expect(leaseActions).toEqual(
+        lease === undefined
+          ? []
+          : lease === 'renew'
+            ? ['s3:PutObject']
+            : ['s3:DeleteObject', 's3:PutObject'],
       );
     },
   );

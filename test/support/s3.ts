@@ -12,6 +12,7 @@ import type { Location } from '../../functions/commons/copy/model.ts';
 import { copySourceOf } from '../../functions/commons/copy/transfer.ts';
 import { createLocalDeps, type LocalDepsOptions } from '../../functions/commons/local/deps.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
+import { type S3ServerOptions, startS3Server } from '../../sandbox/s3/index.ts';
 
 export interface S3Endpointish {
   readonly endpoint: string;
@@ -163,4 +164,16 @@ export function vaultDeps(
     },
     ...more,
   });
+}
+
+/** A sandbox S3 server named `name` holding these (empty) buckets, and a client for it. */
+export async function serverWithBuckets(
+  name: string,
+  buckets: readonly string[],
+  options: S3ServerOptions = {},
+) {
+  const server = await startS3Server({ name, ...options });
+  const client = clientFor(server);
+  for (const bucket of buckets) await createBucket(client, bucket);
+  return { server, client };
 }

@@ -25,6 +25,7 @@ import {
   loadShardResult,
   type ShardMessage,
   saveJob,
+  shardMessageSchema,
 } from '../../functions/commons/vault/runs.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import {
@@ -142,6 +143,18 @@ describe('copy worker messages from SQS', () => {
     // Assess
     expect(result.batchItemFailures).toEqual([]);
     expect(result.totals.listed).toBe(0);
+  });
+
+  it('refuses a message with a field regvault never writes, naming it, instead of dropping the field', () => {
+    // Prepare
+    const message = { runId: 'backup-x', shardId: 'links-0001', seq: 0, shardID: 'blobs-0002' };
+
+    // Act
+    const parsed = shardMessageSchema.safeParse(message);
+
+    // Assess
+    expect(parsed.success).toBe(false);
+    expect(JSON.stringify(parsed.error?.issues)).toContain('shardID');
   });
 
   it('leaves a message that may work later to SQS, and drops its dead letter when the run has no job', async () => {

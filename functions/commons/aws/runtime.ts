@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
 import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
 import { sdkRetryConfig } from '../s3/retry.ts';
+import { AWS_LEASE_TTL_MS } from '../vault/run-lease.ts';
 import type { ShardMessage } from '../vault/runs.ts';
 import { Access, createDeps, type WorkflowDeps } from '../workflows/deps.ts';
 import { type MessageSender, SEND_BATCH, sqsDelay } from '../workflows/worker.ts';
@@ -126,6 +127,8 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
     },
     concurrency: config.COPY_CONCURRENCY,
     toolVersion: config.REGVAULT_VERSION,
+    // The discover step adds the execution's ARN; the steps renew the lease as they run.
+    lease: { ttlMs: AWS_LEASE_TTL_MS, holder: { via: 'aws' } },
   });
 }
 

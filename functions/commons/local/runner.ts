@@ -27,6 +27,8 @@ import { localContext, stepHandler } from '../aws/step-handler.ts';
 import { addTotals, emptyTotals, type Totals } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
 import type { ShardMessage } from '../vault/runs.ts';
+import { type BackupState, renewBackupLease } from '../workflows/backup.ts';
+import { copyTiming } from '../workflows/copy-timing.ts';
 import type { WorkflowDeps } from '../workflows/deps.ts';
 import { processShardRecords } from '../workflows/sqs-worker.ts';
 import { type StepName, stepsOf, type WorkflowName } from '../workflows/steps.ts';
@@ -71,7 +73,13 @@ export interface LocalRunOptions {
   readonly shardPollMs?: number;
   /** How long the shards may take (s; the stack's `copyTimeoutHours` in AWS). */
   readonly copyTimeoutSeconds?: number;
-  /** A worker hands its shard on after this long (ms): keeps continuations exercised. */
+  /**
+   * The copy worker's timeout (s), as the stack's `copyWorkerTimeoutSeconds`:
+   * a message's work budget and the visibility of a received SQS message
+   * derive from it as on AWS (workflows/copy-timing.ts).
+   */
+  readonly copyWorkerTimeoutSeconds?: number;
+  /** Overrides the derived budget (ms): tests hand shards on sooner to exercise continuations. */
   readonly workerBudgetMs?: number;
   /** Called with each state's name as it is entered, for progress. */
   readonly onState?: (name: string) => void;
@@ -103,6 +111,7 @@ class WorkerPool implements MessageSender {
   readonly #transport: Transport;
   readonly #workers: number;
   readonly #budgetMs: number;
+  readonly #visibilitySeconds: number;
   readonly #memoryQueue: ShardMessage[] = [];
   #wake: (() => void) | undefined;
   #running = true;
@@ -124,14 +133,15 @@ class WorkerPool implements MessageSender {
     deps: WorkflowDeps,
     transport: Transport,
     workers: number,
-    budgetMs: number,
+    timing: { budgetMs: number; visibilitySeconds: number },
     onProgress?: (totals: Totals) => void,
   ) {
     this.#onProgress = onProgress;
     this.#deps = deps;
     this.#transport = transport;
     this.#workers = workers;
-    this.#budgetMs = budgetMs;
+    this.#budgetMs = timing.budgetMs;
+    this.#visibilitySeconds = timing.visibilitySeconds;
     for (let i = 0; i < workers; i++) this.#loops.push(this.#loop());
   }
 
@@ -194,7 +204,7 @@ class WorkerPool implements MessageSender {
           QueueUrl: this.#transport.queueUrl,
           MaxNumberOfMessages: 1,
           WaitTimeSeconds: 1,
-          VisibilityTimeout: 900,
+          VisibilityTimeout: this.#visibilitySeconds,
         }),
       );
       return (received.Messages ?? []).map((m) => ({
@@ -365,22 +375,30 @@ async function run(
   // asl-validator over them; validating again here compiled its JSON schema
   // on every run, a quarter of a second before the first step.
   const machine = new StateMachine(definition, { validationOptions: { noValidate: true } });
+  const timing = copyTiming(options.copyWorkerTimeoutSeconds);
   const pool = new WorkerPool(
     options.deps,
     options.transport ?? { kind: 'memory' },
     options.workers ?? 8,
-    options.workerBudgetMs ?? 600_000,
+    {
+      budgetMs: options.workerBudgetMs ?? timing.messageBudgetMs,
+      visibilitySeconds: timing.visibilityTimeoutSeconds,
+    },
     options.onCopyProgress,
   );
   const local = taskHandlers(name, taskStatesOf(definition), options.deps, pool);
   const pollMs = options.shardPollMs ?? 30_000;
+  const lease = new LeaseKeeper(options.deps);
   const taskResourceLocalHandlers: Record<string, (input: never) => Promise<never>> = {};
   for (const [state, { step, handle }] of Object.entries(local)) {
     taskResourceLocalHandlers[state] = async (stateInput: never) => {
       // The Wait before a count is the pool running dry here, at most the poll time.
       if (step === 'count-shards') await pool.whenIdle(pollMs);
       options.onState?.(state);
+      // The steps that end a run release its lease: renewing it after would say it was lost.
+      if (step === 'finalize' || step === 'mark-failed') lease.stop();
       const output = await handle(stateInput);
+      if (step === 'discover') lease.keep(output as BackupState);
       options.onStateDone?.(state, output);
       return output as never;
     };
@@ -392,6 +410,8 @@ async function run(
     waitTimeOverrides[state] = next?.step === 'count-shards' ? 0 : (options.waitMs ?? 1_000);
   }
   const execution = machine.run(input as never, {
+    // `$$.Execution.Id`, which a backup's run lease records (an ARN on AWS).
+    context: { Execution: { Id: `local:${name}:${randomUUID()}` } },
     overrides: {
       taskResourceLocalHandlers: taskResourceLocalHandlers as never,
       waitTimeOverrides,
@@ -423,7 +443,43 @@ async function run(
     const cause = failure.cause?.message ?? failure.message ?? String(err);
     return { status: 'FAILED', error, cause, ...(await ended()) };
   } finally {
+    lease.stop();
     await pool.stop();
+  }
+}
+
+/**
+ * Renews a local backup's run lease while the process runs (on AWS the steps
+ * renew it): every quarter of its ttl, so a process that stops renewing
+ * (killed) is seen dead once the ttl has passed, or at once on this host.
+ */
+class LeaseKeeper {
+  readonly #deps: WorkflowDeps;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: WorkflowDeps) {
+    this.#deps = deps;
+  }
+
+  keep(state: BackupState): void {
+    this.stop();
+    this.#timer = setInterval(
+      () => {
+        renewBackupLease(state, this.#deps).catch((err: unknown) =>
+          this.#deps.log.warn('could not renew the run lease', {
+            runId: state.runId,
+            error: messageOf(err),
+          }),
+        );
+      },
+      Math.max(1_000, this.#deps.lease.ttlMs / 4),
+    );
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 }
 

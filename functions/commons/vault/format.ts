@@ -8,6 +8,7 @@
  *   <vault>/snapshots/<id>/objects/<key>           everything that is not a blob (links, the rest)
  *   <vault>/snapshots/<id>/cluster/*.yaml          the captured registry configuration
  *   <vault>/runs/<id>/...                          working state of a run (plans, shard results)
+ *   <vault>/locks/<name>.json                      run leases: one per source being backed up (vault/run-lease.ts)
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -77,6 +78,8 @@ export const vaultKeys = {
     `${root}runs/${runId}/records/${shardId}/${String(seq).padStart(6, '0')}.jsonl.gz`,
   runShardResult: (root: string, runId: string, shardId: string) =>
     `${root}runs/${runId}/shards/${shardId}.json`,
+  /** The folder of run leases (vault/run-lease.ts names the files). */
+  locks: (root: string) => `${root}locks/`,
 } as const;
 
 /**
@@ -143,6 +146,12 @@ export const snapshotManifestSchema = z.object({
   clusterFiles: z.array(z.string()),
   /** The run that made it (its working files live under `runs/<runId>/` until cleaned). */
   runId: z.string(),
+  /**
+   * The run holds a lease (vault/run-lease.ts) while it runs: a `running`
+   * manifest whose lease is gone or expired belongs to a dead run. Absent
+   * (written before leases): judged by its age, as before.
+   */
+  leased: z.boolean().optional(),
   /**
    * `inventory.jsonl.gz` is a series of gzip members, one per part, so a
    * restore worker reads one part with a ranged GET. Blob parts come first.

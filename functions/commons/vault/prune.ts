@@ -221,9 +221,11 @@ export async function prune(
   const marked = new Set<string>();
   let sweepSkipped: string | undefined;
   try {
+    const dead = new Set(plan.dead);
     for (const manifest of remaining) {
       for await (const record of eachInventoryRecord(vault, manifest)) marked.add(record.targetKey);
-      if (manifest.status === SnapshotStatus.Running)
+      // A dead run's records keep nothing: what it copied is its partial data, reclaimed.
+      if (manifest.status === SnapshotStatus.Running && !dead.has(manifest.id))
         for (const key of await recordedKeys(vault, manifest.runId)) marked.add(key);
     }
   } catch (err) {

@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { inputErrorFrom } from '../errors.ts';
 import { type SnapshotManifest, SnapshotStatus } from './format.ts';
+import { liveRuns } from './run-lease.ts';
 import { copyJobSchema, jobKey } from './runs.ts';
 import { getJson, listSnapshotIds, listSnapshots, type Vault } from './store.ts';
 
@@ -29,7 +30,10 @@ export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-/** The backup workflow times out after 48 hours; a manifest still `running` long after that belongs to a dead run. */
+/**
+ * For manifests written before run leases: the backup workflow times out
+ * after 48 hours, so one still `running` long after that belongs to a dead run.
+ */
 export const STALE_RUNNING_AFTER_MS = 3 * DAY_MS;
 
 /** Default grace period: covers clock skew between the S3 server and the backup's clock. */
@@ -102,12 +106,22 @@ export interface PrunePlan {
   readonly keep: SnapshotVerdict[];
   readonly expire: SnapshotVerdict[];
   readonly running: RunningBackup[];
+  /**
+   * `running` manifests of runs that died: their lease is gone or expired
+   * (or, written before leases, they are older than the stale age). Judged
+   * as failed; their partial data is not kept for them.
+   */
+  readonly dead: string[];
   /** Snapshot folders without a manifest (a prune that stopped half-way, or a backup that is just starting). */
   readonly withoutManifest: string[];
 }
 
 export interface PlanOptions {
-  /** A `running` manifest older than this is treated as failed (default `STALE_RUNNING_AFTER_MS`). */
+  /**
+   * A `running` manifest written before run leases, older than this, is
+   * treated as failed (default `STALE_RUNNING_AFTER_MS`); a leased one is
+   * running while its lease is live.
+   */
   readonly staleRunningAfterMs?: number;
   /**
    * Covers clock skew and the moments between a backup picking its base and
@@ -224,7 +238,6 @@ function judge(
   policy: RetentionPolicy,
   now: Date,
   running: ReadonlyMap<string, RunningBackup>,
-  staleAfterMs: number,
   graceMs: number,
 ): { keep: SnapshotVerdict[]; expire: SnapshotVerdict[] } {
   const keep: SnapshotVerdict[] = [];
@@ -268,7 +281,7 @@ function judge(
         continue;
       }
       const isRunning = m.status === SnapshotStatus.Running;
-      if (isRunning && age <= staleAfterMs) {
+      if (running.has(m.id)) {
         keep.push(verdict(m, KeepRule.Running, 'running'));
         continue;
       }
@@ -306,7 +319,9 @@ function judge(
       }
       // Failed, or a running manifest of a run that died: never restorable.
       const what = isRunning
-        ? `running since ${m.startedAt}, long past the backup timeout`
+        ? m.leased === true
+          ? `running since ${m.startedAt}, but its run is dead (its lease is gone or expired)`
+          : `running since ${m.startedAt}, long past the backup timeout`
         : 'failed';
       if (newest !== undefined && m.id < newest.id)
         expire.push(
@@ -356,21 +371,28 @@ export async function planPrune(
   const manifests = await listSnapshots(vault);
   const withManifest = new Set(manifests.map((m) => m.id));
   const running = new Map<string, RunningBackup>();
+  const dead: string[] = [];
+  const live = manifests.some((m) => m.status === SnapshotStatus.Running && m.leased === true)
+    ? await liveRuns(vault, now)
+    : new Set<string>();
   for (const manifest of manifests) {
-    if (
-      manifest.status === SnapshotStatus.Running &&
-      now.getTime() - startedMs(manifest) <= staleAfterMs
-    ) {
-      running.set(manifest.id, await runningBackupOf(vault, manifest, manifests));
-    }
+    if (manifest.status !== SnapshotStatus.Running) continue;
+    // A leased run lives while its lease does; one written before leases, until the stale age.
+    const alive =
+      manifest.leased === true
+        ? live.has(manifest.runId)
+        : now.getTime() - startedMs(manifest) <= staleAfterMs;
+    if (alive) running.set(manifest.id, await runningBackupOf(vault, manifest, manifests));
+    else dead.push(manifest.id);
   }
-  const { keep, expire } = judge(manifests, policy, now, running, staleAfterMs, graceMs);
+  const { keep, expire } = judge(manifests, policy, now, running, graceMs);
   return {
     now: now.toISOString(),
     graceMs,
     keep,
     expire,
     running: [...running.values()],
+    dead,
     withoutManifest: ids.filter((id) => !withManifest.has(id)),
   };
 }

@@ -75,8 +75,12 @@ export const copyJobSchema = z.discriminatedUnion('purpose', [
 ]);
 export type CopyJob = z.infer<typeof copyJobSchema>;
 
-/** A copy worker's SQS message (or in-process hand-off): references and running totals only. */
-export const shardMessageSchema = z.object({
+/**
+ * A copy worker's SQS message (or in-process hand-off): references and
+ * running totals only. Strict: only regvault writes these, so a field it does
+ * not name (`shardID`, a hand-made message) is refused, not dropped.
+ */
+export const shardMessageSchema = z.strictObject({
   runId: z.string().min(1),
   shardId: z.string().min(1),
   /** Continuation number: 0 for the first message of a shard. */
@@ -244,10 +248,19 @@ export async function listRunRecordFiles(
 }
 
 /**
+ * What `regvault backup --retry-failed` copied of a shard's failed objects is
+ * written as one more file of that shard, named with this prefix (it sorts
+ * after the numbered files of its messages, so it is read last).
+ */
+const RETRY_FILE_PREFIX = 'retry-';
+
+/**
  * Reads one shard's record files (`files`, in the order written). SQS may
  * deliver a continuation twice and the two chains may cut their pages at
  * different places, so their files can overlap: the later file's word on a
- * key stands, and a key that failed in any chain stays failed.
+ * key stands, and a key that failed in any chain stays failed, unless a
+ * retry file (read last) records it copied: the shard's result then counts
+ * it copied, not failed.
  */
 export async function readShardRecords(
   vault: Vault,
@@ -257,26 +270,76 @@ export async function readShardRecords(
   const failures = new Map<string, Failure>();
   const uploads = new Set<string>();
   let result: ShardResult | undefined;
-  const contents = await readAll(files, async (file) => {
+  const retried = { objects: 0, bytes: 0 };
+  const isRetry = (file: string) => (file.split('/').at(-1) ?? '').startsWith(RETRY_FILE_PREFIX);
+  const ordered = [...files.filter((f) => !isRetry(f)), ...files.filter(isRetry)];
+  const contents = await readAll(ordered, async (file) => {
     const bytes = await getBytes(vault, file);
-    return bytes === undefined ? [] : gunzipLines(bytes);
+    return { retry: isRetry(file), lines: bytes === undefined ? [] : await gunzipLines(bytes) };
   });
-  for (const lines of contents) {
+  for (const { retry, lines } of contents) {
     for (const line of lines) {
       const parsed = recordLineSchema.parse(line);
-      if ('r' in parsed) records.set(parsed.r.key, parsed.r);
-      else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
+      if ('r' in parsed) {
+        records.set(parsed.r.key, parsed.r);
+        if (retry && failures.delete(parsed.r.key)) {
+          retried.objects++;
+          retried.bytes += parsed.r.size;
+        }
+      } else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
       else if ('s' in parsed) result = parsed.s;
       else uploads.add(parsed.u);
     }
   }
   for (const key of failures.keys()) records.delete(key);
+  if (result !== undefined && retried.objects > 0) {
+    const { totals } = result;
+    result = {
+      ...result,
+      totals: {
+        ...totals,
+        copied: totals.copied + retried.objects,
+        bytesCopied: totals.bytesCopied + retried.bytes,
+        failed: Math.max(0, totals.failed - retried.objects),
+      },
+    };
+  }
   return {
     records: [...records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
     failures: [...failures.values()],
     uploadIds: [...uploads],
     ...(result === undefined ? {} : { result }),
   };
+}
+
+/**
+ * Writes what a retry of a shard's failed objects did (`backup
+ * --retry-failed`) as the shard's last record file: the objects it copied,
+ * and those that failed again.
+ */
+export async function writeRetryRecords(
+  vault: Vault,
+  runId: string,
+  shardId: string,
+  now: Date,
+  done: {
+    records: readonly InventoryRecord[];
+    failures: readonly Failure[];
+    uploadIds: readonly string[];
+  },
+): Promise<void> {
+  const lines: Array<z.infer<typeof recordLineSchema>> = [
+    ...done.records.map((r) => ({ r })),
+    ...done.failures.map((f) => ({ f })),
+    ...done.uploadIds.map((u) => ({ u })),
+  ];
+  const stamp = now.toISOString().replace(/[-:.]/g, '');
+  await putBytes(
+    vault,
+    `${vaultKeys.run(rootOf(vault), runId)}records/${shardId}/${RETRY_FILE_PREFIX}${stamp}.jsonl.gz`,
+    await gzipLines(lines),
+    'application/gzip',
+  );
 }
 
 /**

@@ -26,6 +26,14 @@ import {
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
+import {
+  acquireRunLease,
+  endRunOfExecution,
+  type LeaseSource,
+  RunLeaseLostError,
+  releaseRunLease,
+  renewRunLease,
+} from '../vault/run-lease.ts';
 import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
@@ -57,6 +65,12 @@ export const backupInputSchema = z
      * retention policy's `ttlDays`, so one unit serves both.
      */
     ttlDays: z.number().positive().max(MAX_TTL_DAYS).optional(),
+    /**
+     * The run id of a backup of the same source whose lease is live but which
+     * is known to be dead: its lease is taken over and its snapshot marked
+     * failed. Anything else running keeps this backup out (RunLocked).
+     */
+    breakLock: z.string().min(1).optional(),
   })
   .strict();
 export type BackupInput = z.infer<typeof backupInputSchema>;
@@ -79,6 +93,45 @@ export interface BackupState {
   readonly expiresAt?: string;
 }
 
+/** The source a backup's run lease guards. */
+export function leaseSourceOf(source: Location): LeaseSource {
+  return {
+    ...(source.endpoint === undefined ? {} : { endpoint: source.endpoint }),
+    bucket: source.bucket,
+    prefix: source.prefix,
+  };
+}
+
+/**
+ * Renews the run's lease. A run whose lease another run took over, or whose
+ * snapshot was marked failed when its lease was released, must stop
+ * (RunLeaseLost). A lease that is simply not there while the snapshot still
+ * runs (a run started by a version without leases) lets it go on.
+ */
+export async function renewBackupLease(
+  run: { runId: string; snapshotId: string; source: Location },
+  deps: WorkflowDeps,
+): Promise<void> {
+  try {
+    await renewRunLease(
+      deps.vault,
+      { runId: run.runId, source: leaseSourceOf(run.source) },
+      deps.lease,
+      deps.now(),
+    );
+  } catch (err) {
+    if (!(err instanceof RunLeaseLostError && err.gone)) throw err;
+    const manifest = await readManifest(deps.vault, run.snapshotId);
+    if (manifest !== undefined && manifest.status !== SnapshotStatus.Running) throw err;
+    deps.log.warn('the run has no lease; it goes on', { runId: run.runId });
+  }
+}
+
+/** Lets the next backup of the source in, once the run's manifest is final. */
+async function releaseBackupLease(state: BackupState, deps: WorkflowDeps): Promise<void> {
+  await releaseRunLease(deps.vault, { runId: state.runId, source: leaseSourceOf(state.source) });
+}
+
 function vaultLocation(deps: WorkflowDeps): Location {
   return { ...deps.vault.location, access: Access.Vault };
 }
@@ -93,6 +146,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     toolVersion: deps.toolVersion,
     layout: state.layout,
     runId: state.runId,
+    leased: true,
     source: {
       profile: state.profile,
       ...(state.resourceName === undefined ? {} : { resourceName: state.resourceName }),
@@ -113,8 +167,17 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
   };
 }
 
-/** Step 1: validate the input, find the source (the registry's bucket, from the cluster), capture its config. */
-export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<BackupState> {
+/**
+ * Step 1: validate the input, find the source (the registry's bucket, from
+ * the cluster), take the source's run lease, capture its config. `execution`
+ * (the Step Functions execution's id) goes into the lease, so the rule on an
+ * execution that died finds its run.
+ */
+export async function discoverBackup(
+  raw: unknown,
+  deps: WorkflowDeps,
+  execution?: string,
+): Promise<BackupState> {
   const input = parseInput(backupInputSchema, raw, 'backup input');
   const now = deps.now();
   const snapshotId = newSnapshotId(now);
@@ -166,6 +229,27 @@ export async function discoverBackup(raw: unknown, deps: WorkflowDeps): Promise<
         m.source.prefix === source.prefix,
     )
     .at(-1);
+  // The first write: a backup of this source already running keeps this one out.
+  const taken = await acquireRunLease(
+    deps.vault,
+    {
+      runId: `backup-${snapshotId}`,
+      snapshotId,
+      source: leaseSourceOf(source),
+      ...(input.breakLock === undefined ? {} : { breakLock: input.breakLock }),
+    },
+    {
+      ttlMs: deps.lease.ttlMs,
+      holder: { ...deps.lease.holder, ...(execution === undefined ? {} : { execution }) },
+    },
+    now,
+  );
+  if (taken.replaced !== undefined)
+    deps.log.warn('backup took over the lease of a dead run and marked it failed', {
+      runId: taken.replaced.lease.runId,
+      snapshotId: taken.replaced.lease.snapshotId,
+      reason: taken.replaced.reason,
+    });
   for (const file of captured) {
     const key = vaultKeys.cluster(root, snapshotId, file.name);
     await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
@@ -216,6 +300,7 @@ export async function planBackup(
   state: BackupState,
   deps: WorkflowDeps,
 ): Promise<BackupPlanOutput> {
+  await renewBackupLease(state, deps);
   const client = await deps.s3(state.source);
   const planWith = (targetObjectsPerShard: number) =>
     state.layout === 'registry'
@@ -300,6 +385,8 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
+  // A run seen dead and taken over must not write its manifest over the failure the taker wrote.
+  await renewBackupLease(state, deps);
   const run = await tallyRun(deps, state, plan);
   const { results, catalog } = run;
   const totals = results.reduce<Totals>((sum, r) => addTotals(sum, r.totals), emptyTotals());
@@ -368,6 +455,7 @@ export async function finalizeBackup(
     inventory: run.inventory,
   };
   await putJson(deps.vault, vaultKeys.manifest(root, state.snapshotId), manifest);
+  await releaseBackupLease(state, deps);
   const failedChecks = Object.entries(checks).filter(([, c]) => !c.ok);
   const message = ok
     ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
@@ -433,6 +521,7 @@ export async function markBackupFailed(
       error,
     );
   } catch (err) {
+    if (err instanceof RunLeaseLostError) return failed; // the run that took over marked it failed
     const manifest =
       (await readManifest(deps.vault, state.snapshotId)) ?? baseManifest(state, deps);
     await putJson(deps.vault, vaultKeys.manifest(rootOf(deps.vault), state.snapshotId), {
@@ -447,6 +536,55 @@ export async function markBackupFailed(
         },
       },
     });
+    await releaseBackupLease(state, deps);
     return failed;
   }
+}
+
+/**
+ * The EventBridge event of a backup execution that ended without finishing
+ * its run (Step Functions Execution Status Change). AWS's own event: only the
+ * fields read are named, the others are let through.
+ */
+export const executionEndedSchema = z.object({
+  source: z.literal('aws.states'),
+  'detail-type': z.literal('Step Functions Execution Status Change'),
+  detail: z.object({
+    executionArn: z.string().min(1),
+    name: z.string(),
+    status: z.enum(['ABORTED', 'TIMED_OUT', 'FAILED']),
+    stopDate: z.number().nullish(),
+    error: z.string().nullish(),
+    cause: z.string().nullish(),
+  }),
+});
+export type ExecutionEnded = z.infer<typeof executionEndedSchema>;
+
+/** The longest part of an execution's cause kept in the reason (a manifest check, not a log). */
+const CAUSE_CHARS = 500;
+
+/**
+ * Ends the run of a backup execution that was aborted, timed out or failed:
+ * its snapshot is marked failed with the reason and its lease deleted, at
+ * once, where a lease left behind would keep the next backup out until it
+ * expired. An execution whose own failure path ended its run finds nothing.
+ */
+export async function endDeadExecution(
+  event: ExecutionEnded,
+  deps: WorkflowDeps,
+): Promise<{ ended: boolean; runId?: string; snapshotId?: string; marked?: boolean }> {
+  const { detail } = event;
+  const at = detail.stopDate == null ? deps.now() : new Date(detail.stopDate);
+  const why = [detail.error, detail.cause?.slice(0, CAUSE_CHARS)]
+    .filter((part) => part != null && part !== '')
+    .join(': ');
+  const reason = `the execution ${detail.name} ended ${detail.status} at ${at.toISOString()}${why === '' ? '' : ` (${why})`}`;
+  const ended = await endRunOfExecution(deps.vault, detail.executionArn, reason, deps.now());
+  if (ended === undefined) return { ended: false };
+  deps.log.warn('a backup execution ended without finishing its run; run ended', {
+    runId: ended.runId,
+    snapshotId: ended.snapshotId,
+    status: detail.status,
+  });
+  return { ended: true, ...ended };
 }

@@ -12,6 +12,7 @@ import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { createS3Client, type S3Role } from '../s3/client.ts';
+import { type LeaseSettings, LOCAL_LEASE_TTL_MS, localLeaseHolder } from '../vault/run-lease.ts';
 import type { Vault } from '../vault/store.ts';
 
 export { type StepLogger, silentLogger } from '../log.ts';
@@ -32,6 +33,8 @@ export interface WorkflowDeps {
   now(): Date;
   readonly log: StepLogger;
   readonly toolVersion: string;
+  /** Who takes a backup's run lease and how long it lives unrenewed (vault/run-lease.ts). */
+  readonly lease: LeaseSettings;
   /** Where a long step reports how far it is (the CLI's progress); absent in Lambda. */
   readonly progress?: (event: StepProgress) => void;
 }
@@ -89,6 +92,8 @@ export interface DepsConfig {
   /** Sockets per S3 client (requests one copy keeps in flight). */
   readonly concurrency?: number;
   readonly toolVersion?: string;
+  /** Run leases: this process on this host for two minutes unless given (AWS: the execution's). */
+  readonly lease?: LeaseSettings;
   /** Progress of the long steps (proof, verification), at most four calls a second plus each step's last. */
   readonly onProgress?: (event: StepProgress) => void;
 }
@@ -223,6 +228,7 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     now: config.now ?? (() => new Date()),
     log: config.logger ?? silentLogger,
     toolVersion: config.toolVersion ?? '0.1.0',
+    lease: config.lease ?? { ttlMs: LOCAL_LEASE_TTL_MS, holder: localLeaseHolder() },
     ...(config.onProgress === undefined ? {} : { progress: throttled(config.onProgress) }),
     close() {
       for (const client of clients.values()) client.destroy();

@@ -9,7 +9,9 @@
  * state machine's.
  */
 import PQueue from 'p-queue';
+import { RunLeaseLostError } from '../vault/run-lease.ts';
 import { type CopyJob, listFinishedShards, loadJob, loadShardResult } from '../vault/runs.ts';
+import { renewBackupLease } from './backup.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { type MessageSender, SEND_BATCH } from './worker.ts';
 
@@ -111,6 +113,13 @@ export async function countFinishedShards(
   deps: WorkflowDeps,
 ): Promise<ShardCount> {
   const job = await loadJob(deps.vault, event.runId);
+  // A backup's count renews its run lease: on AWS the steps are all that keep it alive.
+  // A lease lost to a run that saw this one dead is finalize's to act on (it fails then).
+  if (job.purpose === 'backup')
+    await renewBackupLease(job, deps).catch((err: unknown) => {
+      if (!(err instanceof RunLeaseLostError)) throw err;
+      deps.log.warn('the run lost its lease', { runId: job.runId, error: err.message });
+    });
   const ids = shardIdsOf(job, event.which);
   const { finished, aborted } = await listFinishedShards(deps.vault, job.runId);
   const wanted = new Set(ids);

@@ -8,7 +8,14 @@
  * one line in `functions/`, and its sizing and grants in `infra/`.
  */
 import { z } from 'zod';
-import { discoverBackup, finalizeBackup, markBackupFailed, planBackup } from './backup.ts';
+import {
+  discoverBackup,
+  endDeadExecution,
+  executionEndedSchema,
+  finalizeBackup,
+  markBackupFailed,
+  planBackup,
+} from './backup.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { countFinishedShards, enqueueShards } from './fan-out.ts';
 import { proveRestore } from './prove.ts';
@@ -79,8 +86,9 @@ const count = (name: string): readonly MetricPoint[] => [{ name, unit: 'Count', 
 export const STEPS = {
   discover: step({
     in: { backup: ['DiscoverRegistryStorage'] },
-    event: executionInput,
-    run: (event, deps) => discoverBackup(event.input, deps),
+    // With the execution's id (`$$.Execution.Id`), which the run's lease records.
+    event: z.strictObject({ input: z.unknown(), execution: z.string().min(1).exactOptional() }),
+    run: (event, deps) => discoverBackup(event.input, deps, event.execution),
   }),
   'enqueue-shards': step({
     in: {
@@ -129,6 +137,13 @@ export const STEPS = {
         deps,
       ),
     metrics: () => count('SnapshotsFailed'),
+  }),
+  // No Task state: the EventBridge rule on a backup execution's status calls it (infra/operations.ts).
+  'end-dead-run': step({
+    in: {},
+    event: executionEndedSchema,
+    run: (event, deps) => endDeadExecution(event, deps),
+    metrics: (output) => (output.ended ? count('BackupRunsEndedDead') : []),
   }),
   resolve: step({
     in: { restore: ['ResolveSnapshot'] },

@@ -15,7 +15,13 @@
  */
 import { type CopyContext, createCopyContext } from '../copy/context.ts';
 import { copyEntries, type ListEntry } from '../copy/entries.ts';
-import { addTotals, emptyTotals, type InventoryRecord, type Totals } from '../copy/model.ts';
+import {
+  addTotals,
+  emptyTotals,
+  type InventoryRecord,
+  type ListedObject,
+  type Totals,
+} from '../copy/model.ts';
 import type { ShardRunResult } from '../copy/object-copy.ts';
 import { genericCopyPolicy } from '../copy/plan.ts';
 import { runShard } from '../copy/shard-runner.ts';
@@ -227,6 +233,37 @@ async function restoreEntries(
       ...(digest === undefined ? {} : { digest }),
     };
   });
+}
+
+/**
+ * Copies these source objects of a backup run again, with the run's own copy
+ * context (its target, key mapping, policy and checks), as one list: the
+ * retry of the objects a run recorded failed. What it copied and what failed
+ * again come back with the records.
+ */
+export async function copyObjectsOfRun(
+  job: Extract<CopyJob, { purpose: 'backup' }>,
+  objects: readonly ListedObject[],
+  deps: WorkflowDeps,
+  id: string,
+): Promise<{ records: InventoryRecord[]; result: ShardRunResult }> {
+  const ctx = await contextFor(job, deps);
+  const root = vaultRoot(job.target.prefix);
+  const entries = objects.map((object) => {
+    const relative = object.key.slice(job.source.prefix.length);
+    const digest =
+      job.registryPrefix !== undefined && relative.startsWith(job.registryPrefix)
+        ? blobDigestOf(relative.slice(job.registryPrefix.length))
+        : undefined;
+    return {
+      object,
+      targetKey: backupKeyFor(root, job.snapshotId, job.registryPrefix, relative),
+      ...(digest === undefined ? {} : { digest }),
+    };
+  });
+  const records: InventoryRecord[] = [];
+  const result = await copyEntries(ctx, id, entries, { onRecord: (r) => records.push(r) });
+  return { records, result };
 }
 
 /** Handles one shard message; throws only when the message cannot be worked on at all. */

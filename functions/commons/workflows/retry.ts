@@ -1,0 +1,170 @@
+/**
+ * `regvault backup --retry-failed <run>`: copies again only the objects a
+ * backup run recorded as failed (its record files, vault/runs.ts), with the
+ * run's own copy context, records what it copied beside the workers' files,
+ * and finalizes the run's snapshot again: complete when nothing failed any
+ * more, else still failed naming what did. It holds the source's run lease
+ * while it works, as a backup does.
+ */
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { Failure, InventoryRecord, ListedObject } from '../copy/model.ts';
+import { InputError, messageOf } from '../errors.ts';
+import { SNAPSHOT_ID, SnapshotStatus } from '../vault/format.ts';
+import { acquireRunLease } from '../vault/run-lease.ts';
+import {
+  type CopyJob,
+  listRunRecordFiles,
+  loadJob,
+  readShardRecords,
+  writeRetryRecords,
+} from '../vault/runs.ts';
+import { readManifest } from '../vault/store.ts';
+import {
+  type BackupPlanOutput,
+  type BackupState,
+  type BackupSummary,
+  finalizeBackup,
+  leaseSourceOf,
+} from './backup.ts';
+import type { WorkflowDeps } from './deps.ts';
+import { copyObjectsOfRun } from './worker.ts';
+
+/** What a retry did, beside the snapshot's new summary. */
+export interface RetrySummary extends BackupSummary {
+  readonly runId: string;
+  /** Objects the run had recorded failed. */
+  readonly retried: number;
+  /** Of those, copied now. */
+  readonly recovered: number;
+}
+
+/** The run id a `--retry-failed` value names: a run id, or the id of the snapshot it made. */
+export function backupRunIdOf(value: string): string {
+  return SNAPSHOT_ID.test(value) ? `backup-${value}` : value;
+}
+
+/** The source's size and ETag now; undefined when the object is gone. */
+async function headOf(
+  job: Extract<CopyJob, { purpose: 'backup' }>,
+  key: string,
+  deps: WorkflowDeps,
+): Promise<ListedObject | undefined> {
+  const client = await deps.s3(job.source);
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: job.source.bucket, Key: key }));
+    return { key, size: head.ContentLength ?? 0, etag: head.ETag ?? '' };
+  } catch (err) {
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Retries the failed objects of backup run `runId` and finalizes its
+ * snapshot again. Bad input (exit 2): a run the vault does not hold, or not a
+ * backup. A run whose shards did not all end (it died, or timed out) cannot
+ * be completed this way: its snapshot stays failed and the message says to
+ * run the backup again.
+ */
+export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Promise<RetrySummary> {
+  const snapshotId = runId.replace(/^backup-/, '');
+  const manifest = SNAPSHOT_ID.test(snapshotId)
+    ? await readManifest(deps.vault, snapshotId)
+    : undefined;
+  if (manifest === undefined || manifest.runId !== runId)
+    throw new InputError(`there is no backup run ${runId} in the vault`, [
+      `run: expected a backup run id (backup-<snapshot id>) or a snapshot id the vault holds; see regvault snapshots list`,
+    ]);
+  if (manifest.status === SnapshotStatus.Running)
+    throw new InputError(`backup run ${runId} is still running`, [
+      'run: wait for it to end, then retry what failed',
+    ]);
+  let job: CopyJob;
+  try {
+    job = await loadJob(deps.vault, runId);
+  } catch (err) {
+    throw new InputError(`backup run ${runId} has no copy job (${messageOf(err)})`, [
+      'run: it ended before it was planned; run the backup again',
+    ]);
+  }
+  if (job.purpose !== 'backup')
+    throw new InputError(`run ${runId} is not a backup`, ['run: name a backup run']);
+  // What failed, by the shard that recorded it: each shard's retry file goes beside its own.
+  const shardOf = new Map<string, string>();
+  const failures: Failure[] = [];
+  for (const [shardId, files] of await listRunRecordFiles(deps.vault, runId)) {
+    for (const failure of (await readShardRecords(deps.vault, files)).failures) {
+      shardOf.set(failure.key, shardId);
+      failures.push(failure);
+    }
+  }
+  // The source's lease: no backup of it runs while the snapshot is finalized again.
+  await acquireRunLease(
+    deps.vault,
+    { runId, snapshotId, source: leaseSourceOf(job.source) },
+    deps.lease,
+    deps.now(),
+  );
+  const objects: ListedObject[] = [];
+  const again: Failure[] = [];
+  for (const failure of failures) {
+    const head = await headOf(job, failure.key, deps);
+    if (head === undefined) again.push({ ...failure, sourceGone: true });
+    else objects.push(head);
+  }
+  const copied =
+    objects.length === 0 ? undefined : await copyObjectsOfRun(job, objects, deps, 'retry');
+  again.push(...(copied?.result.failures ?? []));
+  const byShard = new Map<string, { records: InventoryRecord[]; failures: Failure[] }>();
+  const of = (key: string) => {
+    const shardId = shardOf.get(key) ?? 'retry';
+    let entry = byShard.get(shardId);
+    if (entry === undefined) {
+      entry = { records: [], failures: [] };
+      byShard.set(shardId, entry);
+    }
+    return entry;
+  };
+  for (const record of copied?.records ?? []) of(record.key).records.push(record);
+  for (const failure of again) of(failure.key).failures.push(failure);
+  const now = deps.now();
+  for (const [shardId, done] of byShard)
+    await writeRetryRecords(deps.vault, runId, shardId, now, { ...done, uploadIds: [] });
+  const state: BackupState = {
+    runId,
+    snapshotId,
+    startedAt: manifest.startedAt,
+    layout: manifest.layout,
+    source: job.source,
+    profile: manifest.source.profile,
+    ...(manifest.source.resourceName === undefined
+      ? {}
+      : { resourceName: manifest.source.resourceName }),
+    rootDirectory: manifest.source.rootDirectory,
+    ...(job.previousSnapshotId === undefined ? {} : { previousSnapshotId: job.previousSnapshotId }),
+    targetObjectsPerShard: 1,
+    concurrency: job.concurrency,
+    clusterFiles: manifest.clusterFiles,
+    ...(manifest.expiresAt === undefined ? {} : { expiresAt: manifest.expiresAt }),
+  };
+  const plan: BackupPlanOutput = {
+    linkShardIds: job.shards.filter((s) => s.kind === 'links').map((s) => s.id),
+    dataShardIds: job.shards.filter((s) => s.kind !== 'links').map((s) => s.id),
+    estimatedObjects: 0,
+    planRequests: 0,
+  };
+  const summary = await finalizeBackup(state, plan, deps);
+  deps.log.info('retried the failed objects of a backup run', {
+    runId,
+    retried: failures.length,
+    recovered: copied?.records.length ?? 0,
+    status: summary.status,
+  });
+  return {
+    ...summary,
+    runId,
+    retried: failures.length,
+    recovered: copied?.records.length ?? 0,
+  };
+}
