@@ -79,19 +79,22 @@ describe('the estimate of a backup, before it runs', () => {
       GetObject: counters['GetObject'] ?? 0,
       PutObject: counters['PutObject'] ?? 0,
       ListObjectsV2: counters['ListObjectsV2'] ?? 0,
+      DeleteObject: counters['DeleteObject'] ?? 0,
     };
     expect(estimate.requests.s3['CopyObject']).toBe(counted.CopyObject);
     const total = Object.values(counted).reduce((sum, n) => sum + n, 0);
     const estimatedS3 = Object.values(estimate.requests.s3).reduce((sum, n) => sum + n, 0);
     expect(Math.abs(estimatedS3 / total - 1)).toBeLessThan(0.1);
     // Each kind besides the copies, too, within 10% (or three requests where there are few).
-    const offBy = (['GetObject', 'PutObject', 'ListObjectsV2'] as const).map((kind) => ({
-      kind,
-      counted: counted[kind],
-      within:
-        Math.abs((estimate.requests.s3[kind] ?? 0) - counted[kind]) <=
-        Math.max(4, counted[kind] * 0.1),
-    }));
+    const offBy = (['GetObject', 'PutObject', 'ListObjectsV2', 'DeleteObject'] as const).map(
+      (kind) => ({
+        kind,
+        counted: counted[kind],
+        within:
+          Math.abs((estimate.requests.s3[kind] ?? 0) - counted[kind]) <=
+          Math.max(4, counted[kind] * 0.1),
+      }),
+    );
     expect(offBy.filter((kind) => !kind.within)).toEqual([]);
   }, 180_000);
 

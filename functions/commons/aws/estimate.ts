@@ -60,6 +60,7 @@ export interface BackupEstimate {
       readonly GetObject: number;
       readonly PutObject: number;
       readonly ListObjectsV2: number;
+      readonly DeleteObject: number;
     };
     readonly sqs: number;
     readonly total: number;
@@ -111,12 +112,19 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
   // starts and ends, the inventory and the catalog.
   const getObject = 2 * shards + Math.min(shards, input.workers);
   const putObject = 5 + 2 * shards + linkShards;
+  // The run lease (vault/run-lease.ts): taken, renewed at plan and at
+  // finalize, each write read back by its nonce, then released (8 GETs, 4
+  // PUTs and a DELETE, counted on a local run), and renewed at every poll
+  // after the first (read, write, read back).
+  const lease = { get: 8 + 2 * (polls - 1), put: 4 + (polls - 1), delete: 1 };
   const s3 = {
     CopyObject: mode === 'server-side' ? objects : 0,
-    GetObject: getObject + (mode === 'stream' ? objects : 0),
-    PutObject: putObject + (mode === 'stream' ? objects : 0),
+    GetObject: getObject + lease.get + (mode === 'stream' ? objects : 0),
+    PutObject: putObject + lease.put + (mode === 'stream' ? objects : 0),
     ListObjectsV2: sourceLists + vaultLists,
+    DeleteObject: lease.delete,
   };
+  // DELETE requests are free.
   const writes = s3.CopyObject + s3.PutObject + s3.ListObjectsV2;
   // SQS: shards sent ten to a batch; each message received and deleted.
   const sqs = Math.ceil(shards / 10) + 2 * shards;
@@ -136,7 +144,7 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
     stepFunctions: (transitions / 1000) * PRICES.stepFunctions.perThousandTransitions,
     sqs: (sqs / 1e6) * PRICES.sqs.perMillionRequests,
   };
-  const s3Total = s3.CopyObject + s3.GetObject + s3.PutObject + s3.ListObjectsV2;
+  const s3Total = s3.CopyObject + s3.GetObject + s3.PutObject + s3.ListObjectsV2 + s3.DeleteObject;
   return {
     objects,
     shards,
