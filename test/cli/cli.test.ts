@@ -3,6 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import {
+  acquireRunLease,
+  LOCAL_LEASE_TTL_MS,
+  localLeaseHolder,
+} from '../../functions/commons/vault/run-lease.ts';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
@@ -12,6 +17,7 @@ import {
   copyAllObjects,
   createBucket,
   listAll,
+  locationOn,
   putObjects,
   readObject,
 } from '../support/s3.ts';
@@ -751,7 +757,7 @@ describe('snapshots prune says why it keeps each snapshot', () => {
     await copyAllObjects(client, vault, copy);
     const newest = JSON.parse(
       (await readObject(client, copy, `snapshots/${ids[3]}/manifest.json`)).toString(),
-    ) as { id: string };
+    ) as { id: string; source: { bucket: string; endpoint?: string; prefix: string } };
     const now = new Date();
     const id = `${now.toISOString().replace(/[-:]/g, '')}-0c0c0c`;
     const running = {
@@ -763,6 +769,21 @@ describe('snapshots prune says why it keeps each snapshot', () => {
       finishedAt: undefined,
       inventory: { records: 0, parts: [] },
     };
+    // A running backup holds its run lease (taken before its manifest), here by this live process.
+    await acquireRunLease(
+      { location: locationOn(s3, copy, '', 'vault'), client },
+      {
+        runId: running.runId,
+        snapshotId: id,
+        source: {
+          bucket: newest.source.bucket,
+          prefix: newest.source.prefix,
+          ...(newest.source.endpoint === undefined ? {} : { endpoint: newest.source.endpoint }),
+        },
+      },
+      { ttlMs: LOCAL_LEASE_TTL_MS, holder: localLeaseHolder() },
+      now,
+    );
     await putObjects(client, copy, [
       { key: `snapshots/${id}/manifest.json`, body: JSON.stringify(running) },
     ]);
