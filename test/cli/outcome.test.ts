@@ -99,6 +99,7 @@ describe('the exit code of each failure name', () => {
     { name: 'RestoreRolledBack', code: ExitCode.RolledBack },
     { name: 'ClusterError', code: ExitCode.Failed },
     { name: 'VaultError', code: ExitCode.Failed },
+    { name: 'RunLocked', code: ExitCode.Failed },
     { name: 'BackupFailed', code: ExitCode.Failed },
     { name: 'RestoreFailed', code: ExitCode.Failed },
     { name: 'Error', code: ExitCode.Failed },
@@ -124,6 +125,7 @@ describe('the exit code of each failure name', () => {
         'ObjectsFailed',
         'RestoreFailed',
         'RestoreRolledBack',
+        'RunLocked',
         'VaultError',
       ].sort(),
     );
