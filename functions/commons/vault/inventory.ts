@@ -15,7 +15,8 @@ export const INVENTORY_PART_RECORDS = 10_000;
 type PartKind = SnapshotManifest['inventory']['parts'][number]['kind'];
 type PartEntry = SnapshotManifest['inventory']['parts'][number];
 
-const byKey = (a: InventoryRecord, b: InventoryRecord) =>
+/** The inventory's order: by key, as JavaScript compares strings (the parts' bounds and lookups compare so). */
+export const byKey = (a: { readonly key: string }, b: { readonly key: string }) =>
   a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 
 /**

@@ -20,6 +20,7 @@ import {
 } from '../copy/model.ts';
 import { VaultError } from '../errors.ts';
 import { vaultKeys } from './format.ts';
+import { byKey } from './inventory.ts';
 import {
   getBytes,
   getJson,
@@ -305,7 +306,7 @@ export async function readShardRecords(
     };
   }
   return {
-    records: [...records.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    records: [...records.values()].sort(byKey),
     failures: [...failures.values()],
     uploadIds: [...uploads],
     ...(result === undefined ? {} : { result }),

@@ -79,6 +79,35 @@ export function snapshotSource(
   };
 }
 
+/**
+ * The records of `run` whose object, at `keyOf(record)` in the bucket
+ * `listed` lists, is missing or of another size than recorded, found with one
+ * listing of the run's key range (the keys must form one range, as a page of
+ * a part does). `size` is what the bucket holds, absent when nothing.
+ */
+export async function unheldRecords(
+  listed: ListedTarget,
+  run: readonly InventoryRecord[],
+  keyOf: (record: InventoryRecord) => string,
+): Promise<Array<{ record: InventoryRecord; targetKey: string; size?: number }>> {
+  const page: PageEntry[] = run.map((record) => ({
+    object: { key: record.key, size: record.size, etag: record.etag },
+    targetKey: keyOf(record),
+  }));
+  const found = await listed.lookup(page);
+  const unheld: Array<{ record: InventoryRecord; targetKey: string; size?: number }> = [];
+  run.forEach((record, index) => {
+    const size = found.get(record.key)?.size;
+    if (size === record.size) return;
+    unheld.push({
+      record,
+      targetKey: page[index]?.targetKey ?? '',
+      ...(size === undefined ? {} : { size }),
+    });
+  });
+  return unheld;
+}
+
 /** The folder of the vault a vault key lies in (the pool, or one snapshot's objects). */
 const folderOf = (vaultKey: string) =>
   /^(.*?(?:blobs\/sha256\/|snapshots\/[^/]+\/objects\/))/.exec(vaultKey)?.[1] ?? vaultKey;
@@ -98,21 +127,13 @@ export async function unbackedInSnapshot(
   const unbacked: Array<UnbackedObject & { vaultKey: string }> = [];
   const listed = new ListedTarget(vault.client, vault.location.bucket);
   const check = async (run: readonly InventoryRecord[]) => {
-    const page: PageEntry[] = run.map((record) => ({
-      object: { key: record.key, size: record.size, etag: record.etag },
-      targetKey: record.targetKey,
-    }));
-    const found = await listed.lookup(page);
-    for (const record of run) {
-      const size = found.get(record.key)?.size;
-      if (size === record.size) continue;
+    for (const { record, size } of await unheldRecords(listed, run, (r) => r.targetKey))
       unbacked.push({
         key: record.key.startsWith(base) ? record.key.slice(base.length) : record.key,
         expectedSize: record.size,
         vaultKey: record.targetKey,
         ...(size === undefined ? {} : { actualSize: size }),
       });
-    }
   };
   for (let index = 0; index < manifest.inventory.parts.length; index++) {
     if (manifest.inventory.parts[index]?.records === 0) continue;

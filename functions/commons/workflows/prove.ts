@@ -17,7 +17,7 @@ import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry
 import type { SnapshotManifest } from '../vault/format.ts';
 import { findRecords } from '../vault/inventory-lookup.ts';
 import { listRunRecordFiles, readShardRecords, saveProof } from '../vault/runs.ts';
-import { snapshotSource, unbackedInSnapshot } from '../vault/snapshot-source.ts';
+import { snapshotSource, unbackedInSnapshot, unheldRecords } from '../vault/snapshot-source.ts';
 import { readInventoryPart, resolveSnapshot, type Vault } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 import type { RestoreState } from './restore.ts';
@@ -99,18 +99,15 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
   // 1. Every object at its size: a part of the inventory at a time, each page
   // of its records against a listing of the page's key range in the target.
   const suspects = new Map<string, string>();
+  const listed = new ListedTarget(client, state.target.bucket);
   const objects = await eachInventoryPage(deps.vault, manifest, async (records) => {
-    const page = records.map((record) => ({
-      object: { key: record.key, size: record.size, etag: record.etag },
-      targetKey: targetKeyOf(record),
-    }));
-    const found = await new ListedTarget(client, state.target.bucket).lookup(page);
-    for (const { object, targetKey } of page) {
-      const size = found.get(object.key)?.size;
-      if (size === undefined) suspects.set(targetKey, 'missing in the target');
-      else if (size !== object.size)
-        suspects.set(targetKey, `${size} bytes in the target where ${object.size} were recorded`);
-    }
+    for (const { record, targetKey, size } of await unheldRecords(listed, records, targetKeyOf))
+      suspects.set(
+        targetKey,
+        size === undefined
+          ? 'missing in the target'
+          : `${size} bytes in the target where ${record.size} were recorded`,
+      );
   });
   const run = await restoreRunFacts(deps.vault, state.runId);
 
