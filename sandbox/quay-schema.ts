@@ -17,6 +17,15 @@ export interface QuayImage {
   readonly blobs: ReadonlyArray<{ readonly digest: string; readonly size: number }>;
 }
 
+/** One small image, for tests that need rows but not many. */
+export const ONE_IMAGE: QuayImage = {
+  namespace: 'team',
+  repository: 'web',
+  tag: 'v1',
+  manifestDigest: `sha256:${'a'.repeat(64)}`,
+  blobs: [{ digest: `sha256:${'b'.repeat(64)}`, size: 10 }],
+};
+
 const SCHEMA = `
 CREATE TABLE repository (id serial PRIMARY KEY, namespace text NOT NULL, name text NOT NULL, UNIQUE (namespace, name));
 CREATE TABLE imagestorage (id serial PRIMARY KEY, content_checksum text NOT NULL UNIQUE, image_size bigint NOT NULL, uploading boolean NOT NULL DEFAULT false);

@@ -50,7 +50,7 @@ export const BuiltIn = {
   }),
   secrets: core('secrets', 'Secret', 'secret'),
   configmaps: core('configmaps', 'ConfigMap', 'configmap', { shortNames: ['cm'] }),
-  pods: core('pods', 'Pod', 'pod', { shortNames: ['po'], subresources: ['log', 'status'] }),
+  pods: core('pods', 'Pod', 'pod', { shortNames: ['po'], subresources: ['exec', 'log', 'status'] }),
   services: core('services', 'Service', 'service', {
     shortNames: ['svc'],
     subresources: ['status'],

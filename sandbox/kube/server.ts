@@ -1,18 +1,20 @@
 /**
- * An in-process fake of kube-apiserver: discovery, CRUD, patch, watch and
- * `pods/log` for the handful of resources regvault touches, with bearer-token
- * authentication and RBAC-style denials. Faithful enough that `kubectl` and
+ * An in-process fake of kube-apiserver: discovery, CRUD, patch, watch,
+ * `pods/log` and `pods/exec` (exec.ts) for the handful of resources regvault
+ * touches, with bearer-token authentication and RBAC-style denials. Faithful enough that `kubectl` and
  * `@kubernetes/client-node` work against it unchanged.
  */
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { freePort, LOOPBACK } from '../process.ts';
+import { type PodExecHandler, serveExec, wantsExecSocket } from './exec.ts';
 import { openApiGroupVersion, openApiRoot } from './openapi.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
 import { decodeProtobuf, PROTOBUF_TYPE } from './protobuf.ts';
@@ -102,6 +104,8 @@ export interface KubeApiServer {
   loseAnswers(rule: LostAnswerRule): void;
   /** Registers (or with `undefined` removes) where `pods/log` of a pod reads from. */
   setPodLogs(namespace: string, name: string, source: PodLogSource | undefined): void;
+  /** Registers (or with `undefined` removes) what runs the commands `pods/exec` sends a pod. */
+  setPodExec(namespace: string, name: string, handler: PodExecHandler | undefined): void;
   stop(): Promise<void>;
 }
 
@@ -237,6 +241,9 @@ export async function startKubeApiServer(
   const lostAnswers: Array<{ verb: Verb; resource: string; remaining: number }> = [];
   const recorded: RecordedRequest[] = [];
   const logSources = new Map<string, PodLogSource>();
+  const execHandlers = new Map<string, PodExecHandler>();
+  /** Connections taken over by `pods/exec`: the HTTP server no longer tracks them. */
+  const upgraded = new Set<Duplex>();
   const watches = new Set<ServerResponse>();
 
   const groupVersion = (d: ResourceRef) => (d.group === '' ? d.version : `${d.group}/${d.version}`);
@@ -568,6 +575,8 @@ export async function startKubeApiServer(
       return reply(201, store.create(definition, normalise(definition, object)));
     }
     const name = r.name as string;
+    if (r.subresource === 'exec')
+      throw new KubeApiError('BadRequest', 'Upgrade request required (pods/exec speaks WebSocket)');
     if (r.subresource === 'log') {
       if (verb !== 'get') throw new KubeApiError('MethodNotAllowed', 'pods/log only supports GET');
       return send(res, 200, podLog(r, name, query), 'text/plain');
@@ -603,7 +612,8 @@ export async function startKubeApiServer(
     });
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Records the request (the tests read them back); its URL. */
+  function recordRequest(req: IncomingMessage): URL {
     const url = new URL(req.url ?? '/', 'http://fake');
     recorded.push({
       method: req.method ?? 'GET',
@@ -612,6 +622,11 @@ export async function startKubeApiServer(
       contentType: req.headers['content-type'],
       accept: req.headers.accept,
     });
+    return url;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = recordRequest(req);
     try {
       if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`) {
         throw new KubeApiError('Unauthorized', 'Unauthorized');
@@ -634,10 +649,61 @@ export async function startKubeApiServer(
     }
   }
 
+  /** `pods/exec`: a WebSocket upgrade, checked as any request is, then handed to exec.ts. */
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    upgraded.add(socket);
+    socket.once('close', () => upgraded.delete(socket));
+    const url = recordRequest(req);
+    try {
+      if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`)
+        throw new KubeApiError('Unauthorized', 'Unauthorized');
+      const r = route(url.pathname.replace(/\/+$/, ''));
+      if (r?.definition !== BuiltIn.pods || r.subresource !== 'exec' || r.name === undefined)
+        throw new KubeApiError('NotFound', 'the server could not find the requested resource', {});
+      authorise('create', r, undefined);
+      const pod = store.read(BuiltIn.pods, r.namespace, r.name);
+      const spec = (pod['spec'] ?? {}) as { containers?: Array<{ name: string }> };
+      const container = url.searchParams.get('container');
+      if (container !== null && !(spec.containers ?? []).some((c) => c.name === container))
+        throw new KubeApiError(
+          'BadRequest',
+          `container ${container} is not valid for pod ${r.name}`,
+        );
+      if (url.searchParams.getAll('command').length === 0)
+        throw new KubeApiError(
+          'BadRequest',
+          'you must specify at least one command for the container',
+        );
+      const handler = execHandlers.get(`${r.namespace}/${r.name}`);
+      if (handler === undefined)
+        throw new KubeApiError(
+          'InternalError',
+          `the fake cluster runs no command in pod ${r.namespace}/${r.name} (a test registers one with setPodExec)`,
+        );
+      // Checked last: kubectl tries SPDY after a refused WebSocket, and must hear the same refusal.
+      if (!wantsExecSocket(req))
+        throw new KubeApiError(
+          'BadRequest',
+          'the fake apiserver speaks only the WebSocket exec protocols (v5.channel.k8s.io, v4.channel.k8s.io), not SPDY',
+        );
+      serveExec(req, socket, head, url.searchParams, handler);
+    } catch (err) {
+      const error =
+        err instanceof KubeApiError
+          ? err
+          : new KubeApiError('InternalError', `fake apiserver failure: ${String(err)}`);
+      const body = JSON.stringify(error.toStatus());
+      socket.end(
+        `HTTP/1.1 ${error.code} ${STATUS_CODES[error.code]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+  }
+
   const listener = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
   const tls =
     (options.tls ?? options.token !== undefined) ? await selfSignedCertificate() : undefined;
   const server = tls === undefined ? createServer(listener) : createTlsServer(tls, listener);
+  server.on('upgrade', upgrade);
   const port = await freePort();
   server.listen(port, LOOPBACK);
   await once(server, 'listening');
@@ -662,9 +728,14 @@ export async function startKubeApiServer(
       if (source === undefined) logSources.delete(`${namespace}/${name}`);
       else logSources.set(`${namespace}/${name}`, source);
     },
+    setPodExec(namespace, name, handler) {
+      if (handler === undefined) execHandlers.delete(`${namespace}/${name}`);
+      else execHandlers.set(`${namespace}/${name}`, handler);
+    },
     stop() {
       stopping ??= (async () => {
         for (const res of watches) res.end();
+        for (const socket of upgraded) socket.destroy();
         const closed = once(server, 'close');
         server.close();
         server.closeAllConnections();

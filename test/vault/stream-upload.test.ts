@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Vault } from '../../functions/commons/vault/store.ts';
 import { uploadStream } from '../../functions/commons/vault/stream-upload.ts';
 import { type PostgresHandle, startPostgres } from '../../sandbox/postgres.ts';
-import { quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
+import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { listAll, locationOn, readObject, serverWithBuckets } from '../support/s3.ts';
 
@@ -26,15 +26,7 @@ beforeAll(async () => {
   ({ server: s3, client } = await serverWithBuckets('s3-stream-upload', ['vault']));
   vault = { client, location: locationOn(s3, 'vault') };
   postgres = await startPostgres({ name: 'postgres-stream-upload' });
-  await seedQuayDatabase(postgres, 'quay', [
-    {
-      namespace: 'team',
-      repository: 'web',
-      tag: 'v1',
-      manifestDigest: `sha256:${'a'.repeat(64)}`,
-      blobs: [{ digest: `sha256:${'b'.repeat(64)}`, size: 10 }],
-    },
-  ]);
+  await seedQuayDatabase(postgres, 'quay', [ONE_IMAGE]);
   // About 14 MB of dump: three parts.
   await postgres.sql(
     'quay',
