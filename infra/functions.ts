@@ -29,7 +29,7 @@ export interface FunctionsProps {
   readonly settings: RegvaultSettings;
   readonly vault: VaultBucket;
   readonly copyQueue: IQueue;
-  readonly alarmAction: IAlarmAction | undefined;
+  readonly alarmAction: IAlarmAction;
 }
 
 /** Every function of `FUNCTIONS`, made in the stack's own scope (`DiscoverFunction`, ...). */

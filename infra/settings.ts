@@ -86,11 +86,20 @@ export const regvaultSettingsSchema = z
     objectLockRetentionDays: z.coerce.number().int().min(1).max(36_500).optional(),
     /** Days a replaced or deleted vault object version is kept. */
     noncurrentVersionDays: z.coerce.number().int().min(1).max(3_650).default(30),
-    /** EventBridge Scheduler expression for backups, e.g. `cron(0 2 * * ? *)`; no schedule when absent. */
+    /**
+     * EventBridge Scheduler expression for backups, e.g. `cron(0 2 * * ? *)`,
+     * or `off`. Absent: daily at 02:00 when the stack knows what to back up
+     * (see `backupScheduleOf`).
+     */
     backupSchedule: z
       .string()
-      .regex(/^(cron|rate|at)\(.+\)$/, 'a Scheduler expression: cron(...), rate(...) or at(...)')
+      .regex(
+        /^((cron|rate|at)\(.+\)|off)$/,
+        'a Scheduler expression (cron(...), rate(...) or at(...)) or off',
+      )
       .optional(),
+    /** Hours without a complete snapshot after which the scheduled-backup alarm fires (1-168). */
+    backupAlarmHours: z.coerce.number().int().min(1).max(168).default(26),
     backupScheduleTimezone: z.string().min(1).default('UTC'),
     /** EventBridge Scheduler expression for retention (prune); no schedule when absent. */
     pruneSchedule: z
@@ -154,7 +163,9 @@ export const regvaultSettingsSchema = z
         'a CloudWatch Logs retention: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...',
       )
       .default(90),
-    /** SNS topic every alarm notifies. */
+    /** Email addresses subscribed to the alarm topic the stack creates (each confirms by mail). */
+    alarmEmails: listOf(z.email('an email address')).default([]),
+    /** An existing SNS topic every alarm notifies instead of the stack's own. */
     alarmTopicArn: z
       .string()
       .regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$/, 'an SNS topic ARN')
@@ -210,11 +221,19 @@ export const regvaultSettingsSchema = z
         message: `at least 2 x copyTimeoutHours (${2 * settings.copyTimeoutHours}): a restore polling every ${settings.copyPollSeconds} s for ${settings.copyTimeoutHours} h per copy would pass the 25,000 events of an execution's history; poll less often or allow fewer hours`,
       });
     }
-    if (settings.backupSchedule === undefined && Object.keys(settings.backupInput).length > 0) {
+    if (settings.backupSchedule === 'off' && Object.keys(settings.backupInput).length > 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['backupInput'],
-        message: 'backupInput is the input of scheduled backups: set backupSchedule too',
+        message: 'backupInput is the input of scheduled backups, and backupSchedule is off',
+      });
+    }
+    if (settings.alarmTopicArn !== undefined && settings.alarmEmails.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['alarmEmails'],
+        message:
+          'alarmEmails subscribe to the topic the stack creates, and alarmTopicArn replaces it: subscribe to your own topic, or drop alarmTopicArn',
       });
     }
   });

@@ -54,6 +54,8 @@ describe('deployment settings', () => {
       copyConcurrency: 64,
       logRetentionDays: 90,
       backupScheduleTimezone: 'UTC',
+      backupAlarmHours: 26,
+      alarmEmails: [],
     });
     expect(settings.vaultBucketName).toBeUndefined();
   });
@@ -102,7 +104,25 @@ describe('deployment settings', () => {
       },
       'objectLockMode',
     ],
-    ['a schedule input without a schedule', { backupInput: '{"concurrency":8}' }, 'backupInput'],
+    [
+      'a schedule input with the schedule off',
+      { backupSchedule: 'off', backupInput: '{"concurrency":8}' },
+      'backupInput',
+    ],
+    [
+      'alarm emails for a topic the stack does not create',
+      {
+        alarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:platform-alarms',
+        alarmEmails: 'oncall@example.com',
+      },
+      'alarmEmails',
+    ],
+    ['an alarm email that is no address', { alarmEmails: 'oncall' }, 'alarmEmails.0'],
+    [
+      'a backup schedule that is neither an expression nor off',
+      { backupSchedule: 'daily' },
+      'backupSchedule',
+    ],
     [
       'subnets without their zones',
       { vpcId: 'vpc-0a1b', subnetIds: 'subnet-01' },
