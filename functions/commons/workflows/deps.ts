@@ -4,6 +4,7 @@
  * their own clients, clock and logger.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { EksIdentity } from '../cluster/eks-token.ts';
 import type { Location } from '../copy/model.ts';
 import { InputError } from '../errors.ts';
 import { type StepLogger, silentLogger } from '../log.ts';
@@ -80,8 +81,16 @@ export interface DepsConfig {
     readonly credentials?: StorageKeys;
     readonly role?: S3Role;
   };
-  /** Kubeconfig for the registry's cluster; without it only plain-bucket backups run. */
-  readonly kube?: { readonly path?: string; readonly yaml?: string; readonly context?: string };
+  /**
+   * Kubeconfig for the registry's cluster; without it only plain-bucket
+   * backups run. `eks`: authenticate with short-lived EKS tokens.
+   */
+  readonly kube?: {
+    readonly path?: string;
+    readonly yaml?: string;
+    readonly context?: string;
+    readonly eks?: EksIdentity;
+  };
   /** How to give the cluster when a step needs it and `kube` is absent. */
   readonly kubeHint?: string;
   readonly profileSettings?: Partial<AcpSettings>;
