@@ -6,9 +6,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Duration, type Stack, Validations } from 'aws-cdk-lib';
+import { Annotations, Duration, type Stack, Validations } from 'aws-cdk-lib';
 import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
 import { SecurityGroup, Subnet, Vpc } from 'aws-cdk-lib/aws-ec2';
+import { CfnAccessEntry } from 'aws-cdk-lib/aws-eks';
 import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
@@ -39,6 +40,16 @@ export function makeFunctions(
 ): Record<FunctionName, HouseFunction> {
   const { settings, vault } = props;
   const network = functionNetwork(stack, settings);
+  if (
+    settings.kubeconfigSecretArn !== undefined &&
+    settings.patchKubeconfigSecretArn === undefined &&
+    settings.eksClusterName === undefined
+  )
+    Annotations.of(stack).addWarningV2(
+      'regvault:oneClusterIdentity',
+      "One cluster identity: every function that calls the cluster reads kubeconfigSecretArn, so it must allow switch's patch. " +
+        'Give the patch identity its own kubeconfig (patchKubeconfigSecretArn), or use EKS tokens (eksClusterName); see docs/deploy.md.',
+    );
   const environment: Record<string, string> = {
     VAULT_BUCKET: vault.bucket.bucketName,
     VAULT_PREFIX: settings.vaultPrefix,
@@ -67,10 +78,16 @@ export function makeFunctions(
             ? Duration.seconds(settings.copyWorkerTimeoutSeconds)
             : spec.timeout,
         memorySize: spec.memorySize,
-        environment: { ...environment, ...secrets },
+        environment: {
+          ...environment,
+          ...secrets,
+          ...(spec.cluster !== 'none' && settings.eksClusterName !== undefined
+            ? { EKS_CLUSTER_NAME: settings.eksClusterName }
+            : {}),
+        },
         logRetention: settings.logRetentionDays as RetentionDays,
         // The cluster API, the registry and the buckets beside them may be reachable only in the VPC.
-        network: spec.cluster || spec.registryApi ? network : undefined,
+        network: spec.cluster !== 'none' || spec.registryApi ? network : undefined,
         alarmAction: props.alarmAction,
       });
       vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
@@ -79,6 +96,8 @@ export function makeFunctions(
         vault.grantRunLeases(fn.role, spec.runLease, writes);
       }
       grantRoleBuckets(stack, fn.role, settings, spec);
+      if (spec.cluster !== 'none' && settings.eksClusterName !== undefined)
+        eksAccessEntry(stack, name, fn.role, settings.eksClusterName, spec.cluster);
       const secretArns = Object.values(secrets);
       if (secretArns.length > 0) {
         fn.role.addToPrincipalPolicy(
@@ -93,12 +112,23 @@ export function makeFunctions(
   ) as Record<FunctionName, HouseFunction>;
 }
 
+/**
+ * The kubeconfig of a function's cluster identity: switch and rollback use
+ * the patch identity's when one is given, every other cluster caller the
+ * read identity's.
+ */
+function kubeconfigOf(settings: RegvaultSettings, spec: FunctionSpec): string | undefined {
+  if (spec.cluster === 'none') return undefined;
+  return spec.cluster === 'patch'
+    ? (settings.patchKubeconfigSecretArn ?? settings.kubeconfigSecretArn)
+    : settings.kubeconfigSecretArn;
+}
+
 /** The secrets a function's row says it reads, by the environment variable that names each. */
 function secretsOf(settings: RegvaultSettings, spec: FunctionSpec): Record<string, string> {
+  const kubeconfig = kubeconfigOf(settings, spec);
   return {
-    ...(spec.cluster && settings.kubeconfigSecretArn !== undefined
-      ? { KUBECONFIG_SECRET_ARN: settings.kubeconfigSecretArn }
-      : {}),
+    ...(kubeconfig === undefined ? {} : { KUBECONFIG_SECRET_ARN: kubeconfig }),
     ...(spec.registryApi && settings.registryCredentialsSecretArn !== undefined
       ? { REGISTRY_CREDENTIALS_SECRET_ARN: settings.registryCredentialsSecretArn }
       : {}),
@@ -129,6 +159,29 @@ function grantRoleBuckets(
       reason: `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
     });
   }
+}
+
+/** The Kubernetes group of each cluster identity; docs/deploy.md binds them to their RBAC roles. */
+export const CLUSTER_GROUPS = { read: 'regvault-read', patch: 'regvault-patch' } as const;
+
+/**
+ * Lets a function's role into the EKS cluster as its identity's group: the
+ * cluster maps the role a token was signed with to that group (an access
+ * entry; the cluster's authentication mode must include the API).
+ */
+function eksAccessEntry(
+  stack: Stack,
+  name: FunctionName,
+  role: IRole,
+  clusterName: string,
+  access: 'read' | 'patch',
+): void {
+  new CfnAccessEntry(stack, `${functionId(name)}EksAccess`, {
+    clusterName,
+    principalArn: role.roleArn,
+    type: 'STANDARD',
+    kubernetesGroups: [CLUSTER_GROUPS[access]],
+  });
 }
 
 function functionNetwork(stack: Stack, settings: RegvaultSettings): FunctionNetwork | undefined {

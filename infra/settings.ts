@@ -114,7 +114,29 @@ export const regvaultSettingsSchema = z
     backupInput: jsonObject.default({}),
     /** Profile settings overriding the ACP defaults (names, namespace, labels). */
     profileSettings: jsonObject.default({}),
+    /**
+     * The kubeconfig of regvault's read identity in the cluster: the
+     * registry's resource, storage Secrets and rollout. Every function that
+     * calls the cluster reads it, except switch and rollback when
+     * `patchKubeconfigSecretArn` is set.
+     */
     kubeconfigSecretArn: secretArn.optional(),
+    /** The kubeconfig of the identity that may patch the registry's resource: switch and rollback only. */
+    patchKubeconfigSecretArn: secretArn.optional(),
+    /**
+     * An EKS cluster's name: the functions sign short-lived tokens with their
+     * own roles (the kubeconfig then gives only the server and its CA), and
+     * the stack maps each role to the `regvault-read` or `regvault-patch`
+     * group with an EKS access entry.
+     */
+    eksClusterName: z
+      .string()
+      .regex(/^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/, 'an EKS cluster name')
+      .optional(),
+    /** Principals (IAM role or user ARNs) besides the functions that may use the vault's new key through S3: who runs the CLI on the vault. */
+    vaultKeyUserArns: listOf(
+      z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:(role|user)\/.+$/, 'an IAM role or user ARN'),
+    ).default([]),
     registryUrl: z.url({ protocol: /^https?$/ }).optional(),
     registryCredentialsSecretArn: secretArn.optional(),
     /** The VPC and subnets of the functions that reach the cluster; imported by id, never looked up. */
@@ -194,6 +216,44 @@ export const regvaultSettingsSchema = z
         path: ['objectLockMode'],
         message:
           'Object Lock is set on a bucket the stack creates; configure it on the existing bucket yourself',
+      });
+    }
+    if (
+      settings.patchKubeconfigSecretArn !== undefined &&
+      settings.kubeconfigSecretArn === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['patchKubeconfigSecretArn'],
+        message:
+          'the patch identity is the second of two: set kubeconfigSecretArn (the read identity) too',
+      });
+    }
+    if (settings.patchKubeconfigSecretArn !== undefined && settings.eksClusterName !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['patchKubeconfigSecretArn'],
+        message:
+          "with eksClusterName the functions' roles are the cluster identities (read or patch by access entry): drop patchKubeconfigSecretArn",
+      });
+    }
+    if (settings.eksClusterName !== undefined && settings.kubeconfigSecretArn === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kubeconfigSecretArn'],
+        message:
+          'eksClusterName needs kubeconfigSecretArn: a kubeconfig with the cluster server and CA (its user is not used)',
+      });
+    }
+    if (
+      settings.vaultKeyUserArns.length > 0 &&
+      (settings.kmsKeyArn !== undefined || settings.vaultBucketName !== undefined)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['vaultKeyUserArns'],
+        message:
+          "vaultKeyUserArns go into the policy of the key the stack creates; grant them in your own key's policy instead",
       });
     }
     const subnets = settings.subnetIds?.length ?? 0;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { Match } from 'aws-cdk-lib/assertions';
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
-import { type Built, buildStack, FULL_CONTEXT, resourcesOf } from './support.ts';
+import { type Built, buildStack, FULL_CONTEXT, logicalIdOf, resourcesOf } from './support.ts';
 
 const ALARM_EMAILS = 'oncall@example.com,backup-owner@example.com';
 const { alarmTopicArn: _topic, ...withoutTopic } = FULL_CONTEXT;
@@ -15,12 +15,6 @@ const { alarmTopicArn: _topic, ...withoutTopic } = FULL_CONTEXT;
 const owned = buildStack({ ...withoutTopic, alarmEmails: ALARM_EMAILS });
 // The deployer's topic instead.
 const given = buildStack(FULL_CONTEXT);
-
-function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown } }): string {
-  const child = construct.node.defaultChild;
-  if (child === undefined) throw new Error('construct has no CloudFormation resource');
-  return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
-}
 
 /** The alarm whose logical id starts with `id`. */
 function alarm(built: Built, id: string): Record<string, unknown> {

@@ -130,6 +130,38 @@ describe('deployment settings', () => {
     ],
     ['an unknown setting', { vaultBuckett: 'typo' }, '(settings)'],
     [
+      'a patch identity without the read identity',
+      {
+        patchKubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/patch-Qq1Ww2',
+      },
+      'patchKubeconfigSecretArn',
+    ],
+    [
+      'a patch kubeconfig on EKS, where the roles are the identities',
+      {
+        kubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/read-Aa1Bb2',
+        patchKubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/patch-Qq1Ww2',
+        eksClusterName: 'registry-prod',
+      },
+      'patchKubeconfigSecretArn',
+    ],
+    [
+      'an EKS cluster without its kubeconfig',
+      { eksClusterName: 'registry-prod' },
+      'kubeconfigSecretArn',
+    ],
+    [
+      'key users for a key the stack does not create',
+      {
+        kmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+        vaultKeyUserArns: 'arn:aws:iam::123456789012:role/ops',
+      },
+      'vaultKeyUserArns',
+    ],
+    [
       'a poll so frequent that a restore waiting its hours would pass 25,000 history events',
       { copyPollSeconds: '10', copyTimeoutHours: '12' },
       'copyPollSeconds',

@@ -12,7 +12,19 @@ import {
   WORKFLOWS,
 } from '../../functions/commons/workflows/steps.ts';
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
-import { type Built, buildStack, FULL_CONTEXT, resourcesOf } from './support.ts';
+import {
+  actionsOf,
+  actionsOn,
+  type Built,
+  buildStack,
+  FULL_CONTEXT,
+  type FunctionName,
+  functionStatements,
+  logicalIdOf,
+  resourceList,
+  resourcesOf,
+  statementsOf,
+} from './support.ts';
 
 // Synthesising costs seconds; each configuration is built once per file.
 const defaults = buildStack();
@@ -23,54 +35,6 @@ const existing = buildStack({
   kmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
   roleBucketNames: 'acme-plain-source',
 });
-
-type Statement = {
-  Effect: string;
-  Action: string | string[];
-  Resource: unknown;
-  Condition?: unknown;
-};
-
-function statementsOf(built: Built): Array<Statement & { policy: string }> {
-  return Object.entries(resourcesOf(built.template, 'AWS::IAM::Policy')).flatMap(
-    ([policy, resource]) => {
-      const document = resource.Properties['PolicyDocument'] as { Statement: Statement[] };
-      return document.Statement.map((statement) => ({ ...statement, policy }));
-    },
-  );
-}
-
-const actionsOf = (statement: Statement) =>
-  Array.isArray(statement.Action) ? statement.Action : [statement.Action];
-const resourceList = (statement: Statement) =>
-  Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
-
-function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown } }): string {
-  const child = construct.node.defaultChild;
-  if (child === undefined) throw new Error('construct has no CloudFormation resource');
-  return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
-}
-
-type FunctionName = keyof Built['stack']['functions'];
-
-/** The statements of every policy attached to one function's role. */
-function functionStatements(built: Built, name: FunctionName): Statement[] {
-  const roleRef = JSON.stringify({ Ref: logicalIdOf(built, built.stack.functions[name].role) });
-  const policies = resourcesOf(built.template, 'AWS::IAM::Policy');
-  return statementsOf(built).filter((statement) =>
-    ((policies[statement.policy]?.Properties['Roles'] ?? []) as unknown[]).some(
-      (role) => JSON.stringify(role) === roleRef,
-    ),
-  );
-}
-
-/** The sorted actions of a function's statements whose resource text contains `resource`. */
-function actionsOn(built: Built, name: FunctionName, resource: string): string[] {
-  return functionStatements(built, name)
-    .filter((statement) => JSON.stringify(statement.Resource).includes(resource))
-    .flatMap(actionsOf)
-    .sort();
-}
 
 /** What each handler's step does, traced through functions/commons/workflows/. */
 const ACCESS = {
