@@ -50,6 +50,19 @@ export const ROLE_BUCKET_ACTIONS = {
 } as const satisfies Record<string, readonly string[]>;
 type RoleBucketAccess = keyof typeof ROLE_BUCKET_ACTIONS;
 
+/**
+ * Object actions on the deployer's `registryBucketNames` (registry buckets on
+ * AWS S3 read with the role); every level but `none` also lists the buckets.
+ */
+export const REGISTRY_BUCKET_ACTIONS = {
+  none: [],
+  // Discovery and planning list the registry's bucket.
+  list: [],
+  // The copy worker's CopyObject reads the source object and its tags.
+  read: ['s3:GetObject', 's3:GetObjectTagging'],
+} as const satisfies Record<string, readonly string[]>;
+type RegistryBucketAccess = keyof typeof REGISTRY_BUCKET_ACTIONS;
+
 /** Which of regvault's two cluster identities a function uses, if any. */
 export type ClusterAccess = 'none' | 'read' | 'patch';
 
@@ -70,6 +83,8 @@ export interface FunctionSpec {
   readonly registryApi: boolean;
   readonly vault: VaultAccess;
   readonly roleBuckets: RoleBucketAccess;
+  /** `registryBucketNames`: backup sources read with the role. Absent: none. */
+  readonly registryBuckets?: RegistryBucketAccess;
   /**
    * Backup run leases (`locks/*`): `renew` writes one, `release` also deletes
    * one (the steps that end a run). Absent: what `vault` allows.
@@ -129,6 +144,7 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: 'write',
     roleBuckets: 'list',
+    registryBuckets: 'list',
   },
   // Lists the source (keys from the registry Secret) and writes the run's job.
   plan: {
@@ -139,6 +155,7 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: 'write',
     roleBuckets: 'list',
+    registryBuckets: 'list',
   },
   // Reads the run's job and lists its results (a re-run sends only what has
   // not ended), then sends one copy message per shard, ten to a request.
@@ -246,6 +263,7 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: 'copy',
     roleBuckets: 'copy',
+    registryBuckets: 'read',
   },
   // Ends the shard a dead letter names: reads the run's job and the shard's
   // result, writes its record file and result as aborted (and a link shard's

@@ -18,6 +18,7 @@ import {
   FUNCTIONS,
   type FunctionSpec,
   functionId,
+  REGISTRY_BUCKET_ACTIONS,
   ROLE_BUCKET_ACTIONS,
   VAULT_ACTIONS,
 } from './function-specs.ts';
@@ -62,6 +63,13 @@ export function makeFunctions(
     COPY_QUEUE_URL: props.copyQueue.queueUrl,
     COPY_CONCURRENCY: String(settings.copyConcurrency),
     REGVAULT_VERSION: packageVersion(),
+    // Buckets the role reaches: a registry or restore target in one is copied server-side.
+    ...(settings.registryBucketNames.length === 0
+      ? {}
+      : { REGISTRY_BUCKETS: settings.registryBucketNames.join(',') }),
+    ...(settings.roleBucketNames.length === 0
+      ? {}
+      : { ROLE_BUCKETS: settings.roleBucketNames.join(',') }),
     ...(settings.registryUrl === undefined ? {} : { REGISTRY_URL: settings.registryUrl }),
   };
   return Object.fromEntries(
@@ -96,6 +104,7 @@ export function makeFunctions(
         vault.grantRunLeases(fn.role, spec.runLease, writes);
       }
       grantRoleBuckets(stack, fn.role, settings, spec);
+      grantRegistryBuckets(stack, fn.role, settings, spec);
       if (spec.cluster !== 'none' && settings.eksClusterName !== undefined)
         eksAccessEntry(stack, name, fn.role, settings.eksClusterName, spec.cluster);
       const secretArns = Object.values(secrets);
@@ -142,9 +151,46 @@ function grantRoleBuckets(
   settings: RegvaultSettings,
   spec: FunctionSpec,
 ): void {
-  if (spec.roleBuckets === 'none' || settings.roleBucketNames.length === 0) return;
-  const actions: readonly string[] = ROLE_BUCKET_ACTIONS[spec.roleBuckets];
-  const arns = settings.roleBucketNames.map((name) =>
+  if (spec.roleBuckets === 'none') return;
+  grantBuckets(
+    stack,
+    role,
+    settings.roleBucketNames,
+    ROLE_BUCKET_ACTIONS[spec.roleBuckets],
+    (name) =>
+      `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
+  );
+}
+
+/** The deployer's `registryBucketNames`, listed and read as far as the row's level allows. */
+function grantRegistryBuckets(
+  stack: Stack,
+  role: IRole,
+  settings: RegvaultSettings,
+  spec: FunctionSpec,
+): void {
+  const level = spec.registryBuckets ?? 'none';
+  if (level === 'none') return;
+  grantBuckets(
+    stack,
+    role,
+    settings.registryBucketNames,
+    REGISTRY_BUCKET_ACTIONS[level],
+    (name) =>
+      `The deployer named ${name} (registryBucketNames) as a registry bucket the role backs up whole, read-only.`,
+  );
+}
+
+/** Lists these buckets, and runs these object actions on every key in them (none: listing only). */
+function grantBuckets(
+  stack: Stack,
+  role: IRole,
+  names: readonly string[],
+  actions: readonly string[],
+  reason: (name: string) => string,
+): void {
+  if (names.length === 0) return;
+  const arns = names.map((name) =>
     stack.formatArn({ service: 's3', region: '', account: '', resource: name }),
   );
   role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: arns }));
@@ -153,12 +199,49 @@ function grantRoleBuckets(
     new PolicyStatement({ actions: [...actions], resources: arns.map((arn) => `${arn}/*`) }),
   );
   // cdk-nag names each wildcard resource in its own finding; these are the object grants above.
-  for (const name of settings.roleBucketNames) {
+  for (const name of names) {
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${name}/*]`,
-      reason: `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
+      reason: reason(name),
     });
   }
+}
+
+/**
+ * What the owner of a registry bucket in another account adds to its bucket
+ * policy so the roles that read it may (an identity policy alone cannot
+ * reach across accounts): the stack outputs it as JSON.
+ */
+export function registryBucketPolicy(
+  stack: Stack,
+  settings: RegvaultSettings,
+  functions: Readonly<Record<FunctionName, HouseFunction>>,
+): string | undefined {
+  if (settings.registryBucketNames.length === 0) return undefined;
+  const readers = (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).filter(
+    ([, spec]) => (spec.registryBuckets ?? 'none') !== 'none',
+  );
+  const principal = { AWS: readers.map(([name]) => functions[name].role.roleArn) };
+  const buckets = settings.registryBucketNames.map((name) => `arn:aws:s3:::${name}`);
+  return stack.toJsonString({
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Sid: 'RegvaultLists',
+        Effect: 'Allow',
+        Principal: principal,
+        Action: 's3:ListBucket',
+        Resource: buckets,
+      },
+      {
+        Sid: 'RegvaultReads',
+        Effect: 'Allow',
+        Principal: principal,
+        Action: [...REGISTRY_BUCKET_ACTIONS.read],
+        Resource: buckets.map((arn) => `${arn}/*`),
+      },
+    ],
+  });
 }
 
 /** The Kubernetes group of each cluster identity; docs/deploy.md binds them to their RBAC roles. */

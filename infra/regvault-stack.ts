@@ -22,7 +22,7 @@ import type { Construct } from 'constructs';
 // Types only: the stack reaches the functions' code through their entry files alone.
 import type { FunctionName, WorkflowName } from '../functions/commons/workflows/steps.ts';
 import { CopyWorkers } from './copy-workers.ts';
-import { makeFunctions } from './functions.ts';
+import { makeFunctions, registryBucketPolicy } from './functions.ts';
 import type { HouseFunction } from './house-function.ts';
 import {
   alarmTopic,
@@ -105,5 +105,12 @@ export class RegvaultStack extends Stack {
     });
     new CfnOutput(this, 'CopyQueueUrl', { value: copy.queue.queueUrl });
     new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
+    const policy = registryBucketPolicy(this, settings, functions);
+    if (policy !== undefined)
+      new CfnOutput(this, 'RegistryBucketPolicy', {
+        description:
+          'The bucket policy a registry bucket in another account needs so the regvault roles may read it',
+        value: policy,
+      });
   }
 }

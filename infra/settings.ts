@@ -197,6 +197,13 @@ export const regvaultSettingsSchema = z
      * `source` or a restore `target` given without a cluster Secret.
      */
     roleBucketNames: listOf(bucketName).default([]),
+    /**
+     * AWS S3 buckets of registries the functions' own role may read: a
+     * registry the cluster stores in one is read with the role, as the vault
+     * is written, so its objects are copied server-side (CopyObject) instead
+     * of streamed with the storage Secret's keys.
+     */
+    registryBucketNames: listOf(bucketName).default([]),
   })
   .strict()
   .superRefine((settings, ctx) => {

@@ -21,14 +21,23 @@ import {
   resourceList,
 } from './support.ts';
 
-// Every kind of grant at once: the stack's vault and key, both cluster identities, a role bucket.
+// Every kind of grant at once: the stack's vault and key, both cluster identities, a role and a registry bucket.
 const built = buildStack({
   ...FULL_CONTEXT,
   patchKubeconfigSecretArn: PATCH_KUBECONFIG,
   roleBucketNames: 'acme-plain-source',
+  registryBucketNames: 'acme-registry',
 });
 
-const COLUMNS = ['vault objects', 'run leases', 'vault key', 'role buckets', 'secrets', 'queues'];
+const COLUMNS = [
+  'vault objects',
+  'run leases',
+  'vault key',
+  'role buckets',
+  'registry buckets',
+  'secrets',
+  'queues',
+];
 type Column = (typeof COLUMNS)[number];
 
 /** What a queue grant lets a role do, by the actions CDK's grants give. */
@@ -87,6 +96,7 @@ function grantsOf(name: FunctionName): Record<Column, string> {
       add('vault objects', bare);
     else if (resource === key) add('vault key', bare);
     else if (resource.includes('acme-plain-source/*')) add('role buckets', bare);
+    else if (resource.includes('acme-registry/*')) add('registry buckets', bare);
     else if (actions.includes('secretsmanager:GetSecretValue')) {
       for (const [what, arn] of Object.entries(secrets))
         if (resource.includes(arn)) add('secrets', [what]);

@@ -203,10 +203,48 @@ describe('EKS tokens', () => {
   );
 });
 
+describe('registry buckets read with the role', () => {
+  const built = buildStack({ ...FULL_CONTEXT, registryBucketNames: 'acme-registry' });
+  const readers = { discover: 'list', plan: 'list', 'copy-worker': 'read' } as const;
+
+  it.each(ROWS)('let %s list and read the registry bucket only as its step does', (name) => {
+    // Act
+    const objects = actionsOn(built, name, 'acme-registry/*');
+    const listing = actionsOn(built, name, ':s3:::acme-registry"').filter(
+      (action) => action === 's3:ListBucket',
+    );
+    const level = name in readers ? readers[name as keyof typeof readers] : 'none';
+
+    // Assess
+    expect(objects).toEqual(level === 'read' ? ['s3:GetObject', 's3:GetObjectTagging'] : []);
+    expect(listing).toEqual(level === 'none' ? [] : ['s3:ListBucket']);
+    expect(environmentOf(built, name)['REGISTRY_BUCKETS']).toBe('acme-registry');
+  });
+
+  it('outputs the bucket policy a registry bucket in another account needs, naming the reading roles', () => {
+    // Prepare
+    const roleArns = Object.keys(readers).map((name) =>
+      JSON.stringify({
+        'Fn::GetAtt': [logicalIdOf(built, built.stack.functions[name as FunctionName].role), 'Arn'],
+      }),
+    );
+
+    // Act
+    const output = JSON.stringify(built.template.findOutputs('RegistryBucketPolicy'));
+
+    // Assess
+    expect(output).toContain('s3:ListBucket');
+    expect(output).toContain('arn:aws:s3:::acme-registry/*');
+    // The ARNs are tokens in the output's Fn::Join, as the template holds them.
+    for (const arn of roleArns) expect(output).toContain(arn);
+  });
+});
+
 describe('cdk-nag AwsSolutions', () => {
   it.each([
     ['two identities and key users', twoIdentities],
     ['EKS', eks],
+    ['registry buckets', buildStack({ ...FULL_CONTEXT, registryBucketNames: 'acme-registry' })],
   ])('finds nothing unacknowledged (%s)', (_name, built) => {
     // Act
     const report = new AwsSolutionsChecks(undefined, {}).validateScope(built.stack);

@@ -53,6 +53,10 @@ export const runtimeConfigSchema = z.object({
   /** Secrets Manager ARN of `{"username": ..., "password": ...}` for the registry API. */
   REGISTRY_CREDENTIALS_SECRET_ARN: z.string().optional(),
   COPY_QUEUE_URL: z.string().optional(),
+  /** Comma-separated registry buckets the role may read (registryBucketNames): read with it, copied server-side. */
+  REGISTRY_BUCKETS: z.string().default(''),
+  /** Comma-separated buckets the role may read and write (roleBucketNames). */
+  ROLE_BUCKETS: z.string().default(''),
   COPY_CONCURRENCY: wholeNumberText.pipe(z.number().positive()).default(64),
   /** The version written into snapshot manifests. */
   REGVAULT_VERSION: z.string().min(1).default('0.1.0'),
@@ -134,6 +138,7 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
           },
         }),
     kubeHint: 'set kubeconfigSecretArn on the stack',
+    vaultReaches: { read: namesIn(config.REGISTRY_BUCKETS), write: namesIn(config.ROLE_BUCKETS) },
     profileSettings: profileSettingsOf(config.PROFILE_SETTINGS),
     ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),
     ...(registryCredentials === undefined
@@ -149,6 +154,9 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
     lease: { ttlMs: AWS_LEASE_TTL_MS, holder: { via: 'aws' } },
   });
 }
+
+/** A comma-separated list as the stack writes it. */
+const namesIn = (text: string): string[] => text.split(',').filter((name) => name !== '');
 
 /** PROFILE_SETTINGS as the stack writes it: JSON of ACP profile settings. */
 function profileSettingsOf(text: string): AcpSettings {
