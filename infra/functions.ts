@@ -99,6 +99,7 @@ export function makeFunctions(
         alarmAction: props.alarmAction,
       });
       vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
+      if (spec.vault === 'prune') vault.grantObjectLockRead(fn.role);
       if (spec.runLease !== undefined) {
         const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
         vault.grantRunLeases(fn.role, spec.runLease, writes);

@@ -116,6 +116,20 @@ export class VaultBucket {
     });
   }
 
+  /**
+   * Lets a role read the bucket's Object Lock configuration: prune says what
+   * its deletes leave behind on a locked vault. Reading only: no role may
+   * change a retention or bypass one.
+   */
+  grantObjectLockRead(role: IRole): void {
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:GetBucketObjectLockConfiguration'],
+        resources: [this.bucket.bucketArn],
+      }),
+    );
+  }
+
   /** The bucket's ARN the way cdk-nag prints it in findings. */
   /**
    * Lets a role write (`renew`) or also delete (`release`) the run leases,

@@ -30,6 +30,7 @@ const built = buildStack({
 });
 
 const COLUMNS = [
+  'vault bucket',
   'vault objects',
   'run leases',
   'vault key',
@@ -91,7 +92,9 @@ function grantsOf(name: FunctionName): Record<Column, string> {
     if (resource.includes(logGroup)) continue;
     // Listing goes with every vault and role-bucket access (the prefix only); stack.test.ts checks it.
     if (actions.length === 1 && actions[0] === 's3:ListBucket') continue;
-    if (resource.includes(vault) && resource.includes('/regvault/locks/*')) add('run leases', bare);
+    if (resource === vault) add('vault bucket', bare);
+    else if (resource.includes(vault) && resource.includes('/regvault/locks/*'))
+      add('run leases', bare);
     else if (resource.includes(vault) && resource.includes('/regvault/*'))
       add('vault objects', bare);
     else if (resource === key) add('vault key', bare);

@@ -8,6 +8,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { FUNCTIONS } from '../../infra/function-specs.ts';
 import { KEY_ADMIN_ACTIONS } from '../../infra/keys.ts';
 import {
+  actionsOf,
   actionsOn,
   type Built,
   buildStack,
@@ -16,6 +17,7 @@ import {
   logicalIdOf,
   PATCH_KUBECONFIG,
   resourcesOf,
+  statementsOf,
 } from './support.ts';
 
 const OPERATOR = 'arn:aws:iam::123456789012:role/registry-operators';
@@ -237,6 +239,35 @@ describe('registry buckets read with the role', () => {
     expect(output).toContain('arn:aws:s3:::acme-registry/*');
     // The ARNs are tokens in the output's Fn::Join, as the template holds them.
     for (const arn of roleArns) expect(output).toContain(arn);
+  });
+});
+
+describe('an Object Lock vault', () => {
+  it('lets no role change or bypass a retention, or delete a version', () => {
+    // Prepare
+    const built = buildStack({ ...FULL_CONTEXT, pruneSchedule: 'rate(1 day)' });
+
+    // Act
+    const actions = statementsOf(built).flatMap(actionsOf);
+
+    // Assess
+    expect(
+      actions.filter((action) =>
+        /^s3:(BypassGovernanceRetention|PutObjectRetention|PutObjectLegalHold|PutBucketObjectLockConfiguration|DeleteObjectVersion)$/.test(
+          action,
+        ),
+      ),
+    ).toEqual([]);
+  });
+
+  it('lets prune alone read the lock it reports', () => {
+    // Act
+    const readers = ROWS.filter(([name]) =>
+      actionsOn(twoIdentities, name, '').includes('s3:GetBucketObjectLockConfiguration'),
+    ).map(([name]) => name);
+
+    // Assess
+    expect(readers).toEqual(['prune']);
   });
 });
 
