@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { lambda, metrics, wholeNumberText } from './commons/aws/runtime.ts';
 import { InputError, issueLines } from './commons/errors.ts';
 import { prune } from './commons/vault/prune.ts';
+import { describeObjectLock } from './commons/vault/prune-report.ts';
 import { parseRetentionPolicy, type RetentionPolicy } from './commons/vault/retention.ts';
 
 const MISCONFIGURED =
@@ -67,5 +68,6 @@ export const handler = lambda(pruneEventSchema, async (event, deps) => {
     keptForGrace: report.keptForGrace,
     sweepSkipped: report.sweepSkipped ?? null,
     failedDeletes: report.failedDeletes.length,
+    objectLock: describeObjectLock(report) ?? null,
   };
 });

@@ -50,6 +50,22 @@ export const ROLE_BUCKET_ACTIONS = {
 } as const satisfies Record<string, readonly string[]>;
 type RoleBucketAccess = keyof typeof ROLE_BUCKET_ACTIONS;
 
+/**
+ * Object actions on the deployer's `registryBucketNames` (registry buckets on
+ * AWS S3 read with the role); every level but `none` also lists the buckets.
+ */
+export const REGISTRY_BUCKET_ACTIONS = {
+  none: [],
+  // Discovery and planning list the registry's bucket.
+  list: [],
+  // The copy worker's CopyObject reads the source object and its tags.
+  read: ['s3:GetObject', 's3:GetObjectTagging'],
+} as const satisfies Record<string, readonly string[]>;
+type RegistryBucketAccess = keyof typeof REGISTRY_BUCKET_ACTIONS;
+
+/** Which of regvault's two cluster identities a function uses, if any. */
+export type ClusterAccess = 'none' | 'read' | 'patch';
+
 /** One function's row: its size, and what it may reach. */
 export interface FunctionSpec {
   readonly description: string;
@@ -57,14 +73,18 @@ export interface FunctionSpec {
   readonly memorySize: number;
   /**
    * Calls the cluster API: the registry profile, or bucket keys read from the
-   * registry's storage Secret (any location with `registry-secret:` access).
-   * Only these get the kubeconfig secret.
+   * registry's storage Secret (any location with `registry-secret:` access),
+   * as the read identity; `patch`: also switches the registry's storage, as
+   * the patch identity (switch and rollback only). Only these get a
+   * kubeconfig secret, each its identity's.
    */
-  readonly cluster: boolean;
+  readonly cluster: ClusterAccess;
   /** Calls the registry API (verification): only these get the registry login. */
   readonly registryApi: boolean;
   readonly vault: VaultAccess;
   readonly roleBuckets: RoleBucketAccess;
+  /** `registryBucketNames`: backup sources read with the role. Absent: none. */
+  readonly registryBuckets?: RegistryBucketAccess;
   /**
    * Backup run leases (`locks/*`): `renew` writes one, `release` also deletes
    * one (the steps that end a run). Absent: what `vault` allows.
@@ -77,7 +97,7 @@ const FINALIZE = {
   description: 'Backup: inventory, catalog, checks, and the manifest written last',
   timeout: Duration.minutes(15),
   memorySize: 3008,
-  cluster: false,
+  cluster: 'none',
   registryApi: false,
   vault: 'write',
   roleBuckets: 'none',
@@ -89,7 +109,7 @@ const FINALIZE = {
 const RUN_FILE_WRITER = {
   timeout: Duration.minutes(1),
   memorySize: 512,
-  cluster: false,
+  cluster: 'none',
   registryApi: false,
   vault: 'write',
   roleBuckets: 'none',
@@ -98,7 +118,7 @@ const RUN_FILE_WRITER = {
 /** The fan-out steps: the vault's run files only (the job, the results listed), no cluster. */
 const FAN_OUT = {
   memorySize: 1024,
-  cluster: false,
+  cluster: 'none',
   registryApi: false,
   vault: 'read',
   roleBuckets: 'none',
@@ -120,20 +140,22 @@ export const FUNCTIONS = {
       'Backup: validate the input, read the registry storage from the cluster, capture its config',
     timeout: Duration.minutes(5),
     memorySize: 1024,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'write',
     roleBuckets: 'list',
+    registryBuckets: 'list',
   },
   // Lists the source (keys from the registry Secret) and writes the run's job.
   plan: {
     description: 'Backup: split the source bucket into shards and write the run job',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'write',
     roleBuckets: 'list',
+    registryBuckets: 'list',
   },
   // Reads the run's job and lists its results (a re-run sends only what has
   // not ended), then sends one copy message per shard, ten to a request.
@@ -162,7 +184,7 @@ export const FUNCTIONS = {
     description: 'Restore: validate the input and resolve a complete snapshot',
     timeout: Duration.minutes(5),
     memorySize: 1024,
-    cluster: false,
+    cluster: 'none',
     registryApi: false,
     vault: 'read',
     roleBuckets: 'none',
@@ -175,7 +197,7 @@ export const FUNCTIONS = {
     description: 'Restore: check the cluster, the target and the snapshot, then write the run job',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'write',
     roleBuckets: 'probe',
@@ -186,7 +208,7 @@ export const FUNCTIONS = {
     description: 'Restore: prove the target (objects, references, blob digests) before the switch',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'read',
     roleBuckets: 'read',
@@ -196,7 +218,7 @@ export const FUNCTIONS = {
     description: 'Restore: point the registry storage at the restored bucket',
     timeout: Duration.minutes(2),
     memorySize: 1024,
-    cluster: true,
+    cluster: 'patch',
     registryApi: false,
     vault: 'write',
     roleBuckets: 'none',
@@ -206,7 +228,7 @@ export const FUNCTIONS = {
     description: 'Restore: how far the registry rollout is',
     timeout: Duration.minutes(1),
     memorySize: 1024,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'none',
     roleBuckets: 'none',
@@ -216,7 +238,7 @@ export const FUNCTIONS = {
     description: 'Restore: the registry serves what the snapshot catalog lists',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    cluster: false,
+    cluster: 'none',
     registryApi: true,
     vault: 'read',
     roleBuckets: 'none',
@@ -226,7 +248,7 @@ export const FUNCTIONS = {
     description: 'Restore: roll the registry back when asked, wait for it, and say what failed',
     timeout: Duration.minutes(15),
     memorySize: 1024,
-    cluster: true,
+    cluster: 'patch',
     registryApi: false,
     vault: 'read',
     roleBuckets: 'none',
@@ -237,10 +259,11 @@ export const FUNCTIONS = {
     description: 'Copy worker: copy part of a shard, hand the rest on, write its result at the end',
     timeout: Duration.minutes(15),
     memorySize: 2048,
-    cluster: true,
+    cluster: 'read',
     registryApi: false,
     vault: 'copy',
     roleBuckets: 'copy',
+    registryBuckets: 'read',
   },
   // Ends the shard a dead letter names: reads the run's job and the shard's
   // result, writes its record file and result as aborted (and a link shard's
@@ -262,7 +285,7 @@ export const FUNCTIONS = {
     description: 'Retention: delete expired snapshots, then sweep vault objects no snapshot uses',
     timeout: Duration.minutes(15),
     memorySize: 3008,
-    cluster: false,
+    cluster: 'none',
     registryApi: false,
     vault: 'prune',
     roleBuckets: 'none',

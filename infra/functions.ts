@@ -6,9 +6,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Duration, type Stack, Validations } from 'aws-cdk-lib';
+import { Annotations, Duration, type Stack, Validations } from 'aws-cdk-lib';
 import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
 import { SecurityGroup, Subnet, Vpc } from 'aws-cdk-lib/aws-ec2';
+import { CfnAccessEntry } from 'aws-cdk-lib/aws-eks';
 import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
@@ -17,6 +18,7 @@ import {
   FUNCTIONS,
   type FunctionSpec,
   functionId,
+  REGISTRY_BUCKET_ACTIONS,
   ROLE_BUCKET_ACTIONS,
   VAULT_ACTIONS,
 } from './function-specs.ts';
@@ -29,7 +31,7 @@ export interface FunctionsProps {
   readonly settings: RegvaultSettings;
   readonly vault: VaultBucket;
   readonly copyQueue: IQueue;
-  readonly alarmAction: IAlarmAction | undefined;
+  readonly alarmAction: IAlarmAction;
 }
 
 /** Every function of `FUNCTIONS`, made in the stack's own scope (`DiscoverFunction`, ...). */
@@ -39,6 +41,16 @@ export function makeFunctions(
 ): Record<FunctionName, HouseFunction> {
   const { settings, vault } = props;
   const network = functionNetwork(stack, settings);
+  if (
+    settings.kubeconfigSecretArn !== undefined &&
+    settings.patchKubeconfigSecretArn === undefined &&
+    settings.eksClusterName === undefined
+  )
+    Annotations.of(stack).addWarningV2(
+      'regvault:oneClusterIdentity',
+      "One cluster identity: every function that calls the cluster reads kubeconfigSecretArn, so it must allow switch's patch. " +
+        'Give the patch identity its own kubeconfig (patchKubeconfigSecretArn), or use EKS tokens (eksClusterName); see docs/deploy.md.',
+    );
   const environment: Record<string, string> = {
     VAULT_BUCKET: vault.bucket.bucketName,
     VAULT_PREFIX: settings.vaultPrefix,
@@ -51,6 +63,13 @@ export function makeFunctions(
     COPY_QUEUE_URL: props.copyQueue.queueUrl,
     COPY_CONCURRENCY: String(settings.copyConcurrency),
     REGVAULT_VERSION: packageVersion(),
+    // Buckets the role reaches: a registry or restore target in one is copied server-side.
+    ...(settings.registryBucketNames.length === 0
+      ? {}
+      : { REGISTRY_BUCKETS: settings.registryBucketNames.join(',') }),
+    ...(settings.roleBucketNames.length === 0
+      ? {}
+      : { ROLE_BUCKETS: settings.roleBucketNames.join(',') }),
     ...(settings.registryUrl === undefined ? {} : { REGISTRY_URL: settings.registryUrl }),
   };
   return Object.fromEntries(
@@ -67,18 +86,28 @@ export function makeFunctions(
             ? Duration.seconds(settings.copyWorkerTimeoutSeconds)
             : spec.timeout,
         memorySize: spec.memorySize,
-        environment: { ...environment, ...secrets },
+        environment: {
+          ...environment,
+          ...secrets,
+          ...(spec.cluster !== 'none' && settings.eksClusterName !== undefined
+            ? { EKS_CLUSTER_NAME: settings.eksClusterName }
+            : {}),
+        },
         logRetention: settings.logRetentionDays as RetentionDays,
         // The cluster API, the registry and the buckets beside them may be reachable only in the VPC.
-        network: spec.cluster || spec.registryApi ? network : undefined,
+        network: spec.cluster !== 'none' || spec.registryApi ? network : undefined,
         alarmAction: props.alarmAction,
       });
       vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
+      if (spec.vault === 'prune') vault.grantObjectLockRead(fn.role);
       if (spec.runLease !== undefined) {
         const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
         vault.grantRunLeases(fn.role, spec.runLease, writes);
       }
       grantRoleBuckets(stack, fn.role, settings, spec);
+      grantRegistryBuckets(stack, fn.role, settings, spec);
+      if (spec.cluster !== 'none' && settings.eksClusterName !== undefined)
+        eksAccessEntry(stack, name, fn.role, settings.eksClusterName, spec.cluster);
       const secretArns = Object.values(secrets);
       if (secretArns.length > 0) {
         fn.role.addToPrincipalPolicy(
@@ -93,12 +122,23 @@ export function makeFunctions(
   ) as Record<FunctionName, HouseFunction>;
 }
 
+/**
+ * The kubeconfig of a function's cluster identity: switch and rollback use
+ * the patch identity's when one is given, every other cluster caller the
+ * read identity's.
+ */
+function kubeconfigOf(settings: RegvaultSettings, spec: FunctionSpec): string | undefined {
+  if (spec.cluster === 'none') return undefined;
+  return spec.cluster === 'patch'
+    ? (settings.patchKubeconfigSecretArn ?? settings.kubeconfigSecretArn)
+    : settings.kubeconfigSecretArn;
+}
+
 /** The secrets a function's row says it reads, by the environment variable that names each. */
 function secretsOf(settings: RegvaultSettings, spec: FunctionSpec): Record<string, string> {
+  const kubeconfig = kubeconfigOf(settings, spec);
   return {
-    ...(spec.cluster && settings.kubeconfigSecretArn !== undefined
-      ? { KUBECONFIG_SECRET_ARN: settings.kubeconfigSecretArn }
-      : {}),
+    ...(kubeconfig === undefined ? {} : { KUBECONFIG_SECRET_ARN: kubeconfig }),
     ...(spec.registryApi && settings.registryCredentialsSecretArn !== undefined
       ? { REGISTRY_CREDENTIALS_SECRET_ARN: settings.registryCredentialsSecretArn }
       : {}),
@@ -112,9 +152,46 @@ function grantRoleBuckets(
   settings: RegvaultSettings,
   spec: FunctionSpec,
 ): void {
-  if (spec.roleBuckets === 'none' || settings.roleBucketNames.length === 0) return;
-  const actions: readonly string[] = ROLE_BUCKET_ACTIONS[spec.roleBuckets];
-  const arns = settings.roleBucketNames.map((name) =>
+  if (spec.roleBuckets === 'none') return;
+  grantBuckets(
+    stack,
+    role,
+    settings.roleBucketNames,
+    ROLE_BUCKET_ACTIONS[spec.roleBuckets],
+    (name) =>
+      `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
+  );
+}
+
+/** The deployer's `registryBucketNames`, listed and read as far as the row's level allows. */
+function grantRegistryBuckets(
+  stack: Stack,
+  role: IRole,
+  settings: RegvaultSettings,
+  spec: FunctionSpec,
+): void {
+  const level = spec.registryBuckets ?? 'none';
+  if (level === 'none') return;
+  grantBuckets(
+    stack,
+    role,
+    settings.registryBucketNames,
+    REGISTRY_BUCKET_ACTIONS[level],
+    (name) =>
+      `The deployer named ${name} (registryBucketNames) as a registry bucket the role backs up whole, read-only.`,
+  );
+}
+
+/** Lists these buckets, and runs these object actions on every key in them (none: listing only). */
+function grantBuckets(
+  stack: Stack,
+  role: IRole,
+  names: readonly string[],
+  actions: readonly string[],
+  reason: (name: string) => string,
+): void {
+  if (names.length === 0) return;
+  const arns = names.map((name) =>
     stack.formatArn({ service: 's3', region: '', account: '', resource: name }),
   );
   role.addToPrincipalPolicy(new PolicyStatement({ actions: ['s3:ListBucket'], resources: arns }));
@@ -123,12 +200,72 @@ function grantRoleBuckets(
     new PolicyStatement({ actions: [...actions], resources: arns.map((arn) => `${arn}/*`) }),
   );
   // cdk-nag names each wildcard resource in its own finding; these are the object grants above.
-  for (const name of settings.roleBucketNames) {
+  for (const name of names) {
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${name}/*]`,
-      reason: `The deployer named ${name} (roleBucketNames) as a plain source or target the role copies whole.`,
+      reason: reason(name),
     });
   }
+}
+
+/**
+ * What the owner of a registry bucket in another account adds to its bucket
+ * policy so the roles that read it may (an identity policy alone cannot
+ * reach across accounts): the stack outputs it as JSON.
+ */
+export function registryBucketPolicy(
+  stack: Stack,
+  settings: RegvaultSettings,
+  functions: Readonly<Record<FunctionName, HouseFunction>>,
+): string | undefined {
+  if (settings.registryBucketNames.length === 0) return undefined;
+  const readers = (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).filter(
+    ([, spec]) => (spec.registryBuckets ?? 'none') !== 'none',
+  );
+  const principal = { AWS: readers.map(([name]) => functions[name].role.roleArn) };
+  const buckets = settings.registryBucketNames.map((name) => `arn:aws:s3:::${name}`);
+  return stack.toJsonString({
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Sid: 'RegvaultLists',
+        Effect: 'Allow',
+        Principal: principal,
+        Action: 's3:ListBucket',
+        Resource: buckets,
+      },
+      {
+        Sid: 'RegvaultReads',
+        Effect: 'Allow',
+        Principal: principal,
+        Action: [...REGISTRY_BUCKET_ACTIONS.read],
+        Resource: buckets.map((arn) => `${arn}/*`),
+      },
+    ],
+  });
+}
+
+/** The Kubernetes group of each cluster identity; docs/deploy.md binds them to their RBAC roles. */
+export const CLUSTER_GROUPS = { read: 'regvault-read', patch: 'regvault-patch' } as const;
+
+/**
+ * Lets a function's role into the EKS cluster as its identity's group: the
+ * cluster maps the role a token was signed with to that group (an access
+ * entry; the cluster's authentication mode must include the API).
+ */
+function eksAccessEntry(
+  stack: Stack,
+  name: FunctionName,
+  role: IRole,
+  clusterName: string,
+  access: 'read' | 'patch',
+): void {
+  new CfnAccessEntry(stack, `${functionId(name)}EksAccess`, {
+    clusterName,
+    principalArn: role.roleArn,
+    type: 'STANDARD',
+    kubernetesGroups: [CLUSTER_GROUPS[access]],
+  });
 }
 
 function functionNetwork(stack: Stack, settings: RegvaultSettings): FunctionNetwork | undefined {

@@ -46,7 +46,7 @@ export interface HouseFunctionProps {
   readonly environment: Readonly<Record<string, string>>;
   readonly logRetention: RetentionDays;
   readonly network?: FunctionNetwork | undefined;
-  readonly alarmAction?: IAlarmAction | undefined;
+  readonly alarmAction: IAlarmAction;
 }
 
 /** A regvault Lambda function with the house defaults. */
@@ -139,6 +139,6 @@ export class HouseFunction extends Construct {
       comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: TreatMissingData.NOT_BREACHING,
     });
-    if (props.alarmAction !== undefined) this.errorsAlarm.addAlarmAction(props.alarmAction);
+    this.errorsAlarm.addAlarmAction(props.alarmAction);
   }
 }

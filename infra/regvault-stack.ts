@@ -3,7 +3,8 @@
  * dead-letter queue, the seventeen functions (one per file in `functions/`),
  * the backup and restore state machines from `state-machines/`, the rule that
  * ends the run of a backup execution that died, the backup and retention
- * schedules, alarms and a dashboard.
+ * schedules and their dead-letter queue, alarms, the topic they notify and
+ * a dashboard.
  * Everything is secure by default and every grant names its resource.
  *
  * Each part has a module of its own but is made in this stack's scope, not in
@@ -14,15 +15,22 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { IKey } from 'aws-cdk-lib/aws-kms';
 import type { Bucket, IBucket } from 'aws-cdk-lib/aws-s3';
+import type { ITopic } from 'aws-cdk-lib/aws-sns';
 import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import type { StateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct } from 'constructs';
 // Types only: the stack reaches the functions' code through their entry files alone.
 import type { FunctionName, WorkflowName } from '../functions/commons/workflows/steps.ts';
 import { CopyWorkers } from './copy-workers.ts';
-import { makeFunctions } from './functions.ts';
+import { makeFunctions, registryBucketPolicy } from './functions.ts';
 import type { HouseFunction } from './house-function.ts';
-import { alarmTopicAction, endDeadRuns, makeMonitoring, makeSchedules } from './operations.ts';
+import {
+  alarmTopic,
+  alarmTopicAction,
+  endDeadRuns,
+  makeMonitoring,
+  makeSchedules,
+} from './operations.ts';
 import type { RegvaultSettings } from './settings.ts';
 import { VaultBucket } from './vault-bucket.ts';
 import { makeWorkflows } from './workflows.ts';
@@ -42,11 +50,14 @@ export class RegvaultStack extends Stack {
   readonly deadLetterQueue: Queue;
   readonly functions: Readonly<Record<FunctionName, HouseFunction>>;
   readonly stateMachines: Readonly<Record<WorkflowName, StateMachine>>;
+  /** The topic every alarm notifies: the stack's own, or the deployer's `alarmTopicArn`. */
+  readonly alarmTopic: ITopic;
 
   constructor(scope: Construct, id: string, props: RegvaultStackProps) {
     super(scope, id, props);
     const { settings } = props;
-    const alarmAction = alarmTopicAction(this, settings);
+    const topic = alarmTopic(this, settings);
+    const alarmAction = alarmTopicAction(topic);
     const vault = new VaultBucket(this, settings);
     const copy = new CopyWorkers(this, settings.copyWorkerTimeoutSeconds);
     const functions = makeFunctions(this, {
@@ -63,12 +74,15 @@ export class RegvaultStack extends Stack {
       maxWorkers: settings.copyWorkers,
     });
     endDeadRuns(this, stateMachines.backup, functions['end-dead-run']);
-    makeSchedules(this, {
+    const schedules = makeSchedules(this, {
       settings,
       backup: stateMachines.backup,
       prune: functions.prune,
     });
     makeMonitoring(this, {
+      settings,
+      schedules,
+      functionAlarms: Object.values(functions).map((fn) => fn.errorsAlarm),
       copyQueue: copy.queue,
       deadLetterQueue: copy.deadLetterQueue,
       stateMachines,
@@ -82,6 +96,7 @@ export class RegvaultStack extends Stack {
     this.deadLetterQueue = copy.deadLetterQueue;
     this.functions = functions;
     this.stateMachines = stateMachines;
+    this.alarmTopic = topic;
 
     new CfnOutput(this, 'VaultBucketName', { value: vault.bucket.bucketName });
     new CfnOutput(this, 'BackupStateMachineArn', { value: stateMachines.backup.stateMachineArn });
@@ -89,5 +104,13 @@ export class RegvaultStack extends Stack {
       value: stateMachines.restore.stateMachineArn,
     });
     new CfnOutput(this, 'CopyQueueUrl', { value: copy.queue.queueUrl });
+    new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
+    const policy = registryBucketPolicy(this, settings, functions);
+    if (policy !== undefined)
+      new CfnOutput(this, 'RegistryBucketPolicy', {
+        description:
+          'The bucket policy a registry bucket in another account needs so the regvault roles may read it',
+        value: policy,
+      });
   }
 }

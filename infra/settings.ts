@@ -86,11 +86,20 @@ export const regvaultSettingsSchema = z
     objectLockRetentionDays: z.coerce.number().int().min(1).max(36_500).optional(),
     /** Days a replaced or deleted vault object version is kept. */
     noncurrentVersionDays: z.coerce.number().int().min(1).max(3_650).default(30),
-    /** EventBridge Scheduler expression for backups, e.g. `cron(0 2 * * ? *)`; no schedule when absent. */
+    /**
+     * EventBridge Scheduler expression for backups, e.g. `cron(0 2 * * ? *)`,
+     * or `off`. Absent: daily at 02:00 when the stack knows what to back up
+     * (see `backupScheduleOf`).
+     */
     backupSchedule: z
       .string()
-      .regex(/^(cron|rate|at)\(.+\)$/, 'a Scheduler expression: cron(...), rate(...) or at(...)')
+      .regex(
+        /^((cron|rate|at)\(.+\)|off)$/,
+        'a Scheduler expression (cron(...), rate(...) or at(...)) or off',
+      )
       .optional(),
+    /** Hours without a complete snapshot after which the scheduled-backup alarm fires (1-168). */
+    backupAlarmHours: z.coerce.number().int().min(1).max(168).default(26),
     backupScheduleTimezone: z.string().min(1).default('UTC'),
     /** EventBridge Scheduler expression for retention (prune); no schedule when absent. */
     pruneSchedule: z
@@ -105,7 +114,29 @@ export const regvaultSettingsSchema = z
     backupInput: jsonObject.default({}),
     /** Profile settings overriding the ACP defaults (names, namespace, labels). */
     profileSettings: jsonObject.default({}),
+    /**
+     * The kubeconfig of regvault's read identity in the cluster: the
+     * registry's resource, storage Secrets and rollout. Every function that
+     * calls the cluster reads it, except switch and rollback when
+     * `patchKubeconfigSecretArn` is set.
+     */
     kubeconfigSecretArn: secretArn.optional(),
+    /** The kubeconfig of the identity that may patch the registry's resource: switch and rollback only. */
+    patchKubeconfigSecretArn: secretArn.optional(),
+    /**
+     * An EKS cluster's name: the functions sign short-lived tokens with their
+     * own roles (the kubeconfig then gives only the server and its CA), and
+     * the stack maps each role to the `regvault-read` or `regvault-patch`
+     * group with an EKS access entry.
+     */
+    eksClusterName: z
+      .string()
+      .regex(/^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$/, 'an EKS cluster name')
+      .optional(),
+    /** Principals (IAM role or user ARNs) besides the functions that may use the vault's new key through S3: who runs the CLI on the vault. */
+    vaultKeyUserArns: listOf(
+      z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:(role|user)\/.+$/, 'an IAM role or user ARN'),
+    ).default([]),
     registryUrl: z.url({ protocol: /^https?$/ }).optional(),
     registryCredentialsSecretArn: secretArn.optional(),
     /** The VPC and subnets of the functions that reach the cluster; imported by id, never looked up. */
@@ -154,7 +185,9 @@ export const regvaultSettingsSchema = z
         'a CloudWatch Logs retention: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ...',
       )
       .default(90),
-    /** SNS topic every alarm notifies. */
+    /** Email addresses subscribed to the alarm topic the stack creates (each confirms by mail). */
+    alarmEmails: listOf(z.email('an email address')).default([]),
+    /** An existing SNS topic every alarm notifies instead of the stack's own. */
     alarmTopicArn: z
       .string()
       .regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$/, 'an SNS topic ARN')
@@ -164,6 +197,13 @@ export const regvaultSettingsSchema = z
      * `source` or a restore `target` given without a cluster Secret.
      */
     roleBucketNames: listOf(bucketName).default([]),
+    /**
+     * AWS S3 buckets of registries the functions' own role may read: a
+     * registry the cluster stores in one is read with the role, as the vault
+     * is written, so its objects are copied server-side (CopyObject) instead
+     * of streamed with the storage Secret's keys.
+     */
+    registryBucketNames: listOf(bucketName).default([]),
   })
   .strict()
   .superRefine((settings, ctx) => {
@@ -183,6 +223,44 @@ export const regvaultSettingsSchema = z
         path: ['objectLockMode'],
         message:
           'Object Lock is set on a bucket the stack creates; configure it on the existing bucket yourself',
+      });
+    }
+    if (
+      settings.patchKubeconfigSecretArn !== undefined &&
+      settings.kubeconfigSecretArn === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['patchKubeconfigSecretArn'],
+        message:
+          'the patch identity is the second of two: set kubeconfigSecretArn (the read identity) too',
+      });
+    }
+    if (settings.patchKubeconfigSecretArn !== undefined && settings.eksClusterName !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['patchKubeconfigSecretArn'],
+        message:
+          "with eksClusterName the functions' roles are the cluster identities (read or patch by access entry): drop patchKubeconfigSecretArn",
+      });
+    }
+    if (settings.eksClusterName !== undefined && settings.kubeconfigSecretArn === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kubeconfigSecretArn'],
+        message:
+          'eksClusterName needs kubeconfigSecretArn: a kubeconfig with the cluster server and CA (its user is not used)',
+      });
+    }
+    if (
+      settings.vaultKeyUserArns.length > 0 &&
+      (settings.kmsKeyArn !== undefined || settings.vaultBucketName !== undefined)
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['vaultKeyUserArns'],
+        message:
+          "vaultKeyUserArns go into the policy of the key the stack creates; grant them in your own key's policy instead",
       });
     }
     const subnets = settings.subnetIds?.length ?? 0;
@@ -210,11 +288,19 @@ export const regvaultSettingsSchema = z
         message: `at least 2 x copyTimeoutHours (${2 * settings.copyTimeoutHours}): a restore polling every ${settings.copyPollSeconds} s for ${settings.copyTimeoutHours} h per copy would pass the 25,000 events of an execution's history; poll less often or allow fewer hours`,
       });
     }
-    if (settings.backupSchedule === undefined && Object.keys(settings.backupInput).length > 0) {
+    if (settings.backupSchedule === 'off' && Object.keys(settings.backupInput).length > 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['backupInput'],
-        message: 'backupInput is the input of scheduled backups: set backupSchedule too',
+        message: 'backupInput is the input of scheduled backups, and backupSchedule is off',
+      });
+    }
+    if (settings.alarmTopicArn !== undefined && settings.alarmEmails.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['alarmEmails'],
+        message:
+          'alarmEmails subscribe to the topic the stack creates, and alarmTopicArn replaces it: subscribe to your own topic, or drop alarmTopicArn',
       });
     }
   });

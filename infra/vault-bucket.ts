@@ -4,7 +4,7 @@
  * and the grants on the objects under the vault prefix.
  */
 import { Duration, type Stack, Validations } from 'aws-cdk-lib';
-import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
+import { ArnPrincipal, type IPrincipal, type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import { type IKey, Key } from 'aws-cdk-lib/aws-kms';
 import {
   BlockPublicAccess,
@@ -14,6 +14,7 @@ import {
   type IBucket,
   ObjectLockRetention,
 } from 'aws-cdk-lib/aws-s3';
+import { houseKey } from './keys.ts';
 import type { RegvaultSettings } from './settings.ts';
 
 /**
@@ -26,27 +27,59 @@ export class VaultBucket {
   /** The bucket's key; undefined for an imported bucket given no `kmsKeyArn`. */
   readonly key: IKey | undefined;
   readonly #settings: RegvaultSettings;
+  /** The key the stack made, whose policy grants each use; undefined for an imported one. */
+  readonly #ownKey: Key | undefined;
+  readonly #stack: Stack;
 
   constructor(stack: Stack, settings: RegvaultSettings) {
     this.#settings = settings;
+    this.#stack = stack;
     const importedKey =
       settings.kmsKeyArn === undefined
         ? undefined
         : Key.fromKeyArn(stack, 'VaultKey', settings.kmsKeyArn);
     if (settings.vaultBucketName === undefined) {
-      const key =
-        importedKey ??
-        new Key(stack, 'VaultKey', {
-          description: 'regvault vault bucket encryption',
-          enableKeyRotation: true,
-        });
+      this.#ownKey =
+        importedKey === undefined
+          ? houseKey(stack, 'VaultKey', 'regvault vault bucket encryption')
+          : undefined;
+      const key = importedKey ?? this.#ownKey;
+      if (key === undefined) throw new Error('unreachable: the vault has a key');
       this.key = key;
       this.bucket = newVaultBucket(stack, settings, key);
+      if (this.#ownKey !== undefined && settings.vaultKeyUserArns.length > 0)
+        this.#allowKeyUse(
+          settings.vaultKeyUserArns.map((arn) => new ArnPrincipal(arn)),
+          ['kms:Decrypt', 'kms:GenerateDataKey'],
+          'VaultKeyUsers',
+        );
     } else {
       // An existing bucket keeps its own encryption; its key is only needed in the grants.
       this.key = importedKey;
+      this.#ownKey = undefined;
       this.bucket = Bucket.fromBucketName(stack, 'VaultBucket', settings.vaultBucketName);
     }
+  }
+
+  /**
+   * Lets these principals use the stack's own key, through S3 only (the
+   * vault's objects), in its key policy: the account root may not use it, so
+   * an identity policy alone grants nothing. An imported key's policy is its
+   * owner's, and the identity policies below are what it needs if that policy
+   * trusts the account.
+   */
+  #allowKeyUse(principals: IPrincipal[], actions: readonly string[], sid?: string): void {
+    this.#ownKey?.addToResourcePolicy(
+      new PolicyStatement({
+        ...(sid === undefined ? {} : { sid }),
+        principals,
+        actions: [...actions],
+        resources: ['*'],
+        conditions: {
+          StringEquals: { 'kms:ViaService': `s3.${this.#stack.region}.amazonaws.com` },
+        },
+      }),
+    );
   }
 
   /** Lets a role list the vault prefix and run these object actions under it (none: no grant). */
@@ -73,6 +106,7 @@ export class VaultBucket {
       role.addToPrincipalPolicy(
         new PolicyStatement({ actions: keyActions, resources: [this.key.keyArn] }),
       );
+      this.#allowKeyUse([role], keyActions);
     }
     // cdk-nag names each wildcard resource in its own finding; this is the object grant above.
     Validations.of(role).acknowledge({
@@ -80,6 +114,20 @@ export class VaultBucket {
       reason:
         'Vault objects are keyed by snapshot, run and digest; the grant is every key under the vault prefix and no other.',
     });
+  }
+
+  /**
+   * Lets a role read the bucket's Object Lock configuration: prune says what
+   * its deletes leave behind on a locked vault. Reading only: no role may
+   * change a retention or bypass one.
+   */
+  grantObjectLockRead(role: IRole): void {
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['s3:GetBucketObjectLockConfiguration'],
+        resources: [this.bucket.bucketArn],
+      }),
+    );
   }
 
   /** The bucket's ARN the way cdk-nag prints it in findings. */
@@ -98,10 +146,12 @@ export class VaultBucket {
         resources: [this.bucket.arnForObjects(keys)],
       }),
     );
-    if (this.key !== undefined && !keyGranted)
+    if (this.key !== undefined && !keyGranted) {
       role.addToPrincipalPolicy(
         new PolicyStatement({ actions: ['kms:GenerateDataKey'], resources: [this.key.keyArn] }),
       );
+      this.#allowKeyUse([role], ['kms:GenerateDataKey']);
+    }
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${this.#nagArn()}/${keys}]`,
       reason: "Run leases are one object per backed-up source under the vault's locks/ folder.",

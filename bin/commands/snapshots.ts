@@ -3,7 +3,7 @@
  */
 import type { Command } from 'commander';
 import { deleteSnapshot, prune } from '../../functions/commons/vault/prune.ts';
-import { describeGrace } from '../../functions/commons/vault/prune-report.ts';
+import { describeGrace, describeObjectLock } from '../../functions/commons/vault/prune-report.ts';
 import {
   parseRetentionPolicy,
   type SnapshotVerdict,
@@ -134,18 +134,25 @@ export function snapshotsCommand(program: Command): void {
           ...(until === undefined ? {} : { until }),
         }));
         const grace = describeGrace(report, '--grace-minutes');
+        const objectLock = describeObjectLock(report);
         const verdicts = [...report.plan.expire, ...report.plan.keep];
         const width = Math.max(0, ...verdicts.map((v) => v.rule.length));
         const line = (v: SnapshotVerdict) => `  ${v.id}  ${v.rule.padEnd(width)}  ${v.reason}`;
         const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
         out.result(
-          { ...report, kept, ...(grace === undefined ? {} : { grace }) },
+          {
+            ...report,
+            kept,
+            ...(grace === undefined ? {} : { grace }),
+            ...(objectLock === undefined ? {} : { objectLockNote: objectLock }),
+          },
           [
             `${report.dryRun ? 'would delete' : 'deleted'} ${count(report.deletedSnapshots.length, 'snapshot')} and ${count(report.deleted.keys, 'object')} (${report.deleted.bytes} bytes)${report.plan.expire.length === 0 ? '' : ':'}`,
             ...report.plan.expire.map(line),
             `kept ${count(kept.length, 'snapshot')}${kept.length === 0 ? '' : ':'}`,
             ...report.plan.keep.map(line),
             ...(grace === undefined ? [] : [grace]),
+            ...(objectLock === undefined ? [] : [objectLock]),
             ...(report.sweepSkipped === undefined ? [] : [`sweep skipped: ${report.sweepSkipped}`]),
           ].join('\n'),
         );

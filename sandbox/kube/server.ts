@@ -72,13 +72,18 @@ export type PodLogSource = (container: string | undefined) => readonly string[];
 export interface KubeApiServerOptions {
   /** When set, every request needs `Authorization: Bearer <token>`. */
   readonly token?: string;
+  /**
+   * When set, every request needs a bearer token this accepts (as a cluster's
+   * webhook authenticator would, e.g. EKS checking an STS-signed token).
+   */
+  readonly authenticate?: (token: string) => boolean;
   /** The user named in Forbidden messages. */
   readonly user?: string;
   readonly forbid?: readonly ForbidRule[];
   readonly moduleInfo?: ModuleInfoResource;
   /**
    * Serve HTTPS with a fresh self-signed certificate for 127.0.0.1. Defaults to
-   * true when `token` is set: kubectl (client-go) never sends a bearer token
+   * true when `token` or `authenticate` is set: kubectl (client-go) never sends a bearer token
    * over plain HTTP, so token auth cannot be exercised without TLS.
    */
   readonly tls?: boolean;
@@ -631,6 +636,13 @@ export async function startKubeApiServer(
       if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`) {
         throw new KubeApiError('Unauthorized', 'Unauthorized');
       }
+      const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (
+        options.authenticate !== undefined &&
+        !(bearer !== undefined && options.authenticate(bearer))
+      ) {
+        throw new KubeApiError('Unauthorized', 'Unauthorized');
+      }
       const path = url.pathname.replace(/\/+$/, '') || '/';
       if (['/healthz', '/livez', '/readyz'].includes(path))
         return send(res, 200, 'ok', 'text/plain');
@@ -701,7 +713,9 @@ export async function startKubeApiServer(
 
   const listener = (req: IncomingMessage, res: ServerResponse) => void handle(req, res);
   const tls =
-    (options.tls ?? options.token !== undefined) ? await selfSignedCertificate() : undefined;
+    (options.tls ?? (options.token !== undefined || options.authenticate !== undefined))
+      ? await selfSignedCertificate()
+      : undefined;
   const server = tls === undefined ? createServer(listener) : createTlsServer(tls, listener);
   server.on('upgrade', upgrade);
   const port = await freePort();

@@ -50,6 +50,7 @@ export function operationOf(request: SandboxRequest): string {
       if (segments.length === 0) return 'ListBuckets';
       if (!hasKey) {
         if (query.has('uploads')) return 'ListMultipartUploads';
+        if (query.has('object-lock')) return 'GetObjectLockConfiguration';
         return query.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects';
       }
       if (query.has('uploadId')) return 'ListParts';

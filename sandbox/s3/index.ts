@@ -53,9 +53,16 @@ export interface S3ServerOptions {
   readonly computeChecksums?: boolean;
   /**
    * Buckets that behave as if they had an S3 Object Lock default retention:
-   * PutObject and UploadPart without Content-MD5 are refused, as AWS refuses them.
+   * PutObject and UploadPart without Content-MD5 are refused, as AWS refuses
+   * them, and GetObjectLockConfiguration reports it. No versions are kept: a
+   * delete removes the object, where AWS would keep the locked version.
    */
   readonly objectLockBuckets?: readonly string[];
+  /** Their default retention as GetObjectLockConfiguration reports it (GOVERNANCE, 1 day unless given). */
+  readonly objectLockRetention?: {
+    readonly mode: 'GOVERNANCE' | 'COMPLIANCE';
+    readonly days: number;
+  };
   /** The server process's V8 heap limit in MiB (Node's default is about 4 GiB here). */
   readonly heapMiB?: number;
 }
@@ -100,6 +107,11 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       REGVAULT_S3_REGION: region,
       REGVAULT_S3_CHECKSUMS: options.computeChecksums === true ? '1' : '0',
       REGVAULT_S3_OBJECT_LOCK_BUCKETS: (options.objectLockBuckets ?? []).join(','),
+      ...(options.objectLockRetention === undefined
+        ? {}
+        : {
+            REGVAULT_S3_OBJECT_LOCK_RETENTION: `${options.objectLockRetention.mode}:${options.objectLockRetention.days}`,
+          }),
     },
   });
   await waitFor(`S3 server ${child.name}`, async () => child.logs.text().includes('"ready":true'), {

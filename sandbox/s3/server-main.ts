@@ -38,6 +38,10 @@ const computeChecksums = process.env['REGVAULT_S3_CHECKSUMS'] === '1';
 const objectLockBuckets = new Set(
   (process.env['REGVAULT_S3_OBJECT_LOCK_BUCKETS'] ?? '').split(',').filter((name) => name !== ''),
 );
+/** Their default retention, `MODE:days`, as GetObjectLockConfiguration reports it. */
+const [lockMode, lockDays] = (
+  process.env['REGVAULT_S3_OBJECT_LOCK_RETENTION'] ?? 'GOVERNANCE:1'
+).split(':');
 
 // fauxqs exports only `buildApp`; its store classes are loaded from the same
 // package directory so this process can read multipart uploads in flight.
@@ -204,6 +208,18 @@ app.addHook('preHandler', async (request, reply) => {
       code: 'NoSuchBucket',
       message: 'The specified bucket does not exist.',
     });
+  }
+  if (operation === 'GetObjectLockConfiguration') {
+    // The configuration only: this server keeps no object versions, so nothing is retained.
+    return answer(
+      objectLockBuckets.has(bucket)
+        ? `<?xml version="1.0" encoding="UTF-8"?><ObjectLockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>${lockMode}</Mode><Days>${lockDays}</Days></DefaultRetention></Rule></ObjectLockConfiguration>`
+        : undefined,
+      {
+        code: 'ObjectLockConfigurationNotFoundError',
+        message: 'Object Lock configuration does not exist for this bucket',
+      },
+    );
   }
   if (operation === 'ListParts') {
     return answer(listParts(s3Store, bucket, key, query), {

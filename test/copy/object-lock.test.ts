@@ -1,7 +1,9 @@
 /**
  * A vault with S3 Object Lock default retention refuses uploads that carry
  * no Content-MD5. The sandbox server refuses them the same way for the
- * buckets it is told are locked.
+ * buckets it is told are locked, and reports their retention; it keeps no
+ * versions, so that a locked version outlives a delete is S3's part, not
+ * tested here.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -11,7 +13,9 @@ import { genericCopyPolicy } from '../../functions/commons/copy/plan.ts';
 import { runShard } from '../../functions/commons/copy/shard-runner.ts';
 import { emptyTarget } from '../../functions/commons/copy/target-state.ts';
 import { CopyMode } from '../../functions/commons/copy/transfer.ts';
-import { getBytes, putBytes } from '../../functions/commons/vault/store.ts';
+import { prune } from '../../functions/commons/vault/prune.ts';
+import { describeObjectLock } from '../../functions/commons/vault/prune-report.ts';
+import { getBytes, putBytes, readObjectLock } from '../../functions/commons/vault/store.ts';
 import { seededBytes } from '../../sandbox/dataset.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll, locationOn, putObjects } from '../support/s3.ts';
@@ -21,9 +25,17 @@ let s3: S3ServerHandle;
 let client: S3Client;
 
 beforeAll(async () => {
-  s3 = await startS3Server({ name: 's3-object-lock', objectLockBuckets: ['locked'] });
+  s3 = await startS3Server({
+    name: 's3-object-lock',
+    objectLockBuckets: ['locked', 'locked-vault'],
+    objectLockRetention: { mode: 'COMPLIANCE', days: 35 },
+  });
   client = clientFor(s3, 1);
-  await Promise.all(['source', 'locked'].map((bucket) => createBucket(client, bucket)));
+  await Promise.all(
+    ['source', 'locked', 'locked-vault', 'plain-vault'].map((bucket) =>
+      createBucket(client, bucket),
+    ),
+  );
   await putObjects(client, 'source', [
     { key: 'small/link', body: 'sha256:abc' },
     { key: 'big/layer', body: seededBytes('locked-layer', 11 * MiB) },
@@ -101,5 +113,55 @@ describe('uploading into a vault with Object Lock default retention', () => {
     // Assess
     await expect(refused).rejects.toMatchObject({ name: 'InvalidRequest' });
     expect((await getBytes(vault(true), 'vault/manifest.json'))?.toString()).toBe('{"ok":true}');
+  });
+});
+
+describe('pruning a vault with Object Lock', () => {
+  /** A vault in `bucket` holding one pool blob no snapshot refers to, which prune sweeps. */
+  async function vaultWithStrayBlob(bucket: string) {
+    const vault = {
+      location: { ...locationOn(s3, bucket, 'regvault/'), contentMd5: true },
+      client,
+    };
+    await putBytes(
+      vault,
+      `regvault/blobs/sha256/ab/ab${'0'.repeat(62)}`,
+      Buffer.from('stray'),
+      'application/octet-stream',
+    );
+    return vault;
+  }
+
+  it('reads the default retention the bucket reports, and none where it has no lock', async () => {
+    // Act
+    const locked = await readObjectLock({ location: locationOn(s3, 'locked-vault'), client });
+    const plain = await readObjectLock({ location: locationOn(s3, 'plain-vault'), client });
+
+    // Assess
+    expect(locked).toEqual({ state: 'locked', mode: 'COMPLIANCE', days: 35 });
+    expect(plain).toEqual({ state: 'none' });
+  });
+
+  it.each([
+    ['a locked vault', 'locked-vault', true],
+    ['a vault without a lock', 'plain-vault', false],
+  ])('says what its deletes leave behind on %s', async (_case, bucket, locked) => {
+    // Prepare
+    const vault = await vaultWithStrayBlob(bucket);
+    const now = new Date(Date.now() + 60_000);
+
+    // Act
+    const report = await prune(vault, {}, { now, graceMs: 0 });
+    const note = describeObjectLock(report);
+
+    // Assess
+    expect(report.deleted.keys).toBe(1);
+    if (locked) {
+      expect(note).toContain('Object Lock (COMPLIANCE, 35 days)');
+      expect(note).toContain('left delete markers');
+      expect(note).toContain(new Date(now.getTime() + 35 * 86_400_000).toISOString());
+    } else {
+      expect(note).toBeUndefined();
+    }
   });
 });

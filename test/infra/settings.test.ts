@@ -54,6 +54,8 @@ describe('deployment settings', () => {
       copyConcurrency: 64,
       logRetentionDays: 90,
       backupScheduleTimezone: 'UTC',
+      backupAlarmHours: 26,
+      alarmEmails: [],
     });
     expect(settings.vaultBucketName).toBeUndefined();
   });
@@ -102,13 +104,63 @@ describe('deployment settings', () => {
       },
       'objectLockMode',
     ],
-    ['a schedule input without a schedule', { backupInput: '{"concurrency":8}' }, 'backupInput'],
+    [
+      'a schedule input with the schedule off',
+      { backupSchedule: 'off', backupInput: '{"concurrency":8}' },
+      'backupInput',
+    ],
+    [
+      'alarm emails for a topic the stack does not create',
+      {
+        alarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:platform-alarms',
+        alarmEmails: 'oncall@example.com',
+      },
+      'alarmEmails',
+    ],
+    ['an alarm email that is no address', { alarmEmails: 'oncall' }, 'alarmEmails.0'],
+    [
+      'a backup schedule that is neither an expression nor off',
+      { backupSchedule: 'daily' },
+      'backupSchedule',
+    ],
     [
       'subnets without their zones',
       { vpcId: 'vpc-0a1b', subnetIds: 'subnet-01' },
       'availabilityZones',
     ],
     ['an unknown setting', { vaultBuckett: 'typo' }, '(settings)'],
+    [
+      'a patch identity without the read identity',
+      {
+        patchKubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/patch-Qq1Ww2',
+      },
+      'patchKubeconfigSecretArn',
+    ],
+    [
+      'a patch kubeconfig on EKS, where the roles are the identities',
+      {
+        kubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/read-Aa1Bb2',
+        patchKubeconfigSecretArn:
+          'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/patch-Qq1Ww2',
+        eksClusterName: 'registry-prod',
+      },
+      'patchKubeconfigSecretArn',
+    ],
+    [
+      'an EKS cluster without its kubeconfig',
+      { eksClusterName: 'registry-prod' },
+      'kubeconfigSecretArn',
+    ],
+    [
+      'key users for a key the stack does not create',
+      {
+        kmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+        vaultKeyUserArns: 'arn:aws:iam::123456789012:role/ops',
+      },
+      'vaultKeyUserArns',
+    ],
     [
       'a poll so frequent that a restore waiting its hours would pass 25,000 history events',
       { copyPollSeconds: '10', copyTimeoutHours: '12' },

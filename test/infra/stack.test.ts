@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { Bucket } from 'aws-cdk-lib/aws-s3';
+import type { Queue } from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import {
   OTHER_FUNCTIONS,
@@ -11,7 +12,19 @@ import {
   WORKFLOWS,
 } from '../../functions/commons/workflows/steps.ts';
 import { PROJECT_ROOT } from '../../infra/house-function.ts';
-import { type Built, buildStack, FULL_CONTEXT, resourcesOf } from './support.ts';
+import {
+  actionsOf,
+  actionsOn,
+  type Built,
+  buildStack,
+  FULL_CONTEXT,
+  type FunctionName,
+  functionStatements,
+  logicalIdOf,
+  resourceList,
+  resourcesOf,
+  statementsOf,
+} from './support.ts';
 
 // Synthesising costs seconds; each configuration is built once per file.
 const defaults = buildStack();
@@ -22,54 +35,6 @@ const existing = buildStack({
   kmsKeyArn: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
   roleBucketNames: 'acme-plain-source',
 });
-
-type Statement = {
-  Effect: string;
-  Action: string | string[];
-  Resource: unknown;
-  Condition?: unknown;
-};
-
-function statementsOf(built: Built): Array<Statement & { policy: string }> {
-  return Object.entries(resourcesOf(built.template, 'AWS::IAM::Policy')).flatMap(
-    ([policy, resource]) => {
-      const document = resource.Properties['PolicyDocument'] as { Statement: Statement[] };
-      return document.Statement.map((statement) => ({ ...statement, policy }));
-    },
-  );
-}
-
-const actionsOf = (statement: Statement) =>
-  Array.isArray(statement.Action) ? statement.Action : [statement.Action];
-const resourceList = (statement: Statement) =>
-  Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
-
-function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown } }): string {
-  const child = construct.node.defaultChild;
-  if (child === undefined) throw new Error('construct has no CloudFormation resource');
-  return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
-}
-
-type FunctionName = keyof Built['stack']['functions'];
-
-/** The statements of every policy attached to one function's role. */
-function functionStatements(built: Built, name: FunctionName): Statement[] {
-  const roleRef = JSON.stringify({ Ref: logicalIdOf(built, built.stack.functions[name].role) });
-  const policies = resourcesOf(built.template, 'AWS::IAM::Policy');
-  return statementsOf(built).filter((statement) =>
-    ((policies[statement.policy]?.Properties['Roles'] ?? []) as unknown[]).some(
-      (role) => JSON.stringify(role) === roleRef,
-    ),
-  );
-}
-
-/** The sorted actions of a function's statements whose resource text contains `resource`. */
-function actionsOn(built: Built, name: FunctionName, resource: string): string[] {
-  return functionStatements(built, name)
-    .filter((statement) => JSON.stringify(statement.Resource).includes(resource))
-    .flatMap(actionsOf)
-    .sort();
-}
 
 /** What each handler's step does, traced through functions/commons/workflows/. */
 const ACCESS = {
@@ -273,7 +238,10 @@ describe('the vault bucket', () => {
 
     // Assess
     template.resourceCountIs('AWS::S3::Bucket', 0);
-    template.resourceCountIs('AWS::KMS::Key', 0);
+    // The only key the stack makes is its alarm topic's.
+    expect(Object.keys(resourcesOf(template, 'AWS::KMS::Key'))).toEqual([
+      expect.stringMatching(/^AlarmTopicKey/),
+    ]);
     expect(JSON.stringify(objectGrant?.Resource)).toContain(':s3:::acme-registry-vault/prod/*');
     expect(keyGrant?.Resource).toBe(
       'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
@@ -971,9 +939,17 @@ describe('the backup schedule', () => {
     });
     expect(target.Arn).toEqual(backupRef);
     expect(JSON.parse(target.Input)).toEqual({ concurrency: 32, includeSecret: false });
+    const deadLetterArn = {
+      'Fn::GetAtt': [
+        logicalIdOf(full, stack.node.findChild('ScheduleDeadLetterQueue') as Queue),
+        'Arn',
+      ],
+    };
     expect(roleStatements.map((statement) => [statement.Action, statement.Resource])).toEqual([
       ['states:StartExecution', backupRef],
+      ['sqs:SendMessage', deadLetterArn],
     ]);
+    expect(schedules[0]?.['Target']).toMatchObject({ DeadLetterConfig: { Arn: deadLetterArn } });
     template.hasResourceProperties('AWS::IAM::Role', {
       AssumeRolePolicyDocument: {
         Statement: [
@@ -1015,12 +991,76 @@ describe('the backup schedule', () => {
     });
   });
 
-  it('is absent when no schedule expression is set', () => {
+  it('lets the retention schedule invoke the prune function itself, no version or alias, cdk-nag clean', () => {
+    // Prepare
+    const built = buildStack({ ...FULL_CONTEXT, pruneSchedule: 'rate(1 day)' });
+    const pruneArn = {
+      'Fn::GetAtt': [logicalIdOf(built, built.stack.functions.prune.function), 'Arn'],
+    };
+
+    // Act
+    const invokers = statementsOf(built).filter((statement) =>
+      actionsOf(statement).includes('lambda:InvokeFunction'),
+    );
+    const report = new AwsSolutionsChecks(undefined, {}).validateScope(built.stack);
+
+    // Assess
+    expect(
+      invokers.filter((statement) => JSON.stringify(statement.Resource).includes('Prune')),
+    ).toEqual([expect.objectContaining({ Action: 'lambda:InvokeFunction', Resource: pruneArn })]);
+    expect(report.violations).toEqual([]);
+  });
+
+  it('backs up daily at 02:00 by default when the stack is given the cluster', () => {
+    // Prepare
+    const built = buildStack({ kubeconfigSecretArn: FULL_CONTEXT.kubeconfigSecretArn });
+
+    // Act
+    const schedules = Object.values(resourcesOf(built.template, 'AWS::Scheduler::Schedule'));
+
+    // Assess
+    expect(schedules.map((schedule) => schedule.Properties)).toEqual([
+      expect.objectContaining({
+        ScheduleExpression: 'cron(0 2 * * ? *)',
+        ScheduleExpressionTimezone: 'UTC',
+        Target: expect.objectContaining({ Input: '{}' }),
+      }),
+    ]);
+  });
+
+  it('backs up a named source by default without the cluster', () => {
+    // Prepare
+    const built = buildStack({
+      backupInput: '{"source":{"bucket":"acme-plain-source","region":"eu-west-1"}}',
+    });
+
+    // Act / Assess
+    built.template.resourceCountIs('AWS::Scheduler::Schedule', 1);
+  });
+
+  it('makes no schedule, and says why at synth, when nothing says what a backup would read', () => {
     // Prepare / Act
-    const { template } = defaults;
+    const { template, stack } = defaults;
 
     // Assess
     template.resourceCountIs('AWS::Scheduler::Schedule', 0);
+    template.resourceCountIs('AWS::SQS::Queue', 2);
+    Annotations.fromStack(stack).hasWarning(
+      '*',
+      Match.stringLikeRegexp('No backup schedule.*kubeconfigSecretArn'),
+    );
+  });
+
+  it('makes no schedule when backupSchedule is off', () => {
+    // Prepare / Act
+    const built = buildStack({ ...FULL_CONTEXT, backupSchedule: 'off', backupInput: '{}' });
+
+    // Assess
+    built.template.resourceCountIs('AWS::Scheduler::Schedule', 0);
+    Annotations.fromStack(built.stack).hasNoWarning(
+      '*',
+      Match.stringLikeRegexp('No backup schedule'),
+    );
   });
 });
 

@@ -59,10 +59,66 @@ export const FULL_CONTEXT = {
   alarmTopicArn: 'arn:aws:sns:eu-west-1:123456789012:platform-alarms',
 } as const;
 
+/** The patch identity's kubeconfig, beside FULL_CONTEXT's read identity. */
+export const PATCH_KUBECONFIG =
+  'arn:aws:secretsmanager:eu-west-1:123456789012:secret:regvault/kubeconfig-patch-Qq1Ww2';
+
 /** Every resource of a type in the template, by logical id. */
 export function resourcesOf(
   template: Template,
   type: string,
 ): Record<string, { Properties: Record<string, unknown> }> {
   return template.findResources(type) as Record<string, { Properties: Record<string, unknown> }>;
+}
+
+/** One statement of an IAM policy as the template holds it. */
+export type Statement = {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: unknown;
+  Principal?: unknown;
+};
+
+/** Every statement of every IAM policy, with the policy's logical id. */
+export function statementsOf(built: Built): Array<Statement & { policy: string }> {
+  return Object.entries(resourcesOf(built.template, 'AWS::IAM::Policy')).flatMap(
+    ([policy, resource]) => {
+      const document = resource.Properties['PolicyDocument'] as { Statement: Statement[] };
+      return document.Statement.map((statement) => ({ ...statement, policy }));
+    },
+  );
+}
+
+export const actionsOf = (statement: Statement): string[] =>
+  Array.isArray(statement.Action) ? statement.Action : [statement.Action];
+export const resourceList = (statement: Statement): unknown[] =>
+  Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource];
+
+/** The logical id of a construct's CloudFormation resource. */
+export function logicalIdOf(built: Built, construct: { node: { defaultChild?: unknown } }): string {
+  const child = construct.node.defaultChild;
+  if (child === undefined) throw new Error('construct has no CloudFormation resource');
+  return built.stack.getLogicalId(child as Parameters<typeof built.stack.getLogicalId>[0]);
+}
+
+export type FunctionName = keyof Built['stack']['functions'];
+
+/** The statements of every policy attached to one function's role. */
+export function functionStatements(built: Built, name: FunctionName): Statement[] {
+  const roleRef = JSON.stringify({ Ref: logicalIdOf(built, built.stack.functions[name].role) });
+  const policies = resourcesOf(built.template, 'AWS::IAM::Policy');
+  return statementsOf(built).filter((statement) =>
+    ((policies[statement.policy]?.Properties['Roles'] ?? []) as unknown[]).some(
+      (role) => JSON.stringify(role) === roleRef,
+    ),
+  );
+}
+
+/** The sorted actions of a function's statements whose resource text contains `resource`. */
+export function actionsOn(built: Built, name: FunctionName, resource: string): string[] {
+  return functionStatements(built, name)
+    .filter((statement) => JSON.stringify(statement.Resource).includes(resource))
+    .flatMap(actionsOf)
+    .sort();
 }

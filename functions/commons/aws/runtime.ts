@@ -2,7 +2,7 @@
  * What every regvault Lambda shares: its configuration (environment variables
  * set by the CDK stack, parsed once with zod), Powertools logger, metrics and
  * tracer (X-Ray loaded inside Lambda only), the workflow dependencies built on AWS (vault through the function's
- * role, kubeconfig from Secrets Manager), and the middy chain handlers wrap
+ * role, kubeconfig from Secrets Manager, on EKS tokens signed by the role), and the middy chain handlers wrap
  * their logic in. Handlers stay one-liners over the shared workflow steps.
  */
 
@@ -44,6 +44,8 @@ export const runtimeConfigSchema = z.object({
   AWS_REGION: z.string().min(1),
   /** Secrets Manager ARN of the kubeconfig that reaches the registry's cluster. */
   KUBECONFIG_SECRET_ARN: z.string().optional(),
+  /** An EKS cluster: the function's role signs short-lived tokens instead of the kubeconfig's user. */
+  EKS_CLUSTER_NAME: z.string().min(1).optional(),
   /** JSON of profile settings overriding the ACP defaults (names, namespace, labels). */
   PROFILE_SETTINGS: z.string().default('{}'),
   /** Where the registry answers, for verification after a restore. */
@@ -51,6 +53,10 @@ export const runtimeConfigSchema = z.object({
   /** Secrets Manager ARN of `{"username": ..., "password": ...}` for the registry API. */
   REGISTRY_CREDENTIALS_SECRET_ARN: z.string().optional(),
   COPY_QUEUE_URL: z.string().optional(),
+  /** Comma-separated registry buckets the role may read (registryBucketNames): read with it, copied server-side. */
+  REGISTRY_BUCKETS: z.string().default(''),
+  /** Comma-separated buckets the role may read and write (roleBucketNames). */
+  ROLE_BUCKETS: z.string().default(''),
   COPY_CONCURRENCY: wholeNumberText.pipe(z.number().positive()).default(64),
   /** The version written into snapshot manifests. */
   REGVAULT_VERSION: z.string().min(1).default('0.1.0'),
@@ -114,8 +120,25 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
         access: Access.Vault,
       },
     },
-    ...(kubeconfig === undefined ? {} : { kube: { yaml: kubeconfig } }),
+    ...(kubeconfig === undefined
+      ? {}
+      : {
+          kube: {
+            yaml: kubeconfig,
+            ...(config.EKS_CLUSTER_NAME === undefined
+              ? {}
+              : {
+                  eks: {
+                    clusterName: config.EKS_CLUSTER_NAME,
+                    region: config.AWS_REGION,
+                    // The function's role, as every SDK client of this container resolves it.
+                    credentials: () => secrets.config.credentials(),
+                  },
+                }),
+          },
+        }),
     kubeHint: 'set kubeconfigSecretArn on the stack',
+    vaultReaches: { read: namesIn(config.REGISTRY_BUCKETS), write: namesIn(config.ROLE_BUCKETS) },
     profileSettings: profileSettingsOf(config.PROFILE_SETTINGS),
     ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),
     ...(registryCredentials === undefined
@@ -131,6 +154,9 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
     lease: { ttlMs: AWS_LEASE_TTL_MS, holder: { via: 'aws' } },
   });
 }
+
+/** A comma-separated list as the stack writes it. */
+const namesIn = (text: string): string[] => text.split(',').filter((name) => name !== '');
 
 /** PROFILE_SETTINGS as the stack writes it: JSON of ACP profile settings. */
 function profileSettingsOf(text: string): AcpSettings {

@@ -7,6 +7,7 @@
  */
 import { ApiException, KubeConfig } from '@kubernetes/client-node';
 import { ClusterError, InputError, messageOf } from '../errors.ts';
+import { type EksIdentity, EksTokenAuthenticator } from './eks-token.ts';
 
 export interface KubeconfigSource {
   /** Path of a kubeconfig file; defaults to $KUBECONFIG (resolved by the caller) or ~/.kube/config. */
@@ -14,6 +15,12 @@ export interface KubeconfigSource {
   /** Kubeconfig YAML text (Lambda: read from Secrets Manager). */
   readonly yaml?: string;
   readonly context?: string;
+  /**
+   * An EKS cluster: requests carry a short-lived token made from these
+   * credentials (eks-token.ts) instead of any credential the kubeconfig's
+   * user holds, which then needs only the server and its CA.
+   */
+  readonly eks?: EksIdentity;
 }
 
 /** What went wrong reading a kubeconfig, without any of its content. */
@@ -72,7 +79,23 @@ export function loadKubeConfig(source: KubeconfigSource): KubeConfig {
       `--context: name one of its contexts (${contexts.join(', ') || 'it has none'}), or set current-context in ${subject}`,
     ]);
   }
+  if (source.eks !== undefined) useEksTokens(kc, source.eks);
   return kc;
+}
+
+/**
+ * Makes the current context's user authenticate with EKS tokens alone: a
+ * token, client certificate or exec plugin it names is dropped (an exec
+ * plugin such as `aws eks get-token` cannot run inside Lambda, and a stored
+ * token is what these short-lived ones replace).
+ */
+function useEksTokens(kc: KubeConfig, identity: EksIdentity): void {
+  const name = kc.getContextObject(kc.getCurrentContext())?.user ?? 'regvault-eks';
+  kc.users = [...kc.users.filter((user) => user.name !== name), { name }];
+  const context = kc.getContextObject(kc.getCurrentContext());
+  if (context !== null && context.user !== name)
+    kc.contexts = kc.contexts.map((c) => (c.name === context.name ? { ...c, user: name } : c));
+  kc.addAuthenticator(new EksTokenAuthenticator(identity, name));
 }
 
 /** What a call was doing, for error messages and RBAC hints. */

@@ -19,39 +19,15 @@
  * shaped like the SDK's (`name`/`Code`, `$metadata`), so callers cannot tell
  * the two apart.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
-import type { AwsCredentialIdentity, SourceData } from '@smithy/types';
+import type { AwsCredentialIdentity } from '@smithy/types';
+import { NodeSha256 } from '../sha256.ts';
 import { rewordFor } from './client.ts';
 import { isRetryable, RETRY_POLICY, withRetries } from './retry.ts';
-
-const bytesOf = (data: SourceData): string | Uint8Array =>
-  typeof data === 'string'
-    ? data
-    : ArrayBuffer.isView(data)
-      ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-      : new Uint8Array(data);
-
-/** node:crypto behind the interface the signer expects. */
-class NodeSha256 {
-  readonly #hash: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
-
-  constructor(secret?: SourceData) {
-    this.#hash =
-      secret === undefined ? createHash('sha256') : createHmac('sha256', bytesOf(secret));
-  }
-
-  update(data: SourceData): void {
-    this.#hash.update(bytesOf(data));
-  }
-
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.#hash.digest());
-  }
-}
 
 /** An S3 error as the SDK shapes it. */
 export class S3CallError extends Error {

@@ -43,3 +43,20 @@ export function describeGrace(report: PruneReport, graceSetting: string): string
     running.length === 0 ? `after ${graceEnds}` : 'once the running backup has finished';
   return `the ${grace}${running.length === 0 ? '' : ` and the running backup ${running.join(', ')}`} kept everything this prune would delete: ${kept}; prune again ${later}, or set a shorter grace period (${graceSetting}) when no backup is running`;
 }
+
+/**
+ * What deleting meant on this vault, in words, or undefined when it has no
+ * Object Lock: on a locked vault a delete hides an object behind a delete
+ * marker, and its locked version stays (and takes space) until its
+ * retention ends. Prune never shortens a retention or bypasses a lock.
+ */
+export function describeObjectLock(report: PruneReport): string | undefined {
+  const lock = report.objectLock;
+  if (lock.state === 'none') return undefined;
+  const deleted = report.deleted.keys;
+  const verb = report.dryRun ? 'would leave' : 'left';
+  if (lock.state === 'unknown')
+    return `the vault's Object Lock configuration could not be read (${lock.why}); if the bucket has a default retention, the ${deleted} objects deleted keep their locked versions until it ends`;
+  const latest = new Date(Date.parse(report.plan.now) + lock.days * 86_400_000).toISOString();
+  return `the vault has Object Lock (${lock.mode}, ${lock.days} days): the ${deleted} objects deleted ${verb} delete markers, and their versions stay locked for ${lock.days} days after each was written (until ${latest} at the latest), taking space until then and until the bucket's noncurrent-version rule removes them; prune bypasses no retention`;
+}

@@ -33,8 +33,10 @@ import {
   listSnapshotIds,
   listSnapshots,
   readManifest,
+  readObjectLock,
   rootOf,
   type Vault,
+  type VaultObjectLock,
 } from './store.ts';
 
 export interface PruneOptions extends PlanOptions {
@@ -60,6 +62,8 @@ export interface PruneReport {
   /** Why nothing was swept, when garbage collection was stopped for safety. */
   readonly sweepSkipped?: string;
   readonly failedDeletes: Array<{ key: string; message: string }>;
+  /** The vault's Object Lock: a delete there leaves the locked versions until their retention ends. */
+  readonly objectLock: VaultObjectLock;
 }
 
 /** Deletes keys in batches of 1000; returns the keys that could not be deleted. */
@@ -295,8 +299,11 @@ export async function prune(
       reason: plan.expire.find((v) => v.id === manifest.id)?.reason,
     });
   }
+  // Read once, before the sweep: what a delete does to the objects it names.
+  const objectLock = await readObjectLock(vault);
   const report = (grace: { keys: number; bytes: number }, postponed?: string): PruneReport => ({
     dryRun,
+    objectLock,
     plan,
     deletedSnapshots: expired.map((m) => m.id),
     deleted: { keys: deletedKeys, bytes: deletedBytes, poolBlobs },

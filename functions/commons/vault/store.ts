@@ -8,6 +8,7 @@ import { gunzip, gzip } from 'node:zlib';
 import {
   AbortMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  GetObjectLockConfigurationCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
   PutObjectCommand,
@@ -124,6 +125,42 @@ export async function gunzipLines(bytes: Buffer): Promise<unknown[]> {
 }
 
 /** One listed key: its size and LastModified (ms). */
+/**
+ * The vault bucket's S3 Object Lock, as the bucket reports it: a default
+ * retention locks every version regvault writes for that long (regvault sets
+ * none of its own); `unknown` when the bucket would not say.
+ */
+export type VaultObjectLock =
+  | { readonly state: 'none' }
+  | {
+      readonly state: 'locked';
+      readonly mode: string;
+      /** The default retention in days (years counted as 365 days). */
+      readonly days: number;
+    }
+  | { readonly state: 'unknown'; readonly why: string };
+
+/** Reads the vault bucket's Object Lock default retention. */
+export async function readObjectLock(vault: Vault): Promise<VaultObjectLock> {
+  try {
+    const answer = await vault.client.send(
+      new GetObjectLockConfigurationCommand({ Bucket: vault.location.bucket }),
+    );
+    const retention = answer.ObjectLockConfiguration?.Rule?.DefaultRetention;
+    const days = retention?.Days ?? (retention?.Years === undefined ? 0 : retention.Years * 365);
+    return retention?.Mode === undefined || days === 0
+      ? { state: 'none' }
+      : { state: 'locked', mode: retention.Mode, days };
+  } catch (err) {
+    const name = err instanceof Error ? err.name : 'Error';
+    if (name === 'ObjectLockConfigurationNotFoundError') return { state: 'none' };
+    return {
+      state: 'unknown',
+      why: `${name}: ${err instanceof Error ? err.message : String(err)}`,
+    };
+  }
+}
+
 export interface ListedKey {
   readonly key: string;
   readonly size: number;

@@ -205,12 +205,17 @@ export async function discoverBackup(
     resourceName = found.resourceName;
     rootDirectory = normaliseRoot(found.storage.rootDirectory);
     source = {
-      ...(found.storage.regionEndpoint === '' ? {} : { endpoint: found.storage.regionEndpoint }),
+      ...deps.storageAccess(
+        {
+          bucket: found.storage.bucket,
+          endpoint: found.storage.regionEndpoint,
+          secretName: found.storage.secretName,
+        },
+        'read',
+      ),
       region: found.storage.region,
       bucket: found.storage.bucket,
       prefix: '',
-      forcePathStyle: true,
-      access: Access.registrySecret(found.storage.secretName),
     };
     captured = await registry.captureConfig({ includeSecret: input.includeSecret });
   }

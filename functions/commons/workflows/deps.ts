@@ -4,6 +4,7 @@
  * their own clients, clock and logger.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { EksIdentity } from '../cluster/eks-token.ts';
 import type { Location } from '../copy/model.ts';
 import { InputError } from '../errors.ts';
 import { type StepLogger, silentLogger } from '../log.ts';
@@ -26,6 +27,13 @@ export interface WorkflowDeps {
    * same keys), so objects are copied server-side.
    */
   sameAccess(source: Location, target: Location): Promise<boolean>;
+  /**
+   * Who reaches a bucket the cluster names with a Secret (a registry's
+   * storage, a restore target): the vault's own identity when it may `use`
+   * that bucket on the vault's endpoint, so objects copy server-side between
+   * it and the vault; else the keys in the Secret.
+   */
+  storageAccess(storage: StorageOnCluster, use: 'read' | 'write'): StorageAccess;
   /** The registry-side profile (cluster access). */
   profile(): RegistryProfile;
   /** A registry API client for verification, or undefined when no registry URL is configured. */
@@ -47,6 +55,34 @@ export interface StepProgress {
   readonly tags?: { readonly done: number; readonly total: number };
   readonly blobs?: { readonly done: number; readonly total: number };
   readonly bytes?: { readonly done: number; readonly total: number };
+}
+
+/** A bucket as the cluster names it: where it is and the Secret with its keys. */
+export interface StorageOnCluster {
+  readonly bucket: string;
+  /** undefined or '': AWS S3. */
+  readonly endpoint: string | undefined;
+  readonly secretName: string;
+}
+
+/** The parts of a Location that say how a bucket is reached. */
+export interface StorageAccess {
+  readonly endpoint?: string;
+  readonly forcePathStyle: boolean;
+  readonly access: string;
+}
+
+/**
+ * An endpoint as one identity sees it: AWS S3's own endpoints (none given,
+ * `https://s3.amazonaws.com`, `https://s3.<region>.amazonaws.com`, dualstack)
+ * are all "aws"; any other is its URL without a trailing slash.
+ */
+function endpointIdentity(endpoint: string | undefined): string {
+  if (endpoint === undefined || endpoint === '') return 'aws';
+  const url = endpoint.replace(/\/+$/, '').toLowerCase();
+  return /^https:\/\/s3([.-]dualstack)?([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$/.test(url)
+    ? 'aws'
+    : url;
 }
 
 /** Access references: who reads and writes a location, resolved at the edge and never serialised as keys. */
@@ -80,8 +116,16 @@ export interface DepsConfig {
     readonly credentials?: StorageKeys;
     readonly role?: S3Role;
   };
-  /** Kubeconfig for the registry's cluster; without it only plain-bucket backups run. */
-  readonly kube?: { readonly path?: string; readonly yaml?: string; readonly context?: string };
+  /**
+   * Kubeconfig for the registry's cluster; without it only plain-bucket
+   * backups run. `eks`: authenticate with short-lived EKS tokens.
+   */
+  readonly kube?: {
+    readonly path?: string;
+    readonly yaml?: string;
+    readonly context?: string;
+    readonly eks?: EksIdentity;
+  };
   /** How to give the cluster when a step needs it and `kube` is absent. */
   readonly kubeHint?: string;
   readonly profileSettings?: Partial<AcpSettings>;
@@ -94,6 +138,13 @@ export interface DepsConfig {
   readonly toolVersion?: string;
   /** Run leases: this process on this host for two minutes unless given (AWS: the execution's). */
   readonly lease?: LeaseSettings;
+  /**
+   * Buckets on the vault's endpoint the vault's own identity may read, or
+   * read and write (AWS: the role's `registryBucketNames` and
+   * `roleBucketNames` grants): a registry stored in one, or a restore target,
+   * is then reached with that identity and copied server-side.
+   */
+  readonly vaultReaches?: { readonly read?: readonly string[]; readonly write?: readonly string[] };
   /** Progress of the long steps (proof, verification), at most four calls a second plus each step's last. */
   readonly onProgress?: (event: StepProgress) => void;
 }
@@ -219,6 +270,28 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
         a.accessKeyId === b.accessKeyId &&
         a.secretAccessKey === b.secretAccessKey
       );
+    },
+    storageAccess(storage, use) {
+      const vault = config.vault.location;
+      const writable = config.vaultReaches?.write ?? [];
+      const reachable =
+        use === 'write' ? writable : [...writable, ...(config.vaultReaches?.read ?? [])];
+      if (
+        endpointIdentity(storage.endpoint) === endpointIdentity(vault.endpoint) &&
+        reachable.includes(storage.bucket)
+      )
+        return {
+          ...(vault.endpoint === undefined ? {} : { endpoint: vault.endpoint }),
+          forcePathStyle: vault.forcePathStyle,
+          access: Access.Vault,
+        };
+      return {
+        ...(storage.endpoint === undefined || storage.endpoint === ''
+          ? {}
+          : { endpoint: storage.endpoint }),
+        forcePathStyle: true,
+        access: Access.registrySecret(storage.secretName),
+      };
     },
     profile: getProfile,
     registry: () =>

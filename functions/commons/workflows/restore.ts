@@ -34,7 +34,7 @@ import {
 import { type RestorePart, registryBeforeKey, saveJob } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
-import { Access, type WorkflowDeps } from './deps.ts';
+import { Access, registrySecretOf, type WorkflowDeps } from './deps.ts';
 import { proveSnapshotHeld } from './prove.ts';
 
 export const restoreInputSchema = z
@@ -128,15 +128,23 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     ]);
   }
   const target: Location = {
-    ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
+    ...(input.target.secretName === undefined
+      ? {
+          ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
+          forcePathStyle: true,
+          access: Access.Vault,
+        }
+      : deps.storageAccess(
+          {
+            bucket: input.target.bucket,
+            endpoint: input.target.endpoint,
+            secretName: input.target.secretName,
+          },
+          'write',
+        )),
     region: input.target.region,
     bucket: input.target.bucket,
     prefix: input.target.prefix,
-    forcePathStyle: true,
-    access:
-      input.target.secretName === undefined
-        ? Access.Vault
-        : Access.registrySecret(input.target.secretName),
   };
   return {
     runId: `restore-${manifest.id}-${randomBytes(3).toString('hex')}`,
@@ -220,7 +228,11 @@ async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<st
     checked.push(`registry resource ${found.resourceName} (on s3://${found.storage.bucket})`);
   }
   if (state.secretName !== undefined) {
-    await deps.s3(state.target);
+    // The registry will read the target with the Secret's keys after a switch,
+    // also when regvault itself reaches it with the vault's identity.
+    if (registrySecretOf(state.target.access) === undefined)
+      await deps.profile().readStorageKeys(state.secretName);
+    else await deps.s3(state.target);
     checked.push(`Secret ${state.secretName}`);
   }
   return checked;
