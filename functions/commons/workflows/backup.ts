@@ -5,6 +5,7 @@
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { z } from 'zod';
+import { resourceSelectionSchema } from '../cluster/resources-select.ts';
 import {
   addTotals,
   emptyTotals,
@@ -38,6 +39,7 @@ import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
+import { type CaptureSummary, captureResources } from './resources-capture.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
 export { parseInput };
@@ -71,6 +73,8 @@ export const backupInputSchema = z
      * failed. Anything else running keeps this backup out (RunLocked).
      */
     breakLock: z.string().min(1).optional(),
+    /** Capture the cluster's objects this selects into the snapshot too (docs/resources.md). */
+    resources: resourceSelectionSchema.optional(),
   })
   .strict();
 export type BackupInput = z.infer<typeof backupInputSchema>;
@@ -89,6 +93,8 @@ export interface BackupState {
   readonly targetObjectsPerShard: number;
   readonly concurrency: number;
   readonly clusterFiles: readonly string[];
+  /** What the capture of cluster objects took, when the input asked for one. */
+  readonly resources?: CaptureSummary;
   /** From the input's `ttlDays`, counted from `startedAt`. */
   readonly expiresAt?: string;
 }
@@ -163,6 +169,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     checks: {},
     failures: { count: 0, sample: [] },
     clusterFiles: [...state.clusterFiles],
+    ...(state.resources === undefined ? {} : { resources: state.resources }),
     inventory: { records: 0, parts: [] },
   };
 }
@@ -255,6 +262,18 @@ export async function discoverBackup(
     await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
     clusterFiles.push(file.name);
   }
+  const resources =
+    input.resources === undefined
+      ? undefined
+      : await captureResources({
+          vault: deps.vault,
+          api: await deps.resources(),
+          snapshotId,
+          selection: input.resources,
+          required: input.source === undefined ? await deps.profile().requiredObjects() : [],
+          log: deps.log,
+          now,
+        });
   const state: BackupState = {
     runId: `backup-${snapshotId}`,
     snapshotId,
@@ -268,6 +287,7 @@ export async function discoverBackup(
     targetObjectsPerShard: input.targetObjectsPerShard,
     concurrency: input.concurrency,
     clusterFiles,
+    ...(resources === undefined ? {} : { resources }),
     ...(input.ttlDays === undefined ? {} : { expiresAt: expiresAtOf(now, input.ttlDays) }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
