@@ -135,7 +135,9 @@ resourceModifierRules:
     const result = applyModifiers(parsed, deployment, subject);
     // Assess
     expect(result.applied).toEqual([0]);
-    expect(result.skipped).toEqual([{ rule: 1, why: 'test of "/spec/replicas" found 1, not 5' }]);
+    expect(result.skipped).toEqual([
+      { rule: 1, why: 'test of "/spec/replicas" did not find 5 there' },
+    ]);
     expect(result.object['spec']).toEqual(
       expect.objectContaining({ replicas: 1, template: expect.anything() }),
     );
@@ -197,6 +199,35 @@ resourceModifierRules:
     const issues = issuesOf(() => parseResourceModifiers(text, 'rules.yaml'));
     // Assess
     for (const line of said) expect(issues.join('\n')).toContain(line);
+  });
+
+  it("never repeats what a failed test found: it may be a Secret's value", () => {
+    // Prepare
+    const secret: KubeObject = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'db' },
+      data: { password: 'c2VjcmV0LXZhbHVl' },
+    };
+    const parsed = parseResourceModifiers(
+      rules(
+        '  patches: [{operation: test, path: /data/password, value: x}, {operation: remove, path: /data}]',
+        'groupResource: secrets',
+      ),
+      'rules.yaml',
+    );
+    // Act
+    const result = applyModifiers(parsed, secret, {
+      groupResource: 'secrets',
+      namespace: undefined,
+      name: 'db',
+      labels: {},
+    });
+    // Assess
+    expect(result.skipped).toEqual([
+      { rule: 0, why: 'test of "/data/password" did not find "x" there' },
+    ]);
+    expect(JSON.stringify(result.skipped)).not.toContain('c2VjcmV0LXZhbHVl');
   });
 
   it('names the rule, patch and object when a patch does not fit an object', () => {

@@ -168,7 +168,8 @@ export function applyJsonPatch<T>(doc: T, ops: readonly JsonPatchOp[]): T {
         if (!same(found, value))
           throw new JsonPatchError(
             index,
-            `test of "${op.path}" found ${JSON.stringify(found)}, not ${JSON.stringify(value)}`,
+            // What was found is not repeated: it may be a Secret's value, and messages are printed.
+            `test of "${op.path}" did not find ${JSON.stringify(value)} there`,
             true,
           );
         break;
