@@ -30,6 +30,7 @@ let registry: RegistryHandle;
 let dir: string;
 let kubeconfig: string;
 let env: NodeJS.ProcessEnv;
+let backupOutput: string;
 
 /** One of the seed's rules: remove `path` from nginx objects of a type in namespace default. */
 const seedRule = (groupResource: string, nameRegex: string | undefined, path: string) =>
@@ -136,6 +137,7 @@ beforeAll(async () => {
     '--json',
   ]);
   if (backup.code !== 0) throw new Error(`the backup failed: ${backup.stderr}`);
+  backupOutput = backup.stdout;
 }, 180_000);
 
 afterAll(async () => {
@@ -145,6 +147,15 @@ afterAll(async () => {
 });
 
 describe('restore --resources into a second cluster', () => {
+  it('counts what the backup captured in its summary', () => {
+    // Act
+    const result = jsonLines(backupOutput).at(-1) as { snapshot: { message: string } };
+    // Assess: the default namespace's Secret and the registry's storage Secret
+    expect(result.snapshot.message).toMatch(
+      /, and \d+ cluster objects of \d+ types \(2 Secrets\)$/,
+    );
+  });
+
   it('applies every object in order with the seed mappings and modifiers, and proves workloads Ready', async () => {
     // Prepare
     const modifiers = await file('seed-modifiers.yaml', SEED_MODIFIERS);

@@ -478,7 +478,7 @@ export async function finalizeBackup(
   await releaseBackupLease(state, deps);
   const failedChecks = Object.entries(checks).filter(([, c]) => !c.ok);
   const message = ok
-    ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
+    ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)${state.resources === undefined ? '' : `, and ${state.resources.objects} cluster objects of ${state.resources.types} types (${state.resources.secrets} Secrets)`}`
     : `snapshot ${state.snapshotId} FAILED: ${failedChecks.map(([name, c]) => `${name}: ${c.detail}`).join('; ')}${run.failures.count > 0 ? `; failed objects: ${describeFailures(run.failures.sample, 5, run.failures.count)}` : ''}`;
   deps.log.info('backup finalized', {
     runId: state.runId,
