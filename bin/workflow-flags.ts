@@ -50,6 +50,12 @@ export const BACKUP_FIELDS: Readonly<Record<string, FieldSource>> = {
   concurrency: { setting: 'concurrency' },
   ttlDays: { flag: '--ttl-days' },
   breakLock: { flag: '--break-lock' },
+  resources: { flag: '--resources' },
+  'resources.includeNamespaces': { flag: '--include-namespaces' },
+  'resources.excludeNamespaces': { flag: '--exclude-namespaces' },
+  'resources.includeResources': { flag: '--include-resources' },
+  'resources.excludeResources': { flag: '--exclude-resources' },
+  'resources.labelSelector': { flag: '--selector' },
 };
 
 /**

@@ -9,6 +9,7 @@ import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workf
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
+import { captureInputOf, withCaptureFlags } from '../resource-flags.ts';
 import { numbersOf, type Settings } from '../settings.ts';
 import { BACKUP_FIELDS, FlagNames } from '../workflow-flags.ts';
 
@@ -63,10 +64,12 @@ async function retryFailed(value: string, settings: Settings): Promise<void> {
 
 /** Adds the command to the program. */
 export function backupCommand(program: Command): void {
-  commandWithSettings(
-    program,
-    'backup',
-    'back up the registry the cluster names (or a plain bucket) into a new snapshot',
+  withCaptureFlags(
+    commandWithSettings(
+      program,
+      'backup',
+      'back up the registry the cluster names (or a plain bucket) into a new snapshot',
+    ),
   )
     .option('--include-secret', 'also capture the storage Secret (it holds keys)')
     .option('--source-bucket <bucket>', 'back up this plain bucket instead of the registry')
@@ -98,6 +101,8 @@ export function backupCommand(program: Command): void {
       const kubeconfig = findKubeconfig(settings);
       if (typeof flags['sourceBucket'] !== 'string')
         requireCluster(kubeconfig, 'backup (without --source-bucket)');
+      const capture = captureInputOf(flags);
+      if (capture.resources !== undefined) requireCluster(kubeconfig, 'backup --resources');
       const names = new FlagNames(BACKUP_FIELDS, run.origins);
       const input = names.check(
         backupInputSchema,
@@ -107,6 +112,7 @@ export function backupCommand(program: Command): void {
           ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
           ...(typeof flags['breakLock'] === 'string' ? { breakLock: flags['breakLock'] } : {}),
           concurrency: settings.concurrency,
+          ...capture,
           ...(typeof flags['sourceBucket'] === 'string'
             ? {
                 source: {

@@ -12,16 +12,24 @@ import { restoreOutcome, workflowExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
 import { numbersOf } from '../settings.ts';
 import { FlagNames, RESTORE_FIELDS } from '../workflow-flags.ts';
+import {
+  resourceFlagsWithoutResources,
+  restoreResourcesNow,
+  withResourceRestoreFlags,
+} from './restore-resources.ts';
 
 /** Adds the command to the program. */
 export function restoreCommand(program: Command): void {
-  commandWithSettings(
-    program,
-    'restore',
-    'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+  withResourceRestoreFlags(
+    commandWithSettings(
+      program,
+      'restore',
+      'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+    ),
   )
     .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
-    .requiredOption('--target-bucket <bucket>', 'empty bucket to restore into (create it first)')
+    // Required unless --resources, which restores cluster objects only (checked in the action).
+    .option('--target-bucket <bucket>', 'empty bucket to restore into (create it first)')
     .option('--target-region <region>', 'its region (defaults to the vault region)')
     .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
@@ -43,8 +51,13 @@ export function restoreCommand(program: Command): void {
       'before the switch, trust blobs the copy did not check against their digest (faster; the restore is then not proven)',
     )
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
-    .action(async (flags: Flags) => {
+    .action(async (flags: Flags, command: Command) => {
       const settings = await settingsOf(flags);
+      if (flags['resources'] === true) return restoreResourcesNow(flags, settings);
+      const alone = resourceFlagsWithoutResources(flags);
+      if (alone.length > 0) throw new InputError('the flags are not valid', alone);
+      if (flags['targetBucket'] === undefined)
+        command.error("error: required option '--target-bucket <bucket>' not specified");
       const numbers = numbersOf(flags, ['rolloutTimeout']);
       const pullSample = pullSampleOf(flags['pullSample']);
       const kubeconfig = findKubeconfig(settings);

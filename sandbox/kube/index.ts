@@ -22,11 +22,13 @@ import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
 import { BuiltIn, type ModuleInfoResource } from './resources.ts';
 import { type KubeApiServer, startKubeApiServer } from './server.ts';
 import type { KubeObject } from './store.ts';
+import { type ImageCheck, startWorkloadController, type WorkloadController } from './workloads.ts';
 
 export type { RegistryConfig, RegistryInstance, RegistryStarter } from './controller.ts';
-export { kubeconfigYaml, writeKubeconfig } from './kubeconfig.ts';
+export { kubeconfigYaml, writeKubeconfig, writeKubeconfigContexts } from './kubeconfig.ts';
 export type { ForbidRule, KubeApiServer } from './server.ts';
 export { startKubeApiServer } from './server.ts';
+export type { ImageCheck, WorkloadController } from './workloads.ts';
 
 /** Runs the real registry (`sandbox/registry`) on S3 for each pod the controller creates. */
 export const realRegistryStarter: RegistryStarter = async (config) => {
@@ -47,6 +49,8 @@ export interface FakeClusterOptions {
   readonly moduleInfo?: ModuleInfoResource;
   /** Defaults to the real registry process. */
   readonly startRegistry?: RegistryStarter;
+  /** Whether a workload's images can be pulled; defaults to registries on 127.0.0.1 serving them. */
+  readonly imageCheck?: ImageCheck;
 }
 
 export interface SeedOptions extends S3Storage {
@@ -66,6 +70,8 @@ export interface FakeCluster {
   readonly kubeconfigPath: string;
   readonly server: KubeApiServer;
   readonly controller: RegistryController;
+  /** Keeps the status of Deployments and StatefulSets (other than the registry's own). */
+  readonly workloads: WorkloadController;
   /** Writes another kubeconfig for this cluster, e.g. with a wrong token. */
   writeKubeconfig(path: string, options?: Partial<KubeconfigOptions>): Promise<string>;
   /** Creates the namespace, Secret, ModuleInfo, Deployment and Service ACP would have; returns the ModuleInfo. */
@@ -84,6 +90,12 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
   });
   const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
   let controller: RegistryController | undefined;
+  const workloads = startWorkloadController({
+    server,
+    ...(options.imageCheck === undefined ? {} : { imageCheck: options.imageCheck }),
+    skip: (object) =>
+      object.metadata.namespace === REGISTRY_NAMESPACE && object.metadata.name === REGISTRY_APP,
+  });
   try {
     controller = await startRegistryController({
       server,
@@ -111,6 +123,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       kubeconfigPath,
       server,
       controller,
+      workloads,
       writeKubeconfig: (path, overrides = {}) => writeKubeconfig(path, { ...base, ...overrides }),
 
       async seedAcpRegistry(seed) {
@@ -223,12 +236,14 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
 
       /** Stops the controller (and every registry process), the proxy and the apiserver; safe to call twice. */
       async stop() {
+        workloads.stop();
         await started.stop();
         await server.stop();
         await rm(dir, { recursive: true, force: true });
       },
     };
   } catch (err) {
+    workloads.stop();
     await controller?.stop();
     await server.stop();
     await rm(dir, { recursive: true, force: true });

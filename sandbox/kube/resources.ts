@@ -55,6 +55,47 @@ export const BuiltIn = {
     shortNames: ['svc'],
     subresources: ['status'],
   }),
+  serviceaccounts: core('serviceaccounts', 'ServiceAccount', 'serviceaccount', {
+    shortNames: ['sa'],
+  }),
+  persistentvolumeclaims: core(
+    'persistentvolumeclaims',
+    'PersistentVolumeClaim',
+    'persistentvolumeclaim',
+    {
+      shortNames: ['pvc'],
+      subresources: ['status'],
+    },
+  ),
+  statefulsets: {
+    group: 'apps',
+    version: 'v1',
+    resource: 'statefulsets',
+    kind: 'StatefulSet',
+    singular: 'statefulset',
+    namespaced: true,
+    shortNames: ['sts'],
+    subresources: ['status'],
+  } as ResourceDefinition,
+  storageclasses: {
+    group: 'storage.k8s.io',
+    version: 'v1',
+    resource: 'storageclasses',
+    kind: 'StorageClass',
+    singular: 'storageclass',
+    namespaced: false,
+    shortNames: ['sc'],
+  } as ResourceDefinition,
+  customresourcedefinitions: {
+    group: 'apiextensions.k8s.io',
+    version: 'v1',
+    resource: 'customresourcedefinitions',
+    kind: 'CustomResourceDefinition',
+    singular: 'customresourcedefinition',
+    namespaced: false,
+    shortNames: ['crd', 'crds'],
+    subresources: ['status'],
+  } as ResourceDefinition,
   deployments: {
     group: 'apps',
     version: 'v1',
@@ -89,4 +130,43 @@ export function moduleInfoDefinition(options: ModuleInfoResource = {}): Resource
     subresources: ['status'],
     custom: true,
   };
+}
+
+const text = (value: unknown): string | undefined =>
+  typeof value === 'string' && value !== '' ? value : undefined;
+const field = (value: unknown, name: string): unknown =>
+  typeof value === 'object' && value !== null ? Reflect.get(value, name) : undefined;
+
+/**
+ * The types a CustomResourceDefinition serves (one per served version), as
+ * the real apiserver starts serving them once the definition is created; an
+ * empty list for a definition that lacks what a type needs.
+ */
+export function definitionsOfCrd(crd: unknown): ResourceDefinition[] {
+  const spec = field(crd, 'spec');
+  const names = field(spec, 'names');
+  const group = text(field(spec, 'group'));
+  const plural = text(field(names, 'plural'));
+  const kind = text(field(names, 'kind'));
+  const versions = field(spec, 'versions');
+  if (group === undefined || plural === undefined || kind === undefined || !Array.isArray(versions))
+    return [];
+  const shortNames = field(names, 'shortNames');
+  return versions
+    .filter((v) => field(v, 'served') !== false && text(field(v, 'name')) !== undefined)
+    .map((v) => ({
+      group,
+      version: text(field(v, 'name')) as string,
+      resource: plural,
+      kind,
+      singular: text(field(names, 'singular')) ?? kind.toLowerCase(),
+      namespaced: field(spec, 'scope') !== 'Cluster',
+      ...(Array.isArray(shortNames)
+        ? { shortNames: shortNames.filter((n) => typeof n === 'string') }
+        : {}),
+      ...(typeof field(field(v, 'subresources'), 'status') === 'object'
+        ? { subresources: ['status'] }
+        : {}),
+      custom: true,
+    }));
 }

@@ -13,13 +13,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
+import { parse as parseYaml } from 'yaml';
 import { freePort, LOOPBACK } from '../process.ts';
+import { managerOf, recordUpdate, serverSideApply } from './apply.ts';
 import { type PodExecHandler, serveExec, wantsExecSocket } from './exec.ts';
 import { openApiGroupVersion, openApiRoot } from './openapi.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
 import { decodeProtobuf, PROTOBUF_TYPE } from './protobuf.ts';
 import {
   BuiltIn,
+  definitionsOfCrd,
   type ModuleInfoResource,
   moduleInfoDefinition,
   type ResourceDefinition,
@@ -114,6 +117,13 @@ export interface KubeApiServer {
   stop(): Promise<void>;
 }
 
+/** A page of a list: its items and, when more follow, the token for the next page. */
+interface Page {
+  readonly items: KubeObject[];
+  readonly continue?: string;
+  readonly remainingItemCount?: number;
+}
+
 interface Route {
   readonly definition: ResourceDefinition;
   readonly namespace: string | undefined;
@@ -122,6 +132,7 @@ interface Route {
 }
 
 const JSON_TYPE = 'application/json';
+const APPLY_TYPE = 'application/apply-patch+yaml';
 
 function send(res: ServerResponse, code: number, body: unknown, contentType = JSON_TYPE): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
@@ -137,6 +148,9 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   const text = raw.toString('utf8');
   if (text.trim() === '') throw new KubeApiError('BadRequest', 'the request body is empty');
   try {
+    // An apply body is YAML (kubectl and client-node send JSON, which is YAML too).
+    if ((req.headers['content-type'] ?? '').startsWith(APPLY_TYPE))
+      return parseYaml(text) as unknown;
     return JSON.parse(text) as unknown;
   } catch (err) {
     throw new KubeApiError(
@@ -241,6 +255,23 @@ export async function startKubeApiServer(
   const store = options.store ?? new ObjectStore();
   const moduleInfo = moduleInfoDefinition(options.moduleInfo);
   const resources: ResourceDefinition[] = [...Object.values(BuiltIn), moduleInfo];
+  // A CustomResourceDefinition serves its types from when it is stored until it is deleted.
+  const crdTypes = new Map<string, ResourceDefinition[]>();
+  const serveCrd = (name: string, crd: KubeObject | undefined) => {
+    for (const old of crdTypes.get(name) ?? []) resources.splice(resources.indexOf(old), 1);
+    const served = crd === undefined ? [] : definitionsOfCrd(crd);
+    crdTypes.set(name, served);
+    resources.push(...served);
+  };
+  for (const crd of store.list(BuiltIn.customresourcedefinitions)) serveCrd(crd.metadata.name, crd);
+  const stopServingCrds = store.watch(({ type, ref, object }) => {
+    if (
+      ref.group !== BuiltIn.customresourcedefinitions.group ||
+      ref.resource !== 'customresourcedefinitions'
+    )
+      return;
+    serveCrd(object.metadata.name, type === 'DELETED' ? undefined : object);
+  });
   const user = options.user ?? 'regvault';
   let forbidden: readonly ForbidRule[] = options.forbid ?? [];
   const lostAnswers: Array<{ verb: Verb; resource: string; remaining: number }> = [];
@@ -439,7 +470,47 @@ export async function startKubeApiServer(
     return object;
   }
 
-  function applyPatch(r: Route, name: string, contentType: string, body: unknown): KubeObject {
+  /**
+   * Server-side apply: creates the object or applies over it, with the
+   * field ownership of ./apply.ts. Whether it created the object, for the status code.
+   */
+  function apply(
+    r: Route,
+    name: string,
+    body: unknown,
+    query: URLSearchParams,
+  ): { object: KubeObject; created: boolean } {
+    const manager = query.get('fieldManager') ?? '';
+    if (manager === '')
+      throw new KubeApiError(
+        'Invalid',
+        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+      );
+    const applied = identify(r, asKubeObject(body, r.definition), true);
+    const options = {
+      manager,
+      force: query.get('force') === 'true',
+      apiVersion: groupVersion(r.definition),
+      ref: r.definition,
+    };
+    if (store.get(r.definition, r.namespace, name) === undefined) {
+      requireNamespace(r.namespace);
+      const object = normalise(r.definition, serverSideApply(undefined, applied, options));
+      return { object: store.create(r.definition, object), created: true };
+    }
+    const object = store.update(r.definition, r.namespace, name, (current) =>
+      normalise(r.definition, serverSideApply(current, applied, options)),
+    );
+    return { object, created: false };
+  }
+
+  function applyPatch(
+    r: Route,
+    name: string,
+    contentType: string,
+    body: unknown,
+    manager: string,
+  ): KubeObject {
     const type = contentType.split(';')[0]?.trim();
     if (type === 'application/strategic-merge-patch+json' && r.definition.custom === true) {
       throw new KubeApiError(
@@ -464,7 +535,10 @@ export async function startKubeApiServer(
     return store.update(r.definition, r.namespace, name, (current) => {
       const patched = asKubeObject(patcher(current), r.definition);
       // The patched object carries the stored resourceVersion unless the patch set one.
-      return normalise(r.definition, patched);
+      const written = normalise(r.definition, patched);
+      return r.subresource === undefined
+        ? recordUpdate(current, written, manager, groupVersion(r.definition))
+        : written;
     });
   }
 
@@ -494,6 +568,34 @@ export async function startKubeApiServer(
     const labels = labelSelector(query.get('labelSelector'));
     const fields = fieldSelector(query.get('fieldSelector'));
     return store.list(r.definition, r.namespace).filter((o) => labels(o) && fields(o));
+  }
+
+  /**
+   * One page of a list (`limit`, `continue`): the token names the last object
+   * served, so a page starts after it even when objects come and go between pages.
+   */
+  function listPage(r: Route, query: URLSearchParams): Page {
+    const all = list(r, query);
+    const token = query.get('continue');
+    let after: string | undefined;
+    if (token !== null && token !== '') {
+      try {
+        after = String(JSON.parse(Buffer.from(token, 'base64url').toString('utf8')).after);
+      } catch {
+        throw new KubeApiError('BadRequest', 'continue key is not valid: illegal base64 data');
+      }
+    }
+    const position = (o: KubeObject) => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const rest = after === undefined ? all : all.filter((o) => position(o) > after);
+    const limit = Number(query.get('limit') ?? '0');
+    if (!Number.isInteger(limit) || limit <= 0 || rest.length <= limit) return { items: rest };
+    const items = rest.slice(0, limit);
+    const last = items.at(-1) as KubeObject;
+    return {
+      items,
+      continue: Buffer.from(JSON.stringify({ after: position(last) })).toString('base64url'),
+      remainingItemCount: rest.length - limit,
+    };
   }
 
   function watch(r: Route, query: URLSearchParams, res: ServerResponse, table: boolean): void {
@@ -550,7 +652,7 @@ export async function startKubeApiServer(
       );
     }
     const accept = req.headers.accept;
-    const reply = (code: number, value: KubeObject | KubeObject[]) => {
+    const reply = (code: number, value: KubeObject | KubeObject[], page?: Page) => {
       const lost = lostAnswers.find(
         (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
       );
@@ -560,24 +662,40 @@ export async function startKubeApiServer(
         req.socket.destroy();
         return;
       }
-      if (wantsTable(accept)) send(res, code, toTable(definition, value, store.resourceVersion()));
-      else if (Array.isArray(value)) {
+      const more =
+        page?.continue === undefined
+          ? {}
+          : { continue: page.continue, remainingItemCount: page.remainingItemCount };
+      if (wantsTable(accept)) {
+        const table = toTable(definition, value, store.resourceVersion()) as Record<
+          string,
+          unknown
+        >;
+        const metadata = isObject(table['metadata']) ? table['metadata'] : {};
+        send(res, code, { ...table, metadata: { ...metadata, ...more } });
+      } else if (Array.isArray(value)) {
         send(res, code, {
           kind: `${definition.kind}List`,
           apiVersion: groupVersion(definition),
-          metadata: { resourceVersion: store.resourceVersion() },
+          metadata: { resourceVersion: store.resourceVersion(), ...more },
           items: value,
         });
       } else send(res, code, value);
     };
     if (verb === 'watch') return watch(r, query, res, wantsTable(accept));
-    if (verb === 'list') return reply(200, list(r, query));
+    if (verb === 'list') {
+      const page = listPage(r, query);
+      return reply(200, page.items, page);
+    }
+    const manager = managerOf(query.get('fieldManager'), req.headers['user-agent']);
+    const gv = groupVersion(definition);
     if (verb === 'create') {
       if (r.name !== undefined)
         throw new KubeApiError('MethodNotAllowed', 'POST is not allowed on a named object');
       requireNamespace(namespace);
       const object = identify(r, asKubeObject(body, definition), true);
-      return reply(201, store.create(definition, normalise(definition, object)));
+      const written = recordUpdate(undefined, normalise(definition, object), manager, gv);
+      return reply(201, store.create(definition, written));
     }
     const name = r.name as string;
     if (r.subresource === 'exec')
@@ -588,11 +706,18 @@ export async function startKubeApiServer(
     }
     if (verb === 'get') return reply(200, store.read(definition, namespace, name));
     if (verb === 'update') {
-      const object = identify(r, asKubeObject(body, definition), true);
-      return reply(200, store.replace(definition, normalise(definition, object)));
+      const object = normalise(definition, identify(r, asKubeObject(body, definition), true));
+      const before = store.get(definition, namespace, name);
+      const written =
+        r.subresource === undefined ? recordUpdate(before, object, manager, gv) : object;
+      return reply(200, store.replace(definition, written));
     }
-    if (verb === 'patch')
-      return reply(200, applyPatch(r, name, req.headers['content-type'] ?? '', body));
+    const contentType = req.headers['content-type'] ?? '';
+    if (verb === 'patch' && contentType.startsWith(APPLY_TYPE)) {
+      const applied = apply(r, name, body, query);
+      return reply(applied.created ? 201 : 200, applied.object);
+    }
+    if (verb === 'patch') return reply(200, applyPatch(r, name, contentType, body, manager));
     if (r.subresource !== undefined) {
       throw new KubeApiError('MethodNotAllowed', `DELETE is not allowed on ${r.subresource}`);
     }
@@ -748,6 +873,7 @@ export async function startKubeApiServer(
     },
     stop() {
       stopping ??= (async () => {
+        stopServingCrds();
         for (const res of watches) res.end();
         for (const socket of upgraded) socket.destroy();
         const closed = once(server, 'close');

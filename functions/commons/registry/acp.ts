@@ -257,6 +257,18 @@ export function acpProfile(
       return files;
     },
 
+    async requiredObjects() {
+      const object = await findModuleInfo();
+      const name = object.metadata?.name ?? '';
+      const secretName = storageOf(name, object).secretName;
+      return [
+        { apiVersion: `${group}/${version}`, kind: object.kind ?? 'ModuleInfo', name },
+        { apiVersion: 'v1', kind: 'Secret', namespace, name: secretName },
+        { apiVersion: 'apps/v1', kind: 'Deployment', namespace, name: settings.deployment },
+        { apiVersion: 'v1', kind: 'Service', namespace, name: settings.service },
+      ];
+    },
+
     async switchStorage(next: StorageRef): Promise<SwitchResult> {
       const attempt = async (): Promise<SwitchResult> => {
         const object = await findModuleInfo();

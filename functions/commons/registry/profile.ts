@@ -3,6 +3,7 @@
  * registry flavour (ACP's ModuleInfo first; plain Distribution and Quay
  * later), so the workflows never change when a flavour is added.
  */
+import type { RequiredObject } from '../cluster/resources-select.ts';
 
 /** Where a registry keeps its data and which Secret holds the keys. */
 export interface StorageRef {
@@ -80,6 +81,8 @@ export interface RegistryProfile {
   discover(): Promise<DiscoveredRegistry>;
   readStorageKeys(secretName: string): Promise<StorageKeys>;
   captureConfig(options: { includeSecret: boolean }): Promise<CapturedFile[]>;
+  /** The objects that run the registry, captured with the cluster's objects whatever the selection. */
+  requiredObjects(): Promise<RequiredObject[]>;
   switchStorage(next: StorageRef): Promise<SwitchResult>;
   rolloutStatus(switched: Pick<SwitchResult, 'podsBefore'>): Promise<RolloutStatus>;
 }

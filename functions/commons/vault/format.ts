@@ -7,6 +7,7 @@
  *   <vault>/snapshots/<id>/catalog.json            repository -> tag -> manifest digest
  *   <vault>/snapshots/<id>/objects/<key>           everything that is not a blob (links, the rest)
  *   <vault>/snapshots/<id>/cluster/*.yaml          the captured registry configuration
+ *   <vault>/snapshots/<id>/resources/              captured cluster objects and their index.json
  *   <vault>/runs/<id>/...                          working state of a run (plans, shard results)
  *   <vault>/locks/<name>.json                      run leases: one per source being backed up (vault/run-lease.ts)
  */
@@ -73,6 +74,8 @@ export const vaultKeys = {
   catalog: (root: string, id: string) => `${root}snapshots/${id}/catalog.json`,
   objects: (root: string, id: string) => `${root}snapshots/${id}/objects/`,
   cluster: (root: string, id: string, name: string) => `${root}snapshots/${id}/cluster/${name}`,
+  /** The folder of the snapshot's cluster objects (vault/resources.ts names the files). */
+  resources: (root: string, id: string) => `${root}snapshots/${id}/resources/`,
   run: (root: string, id: string) => `${root}runs/${id}/`,
   runRecords: (root: string, runId: string, shardId: string, seq: number) =>
     `${root}runs/${runId}/records/${shardId}/${String(seq).padStart(6, '0')}.jsonl.gz`,
@@ -144,6 +147,17 @@ export const snapshotManifestSchema = z.object({
   checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string() })),
   failures: z.object({ count: z.number().int().nonnegative(), sample: z.array(failureSchema) }),
   clusterFiles: z.array(z.string()),
+  /**
+   * Counts of the cluster objects captured under `resources/` (its
+   * `index.json` names them); absent when the backup captured none.
+   */
+  resources: z
+    .object({
+      objects: z.number().int().nonnegative(),
+      secrets: z.number().int().nonnegative(),
+      types: z.number().int().nonnegative(),
+    })
+    .optional(),
   /** The run that made it (its working files live under `runs/<runId>/` until cleaned). */
   runId: z.string(),
   /**

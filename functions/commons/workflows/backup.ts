@@ -5,6 +5,7 @@
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { z } from 'zod';
+import { resourceSelectionSchema } from '../cluster/resources-select.ts';
 import {
   addTotals,
   emptyTotals,
@@ -38,6 +39,7 @@ import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
+import { type CaptureSummary, captureResources } from './resources-capture.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
 export { parseInput };
@@ -71,6 +73,8 @@ export const backupInputSchema = z
      * failed. Anything else running keeps this backup out (RunLocked).
      */
     breakLock: z.string().min(1).optional(),
+    /** Capture the cluster's objects this selects into the snapshot too (docs/resources.md). */
+    resources: resourceSelectionSchema.optional(),
   })
   .strict();
 export type BackupInput = z.infer<typeof backupInputSchema>;
@@ -89,6 +93,8 @@ export interface BackupState {
   readonly targetObjectsPerShard: number;
   readonly concurrency: number;
   readonly clusterFiles: readonly string[];
+  /** What the capture of cluster objects took, when the input asked for one. */
+  readonly resources?: CaptureSummary;
   /** From the input's `ttlDays`, counted from `startedAt`. */
   readonly expiresAt?: string;
 }
@@ -163,6 +169,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     checks: {},
     failures: { count: 0, sample: [] },
     clusterFiles: [...state.clusterFiles],
+    ...(state.resources === undefined ? {} : { resources: state.resources }),
     inventory: { records: 0, parts: [] },
   };
 }
@@ -260,6 +267,18 @@ export async function discoverBackup(
     await putBytes(deps.vault, key, Buffer.from(file.yaml), 'application/yaml');
     clusterFiles.push(file.name);
   }
+  const resources =
+    input.resources === undefined
+      ? undefined
+      : await captureResources({
+          vault: deps.vault,
+          api: await deps.resources(),
+          snapshotId,
+          selection: input.resources,
+          required: input.source === undefined ? await deps.profile().requiredObjects() : [],
+          log: deps.log,
+          now,
+        });
   const state: BackupState = {
     runId: `backup-${snapshotId}`,
     snapshotId,
@@ -273,6 +292,7 @@ export async function discoverBackup(
     targetObjectsPerShard: input.targetObjectsPerShard,
     concurrency: input.concurrency,
     clusterFiles,
+    ...(resources === undefined ? {} : { resources }),
     ...(input.ttlDays === undefined ? {} : { expiresAt: expiresAtOf(now, input.ttlDays) }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
@@ -463,7 +483,7 @@ export async function finalizeBackup(
   await releaseBackupLease(state, deps);
   const failedChecks = Object.entries(checks).filter(([, c]) => !c.ok);
   const message = ok
-    ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)`
+    ? `snapshot ${state.snapshotId} is complete: ${run.objects} objects, ${manifest.bytes} bytes (${totals.copied} copied, ${totals.skipped} unchanged)${state.resources === undefined ? '' : `, and ${state.resources.objects} cluster objects of ${state.resources.types} types (${state.resources.secrets} Secrets)`}`
     : `snapshot ${state.snapshotId} FAILED: ${failedChecks.map(([name, c]) => `${name}: ${c.detail}`).join('; ')}${run.failures.count > 0 ? `; failed objects: ${describeFailures(run.failures.sample, 5, run.failures.count)}` : ''}`;
   deps.log.info('backup finalized', {
     runId: state.runId,

@@ -5,6 +5,7 @@
  */
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { EksIdentity } from '../cluster/eks-token.ts';
+import type { ResourceApi } from '../cluster/resources-api.ts';
 import type { Location } from '../copy/model.ts';
 import { InputError } from '../errors.ts';
 import { type StepLogger, silentLogger } from '../log.ts';
@@ -36,6 +37,8 @@ export interface WorkflowDeps {
   storageAccess(storage: StorageOnCluster, use: 'read' | 'write'): StorageAccess;
   /** The registry-side profile (cluster access). */
   profile(): RegistryProfile;
+  /** Any resource type of the cluster (backup: capture; restore: the target cluster). */
+  resources(): Promise<ResourceApi>;
   /** A registry API client for verification, or undefined when no registry URL is configured. */
   registry(): RegistryClient | undefined;
   now(): Date;
@@ -186,6 +189,7 @@ function lazyAcpProfile(
     discover: async () => (await real()).discover(),
     readStorageKeys: async (secretName) => (await real()).readStorageKeys(secretName),
     captureConfig: async (options) => (await real()).captureConfig(options),
+    requiredObjects: async () => (await real()).requiredObjects(),
     switchStorage: async (next) => (await real()).switchStorage(next),
     rolloutStatus: async (switched) => (await real()).rolloutStatus(switched),
   };
@@ -197,16 +201,25 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
   const clients = new Map<string, S3Client>();
   const keyCache = new Map<string, Promise<StorageKeys | undefined>>();
   let profile: RegistryProfile | undefined;
+  const kubeOrFail = () => {
+    if (config.kube === undefined)
+      throw new InputError(
+        `this step needs the cluster, and no kubeconfig was given; ${config.kubeHint ?? 'give a kubeconfig'}`,
+      );
+    return config.kube;
+  };
   const getProfile = (): RegistryProfile => {
-    if (profile === undefined) {
-      if (config.kube === undefined) {
-        throw new InputError(
-          `this step needs the cluster, and no kubeconfig was given; ${config.kubeHint ?? 'give a kubeconfig'}`,
-        );
-      }
-      profile = lazyAcpProfile(config.kube, acpSettingsSchema.parse(config.profileSettings ?? {}));
-    }
+    profile ??= lazyAcpProfile(kubeOrFail(), acpSettingsSchema.parse(config.profileSettings ?? {}));
     return profile;
+  };
+  let resources: Promise<ResourceApi> | undefined;
+  const getResources = (): Promise<ResourceApi> => {
+    const kube = kubeOrFail();
+    resources ??= Promise.all([
+      import('../cluster/resources-api.ts'),
+      import('../cluster/kube.ts'),
+    ]).then(([api, cluster]) => api.resourceApi(cluster.loadKubeConfig(kube)));
+    return resources;
   };
   const keysFor = (access: string): Promise<StorageKeys | undefined> => {
     let keys = keyCache.get(access);
@@ -294,6 +307,7 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       };
     },
     profile: getProfile,
+    resources: getResources,
     registry: () =>
       config.registryUrl === undefined
         ? undefined

@@ -189,6 +189,7 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
     targetObjectsPerShard: 1,
     concurrency: job.concurrency,
     clusterFiles: manifest.clusterFiles,
+    ...(manifest.resources === undefined ? {} : { resources: manifest.resources }),
     ...(manifest.expiresAt === undefined ? {} : { expiresAt: manifest.expiresAt }),
   };
   const plan: BackupPlanOutput = {

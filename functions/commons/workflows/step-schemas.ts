@@ -61,6 +61,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
     targetObjectsPerShard: z.number().int().positive(),
     concurrency: z.number().int().positive(),
     clusterFiles: z.array(z.string()),
+    resources: z.strictObject({ objects: count, secrets: count, types: count }).exactOptional(),
     expiresAt: z.iso.datetime().exactOptional(),
   }),
 );
