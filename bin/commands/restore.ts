@@ -12,16 +12,26 @@ import { restoreOutcome, workflowExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
 import { numbersOf } from '../settings.ts';
 import { FlagNames, RESTORE_FIELDS } from '../workflow-flags.ts';
+import {
+  restoreIntoLive,
+  selectiveRestoreOptions,
+  selectsRepositories,
+} from './restore-repository.ts';
 
 /** Adds the command to the program. */
 export function restoreCommand(program: Command): void {
-  commandWithSettings(
-    program,
-    'restore',
-    'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+  selectiveRestoreOptions(
+    commandWithSettings(
+      program,
+      'restore',
+      'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+    ),
   )
     .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
-    .requiredOption('--target-bucket <bucket>', 'empty bucket to restore into (create it first)')
+    .option(
+      '--target-bucket <bucket>',
+      'empty bucket to restore into; with --into-live, the live one',
+    )
     .option('--target-region <region>', 'its region (defaults to the vault region)')
     .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
@@ -43,7 +53,10 @@ export function restoreCommand(program: Command): void {
       'before the switch, trust blobs the copy did not check against their digest (faster; the restore is then not proven)',
     )
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
-    .action(async (flags: Flags) => {
+    .action(async (flags: Flags, command: Command) => {
+      if (selectsRepositories(flags)) return restoreIntoLive(flags, command);
+      if (flags['targetBucket'] === undefined)
+        command.error("error: required option '--target-bucket <bucket>' not specified");
       const settings = await settingsOf(flags);
       const numbers = numbersOf(flags, ['rolloutTimeout']);
       const pullSample = pullSampleOf(flags['pullSample']);

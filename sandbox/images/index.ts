@@ -243,6 +243,22 @@ export async function pushImage(
   );
 }
 
+/** Pushes an image of one layer (`size` bytes seeded by `seed`) to `host/repository:tag`; returns its digest. */
+export async function pushOneLayerImage(
+  destination: string,
+  seed: string,
+  size: number,
+): Promise<string> {
+  const layout = await OciLayout.create();
+  try {
+    const image = await layout.addImage(seed, [{ seed, size }]);
+    await pushImage(layout, seed, destination);
+    return image.digest;
+  } finally {
+    await layout.remove();
+  }
+}
+
 /** Pulls `host/repository:tag` into a fresh OCI layout with skopeo and returns the digest skopeo saw. */
 export async function pullImage(
   source: string,
