@@ -50,6 +50,8 @@ export const BACKUP_FIELDS: Readonly<Record<string, FieldSource>> = {
   concurrency: { setting: 'concurrency' },
   ttlDays: { flag: '--ttl-days' },
   breakLock: { flag: '--break-lock' },
+  repositories: { flag: '--repository' },
+  excludeRepositories: { flag: '--exclude-repository' },
 };
 
 /**

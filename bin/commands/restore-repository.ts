@@ -6,6 +6,8 @@
  */
 import type { Command } from 'commander';
 import { InputError } from '../../functions/commons/errors.ts';
+import { selectionText } from '../../functions/commons/registry/selection.ts';
+import type { SnapshotManifest } from '../../functions/commons/vault/format.ts';
 import {
   type RepositoryOutcome,
   restoreSelection,
@@ -13,7 +15,7 @@ import {
 } from '../../functions/commons/workflows/selective.ts';
 import { type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster, s3Location } from '../deps.ts';
-import { checkSnapshotId, pullSampleOf, snapshotNamed } from '../flags.ts';
+import { checkSnapshotId, pullSampleOf, repeatable, snapshotNamed } from '../flags.ts';
 import { ExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
 import { FlagNames } from '../workflow-flags.ts';
@@ -42,21 +44,19 @@ const NOT_INTO_LIVE: ReadonlyArray<{ option: string; flag: string; why: string }
   { option: 'allowNonEmpty', flag: '--allow-non-empty', why: 'the live bucket is never empty' },
 ];
 
-const collect = (value: string, previous: string[]) => [...previous, value];
-
 /** Adds the selection flags to the restore command. */
 export function selectiveRestoreOptions(command: Command): Command {
   return command
     .option(
       '--repository <name|glob>',
       'with --into-live: restore only this repository (repeat it, or a glob: team/* within one level, team/** below)',
-      collect,
+      repeatable,
       [],
     )
     .option(
       '--tag <tag|glob>',
       'with --repository: only these tags and what they need, their referrers included (repeat it, or a glob)',
-      collect,
+      repeatable,
       [],
     )
     .option(
@@ -68,6 +68,11 @@ export function selectiveRestoreOptions(command: Command): Command {
       'with --into-live: write back live tags that now point elsewhere than the snapshot',
     )
     .option('--dry-run', 'with --into-live: list what would be added or replaced; write nothing');
+}
+
+/** What a full restore of a partial snapshot says before it starts. */
+export function partialWarning(manifest: SnapshotManifest): string {
+  return `snapshot ${manifest.id} is PARTIAL: it holds only the repositories ${selectionText(manifest.selection ?? {})}; the restored registry will hold no other`;
 }
 
 /** True when the command line asks for a selective restore (any of its flags). */

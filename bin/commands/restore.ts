@@ -13,6 +13,7 @@ import { stepProgressReporter } from '../progress.ts';
 import { numbersOf } from '../settings.ts';
 import { FlagNames, RESTORE_FIELDS } from '../workflow-flags.ts';
 import {
+  partialWarning,
   restoreIntoLive,
   selectiveRestoreOptions,
   selectsRepositories,
@@ -100,6 +101,11 @@ export function restoreCommand(program: Command): void {
         // anything runs; the manifest gives the progress its total, and the workflow
         // restores the very snapshot it names.
         const manifest = await snapshotNamed(deps.vault, input.snapshot, '--snapshot');
+        if (manifest.selection !== undefined)
+          out.event('warning', `restore: ${partialWarning(manifest)}`, {
+            message: partialWarning(manifest),
+            partial: manifest.selection,
+          });
         // The registry is verified after the switch with this login: a wrong one would
         // otherwise be found only then, after the whole copy, and rolled back.
         if (input.switchRegistry) await registryAnswers(deps);

@@ -70,3 +70,27 @@ export function fallbackSubjectOf(tag: string): string | undefined {
 
 /** The fallback tag of a digest's referrers index (OCI 1.1 distribution spec). */
 export const fallbackTagOf = (digest: string): string => digest.replace(':', '-');
+
+/**
+ * The repositories a partial backup takes: those a glob of `repositories`
+ * matches (all when absent), less those a glob of `excludeRepositories`
+ * matches. Recorded in the snapshot's manifest.
+ */
+export interface RepositorySelection {
+  readonly repositories?: readonly string[] | undefined;
+  readonly excludeRepositories?: readonly string[] | undefined;
+}
+
+/** Whether a selection takes the repository `name`. */
+export function selects(selection: RepositorySelection, name: string): boolean {
+  const included =
+    selection.repositories === undefined || matching([name], selection.repositories).length > 0;
+  return included && matching([name], selection.excludeRepositories ?? []).length === 0;
+}
+
+/** A selection in words: `team/* except team/tmp`. */
+export function selectionText(selection: RepositorySelection): string {
+  const taken = (selection.repositories ?? ['every repository']).join(', ');
+  const left = selection.excludeRepositories ?? [];
+  return left.length === 0 ? taken : `${taken} except ${left.join(', ')}`;
+}

@@ -29,6 +29,7 @@ import {
   isGlob,
   matching,
   repositoryFolder,
+  selectionText,
 } from '../registry/selection.ts';
 import { type ExpectedRegistry, verifyRegistry } from '../registry/verify.ts';
 import { headObject } from '../s3/get-object.ts';
@@ -141,7 +142,11 @@ function select(
   tagGlobs: readonly string[] | undefined,
 ): Array<{ name: string; tags: Record<string, string>; chosen: string[] }> {
   const names = catalog.map((r) => r.name);
-  const some = `it holds ${names.length} repositories${names.length === 0 ? '' : ` (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''})`}; \`regvault snapshots show ${snapshot.id}\` lists them`;
+  const partial =
+    snapshot.selection === undefined
+      ? ''
+      : `, a partial snapshot of ${selectionText(snapshot.selection)}`;
+  const some = `it holds ${names.length} repositories${partial}${names.length === 0 ? '' : ` (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', ...' : ''})`}; \`regvault snapshots show ${snapshot.id}\` lists them`;
   const issues: string[] = [];
   for (const glob of repositoryGlobs) {
     if (matching(names, [glob]).length > 0) continue;
