@@ -33,6 +33,8 @@ let images: PopulatedRegistry;
 let snapshotId: string;
 /** repository -> the referrer pushed for its v1.1 (team-0) or v1.0 (team-3), and its subject. */
 const referrers = new Map<string, { subject: string; referrer: string }>();
+/** A referrer of team-3's v1.0 known only by its `subject`: no fallback tag lists it. */
+let subjectOnly: string;
 
 const env = () => sandboxEnv(s3, VAULT, { REGVAULT_REGISTRY_URL: registry.url });
 const restore = (...args: string[]): Promise<CliRun> =>
@@ -100,6 +102,18 @@ beforeAll(async () => {
   });
   await signTag('team-0/app-0', 'v1.1');
   await signTag('team-3/app-3', 'v1.0');
+  const signed = referrers.get('team-3/app-3');
+  const served = await new RegistryClient(registry.url).manifest(
+    'team-3/app-3',
+    signed?.subject ?? '',
+  );
+  subjectOnly = await pushReferrer(
+    registry.url,
+    'team-3/app-3',
+    { digest: served.digest, size: served.size, mediaType: served.mediaType },
+    'sbom',
+    false,
+  );
   const deps = vaultDeps(s3, VAULT, '', { registryUrl: registry.url });
   try {
     const result = await runBackupLocally(
@@ -176,6 +190,15 @@ describe('restoring one repository into the live registry', () => {
     );
     expect(listed).toEqual([sign?.referrer]);
     expect(await live.manifestDigest('team-3/app-3', sign?.referrer ?? '')).toBe(sign?.referrer);
+    expect(await live.manifestDigest('team-3/app-3', subjectOnly)).toBe(subjectOnly);
+    const restored = resultOf(run)['restore'] as {
+      repositories: Array<{ referrers: Record<string, string[]> }>;
+      verify: { ok: boolean; referrersBy: string };
+    };
+    expect(restored.repositories[0]?.referrers[sign?.subject ?? '']?.sort()).toEqual(
+      [sign?.referrer, subjectOnly].sort(),
+    );
+    expect(restored.verify).toMatchObject({ ok: true, referrersBy: 'fallback-tag' });
     expect(await live.manifestDigest('team-3/app-3', 'v1.1')).toBeUndefined();
   }, 120_000);
 

@@ -46,13 +46,16 @@ async function putManifest(
 
 /**
  * Pushes a signature-like referrer of `subject` (a manifest of `repository`)
- * and the fallback tag's index listing it; returns the referrer's digest.
+ * and, unless `fallbackTag` is false (as a client does on a registry with the
+ * referrers API), the fallback tag's index listing it; returns the
+ * referrer's digest.
  */
 export async function pushReferrer(
   registryUrl: string,
   repository: string,
   subject: { digest: string; size: number; mediaType: string },
   seed: string,
+  fallbackTag = true,
 ): Promise<string> {
   const empty = await uploadBlob(registryUrl, repository, Buffer.from('{}'));
   const signature = await uploadBlob(registryUrl, repository, Buffer.from(`signature ${seed}`));
@@ -65,6 +68,7 @@ export async function pushReferrer(
     layers: [{ mediaType: artifactType, ...signature }],
     subject,
   });
+  if (!fallbackTag) return referrer.digest;
   await putManifest(registryUrl, repository, subject.digest.replace(':', '-'), OCI_INDEX, {
     schemaVersion: 2,
     mediaType: OCI_INDEX,

@@ -234,6 +234,8 @@ interface Needed {
   readonly layers: Set<string>;
   readonly tags: Set<string>;
   readonly referrers: Map<string, Set<string>>;
+  /** Those the snapshot's fallback tag (`sha256-<hex>`) listed: a registry without the API lists only these. */
+  readonly fallbackListed: Map<string, Set<string>>;
 }
 
 /**
@@ -287,9 +289,10 @@ async function neededBy(
     layers: new Set(),
     tags: new Set(repository.chosen),
     referrers: new Map(),
+    fallbackListed: new Map(),
   };
-  const refer = (subject: string, referrer: string) =>
-    needed.referrers.set(subject, (needed.referrers.get(subject) ?? new Set()).add(referrer));
+  const refer = (subject: string, referrer: string, map = needed.referrers) =>
+    map.set(subject, (map.get(subject) ?? new Set()).add(referrer));
   if (whole) {
     for (const digest of links.revisions.keys()) needed.revisions.add(digest);
     for (const digest of links.layers.keys()) needed.layers.add(digest);
@@ -328,7 +331,10 @@ async function neededBy(
     const subject = fallbackSubjectOf(tag);
     const digest = repository.tags[tag];
     if (subject === undefined || digest === undefined || tag !== fallbackTagOf(subject)) continue;
-    for (const child of (await manifestOf(digest))?.children ?? []) refer(subject, child.digest);
+    for (const child of (await manifestOf(digest))?.children ?? []) {
+      refer(subject, child.digest);
+      refer(subject, child.digest, needed.fallbackListed);
+    }
   }
   return needed;
 }
@@ -368,7 +374,13 @@ interface Plan {
   readonly phases: Phase[];
   readonly repositories: RepositoryOutcome[];
   readonly expected: ExpectedRegistry;
-  readonly referrers: Array<{ repository: string; subject: string; referrers: string[] }>;
+  readonly referrers: Array<{
+    repository: string;
+    subject: string;
+    referrers: string[];
+    /** Those the snapshot's fallback tag listed. */
+    fallbackListed: string[];
+  }>;
   readonly blobs: { needed: number; present: number; bytes: number };
   readonly links: { needed: number; present: number };
 }
@@ -494,7 +506,12 @@ async function planRestore(
     const referred: Record<string, string[]> = {};
     for (const [subject, by] of needed.referrers) {
       referred[subject] = [...by].sort();
-      referrers.push({ repository: repository.name, subject, referrers: referred[subject] });
+      referrers.push({
+        repository: repository.name,
+        subject,
+        referrers: referred[subject],
+        fallbackListed: [...(needed.fallbackListed.get(subject) ?? [])],
+      });
     }
     repositories.push({ name: repository.name, ...outcome, referrers: referred });
     expected.push({ name: repository.name, tags: served });
@@ -597,10 +614,14 @@ async function verifySelection(
   const problems = [...report.problems];
   let referrersListed = 0;
   let referrersBy: SelectiveVerifyOutcome['referrersBy'];
-  for (const { repository, subject, referrers } of plan.referrers) {
+  for (const { repository, subject, referrers, fallbackListed } of plan.referrers) {
     let listed = await registry.referrers(repository, subject);
+    // Without the API a registry lists referrers only in the fallback tag's index, as the
+    // snapshot's did: those must be listed again; the others must be served by digest.
+    let expected = referrers;
     if (listed === undefined) {
       referrersBy ??= 'fallback-tag';
+      expected = fallbackListed;
       const tag = fallbackTagOf(subject);
       try {
         const index = await registry.manifestDigest(repository, tag);
@@ -608,12 +629,15 @@ async function verifySelection(
           index === undefined
             ? []
             : (await registry.manifest(repository, index)).manifests.map((m) => m.digest);
+        for (const digest of referrers.filter((d) => !fallbackListed.includes(d)))
+          if ((await registry.manifestDigest(repository, digest)) !== digest)
+            problems.push(`${repository}@${digest}: the referrer of ${subject} is not served`);
       } catch (err) {
         problems.push(`${repository}:${tag} (the referrers of ${subject}): ${messageOf(err)}`);
         continue;
       }
     } else referrersBy = 'api';
-    const absent = referrers.filter((digest) => !listed.includes(digest));
+    const absent = expected.filter((digest) => !listed.includes(digest));
     if (absent.length === 0) referrersListed++;
     else
       problems.push(
