@@ -104,6 +104,16 @@ export class FlagNames {
     );
   }
 
+  /** An InputError of a workflow's with its issues in flag terms; any other error as it is. */
+  rethrown(err: unknown): unknown {
+    if (!(err instanceof InputError)) return err;
+    return new InputError(
+      err.message.split('\n')[0] ?? err.message,
+      err.issues.map((issue) => this.rewrite(issue)),
+      { cause: err },
+    );
+  }
+
   /**
    * A workflow's message with its field names turned into flags: an issue's
    * subject (`target.bucket: ...` -> `--target-bucket: ...`), advice

@@ -211,15 +211,7 @@ export async function restoreIntoLive(flags: Flags, command: Command): Promise<v
         { onPlanned: (total) => progress.setTotal(total), onProgress: (t) => progress.update(t) },
       );
     } catch (err) {
-      if (err instanceof InputError)
-        throw new InputError(
-          err.message.split('\n')[0] ?? err.message,
-          err.issues.map((i) => names.rewrite(i)),
-          {
-            cause: err,
-          },
-        );
-      throw err;
+      throw names.rethrown(err);
     }
     progress.stop(result.totals);
     run.exitCode = result.verify === undefined || result.verify.ok ? ExitCode.Ok : ExitCode.Failed;

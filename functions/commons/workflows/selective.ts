@@ -117,7 +117,7 @@ export interface SelectiveVerifyOutcome {
 }
 
 /** The links of one repository in a snapshot, by kind, each with its record's vault key. */
-interface RepositoryLinks {
+export interface RepositoryLinks {
   readonly tags: Map<string, string>;
   readonly tagHistory: Map<string, Array<{ digest: string; vaultKey: string; key: string }>>;
   readonly revisions: Map<string, string>;
@@ -135,7 +135,7 @@ const md5Hex = (text: string) => createHash('md5').update(text).digest('hex');
 const sha256Hex = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 /** The snapshot's catalog narrowed to the selection; bad input names every glob that found nothing. */
-function select(
+export function select(
   snapshot: SnapshotManifest,
   catalog: ReadonlyArray<{ name: string; tags: Record<string, string> }>,
   repositoryGlobs: readonly string[],
@@ -178,11 +178,25 @@ function select(
   return selected;
 }
 
+/** The repositories and tags of a snapshot, as its catalog.json records them. */
+export async function catalogOf(
+  deps: WorkflowDeps,
+  snapshot: SnapshotManifest,
+): Promise<Array<{ name: string; tags: Record<string, string> }>> {
+  const key = vaultKeys.catalog(rootOf(deps.vault), snapshot.id);
+  const catalog = await getJson(deps.vault, key, catalogSchema);
+  if (catalog === undefined)
+    throw new VaultError(
+      `snapshot ${snapshot.id} has no catalog.json (${key}); it cannot be read by repository`,
+    );
+  return catalog.repositories;
+}
+
 /**
  * The links of the selected repositories in the snapshot, reading only the
  * inventory parts that hold their folders. Unfinished uploads are left out.
  */
-async function linksOf(
+export async function linksOf(
   deps: WorkflowDeps,
   snapshot: SnapshotManifest,
   base: string,
@@ -229,7 +243,7 @@ async function linksOf(
 }
 
 /** What the selection of one repository needs: manifests (revisions), blobs (layers), tags, referrers. */
-interface Needed {
+export interface Needed {
   readonly revisions: Set<string>;
   readonly layers: Set<string>;
   readonly tags: Set<string>;
@@ -238,15 +252,22 @@ interface Needed {
   readonly fallbackListed: Map<string, Set<string>>;
 }
 
+/** A manifest read from the vault: what it references (absent when it does not parse), its size and media type. */
+export interface StoredManifest {
+  readonly refs?: ManifestRefs;
+  readonly size: number;
+  readonly mediaType?: string;
+}
+
 /**
  * Reads manifests out of the vault's pool, each proven to hash to its
  * digest, parsed once: a corrupt or missing one stops the restore before it
  * writes anything.
  */
-function manifestReader(deps: WorkflowDeps, snapshot: SnapshotManifest) {
+export function manifestReader(deps: WorkflowDeps, snapshot: SnapshotManifest) {
   const root = rootOf(deps.vault);
-  const read = new Map<string, Promise<ManifestRefs | undefined>>();
-  return (digest: string): Promise<ManifestRefs | undefined> => {
+  const read = new Map<string, Promise<StoredManifest>>();
+  return (digest: string): Promise<StoredManifest> => {
     let pending = read.get(digest);
     if (pending === undefined) {
       pending = (async () => {
@@ -261,7 +282,12 @@ function manifestReader(deps: WorkflowDeps, snapshot: SnapshotManifest) {
             `manifest ${digest} of snapshot ${snapshot.id} is corrupt in the vault (${key} hashes to sha256:${sha256Hex(bytes)}); run \`regvault fsck --deep --snapshot ${snapshot.id}\``,
           );
         const parsed = parseManifest(bytes);
-        return parsed.ok ? parsed.refs : undefined;
+        const mediaType = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType;
+        return {
+          ...(parsed.ok ? { refs: parsed.refs } : {}),
+          size: bytes.length,
+          ...(typeof mediaType === 'string' ? { mediaType } : {}),
+        };
       })();
       read.set(digest, pending);
     }
@@ -278,11 +304,11 @@ function manifestReader(deps: WorkflowDeps, snapshot: SnapshotManifest) {
  * come. Referrers of restored manifests are noted for the verification,
  * from the fallback indexes and from `subject`.
  */
-async function neededBy(
+export async function neededBy(
   links: RepositoryLinks,
   repository: { tags: Record<string, string>; chosen: string[] },
   whole: boolean,
-  manifestOf: (digest: string) => Promise<ManifestRefs | undefined>,
+  manifestOf: (digest: string) => Promise<StoredManifest>,
 ): Promise<Needed> {
   const needed: Needed = {
     revisions: new Set(),
@@ -304,7 +330,7 @@ async function neededBy(
         const digest = queue.pop() ?? '';
         if (needed.revisions.has(digest)) continue;
         needed.revisions.add(digest);
-        const refs = await manifestOf(digest);
+        const { refs } = await manifestOf(digest);
         for (const blob of refs?.blobs ?? [])
           if (!isForeignLayer(blob)) needed.layers.add(blob.digest);
         for (const child of refs?.children ?? []) queue.push(child.digest);
@@ -318,7 +344,7 @@ async function neededBy(
       }
       for (const digest of links.revisions.keys()) {
         if (needed.revisions.has(digest) || scanned.has(digest)) continue;
-        const subject = (await manifestOf(digest))?.subject;
+        const subject = (await manifestOf(digest)).refs?.subject;
         if (subject === undefined || !needed.revisions.has(subject)) continue;
         scanned.add(digest);
         refer(subject, digest);
@@ -331,12 +357,38 @@ async function neededBy(
     const subject = fallbackSubjectOf(tag);
     const digest = repository.tags[tag];
     if (subject === undefined || digest === undefined || tag !== fallbackTagOf(subject)) continue;
-    for (const child of (await manifestOf(digest))?.children ?? []) {
+    for (const child of (await manifestOf(digest)).refs?.children ?? []) {
       refer(subject, child.digest);
       refer(subject, child.digest, needed.fallbackListed);
     }
   }
   return needed;
+}
+
+/**
+ * A selection of a snapshot, read: its repositories and tags (bad input
+ * when they are not in the snapshot), the snapshot's registry prefix, the
+ * links of the selected repositories, and a reader of its manifests.
+ */
+export async function readSelection(
+  deps: WorkflowDeps,
+  snapshot: SnapshotManifest,
+  request: { readonly repositories: readonly string[]; readonly tags?: readonly string[] },
+) {
+  const selected = select(
+    snapshot,
+    await catalogOf(deps, snapshot),
+    request.repositories,
+    request.tags,
+  );
+  const base = `${snapshot.source.prefix}${normaliseRoot(snapshot.source.rootDirectory)}${REGISTRY_V2}`;
+  const links = await linksOf(
+    deps,
+    snapshot,
+    base,
+    selected.map((r) => r.name),
+  );
+  return { selected, base, links, manifestOf: manifestReader(deps, snapshot) };
 }
 
 /** The live registry's bucket and the prefix of its registry data, from the request or its resource. */
@@ -398,20 +450,7 @@ async function planRestore(
 ): Promise<Plan> {
   const { snapshot } = request;
   const root = rootOf(deps.vault);
-  const catalog = await getJson(deps.vault, vaultKeys.catalog(root, snapshot.id), catalogSchema);
-  if (catalog === undefined)
-    throw new VaultError(
-      `snapshot ${snapshot.id} has no catalog.json; it cannot be restored by repository`,
-    );
-  const selected = select(snapshot, catalog.repositories, request.repositories, request.tags);
-  const base = `${snapshot.source.prefix}${normaliseRoot(snapshot.source.rootDirectory)}${REGISTRY_V2}`;
-  const links = await linksOf(
-    deps,
-    snapshot,
-    base,
-    selected.map((r) => r.name),
-  );
-  const manifestOf = manifestReader(deps, snapshot);
+  const { selected, base, links, manifestOf } = await readSelection(deps, snapshot, request);
   const liveKey = (sourceKey: string) => `${live.base}${sourceKey.slice(base.length)}`;
   const heads = new PQueue({ concurrency: request.concurrency });
   const phases: Record<Phase['name'], ListEntry[]> = {
