@@ -23,7 +23,13 @@ import { deleteKeys, listAll, serverWithBuckets, storageOn, vaultDeps } from '..
 
 const LIVE = 'live-registry';
 const VAULT = 'vault';
-const REPOSITORIES = ['team-0/app-0', 'team-1/app-1', 'team-2/app-2', 'team-3/app-3'];
+const REPOSITORIES = [
+  'team-0/app-0',
+  'team-1/app-1',
+  'team-2/app-2',
+  'team-3/app-3',
+  'team-4/app-4',
+];
 const V2 = 'docker/registry/v2/';
 
 let s3: S3ServerHandle;
@@ -227,6 +233,36 @@ describe('restoring one repository into the live registry', () => {
     expect(kept.stderr + kept.stdout).toContain('--overwrite-tags');
     expect(overwritten.code).toBe(0);
     expect(await live.manifestDigest('team-1/app-1', 'v1.0')).toBe(snapshotDigest);
+  }, 120_000);
+
+  it('stops at the step that lost objects, writing no tag, and a second run mends it', async () => {
+    // Prepare: team-4 and its blobs gone; the live bucket refuses blob copies
+    await deleteRepository('team-4/app-4');
+    await s3.injectFaults({
+      operation: 'CopyObject',
+      status: 403,
+      code: 'AccessDenied',
+      count: 1_000,
+      bucket: LIVE,
+      keyPrefix: `${V2}blobs/`,
+    });
+    // Act
+    let failed: CliRun;
+    try {
+      failed = await restore('--repository', 'team-4/app-4', '--into-live');
+    } finally {
+      await s3.clearFaults();
+    }
+    const afterFailure = await folderKeys('team-4/app-4');
+    const mended = await restore('--repository', 'team-4/app-4', '--into-live');
+    // Assess: exit 3, nothing of the repository written; the second run restores it all
+    expect(failed.code).toBe(3);
+    expect(failed.stderr).toContain('restoring the blobs failed');
+    expect(failed.stderr).toContain('were not written');
+    expect(afterFailure).toEqual([]);
+    expect(mended.code).toBe(0);
+    for (const [tag, digest] of Object.entries(tagsOf('team-4/app-4')))
+      expect((await pullImage(`${registry.host}/team-4/app-4:${tag}`)).digest).toBe(digest);
   }, 120_000);
 
   it('lists what a dry run would add and writes nothing', async () => {
