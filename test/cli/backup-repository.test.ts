@@ -15,7 +15,14 @@ import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/i
 import { type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { type CliRun, jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
-import { createBucket, serverWithBuckets, storageOn, vaultDeps } from '../support/s3.ts';
+import {
+  createBucket,
+  listAll,
+  putObjects,
+  serverWithBuckets,
+  storageOn,
+  vaultDeps,
+} from '../support/s3.ts';
 
 const LIVE = 'partial-registry';
 const VAULT = 'partial-vault';
@@ -138,6 +145,25 @@ describe('a partial backup', () => {
     expect(one.code).toBe(2);
     expect(one.stderr).toContain('a partial snapshot of team-0/* except team-0/tmp');
   }, 120_000);
+
+  it('refuses a selection of repositories in a bucket that holds no registry, writing nothing', async () => {
+    // Prepare
+    await createBucket(client, 'partial-plain');
+    await putObjects(client, 'partial-plain', [{ key: 'notes/a.txt', body: 'a' }]);
+    const before = await listAll(client, VAULT);
+    // Act
+    const run = await regvault(
+      'backup',
+      '--source-bucket',
+      'partial-plain',
+      '--repository',
+      'team-0/*',
+    );
+    // Assess
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--repository: s3://partial-plain/ holds no registry layout');
+    expect(await listAll(client, VAULT)).toEqual(before);
+  }, 60_000);
 
   it('is kept by retention apart from the whole registry snapshots', async () => {
     // Act
