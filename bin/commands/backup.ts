@@ -20,7 +20,7 @@ function planEstimateOf(state: string, output: unknown): number | undefined {
   return typeof estimate === 'number' ? estimate : undefined;
 }
 
-/** `backup --retry-failed <run>`: the run's failed objects only, then its snapshot finalized again. */
+/** `backup --retry-failed <run>`: what the run did not copy, then its snapshot finalized again. */
 async function retryFailed(value: string, settings: Settings): Promise<void> {
   const runId = backupRunIdOf(value.trim());
   if (runId === '')
@@ -47,10 +47,15 @@ async function retryFailed(value: string, settings: Settings): Promise<void> {
         snapshot: summary,
         retried: summary.retried,
         recovered: summary.recovered,
+        shardsCopiedAgain: summary.shardsCopiedAgain,
         ...(summary.error === undefined ? {} : { error: summary.message }),
         ...(summary.error === undefined ? {} : { hint: hintOf(summary.error) }),
       },
-      `retried ${summary.retried} failed objects of ${runId}, ${summary.recovered} copied: ${summary.message}`,
+      `retried ${summary.retried} failed objects of ${runId}, ${summary.recovered} copied${
+        summary.shardsCopiedAgain.length === 0
+          ? ''
+          : `; copied ${summary.shardsCopiedAgain.length} shards that had not ended again from their start (${summary.objectsCopiedAgain} objects copied)`
+      }: ${summary.message}`,
     );
   } finally {
     deps.close();

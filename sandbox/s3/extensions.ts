@@ -103,6 +103,12 @@ export interface FaultRule {
   readonly count: number;
   readonly bucket?: string;
   readonly keyPrefix?: string;
+  /**
+   * A listing matches only when it starts after a key at or past this one
+   * (its `start-after` sorts at or after it): the listings of a shard that
+   * begins there, not the planner's.
+   */
+  readonly listingFrom?: string;
   /** Close the connection without an answer instead of sending an error (a connection reset). */
   readonly reset?: boolean;
 }
@@ -135,13 +141,15 @@ export class RequestLedger {
 
   /**
    * The rule a request trips, consuming one of its uses, if any. A copy matches
-   * `keyPrefix` by its target key or by its source key (`copySourceKey`).
+   * `keyPrefix` by its target key or by its source key (`copySourceKey`); a
+   * listing matches `listingFrom` by its `start-after`.
    */
   trip(
     operation: string,
     bucket: string,
     key: string,
     copySourceKey?: string,
+    startAfter?: string,
   ): FaultRule | undefined {
     const keyMatches = (prefix: string) =>
       key.startsWith(prefix) || (copySourceKey?.startsWith(prefix) ?? false);
@@ -150,7 +158,9 @@ export class RequestLedger {
         candidate.remaining > 0 &&
         candidate.operation === operation &&
         (candidate.bucket === undefined || candidate.bucket === bucket) &&
-        (candidate.keyPrefix === undefined || keyMatches(candidate.keyPrefix)),
+        (candidate.keyPrefix === undefined || keyMatches(candidate.keyPrefix)) &&
+        (candidate.listingFrom === undefined ||
+          (startAfter !== undefined && startAfter >= candidate.listingFrom)),
     );
     if (rule !== undefined) rule.remaining -= 1;
     return rule;

@@ -172,7 +172,13 @@ app.addHook('onRequest', async (request) => {
 app.addHook('preHandler', async (request, reply) => {
   const operation = operations.get(request) ?? operationOf(request as SandboxRequest);
   const { bucket, key } = bucketAndKey(request as SandboxRequest);
-  const fault = ledger.trip(operation, bucket, key, copySourceKeyOf(request as SandboxRequest));
+  const fault = ledger.trip(
+    operation,
+    bucket,
+    key,
+    copySourceKeyOf(request as SandboxRequest),
+    new URL(request.url, 'http://sandbox').searchParams.get('start-after') ?? undefined,
+  );
   if (fault !== undefined) {
     if (fault.reset === true) {
       request.raw.socket.destroy();

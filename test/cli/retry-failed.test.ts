@@ -81,6 +81,64 @@ describe('backup --retry-failed', () => {
     deps.close();
   }, 120_000);
 
+  it('copies a shard whose listing kept failing again from its start, and completes the same snapshot', async () => {
+    // Prepare: two shards of 1,000 keys; every listing of the second one fails (the planner's do not).
+    const { server, client: own } = await serverWithBuckets('s3-retry-aborted', [
+      'vault',
+      'source',
+    ]);
+    try {
+      await putObjects(own, 'source', [
+        ...Array.from({ length: 1_000 }, (_, i) => ({ key: `a/${i}`, body: `first half ${i}` })),
+        ...Array.from({ length: 1_000 }, (_, i) => ({ key: `b/${i}`, body: `second half ${i}` })),
+      ]);
+      const ownEnv = sandboxEnv(server, 'vault');
+      await server.injectFaults({
+        operation: 'ListObjectsV2',
+        status: 503,
+        code: 'SlowDown',
+        count: 1_000,
+        listingFrom: 'b',
+      });
+      const first = await runRegvault(
+        ['backup', '--source-bucket', 'source', '--shard-objects', '1000', '--json'],
+        ownEnv,
+      );
+      await server.clearFaults();
+      const deps = vaultDeps(server, 'vault', '');
+      const snapshotId = (await listSnapshots(deps.vault))[0]?.id ?? '(none)';
+      await server.resetCounters();
+
+      // Act
+      const retry = await runRegvault(['backup', '--retry-failed', snapshotId, '--json'], ownEnv);
+      const copies = (await server.counters())['CopyObject'] ?? 0;
+
+      // Assess: the aborted shard's keys, and only those, are copied; the snapshot is whole.
+      expect(first.code).toBe(3);
+      expect(first.stderr).toContain('listing failed');
+      expect(retry.stderr).toBe('');
+      expect(retry.code).toBe(0);
+      expect(jsonLines(retry.stdout).at(-1)).toMatchObject({
+        event: 'result',
+        ok: true,
+        retried: 0,
+        shardsCopiedAgain: ['objects-00001'],
+        snapshot: { snapshotId, status: 'complete', failed: 0, objects: 2_000 },
+      });
+      expect(copies).toBe(1_000);
+      const [manifest] = await listSnapshots(deps.vault);
+      expect(manifest?.checks['shards']?.ok).toBe(true);
+      const inventory = manifest === undefined ? [] : await readInventory(deps.vault, manifest);
+      expect(inventory.map((r) => r.key).sort()).toEqual(
+        [...(await listAll(own, 'source')).keys()].sort(),
+      );
+      deps.close();
+    } finally {
+      own.destroy();
+      await server.stop();
+    }
+  }, 120_000);
+
   it('refuses a run the vault does not hold, naming the flag, before it writes anything', async () => {
     // Act
     const refused = await runRegvault(['backup', '--retry-failed', 'backup-nothing-here'], env);

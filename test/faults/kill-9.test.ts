@@ -3,8 +3,10 @@
  * that was killed leaves a `running` snapshot and its run lease behind; the
  * next backup of the same source sees the lease's process gone, marks the
  * dead snapshot failed with the reason, takes the lease and completes with
- * an inventory equal to the source. The CLI runs as users run it, a child
- * process, against the sandbox S3 server.
+ * an inventory equal to the source. Or `backup --retry-failed` mends the
+ * killed run's own snapshot: it copies again the shards that never ended.
+ * The CLI runs as users run it, a child process, against the sandbox S3
+ * server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +29,9 @@ let env: NodeJS.ProcessEnv;
 const args = ['backup', '--source-bucket', 'source', '--shard-objects', '1000', '--json'];
 
 /** Starts `regvault backup` and kills it (SIGKILL) once it has copied some objects. */
-async function backupKilledMidCopy(): Promise<{ copiedBeforeKill: number; pid: number }> {
+async function backupKilledMidCopy(
+  env: NodeJS.ProcessEnv,
+): Promise<{ copiedBeforeKill: number; pid: number }> {
   const { command, args: prefix } = typeScriptCommand(cli);
   // Two copies at a time: the copy takes long enough to be killed in its middle.
   const child: ChildProcess = spawn(command, [...prefix, ...args, '--concurrency', '2'], { env });
@@ -58,7 +62,11 @@ async function backupKilledMidCopy(): Promise<{ copiedBeforeKill: number; pid: n
 }
 
 beforeAll(async () => {
-  ({ server: s3, client } = await serverWithBuckets('s3-kill-9', ['vault', 'source']));
+  ({ server: s3, client } = await serverWithBuckets('s3-kill-9', [
+    'vault',
+    'vault-retry',
+    'source',
+  ]));
   await putObjects(
     client,
     'source',
@@ -79,7 +87,7 @@ afterAll(async () => {
 describe('kill -9 of the CLI mid-backup', () => {
   it('leaves a run the next backup marks failed with the reason, and that backup completes with the source in its inventory', async () => {
     // Prepare
-    const killed = await backupKilledMidCopy();
+    const killed = await backupKilledMidCopy(env);
     const deps = vaultDeps(s3, 'vault', '');
     const left = await listSnapshots(deps.vault);
     const leases = await listRunLeases(deps.vault);
@@ -112,6 +120,38 @@ describe('kill -9 of the CLI mid-backup', () => {
     process.stdout.write(
       `kill -9 after ${killed.copiedBeforeKill} of ${OBJECTS} copied; the re-run ended the dead run and completed in ${rerunMs} ms\n`,
     );
+    deps.close();
+  }, 240_000);
+
+  it('leaves a run whose own snapshot --retry-failed completes, copying again the shards that never ended', async () => {
+    // Prepare
+    const retryEnv = sandboxEnv(s3, 'vault-retry');
+    const killed = await backupKilledMidCopy(retryEnv);
+    const deps = vaultDeps(s3, 'vault-retry', '');
+    const [left] = await listSnapshots(deps.vault);
+
+    // Act
+    const retry = await runRegvault(
+      ['backup', '--retry-failed', left?.id ?? '(none)', '--json'],
+      retryEnv,
+    );
+
+    // Assess
+    expect(killed.copiedBeforeKill).toBeGreaterThan(0);
+    expect(retry.stderr).toBe('');
+    expect(retry.code).toBe(0);
+    const result = jsonLines(retry.stdout).at(-1) as { shardsCopiedAgain?: string[] };
+    expect(result).toMatchObject({ event: 'result', ok: true, snapshot: { status: 'complete' } });
+    expect(result.shardsCopiedAgain?.length).toBeGreaterThan(0);
+    const after = await listSnapshots(deps.vault);
+    expect(after.map((m) => [m.id, m.status])).toEqual([[left?.id, SnapshotStatus.Complete]]);
+    const source = await listAll(client, 'source');
+    const inventory = after[0] === undefined ? [] : await readInventory(deps.vault, after[0]);
+    expect(new Map(inventory.map((r) => [r.key, r.size]))).toEqual(
+      new Map([...source].map(([key, { size }]) => [key, size])),
+    );
+    expect(after[0]?.totals).toMatchObject({ failed: 0, listed: OBJECTS });
+    expect(await listRunLeases(deps.vault)).toEqual([]);
     deps.close();
   }, 240_000);
 });

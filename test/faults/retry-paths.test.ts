@@ -19,7 +19,7 @@ import { createS3Client } from '../../functions/commons/s3/client.ts';
 import { createFastCopier } from '../../functions/commons/s3/fast-copy.ts';
 import { getObjectBytes } from '../../functions/commons/s3/get-object.ts';
 import { countRetriesIn, isRetryable, retriesSoFar } from '../../functions/commons/s3/retry.ts';
-import { getBytes, listKeys } from '../../functions/commons/vault/store.ts';
+import { getBytes, listKeys, openUpload } from '../../functions/commons/vault/store.ts';
 import { seededBytes } from '../../sandbox/dataset.ts';
 import { type FaultProxy, startFaultProxy } from '../../sandbox/s3/fault-proxy.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
@@ -236,5 +236,30 @@ describe('a multipart copy whose CompleteMultipartUpload answer is lost', () => 
     expect(proxy.counts().byOperation['CompleteMultipartUpload resetAfter']).toBeGreaterThan(0);
     expect(result.targetEtag).toMatch(/-2$/);
     expect((await readObject(admin, 'bucket', target)).equals(seededBytes('big', size))).toBe(true);
+  });
+});
+
+describe("a vault upload whose CompleteMultipartUpload answer is lost (a large inventory's)", () => {
+  it('completes: the object the first Complete made is found', async () => {
+    // Prepare: two parts of 5 MiB and a last piece; the server completes, the answer never arrives
+    proxy.setRates({ resetAfter: 1, operations: ['CompleteMultipartUpload'], limit: 1 });
+    const vault = { client, location: locationOn(s3, 'bucket') };
+    const pieces = [0, 1, 2].map((i) => seededBytes(`piece-${i}`, S3_LIMITS.minPartBytes));
+    const upload = openUpload(
+      vault,
+      'vault/inventory-part',
+      'application/gzip',
+      S3_LIMITS.minPartBytes,
+    );
+
+    // Act
+    for (const piece of pieces) await upload.write(piece);
+    await upload.close();
+
+    // Assess
+    expect(proxy.counts().byOperation['CompleteMultipartUpload resetAfter']).toBeGreaterThan(0);
+    expect(
+      (await readObject(admin, 'bucket', 'vault/inventory-part')).equals(Buffer.concat(pieces)),
+    ).toBe(true);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Multipart uploads for the copy engine: one upload run to its end or
  * aborted, and a Complete that stays idempotent when a retry follows an
- * answer the network lost.
+ * answer the network lost (the vault's own uploads use it too).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -9,6 +9,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   HeadObjectCommand,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { cleanEtag } from './model.ts';
@@ -45,7 +46,7 @@ export async function multipart(
     );
     // Throwing here aborts the upload: nothing is written.
     beforeComplete?.();
-    const completed = await complete(ctx, targetKey, uploadId, etags);
+    const completed = await completeMultipart(ctx.target, targetKey, uploadId, etags);
     return { targetEtag: cleanEtag(completed), requests: ranges.length + 2 };
   } catch (err) {
     await client
@@ -71,13 +72,13 @@ export function multipartEtag(partEtags: readonly string[]): string | undefined 
  * is then looked at: a HEAD matching the ETag the parts make proves it was
  * completed; anything else is the failure it was.
  */
-async function complete(
-  ctx: TransferContext,
+export async function completeMultipart(
+  target: { readonly client: S3Client; readonly bucket: string },
   targetKey: string,
   uploadId: string,
   etags: readonly string[],
 ): Promise<string | undefined> {
-  const { client, bucket } = ctx.target;
+  const { client, bucket } = target;
   try {
     const completed = await client.send(
       new CompleteMultipartUploadCommand({

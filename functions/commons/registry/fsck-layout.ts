@@ -29,16 +29,147 @@ export const revisionKey = (repository: string, digest: string) =>
 export const layerKey = (repository: string, digest: string) =>
   `repositories/${repository}/_layers/sha256/${hexOf(digest)}/link`;
 
+const SHA256 = /^sha256:[0-9a-f]{64}$/;
+
+/** A sha256 digest's 32 bytes as a Latin-1 string: 48 bytes in V8, where `sha256:<hex>` takes 88. */
+const packed = (digest: string) => Buffer.from(digest.slice(7), 'hex').toString('latin1');
+
+/** A set of sha256 digests held as their bytes. */
+export class DigestSet {
+  readonly #set = new Set<string>();
+
+  add(digest: string): void {
+    if (SHA256.test(digest)) this.#set.add(packed(digest));
+  }
+
+  has(digest: string): boolean {
+    return SHA256.test(digest) && this.#set.has(packed(digest));
+  }
+
+  get size(): number {
+    return this.#set.size;
+  }
+}
+
+/**
+ * The digests fsck has met, each held once, as a small integer id and the
+ * digest's 32 bytes in a Latin-1 string (48 bytes in V8 where
+ * `sha256:<hex>` takes 88): a set of digests is then a set of numbers. At a
+ * million objects the layout met about 400,000 digests, most of them in
+ * several sets.
+ */
+export class Digests {
+  readonly #ids = new Map<string, number>();
+  readonly #packed: string[] = [];
+
+  /** The id of `digest` (`sha256:<64 hex>`), added if it is new. */
+  id(digest: string): number {
+    const bytes = packed(digest);
+    let id = this.#ids.get(bytes);
+    if (id === undefined) {
+      id = this.#packed.length;
+      this.#packed.push(bytes);
+      this.#ids.set(bytes, id);
+    }
+    return id;
+  }
+
+  /** The id of `digest` if it was met; undefined for one never met or not a sha256 digest. */
+  find(digest: string): number | undefined {
+    return SHA256.test(digest) ? this.#ids.get(packed(digest)) : undefined;
+  }
+
+  /** The digest of id `id`, `sha256:<hex>`. */
+  digest(id: number): string {
+    return `sha256:${Buffer.from(this.#packed[id] ?? '', 'latin1').toString('hex')}`;
+  }
+}
+
+/** Per repository, the digests of its revision or layer links, by id. */
+export class LinkSets {
+  readonly #digests: Digests;
+  readonly #byRepository = new Map<string, Set<number>>();
+
+  constructor(digests: Digests) {
+    this.#digests = digests;
+  }
+
+  add(repository: string, digest: string): void {
+    addTo(this.#byRepository, repository, this.#digests.id(digest));
+  }
+
+  has(repository: string, digest: string): boolean {
+    const id = this.#digests.find(digest);
+    return id !== undefined && (this.#byRepository.get(repository)?.has(id) ?? false);
+  }
+
+  /** Every link: its repository and its digest's id. */
+  *entries(): Generator<[string, number]> {
+    for (const [repository, ids] of this.#byRepository)
+      for (const id of ids) yield [repository, id];
+  }
+
+  get size(): number {
+    let size = 0;
+    for (const ids of this.#byRepository.values()) size += ids.size;
+    return size;
+  }
+}
+
+/** The blobs of the layout: their sizes by digest id. */
+export class BlobSizes {
+  readonly #digests: Digests;
+  readonly #sizes: number[] = [];
+  #count = 0;
+
+  constructor(digests: Digests) {
+    this.#digests = digests;
+  }
+
+  set(digest: string, size: number): void {
+    const id = this.#digests.id(digest);
+    while (this.#sizes.length <= id) this.#sizes.push(-1);
+    if ((this.#sizes[id] ?? -1) < 0) this.#count++;
+    this.#sizes[id] = size;
+  }
+
+  /** The blob's size; undefined when the layout has no such blob. */
+  get(digest: string): number | undefined {
+    const id = this.#digests.find(digest);
+    return id === undefined ? undefined : this.sizeOf(id);
+  }
+
+  has(digest: string): boolean {
+    return this.get(digest) !== undefined;
+  }
+
+  /** The size of the blob of digest id `id`, if the layout has it. */
+  sizeOf(id: number): number | undefined {
+    const size = this.#sizes[id] ?? -1;
+    return size < 0 ? undefined : size;
+  }
+
+  /** Every blob's digest id. */
+  *ids(): Generator<number> {
+    for (let id = 0; id < this.#sizes.length; id++) if ((this.#sizes[id] ?? -1) >= 0) yield id;
+  }
+
+  get size(): number {
+    return this.#count;
+  }
+}
+
 /**
  * The layout as the listing shows it: every object classified, nothing read.
  * What it keeps grows with the blobs and links, not with every key: a link's
- * existence is its digest in its repository's set.
+ * existence is its digest's id in its repository's set.
  */
 export interface Layout {
-  readonly blobs: Map<string, number>;
+  readonly digests: Digests;
+  readonly blobs: BlobSizes;
   readonly tags: Array<{ repository: string; tag: string; key: string }>;
-  readonly revisions: Map<string, Set<string>>;
-  readonly layerLinks: Map<string, Set<string>>;
+  readonly revisions: LinkSets;
+  readonly layerLinks: LinkSets;
   /**
    * Revision and layer links deep mode must read: those whose ETag in the
    * store's listing is not the MD5 of the digest they hold (a link is
@@ -52,10 +183,10 @@ export interface Layout {
   readonly bytes: number;
 }
 
-/** Adds `digest` to the set held for `repository`. */
-export function addTo(map: Map<string, Set<string>>, repository: string, digest: string): void {
-  const set = map.get(repository) ?? new Set<string>();
-  set.add(digest);
+/** Adds `item` to the set held for `repository`. */
+export function addTo<T>(map: Map<string, Set<T>>, repository: string, item: T): void {
+  const set = map.get(repository) ?? new Set<T>();
+  set.add(item);
   map.set(repository, set);
 }
 
@@ -74,11 +205,13 @@ export async function indexLayout(
   absent: ReadonlySet<string> = new Set(),
   options: { readonly keepLinksToRead?: boolean } = {},
 ): Promise<Indexed> {
+  const digests = new Digests();
   const layout = {
-    blobs: new Map<string, number>(),
+    digests,
+    blobs: new BlobSizes(digests),
     tags: [] as Layout['tags'],
-    revisions: new Map<string, Set<string>>(),
-    layerLinks: new Map<string, Set<string>>(),
+    revisions: new LinkSets(digests),
+    layerLinks: new LinkSets(digests),
     linksToRead: [] as Layout['linksToRead'],
     repositories: new Set<string>(),
   };
@@ -93,7 +226,7 @@ export async function indexLayout(
     const kind = classifyRegistryKey(object.key);
     if (kind === KeyKind.Blob) {
       const digest = blobDigestOf(object.key);
-      if (digest !== undefined) layout.blobs.set(digest, object.size);
+      if (digest !== undefined && SHA256.test(digest)) layout.blobs.set(digest, object.size);
     } else if (kind === KeyKind.Tag) {
       const match = TAG_CURRENT.exec(object.key);
       if (match?.[1] !== undefined && match[2] !== undefined) {
@@ -104,7 +237,7 @@ export async function indexLayout(
       const match = (kind === KeyKind.Revision ? REVISION_LINK : LAYER_LINK).exec(object.key);
       if (match?.[1] !== undefined && match[2] !== undefined) {
         const digest = `sha256:${match[2]}`;
-        addTo(kind === KeyKind.Revision ? layout.revisions : layout.layerLinks, match[1], digest);
+        (kind === KeyKind.Revision ? layout.revisions : layout.layerLinks).add(match[1], digest);
         if (options.keepLinksToRead === true) {
           if (object.etag !== undefined && object.etag === md5Hex(digest)) linksProvenByEtag++;
           else layout.linksToRead.push({ key: object.key, digest });
@@ -126,45 +259,77 @@ export async function indexLayout(
   return { layout: { ...layout, uploads: uploadList, bytes, linksProvenByEtag }, objects: listed };
 }
 
-/** The manifest graph fsck walked: what each `repo@digest` names, and which tags lead to it. */
+/**
+ * The manifest graph fsck walked: what each manifest of a repository names,
+ * and which tags lead to it, digests by their ids in the layout's table.
+ */
 export class ManifestGraph {
-  readonly #refs = new Map<string, { blobs: string[]; children: string[] }>();
-  readonly #roots = new Map<string, Set<string>>();
+  readonly #digests: Digests;
+  /** Repository -> manifest -> the blobs it names and its child manifests. */
+  readonly #refs = new Map<string, Map<number, { blobs: number[]; children: number[] }>>();
+  /** Repository -> manifest -> the tags that name it. */
+  readonly #roots = new Map<string, Map<number, string[]>>();
+
+  constructor(digests: Digests) {
+    this.#digests = digests;
+  }
 
   tag(repository: string, digest: string, tag: string): void {
-    const id = `${repository}@${digest}`;
-    const set = this.#roots.get(id) ?? new Set<string>();
-    set.add(`${repository}:${tag}`);
-    this.#roots.set(id, set);
+    const roots = this.#roots.get(repository) ?? new Map<number, string[]>();
+    this.#roots.set(repository, roots);
+    const id = this.#digests.id(digest);
+    const tags = roots.get(id);
+    if (tags === undefined) roots.set(id, [tag]);
+    else tags.push(tag);
   }
 
   record(repository: string, digest: string, refs: ManifestRefs): void {
-    this.#refs.set(`${repository}@${digest}`, {
-      blobs: refs.blobs.map((b) => b.digest),
-      children: refs.children.map((c) => `${repository}@${c.digest}`),
+    const ids = (descriptors: readonly { digest: string }[]) =>
+      descriptors.filter((d) => SHA256.test(d.digest)).map((d) => this.#digests.id(d.digest));
+    const manifests = this.#refs.get(repository) ?? new Map();
+    this.#refs.set(repository, manifests);
+    manifests.set(this.#digests.id(digest), {
+      blobs: ids(refs.blobs),
+      children: ids(refs.children),
     });
   }
 
-  /** Blob digest (config, layer, or a manifest itself) -> the `repo:tag`s whose pull needs it. */
-  users(): Map<string, string[]> {
+  /**
+   * Blob digest (config, layer, or a manifest itself) -> the `repo:tag`s
+   * whose pull needs it, for the `wanted` digests only: the problems' blobs.
+   * Every blob's users at once would hold an entry per blob and tag, and a
+   * base layer every tag shares; a report needs a handful.
+   */
+  users(wanted: ReadonlySet<string>): Map<string, string[]> {
+    const wantedIds = new Map<number, string>();
+    for (const digest of wanted) {
+      const id = this.#digests.find(digest);
+      if (id !== undefined) wantedIds.set(id, digest);
+    }
     const users = new Map<string, Set<string>>();
-    const add = (digest: string, user: string) => {
-      const set = users.get(digest) ?? new Set<string>();
-      set.add(user);
-      users.set(digest, set);
-    };
-    for (const [root, tags] of this.#roots) {
-      const seen = new Set<string>();
-      const stack = [root];
-      while (stack.length > 0) {
-        const id = stack.pop() ?? '';
-        if (seen.has(id)) continue;
-        seen.add(id);
-        const digest = id.slice(id.lastIndexOf('@') + 1);
-        for (const tag of tags) add(digest, tag);
-        const refs = this.#refs.get(id);
-        for (const blob of refs?.blobs ?? []) for (const tag of tags) add(blob, tag);
-        stack.push(...(refs?.children ?? []));
+    if (wantedIds.size === 0) return new Map();
+    for (const [repository, roots] of this.#roots) {
+      const manifests = this.#refs.get(repository);
+      for (const [root, tags] of roots) {
+        const named = tags.map((tag) => `${repository}:${tag}`);
+        const add = (id: number) => {
+          const digest = wantedIds.get(id);
+          if (digest === undefined) return;
+          const set = users.get(digest) ?? new Set<string>();
+          for (const user of named) set.add(user);
+          users.set(digest, set);
+        };
+        const seen = new Set<number>();
+        const stack = [root];
+        while (stack.length > 0) {
+          const id = stack.pop() ?? -1;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          add(id);
+          const refs = manifests?.get(id);
+          for (const blob of refs?.blobs ?? []) add(blob);
+          stack.push(...(refs?.children ?? []));
+        }
       }
     }
     return new Map([...users].map(([digest, set]) => [digest, [...set].sort()]));

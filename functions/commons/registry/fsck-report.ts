@@ -104,8 +104,8 @@ export interface FsckFindings {
   readonly absent: ReadonlySet<string>;
   readonly layout: Layout;
   readonly graph: ManifestGraph;
-  /** Blobs something refers to: the rest are orphans. */
-  readonly referenced: ReadonlySet<string>;
+  /** Blobs something refers to, by digest id: the rest are orphans. */
+  readonly referenced: ReadonlySet<number>;
   readonly dangling: DanglingReference[];
   readonly invalidManifests: FsckReport['invalidManifests'];
   readonly corrupt: ReadonlyMap<string, Corruption>;
@@ -122,7 +122,15 @@ export interface FsckFindings {
 export function fsckReport(found: FsckFindings): FsckReport {
   const { layout, dangling, invalidManifests, label } = found;
   const where = found.locate;
-  const users = found.graph.users();
+  const users = found.graph.users(
+    new Set(
+      [
+        ...found.corrupt.keys(),
+        ...[...found.absent].map(blobDigestOf),
+        ...dangling.map((d) => d.digest),
+      ].filter((digest) => digest !== undefined),
+    ),
+  );
   const usedBy = (digest: string | undefined) =>
     digest === undefined ? [] : (users.get(digest) ?? []);
   const corruptBlobs: FsckReport['corruptBlobs'] = [...found.corrupt]
@@ -136,8 +144,9 @@ export function fsckReport(found: FsckFindings): FsckReport {
   const missingObjects: FsckReport['missingObjects'] = [...found.absent]
     .sort()
     .map((key) => ({ key, location: where(key), usedBy: usedBy(blobDigestOf(key)) }));
-  const orphanBlobs = [...layout.blobs.keys()]
-    .filter((digest) => !found.referenced.has(digest))
+  const orphanBlobs = [...layout.blobs.ids()]
+    .filter((id) => !found.referenced.has(id))
+    .map((id) => layout.digests.digest(id))
     .sort();
   const byFrom = (a: DanglingReference, b: DanglingReference) =>
     `${a.from} ${a.to}`.localeCompare(`${b.from} ${b.to}`);
@@ -178,8 +187,6 @@ export function fsckReport(found: FsckFindings): FsckReport {
         `leftover upload ${u.repository}/_uploads/${u.id} (${u.objects} objects, ${u.bytes} bytes)`,
     ),
   ]);
-  const setSizes = (map: Map<string, Set<string>>) =>
-    [...map.values()].reduce((sum, set) => sum + set.size, 0);
   return {
     ok:
       dangling.length === 0 &&
@@ -194,8 +201,8 @@ export function fsckReport(found: FsckFindings): FsckReport {
       blobs: layout.blobs.size,
       repositories: layout.repositories.size,
       tags: layout.tags.length,
-      revisions: setSizes(layout.revisions),
-      layerLinks: setSizes(layout.layerLinks),
+      revisions: layout.revisions.size,
+      layerLinks: layout.layerLinks.size,
       manifests: found.manifests,
       blobsVerified: found.blobsVerified,
       linksProvenByEtag: found.linksProvenByEtag,

@@ -90,18 +90,27 @@ interface FsckRun {
   reads: number;
   readonly dangling: DanglingReference[];
   readonly invalidManifests: FsckReport['invalidManifests'];
-  /** Blobs something refers to: the rest are orphans. */
-  readonly referenced: Set<string>;
+  /** Blobs something refers to, by digest id: the rest are orphans. */
+  readonly referenced: Set<number>;
   readonly graph: ManifestGraph;
   readonly tagDigests: FsckReport['tagDigests'];
   readonly corrupt: Map<string, Corruption>;
 }
 
-/** A manifest to check in a repository, and what refers to it (for messages). */
+/**
+ * A manifest to check in a repository (its digest's id), and what refers to
+ * it, for messages: its revision link when `from` is not given.
+ */
 interface ManifestToCheck {
   readonly repository: string;
-  readonly digest: string;
-  readonly from: string;
+  readonly id: number;
+  readonly from?: string;
+}
+
+/** Counts `digest` as referred to, if the layout has a blob of it (only those can be orphans). */
+function refer(run: FsckRun, digest: string): void {
+  const id = run.layout.digests.find(digest);
+  if (id !== undefined) run.referenced.add(id);
 }
 
 /**
@@ -172,8 +181,8 @@ function startRun(source: RegistrySource, options: FsckOptions, layout: Layout):
     reads: 0,
     dangling: [],
     invalidManifests: [],
-    referenced: new Set<string>(),
-    graph: new ManifestGraph(),
+    referenced: new Set<number>(),
+    graph: new ManifestGraph(layout.digests),
     tagDigests: [],
     corrupt: new Map<string, Corruption>(),
   };
@@ -188,11 +197,10 @@ function startRun(source: RegistrySource, options: FsckOptions, layout: Layout):
  */
 async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
   const { layout, dangling } = run;
-  const toCheck = new Map<string, Set<string>>();
-  /** `repo@digest` -> `repo:tag`, to name a tag as the referrer when its revision link is missing. */
+  const toCheck = new Map<string, Set<number>>();
+  /** `repo@digest id` -> `repo:tag`, to name a tag as the referrer when its revision link is missing. */
   const tagged = new Map<string, string>();
-  for (const [repository, digests] of layout.revisions)
-    for (const digest of digests) addTo(toCheck, repository, digest);
+  for (const [repository, id] of layout.revisions.entries()) addTo(toCheck, repository, id);
   await forEachLimit(layout.tags, run.concurrency, async ({ repository, tag, key }) => {
     const body = (await run.read(key))?.toString('utf8').trim();
     const from = `${repository}:${tag}`;
@@ -208,27 +216,25 @@ async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
       });
       return;
     }
-    run.referenced.add(body);
+    refer(run, body);
     run.tagDigests.push({ repository, tag, digest: body });
     run.graph.tag(repository, body, tag);
-    if (!layout.revisions.get(repository)?.has(body)) {
+    const id = layout.digests.id(body);
+    if (!layout.revisions.has(repository, body)) {
       dangling.push({
         from,
         to: revisionKey(repository, body),
         reason: 'tag without its revision link',
       });
+      tagged.set(`${repository}@${id}`, from);
     }
-    addTo(toCheck, repository, body);
-    tagged.set(`${repository}@${body}`, from);
+    addTo(toCheck, repository, id);
   });
   const roots: ManifestToCheck[] = [];
-  for (const [repository, digests] of toCheck) {
-    for (const digest of digests) {
-      const revision = revisionKey(repository, digest);
-      const from = layout.revisions.get(repository)?.has(digest)
-        ? revision
-        : (tagged.get(`${repository}@${digest}`) ?? revision);
-      roots.push({ repository, digest, from });
+  for (const [repository, ids] of toCheck) {
+    for (const id of ids) {
+      const from = tagged.get(`${repository}@${id}`);
+      roots.push({ repository, id, ...(from === undefined ? {} : { from }) });
     }
   }
   return roots;
@@ -240,10 +246,16 @@ async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
  * checked in turn. Returns how many manifest blobs were read.
  */
 async function checkManifests(run: FsckRun, roots: ManifestToCheck[]): Promise<number> {
+  // Manifests shared between repositories are read once while they stay in
+  // the cache; it keeps the last PARSED_KEPT, so a million-object registry's
+  // hundred thousand manifests are not all held at once.
   const parsed = new Map<string, Promise<ParsedManifest | undefined>>();
+  let read = 0;
   const parse = (digest: string): Promise<ParsedManifest | undefined> => {
     let pending = parsed.get(digest);
     if (pending === undefined) {
+      read++;
+      if (parsed.size >= PARSED_KEPT) parsed.delete(parsed.keys().next().value ?? '');
       pending = run.read(blobKeyOf(digest)).then((body) => {
         if (body === undefined) return undefined;
         // Read in full anyway: hashing it costs no request.
@@ -255,14 +267,15 @@ async function checkManifests(run: FsckRun, roots: ManifestToCheck[]): Promise<n
     }
     return pending;
   };
-  const visited = new Set<string>();
+  const visited = new Map<string, Set<number>>();
   const invalid = new Set<string>();
   let queue = roots;
   while (queue.length > 0) {
     const batch = queue.filter((item) => {
-      const id = `${item.repository}@${item.digest}`;
-      if (visited.has(id)) return false;
-      visited.add(id);
+      const seen = visited.get(item.repository) ?? new Set<number>();
+      visited.set(item.repository, seen);
+      if (seen.has(item.id)) return false;
+      seen.add(item.id);
       return true;
     });
     queue = [];
@@ -270,8 +283,11 @@ async function checkManifests(run: FsckRun, roots: ManifestToCheck[]): Promise<n
       queue.push(...(await checkManifest(run, item, parse, invalid)));
     });
   }
-  return parsed.size;
+  return read;
 }
+
+/** Parsed manifests kept for other repositories that name them. */
+const PARSED_KEPT = 4_096;
 
 const missingBlob = (
   label: string,
@@ -288,12 +304,15 @@ const missingBlob = (
 /** One manifest and what it names; returns its child manifests, to check next. */
 async function checkManifest(
   run: FsckRun,
-  { repository, digest, from }: ManifestToCheck,
+  item: ManifestToCheck,
   parse: (digest: string) => Promise<ParsedManifest | undefined>,
   invalid: Set<string>,
 ): Promise<ManifestToCheck[]> {
   const { dangling, label } = run;
-  run.referenced.add(digest);
+  const { repository } = item;
+  const digest = run.layout.digests.digest(item.id);
+  const from = item.from ?? revisionKey(repository, digest);
+  run.referenced.add(item.id);
   if (!run.layout.blobs.has(digest)) {
     dangling.push(missingBlob(label, from, digest, 'manifest blob'));
     return [];
@@ -334,11 +353,11 @@ function checkBlobRefs(
       dangling.push({ from: manifestName, to: blob.digest, reason: 'not a sha256 digest' });
       continue;
     }
-    run.referenced.add(blob.digest);
+    refer(run, blob.digest);
     if (isForeignLayer(blob)) continue;
     if (!layout.blobs.has(blob.digest))
       dangling.push(missingBlob(label, manifestName, blob.digest, 'blob'));
-    if (!layout.layerLinks.get(repository)?.has(blob.digest)) {
+    if (!layout.layerLinks.has(repository, blob.digest)) {
       dangling.push({
         from: manifestName,
         to: layerKey(repository, blob.digest),
@@ -361,14 +380,14 @@ function checkChildRefs(
       run.dangling.push({ from: manifestName, to: child.digest, reason: 'not a sha256 digest' });
       continue;
     }
-    if (!run.layout.revisions.get(repository)?.has(child.digest)) {
+    if (!run.layout.revisions.has(repository, child.digest)) {
       run.dangling.push({
         from: manifestName,
         to: revisionKey(repository, child.digest),
         reason: `child manifest's revision link missing in ${run.label}`,
       });
     }
-    children.push({ repository, digest: child.digest, from: manifestName });
+    children.push({ repository, id: run.layout.digests.id(child.digest), from: manifestName });
   }
   return children;
 }
@@ -405,8 +424,10 @@ async function checkDeep(run: FsckRun): Promise<{
 /** Hashes every blob (or the sample) not already found corrupt or hashed; returns how many were. */
 async function hashBlobs(run: FsckRun): Promise<number> {
   const { options, corrupt } = run;
-  const { blobs } = run.layout;
-  const all = [...blobs.keys()].filter((d) => !corrupt.has(d) && !options.alreadyHashed?.(d));
+  const { blobs, digests } = run.layout;
+  const all = [...blobs.ids()]
+    .map((id) => digests.digest(id))
+    .filter((d) => !corrupt.has(d) && !options.alreadyHashed?.(d));
   all.sort();
   const chosen =
     options.sample === undefined || options.sample >= all.length

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { inventoryRecordSchema } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
 import type { StepLogger } from '../log.ts';
+import { DigestSet } from '../registry/fsck-layout.ts';
 import { type SnapshotManifest, SnapshotStatus, vaultKeys } from './format.ts';
 import {
   DEFAULT_GRACE_MS,
@@ -24,6 +25,7 @@ import {
 } from './retention.ts';
 import {
   eachInventoryRecord,
+  eachListedKey,
   getBytes,
   gunzipLines,
   type ListedKey,
@@ -112,7 +114,7 @@ async function recordedKeys(vault: Vault, runId: string): Promise<string[]> {
 export async function deleteSnapshot(
   vault: Vault,
   manifest: SnapshotManifest,
-  options: { readonly dryRun?: boolean; readonly protect?: ReadonlySet<string> } = {},
+  options: { readonly dryRun?: boolean; readonly protect?: Pick<ReadonlySet<string>, 'has'> } = {},
 ): Promise<{ keys: number; bytes: number; failed: Array<{ key: string; message: string }> }> {
   const root = rootOf(vault);
   const manifestKey = vaultKeys.manifest(root, manifest.id);
@@ -138,6 +140,50 @@ export async function deleteSnapshot(
     bytes: [...own, ...run].reduce((sum, k) => sum + k.size, 0),
     failed,
   };
+}
+
+const DIGEST_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * What the remaining snapshots refer to, held only where a sweep can meet
+ * it: pool blobs as their digests' bytes (vault/format.ts names a pool blob
+ * by its digest), and keys inside the folders that may be deleted (expired
+ * snapshots' and those without a manifest). A kept snapshot's own folder is
+ * never swept, so its keys are not held: at 10 million objects they were
+ * most of the marks.
+ */
+class Marks {
+  readonly #pool: string;
+  readonly #folders: readonly string[];
+  readonly #blobs = new DigestSet();
+  readonly #keys = new Set<string>();
+
+  constructor(pool: string, folders: readonly string[]) {
+    this.#pool = pool;
+    this.#folders = folders;
+  }
+
+  #blobOf(key: string): string | undefined {
+    if (!key.startsWith(this.#pool)) return undefined;
+    const hex = key.slice(key.lastIndexOf('/') + 1);
+    return DIGEST_HEX.test(hex) ? `sha256:${hex}` : undefined;
+  }
+
+  add(key: string): void {
+    const digest = this.#blobOf(key);
+    if (digest !== undefined) this.#blobs.add(digest);
+    else if (key.startsWith(this.#pool) || this.#folders.some((folder) => key.startsWith(folder)))
+      this.#keys.add(key);
+  }
+
+  has(key: string): boolean {
+    const digest = this.#blobOf(key);
+    return digest !== undefined ? this.#blobs.has(digest) : this.#keys.has(key);
+  }
+
+  get size(): number {
+    return this.#blobs.size + this.#keys.size;
+  }
 }
 
 /**
@@ -218,7 +264,12 @@ export async function prune(
   const cutoff = new Date(cutoffMs).toISOString();
 
   // 1. Mark: every key a remaining snapshot refers to, and what running backups have recorded so far.
-  const marked = new Set<string>();
+  const marked = new Marks(
+    vaultKeys.blobPool(root),
+    [...new Set([...expiredIds, ...plan.withoutManifest])].map((id) =>
+      vaultKeys.snapshot(root, id),
+    ),
+  );
   let sweepSkipped: string | undefined;
   try {
     const dead = new Set(plan.dead);
@@ -257,7 +308,7 @@ export async function prune(
   });
   if (sweepSkipped !== undefined) return report({ keys: 0, bytes: 0 });
 
-  // 3. Sweep candidates: pool blobs, and what is left in snapshot folders without a manifest.
+  // 3. What may be swept: pool blobs, and what is left in snapshot folders without a manifest.
   const watch = new AdopterWatch(
     vault,
     // Only what the plan judged is settled: a backup that started since is checked.
@@ -279,53 +330,57 @@ export async function prune(
     // A manifest that appeared since the plan is a backup starting: its folder is its own.
     if ((await readManifest(vault, id)) === undefined) orphanFolders.push(id);
   }
-  const candidates: Array<ListedKey & { pool: boolean }> = [];
-  for (const key of await listKeys(vault, `${root}blobs/`)) candidates.push({ ...key, pool: true });
-  for (const id of orphanFolders) {
-    for (const key of await listKeys(vault, vaultKeys.snapshot(root, id))) {
-      // In a dry run the expired snapshots' own files are still there, and already counted above.
-      if (dryRun && expiredIds.has(id) && !key.key.startsWith(vaultKeys.objects(root, id)))
-        continue;
-      candidates.push({ ...key, pool: false });
-    }
-  }
+
+  // 4. Sweep as the listings come (the pool of a large vault is millions of
+  // keys): delete in batches of 1,000, checking before each batch of pool
+  // blobs (the first too: listing the pool can take minutes) that no backup
+  // started that could reuse one.
   let graceKeys = 0;
   let graceBytes = 0;
-  const doomed: Array<ListedKey & { pool: boolean }> = [];
-  for (const candidate of candidates) {
-    if (marked.has(candidate.key)) continue;
-    if (candidate.pool && poolSweepPostponed !== undefined) continue;
-    if (candidate.lastModified > cutoffMs) {
-      graceKeys++;
-      graceBytes += candidate.size;
-      continue;
-    }
-    doomed.push(candidate);
-  }
-
-  // 4. Delete, checking before each batch of pool blobs (the first too: listing the pool
-  // can take minutes) that no backup started that could reuse one.
-  for (let start = 0; start < doomed.length; start += 1000) {
-    let batch = doomed.slice(start, start + 1000);
+  let batch: Array<ListedKey & { pool: boolean }> = [];
+  const deleteBatch = async () => {
     if (poolSweepPostponed === undefined && batch.some((k) => k.pool))
       poolSweepPostponed = postpone(await watch.check());
-    if (poolSweepPostponed !== undefined) batch = batch.filter((k) => !k.pool);
-    if (batch.length === 0) continue;
+    const now = poolSweepPostponed === undefined ? batch : batch.filter((k) => !k.pool);
+    batch = [];
+    if (now.length === 0) return;
     const failed = dryRun
       ? []
       : await deleteKeys(
           vault,
-          batch.map((k) => k.key),
+          now.map((k) => k.key),
         );
     const failedSet = new Set(failed.map((f) => f.key));
     failedDeletes.push(...failed);
-    for (const key of batch) {
+    for (const key of now) {
       if (failedSet.has(key.key)) continue;
       deletedKeys++;
       deletedBytes += key.size;
       if (key.pool) poolBlobs++;
     }
+  };
+  const sweep = async (candidate: ListedKey & { pool: boolean }) => {
+    if (marked.has(candidate.key)) return;
+    if (candidate.pool && poolSweepPostponed !== undefined) return;
+    if (candidate.lastModified > cutoffMs) {
+      graceKeys++;
+      graceBytes += candidate.size;
+      return;
+    }
+    batch.push(candidate);
+    if (batch.length >= 1000) await deleteBatch();
+  };
+  for await (const key of eachListedKey(vault, `${root}blobs/`))
+    await sweep({ ...key, pool: true });
+  for (const id of orphanFolders) {
+    for await (const key of eachListedKey(vault, vaultKeys.snapshot(root, id))) {
+      // In a dry run the expired snapshots' own files are still there, and already counted above.
+      if (dryRun && expiredIds.has(id) && !key.key.startsWith(vaultKeys.objects(root, id)))
+        continue;
+      await sweep({ ...key, pool: false });
+    }
   }
+  await deleteBatch();
   log?.info('prune swept the vault', {
     dryRun,
     deletedKeys,

@@ -6,6 +6,7 @@
  * states carry only the run id and a shard id, so they stay small however
  * large the bucket is, and hold no credentials.
  */
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { z } from 'zod';
 import {
@@ -131,6 +132,8 @@ const recordLineSchema = z.union([
   z.object({ f: failureSchema }),
   z.object({ u: z.string() }),
   z.object({ s: shardResultSchema }),
+  // A shard copied again from its start: what its earlier files said is replaced.
+  z.object({ again: z.literal(true) }),
 ]);
 
 /**
@@ -158,6 +161,19 @@ export async function saveShardResult(vault: Vault, runId: string, result: Shard
       aborted: result.aborted,
     });
   await putJson(vault, shardResultKey(vault, runId, result.shardId), result);
+}
+
+/**
+ * Takes back an aborted shard's marker once a retry has copied the shard
+ * again (its result, saved after, says how it ended now).
+ */
+export async function clearAbortedMark(vault: Vault, runId: string, shardId: string) {
+  await vault.client.send(
+    new DeleteObjectCommand({
+      Bucket: vault.location.bucket,
+      Key: `${shardsPrefix(vault, runId)}${shardId}${ABORTED_SUFFIX}`,
+    }),
+  );
 }
 
 /** How many shards of a run have ended, and which ended early (ids only, sorted). */
@@ -263,7 +279,8 @@ const RETRY_FILE_PREFIX = 'retry-';
  * different places, so their files can overlap: the later file's word on a
  * key stands, and a key that failed in any chain stays failed, unless a
  * retry file (read last) records it copied: the shard's result then counts
- * it copied, not failed.
+ * it copied, not failed. A retry file that copied the shard again from its
+ * start replaces everything read before it.
  */
 export async function readShardRecords(
   vault: Vault,
@@ -291,7 +308,15 @@ export async function readShardRecords(
         }
       } else if ('f' in parsed) failures.set(parsed.f.key, parsed.f);
       else if ('s' in parsed) result = parsed.s;
-      else uploads.add(parsed.u);
+      else if ('u' in parsed) uploads.add(parsed.u);
+      else {
+        // Skipped uploads stay: they are still to be cleaned up.
+        records.clear();
+        failures.clear();
+        result = undefined;
+        retried.objects = 0;
+        retried.bytes = 0;
+      }
     }
   }
   for (const key of failures.keys()) records.delete(key);
@@ -316,9 +341,10 @@ export async function readShardRecords(
 }
 
 /**
- * Writes what a retry of a shard's failed objects did (`backup
- * --retry-failed`) as the shard's last record file: the objects it copied,
- * and those that failed again.
+ * Writes what a retry of a shard did (`backup --retry-failed`) as the
+ * shard's last record file: the objects it copied, and those that failed
+ * again. A shard copied again from its start (`result` given: it had aborted,
+ * or never ended) replaces what its earlier files said, result included.
  */
 export async function writeRetryRecords(
   vault: Vault,
@@ -329,12 +355,15 @@ export async function writeRetryRecords(
     records: readonly InventoryRecord[];
     failures: readonly Failure[];
     uploadIds: readonly string[];
+    result?: ShardResult;
   },
 ): Promise<void> {
   const lines: Array<z.infer<typeof recordLineSchema>> = [
+    ...(done.result === undefined ? [] : [{ again: true as const }]),
     ...done.records.map((r) => ({ r })),
     ...done.failures.map((f) => ({ f })),
     ...done.uploadIds.map((u) => ({ u })),
+    ...(done.result === undefined ? [] : [{ s: done.result }]),
   ];
   const stamp = now.toISOString().replace(/[-:.]/g, '');
   await putBytes(

@@ -7,7 +7,6 @@ import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import {
   AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   ListObjectsV2Command,
   type ListObjectsV2CommandOutput,
@@ -18,6 +17,7 @@ import {
 import type { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { cleanEtag, type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
+import { completeMultipart } from '../copy/multipart.ts';
 import { issueLines, VaultError } from '../errors.ts';
 import { md5Base64 } from '../s3/fast-copy.ts';
 import { getObjectBytes } from '../s3/get-object.ts';
@@ -367,16 +367,7 @@ export function openUpload(
       }
       try {
         if (heldBytes > 0) await sendPart();
-        await vault.client.send(
-          new CompleteMultipartUploadCommand({
-            Bucket: bucket,
-            Key: key,
-            UploadId: uploadId,
-            MultipartUpload: {
-              Parts: etags.map((ETag, index) => ({ ETag, PartNumber: index + 1 })),
-            },
-          }),
-        );
+        await completeMultipart({ client: vault.client, bucket }, key, uploadId, etags);
       } catch (err) {
         await abort();
         throw err;

@@ -12,6 +12,7 @@ import { type Failure, type InventoryRecord, PAGE_SIZE } from '../copy/model.ts'
 import { ListedTarget } from '../copy/target-state.ts';
 import { messageOf, ObjectsFailedError, VaultError } from '../errors.ts';
 import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
+import { DigestSet } from '../registry/fsck-layout.ts';
 import { bucketSource, objectReader } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import { selectionText } from '../registry/selection.ts';
@@ -114,8 +115,6 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
           : `${size} bytes in the target where ${record.size} were recorded`,
       );
   });
-  const run = await restoreRunFacts(deps.vault, state.runId);
-
   // 2. The registry layout: references resolve, blobs hash to their digests.
   let report: FsckReport | undefined;
   const registryBase = `${state.target.prefix}${normaliseRoot(state.rootDirectory)}${REGISTRY_V2}`;
@@ -123,11 +122,8 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     targetKey.startsWith(registryBase)
       ? blobDigestOf(targetKey.slice(registryBase.length))
       : undefined;
-  const checkedByCopy = new Set<string>();
-  for (const targetKey of run.verifiedTargetKeys) {
-    const digest = digestOf(targetKey);
-    if (digest !== undefined) checkedByCopy.add(digest);
-  }
+  const run = await restoreRunFacts(deps.vault, state.runId, digestOf);
+  const checkedByCopy = run.verifiedDigests;
   let hashedBytes = 0;
   if (state.layout === 'registry') {
     report = await fsckRegistry(
@@ -262,24 +258,27 @@ async function eachInventoryPage(
 }
 
 /**
- * What a restore's copy workers wrote, as the proof needs it: the target
- * keys the copy checked against their digest, and the failures. Read a part's
+ * What a restore's copy workers wrote, as the proof needs it: the blobs the
+ * copy checked against their digest (held as their bytes), and the failures. Read a part's
  * record files at a time.
  */
 async function restoreRunFacts(
   vault: Vault,
   runId: string,
-): Promise<{ verifiedTargetKeys: string[]; failures: Failure[] }> {
-  const verifiedTargetKeys: string[] = [];
+  digestOf: (targetKey: string) => string | undefined,
+): Promise<{ verifiedDigests: DigestSet; failures: Failure[] }> {
+  const verifiedDigests = new DigestSet();
   const failures: Failure[] = [];
   for (const files of (await listRunRecordFiles(vault, runId)).values()) {
     const shard = await readShardRecords(vault, files);
-    for (const record of shard.records)
-      if (record.verified !== undefined && record.verified !== 'unverified')
-        verifiedTargetKeys.push(record.targetKey);
+    for (const record of shard.records) {
+      if (record.verified === undefined || record.verified === 'unverified') continue;
+      const digest = digestOf(record.targetKey);
+      if (digest !== undefined) verifiedDigests.add(digest);
+    }
     failures.push(...shard.failures);
   }
-  return { verifiedTargetKeys, failures };
+  return { verifiedDigests, failures };
 }
 
 function usersOf(report: FsckReport | undefined): Map<string, string[]> {

@@ -1,21 +1,25 @@
 /**
- * `regvault backup --retry-failed <run>`: copies again only the objects a
- * backup run recorded as failed (its record files, vault/runs.ts), with the
- * run's own copy context, records what it copied beside the workers' files,
- * and finalizes the run's snapshot again: complete when nothing failed any
- * more, else still failed naming what did. It holds the source's run lease
- * while it works, as a backup does.
+ * `regvault backup --retry-failed <run>`: copies again what a backup run did
+ * not copy, with the run's own copy context: the objects it recorded as
+ * failed (its record files, vault/runs.ts), and every shard that aborted or
+ * never ended, from its start. It records what it copied beside the workers'
+ * files and finalizes the run's snapshot again: complete when nothing failed
+ * any more, else still failed naming what did. It holds the source's run
+ * lease while it works, as a backup does.
  */
-import type { Failure, InventoryRecord, ListedObject } from '../copy/model.ts';
-import { InputError, messageOf } from '../errors.ts';
+import type { Failure, InventoryRecord, ListedObject, Shard } from '../copy/model.ts';
+import { InputError, messageOf, RunLockedError } from '../errors.ts';
 import { headObject } from '../s3/get-object.ts';
 import { SNAPSHOT_ID, SnapshotStatus } from '../vault/format.ts';
 import { acquireRunLease } from '../vault/run-lease.ts';
 import {
   type CopyJob,
+  clearAbortedMark,
   listRunRecordFiles,
   loadJob,
   readShardRecords,
+  type ShardResult,
+  saveShardResult,
   writeRetryRecords,
 } from '../vault/runs.ts';
 import { readManifest } from '../vault/store.ts';
@@ -27,7 +31,7 @@ import {
   leaseSourceOf,
 } from './backup.ts';
 import type { WorkflowDeps } from './deps.ts';
-import { copyObjectsOfRun } from './worker.ts';
+import { copyObjectsOfRun, copyShardAgain } from './worker.ts';
 
 /** What a retry did, beside the snapshot's new summary. */
 export interface RetrySummary extends BackupSummary {
@@ -36,6 +40,10 @@ export interface RetrySummary extends BackupSummary {
   readonly retried: number;
   /** Of those, copied now. */
   readonly recovered: number;
+  /** Shards that had aborted or never ended, copied again from their start. */
+  readonly shardsCopiedAgain: readonly string[];
+  /** Objects those shards copied (the others were unchanged since the previous snapshot). */
+  readonly objectsCopiedAgain: number;
 }
 
 /** The run id a `--retry-failed` value names: a run id, or the id of the snapshot it made. */
@@ -54,12 +62,17 @@ async function headOf(
   return head === undefined ? undefined : { key, ...head };
 }
 
+/** Link shards first: a backup lists blobs only after every link (docs/consistency.md). */
+const linksFirst = (a: Shard, b: Shard) =>
+  Number(b.kind === 'links') - Number(a.kind === 'links') || a.id.localeCompare(b.id);
+
 /**
- * Retries the failed objects of backup run `runId` and finalizes its
- * snapshot again. Bad input (exit 2): a run the vault does not hold, or not a
- * backup. A run whose shards did not all end (it died, or timed out) cannot
- * be completed this way: its snapshot stays failed and the message says to
- * run the backup again.
+ * Retries what backup run `runId` did not copy and finalizes its snapshot
+ * again: each object it recorded failed, and each shard that aborted (a
+ * listing that kept failing, too many failures, a message dead-lettered) or
+ * never ended (its run died) copied again from its start, since which of its
+ * keys it missed is unknown. Bad input (exit 2): a run the vault does not
+ * hold, not a backup, or one still running.
  */
 export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Promise<RetrySummary> {
   const snapshotId = runId.replace(/^backup-/, '');
@@ -69,10 +82,6 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
   if (manifest === undefined || manifest.runId !== runId)
     throw new InputError(`there is no backup run ${runId} in the vault`, [
       `run: expected a backup run id (backup-<snapshot id>) or a snapshot id the vault holds; see regvault snapshots list`,
-    ]);
-  if (manifest.status === SnapshotStatus.Running)
-    throw new InputError(`backup run ${runId} is still running`, [
-      'run: wait for it to end, then retry what failed',
     ]);
   let job: CopyJob;
   try {
@@ -84,22 +93,37 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
   }
   if (job.purpose !== 'backup')
     throw new InputError(`run ${runId} is not a backup`, ['run: name a backup run']);
-  // What failed, by the shard that recorded it: each shard's retry file goes beside its own.
+  // What each shard recorded: the failed objects of those that ended, by shard
+  // (each shard's retry file goes beside its own).
   const shardOf = new Map<string, string>();
   const failures: Failure[] = [];
+  const ended = new Set<string>();
   for (const [shardId, files] of await listRunRecordFiles(deps.vault, runId)) {
-    for (const failure of (await readShardRecords(deps.vault, files)).failures) {
+    const read = await readShardRecords(deps.vault, files);
+    if (read.result === undefined || read.result.aborted !== undefined) continue;
+    ended.add(shardId);
+    for (const failure of read.failures) {
       shardOf.set(failure.key, shardId);
       failures.push(failure);
     }
   }
-  // The source's lease: no backup of it runs while the snapshot is finalized again.
-  await acquireRunLease(
-    deps.vault,
-    { runId, snapshotId, source: leaseSourceOf(job.source) },
-    deps.lease,
-    deps.now(),
-  );
+  const rerun = job.shards.filter((shard) => !ended.has(shard.id)).sort(linksFirst);
+  // The source's lease: no backup of it runs while the snapshot is finalized
+  // again. A run still marked running is refused unless its lease is dead
+  // (taking the lease over marks its snapshot failed first).
+  try {
+    await acquireRunLease(
+      deps.vault,
+      { runId, snapshotId, source: leaseSourceOf(job.source) },
+      deps.lease,
+      deps.now(),
+    );
+  } catch (err) {
+    if (!(err instanceof RunLockedError) || manifest.status !== SnapshotStatus.Running) throw err;
+    throw new InputError(`backup run ${runId} is still running`, [
+      'run: wait for it to end, then retry what failed',
+    ]);
+  }
   const objects: ListedObject[] = [];
   const again: Failure[] = [];
   for (const failure of failures) {
@@ -125,6 +149,25 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
   const now = deps.now();
   for (const [shardId, done] of byShard)
     await writeRetryRecords(deps.vault, runId, shardId, now, { ...done, uploadIds: [] });
+  let copiedAgain = 0;
+  for (const shard of rerun) {
+    const { records, result } = await copyShardAgain(job, shard, deps);
+    const shardResult: ShardResult = {
+      shardId: shard.id,
+      totals: result.totals,
+      messages: 1,
+      ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
+    };
+    await writeRetryRecords(deps.vault, runId, shard.id, deps.now(), {
+      records,
+      failures: result.failures,
+      uploadIds: result.uploadIds,
+      result: shardResult,
+    });
+    if (result.aborted === undefined) await clearAbortedMark(deps.vault, runId, shard.id);
+    await saveShardResult(deps.vault, runId, shardResult);
+    copiedAgain += result.totals.copied;
+  }
   const state: BackupState = {
     runId,
     snapshotId,
@@ -153,6 +196,7 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
     runId,
     retried: failures.length,
     recovered: copied?.records.length ?? 0,
+    shardsCopiedAgain: rerun.length,
     status: summary.status,
   });
   return {
@@ -160,5 +204,7 @@ export async function retryFailedObjects(runId: string, deps: WorkflowDeps): Pro
     runId,
     retried: failures.length,
     recovered: copied?.records.length ?? 0,
+    shardsCopiedAgain: rerun.map((shard) => shard.id),
+    objectsCopiedAgain: copiedAgain,
   };
 }

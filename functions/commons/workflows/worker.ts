@@ -20,6 +20,7 @@ import {
   emptyTotals,
   type InventoryRecord,
   type ListedObject,
+  type Shard,
   type Totals,
 } from '../copy/model.ts';
 import type { ShardRunResult } from '../copy/object-copy.ts';
@@ -44,7 +45,7 @@ import {
   shardMessageSchema,
   writeRunRecords,
 } from '../vault/runs.ts';
-import { readInventoryPart, readManifest, rootOf } from '../vault/store.ts';
+import { readInventoryPart, readManifest } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 
 /** Where shard messages go (the copy queue in AWS): a run's first messages, and continuations. */
@@ -268,6 +269,22 @@ export async function copyObjectsOfRun(
   return { records, result };
 }
 
+/**
+ * Copies one shard of a backup run again from its start, in this process and
+ * with no deadline: the retry of a shard that aborted (its unlisted keys are
+ * unknown) or never ended (its run died).
+ */
+export async function copyShardAgain(
+  job: Extract<CopyJob, { purpose: 'backup' }>,
+  shard: Shard,
+  deps: WorkflowDeps,
+): Promise<{ records: InventoryRecord[]; result: ShardRunResult }> {
+  const ctx = await contextFor(job, deps);
+  const records: InventoryRecord[] = [];
+  const result = await runShard(ctx, shard, { onRecord: (r) => records.push(r) });
+  return { records, result };
+}
+
 /** Handles one shard message; throws only when the message cannot be worked on at all. */
 export async function handleShardMessage(
   raw: unknown,
@@ -284,7 +301,6 @@ export async function handleShardMessage(
     throw inputErrorFrom(parsed.error, 'copy worker message', '(message)');
   }
   const message = parsed.data;
-  const _root = rootOf(deps.vault);
   if ((await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined) {
     // A duplicate delivery of a finished shard (SQS at least once, or a re-run enqueue).
     deps.log.info('shard already finished; message dropped', {
