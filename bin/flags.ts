@@ -19,6 +19,12 @@ import {
 import { run } from './context.ts';
 import { bucketName, numberFrom, settingLabel } from './settings.ts';
 
+/** A flag given more than once (`--repository a --repository b`): commander's collector. */
+export const repeatable = (value: string, previous: readonly string[]): string[] => [
+  ...previous,
+  value,
+];
+
 /** `--pull-sample`: a count of images, or `all`. */
 export function pullSampleOf(value: unknown): number | 'all' {
   if (value === undefined) return 3;
@@ -99,4 +105,18 @@ export async function snapshotNamed(
       `${subject}: name a complete snapshot, or latest for the newest (${list})`,
     ]);
   return manifest;
+}
+
+/** A partial backup's `--repository` and `--exclude-repository` globs, as the backup input names them. */
+export function selectionFlags(flags: Record<string, unknown>): {
+  repositories?: string[];
+  excludeRepositories?: string[];
+} {
+  const globs = (name: string) => (Array.isArray(flags[name]) ? (flags[name] as string[]) : []);
+  const taken = globs('repository');
+  const left = globs('excludeRepository');
+  return {
+    ...(taken.length === 0 ? {} : { repositories: taken }),
+    ...(left.length === 0 ? {} : { excludeRepositories: left }),
+  };
 }

@@ -31,6 +31,8 @@ const COMMANDS = {
   fsck: async () => (await import('./commands/fsck.ts')).fsckCommand,
   plan: async () => (await import('./commands/plan.ts')).planCommand,
   copy: async () => (await import('./commands/copy.ts')).copyCommand,
+  export: async () => (await import('./commands/export.ts')).exportCommand,
+  import: async () => (await import('./commands/export.ts')).importCommand,
 } as const satisfies Record<string, () => Promise<(program: Command) => void>>;
 
 /** What to do about a usage error (an unknown command or flag, a missing value): commander says which. */

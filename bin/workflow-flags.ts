@@ -50,6 +50,8 @@ export const BACKUP_FIELDS: Readonly<Record<string, FieldSource>> = {
   concurrency: { setting: 'concurrency' },
   ttlDays: { flag: '--ttl-days' },
   breakLock: { flag: '--break-lock' },
+  repositories: { flag: '--repository' },
+  excludeRepositories: { flag: '--exclude-repository' },
   resources: { flag: '--resources' },
   'resources.includeNamespaces': { flag: '--include-namespaces' },
   'resources.excludeNamespaces': { flag: '--exclude-namespaces' },
@@ -105,6 +107,16 @@ export class FlagNames {
       `the ${what} is not valid`,
       issueLines(parsed.error).map((line) => this.rewrite(line)),
       { cause: parsed.error },
+    );
+  }
+
+  /** An InputError of a workflow's with its issues in flag terms; any other error as it is. */
+  rethrown(err: unknown): unknown {
+    if (!(err instanceof InputError)) return err;
+    return new InputError(
+      err.message.split('\n')[0] ?? err.message,
+      err.issues.map((issue) => this.rewrite(issue)),
+      { cause: err },
     );
   }
 

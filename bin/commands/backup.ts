@@ -8,6 +8,7 @@ import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
 import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
+import { repeatable, selectionFlags } from '../flags.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
 import { captureInputOf, withCaptureFlags } from '../resource-flags.ts';
 import { numbersOf, type Settings } from '../settings.ts';
@@ -88,6 +89,18 @@ export function backupCommand(program: Command): void {
       'copy again only the objects this backup run (or snapshot id) recorded as failed, and finalize its snapshot again',
     )
     .option(
+      '--repository <glob>',
+      'back up only the repositories this matches (repeat it; team/* within one level, team/** below): a partial snapshot',
+      repeatable,
+      [],
+    )
+    .option(
+      '--exclude-repository <glob>',
+      'leave these repositories out (repeat it)',
+      repeatable,
+      [],
+    )
+    .option(
       '--ttl-days <days>',
       'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',
     )
@@ -111,6 +124,7 @@ export function backupCommand(program: Command): void {
           targetObjectsPerShard: numbers.shardObjects,
           ...(numbers.ttlDays === undefined ? {} : { ttlDays: numbers.ttlDays }),
           ...(typeof flags['breakLock'] === 'string' ? { breakLock: flags['breakLock'] } : {}),
+          ...selectionFlags(flags),
           concurrency: settings.concurrency,
           ...capture,
           ...(typeof flags['sourceBucket'] === 'string'

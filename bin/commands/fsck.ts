@@ -7,6 +7,7 @@ import {
   bucketSource,
   type RegistrySource,
 } from '../../functions/commons/registry/fsck-sources.ts';
+import { selectionText } from '../../functions/commons/registry/selection.ts';
 import { snapshotSource } from '../../functions/commons/vault/snapshot-source.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, s3Location } from '../deps.ts';
@@ -63,7 +64,7 @@ export function fsckCommand(program: Command): void {
             '--snapshot',
           );
           source = snapshotSource(deps.vault, manifest);
-          what = `snapshot ${manifest.id}`;
+          what = `snapshot ${manifest.id}${manifest.selection === undefined ? '' : ` (partial: ${selectionText(manifest.selection)}; other repositories are not in it, by design)`}`;
         }
         const report = await fsckRegistry(source, {
           deep: flags['deep'] === true,

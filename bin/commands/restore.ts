@@ -13,6 +13,12 @@ import { stepProgressReporter } from '../progress.ts';
 import { numbersOf } from '../settings.ts';
 import { FlagNames, RESTORE_FIELDS } from '../workflow-flags.ts';
 import {
+  partialWarning,
+  restoreIntoLive,
+  selectiveRestoreOptions,
+  selectsRepositories,
+} from './restore-repository.ts';
+import {
   resourceFlagsWithoutResources,
   restoreResourcesNow,
   withResourceRestoreFlags,
@@ -21,15 +27,20 @@ import {
 /** Adds the command to the program. */
 export function restoreCommand(program: Command): void {
   withResourceRestoreFlags(
-    commandWithSettings(
-      program,
-      'restore',
-      'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+    selectiveRestoreOptions(
+      commandWithSettings(
+        program,
+        'restore',
+        'restore a snapshot into a bucket, switch the registry to it, verify, roll back on failure',
+      ),
     ),
   )
     .option('--snapshot <id>', 'snapshot id, or latest', 'latest')
-    // Required unless --resources, which restores cluster objects only (checked in the action).
-    .option('--target-bucket <bucket>', 'empty bucket to restore into (create it first)')
+    // Required unless --resources (cluster objects only) or --into-live (checked in the action).
+    .option(
+      '--target-bucket <bucket>',
+      'empty bucket to restore into (create it first); with --into-live, the live one',
+    )
     .option('--target-region <region>', 'its region (defaults to the vault region)')
     .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
@@ -52,6 +63,7 @@ export function restoreCommand(program: Command): void {
     )
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
     .action(async (flags: Flags, command: Command) => {
+      if (selectsRepositories(flags)) return restoreIntoLive(flags, command);
       const settings = await settingsOf(flags);
       if (flags['resources'] === true) return restoreResourcesNow(flags, settings);
       const alone = resourceFlagsWithoutResources(flags);
@@ -100,6 +112,11 @@ export function restoreCommand(program: Command): void {
         // anything runs; the manifest gives the progress its total, and the workflow
         // restores the very snapshot it names.
         const manifest = await snapshotNamed(deps.vault, input.snapshot, '--snapshot');
+        if (manifest.selection !== undefined)
+          out.event('warning', `restore: ${partialWarning(manifest)}`, {
+            message: partialWarning(manifest),
+            partial: manifest.selection,
+          });
         // The registry is verified after the switch with this login: a wrong one would
         // otherwise be found only then, after the whole copy, and rolled back.
         if (input.switchRegistry) await registryAnswers(deps);

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
+import { padding, tarHeader } from '../../bin/oci-files.ts';
 import { seededBytes } from '../dataset.ts';
 
 const run = promisify(execFile);
@@ -47,25 +48,12 @@ const sha256 = (data: Uint8Array): string =>
 
 /** A one-file ustar archive: enough for a layer that unpacks like a real one. */
 function tarWithOneFile(name: string, content: Uint8Array): Buffer {
-  const header = Buffer.alloc(512);
-  const field = (value: string, offset: number, length: number) =>
-    header.write(value, offset, length, 'ascii');
-  const octal = (value: number, length: number) => value.toString(8).padStart(length - 1, '0');
-  field(name, 0, 100);
-  field(octal(0o644, 8), 100, 8);
-  field(octal(0, 8), 108, 8);
-  field(octal(0, 8), 116, 8);
-  field(octal(content.length, 12), 124, 12);
-  field(octal(0, 12), 136, 12);
-  field('        ', 148, 8);
-  field('0', 156, 1);
-  field('ustar', 257, 6);
-  field('00', 263, 2);
-  let checksum = 0;
-  for (const byte of header) checksum += byte;
-  field(`${octal(checksum, 7)}\0`, 148, 8);
-  const padding = Buffer.alloc((512 - (content.length % 512)) % 512);
-  return Buffer.concat([header, content, padding, Buffer.alloc(1024)]);
+  return Buffer.concat([
+    tarHeader(name, content.length),
+    content,
+    padding(content.length),
+    Buffer.alloc(1024),
+  ]);
 }
 
 /** An OCI image layout directory that images are added to, then pushed from. */
@@ -226,8 +214,18 @@ async function skopeoCopy(
 }
 
 /** Pushes `ref` from a layout to `host/repository:tag` with skopeo (all platforms of an index). */
-export async function pushImage(
+export function pushImage(
   layout: OciLayout,
+  ref: string,
+  destination: string,
+  options: PushOptions = {},
+): Promise<void> {
+  return pushLayout(layout.directory, ref, destination, options);
+}
+
+/** Pushes `ref` of the OCI image layout in `directory` (any, such as an export) with skopeo. */
+export async function pushLayout(
+  directory: string,
   ref: string,
   destination: string,
   options: PushOptions = {},
@@ -237,10 +235,26 @@ export async function pushImage(
       '--dest-tls-verify=false',
       ...(options.credentials === undefined ? [] : ['--dest-creds', options.credentials]),
     ],
-    `oci:${layout.directory}:${ref}`,
+    `oci:${directory}:${ref}`,
     `docker://${destination}`,
     `push ${ref} to ${destination}`,
   );
+}
+
+/** Pushes an image of one layer (`size` bytes seeded by `seed`) to `host/repository:tag`; returns its digest. */
+export async function pushOneLayerImage(
+  destination: string,
+  seed: string,
+  size: number,
+): Promise<string> {
+  const layout = await OciLayout.create();
+  try {
+    const image = await layout.addImage(seed, [{ seed, size }]);
+    await pushImage(layout, seed, destination);
+    return image.digest;
+  } finally {
+    await layout.remove();
+  }
 }
 
 /** Pulls `host/repository:tag` into a fresh OCI layout with skopeo and returns the digest skopeo saw. */

@@ -24,6 +24,7 @@ import {
   populateRegistry,
   pullImage,
   pushImage,
+  pushOneLayerImage,
 } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
@@ -106,16 +107,8 @@ async function emptyAndDeleteBucket(bucket: string): Promise<void> {
 }
 
 /** Pushes an image of one layer to `reference` on the registry; returns its digest. */
-async function pushOneLayer(reference: string, name: string, size: number): Promise<string> {
-  const layout = await OciLayout.create();
-  try {
-    const image = await layout.addImage(name, [{ seed: `${name}-layer`, size }]);
-    await pushImage(layout, name, `${registryHost()}/${reference}`);
-    return image.digest;
-  } finally {
-    await layout.remove();
-  }
-}
+const pushOneLayer = (reference: string, name: string, size: number): Promise<string> =>
+  pushOneLayerImage(`${registryHost()}/${reference}`, `${name}-layer`, size);
 
 /** Backs up the registry the cluster runs and returns the snapshot id; the backup must complete. */
 async function backUp(): Promise<string> {

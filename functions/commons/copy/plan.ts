@@ -42,7 +42,7 @@ export interface Plan extends Split {
 export const DEFAULT_OBJECTS_PER_SHARD = 5_000;
 
 /** A lister that counts its requests. */
-function lister(
+export function lister(
   client: S3Client,
   bucket: string,
   fast?: Pick<FastCopier, 'listObjectsV2'>,

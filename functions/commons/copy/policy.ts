@@ -110,4 +110,10 @@ export interface CopyPolicy {
   split(list: Lister, prefix: string, options: SplitOptions): Promise<Split>;
   /** How a shard this policy planned is listed and copied. */
   route(shard: Shard): ShardRoute;
+  /**
+   * Called before a run of a shard starts listing, with a lister of the
+   * source: a policy that must learn something first does it here (a partial
+   * registry backup, which blobs its repositories link to). Absent: nothing.
+   */
+  prepare?(shard: Shard, list: Lister): Promise<void>;
 }

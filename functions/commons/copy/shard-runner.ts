@@ -29,6 +29,7 @@ import {
   type ShardRunResult,
   Tally,
 } from './object-copy.ts';
+import { lister } from './plan.ts';
 import type { Pass } from './policy.ts';
 
 export interface ShardRunOptions {
@@ -133,6 +134,7 @@ async function runCounted(
   options: ShardRunOptions,
   tally: Tally,
 ): Promise<ShardRunResult> {
+  await ctx.policy.prepare?.(shard, lister(ctx.source.client, ctx.source.bucket, ctx.source.fast));
   const route = ctx.policy.route(shard);
   const passes = route.passes;
   const uploadIds = new Set<string>();

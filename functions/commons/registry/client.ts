@@ -108,6 +108,34 @@ export class RegistryClient extends RegistryHttp {
     return provenManifest(response, digest, `${repository}@${digest}`);
   }
 
+  /**
+   * The digests of a manifest's referrers by the OCI 1.1 referrers API
+   * (`GET /v2/<name>/referrers/<digest>`), or undefined when the registry
+   * does not serve the API: it answers 404, as Docker Distribution 2.8 does,
+   * and clients then keep the referrers in the `sha256-<hex>` tag's index.
+   */
+  async referrers(repository: string, digest: string): Promise<string[] | undefined> {
+    const path = `/v2/${repository}/referrers/${digest}`;
+    const response = await this.request(path, {
+      scope: `repository:${repository}:pull`,
+      headers: { accept: MANIFEST_TYPES[0] },
+    });
+    if (response.status === 404) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new RegistryApiError(
+        this.refusal('GET', `${this.baseUrl}${path}`, response.status) ??
+          `GET referrers of ${repository}@${digest} answered HTTP ${response.status}`,
+        response.status,
+      );
+    }
+    const index = (await response.json()) as { manifests?: Array<{ digest?: unknown }> };
+    return (index.manifests ?? []).flatMap((m) => (typeof m.digest === 'string' ? [m.digest] : []));
+  }
+
   /** HEADs a blob in a repository: the registry checks the repository's link to it and its size. */
   async blobStatus(repository: string, digest: string): Promise<BlobStatus> {
     const response = await this.request(`/v2/${repository}/blobs/${digest}`, {

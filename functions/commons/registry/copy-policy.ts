@@ -50,6 +50,7 @@ import {
   reservedSegmentOf,
   uploadIdOf,
 } from './layout.ts';
+import { type RepositorySelection, repositoryOfKey, selects } from './selection.ts';
 
 /** The 256 two-hex fan-outs of the blob tree, in order. */
 const FAN_OUTS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
@@ -366,6 +367,84 @@ function routeOf(shard: Shard): ShardRoute {
 
 /** A bucket in the Docker Distribution layout: links before blobs, each link shard in three passes. */
 export const registryCopyPolicy: CopyPolicy = { split: splitRegistry, route: routeOf };
+
+/** Every key of a listing below `prefix` (or its common prefixes, with a delimiter), page by page. */
+async function* listed(list: Lister, prefix: string, delimiter?: string): AsyncGenerator<string> {
+  let page = await list.page(prefix, delimiter === undefined ? {} : { delimiter });
+  for (;;) {
+    yield* delimiter === undefined ? page.keys : page.prefixes;
+    if (page.next === undefined) return;
+    page = await list.page(prefix, {
+      ...(delimiter === undefined ? {} : { delimiter }),
+      token: page.next,
+    });
+  }
+}
+
+/**
+ * The digests the selected repositories link to (revision and layer links),
+ * found by listing their folders in the source: one LIST per 1,000 links.
+ * Listed when the first blob shard starts, after every link shard has listed
+ * its links, so every captured link's blob is among them.
+ */
+async function linkedDigests(
+  list: Lister,
+  base: string,
+  selection: RepositorySelection,
+): Promise<Set<string>> {
+  const reposPrefix = `${base}repositories/`;
+  const digests = new Set<string>();
+  for await (const common of listed(list, reposPrefix, REPOSITORY_DELIMITER)) {
+    // `repositories/<name>/_`: one per repository (some servers repeat one across pages).
+    const name = common.slice(reposPrefix.length, -REPOSITORY_DELIMITER.length);
+    if (!selects(selection, name)) continue;
+    for (const folder of ['_layers/sha256/', '_manifests/revisions/sha256/'])
+      for await (const key of listed(list, `${reposPrefix}${name}/${folder}`)) {
+        const hex = /\/([0-9a-f]{64})\/link$/.exec(key)?.[1];
+        if (hex !== undefined) digests.add(`sha256:${hex}`);
+      }
+  }
+  return digests;
+}
+
+/**
+ * The registry's policy for a partial backup: the same shards and passes,
+ * but a link of a repository the selection does not take is not copied, and
+ * a blob is copied only when a selected repository links to it (its digest
+ * set is listed once per context, before the first blob shard runs).
+ */
+export function selectiveRegistryPolicy(selection: RepositorySelection): CopyPolicy {
+  let linked: Promise<Set<string>> | undefined;
+  let known: Set<string> | undefined;
+  return {
+    split: splitRegistry,
+    async prepare(shard, list) {
+      if (shard.kind !== 'blobs' || shard.registryPrefix === undefined) return;
+      const base = shard.registryPrefix;
+      linked ??= linkedDigests(list, base, selection);
+      // A listing that failed is not kept: the next run asks again.
+      linked.catch(() => {
+        linked = undefined;
+      });
+      known = await linked;
+    },
+    route(shard) {
+      const route = routeOf(shard);
+      const base = shard.registryPrefix ?? '';
+      return {
+        ...route,
+        treat(key, pass) {
+          const relative = key.startsWith(base) ? key.slice(base.length) : key;
+          const repository = repositoryOfKey(relative);
+          if (repository !== undefined && !selects(selection, repository)) return undefined;
+          const digest = blobDigestOf(relative);
+          if (digest !== undefined && known?.has(digest) !== true) return undefined;
+          return route.treat(key, pass);
+        },
+      };
+    },
+  };
+}
 
 /** True when the location holds a Docker Distribution layout under `root`. */
 export async function looksLikeRegistry(

@@ -18,6 +18,8 @@ export interface Descriptor {
 export interface ManifestRefs {
   readonly blobs: Descriptor[];
   readonly children: Descriptor[];
+  /** The manifest an OCI 1.1 referrer (a signature, an SBOM) refers to: not a reference fsck follows. */
+  readonly subject?: string;
 }
 
 /** A manifest's references, or why its bytes are not a manifest. */
@@ -55,6 +57,7 @@ const manifestSchema = z.looseObject({
   fsLayers: descriptorsSchema,
   blobs: descriptorsSchema,
   manifests: descriptorsSchema,
+  subject: descriptorSchema.optional(),
 });
 
 function descriptorsOf(
@@ -77,7 +80,8 @@ function descriptorsOf(
  * References of any manifest format the registry stores: OCI and Docker v2
  * image manifests (config, layers), OCI indexes and Docker manifest lists
  * (manifests), schema 1 (fsLayers) and OCI artifact manifests (blobs).
- * `subject` is left out: a referrer may name a manifest that was never pushed.
+ * `subject` is returned apart from the references: a referrer may name a
+ * manifest that was never pushed, so fsck does not follow it.
  */
 export function parseManifest(bytes: Buffer): ParsedManifest {
   let document: unknown;
@@ -104,6 +108,7 @@ export function parseManifest(bytes: Buffer): ParsedManifest {
         ...(manifest.blobs ?? []),
       ]),
       children: descriptorsOf(manifest.manifests),
+      ...(manifest.subject?.digest === undefined ? {} : { subject: manifest.subject.digest }),
     },
   };
 }

@@ -8,6 +8,7 @@ import {
   GetObjectCommand,
   type GetObjectCommandInput,
   type GetObjectCommandOutput,
+  HeadObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { rewordFor } from './client.ts';
@@ -107,5 +108,21 @@ export async function* resumableBody(
         }),
       );
     }
+  }
+}
+
+/** An object's size and ETag (as S3 gives it, quoted); undefined when the key does not exist. */
+export async function headObject(
+  client: S3Client,
+  bucket: string,
+  key: string,
+): Promise<{ readonly size: number; readonly etag: string } | undefined> {
+  try {
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return { size: head.ContentLength ?? 0, etag: head.ETag ?? '' };
+  } catch (err) {
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404) return undefined;
+    throw err;
   }
 }

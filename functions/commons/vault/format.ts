@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { failureSchema, totalsSchema } from '../copy/model.ts';
 import { blobDigestOf } from '../registry/layout.ts';
+import type { RepositorySelection } from '../registry/selection.ts';
 
 /**
  * Changes only when an older regvault would misread a vault written by a
@@ -111,6 +112,29 @@ export const SnapshotStatus = {
 } as const;
 export type SnapshotStatus = (typeof SnapshotStatus)[keyof typeof SnapshotStatus];
 
+/** The repositories a partial backup takes: globs to take (all when absent), globs to leave out. */
+export const selectionSchema = z
+  .object({
+    repositories: z.array(z.string().min(1)).min(1).optional(),
+    excludeRepositories: z.array(z.string().min(1)).min(1).optional(),
+  })
+  .strict();
+
+/** A partial snapshot's selection, as its manifest records it. */
+export type Selection = z.infer<typeof selectionSchema>;
+
+/** A selection as a manifest records it; undefined when it takes every repository (no globs). */
+export function selectionOf(given: RepositorySelection): Selection | undefined {
+  const repositories = given.repositories === undefined ? [] : [...given.repositories];
+  const excludeRepositories =
+    given.excludeRepositories === undefined ? [] : [...given.excludeRepositories];
+  if (repositories.length === 0 && excludeRepositories.length === 0) return undefined;
+  return {
+    ...(repositories.length === 0 ? {} : { repositories }),
+    ...(excludeRepositories.length === 0 ? {} : { excludeRepositories }),
+  };
+}
+
 export const snapshotManifestSchema = z.object({
   formatVersion: z.literal(VAULT_FORMAT_VERSION),
   id: z.string().regex(SNAPSHOT_ID),
@@ -166,6 +190,13 @@ export const snapshotManifestSchema = z.object({
    * (written before leases): judged by its age, as before.
    */
   leased: z.boolean().optional(),
+  /**
+   * A partial snapshot: the repositories the backup took (globs; all when
+   * absent) and those it left out. Absent: the whole registry. fsck and
+   * restore say a snapshot is partial; retention judges partial snapshots of
+   * a selection apart from the whole registry's (docs/vault-format.md).
+   */
+  selection: selectionSchema.optional(),
   /**
    * `inventory.jsonl.gz` is a series of gzip members, one per part, so a
    * restore worker reads one part with a ranged GET. Blob parts come first.

@@ -163,3 +163,35 @@ export async function findRecords(
   }
   return found;
 }
+
+/** A key range of the inventory: keys from `from` (inclusive) up to `to` (exclusive). */
+export interface KeyRange {
+  readonly from: string;
+  readonly to: string;
+}
+
+/**
+ * Every record whose key lies in one of `ranges`, a part at a time: only the
+ * parts whose bounds overlap a range are read (one ranged GET each; every
+ * part, for a table without bounds), so one repository's links cost the one
+ * or two parts that hold them, however large the snapshot.
+ */
+export async function* eachRecordInRanges(
+  vault: Vault,
+  manifest: SnapshotManifest,
+  ranges: readonly KeyRange[],
+): AsyncGenerator<InventoryRecord> {
+  const within = (key: string) => ranges.some(({ from, to }) => key >= from && key < to);
+  const parts = manifest.inventory.parts;
+  for (let index = 0; index < parts.length; index++) {
+    const { records, first, last } = parts[index] ?? { records: 0 };
+    if (records === 0) continue;
+    const overlaps =
+      first === undefined ||
+      last === undefined ||
+      ranges.some(({ from, to }) => first < to && last >= from);
+    if (!overlaps) continue;
+    for (const record of await readInventoryPart(vault, manifest, index))
+      if (within(record.key)) yield record;
+  }
+}

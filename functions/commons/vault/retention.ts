@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { inputErrorFrom } from '../errors.ts';
+import { type RepositorySelection, selectionText } from '../registry/selection.ts';
 import { type SnapshotManifest, SnapshotStatus } from './format.ts';
 import { liveRuns } from './run-lease.ts';
 import { copyJobSchema, jobKey } from './runs.ts';
@@ -132,9 +133,25 @@ export interface PlanOptions {
   readonly graceMs?: number;
 }
 
-/** Snapshots of one source are judged together: `endpoint|bucket|prefix`. */
-export const sourceOf = (m: SnapshotManifest) =>
-  `${m.source.endpoint ?? ''}|${m.source.bucket}|${m.source.prefix}`;
+/**
+ * The line of snapshots a backup of `source` (of `selection`'s repositories
+ * only, for a partial one) belongs to: `endpoint|bucket|prefix`, and the
+ * selection. A partial backup builds on the last of its line, and retention
+ * judges each line on its own, so a partial snapshot never takes a place of
+ * the whole registry's under keepLast, nor counts as its newest.
+ */
+export const lineOf = (
+  source: {
+    readonly endpoint?: string | undefined;
+    readonly bucket: string;
+    readonly prefix: string;
+  },
+  selection: RepositorySelection | undefined,
+) =>
+  `${source.endpoint ?? ''}|${source.bucket}|${source.prefix}${selection === undefined ? '' : `|${selectionText(selection)}`}`;
+
+/** Snapshots of one source (and selection) are judged together: lineOf. */
+export const sourceOf = (m: SnapshotManifest) => lineOf(m.source, m.selection);
 /** When a snapshot's backup started (ms). */
 export const startedMs = (m: SnapshotManifest) => Date.parse(m.startedAt);
 

@@ -20,7 +20,7 @@ import {
   totalsSchema,
 } from '../copy/model.ts';
 import { VaultError } from '../errors.ts';
-import { vaultKeys } from './format.ts';
+import { selectionSchema, vaultKeys } from './format.ts';
 import { byKey } from './inventory.ts';
 import {
   getBytes,
@@ -59,6 +59,8 @@ export const copyJobSchema = z.discriminatedUnion('purpose', [
      * the new snapshot's own folder, which starts empty).
      */
     targetEmpty: z.boolean().optional(),
+    /** A partial backup: the repositories it takes (registry/copy-policy.ts copies only theirs). */
+    selection: selectionSchema.optional(),
     concurrency: z.number().int().positive(),
     shards: z.array(shardSchema),
   }),

@@ -17,7 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { z } from 'zod';
 import type { Location } from '../copy/model.ts';
-import { type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
+import { cleanEtag, type InventoryRecord, inventoryRecordSchema } from '../copy/model.ts';
 import { completeMultipart } from '../copy/multipart.ts';
 import { issueLines, VaultError } from '../errors.ts';
 import { md5Base64 } from '../s3/fast-copy.ts';
@@ -166,9 +166,11 @@ export interface ListedKey {
   readonly size: number;
   /** A key without a date counts as brand new (infinity), so prune never sweeps it on a guess. */
   readonly lastModified: number;
+  /** The store's ETag, unquoted ('' when the listing gives none). */
+  readonly etag: string;
 }
 
-/** Every key under a prefix, in order, with its size and LastModified, a page at a time. */
+/** Every key under a prefix, in order, with its size, LastModified and ETag, a page at a time. */
 export async function* eachListedKey(vault: Vault, prefix: string): AsyncGenerator<ListedKey> {
   let token: string | undefined;
   do {
@@ -184,6 +186,7 @@ export async function* eachListedKey(vault: Vault, prefix: string): AsyncGenerat
         key: item.Key ?? '',
         size: item.Size ?? 0,
         lastModified: item.LastModified?.getTime() ?? Number.POSITIVE_INFINITY,
+        etag: cleanEtag(item.ETag),
       };
     token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
   } while (token !== undefined);

@@ -15,18 +15,22 @@ import {
   type Totals,
 } from '../copy/model.ts';
 import { DEFAULT_OBJECTS_PER_SHARD, genericCopyPolicy, planShards } from '../copy/plan.ts';
-import { type FailureName, failureNameOf, messageOf, parseInput } from '../errors.ts';
+import { type FailureName, failureNameOf, InputError, messageOf, parseInput } from '../errors.ts';
 import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import type { RepositorySelection } from '../registry/selection.ts';
 import {
   expiresAtOf,
   MAX_TTL_DAYS,
   newSnapshotId,
   type SnapshotManifest,
   SnapshotStatus,
+  selectionOf,
+  selectionSchema,
   VAULT_FORMAT_VERSION,
   vaultKeys,
 } from '../vault/format.ts';
+import { lineOf, sourceOf } from '../vault/retention.ts';
 import {
   acquireRunLease,
   endRunOfExecution,
@@ -73,6 +77,13 @@ export const backupInputSchema = z
      * failed. Anything else running keeps this backup out (RunLocked).
      */
     breakLock: z.string().min(1).optional(),
+    /**
+     * A partial backup: only the repositories a glob here matches (`team/*`
+     * within one level, `team/**` below), less those `excludeRepositories`
+     * matches. Recorded in the snapshot's manifest.
+     */
+    repositories: selectionSchema.shape.repositories,
+    excludeRepositories: selectionSchema.shape.excludeRepositories,
     /** Capture the cluster's objects this selects into the snapshot too (docs/resources.md). */
     resources: resourceSelectionSchema.optional(),
   })
@@ -97,6 +108,8 @@ export interface BackupState {
   readonly resources?: CaptureSummary;
   /** From the input's `ttlDays`, counted from `startedAt`. */
   readonly expiresAt?: string;
+  /** A partial backup's repositories (absent: the whole registry). */
+  readonly selection?: RepositorySelection;
 }
 
 /** The source a backup's run lease guards. */
@@ -149,6 +162,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     status: SnapshotStatus.Running,
     startedAt: state.startedAt,
     ...(state.expiresAt === undefined ? {} : { expiresAt: state.expiresAt }),
+    ...(state.selection === undefined ? {} : { selection: selectionOf(state.selection) }),
     toolVersion: deps.toolVersion,
     layout: state.layout,
     runId: state.runId,
@@ -232,14 +246,15 @@ export async function discoverBackup(
   const layout = (await looksLikeRegistry(sourceClient, source, rootDirectory))
     ? 'registry'
     : 'generic';
+  const selection = selectionOf(input);
+  if (selection !== undefined && layout !== 'registry')
+    throw new InputError('a plain bucket cannot be backed up by repository', [
+      `repositories: s3://${source.bucket}/${source.prefix} holds no registry layout; leave out repositories and excludeRepositories`,
+    ]);
+  // A partial backup builds on the last one of the same selection, as retention judges them.
+  const line = lineOf(source, selection);
   const previous = (await listSnapshots(deps.vault))
-    .filter(
-      (m) =>
-        m.status === SnapshotStatus.Complete &&
-        m.source.bucket === source.bucket &&
-        (m.source.endpoint ?? '') === (source.endpoint ?? '') &&
-        m.source.prefix === source.prefix,
-    )
+    .filter((m) => m.status === SnapshotStatus.Complete && sourceOf(m) === line)
     .at(-1);
   // The first write: a backup of this source already running keeps this one out.
   const taken = await acquireRunLease(
@@ -294,6 +309,7 @@ export async function discoverBackup(
     clusterFiles,
     ...(resources === undefined ? {} : { resources }),
     ...(input.ttlDays === undefined ? {} : { expiresAt: expiresAtOf(now, input.ttlDays) }),
+    ...(selection === undefined ? {} : { selection }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
   deps.log.info('backup discovered its source', {
@@ -361,6 +377,7 @@ export async function planBackup(
     ...(state.previousSnapshotId === undefined && (await poolIsEmpty(deps))
       ? { targetEmpty: true }
       : {}),
+    ...(state.selection === undefined ? {} : { selection: selectionOf(state.selection) }),
     concurrency: state.concurrency,
     shards,
   });

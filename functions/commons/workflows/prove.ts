@@ -15,6 +15,7 @@ import { type FsckReport, fsckRegistry } from '../registry/fsck.ts';
 import { DigestSet } from '../registry/fsck-layout.ts';
 import { bucketSource, objectReader } from '../registry/fsck-sources.ts';
 import { blobDigestOf, blobKeyOf, normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import { selectionText } from '../registry/selection.ts';
 import type { SnapshotManifest } from '../vault/format.ts';
 import { findRecords } from '../vault/inventory-lookup.ts';
 import { listRunRecordFiles, readShardRecords, saveProof } from '../vault/runs.ts';
@@ -79,7 +80,11 @@ export async function proveSnapshotHeld(vault: Vault, manifest: SnapshotManifest
         nextForDamaged(manifest.id),
       ].join('\n'),
     );
-  return `snapshot held in the vault, its references resolving (${objects} objects)`;
+  const partial =
+    manifest.selection === undefined
+      ? ''
+      : `; PARTIAL: it holds only the repositories ${selectionText(manifest.selection)}, and the restored registry will hold no other`;
+  return `snapshot held in the vault, its references resolving (${objects} objects)${partial}`;
 }
 
 /** What a problem in the target comes from, found by looking at the vault object it was copied from. */

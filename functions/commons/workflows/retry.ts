@@ -7,9 +7,9 @@
  * any more, else still failed naming what did. It holds the source's run
  * lease while it works, as a backup does.
  */
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { Failure, InventoryRecord, ListedObject, Shard } from '../copy/model.ts';
 import { InputError, messageOf, RunLockedError } from '../errors.ts';
+import { headObject } from '../s3/get-object.ts';
 import { SNAPSHOT_ID, SnapshotStatus } from '../vault/format.ts';
 import { acquireRunLease } from '../vault/run-lease.ts';
 import {
@@ -58,14 +58,8 @@ async function headOf(
   deps: WorkflowDeps,
 ): Promise<ListedObject | undefined> {
   const client = await deps.s3(job.source);
-  try {
-    const head = await client.send(new HeadObjectCommand({ Bucket: job.source.bucket, Key: key }));
-    return { key, size: head.ContentLength ?? 0, etag: head.ETag ?? '' };
-  } catch (err) {
-    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-    if (status === 404) return undefined;
-    throw err;
-  }
+  const head = await headObject(client, job.source.bucket, key);
+  return head === undefined ? undefined : { key, ...head };
 }
 
 /** Link shards first: a backup lists blobs only after every link (docs/consistency.md). */

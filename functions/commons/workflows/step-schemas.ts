@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
+import { selectionSchema } from '../vault/format.ts';
 import type { BackupPlanOutput, BackupState } from './backup.ts';
 import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
 import type { RestoreState, RolloutCheck, SwitchOutput, VerifyOutput } from './restore.ts';
@@ -63,6 +64,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
     clusterFiles: z.array(z.string()),
     resources: z.strictObject({ objects: count, secrets: count, types: count }).exactOptional(),
     expiresAt: z.iso.datetime().exactOptional(),
+    selection: selectionSchema.exactOptional(),
   }),
 );
 

@@ -29,7 +29,7 @@ import { runShard } from '../copy/shard-runner.ts';
 import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
-import { registryCopyPolicy } from '../registry/copy-policy.ts';
+import { registryCopyPolicy, selectiveRegistryPolicy } from '../registry/copy-policy.ts';
 import { blobDigestOf } from '../registry/layout.ts';
 import { backupKeyFor, SnapshotStatus, vaultRoot } from '../vault/format.ts';
 import { InventoryLookup } from '../vault/inventory-lookup.ts';
@@ -193,7 +193,9 @@ async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContex
     // A restore copies entries from its inventory: no shard of it is listed.
     policy:
       job.purpose === 'backup' && job.registryPrefix !== undefined
-        ? registryCopyPolicy
+        ? job.selection === undefined
+          ? registryCopyPolicy
+          : selectiveRegistryPolicy(job.selection)
         : genericCopyPolicy,
     targetState: await targetStateFor(
       targetClient,
