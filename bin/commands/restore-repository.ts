@@ -67,7 +67,10 @@ export function selectiveRestoreOptions(command: Command): Command {
       '--overwrite-tags',
       'with --into-live: write back live tags that now point elsewhere than the snapshot',
     )
-    .option('--dry-run', 'with --into-live: list what would be added or replaced; write nothing');
+    .option(
+      '--dry-run',
+      'with --into-live: list what would be added or replaced; with --resources: print the objects as YAML, what would be created, updated or skipped; write nothing',
+    );
 }
 
 /** What a full restore of a partial snapshot says before it starts. */
@@ -82,7 +85,8 @@ export function selectsRepositories(flags: Flags): boolean {
     (flags['repository'] as string[]).length > 0 ||
     (flags['tag'] as string[]).length > 0 ||
     flags['overwriteTags'] === true ||
-    flags['dryRun'] === true
+    // --dry-run also serves --resources; alone, the selective restore refuses it by name.
+    (flags['dryRun'] === true && flags['resources'] !== true)
   );
 }
 

@@ -40,35 +40,41 @@ const RESOURCE_ONLY = {
 
 /** Adds `restore`'s `--resources` flags. */
 export function withResourceRestoreFlags(command: Command): Command {
-  return command
-    .option(
-      '--resources',
-      "apply the snapshot's cluster objects (backup --resources) to the cluster --kubeconfig/--context name, instead of restoring the registry's data",
-    )
-    .option(
-      '--existing <policy>',
-      'an object that exists already: skip it, or update it (skip|update)',
-    )
-    .option(
-      '--namespace-mapping <old=new>',
-      'restore namespace old as new (repeat, or comma-separate)',
-      collectList,
-    )
-    .option('--storage-class-mapping <old=new>', 'claims of storage class old get new', collectList)
-    .option(
-      '--image-registry-mapping <old=new>',
-      'images under prefix old (registry[/path]) pull from new instead',
-      collectList,
-    )
-    .option(
-      '--resource-modifiers <file|configmap:ns/name>',
-      'resource modifier rules (version v1, resourceModifierRules), from a file or a ConfigMap in the target cluster',
-    )
-    .option('--dry-run', 'print what would be created, updated or skipped, as YAML; change nothing')
-    .option(
-      '--ready-timeout <seconds>',
-      'how long restored workloads may take to be Ready (default 120)',
-    );
+  return (
+    command
+      .option(
+        '--resources',
+        "apply the snapshot's cluster objects (backup --resources) to the cluster --kubeconfig/--context name, instead of restoring the registry's data",
+      )
+      .option(
+        '--existing <policy>',
+        'an object that exists already: skip it, or update it (skip|update)',
+      )
+      .option(
+        '--namespace-mapping <old=new>',
+        'restore namespace old as new (repeat, or comma-separate)',
+        collectList,
+      )
+      .option(
+        '--storage-class-mapping <old=new>',
+        'claims of storage class old get new',
+        collectList,
+      )
+      .option(
+        '--image-registry-mapping <old=new>',
+        'images under prefix old (registry[/path]) pull from new instead',
+        collectList,
+      )
+      .option(
+        '--resource-modifiers <file|configmap:ns/name>',
+        'resource modifier rules (version v1, resourceModifierRules), from a file or a ConfigMap in the target cluster',
+      )
+      // --dry-run is declared once, with the selective restore's flags (restore-repository.ts).
+      .option(
+        '--ready-timeout <seconds>',
+        'how long restored workloads may take to be Ready (default 120)',
+      )
+  );
 }
 
 /** Usage errors of a restore without `--resources`: its flags given alone. */

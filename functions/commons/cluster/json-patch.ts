@@ -4,7 +4,10 @@
  * be applied says which operation failed and why in a rule author's words,
  * never with the document's values (a Secret's may be among them).
  */
-import { applyPatch, JsonPatchError as LibraryPatchError, type Operation } from 'fast-json-patch';
+// The package is CommonJS whose exports Node's ESM loader cannot name: its default export.
+import jsonPatch, { type Operation } from 'fast-json-patch';
+
+const { applyPatch, JsonPatchError: LibraryPatchError } = jsonPatch;
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
