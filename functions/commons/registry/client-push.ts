@@ -43,7 +43,11 @@ export async function uploadBlob(
     method: 'PUT',
     scope,
     body,
-    headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    // A buffer's length is fetch's to send; a stream's is said (the registry wants a length).
+    headers: {
+      'content-type': 'application/octet-stream',
+      ...(body instanceof Buffer ? {} : { 'content-length': String(size) }),
+    },
     signal: AbortSignal.timeout(UPLOAD_TIMEOUT_MS),
     ...(body instanceof Buffer ? {} : { duplex: 'half' }),
   } as RequestInit & { scope: string });
