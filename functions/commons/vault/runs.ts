@@ -212,6 +212,22 @@ async function readAll<F, T>(files: readonly F[], read: (file: F) => Promise<T>)
   return Promise.all(files.map((file) => queue.add(() => read(file))));
 }
 
+/** What a record file holds: records, failures, skipped uploads and, last, a shard's result. */
+interface RecordFile {
+  readonly records: readonly InventoryRecord[];
+  readonly failures: readonly Failure[];
+  readonly uploadIds: readonly string[];
+  readonly result?: ShardResult;
+}
+
+/** A record file's lines, in the order readShardRecords reads them. */
+const recordFileLines = (done: RecordFile): Array<z.infer<typeof recordLineSchema>> => [
+  ...done.records.map((r) => ({ r })),
+  ...done.failures.map((f) => ({ f })),
+  ...done.uploadIds.map((u) => ({ u })),
+  ...(done.result === undefined ? [] : [{ s: done.result }]),
+];
+
 /**
  * What one copy message did: its records, failures and skipped uploads, and
  * on a shard's last message its result, one gzip file.
@@ -221,23 +237,12 @@ export async function writeRunRecords(
   runId: string,
   shardId: string,
   seq: number,
-  done: {
-    records: readonly InventoryRecord[];
-    failures: readonly Failure[];
-    uploadIds: readonly string[];
-    result?: ShardResult;
-  },
+  done: RecordFile,
 ): Promise<void> {
-  const lines: Array<z.infer<typeof recordLineSchema>> = [
-    ...done.records.map((r) => ({ r })),
-    ...done.failures.map((f) => ({ f })),
-    ...done.uploadIds.map((u) => ({ u })),
-    ...(done.result === undefined ? [] : [{ s: done.result }]),
-  ];
   await putBytes(
     vault,
     vaultKeys.runRecords(rootOf(vault), runId, shardId, seq),
-    await gzipLines(lines),
+    await gzipLines(recordFileLines(done)),
     'application/gzip',
   );
 }
@@ -351,19 +356,11 @@ export async function writeRetryRecords(
   runId: string,
   shardId: string,
   now: Date,
-  done: {
-    records: readonly InventoryRecord[];
-    failures: readonly Failure[];
-    uploadIds: readonly string[];
-    result?: ShardResult;
-  },
+  done: RecordFile,
 ): Promise<void> {
   const lines: Array<z.infer<typeof recordLineSchema>> = [
     ...(done.result === undefined ? [] : [{ again: true as const }]),
-    ...done.records.map((r) => ({ r })),
-    ...done.failures.map((f) => ({ f })),
-    ...done.uploadIds.map((u) => ({ u })),
-    ...(done.result === undefined ? [] : [{ s: done.result }]),
+    ...recordFileLines(done),
   ];
   const stamp = now.toISOString().replace(/[-:.]/g, '');
   await putBytes(
