@@ -29,7 +29,8 @@ export const revisionKey = (repository: string, digest: string) =>
 export const layerKey = (repository: string, digest: string) =>
   `repositories/${repository}/_layers/sha256/${hexOf(digest)}/link`;
 
-const SHA256 = /^sha256:[0-9a-f]{64}$/;
+/** A sha256 digest as manifests and links write it. */
+export const SHA256_DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /** A sha256 digest's 32 bytes as a Latin-1 string: 48 bytes in V8, where `sha256:<hex>` takes 88. */
 const packed = (digest: string) => Buffer.from(digest.slice(7), 'hex').toString('latin1');
@@ -39,11 +40,11 @@ export class DigestSet {
   readonly #set = new Set<string>();
 
   add(digest: string): void {
-    if (SHA256.test(digest)) this.#set.add(packed(digest));
+    if (SHA256_DIGEST.test(digest)) this.#set.add(packed(digest));
   }
 
   has(digest: string): boolean {
-    return SHA256.test(digest) && this.#set.has(packed(digest));
+    return SHA256_DIGEST.test(digest) && this.#set.has(packed(digest));
   }
 
   get size(): number {
@@ -76,7 +77,7 @@ export class Digests {
 
   /** The id of `digest` if it was met; undefined for one never met or not a sha256 digest. */
   find(digest: string): number | undefined {
-    return SHA256.test(digest) ? this.#ids.get(packed(digest)) : undefined;
+    return SHA256_DIGEST.test(digest) ? this.#ids.get(packed(digest)) : undefined;
   }
 
   /** The digest of id `id`, `sha256:<hex>`. */
@@ -226,7 +227,7 @@ export async function indexLayout(
     const kind = classifyRegistryKey(object.key);
     if (kind === KeyKind.Blob) {
       const digest = blobDigestOf(object.key);
-      if (digest !== undefined && SHA256.test(digest)) layout.blobs.set(digest, object.size);
+      if (digest !== undefined) layout.blobs.set(digest, object.size);
     } else if (kind === KeyKind.Tag) {
       const match = TAG_CURRENT.exec(object.key);
       if (match?.[1] !== undefined && match[2] !== undefined) {
@@ -285,7 +286,9 @@ export class ManifestGraph {
 
   record(repository: string, digest: string, refs: ManifestRefs): void {
     const ids = (descriptors: readonly { digest: string }[]) =>
-      descriptors.filter((d) => SHA256.test(d.digest)).map((d) => this.#digests.id(d.digest));
+      descriptors
+        .filter((d) => SHA256_DIGEST.test(d.digest))
+        .map((d) => this.#digests.id(d.digest));
     const manifests = this.#refs.get(repository) ?? new Map();
     this.#refs.set(repository, manifests);
     manifests.set(this.#digests.id(digest), {

@@ -13,6 +13,7 @@ import {
   layerKey,
   ManifestGraph,
   revisionKey,
+  SHA256_DIGEST,
 } from './fsck-layout.ts';
 import {
   type Corruption,
@@ -43,8 +44,6 @@ export interface FsckOptions {
 }
 
 export type { DanglingReference, FsckReport } from './fsck-report.ts';
-
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /** Runs `fn` over `items` with at most `limit` calls in flight. */
 async function forEachLimit<T>(
@@ -208,7 +207,7 @@ async function checkTags(run: FsckRun): Promise<ManifestToCheck[]> {
       dangling.push({ from, to: key, reason: 'the tag link vanished while checking' });
       return;
     }
-    if (!DIGEST.test(body)) {
+    if (!SHA256_DIGEST.test(body)) {
       dangling.push({
         from,
         to: key,
@@ -349,7 +348,7 @@ function checkBlobRefs(
 ): void {
   const { dangling, label, layout } = run;
   for (const blob of refs) {
-    if (!DIGEST.test(blob.digest)) {
+    if (!SHA256_DIGEST.test(blob.digest)) {
       dangling.push({ from: manifestName, to: blob.digest, reason: 'not a sha256 digest' });
       continue;
     }
@@ -376,7 +375,7 @@ function checkChildRefs(
 ): ManifestToCheck[] {
   const children: ManifestToCheck[] = [];
   for (const child of refs) {
-    if (!DIGEST.test(child.digest)) {
+    if (!SHA256_DIGEST.test(child.digest)) {
       run.dangling.push({ from: manifestName, to: child.digest, reason: 'not a sha256 digest' });
       continue;
     }

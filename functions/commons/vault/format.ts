@@ -62,6 +62,15 @@ export function vaultRoot(prefix: string): string {
   return trimmed === '' ? '' : `${trimmed}/`;
 }
 
+const POOL_BLOB = /^[0-9a-f]{2}\/([0-9a-f]{64})$/;
+
+/** The digest (`sha256:<hex>`) of a pool blob's vault key (`vaultKeys.blob`); undefined for any other key. */
+export function poolBlobDigestOf(root: string, key: string): string | undefined {
+  const pool = vaultKeys.blobPool(root);
+  const hex = key.startsWith(pool) ? POOL_BLOB.exec(key.slice(pool.length))?.[1] : undefined;
+  return hex === undefined ? undefined : `sha256:${hex}`;
+}
+
 export const vaultKeys = {
   /** The folder every snapshot's blobs share. */
   blobPool: (root: string) => `${root}blobs/sha256/`,

@@ -14,7 +14,7 @@ import { inventoryRecordSchema } from '../copy/model.ts';
 import { messageOf } from '../errors.ts';
 import type { StepLogger } from '../log.ts';
 import { DigestSet } from '../registry/fsck-layout.ts';
-import { type SnapshotManifest, SnapshotStatus, vaultKeys } from './format.ts';
+import { poolBlobDigestOf, type SnapshotManifest, SnapshotStatus, vaultKeys } from './format.ts';
 import {
   DEFAULT_GRACE_MS,
   type PlanOptions,
@@ -146,8 +146,6 @@ export async function deleteSnapshot(
   };
 }
 
-const DIGEST_HEX = /^[0-9a-f]{64}$/;
-
 /**
  * What the remaining snapshots refer to, held only where a sweep can meet
  * it: pool blobs as their digests' bytes (vault/format.ts names a pool blob
@@ -157,20 +155,20 @@ const DIGEST_HEX = /^[0-9a-f]{64}$/;
  * most of the marks.
  */
 class Marks {
+  readonly #root: string;
   readonly #pool: string;
   readonly #folders: readonly string[];
   readonly #blobs = new DigestSet();
   readonly #keys = new Set<string>();
 
-  constructor(pool: string, folders: readonly string[]) {
-    this.#pool = pool;
+  constructor(root: string, folders: readonly string[]) {
+    this.#root = root;
+    this.#pool = vaultKeys.blobPool(root);
     this.#folders = folders;
   }
 
   #blobOf(key: string): string | undefined {
-    if (!key.startsWith(this.#pool)) return undefined;
-    const hex = key.slice(key.lastIndexOf('/') + 1);
-    return DIGEST_HEX.test(hex) ? `sha256:${hex}` : undefined;
+    return poolBlobDigestOf(this.#root, key);
   }
 
   add(key: string): void {
@@ -269,7 +267,7 @@ export async function prune(
 
   // 1. Mark: every key a remaining snapshot refers to, and what running backups have recorded so far.
   const marked = new Marks(
-    vaultKeys.blobPool(root),
+    root,
     [...new Set([...expiredIds, ...plan.withoutManifest])].map((id) =>
       vaultKeys.snapshot(root, id),
     ),
