@@ -132,6 +132,12 @@ interface Route {
 }
 
 const JSON_TYPE = 'application/json';
+
+/** A failure as the API reports it: an unexpected one is a 500 saying what broke. */
+const asApiError = (err: unknown): KubeApiError =>
+  err instanceof KubeApiError
+    ? err
+    : new KubeApiError('InternalError', `fake apiserver failure: ${String(err)}`);
 const APPLY_TYPE = 'application/apply-patch+yaml';
 
 function send(res: ServerResponse, code: number, body: unknown, contentType = JSON_TYPE): void {
@@ -742,6 +748,12 @@ export async function startKubeApiServer(
     });
   }
 
+  /** With a token set, every request must carry it. */
+  function authenticate(req: IncomingMessage): void {
+    if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`)
+      throw new KubeApiError('Unauthorized', 'Unauthorized');
+  }
+
   /** Records the request (the tests read them back); its URL. */
   function recordRequest(req: IncomingMessage): URL {
     const url = new URL(req.url ?? '/', 'http://fake');
@@ -758,9 +770,7 @@ export async function startKubeApiServer(
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = recordRequest(req);
     try {
-      if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`) {
-        throw new KubeApiError('Unauthorized', 'Unauthorized');
-      }
+      authenticate(req);
       const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       if (
         options.authenticate !== undefined &&
@@ -777,10 +787,7 @@ export async function startKubeApiServer(
       if (info !== undefined) return send(res, 200, info);
       throw new KubeApiError('NotFound', 'the server could not find the requested resource', {});
     } catch (err) {
-      const error =
-        err instanceof KubeApiError
-          ? err
-          : new KubeApiError('InternalError', `fake apiserver failure: ${String(err)}`);
+      const error = asApiError(err);
       if (!res.headersSent) send(res, error.code, error.toStatus());
       else res.end();
     }
@@ -792,8 +799,7 @@ export async function startKubeApiServer(
     socket.once('close', () => upgraded.delete(socket));
     const url = recordRequest(req);
     try {
-      if (options.token !== undefined && req.headers.authorization !== `Bearer ${options.token}`)
-        throw new KubeApiError('Unauthorized', 'Unauthorized');
+      authenticate(req);
       const r = route(url.pathname.replace(/\/+$/, ''));
       if (r?.definition !== BuiltIn.pods || r.subresource !== 'exec' || r.name === undefined)
         throw new KubeApiError('NotFound', 'the server could not find the requested resource', {});
@@ -825,10 +831,7 @@ export async function startKubeApiServer(
         );
       serveExec(req, socket, head, url.searchParams, handler);
     } catch (err) {
-      const error =
-        err instanceof KubeApiError
-          ? err
-          : new KubeApiError('InternalError', `fake apiserver failure: ${String(err)}`);
+      const error = asApiError(err);
       const body = JSON.stringify(error.toStatus());
       socket.end(
         `HTTP/1.1 ${error.code} ${STATUS_CODES[error.code]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
