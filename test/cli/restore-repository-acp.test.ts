@@ -9,12 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 // Loaded here: the backup imports the cluster client lazily, which Jest's VM modules only link when a test loaded it first.
 import '../../functions/commons/cluster/kube.ts';
 import '../../functions/commons/registry/acp.ts';
-import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { type PopulatedRegistry, populateRegistry, pullImage } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
+import { backupThroughCluster } from '../support/backup.ts';
 import { jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
-import { deleteKeys, listAll, serverWithBuckets, storageOn, vaultDeps } from '../support/s3.ts';
+import { deleteKeys, listAll, serverWithBuckets, storageOn } from '../support/s3.ts';
 
 const BUCKET = 'acp-registry';
 const VAULT = 'acp-vault';
@@ -38,14 +38,7 @@ beforeAll(async () => {
     layerSizes: [3000],
     sharedBaseSize: 0,
   });
-  const deps = vaultDeps(s3, VAULT, '', { kube: { path: cluster.kubeconfigPath } });
-  try {
-    const backup = await runBackupLocally({}, { deps });
-    expect(backup.cause).toBeUndefined();
-    snapshotId = (backup.output as { snapshotId: string }).snapshotId;
-  } finally {
-    deps.close();
-  }
+  snapshotId = await backupThroughCluster(s3, VAULT, cluster.kubeconfigPath);
 }, 180_000);
 
 afterAll(async () => {

@@ -10,13 +10,14 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
-import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
+import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { acpProfile } from '../../functions/commons/registry/acp.ts';
 import { RegistryClient } from '../../functions/commons/registry/client.ts';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { type FaultProxy, startFaultProxy } from '../../sandbox/s3/fault-proxy.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { backupThroughCluster } from '../support/backup.ts';
 import { clientFor, createBucket, listAll, storageOn, vaultDeps } from '../support/s3.ts';
 
 const FAULTS = { slowDown: 0.05, resetBefore: 0.01, resetAfter: 0.01, resetMidBody: 0.01 };
@@ -45,14 +46,7 @@ beforeAll(async () => {
     layerSizes: [3000, 40_000],
   });
   // The snapshot is taken without faults: only the restores meet them.
-  const deps = vaultDeps(s3, 'vault', '', { kube: { path: cluster.kubeconfigPath } });
-  try {
-    const backup = await runBackupLocally({}, { deps });
-    expect(backup.cause).toBeUndefined();
-    snapshotId = (backup.output as { snapshotId: string }).snapshotId;
-  } finally {
-    deps.close();
-  }
+  snapshotId = await backupThroughCluster(s3, 'vault', cluster.kubeconfigPath);
 }, 240_000);
 
 afterAll(async () => {
