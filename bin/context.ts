@@ -4,6 +4,7 @@
  * (JSON lines or plain lines), and the settings flags every command takes.
  */
 import type { Command } from 'commander';
+import { PROFILE_NAMES } from '../functions/commons/registry/profiles.ts';
 import { ExitCode } from './outcome.ts';
 import { createProgress, type ProgressTotal } from './progress.ts';
 import { resolveSettings, type SettingOrigins, type Settings } from './settings.ts';
@@ -87,6 +88,10 @@ export function commandWithSettings(program: Command, name: string, description:
     )
     .option('--kubeconfig <file>', 'kubeconfig of the registry cluster (KUBECONFIG)')
     .option('--context <name>', 'kubeconfig context')
+    .option(
+      '--profile <name>',
+      `the registry's kind: ${PROFILE_NAMES.join(', ')} (REGVAULT_PROFILE)`,
+    )
     .option('--module-info <name>', 'the registry ModuleInfo, when the label finds several')
     .option('--registry-url <url>', 'where the registry answers, for verification')
     .option('--registry-username <user>', 'registry user (basic or token auth)')

@@ -177,9 +177,11 @@ export function depsFor(
             ...(settings.context === undefined ? {} : { context: settings.context }),
           },
         }),
-    ...(settings.moduleInfo === undefined
-      ? {}
-      : { profileSettings: { moduleInfoName: settings.moduleInfo } }),
+    profileName: settings.profile,
+    profileSettings: {
+      ...settings.profileSettings,
+      ...(settings.moduleInfo === undefined ? {} : { moduleInfoName: settings.moduleInfo }),
+    },
     ...(settings.registryUrl === undefined ? {} : { registryUrl: settings.registryUrl }),
     ...(onProgress === undefined ? {} : { onProgress }),
     ...(settings.registryUsername === undefined || settings.registryPassword === undefined

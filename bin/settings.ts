@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
+import { DEFAULT_PROFILE, profileNameSchema } from '../functions/commons/registry/profiles.ts';
 
 export const bucketName = z
   .string()
@@ -53,6 +54,9 @@ export const settingsSchema = z
       .default(false),
     kubeconfig: z.string().optional(),
     context: z.string().optional(),
+    profile: profileNameSchema.default(DEFAULT_PROFILE),
+    /** The profile's own settings (registry/profiles.ts); config file only. */
+    profileSettings: z.record(z.string(), z.unknown()).optional(),
     moduleInfo: z.string().optional(),
     registryUrl: z.url().optional(),
     registryUsername: z.string().optional(),
@@ -71,6 +75,7 @@ const ENV: Partial<Record<SettingKey, string>> = {
   vaultEndpoint: 'REGVAULT_VAULT_ENDPOINT',
   vaultPrefix: 'REGVAULT_VAULT_PREFIX',
   vaultContentMd5: 'REGVAULT_VAULT_CONTENT_MD5',
+  profile: 'REGVAULT_PROFILE',
   registryUrl: 'REGVAULT_REGISTRY_URL',
   registryUsername: 'REGVAULT_REGISTRY_USERNAME',
   registryPassword: 'REGVAULT_REGISTRY_PASSWORD',
@@ -95,7 +100,7 @@ export type SettingOrigins = Readonly<Partial<Record<SettingKey, SettingOrigin>>
  * Settings no flag sets: a password typed on the command line stays in shell
  * history and process listings.
  */
-const WITHOUT_FLAG: ReadonlySet<SettingKey> = new Set(['registryPassword']);
+const WITHOUT_FLAG: ReadonlySet<SettingKey> = new Set(['registryPassword', 'profileSettings']);
 
 /**
  * How a message names a setting: the flag, with the environment variable or

@@ -59,6 +59,7 @@ export function makeFunctions(
     VAULT_CONTENT_MD5: String(
       settings.objectLockMode !== undefined || settings.vaultBucketName !== undefined,
     ),
+    PROFILE: settings.profile,
     PROFILE_SETTINGS: JSON.stringify(settings.profileSettings),
     COPY_QUEUE_URL: props.copyQueue.queueUrl,
     COPY_CONCURRENCY: String(settings.copyConcurrency),

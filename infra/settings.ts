@@ -6,6 +6,7 @@
  */
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { z } from 'zod';
+import { DEFAULT_PROFILE, profileNameSchema } from '../functions/commons/registry/profiles.ts';
 // The copy's times are data both sides read: the stack and the local runner derive them alike.
 import {
   COPY_WORKER_TIMEOUT_RANGE,
@@ -112,7 +113,9 @@ export const regvaultSettingsSchema = z
     retentionGraceMinutes: z.coerce.number().int().min(0).max(10_080).default(60),
     /** The fixed execution input of scheduled backups (the backup input schema of the workflows). */
     backupInput: jsonObject.default({}),
-    /** Profile settings overriding the ACP defaults (names, namespace, labels). */
+    /** The registry's kind (functions/commons/registry/profiles.ts). */
+    profile: profileNameSchema.default(DEFAULT_PROFILE),
+    /** That profile's settings overriding its defaults (names, namespace, labels). */
     profileSettings: jsonObject.default({}),
     /**
      * The kubeconfig of regvault's read identity in the cluster: the

@@ -358,6 +358,11 @@ const BAD_INPUT: readonly Case[] = [
     says: ['the kubeconfig has no context "nosuch"', '--context: name one of its contexts'],
   },
   {
+    case: 'a profile regvault does not know',
+    args: ['backup', '--profile', 'harbour'],
+    says: ['--profile', 'harbour', '"acp"'],
+  },
+  {
     case: 'a ModuleInfo the cluster does not have',
     args: ['backup', '--module-info', 'nosuch'],
     says: ['no ModuleInfo "nosuch"', '--module-info: ', 'image-registry'],

@@ -16,7 +16,12 @@ import middy, { type MiddlewareObj } from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { z } from 'zod';
 import { InputError, issueLines, parseInput } from '../errors.ts';
-import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
+import {
+  DEFAULT_PROFILE,
+  PROFILES,
+  type ProfileName,
+  profileNameSchema,
+} from '../registry/profiles.ts';
 import { sdkRetryConfig } from '../s3/retry.ts';
 import { AWS_LEASE_TTL_MS } from '../vault/run-lease.ts';
 import type { ShardMessage } from '../vault/runs.ts';
@@ -46,7 +51,9 @@ export const runtimeConfigSchema = z.object({
   KUBECONFIG_SECRET_ARN: z.string().optional(),
   /** An EKS cluster: the function's role signs short-lived tokens instead of the kubeconfig's user. */
   EKS_CLUSTER_NAME: z.string().min(1).optional(),
-  /** JSON of profile settings overriding the ACP defaults (names, namespace, labels). */
+  /** The registry's kind (registry/profiles.ts). */
+  PROFILE: profileNameSchema.default(DEFAULT_PROFILE),
+  /** JSON of that profile's settings overriding its defaults (names, namespace, labels). */
   PROFILE_SETTINGS: z.string().default('{}'),
   /** Where the registry answers, for verification after a restore. */
   REGISTRY_URL: z.url().optional(),
@@ -139,7 +146,8 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
         }),
     kubeHint: 'set kubeconfigSecretArn on the stack',
     vaultReaches: { read: namesIn(config.REGISTRY_BUCKETS), write: namesIn(config.ROLE_BUCKETS) },
-    profileSettings: profileSettingsOf(config.PROFILE_SETTINGS),
+    profileName: config.PROFILE,
+    profileSettings: profileSettingsOf(config.PROFILE, config.PROFILE_SETTINGS),
     ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),
     ...(registryCredentials === undefined
       ? {}
@@ -158,8 +166,8 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
 /** A comma-separated list as the stack writes it. */
 const namesIn = (text: string): string[] => text.split(',').filter((name) => name !== '');
 
-/** PROFILE_SETTINGS as the stack writes it: JSON of ACP profile settings. */
-function profileSettingsOf(text: string): AcpSettings {
+/** PROFILE_SETTINGS as the stack writes it: JSON of the profile's settings, checked here. */
+function profileSettingsOf(name: ProfileName, text: string): Readonly<Record<string, unknown>> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -170,9 +178,9 @@ function profileSettingsOf(text: string): AcpSettings {
     );
   }
   return parseInput(
-    acpSettingsSchema,
+    PROFILES[name].settingsSchema as z.ZodType<Readonly<Record<string, unknown>>>,
     value,
-    'profile settings (the profileSettings stack setting)',
+    `${name} profile settings (the profileSettings stack setting)`,
   );
 }
 

@@ -7,12 +7,12 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { EksIdentity } from '../cluster/eks-token.ts';
 import type { ResourceApi } from '../cluster/resources-api.ts';
 import type { Location } from '../copy/model.ts';
-import { InputError } from '../errors.ts';
+import { InputError, parseInput } from '../errors.ts';
 import { type StepLogger, silentLogger } from '../log.ts';
-import { type AcpSettings, acpSettingsSchema } from '../registry/acp-settings.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
+import { DEFAULT_PROFILE, PROFILES, type ProfileName } from '../registry/profiles.ts';
 import { createS3Client, type S3Role } from '../s3/client.ts';
 import { type LeaseSettings, LOCAL_LEASE_TTL_MS, localLeaseHolder } from '../vault/run-lease.ts';
 import type { Vault } from '../vault/store.ts';
@@ -131,7 +131,10 @@ export interface DepsConfig {
   };
   /** How to give the cluster when a step needs it and `kube` is absent. */
   readonly kubeHint?: string;
-  readonly profileSettings?: Partial<AcpSettings>;
+  /** Which registry profile reaches the cluster (registry/profiles.ts); `acp` when unset. */
+  readonly profileName?: ProfileName;
+  /** That profile's settings, checked by its schema when the profile is first used. */
+  readonly profileSettings?: Readonly<Record<string, unknown>>;
   readonly registryUrl?: string;
   readonly registryCredentials?: RegistryCredentials;
   readonly logger?: StepLogger;
@@ -169,31 +172,39 @@ function throttled(
 }
 
 /**
- * The ACP profile with its module, and the Kubernetes client under it, loaded
- * on the first call: a backup of a bucket given by name never reaches the
- * cluster, and the client is the CLI's largest dependency to load.
+ * The chosen profile with its module, and the Kubernetes client under it,
+ * loaded on the first call: a backup of a bucket given by name never reaches
+ * the cluster, and the client is the CLI's largest dependency to load.
  */
-function lazyAcpProfile(
+function lazyProfile(
+  name: ProfileName,
   kube: NonNullable<DepsConfig['kube']>,
-  settings: AcpSettings,
+  settings: unknown,
 ): RegistryProfile {
   let loaded: Promise<RegistryProfile> | undefined;
   const real = () => {
-    loaded ??= Promise.all([import('../registry/acp.ts'), import('../cluster/kube.ts')]).then(
-      ([acp, cluster]) => acp.acpProfile(cluster.loadKubeConfig(kube), settings),
+    loaded ??= import('../cluster/kube.ts').then((cluster) =>
+      PROFILES[name].load(cluster.loadKubeConfig(kube), settings),
     );
     return loaded;
   };
+  const forward =
+    <K extends ProfileMethod>(method: K) =>
+    async (...args: Parameters<RegistryProfile[K]>) =>
+      // biome-ignore lint/suspicious/noExplicitAny: each method forwards its own arguments.
+      ((await real())[method] as (...a: any[]) => any)(...args);
   return {
-    name: 'acp',
-    discover: async () => (await real()).discover(),
-    readStorageKeys: async (secretName) => (await real()).readStorageKeys(secretName),
-    captureConfig: async (options) => (await real()).captureConfig(options),
-    requiredObjects: async () => (await real()).requiredObjects(),
-    switchStorage: async (next) => (await real()).switchStorage(next),
-    rolloutStatus: async (switched) => (await real()).rolloutStatus(switched),
+    name,
+    discover: forward('discover'),
+    readStorageKeys: forward('readStorageKeys'),
+    captureConfig: forward('captureConfig'),
+    requiredObjects: forward('requiredObjects'),
+    switchStorage: forward('switchStorage'),
+    rolloutStatus: forward('rolloutStatus'),
   };
 }
+
+type ProfileMethod = Exclude<keyof RegistryProfile, 'name'>;
 
 /** The one dependency factory: Lambda containers and local runs differ only in `config`. */
 export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void } {
@@ -208,8 +219,15 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       );
     return config.kube;
   };
+  const profileName = config.profileName ?? DEFAULT_PROFILE;
+  const profileSettings = () =>
+    parseInput(
+      PROFILES[profileName].settingsSchema,
+      config.profileSettings ?? {},
+      `the ${profileName} profile's settings`,
+    );
   const getProfile = (): RegistryProfile => {
-    profile ??= lazyAcpProfile(kubeOrFail(), acpSettingsSchema.parse(config.profileSettings ?? {}));
+    profile ??= lazyProfile(profileName, kubeOrFail(), profileSettings());
     return profile;
   };
   let resources: Promise<ResourceApi> | undefined;
@@ -243,7 +261,12 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     fixKeys: "grant the function's role access to the vault bucket",
   };
   // Read again, not parsed: bad profile settings are refused where the profile is made.
-  const namespace = acpSettingsSchema.safeParse(config.profileSettings ?? {}).data?.namespace;
+  const parsedSettings = PROFILES[profileName].settingsSchema.safeParse(
+    config.profileSettings ?? {},
+  );
+  const namespace = parsedSettings.success
+    ? PROFILES[profileName].secretNamespace(parsedSettings.data)
+    : undefined;
   /** Whose keys sign a location's requests, for failures: the vault's, or a Secret's. */
   const roleOf = (access: string): S3Role => {
     const secretName = registrySecretOf(access);
