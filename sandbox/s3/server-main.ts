@@ -12,6 +12,7 @@
  * another conditional write of the key is in flight), and regvault's run
  * lock relies on them, so this server evaluates them here, against the store.
  */
+import { appendFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { buildApp } from 'fauxqs';
 import {
@@ -167,10 +168,15 @@ function conditionalPutRefusal(
   return undefined;
 }
 
+/** REGVAULT_S3_LOG: a file each request is appended to (operation, method, URL), to see where a run's requests go. */
+const requestLog = process.env['REGVAULT_S3_LOG'];
+
 app.addHook('onRequest', async (request) => {
   const operation = operationOf(request as SandboxRequest);
   operations.set(request, operation);
   ledger.count(operation);
+  if (requestLog !== undefined && operation !== 'Sandbox')
+    appendFileSync(requestLog, `${operation} ${request.method} ${request.url}\n`);
 });
 
 app.addHook('preHandler', async (request, reply) => {

@@ -18,6 +18,7 @@ import {
   COPY,
   type CopyPolicy,
   type Lister,
+  type PreviousPlan,
   type ShardRoute,
   type Split,
   type SplitOptions,
@@ -26,11 +27,15 @@ import {
 export interface PlanOptions extends Partial<SplitOptions> {
   /** Lists through the lean request path (the copy context's source copier) instead of the SDK. */
   readonly fast?: Pick<FastCopier, 'listObjectsV2'> | undefined;
+  /** The last backup's plan of this source, for a policy that can reuse it (CopyPolicy.reuse). */
+  readonly previous?: PreviousPlan | undefined;
 }
 
 export interface Plan extends Split {
   /** LIST requests the planning made. */
   readonly requests: number;
+  /** True when the previous plan's shards were taken again instead of splitting the source. */
+  readonly reused: boolean;
 }
 
 /**
@@ -83,11 +88,18 @@ export async function planShards(
   options: PlanOptions = {},
 ): Promise<Plan> {
   const list = lister(client, bucket, options.fast);
-  const split = await policy.split(list, prefix, {
-    ...options,
+  const { fast: _fast, previous, ...rest } = options;
+  const splitOptions = {
+    ...rest,
     targetObjectsPerShard: options.targetObjectsPerShard ?? DEFAULT_OBJECTS_PER_SHARD,
-  });
-  return { ...split, requests: list.requests };
+  };
+  const reused =
+    previous === undefined || policy.reuse === undefined
+      ? undefined
+      : await policy.reuse(list, prefix, previous, splitOptions);
+  if (reused !== undefined) return { ...reused, requests: list.requests, reused: true };
+  const split = await policy.split(list, prefix, splitOptions);
+  return { ...split, requests: list.requests, reused: false };
 }
 
 /** A contiguous run of keys from `start` on, with how many keys it holds. */

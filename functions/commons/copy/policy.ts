@@ -8,7 +8,7 @@
  * registry/copy-policy.ts, `genericCopyPolicy` (plan.ts) copies any bucket by
  * key range.
  */
-import type { Shard } from './model.ts';
+import type { Shard, ShardKind } from './model.ts';
 
 /** One page of a listing made while planning. */
 export interface ListedPage {
@@ -116,4 +116,21 @@ export interface CopyPolicy {
    * registry backup, which blobs its repositories link to). Absent: nothing.
    */
   prepare?(shard: Shard, list: Lister): Promise<void>;
+  /**
+   * The previous backup's shards again, sized by what its snapshot held,
+   * when they still cover the source and fit it; undefined when the source
+   * must be split afresh. Absent: every backup is split afresh.
+   */
+  reuse?(
+    list: Lister,
+    prefix: string,
+    previous: PreviousPlan,
+    options: SplitOptions,
+  ): Promise<Split | undefined>;
+}
+
+/** The plan of the last complete backup of a source, and the objects of each kind its snapshot held. */
+export interface PreviousPlan {
+  readonly shards: readonly Shard[];
+  readonly objects: Readonly<Partial<Record<ShardKind, number>>>;
 }

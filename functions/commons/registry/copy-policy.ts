@@ -29,7 +29,7 @@ import {
   runRanges,
   type ShardRange,
 } from '../copy/key-ranges.ts';
-import { compareKeys, keyJustBefore, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
+import { compareKeys, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
 import {
   COPY,
   type CopyPolicy,
@@ -50,6 +50,8 @@ import {
   reservedSegmentOf,
   uploadIdOf,
 } from './layout.ts';
+import { otherShards } from './plan-gaps.ts';
+import { reuseRegistryPlan } from './plan-reuse.ts';
 import { type RepositorySelection, repositoryOfKey, selects } from './selection.ts';
 
 /** The 256 two-hex fan-outs of the blob tree, in order. */
@@ -149,22 +151,6 @@ function shardsOf(
   }));
 }
 
-/** A key range outside the registry's trees: from `startAt` (inclusive) to `endBefore`. */
-interface Gap {
-  readonly startAt?: string;
-  readonly endBefore?: string;
-}
-
-/** Whether a gap holds any key: the first key of one listing page from its start. */
-async function gapHoldsKeys(list: Lister, gap: Gap): Promise<boolean> {
-  const page = await list.page(
-    '',
-    gap.startAt === undefined ? {} : { startAfter: keyJustBefore(gap.startAt) },
-  );
-  const first = page.keys[0];
-  return first !== undefined && (gap.endBefore === undefined || first < gap.endBefore);
-}
-
 /** How a tree is counted: shard target, the LIST requests in flight, the pages a count may take. */
 interface Counting {
   readonly target: number;
@@ -235,42 +221,22 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
   const reposPrefix = `${base}repositories/`;
   const blobsPrefix = `${base}blobs/sha256/`;
 
-  // Everything else in the bucket lies in the gaps around the two registry trees.
-  const gaps: Gap[] = [
-    { endBefore: blobsPrefix },
-    { startAt: `${blobsPrefix.slice(0, -1)}0`, endBefore: reposPrefix },
-    { startAt: `${reposPrefix.slice(0, -1)}0` },
-  ];
   // The first listings are independent: one round trip. A small registry is counted by them.
-  const [repositories, links, blobs, ...gapHolds] = await Promise.all([
+  const [repositories, links, blobs, others] = await Promise.all([
     list.page(reposPrefix, { delimiter: REPOSITORY_DELIMITER }),
     list.page(reposPrefix),
     list.page(blobsPrefix),
-    ...gaps.map((gap) => gapHoldsKeys(list, gap)),
+    otherShards(list, base),
   ]);
-  const [linkShards, dataShards] = await Promise.all([
+  const [linkShards, blobShards] = await Promise.all([
     planLinks(list, reposPrefix, base, { repositories, links }, counting),
     planBlobs(list, blobsPrefix, base, blobs, counting),
   ]);
+  const dataShards = [...blobShards, ...others];
   const estimatedObjects = [...linkShards, ...dataShards].reduce(
     (sum, shard) => sum + (shard.estimatedObjects ?? 0),
     0,
   );
-
-  // A shard for each gap that held a key when planned (a registry writes only
-  // inside its two trees, so usually none): an empty gap's shard would cost
-  // its LIST and run files on every backup for nothing.
-  gaps.forEach((gap, index) => {
-    if (gapHolds[index] !== true) return;
-    dataShards.push({
-      id: `other-${index}`,
-      kind: 'objects',
-      prefix: '',
-      registryPrefix: base,
-      ...gap,
-    });
-  });
-
   return { linkShards, dataShards, estimatedObjects };
 }
 
@@ -366,7 +332,11 @@ function routeOf(shard: Shard): ShardRoute {
 }
 
 /** A bucket in the Docker Distribution layout: links before blobs, each link shard in three passes. */
-export const registryCopyPolicy: CopyPolicy = { split: splitRegistry, route: routeOf };
+export const registryCopyPolicy: CopyPolicy = {
+  split: splitRegistry,
+  route: routeOf,
+  reuse: reuseRegistryPlan,
+};
 
 /** Every key of a listing below `prefix` (or its common prefixes, with a delimiter), page by page. */
 async function* listed(list: Lister, prefix: string, delimiter?: string): AsyncGenerator<string> {
@@ -418,6 +388,7 @@ export function selectiveRegistryPolicy(selection: RepositorySelection): CopyPol
   let known: Set<string> | undefined;
   return {
     split: splitRegistry,
+    reuse: reuseRegistryPlan,
     async prepare(shard, list) {
       if (shard.kind !== 'blobs' || shard.registryPrefix === undefined) return;
       const base = shard.registryPrefix;

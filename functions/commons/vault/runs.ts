@@ -16,9 +16,11 @@ import {
   type InventoryRecord,
   inventoryRecordSchema,
   locationSchema,
+  type ShardKind,
   shardSchema,
   totalsSchema,
 } from '../copy/model.ts';
+import type { PreviousPlan } from '../copy/policy.ts';
 import { VaultError } from '../errors.ts';
 import { selectionSchema, vaultKeys } from './format.ts';
 import { byKey } from './inventory.ts';
@@ -30,6 +32,7 @@ import {
   listKeys,
   putBytes,
   putJson,
+  readManifest,
   rootOf,
   type Vault,
 } from './store.ts';
@@ -97,11 +100,13 @@ export type ShardMessage = z.infer<typeof shardMessageSchema>;
 export const jobKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}job.json`;
 
+const cache = new Map<string, CopyJob>();
+
 export async function saveJob(vault: Vault, job: CopyJob): Promise<void> {
   await putJson(vault, jobKey(vault, job.runId), job);
+  // The steps after the plan read it back in this process (the local runner): no GET for that.
+  cache.set(job.runId, job);
 }
-
-const cache = new Map<string, CopyJob>();
 
 /** Loads a run's job (cached: a Lambda container serves many messages of one run). */
 export async function loadJob(vault: Vault, runId: string): Promise<CopyJob> {
@@ -418,4 +423,24 @@ export const registryBeforeKey = (vault: Vault, runId: string) =>
 /** What a restore proved before its switch (ProveRestoredContent's output). */
 export async function saveProof(vault: Vault, runId: string, proof: unknown): Promise<void> {
   await putJson(vault, `${vaultKeys.run(rootOf(vault), runId)}proof.json`, proof);
+}
+
+/**
+ * The shards the run of a complete snapshot copied, and how many objects of
+ * each kind its inventory holds: what the next backup of the source may plan
+ * with (CopyPolicy.reuse). Undefined when the snapshot or its run's job is
+ * gone (pruned, cleaned) or the snapshot is not complete.
+ */
+export async function previousPlanOf(
+  vault: Vault,
+  snapshotId: string,
+): Promise<PreviousPlan | undefined> {
+  const manifest = await readManifest(vault, snapshotId);
+  if (manifest === undefined || manifest.status !== 'complete') return undefined;
+  const job = await getJson(vault, jobKey(vault, manifest.runId), copyJobSchema);
+  if (job === undefined || job.purpose !== 'backup') return undefined;
+  const objects: Partial<Record<ShardKind, number>> = {};
+  for (const part of manifest.inventory.parts)
+    objects[part.kind] = (objects[part.kind] ?? 0) + part.records;
+  return { shards: job.shards, objects };
 }

@@ -15,6 +15,7 @@ import {
   type Totals,
 } from '../copy/model.ts';
 import { DEFAULT_OBJECTS_PER_SHARD, genericCopyPolicy, planShards } from '../copy/plan.ts';
+import type { PreviousPlan } from '../copy/policy.ts';
 import { type FailureName, failureNameOf, InputError, messageOf, parseInput } from '../errors.ts';
 import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
@@ -39,7 +40,7 @@ import {
   releaseRunLease,
   renewRunLease,
 } from '../vault/run-lease.ts';
-import { saveJob } from '../vault/runs.ts';
+import { previousPlanOf, saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
@@ -126,10 +127,13 @@ export function leaseSourceOf(source: Location): LeaseSource {
  * snapshot was marked failed when its lease was released, must stop
  * (RunLeaseLost). A lease that is simply not there while the snapshot still
  * runs (a run started by a version without leases) lets it go on.
+ * `unlessFresh`: nothing is sent while this process renewed it less than a
+ * quarter of its life ago (vault/run-lease.ts).
  */
 export async function renewBackupLease(
   run: { runId: string; snapshotId: string; source: Location },
   deps: WorkflowDeps,
+  options: { readonly unlessFresh?: boolean } = {},
 ): Promise<void> {
   try {
     await renewRunLease(
@@ -137,6 +141,7 @@ export async function renewBackupLease(
       { runId: run.runId, source: leaseSourceOf(run.source) },
       deps.lease,
       deps.now(),
+      options,
     );
   } catch (err) {
     if (!(err instanceof RunLeaseLostError && err.gone)) throw err;
@@ -326,6 +331,8 @@ export interface BackupPlanOutput {
   readonly dataShardIds: readonly string[];
   readonly estimatedObjects: number;
   readonly planRequests: number;
+  /** True when the last backup's shards were planned with again (copy/policy.ts `reuse`). */
+  readonly planReused?: boolean;
 }
 
 /**
@@ -341,27 +348,38 @@ export async function planBackup(
   state: BackupState,
   deps: WorkflowDeps,
 ): Promise<BackupPlanOutput> {
-  await renewBackupLease(state, deps);
+  await renewBackupLease(state, deps, { unlessFresh: true });
   const client = await deps.s3(state.source);
-  const planWith = (targetObjectsPerShard: number) =>
+  // The last backup's shards, when its run's job is still in the vault: the policy may plan with them.
+  const previous =
+    state.previousSnapshotId === undefined || state.layout !== 'registry'
+      ? undefined
+      : await previousPlanOf(deps.vault, state.previousSnapshotId);
+  const planWith = (targetObjectsPerShard: number, again?: PreviousPlan) =>
     state.layout === 'registry'
       ? planShards(
           client,
           state.source.bucket,
           `${state.source.prefix}${state.rootDirectory}`,
           registryCopyPolicy,
-          { targetObjectsPerShard },
+          { targetObjectsPerShard, previous: again },
         )
       : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
           targetObjectsPerShard,
         });
-  let plan = await planWith(state.targetObjectsPerShard);
+  let plan = await planWith(state.targetObjectsPerShard, previous);
   const shardCount = plan.linkShards.length + plan.dataShards.length;
   if (shardCount > MAX_SHARDS) {
     // Fewer, larger shards: their ids travel in the plan's output.
     plan = await planWith(Math.ceil((state.targetObjectsPerShard * shardCount) / MAX_SHARDS));
   }
   const shards = [...plan.linkShards, ...plan.dataShards];
+  deps.log.info('backup planned', {
+    runId: state.runId,
+    shards: shards.length,
+    reused: plan.reused,
+    listRequests: plan.requests,
+  });
   await saveJob(deps.vault, {
     purpose: 'backup',
     runId: state.runId,
@@ -386,6 +404,7 @@ export async function planBackup(
     dataShardIds: plan.dataShards.map((s) => s.id),
     estimatedObjects: plan.estimatedObjects,
     planRequests: plan.requests,
+    planReused: plan.reused,
   };
 }
 

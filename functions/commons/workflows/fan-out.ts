@@ -116,7 +116,7 @@ export async function countFinishedShards(
   // A backup's count renews its run lease: on AWS the steps are all that keep it alive.
   // A lease lost to a run that saw this one dead is finalize's to act on (it fails then).
   if (job.purpose === 'backup')
-    await renewBackupLease(job, deps).catch((err: unknown) => {
+    await renewBackupLease(job, deps, { unlessFresh: true }).catch((err: unknown) => {
       if (!(err instanceof RunLeaseLostError)) throw err;
       deps.log.warn('the run lost its lease', { runId: job.runId, error: err.message });
     });

@@ -74,6 +74,7 @@ export const backupPlanOutputSchema = schemaOf<BackupPlanOutput>()(
     dataShardIds: z.array(id),
     estimatedObjects: count,
     planRequests: count,
+    planReused: z.boolean().exactOptional(),
   }),
 );
 
