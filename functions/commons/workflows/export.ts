@@ -16,7 +16,7 @@ import type { SnapshotManifest } from '../vault/format.ts';
 import { vaultKeys } from '../vault/format.ts';
 import { rootOf } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
-import { neededBy, readSelection } from './selective.ts';
+import { neededBy, readSelection } from './selective-read.ts';
 
 /** Where an exported layout's files go, in order: every blob, then `oci-layout` and `index.json`. */
 export interface LayoutSink {
