@@ -31,6 +31,7 @@ import {
   makeMonitoring,
   makeSchedules,
 } from './operations.ts';
+import { restoreApproverPolicy } from './restore-approval.ts';
 import type { RegvaultSettings } from './settings.ts';
 import { VaultBucket } from './vault-bucket.ts';
 import { makeWorkflows } from './workflows.ts';
@@ -56,7 +57,8 @@ export class RegvaultStack extends Stack {
   constructor(scope: Construct, id: string, props: RegvaultStackProps) {
     super(scope, id, props);
     const { settings } = props;
-    const topic = alarmTopic(this, settings);
+    const alarms = alarmTopic(this, settings);
+    const topic = alarms.topic;
     const alarmAction = alarmTopicAction(topic);
     const vault = new VaultBucket(this, settings);
     const copy = new CopyWorkers(this, settings.copyWorkerTimeoutSeconds);
@@ -66,7 +68,7 @@ export class RegvaultStack extends Stack {
       copyQueue: copy.queue,
       alarmAction,
     });
-    const stateMachines = makeWorkflows(this, { settings, functions });
+    const stateMachines = makeWorkflows(this, { settings, functions, approvalTopic: alarms });
     copy.connect({
       enqueue: functions['enqueue-shards'],
       worker: functions['copy-worker'],
@@ -105,6 +107,12 @@ export class RegvaultStack extends Stack {
     });
     new CfnOutput(this, 'CopyQueueUrl', { value: copy.queue.queueUrl });
     new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
+    if (settings.restoreApproval)
+      new CfnOutput(this, 'RestoreApproverPolicyArn', {
+        description:
+          'Attach to whoever approves restores: the answer to a waiting restore, nothing else',
+        value: restoreApproverPolicy(this, stateMachines.restore).managedPolicyArn,
+      });
     const policy = registryBucketPolicy(this, settings, functions);
     if (policy !== undefined)
       new CfnOutput(this, 'RegistryBucketPolicy', {

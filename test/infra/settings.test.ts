@@ -166,6 +166,17 @@ describe('deployment settings', () => {
       { copyPollSeconds: '10', copyTimeoutHours: '12' },
       'copyPollSeconds',
     ],
+    ['a restore approval other than true or false', { restoreApproval: 'yes' }, 'restoreApproval'],
+    [
+      'an approval wait that, with two copies, would outlast the 48-hour execution',
+      {
+        restoreApproval: 'true',
+        restoreApprovalHours: '24',
+        copyTimeoutHours: '12',
+        copyPollSeconds: '30',
+      },
+      'restoreApprovalHours',
+    ],
   ])('refuses %s', (_case, values: Record<string, string>, key) => {
     // Prepare / Act
     const parse = () => parseSettings(fromCli(values));
@@ -179,5 +190,17 @@ describe('deployment settings', () => {
         err instanceof SettingsError ? err.problems.map((problem) => problem.split(':')[0]) : [],
       ).toContain(key);
     }
+  });
+
+  it.each([
+    ['true', true],
+    ['false', false],
+  ])('takes restoreApproval=%s from the command line as a boolean', (text, value) => {
+    // Act
+    const settings = parseSettings(fromCli({ restoreApproval: text }));
+
+    // Assess
+    expect(settings.restoreApproval).toBe(value);
+    expect(settings.restoreApprovalHours).toBe(8);
   });
 });
