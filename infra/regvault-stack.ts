@@ -22,7 +22,7 @@ import type { Construct } from 'constructs';
 // Types only: the stack reaches the functions' code through their entry files alone.
 import type { FunctionName, WorkflowName } from '../functions/commons/workflows/steps.ts';
 import { CopyWorkers } from './copy-workers.ts';
-import { makeFunctions, registryBucketPolicy } from './functions.ts';
+import { makeFunctions, registryBucketPolicy, registryReadRolePolicies } from './functions.ts';
 import type { HouseFunction } from './house-function.ts';
 import {
   alarmTopic,
@@ -120,5 +120,18 @@ export class RegvaultStack extends Stack {
           'The bucket policy a registry bucket in another account needs so the regvault roles may read it',
         value: policy,
       });
+    const readRole = registryReadRolePolicies(this, settings, functions);
+    if (readRole !== undefined) {
+      new CfnOutput(this, 'RegistryReadRolePolicy', {
+        description:
+          'The permissions registryReadRoleArn needs in the registry account: list and read the registry buckets',
+        value: readRole.permissions,
+      });
+      new CfnOutput(this, 'RegistryReadRoleTrustPolicy', {
+        description:
+          'The trust policy of registryReadRoleArn: the regvault roles that read the registry may assume it',
+        value: readRole.trust,
+      });
+    }
   }
 }

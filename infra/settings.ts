@@ -217,6 +217,23 @@ export const regvaultSettingsSchema = z
      * of streamed with the storage Secret's keys.
      */
     registryBucketNames: listOf(bucketName).default([]),
+    /**
+     * A role in the account of the `registryBucketNames` that may list and
+     * read them: discover, plan and the copy worker assume it to read the
+     * registry (the copy then streams: GET as the role, PUT as the function).
+     */
+    registryReadRoleArn: z
+      .string()
+      .regex(
+        /^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/,
+        'an IAM role ARN (arn:aws:iam::<account>:role/<name>)',
+      )
+      .optional(),
+    /** The external id the role's trust policy asks for (sts:ExternalId), if any. */
+    registryReadExternalId: z
+      .string()
+      .regex(/^[\w+=,.@:/-]{2,1224}$/, '2-1224 letters, digits and +=,.@:/-')
+      .optional(),
   })
   .strict()
   .superRefine((settings, ctx) => {
@@ -318,6 +335,24 @@ export const regvaultSettingsSchema = z
         code: 'custom',
         path: ['backupInput'],
         message: 'backupInput is the input of scheduled backups, and backupSchedule is off',
+      });
+    }
+    if (settings.registryReadRoleArn !== undefined && settings.registryBucketNames.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['registryReadRoleArn'],
+        message:
+          'the role reads the registryBucketNames: name the registry buckets in its account there too',
+      });
+    }
+    if (
+      settings.registryReadExternalId !== undefined &&
+      settings.registryReadRoleArn === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['registryReadExternalId'],
+        message: 'the external id goes with registryReadRoleArn: set the role too, or drop it',
       });
     }
     if (settings.alarmTopicArn !== undefined && settings.alarmEmails.length > 0) {

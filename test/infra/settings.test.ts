@@ -168,6 +168,24 @@ describe('deployment settings', () => {
     ],
     ['a restore approval other than true or false', { restoreApproval: 'yes' }, 'restoreApproval'],
     [
+      'a registry read role with no registry bucket for it to read',
+      { registryReadRoleArn: 'arn:aws:iam::111122223333:role/registry-read' },
+      'registryReadRoleArn',
+    ],
+    [
+      'an external id without the role',
+      { registryReadExternalId: 'ext-1' },
+      'registryReadExternalId',
+    ],
+    [
+      'a registry read role that is not a role ARN',
+      {
+        registryBucketNames: 'acme-registry',
+        registryReadRoleArn: 'arn:aws:iam::111122223333:user/bob',
+      },
+      'registryReadRoleArn',
+    ],
+    [
       'an approval wait that, with two copies, would outlast the 48-hour execution',
       {
         restoreApproval: 'true',
