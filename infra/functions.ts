@@ -99,10 +99,11 @@ export function makeFunctions(
         network: spec.cluster !== 'none' || spec.registryApi ? network : undefined,
         alarmAction: props.alarmAction,
       });
-      vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
-      if (spec.vault === 'prune') vault.grantObjectLockRead(fn.role);
+      const folders = vaultActionsOf(spec);
+      vault.grantObjects(fn.role, folders);
+      if (Object.values(spec.vault).includes('prune')) vault.grantObjectLockRead(fn.role);
       if (spec.runLease !== undefined) {
-        const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
+        const writes = Object.values(folders).some((actions) => actions.includes('s3:PutObject'));
         vault.grantRunLeases(fn.role, spec.runLease, writes);
       }
       grantRoleBuckets(stack, fn.role, settings, spec);
@@ -121,6 +122,13 @@ export function makeFunctions(
       return [name, fn];
     }),
   ) as Record<FunctionName, HouseFunction>;
+}
+
+/** The object actions of a row in each vault folder it names. */
+function vaultActionsOf(spec: FunctionSpec): Record<string, readonly string[]> {
+  return Object.fromEntries(
+    Object.entries(spec.vault).map(([folder, access]) => [folder, VAULT_ACTIONS[access]]),
+  );
 }
 
 /**
