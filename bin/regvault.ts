@@ -33,6 +33,8 @@ const COMMANDS = {
   copy: async () => (await import('./commands/copy.ts')).copyCommand,
   export: async () => (await import('./commands/export.ts')).exportCommand,
   import: async () => (await import('./commands/export.ts')).importCommand,
+  approve: async () => (await import('./commands/approve.ts')).approveCommand,
+  reject: async () => (await import('./commands/approve.ts')).rejectCommand,
 } as const satisfies Record<string, () => Promise<(program: Command) => void>>;
 
 /** What to do about a usage error (an unknown command or flag, a missing value): commander says which. */

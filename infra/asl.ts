@@ -12,12 +12,16 @@ export function placeholdersIn(text: string): Set<string> {
   return new Set(Array.from(text.matchAll(PLACEHOLDER), (match) => match[1] ?? ''));
 }
 
-/** The substitutions of one ASL file: exactly its placeholders, each given a value. */
+/**
+ * The substitutions of one ASL file: exactly its placeholders, each given a
+ * value. `text`: the definition the stack deploys, when it adds to the file.
+ */
 export function substitutionsFor(
   file: string,
   values: Readonly<Record<string, string>>,
+  text: string = readFileSync(file, 'utf8'),
 ): Record<string, string> {
-  const wanted = placeholdersIn(readFileSync(file, 'utf8'));
+  const wanted = placeholdersIn(text);
   const missing = [...wanted].filter((name) => values[name] === undefined);
   const unused = Object.keys(values).filter((name) => !wanted.has(name));
   if (missing.length > 0 || unused.length > 0) {

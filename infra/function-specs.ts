@@ -7,28 +7,41 @@ import { Duration } from 'aws-cdk-lib';
 import type { FunctionName } from '../functions/commons/workflows/steps.ts';
 
 /**
- * Vault object actions (under the vault prefix) by what a function does there.
- * Every level also lists the prefix: without s3:ListBucket S3 answers a missing
- * key with 403 instead of 404, and the vault reads treat 404 as "absent".
+ * The vault's top-level folders (`vaultKeys` in functions/commons/vault/format.ts):
+ * the blob pool, the snapshots (manifests, inventories, catalogs, the
+ * objects of each), the runs' working files, and the backup run leases.
+ * Each function is granted only the folders its step touches, each at its
+ * own level; test/infra/vault-prefixes.test.ts records which folders every
+ * step reaches in a local backup, restore and prune, and checks these rows
+ * cover them.
+ */
+export const VAULT_FOLDERS = ['blobs', 'snapshots', 'runs', 'locks'] as const;
+export type VaultFolder = (typeof VAULT_FOLDERS)[number];
+
+// Server-side copies carry the source's tags (both tagging actions), and large ones are multipart (aborts).
+const COPY = [
+  's3:GetObject',
+  's3:PutObject',
+  's3:AbortMultipartUpload',
+  's3:GetObjectTagging',
+  's3:PutObjectTagging',
+] as const;
+
+/**
+ * Vault object actions by what a function does in a folder. A grant also
+ * lists the vault prefix: without s3:ListBucket S3 answers a missing key
+ * with 403 instead of 404, and the vault reads treat 404 as "absent".
  */
 export const VAULT_ACTIONS = {
-  none: [],
   read: ['s3:GetObject'],
   // A large snapshot's inventory is a multipart upload, aborted if finalize fails.
   write: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'],
   // Retention reads manifests and inventories, then deletes; it writes nothing.
   prune: ['s3:GetObject', 's3:DeleteObject'],
-  // Server-side copies carry the source's tags (both tagging actions), large
-  // ones are multipart (aborts), and a copy whose checksum disproves the
-  // blob's digest is deleted again.
-  copy: [
-    's3:GetObject',
-    's3:PutObject',
-    's3:AbortMultipartUpload',
-    's3:GetObjectTagging',
-    's3:PutObjectTagging',
-    's3:DeleteObject',
-  ],
+  // The copy worker's objects of a snapshot, read on restore and written on backup.
+  copy: COPY,
+  // The blob pool: also deletes a copy whose checksum disproves the blob's digest.
+  pool: [...COPY, 's3:DeleteObject'],
 } as const satisfies Record<string, readonly string[]>;
 type VaultAccess = keyof typeof VAULT_ACTIONS;
 
@@ -45,8 +58,8 @@ export const ROLE_BUCKET_ACTIONS = {
   read: ['s3:GetObject'],
   // Preflight writes one probe object into a restore target and deletes it.
   probe: ['s3:PutObject', 's3:DeleteObject'],
-  // The copy worker reads sources and writes targets, as into the vault.
-  copy: VAULT_ACTIONS.copy,
+  // The copy worker reads sources and writes targets, deleting a blob whose checksum disproves its digest.
+  copy: VAULT_ACTIONS.pool,
 } as const satisfies Record<string, readonly string[]>;
 type RoleBucketAccess = keyof typeof ROLE_BUCKET_ACTIONS;
 
@@ -81,13 +94,14 @@ export interface FunctionSpec {
   readonly cluster: ClusterAccess;
   /** Calls the registry API (verification): only these get the registry login. */
   readonly registryApi: boolean;
-  readonly vault: VaultAccess;
+  /** What it does in each vault folder it touches; a folder not named is out of its reach. */
+  readonly vault: Readonly<Partial<Record<VaultFolder, VaultAccess>>>;
   readonly roleBuckets: RoleBucketAccess;
   /** `registryBucketNames`: backup sources read with the role. Absent: none. */
   readonly registryBuckets?: RegistryBucketAccess;
   /**
    * Backup run leases (`locks/*`): `renew` writes one, `release` also deletes
-   * one (the steps that end a run). Absent: what `vault` allows.
+   * one (the steps that end a run), beside what `vault.locks` allows (reading them).
    */
   readonly runLease?: 'renew' | 'release';
 }
@@ -99,19 +113,18 @@ const FINALIZE = {
   memorySize: 3008,
   cluster: 'none',
   registryApi: false,
-  vault: 'write',
+  vault: { snapshots: 'write', runs: 'read', locks: 'read' },
   roleBuckets: 'none',
   // Deletes the run's lease once the manifest is final.
   runLease: 'release',
 } as const satisfies FunctionSpec;
 
-/** Small vault writers that end what died: a few run files read and written, a minute at most. */
+/** Small vault writers that end what died, a minute at most. */
 const RUN_FILE_WRITER = {
   timeout: Duration.minutes(1),
   memorySize: 512,
   cluster: 'none',
   registryApi: false,
-  vault: 'write',
   roleBuckets: 'none',
 } as const;
 
@@ -120,7 +133,7 @@ const FAN_OUT = {
   memorySize: 1024,
   cluster: 'none',
   registryApi: false,
-  vault: 'read',
+  vault: { runs: 'read' },
   roleBuckets: 'none',
 } as const;
 
@@ -142,7 +155,9 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'read',
     registryApi: false,
-    vault: 'write',
+    // The snapshot's running manifest and cluster files; it takes the run's lease.
+    vault: { snapshots: 'write', locks: 'read' },
+    runLease: 'renew',
     roleBuckets: 'list',
     registryBuckets: 'list',
   },
@@ -153,7 +168,9 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'read',
     registryApi: false,
-    vault: 'write',
+    // The run's job; it renews the run's lease.
+    vault: { runs: 'write', locks: 'read' },
+    runLease: 'renew',
     roleBuckets: 'list',
     registryBuckets: 'list',
   },
@@ -170,6 +187,7 @@ export const FUNCTIONS = {
     description: "Backup and restore: count the run's shards that have ended",
     timeout: Duration.minutes(1),
     // Each count renews a backup's run lease.
+    vault: { runs: 'read', locks: 'read' },
     runLease: 'renew',
   },
   finalize: FINALIZE,
@@ -186,7 +204,7 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'none',
     registryApi: false,
-    vault: 'read',
+    vault: { snapshots: 'read' },
     roleBuckets: 'none',
   },
   // Every check before the restore writes: the cluster (registry resource, the
@@ -199,7 +217,8 @@ export const FUNCTIONS = {
     memorySize: 3008,
     cluster: 'read',
     registryApi: false,
-    vault: 'write',
+    // fsck's plain check reads the snapshot and heads pool blobs; then the run's job.
+    vault: { snapshots: 'read', blobs: 'read', runs: 'write' },
     roleBuckets: 'probe',
   },
   // Reads the snapshot inventory and the run's records, lists the target and
@@ -210,7 +229,8 @@ export const FUNCTIONS = {
     memorySize: 3008,
     cluster: 'read',
     registryApi: false,
-    vault: 'read',
+    // It records its proof in the run.
+    vault: { snapshots: 'read', runs: 'write' },
     roleBuckets: 'read',
   },
   // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json).
@@ -220,7 +240,7 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'patch',
     registryApi: false,
-    vault: 'write',
+    vault: { runs: 'write' },
     roleBuckets: 'none',
   },
   // The ASL gives CheckRollout 120 s; the function must end before that.
@@ -230,7 +250,7 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'read',
     registryApi: false,
-    vault: 'none',
+    vault: {},
     roleBuckets: 'none',
   },
   // Reads the snapshot catalog and pulls (or pushes) through the registry API.
@@ -240,7 +260,7 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'none',
     registryApi: true,
-    vault: 'read',
+    vault: { snapshots: 'read' },
     roleBuckets: 'none',
   },
   // Reads what the switch recorded, for a switch that failed after its patch applied.
@@ -250,7 +270,7 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'patch',
     registryApi: false,
-    vault: 'read',
+    vault: { runs: 'read' },
     roleBuckets: 'none',
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
@@ -261,7 +281,9 @@ export const FUNCTIONS = {
     memorySize: 2048,
     cluster: 'read',
     registryApi: false,
-    vault: 'copy',
+    // Blobs into (backup) and out of (restore) the pool, the other objects
+    // into and out of their snapshot, the shard's records and result into the run.
+    vault: { blobs: 'pool', snapshots: 'copy', runs: 'write' },
     roleBuckets: 'copy',
     registryBuckets: 'read',
   },
@@ -271,6 +293,7 @@ export const FUNCTIONS = {
   'dead-letter': {
     ...RUN_FILE_WRITER,
     description: 'End the shard of a copy message the workers gave up on, as aborted, with why',
+    vault: { runs: 'write' },
   },
   // The EventBridge rule on a backup execution that was aborted, timed out or
   // failed: finds the run's lease by the execution, marks its snapshot failed
@@ -278,6 +301,7 @@ export const FUNCTIONS = {
   'end-dead-run': {
     ...RUN_FILE_WRITER,
     description: 'End the backup run of an execution that was aborted, timed out or failed',
+    vault: { snapshots: 'write', locks: 'read' },
     runLease: 'release',
   },
   // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.
@@ -287,7 +311,8 @@ export const FUNCTIONS = {
     memorySize: 3008,
     cluster: 'none',
     registryApi: false,
-    vault: 'prune',
+    // Live runs' leases are read, never deleted: a running backup's objects are kept.
+    vault: { snapshots: 'prune', runs: 'prune', blobs: 'prune', locks: 'read' },
     roleBuckets: 'none',
   },
 } as const satisfies Record<FunctionName, FunctionSpec>;

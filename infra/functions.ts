@@ -89,6 +89,7 @@ export function makeFunctions(
         memorySize: spec.memorySize,
         environment: {
           ...environment,
+          ...registryRoleOf(settings, spec),
           ...secrets,
           ...(spec.cluster !== 'none' && settings.eksClusterName !== undefined
             ? { EKS_CLUSTER_NAME: settings.eksClusterName }
@@ -99,10 +100,11 @@ export function makeFunctions(
         network: spec.cluster !== 'none' || spec.registryApi ? network : undefined,
         alarmAction: props.alarmAction,
       });
-      vault.grantObjects(fn.role, VAULT_ACTIONS[spec.vault]);
-      if (spec.vault === 'prune') vault.grantObjectLockRead(fn.role);
+      const folders = vaultActionsOf(spec);
+      vault.grantObjects(fn.role, folders);
+      if (Object.values(spec.vault).includes('prune')) vault.grantObjectLockRead(fn.role);
       if (spec.runLease !== undefined) {
-        const writes = (VAULT_ACTIONS[spec.vault] as readonly string[]).includes('s3:PutObject');
+        const writes = Object.values(folders).some((actions) => actions.includes('s3:PutObject'));
         vault.grantRunLeases(fn.role, spec.runLease, writes);
       }
       grantRoleBuckets(stack, fn.role, settings, spec);
@@ -121,6 +123,13 @@ export function makeFunctions(
       return [name, fn];
     }),
   ) as Record<FunctionName, HouseFunction>;
+}
+
+/** The object actions of a row in each vault folder it names. */
+function vaultActionsOf(spec: FunctionSpec): Record<string, readonly string[]> {
+  return Object.fromEntries(
+    Object.entries(spec.vault).map(([folder, access]) => [folder, VAULT_ACTIONS[access]]),
+  );
 }
 
 /**
@@ -164,7 +173,23 @@ function grantRoleBuckets(
   );
 }
 
-/** The deployer's `registryBucketNames`, listed and read as far as the row's level allows. */
+/** The role a registry reader assumes (`registryReadRoleArn`), for the rows that read the registry. */
+function registryRoleOf(settings: RegvaultSettings, spec: FunctionSpec): Record<string, string> {
+  const { registryReadRoleArn, registryReadExternalId } = settings;
+  if (registryReadRoleArn === undefined || (spec.registryBuckets ?? 'none') === 'none') return {};
+  return {
+    REGISTRY_READ_ROLE_ARN: registryReadRoleArn,
+    ...(registryReadExternalId === undefined
+      ? {}
+      : { REGISTRY_READ_EXTERNAL_ID: registryReadExternalId }),
+  };
+}
+
+/**
+ * The deployer's `registryBucketNames`, listed and read as far as the row's
+ * level allows; with `registryReadRoleArn`, only the right to assume that
+ * role, which lists and reads them in their own account.
+ */
 function grantRegistryBuckets(
   stack: Stack,
   role: IRole,
@@ -173,6 +198,15 @@ function grantRegistryBuckets(
 ): void {
   const level = spec.registryBuckets ?? 'none';
   if (level === 'none') return;
+  if (settings.registryReadRoleArn !== undefined) {
+    role.addToPrincipalPolicy(
+      new PolicyStatement({
+        actions: ['sts:AssumeRole'],
+        resources: [settings.registryReadRoleArn],
+      }),
+    );
+    return;
+  }
   grantBuckets(
     stack,
     role,
@@ -219,31 +253,73 @@ export function registryBucketPolicy(
   settings: RegvaultSettings,
   functions: Readonly<Record<FunctionName, HouseFunction>>,
 ): string | undefined {
-  if (settings.registryBucketNames.length === 0) return undefined;
-  const readers = (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).filter(
-    ([, spec]) => (spec.registryBuckets ?? 'none') !== 'none',
-  );
-  const principal = { AWS: readers.map(([name]) => functions[name].role.roleArn) };
-  const buckets = settings.registryBucketNames.map((name) => `arn:aws:s3:::${name}`);
+  if (settings.registryBucketNames.length === 0 || settings.registryReadRoleArn !== undefined)
+    return undefined;
   return stack.toJsonString({
     Version: '2012-10-17',
-    Statement: [
-      {
-        Sid: 'RegvaultLists',
-        Effect: 'Allow',
-        Principal: principal,
-        Action: 's3:ListBucket',
-        Resource: buckets,
-      },
-      {
-        Sid: 'RegvaultReads',
-        Effect: 'Allow',
-        Principal: principal,
-        Action: [...REGISTRY_BUCKET_ACTIONS.read],
-        Resource: buckets.map((arn) => `${arn}/*`),
-      },
-    ],
+    Statement: registryReadStatements(settings, { AWS: registryReaders(functions) }),
   });
+}
+
+/** The roles of the functions that read the registry bucket: discover, plan, the copy worker. */
+function registryReaders(functions: Readonly<Record<FunctionName, HouseFunction>>): string[] {
+  return (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>)
+    .filter(([, spec]) => (spec.registryBuckets ?? 'none') !== 'none')
+    .map(([name]) => functions[name].role.roleArn);
+}
+
+/** Listing and reading the registry buckets: in their bucket policy (`principal`) or the read role's own policy. */
+function registryReadStatements(
+  settings: RegvaultSettings,
+  principal?: { AWS: string[] },
+): Array<Record<string, unknown>> {
+  const buckets = settings.registryBucketNames.map((name) => `arn:aws:s3:::${name}`);
+  const who = principal === undefined ? {} : { Principal: principal };
+  return [
+    { Sid: 'RegvaultLists', Effect: 'Allow', ...who, Action: 's3:ListBucket', Resource: buckets },
+    {
+      Sid: 'RegvaultReads',
+      Effect: 'Allow',
+      ...who,
+      Action: [...REGISTRY_BUCKET_ACTIONS.read],
+      Resource: buckets.map((arn) => `${arn}/*`),
+    },
+  ];
+}
+
+/**
+ * What the owner of the registry account gives `registryReadRoleArn`: its
+ * permissions (list and read the registry buckets, nothing else) and its
+ * trust policy (the reading function roles, with the external id when one
+ * is set). The stack outputs both as JSON.
+ */
+export function registryReadRolePolicies(
+  stack: Stack,
+  settings: RegvaultSettings,
+  functions: Readonly<Record<FunctionName, HouseFunction>>,
+): { readonly permissions: string; readonly trust: string } | undefined {
+  if (settings.registryReadRoleArn === undefined) return undefined;
+  const externalId = settings.registryReadExternalId;
+  return {
+    permissions: stack.toJsonString({
+      Version: '2012-10-17',
+      Statement: registryReadStatements(settings),
+    }),
+    trust: stack.toJsonString({
+      Version: '2012-10-17',
+      Statement: [
+        {
+          Sid: 'RegvaultReadersAssume',
+          Effect: 'Allow',
+          Principal: { AWS: registryReaders(functions) },
+          Action: 'sts:AssumeRole',
+          ...(externalId === undefined
+            ? {}
+            : { Condition: { StringEquals: { 'sts:ExternalId': externalId } } }),
+        },
+      ],
+    }),
+  };
 }
 
 /** The Kubernetes group of each cluster identity; docs/deploy.md binds them to their RBAC roles. */

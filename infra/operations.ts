@@ -21,6 +21,7 @@ import { SnsAction } from 'aws-cdk-lib/aws-cloudwatch-actions';
 import { Rule } from 'aws-cdk-lib/aws-events';
 import { LambdaFunction } from 'aws-cdk-lib/aws-events-targets';
 import { PolicyStatement, Role, ServicePrincipal } from 'aws-cdk-lib/aws-iam';
+import type { Key } from 'aws-cdk-lib/aws-kms';
 import type { IFunction } from 'aws-cdk-lib/aws-lambda';
 import { CfnSchedule } from 'aws-cdk-lib/aws-scheduler';
 import { type ITopic, Topic } from 'aws-cdk-lib/aws-sns';
@@ -44,9 +45,15 @@ const REGVAULT_METRICS = { namespace: 'Regvault', dimensionsMap: { service: 'reg
  * publish to a topic under the AWS-managed SNS key), with `alarmEmails`
  * subscribed.
  */
-export function alarmTopic(stack: Stack, settings: RegvaultSettings): ITopic {
+export function alarmTopic(
+  stack: Stack,
+  settings: RegvaultSettings,
+): { readonly topic: ITopic; readonly key: Key | undefined } {
   if (settings.alarmTopicArn !== undefined)
-    return Topic.fromTopicArn(stack, 'AlarmTopic', settings.alarmTopicArn);
+    return {
+      topic: Topic.fromTopicArn(stack, 'AlarmTopic', settings.alarmTopicArn),
+      key: undefined,
+    };
   const key = houseKey(stack, 'AlarmTopicKey', 'regvault alarm topic encryption');
   key.addToResourcePolicy(
     new PolicyStatement({
@@ -63,7 +70,7 @@ export function alarmTopic(stack: Stack, settings: RegvaultSettings): ITopic {
     enforceSSL: true,
   });
   for (const email of settings.alarmEmails) topic.addSubscription(new EmailSubscription(email));
-  return topic;
+  return { topic, key };
 }
 
 /** What the alarms notify. */

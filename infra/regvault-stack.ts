@@ -22,7 +22,7 @@ import type { Construct } from 'constructs';
 // Types only: the stack reaches the functions' code through their entry files alone.
 import type { FunctionName, WorkflowName } from '../functions/commons/workflows/steps.ts';
 import { CopyWorkers } from './copy-workers.ts';
-import { makeFunctions, registryBucketPolicy } from './functions.ts';
+import { makeFunctions, registryBucketPolicy, registryReadRolePolicies } from './functions.ts';
 import type { HouseFunction } from './house-function.ts';
 import {
   alarmTopic,
@@ -31,6 +31,7 @@ import {
   makeMonitoring,
   makeSchedules,
 } from './operations.ts';
+import { restoreApproverPolicy } from './restore-approval.ts';
 import type { RegvaultSettings } from './settings.ts';
 import { VaultBucket } from './vault-bucket.ts';
 import { makeWorkflows } from './workflows.ts';
@@ -56,7 +57,8 @@ export class RegvaultStack extends Stack {
   constructor(scope: Construct, id: string, props: RegvaultStackProps) {
     super(scope, id, props);
     const { settings } = props;
-    const topic = alarmTopic(this, settings);
+    const alarms = alarmTopic(this, settings);
+    const topic = alarms.topic;
     const alarmAction = alarmTopicAction(topic);
     const vault = new VaultBucket(this, settings);
     const copy = new CopyWorkers(this, settings.copyWorkerTimeoutSeconds);
@@ -66,7 +68,7 @@ export class RegvaultStack extends Stack {
       copyQueue: copy.queue,
       alarmAction,
     });
-    const stateMachines = makeWorkflows(this, { settings, functions });
+    const stateMachines = makeWorkflows(this, { settings, functions, approvalTopic: alarms });
     copy.connect({
       enqueue: functions['enqueue-shards'],
       worker: functions['copy-worker'],
@@ -105,6 +107,12 @@ export class RegvaultStack extends Stack {
     });
     new CfnOutput(this, 'CopyQueueUrl', { value: copy.queue.queueUrl });
     new CfnOutput(this, 'AlarmTopicArn', { value: topic.topicArn });
+    if (settings.restoreApproval)
+      new CfnOutput(this, 'RestoreApproverPolicyArn', {
+        description:
+          'Attach to whoever approves restores: the answer to a waiting restore, nothing else',
+        value: restoreApproverPolicy(this, stateMachines.restore).managedPolicyArn,
+      });
     const policy = registryBucketPolicy(this, settings, functions);
     if (policy !== undefined)
       new CfnOutput(this, 'RegistryBucketPolicy', {
@@ -112,5 +120,18 @@ export class RegvaultStack extends Stack {
           'The bucket policy a registry bucket in another account needs so the regvault roles may read it',
         value: policy,
       });
+    const readRole = registryReadRolePolicies(this, settings, functions);
+    if (readRole !== undefined) {
+      new CfnOutput(this, 'RegistryReadRolePolicy', {
+        description:
+          'The permissions registryReadRoleArn needs in the registry account: list and read the registry buckets',
+        value: readRole.permissions,
+      });
+      new CfnOutput(this, 'RegistryReadRoleTrustPolicy', {
+        description:
+          'The trust policy of registryReadRoleArn: the regvault roles that read the registry may assume it',
+        value: readRole.trust,
+      });
+    }
   }
 }

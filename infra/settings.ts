@@ -196,6 +196,19 @@ export const regvaultSettingsSchema = z
       .regex(/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$/, 'an SNS topic ARN')
       .optional(),
     /**
+     * Restores that switch the registry wait, after their proof, for a
+     * person to approve the switch: a notice with a task token goes to the
+     * alarm topic (infra/restore-approval.ts). `true` or `false`.
+     */
+    restoreApproval: z
+      .preprocess(
+        (value) => (value === 'true' ? true : value === 'false' ? false : value),
+        z.boolean('true or false'),
+      )
+      .default(false),
+    /** Hours a restore waits for its approval before it ends unswitched (1-24). */
+    restoreApprovalHours: z.coerce.number().int().min(1).max(24).default(8),
+    /**
      * Plain buckets the functions' own role may read and write: a backup
      * `source` or a restore `target` given without a cluster Secret.
      */
@@ -207,6 +220,23 @@ export const regvaultSettingsSchema = z
      * of streamed with the storage Secret's keys.
      */
     registryBucketNames: listOf(bucketName).default([]),
+    /**
+     * A role in the account of the `registryBucketNames` that may list and
+     * read them: discover, plan and the copy worker assume it to read the
+     * registry (the copy then streams: GET as the role, PUT as the function).
+     */
+    registryReadRoleArn: z
+      .string()
+      .regex(
+        /^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/,
+        'an IAM role ARN (arn:aws:iam::<account>:role/<name>)',
+      )
+      .optional(),
+    /** The external id the role's trust policy asks for (sts:ExternalId), if any. */
+    registryReadExternalId: z
+      .string()
+      .regex(/^[\w+=,.@:/-]{2,1224}$/, '2-1224 letters, digits and +=,.@:/-')
+      .optional(),
   })
   .strict()
   .superRefine((settings, ctx) => {
@@ -291,11 +321,41 @@ export const regvaultSettingsSchema = z
         message: `at least 2 x copyTimeoutHours (${2 * settings.copyTimeoutHours}): a restore polling every ${settings.copyPollSeconds} s for ${settings.copyTimeoutHours} h per copy would pass the 25,000 events of an execution's history; poll less often or allow fewer hours`,
       });
     }
+    // The approval waits inside the same 48-hour execution as the two copies:
+    // its timeout must leave the copies their hours and the failure path its minutes.
+    if (
+      settings.restoreApproval &&
+      settings.restoreApprovalHours + 2 * settings.copyTimeoutHours > 46
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['restoreApprovalHours'],
+        message: `at most ${46 - 2 * settings.copyTimeoutHours} with copyTimeoutHours ${settings.copyTimeoutHours}: a restore's two copies and its approval wait share one execution's 48 hours`,
+      });
+    }
     if (settings.backupSchedule === 'off' && Object.keys(settings.backupInput).length > 0) {
       ctx.addIssue({
         code: 'custom',
         path: ['backupInput'],
         message: 'backupInput is the input of scheduled backups, and backupSchedule is off',
+      });
+    }
+    if (settings.registryReadRoleArn !== undefined && settings.registryBucketNames.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['registryReadRoleArn'],
+        message:
+          'the role reads the registryBucketNames: name the registry buckets in its account there too',
+      });
+    }
+    if (
+      settings.registryReadExternalId !== undefined &&
+      settings.registryReadRoleArn === undefined
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['registryReadExternalId'],
+        message: 'the external id goes with registryReadRoleArn: set the role too, or drop it',
       });
     }
     if (settings.alarmTopicArn !== undefined && settings.alarmEmails.length > 0) {

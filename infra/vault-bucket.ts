@@ -82,11 +82,14 @@ export class VaultBucket {
     );
   }
 
-  /** Lets a role list the vault prefix and run these object actions under it (none: no grant). */
-  grantObjects(role: IRole, actions: readonly string[]): void {
-    if (actions.length === 0) return;
-    const root = this.#settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
-    const keys = root === '' ? '*' : `${root}/*`;
+  /**
+   * Lets a role list the vault prefix and run, in each vault folder named,
+   * that folder's object actions (`<prefix>/<folder>/*`); no folder, no grant.
+   */
+  grantObjects(role: IRole, folders: Readonly<Record<string, readonly string[]>>): void {
+    const granted = Object.entries(folders).filter(([, actions]) => actions.length > 0);
+    if (granted.length === 0) return;
+    const root = this.#root();
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['s3:ListBucket'],
@@ -94,26 +97,49 @@ export class VaultBucket {
         ...(root === '' ? {} : { conditions: { StringLike: { 's3:prefix': [`${root}/*`] } } }),
       }),
     );
-    role.addToPrincipalPolicy(
-      new PolicyStatement({ actions: [...actions], resources: [this.bucket.arnForObjects(keys)] }),
-    );
+    // One statement per set of actions, naming every folder that set applies to.
+    const byActions = new Map<string, string[]>();
+    for (const [folder, actions] of granted) {
+      const id = [...actions].sort().join(' ');
+      byActions.set(id, [...(byActions.get(id) ?? []), folder]);
+    }
+    for (const [id, names] of byActions)
+      role.addToPrincipalPolicy(
+        new PolicyStatement({
+          actions: id.split(' '),
+          resources: names.map((folder) => this.bucket.arnForObjects(this.#keys(folder))),
+        }),
+      );
+    const all = granted.flatMap(([, actions]) => actions);
     if (this.key !== undefined) {
       // Reading an SSE-KMS object decrypts its data key; writing one makes a new one.
       const keyActions = [
         'kms:Decrypt',
-        ...(actions.includes('s3:PutObject') ? ['kms:GenerateDataKey'] : []),
+        ...(all.includes('s3:PutObject') ? ['kms:GenerateDataKey'] : []),
       ];
       role.addToPrincipalPolicy(
         new PolicyStatement({ actions: keyActions, resources: [this.key.keyArn] }),
       );
       this.#allowKeyUse([role], keyActions);
     }
-    // cdk-nag names each wildcard resource in its own finding; this is the object grant above.
-    Validations.of(role).acknowledge({
-      id: `AwsSolutions-IAM5[Resource::${this.#nagArn()}/${keys}]`,
-      reason:
-        'Vault objects are keyed by snapshot, run and digest; the grant is every key under the vault prefix and no other.',
-    });
+    // cdk-nag names each wildcard resource in its own finding; these are the folder grants above.
+    for (const [folder] of granted)
+      Validations.of(role).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::${this.#nagArn()}/${this.#keys(folder)}]`,
+        reason:
+          'Vault objects are keyed by snapshot, run and digest under a few folders; the grant is the folders this step touches, under the vault prefix, and no other.',
+      });
+  }
+
+  /** The vault prefix without its slashes ('' for none). */
+  #root(): string {
+    return this.#settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
+  }
+
+  /** The keys of a vault folder: `<prefix>/<folder>/*`. */
+  #keys(folder: string): string {
+    const root = this.#root();
+    return root === '' ? `${folder}/*` : `${root}/${folder}/*`;
   }
 
   /**
@@ -130,7 +156,6 @@ export class VaultBucket {
     );
   }
 
-  /** The bucket's ARN the way cdk-nag prints it in findings. */
   /**
    * Lets a role write (`renew`) or also delete (`release`) the run leases,
    * `locks/*` under the vault prefix: the steps that renew a backup's lease
@@ -138,8 +163,7 @@ export class VaultBucket {
    * role may already make data keys (its vault grant writes).
    */
   grantRunLeases(role: IRole, access: 'renew' | 'release', keyGranted: boolean): void {
-    const root = this.#settings.vaultPrefix.replace(/^\/+/, '').replace(/\/+$/, '');
-    const keys = root === '' ? 'locks/*' : `${root}/locks/*`;
+    const keys = this.#keys('locks');
     role.addToPrincipalPolicy(
       new PolicyStatement({
         actions: ['s3:PutObject', ...(access === 'release' ? ['s3:DeleteObject'] : [])],
@@ -158,6 +182,7 @@ export class VaultBucket {
     });
   }
 
+  /** The bucket's ARN the way cdk-nag prints it in findings. */
   #nagArn(): string {
     const importedName = this.#settings.vaultBucketName;
     if (importedName !== undefined) return `arn:<AWS::Partition>:s3:::${importedName}`;

@@ -45,6 +45,10 @@ export const FAILURES = {
     exitCode: ExitCode.Failed,
     hint: 'the snapshot is marked failed; its manifest says what went wrong',
   },
+  RestoreNotApproved: {
+    exitCode: ExitCode.Failed,
+    hint: 'nobody approved the switch (a rejection, or no answer within restoreApprovalHours); the cluster is unchanged and the target holds the proven copy: start the restore again with allowNonEmptyTarget to be asked again',
+  },
   RestoreFailed: {
     exitCode: ExitCode.Failed,
     hint: 'the message says what failed and whether the registry was switched',

@@ -29,17 +29,17 @@ const built = buildStack({
   registryBucketNames: 'acme-registry',
 });
 
+const FOLDERS = ['blobs', 'snapshots', 'runs', 'locks'] as const;
 const COLUMNS = [
   'vault bucket',
-  'vault objects',
-  'run leases',
+  ...FOLDERS.map((folder) => `${folder}/`),
   'vault key',
   'role buckets',
   'registry buckets',
   'secrets',
   'queues',
 ];
-type Column = (typeof COLUMNS)[number];
+type Column = string;
 
 /** What a queue grant lets a role do, by the actions CDK's grants give. */
 const QUEUE_USES = {
@@ -92,11 +92,9 @@ function grantsOf(name: FunctionName): Record<Column, string> {
     if (resource.includes(logGroup)) continue;
     // Listing goes with every vault and role-bucket access (the prefix only); stack.test.ts checks it.
     if (actions.length === 1 && actions[0] === 's3:ListBucket') continue;
+    const folder = FOLDERS.find((name) => resource.includes(`/regvault/${name}/*`));
     if (resource === vault) add('vault bucket', bare);
-    else if (resource.includes(vault) && resource.includes('/regvault/locks/*'))
-      add('run leases', bare);
-    else if (resource.includes(vault) && resource.includes('/regvault/*'))
-      add('vault objects', bare);
+    else if (resource.includes(vault) && folder !== undefined) add(`${folder}/`, bare);
     else if (resource === key) add('vault key', bare);
     else if (resource.includes('acme-plain-source/*')) add('role buckets', bare);
     else if (resource.includes('acme-registry/*')) add('registry buckets', bare);

@@ -101,7 +101,7 @@ describe('the vault key policy', () => {
 
       // Assess
       expect(inKeyPolicy).toEqual(inIdentityPolicy);
-      expect(inKeyPolicy.length > 0).toBe(spec.vault !== 'none' || 'runLease' in spec);
+      expect(inKeyPolicy.length > 0).toBe(Object.keys(spec.vault).length > 0 || 'runLease' in spec);
     },
   );
 

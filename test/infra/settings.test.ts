@@ -166,6 +166,35 @@ describe('deployment settings', () => {
       { copyPollSeconds: '10', copyTimeoutHours: '12' },
       'copyPollSeconds',
     ],
+    ['a restore approval other than true or false', { restoreApproval: 'yes' }, 'restoreApproval'],
+    [
+      'a registry read role with no registry bucket for it to read',
+      { registryReadRoleArn: 'arn:aws:iam::111122223333:role/registry-read' },
+      'registryReadRoleArn',
+    ],
+    [
+      'an external id without the role',
+      { registryReadExternalId: 'ext-1' },
+      'registryReadExternalId',
+    ],
+    [
+      'a registry read role that is not a role ARN',
+      {
+        registryBucketNames: 'acme-registry',
+        registryReadRoleArn: 'arn:aws:iam::111122223333:user/bob',
+      },
+      'registryReadRoleArn',
+    ],
+    [
+      'an approval wait that, with two copies, would outlast the 48-hour execution',
+      {
+        restoreApproval: 'true',
+        restoreApprovalHours: '24',
+        copyTimeoutHours: '12',
+        copyPollSeconds: '30',
+      },
+      'restoreApprovalHours',
+    ],
   ])('refuses %s', (_case, values: Record<string, string>, key) => {
     // Prepare / Act
     const parse = () => parseSettings(fromCli(values));
@@ -179,5 +208,17 @@ describe('deployment settings', () => {
         err instanceof SettingsError ? err.problems.map((problem) => problem.split(':')[0]) : [],
       ).toContain(key);
     }
+  });
+
+  it.each([
+    ['true', true],
+    ['false', false],
+  ])('takes restoreApproval=%s from the command line as a boolean', (text, value) => {
+    // Act
+    const settings = parseSettings(fromCli({ restoreApproval: text }));
+
+    // Assess
+    expect(settings.restoreApproval).toBe(value);
+    expect(settings.restoreApprovalHours).toBe(8);
   });
 });

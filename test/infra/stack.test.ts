@@ -38,63 +38,116 @@ const existing = buildStack({
 
 /** What each handler's step does, traced through functions/commons/workflows/. */
 const ACCESS = {
-  discover: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
-  plan: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'list' },
+  discover: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { snapshots: 'write', locks: 'read' },
+    roleBuckets: 'list',
+    runLease: 'renew',
+  },
+  plan: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { runs: 'write', locks: 'read' },
+    roleBuckets: 'list',
+    runLease: 'renew',
+  },
   finalize: {
     kubeconfig: false,
     registryLogin: false,
-    vault: 'write',
+    vault: { snapshots: 'write', runs: 'read', locks: 'read' },
     roleBuckets: 'none',
     runLease: 'release',
   },
   'mark-failed': {
     kubeconfig: false,
     registryLogin: false,
-    vault: 'write',
+    vault: { snapshots: 'write', runs: 'read', locks: 'read' },
     roleBuckets: 'none',
     runLease: 'release',
   },
   'end-dead-run': {
     kubeconfig: false,
     registryLogin: false,
-    vault: 'write',
+    vault: { snapshots: 'write', locks: 'read' },
     roleBuckets: 'none',
     runLease: 'release',
   },
-  resolve: { kubeconfig: false, registryLogin: false, vault: 'read', roleBuckets: 'none' },
-  preflight: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'probe' },
-  prove: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'read' },
-  switch: { kubeconfig: true, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  resolve: {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: { snapshots: 'read' },
+    roleBuckets: 'none',
+  },
+  preflight: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { snapshots: 'read', blobs: 'read', runs: 'write' },
+    roleBuckets: 'probe',
+  },
+  prove: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { snapshots: 'read', runs: 'write' },
+    roleBuckets: 'read',
+  },
+  switch: { kubeconfig: true, registryLogin: false, vault: { runs: 'write' }, roleBuckets: 'none' },
   'rollout-status': {
     kubeconfig: true,
     registryLogin: false,
-    vault: 'none',
+    vault: {},
     roleBuckets: 'none',
   },
-  verify: { kubeconfig: false, registryLogin: true, vault: 'read', roleBuckets: 'none' },
-  rollback: { kubeconfig: true, registryLogin: false, vault: 'read', roleBuckets: 'none' },
-  'copy-worker': { kubeconfig: true, registryLogin: false, vault: 'copy', roleBuckets: 'copy' },
-  'dead-letter': { kubeconfig: false, registryLogin: false, vault: 'write', roleBuckets: 'none' },
+  verify: {
+    kubeconfig: false,
+    registryLogin: true,
+    vault: { snapshots: 'read' },
+    roleBuckets: 'none',
+  },
+  rollback: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { runs: 'read' },
+    roleBuckets: 'none',
+  },
+  'copy-worker': {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { blobs: 'pool', snapshots: 'copy', runs: 'write' },
+    roleBuckets: 'copy',
+  },
+  'dead-letter': {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: { runs: 'write' },
+    roleBuckets: 'none',
+  },
   'enqueue-shards': {
     kubeconfig: false,
     registryLogin: false,
-    vault: 'read',
+    vault: { runs: 'read' },
     roleBuckets: 'none',
   },
   'count-shards': {
     kubeconfig: false,
     registryLogin: false,
-    vault: 'read',
+    vault: { runs: 'read', locks: 'read' },
     roleBuckets: 'none',
     runLease: 'renew',
   },
-  prune: { kubeconfig: false, registryLogin: false, vault: 'prune', roleBuckets: 'none' },
+  prune: {
+    kubeconfig: false,
+    registryLogin: false,
+    vault: { snapshots: 'prune', runs: 'prune', blobs: 'prune', locks: 'read' },
+    roleBuckets: 'none',
+  },
 } as const satisfies Record<
   FunctionName,
   {
     kubeconfig: boolean;
     registryLogin: boolean;
-    vault: 'none' | 'read' | 'write' | 'prune' | 'copy';
+    /** What it does in each vault folder it reaches. */
+    vault: Partial<Record<'blobs' | 'snapshots' | 'runs' | 'locks', VaultLevel>>;
     roleBuckets: 'none' | 'list' | 'read' | 'probe' | 'copy';
     /** Backup run leases (locks/*): written by renewals, deleted by the steps that end a run. */
     runLease?: 'renew' | 'release';
@@ -111,11 +164,17 @@ const COPY_ACTIONS = [
   's3:PutObjectTagging',
 ];
 const VAULT_OBJECT_ACTIONS = {
-  none: [],
   read: ['s3:GetObject'],
   write: ['s3:AbortMultipartUpload', 's3:GetObject', 's3:PutObject'],
   prune: ['s3:DeleteObject', 's3:GetObject'],
-  copy: COPY_ACTIONS,
+  copy: COPY_ACTIONS.filter((action) => action !== 's3:DeleteObject'),
+  pool: COPY_ACTIONS,
+} as const;
+type VaultLevel = keyof typeof VAULT_OBJECT_ACTIONS;
+const FOLDERS = ['blobs', 'snapshots', 'runs', 'locks'] as const;
+const LEASE_ACTIONS = {
+  renew: ['s3:PutObject'],
+  release: ['s3:DeleteObject', 's3:PutObject'],
 } as const;
 const ROLE_BUCKET_OBJECT_ACTIONS = {
   none: [],
@@ -242,7 +301,9 @@ describe('the vault bucket', () => {
     expect(Object.keys(resourcesOf(template, 'AWS::KMS::Key'))).toEqual([
       expect.stringMatching(/^AlarmTopicKey/),
     ]);
-    expect(JSON.stringify(objectGrant?.Resource)).toContain(':s3:::acme-registry-vault/prod/*');
+    expect(JSON.stringify(objectGrant?.Resource)).toMatch(
+      /:s3:::acme-registry-vault\/prod\/(blobs|snapshots|runs|locks)\/\*/,
+    );
     expect(keyGrant?.Resource).toBe(
       'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
     );
@@ -646,10 +707,25 @@ describe('IAM', () => {
       // Prepare
       const built = existing;
       const keyArn = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
-      const objects: readonly string[] = VAULT_OBJECT_ACTIONS[access.vault];
+      const levels: Partial<Record<string, VaultLevel>> = access.vault;
+      const lease = 'runLease' in access ? LEASE_ACTIONS[access.runLease] : [];
+      const reaches = Object.keys(levels).length > 0;
+      const expected = Object.fromEntries(
+        FOLDERS.map((folder) => {
+          const level = levels[folder];
+          const own: readonly string[] = level === undefined ? [] : VAULT_OBJECT_ACTIONS[level];
+          return [folder, [...new Set([...own, ...(folder === 'locks' ? lease : [])])].sort()];
+        }),
+      );
 
       // Act
-      const objectActions = actionsOn(built, name, 'acme-registry-vault/prod/*');
+      const objectActions = Object.fromEntries(
+        FOLDERS.map((folder) => [
+          folder,
+          [...new Set(actionsOn(built, name, `acme-registry-vault/prod/${folder}/*`))].sort(),
+        ]),
+      );
+      const wholePrefix = actionsOn(built, name, 'acme-registry-vault/prod/*');
       const listing = functionStatements(built, name).filter(
         (statement) =>
           actionsOf(statement).includes('s3:ListBucket') &&
@@ -658,14 +734,15 @@ describe('IAM', () => {
       const keyActions = actionsOn(built, name, keyArn);
 
       // Assess
-      expect(objectActions).toEqual(objects);
+      expect(objectActions).toEqual(expected);
+      expect(wholePrefix).toEqual([]);
       expect(listing.map((statement) => statement.Condition)).toEqual(
-        access.vault === 'none' ? [] : [{ StringLike: { 's3:prefix': ['prod/*'] } }],
+        reaches ? [{ StringLike: { 's3:prefix': ['prod/*'] } }] : [],
       );
       expect(keyActions).toEqual(
-        access.vault === 'none'
+        !reaches
           ? []
-          : objects.includes('s3:PutObject') || 'runLease' in access
+          : Object.values(expected).some((actions) => actions.includes('s3:PutObject'))
             ? ['kms:Decrypt', 'kms:GenerateDataKey']
             : ['kms:Decrypt'],
       );
@@ -680,7 +757,9 @@ describe('IAM', () => {
       const lease = 'runLease' in access ? access.runLease : undefined;
 
       // Act
-      const leaseActions = actionsOn(built, name, 'acme-registry-vault/prod/locks/*');
+      const leaseActions = actionsOn(built, name, 'acme-registry-vault/prod/locks/*').filter(
+        (action) => action !== 's3:GetObject',
+      );
 
       // Assess
       expect(leaseActions).toEqual(
@@ -711,29 +790,33 @@ describe('IAM', () => {
     },
   );
 
-  it('lets the functions reach vault objects only under the vault prefix', () => {
+  it('lets the functions reach vault objects only in the vault folders under the prefix', () => {
     // Prepare
     const statements = statementsOf(defaults);
-    const bucketId = logicalIdOf(defaults, defaults.stack.vaultBucket);
+    const bucketArn = { 'Fn::GetAtt': [logicalIdOf(defaults, defaults.stack.vaultBucket), 'Arn'] };
+    const folderArns = FOLDERS.map((folder) => ({
+      'Fn::Join': ['', [bucketArn, `/regvault/${folder}/*`]],
+    }));
 
     // Act
-    const objectGrants = statements.filter((statement) =>
-      actionsOf(statement).includes('s3:GetObject'),
+    const objectGrants = statements.filter(
+      (statement) =>
+        JSON.stringify(statement.Resource).includes(JSON.stringify(bucketArn)) &&
+        !actionsOf(statement).includes('s3:ListBucket') &&
+        !actionsOf(statement).includes('s3:GetBucketObjectLockConfiguration'),
     );
 
     // Assess
-    expect(objectGrants).toHaveLength(
-      ACCESS_TABLE.filter(([, access]) => access.vault !== 'none').length,
-    );
-    for (const statement of objectGrants) {
-      expect(statement.Resource).toEqual({
-        'Fn::Join': ['', [{ 'Fn::GetAtt': [bucketId, 'Arn'] }, '/regvault/*']],
-      });
-    }
-    // Only two functions delete: the copy worker (a copy whose checksum disproves
-    // the blob's digest) and prune (expired snapshots and unreferenced objects).
-    const deleters = objectGrants.filter((statement) =>
-      actionsOf(statement).includes('s3:DeleteObject'),
+    expect(objectGrants.length).toBeGreaterThan(ACCESS_TABLE.length);
+    for (const statement of objectGrants)
+      for (const resource of resourceList(statement)) expect(folderArns).toContainEqual(resource);
+    // Outside the leases only two functions delete: the copy worker in the pool (a
+    // copy whose checksum disproves the blob's digest) and prune (expired snapshots,
+    // their runs, unreferenced objects).
+    const deleters = objectGrants.filter(
+      (statement) =>
+        actionsOf(statement).includes('s3:DeleteObject') &&
+        !JSON.stringify(statement.Resource).includes('/regvault/locks/*'),
     );
     const policyOf = (name: 'copy-worker' | 'prune') =>
       logicalIdOf(

@@ -62,6 +62,9 @@ export const runtimeConfigSchema = z.object({
   COPY_QUEUE_URL: z.string().optional(),
   /** Comma-separated registry buckets the role may read (registryBucketNames): read with it, copied server-side. */
   REGISTRY_BUCKETS: z.string().default(''),
+  /** A role in another account the REGISTRY_BUCKETS are read through (registryReadRoleArn), and its external id. */
+  REGISTRY_READ_ROLE_ARN: z.string().min(1).optional(),
+  REGISTRY_READ_EXTERNAL_ID: z.string().min(1).optional(),
   /** Comma-separated buckets the role may read and write (roleBucketNames). */
   ROLE_BUCKETS: z.string().default(''),
   COPY_CONCURRENCY: wholeNumberText.pipe(z.number().positive()).default(64),
@@ -146,6 +149,16 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
         }),
     kubeHint: 'set kubeconfigSecretArn on the stack',
     vaultReaches: { read: namesIn(config.REGISTRY_BUCKETS), write: namesIn(config.ROLE_BUCKETS) },
+    ...(config.REGISTRY_READ_ROLE_ARN === undefined
+      ? {}
+      : {
+          registryRole: {
+            roleArn: config.REGISTRY_READ_ROLE_ARN,
+            ...(config.REGISTRY_READ_EXTERNAL_ID === undefined
+              ? {}
+              : { externalId: config.REGISTRY_READ_EXTERNAL_ID }),
+          },
+        }),
     profileName: config.PROFILE,
     profileSettings: profileSettingsOf(config.PROFILE, config.PROFILE_SETTINGS),
     ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),

@@ -4,6 +4,7 @@
  * their own clients, clock and logger.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import type { EksIdentity } from '../cluster/eks-token.ts';
 import type { ResourceApi } from '../cluster/resources-api.ts';
 import type { Location } from '../copy/model.ts';
@@ -32,7 +33,9 @@ export interface WorkflowDeps {
    * Who reaches a bucket the cluster names with a Secret (a registry's
    * storage, a restore target): the vault's own identity when it may `use`
    * that bucket on the vault's endpoint, so objects copy server-side between
-   * it and the vault; else the keys in the Secret.
+   * it and the vault; the registry role, assumed, for such a bucket read
+   * through one (`DepsConfig.registryRole`: another account's, streamed);
+   * else the keys in the Secret.
    */
   storageAccess(storage: StorageOnCluster, use: 'read' | 'write'): StorageAccess;
   /** The registry-side profile (cluster access). */
@@ -94,6 +97,12 @@ export const Access = {
   Vault: 'vault',
   /** Keys from the registry's storage Secret, read through the cluster. */
   registrySecret: (secretName: string) => `registry-secret:${secretName}`,
+  /**
+   * Short-lived credentials of a role the vault's identity assumes
+   * (`DepsConfig.registryRole`): registry buckets in another account, read
+   * only. Another identity than the vault's, so copies from it stream.
+   */
+  RegistryRole: 'registry-role',
 } as const;
 
 /** The Secret name of a `registry-secret:` reference, if it is one. */
@@ -151,6 +160,17 @@ export interface DepsConfig {
    * is then reached with that identity and copied server-side.
    */
   readonly vaultReaches?: { readonly read?: readonly string[]; readonly write?: readonly string[] };
+  /**
+   * A role in the registry buckets' account (AWS: the stack's
+   * `registryReadRoleArn`): the `vaultReaches.read` buckets are then read with
+   * its credentials, assumed by the vault's identity, instead of with that
+   * identity itself. `stsEndpoint`: another STS than AWS's (tests).
+   */
+  readonly registryRole?: {
+    readonly roleArn: string;
+    readonly externalId?: string;
+    readonly stsEndpoint?: string;
+  };
   /** Progress of the long steps (proof, verification), at most four calls a second plus each step's last. */
   readonly onProgress?: (event: StepProgress) => void;
 }
@@ -247,13 +267,39 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
       else
         throw new InputError(`unknown access reference "${access}"`, [
-          `access: expected "${Access.Vault}" or "${Access.registrySecret('<name>')}"`,
+          `access: expected "${Access.Vault}", "${Access.RegistryRole}" or "${Access.registrySecret('<name>')}"`,
         ]);
       // A refused read is not cached: the next step asks the cluster again.
       keys.catch(() => keyCache.delete(access));
       keyCache.set(access, keys);
     }
     return keys;
+  };
+  let assumed: Promise<AwsCredentialIdentityProvider> | undefined;
+  /** The registry role's credentials, assumed with the vault's identity and renewed before they expire. */
+  const registryRoleCredentials = (): Promise<AwsCredentialIdentityProvider> => {
+    const role = config.registryRole;
+    if (role === undefined)
+      throw new InputError(`access "${Access.RegistryRole}" names no role here`, [
+        `access: "${Access.RegistryRole}" needs the stack's registryReadRoleArn; use "${Access.Vault}" or "${Access.registrySecret('<name>')}"`,
+      ]);
+    assumed ??= import('@aws-sdk/credential-providers').then(({ fromTemporaryCredentials }) =>
+      fromTemporaryCredentials({
+        params: {
+          RoleArn: role.roleArn,
+          RoleSessionName: 'regvault',
+          ...(role.externalId === undefined ? {} : { ExternalId: role.externalId }),
+        },
+        ...(config.vault.credentials === undefined
+          ? {}
+          : { masterCredentials: config.vault.credentials }),
+        clientConfig: {
+          region: config.vault.location.region,
+          ...(role.stsEndpoint === undefined ? {} : { endpoint: role.stsEndpoint }),
+        },
+      }),
+    );
+    return assumed;
   };
   const vaultRole: S3Role = config.vault.role ?? {
     what: 'the vault',
@@ -269,6 +315,12 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     : undefined;
   /** Whose keys sign a location's requests, for failures: the vault's, or a Secret's. */
   const roleOf = (access: string): S3Role => {
+    if (access === Access.RegistryRole)
+      return {
+        keys: `the role ${config.registryRole?.roleArn ?? '?'} (registryReadRoleArn), assumed with ${vaultRole.keys}`,
+        fixKeys:
+          "let that role list and read the registry bucket, and trust the function roles (the stack's RegistryReadRolePolicy and RegistryReadRoleTrustPolicy outputs)",
+      };
     const secretName = registrySecretOf(access);
     return secretName === undefined
       ? { keys: vaultRole.keys, fixKeys: vaultRole.fixKeys }
@@ -287,7 +339,11 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       const id = `${location.endpoint ?? 'aws'}|${location.region}|${location.access}`;
       let client = clients.get(id);
       if (client === undefined) {
-        client = createS3Client(location, await keysFor(location.access), {
+        const credentials =
+          location.access === Access.RegistryRole
+            ? await registryRoleCredentials()
+            : await keysFor(location.access);
+        client = createS3Client(location, credentials, {
           maxSockets,
           role: roleOf(location.access),
         });
@@ -298,6 +354,9 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     async sameAccess(source, target) {
       if ((source.endpoint ?? '') !== (target.endpoint ?? '')) return false;
       if (source.access === target.access) return true;
+      // The assumed role is its own identity: nothing else signs as it.
+      if (source.access === Access.RegistryRole || target.access === Access.RegistryRole)
+        return false;
       const [a, b] = await Promise.all([keysFor(source.access), keysFor(target.access)]);
       // No keys (the SDK's own chain) and a Secret's keys are different identities: stream between them.
       return (
@@ -315,12 +374,16 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       if (
         endpointIdentity(storage.endpoint) === endpointIdentity(vault.endpoint) &&
         reachable.includes(storage.bucket)
-      )
+      ) {
+        // A registry bucket behind the role is read with it: another account's, read only.
+        const viaRole =
+          config.registryRole !== undefined && use === 'read' && !writable.includes(storage.bucket);
         return {
           ...(vault.endpoint === undefined ? {} : { endpoint: vault.endpoint }),
           forcePathStyle: vault.forcePathStyle,
-          access: Access.Vault,
+          access: viaRole ? Access.RegistryRole : Access.Vault,
         };
+      }
       return {
         ...(storage.endpoint === undefined || storage.endpoint === ''
           ? {}
