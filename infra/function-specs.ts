@@ -168,8 +168,9 @@ export const FUNCTIONS = {
     memorySize: 1024,
     cluster: 'read',
     registryApi: false,
-    // The run's job; it renews the run's lease.
-    vault: { runs: 'write', locks: 'read' },
+    // The run's job; the previous snapshot's manifest and its run's job (a
+    // registry plans with the last backup's shards); it renews the run's lease.
+    vault: { snapshots: 'read', runs: 'write', locks: 'read' },
     runLease: 'renew',
     roleBuckets: 'list',
     registryBuckets: 'list',

@@ -62,6 +62,9 @@ subscribe('http.client.request.start', (message) => {
     if (source.startsWith(`${VAULT}/`)) note('s3:GetObject', source.slice(VAULT.length + 1));
   }
   if (bucket !== VAULT) return;
+  // A listing is granted on the whole vault prefix (infra/vault-bucket.ts), recorded by the folder it lists.
+  const listed = url.searchParams.get('prefix');
+  if (url.searchParams.has('list-type') && listed !== null) note('s3:ListBucket', listed);
   const action = actionOf(request.method, url.searchParams, copySource !== undefined);
   if (action !== undefined) note(action, decodeURIComponent(rest.join('/')));
 });
@@ -169,6 +172,10 @@ function grantedBy(name: FunctionName): Set<string> {
   const granted = new Set<string>();
   for (const [folder, access] of Object.entries(spec.vault))
     for (const action of VAULT_ACTIONS[access]) granted.add(`${folder} ${action}`);
+  // Any vault access lists the vault prefix: ListBucket is granted on it whole, not by folder.
+  if (Object.keys(spec.vault).length > 0)
+    for (const folder of ['blobs', 'snapshots', 'runs', 'locks'])
+      granted.add(`${folder} s3:ListBucket`);
   if (spec.runLease !== undefined) granted.add('locks s3:PutObject');
   if (spec.runLease === 'release') granted.add('locks s3:DeleteObject');
   return granted;

@@ -10,6 +10,7 @@
  * estimate says so in `assumptions`.
  */
 import { PAGE_SIZE } from '../copy/model.ts';
+import { AWS_LEASE_TTL_MS } from '../vault/run-lease.ts';
 import { PRICES } from './prices.ts';
 
 /** The parts of a plan an estimate reads. */
@@ -112,11 +113,13 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
   // starts and ends, the inventory and the catalog.
   const getObject = 2 * shards + Math.min(shards, input.workers);
   const putObject = 5 + 2 * shards + linkShards;
-  // The run lease (vault/run-lease.ts): taken, renewed at plan and at
-  // finalize, each write read back by its nonce, then released (8 GETs, 4
-  // PUTs and a DELETE, counted on a local run), and renewed at every poll
-  // after the first (read, write, read back).
-  const lease = { get: 8 + 2 * (polls - 1), put: 4 + (polls - 1), delete: 1 };
+  // The run lease (vault/run-lease.ts): taken (written, read back), renewed
+  // at finalize (read, write, read back), released (read, delete): 4 GETs,
+  // 2 PUTs and a DELETE, counted on a local run. The plan and every count
+  // renew it only once a quarter of its life has passed since the last
+  // renewal: one more renewal per quarter of the copy's time.
+  const renewals = Math.floor(copySeconds / (AWS_LEASE_TTL_MS / 4 / 1_000));
+  const lease = { get: 4 + 2 * renewals, put: 2 + renewals, delete: 1 };
   const s3 = {
     CopyObject: mode === 'server-side' ? objects : 0,
     GetObject: getObject + lease.get + (mode === 'stream' ? objects : 0),

@@ -104,8 +104,6 @@ const cache = new Map<string, CopyJob>();
 
 export async function saveJob(vault: Vault, job: CopyJob): Promise<void> {
   await putJson(vault, jobKey(vault, job.runId), job);
-  // The steps after the plan read it back in this process (the local runner): no GET for that.
-  cache.set(job.runId, job);
 }
 
 /** Loads a run's job (cached: a Lambda container serves many messages of one run). */
