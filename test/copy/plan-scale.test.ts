@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from '@jest/globals';
 import { DEFAULT_OBJECTS_PER_SHARD } from '../../functions/commons/copy/plan.ts';
-import { MAX_SHARDS } from '../../functions/commons/workflows/backup.ts';
+import { MAX_SHARDS } from '../../functions/commons/workflows/backup-plan.ts';
 import { typeScriptCommand } from '../../sandbox/process.ts';
 import type { ScalePlanInput, ScalePlanOutput } from './plan-at-scale.ts';
 

@@ -1,9 +1,9 @@
 /**
  * The backup workflow's steps (state-machines/backup.asl.json): validate and
- * discover, plan, (copy shards: the workers), finalize, and mark failed. Each
- * step takes the previous step's small JSON output and returns its own.
+ * discover, (plan: backup-plan.ts), (copy shards: the workers), finalize, and
+ * mark failed. Each step takes the previous step's small JSON output and
+ * returns its own.
  */
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { resourceSelectionSchema } from '../cluster/resources-select.ts';
 import {
@@ -14,11 +14,10 @@ import {
   locationSchema,
   type Totals,
 } from '../copy/model.ts';
-import { DEFAULT_OBJECTS_PER_SHARD, genericCopyPolicy, planShards } from '../copy/plan.ts';
-import type { PreviousPlan } from '../copy/policy.ts';
+import { DEFAULT_OBJECTS_PER_SHARD } from '../copy/plan.ts';
 import { type FailureName, failureNameOf, InputError, messageOf, parseInput } from '../errors.ts';
-import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
-import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import { looksLikeRegistry } from '../registry/copy-policy.ts';
+import { normaliseRoot } from '../registry/layout.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
 import {
   expiresAtOf,
@@ -40,8 +39,8 @@ import {
   releaseRunLease,
   renewRunLease,
 } from '../vault/run-lease.ts';
-import { previousPlanOf, saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
+import type { BackupPlanOutput } from './backup-plan.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
 import { type CaptureSummary, captureResources } from './resources-capture.ts';
@@ -156,7 +155,7 @@ async function releaseBackupLease(state: BackupState, deps: WorkflowDeps): Promi
   await releaseRunLease(deps.vault, { runId: state.runId, source: leaseSourceOf(state.source) });
 }
 
-function vaultLocation(deps: WorkflowDeps): Location {
+export function vaultLocation(deps: WorkflowDeps): Location {
   return { ...deps.vault.location, access: Access.Vault };
 }
 
@@ -324,100 +323,6 @@ export async function discoverBackup(
     previous: previous?.id,
   });
   return state;
-}
-
-export interface BackupPlanOutput {
-  readonly linkShardIds: readonly string[];
-  readonly dataShardIds: readonly string[];
-  readonly estimatedObjects: number;
-  readonly planRequests: number;
-  /** True when the last backup's shards were planned with again (copy/policy.ts `reuse`). */
-  readonly planReused?: boolean;
-}
-
-/**
- * At most this many shards per run: the plan's output names every shard, and
- * a state's payload must stay under Step Functions' 256 KiB. 5,000 ids are
- * about 65 KB of JSON (13 bytes each), a quarter of it; a registry of 10
- * million objects (about 2,100 shards at the default size) plans once.
- */
-export const MAX_SHARDS = 5_000;
-
-/** Step 2: plan the source into shards and write the run's job for the workers. */
-export async function planBackup(
-  state: BackupState,
-  deps: WorkflowDeps,
-): Promise<BackupPlanOutput> {
-  await renewBackupLease(state, deps, { unlessFresh: true });
-  const client = await deps.s3(state.source);
-  // The last backup's shards, when its run's job is still in the vault: the policy may plan with them.
-  const previous =
-    state.previousSnapshotId === undefined || state.layout !== 'registry'
-      ? undefined
-      : await previousPlanOf(deps.vault, state.previousSnapshotId);
-  const planWith = (targetObjectsPerShard: number, again?: PreviousPlan) =>
-    state.layout === 'registry'
-      ? planShards(
-          client,
-          state.source.bucket,
-          `${state.source.prefix}${state.rootDirectory}`,
-          registryCopyPolicy,
-          { targetObjectsPerShard, previous: again },
-        )
-      : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
-          targetObjectsPerShard,
-        });
-  let plan = await planWith(state.targetObjectsPerShard, previous);
-  const shardCount = plan.linkShards.length + plan.dataShards.length;
-  if (shardCount > MAX_SHARDS) {
-    // Fewer, larger shards: their ids travel in the plan's output.
-    plan = await planWith(Math.ceil((state.targetObjectsPerShard * shardCount) / MAX_SHARDS));
-  }
-  const shards = [...plan.linkShards, ...plan.dataShards];
-  deps.log.info('backup planned', {
-    runId: state.runId,
-    shards: shards.length,
-    reused: plan.reused,
-    listRequests: plan.requests,
-  });
-  await saveJob(deps.vault, {
-    purpose: 'backup',
-    runId: state.runId,
-    snapshotId: state.snapshotId,
-    source: state.source,
-    target: vaultLocation(deps),
-    ...(state.layout === 'registry'
-      ? { registryPrefix: `${state.rootDirectory}${REGISTRY_V2}` }
-      : {}),
-    ...(state.previousSnapshotId === undefined
-      ? {}
-      : { previousSnapshotId: state.previousSnapshotId }),
-    ...(state.previousSnapshotId === undefined && (await poolIsEmpty(deps))
-      ? { targetEmpty: true }
-      : {}),
-    ...(state.selection === undefined ? {} : { selection: selectionOf(state.selection) }),
-    concurrency: state.concurrency,
-    shards,
-  });
-  return {
-    linkShardIds: plan.linkShards.map((s) => s.id),
-    dataShardIds: plan.dataShards.map((s) => s.id),
-    estimatedObjects: plan.estimatedObjects,
-    planRequests: plan.requests,
-    planReused: plan.reused,
-  };
-}
-
-/** True when the vault's blob pool holds nothing (one LIST). */
-async function poolIsEmpty(deps: WorkflowDeps): Promise<boolean> {
-  const found = await deps.vault.client.send(
-    new ListObjectsV2Command({
-      Bucket: deps.vault.location.bucket,
-      Prefix: vaultKeys.blobPool(rootOf(deps.vault)),
-      MaxKeys: 1,
-    }),
-  );
-  return (found.KeyCount ?? 0) === 0;
 }
 
 export interface BackupSummary {

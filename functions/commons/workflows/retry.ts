@@ -23,13 +23,8 @@ import {
   writeRetryRecords,
 } from '../vault/runs.ts';
 import { readManifest } from '../vault/store.ts';
-import {
-  type BackupPlanOutput,
-  type BackupState,
-  type BackupSummary,
-  finalizeBackup,
-  leaseSourceOf,
-} from './backup.ts';
+import { type BackupState, type BackupSummary, finalizeBackup, leaseSourceOf } from './backup.ts';
+import type { BackupPlanOutput } from './backup-plan.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { copyObjectsOfRun, copyShardAgain } from './worker.ts';
 

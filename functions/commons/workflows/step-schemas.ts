@@ -14,7 +14,8 @@
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
 import { selectionSchema } from '../vault/format.ts';
-import type { BackupPlanOutput, BackupState } from './backup.ts';
+import type { BackupState } from './backup.ts';
+import type { BackupPlanOutput } from './backup-plan.ts';
 import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
 import type { RestoreState, RolloutCheck, SwitchOutput, VerifyOutput } from './restore.ts';
 

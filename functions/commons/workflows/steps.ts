@@ -14,8 +14,8 @@ import {
   executionEndedSchema,
   finalizeBackup,
   markBackupFailed,
-  planBackup,
 } from './backup.ts';
+import { planBackup } from './backup-plan.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { countFinishedShards, enqueueShards } from './fan-out.ts';
 import { proveRestore } from './prove.ts';
