@@ -8,6 +8,7 @@ import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
 import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
+import { directoryLocationOf } from '../directory-flags.ts';
 import { repeatable, selectionFlags } from '../flags.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
 import { captureInputOf, withCaptureFlags } from '../resource-flags.ts';
@@ -79,6 +80,10 @@ export function backupCommand(program: Command): void {
       '--source-endpoint <url>',
       'endpoint of --source-bucket (defaults to the vault endpoint)',
     )
+    .option(
+      '--source-dir <dir>',
+      "back up the registry stored in this directory (its filesystem driver's rootdirectory, a mounted PVC) instead of the cluster's",
+    )
     .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
       '--break-lock <run>',
@@ -112,8 +117,9 @@ export function backupCommand(program: Command): void {
       }
       const numbers = numbersOf(flags, ['shardObjects', 'ttlDays']);
       const kubeconfig = findKubeconfig(settings);
-      if (typeof flags['sourceBucket'] !== 'string')
-        requireCluster(kubeconfig, 'backup (without --source-bucket)');
+      const sourceDir = directoryLocationOf(flags, 'sourceDir', settings.vaultRegion);
+      if (typeof flags['sourceBucket'] !== 'string' && sourceDir === undefined)
+        requireCluster(kubeconfig, 'backup (without --source-bucket or --source-dir)');
       const capture = captureInputOf(flags);
       if (capture.resources !== undefined) requireCluster(kubeconfig, 'backup --resources');
       const names = new FlagNames(BACKUP_FIELDS, run.origins);
@@ -127,6 +133,7 @@ export function backupCommand(program: Command): void {
           ...selectionFlags(flags),
           concurrency: settings.concurrency,
           ...capture,
+          ...(sourceDir !== undefined ? { source: sourceDir } : {}),
           ...(typeof flags['sourceBucket'] === 'string'
             ? {
                 source: {

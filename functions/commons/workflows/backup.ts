@@ -19,6 +19,7 @@ import { type FailureName, failureNameOf, InputError, messageOf, parseInput } fr
 import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
+import { isDirectoryEndpoint } from '../s3/directory.ts';
 import {
   expiresAtOf,
   MAX_TTL_DAYS,
@@ -211,6 +212,7 @@ export async function discoverBackup(
   let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
   if (input.source !== undefined) {
     const given = input.source;
+    if (isDirectoryEndpoint(given.endpoint)) profile = 'directory';
     source = {
       ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
       region: given.region,

@@ -24,6 +24,7 @@ import {
 } from '../registry/profile.ts';
 import { describeRolloutFailure, judgeRollout } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
+import { isDirectoryEndpoint } from '../s3/directory.ts';
 import {
   catalogSchema,
   SNAPSHOT_ID,
@@ -54,7 +55,8 @@ export const restoreInputSchema = z
             /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
             'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
           ),
-        endpoint: z.url({ protocol: /^https?$/ }).optional(),
+        /** An S3 endpoint, or a `file://` URL: a local directory (restore --target-dir). */
+        endpoint: z.url({ protocol: /^(https?|file)$/ }).optional(),
         region: z.string().min(1),
         /** The Secret (in the registry's namespace) holding keys for the target bucket. */
         secretName: z.string().min(1).optional(),
@@ -132,7 +134,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
       ? {
           ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
           forcePathStyle: true,
-          access: Access.Vault,
+          access: isDirectoryEndpoint(input.target.endpoint) ? Access.Directory : Access.Vault,
         }
       : deps.storageAccess(
           {
