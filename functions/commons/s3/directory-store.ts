@@ -215,7 +215,18 @@ export class DirectoryStore {
   /** Writes `key` whole: a temporary file beside it, renamed into place. */
   async write(key: string, body: Uint8Array | AsyncIterable<Uint8Array>): Promise<StoredObject> {
     const path = this.pathOf(key);
-    await mkdir(dirname(path), { recursive: true });
+    try {
+      await mkdir(dirname(path), { recursive: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+      // A file system cannot hold both a/b and a/b/c, which a bucket can.
+      throw new DirectoryStoreError(
+        'InvalidArgument',
+        409,
+        `key ${key} needs a directory where ${this.root} holds a file of the same name`,
+      );
+    }
     const temporary = join(dirname(path), `${INTERNAL_PREFIX}${randomBytes(8).toString('hex')}`);
     try {
       await writeFile(temporary, body);
