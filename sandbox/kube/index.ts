@@ -3,7 +3,7 @@
  * controller with its Service URL, a kubeconfig on disk and a seeding helper
  * that creates what ACP's image-registry plugin leaves in a real cluster.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../process.ts';
@@ -32,7 +32,13 @@ export type { ImageCheck, WorkloadController } from './workloads.ts';
 
 /** Runs the real registry (`sandbox/registry`) on S3 for each pod the controller creates. */
 export const realRegistryStarter: RegistryStarter = async (config) => {
-  const handle = await startRegistry({ storage: { kind: 's3', ...config }, waitReady: false });
+  const handle = await startRegistry({
+    storage:
+      config.directory === undefined
+        ? { kind: 's3', ...config }
+        : { kind: 'filesystem', directory: config.directory },
+    waitReady: false,
+  });
   return {
     url: handle.url,
     logs: () => handle.process.logs.lines(),
@@ -78,6 +84,12 @@ export interface FakeCluster {
   seedAcpRegistry(options: SeedOptions): Promise<KubeObject>;
   /** Waits until the rollout is complete: one pod, from the current config, Ready. Returns its name. */
   waitForReadyPod(timeoutMs?: number): Promise<string>;
+  /**
+   * Creates a Bound PersistentVolumeClaim in the registry's namespace and
+   * the empty directory that is its volume; returns the directory (a pod that
+   * mounts the claim reads and writes there).
+   */
+  createClaim(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -97,9 +109,16 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       object.metadata.namespace === REGISTRY_NAMESPACE && object.metadata.name === REGISTRY_APP,
   });
   try {
+    // A PersistentVolumeClaim of the sandbox is a directory it owns (`claimDirectory`).
+    const claimPath = (namespace: string, claimName: string) =>
+      join(dir, 'volumes', namespace, claimName);
     controller = await startRegistryController({
       server,
       startRegistry: options.startRegistry ?? realRegistryStarter,
+      claimDirectory: (namespace, claimName) =>
+        server.store.get(BuiltIn.persistentvolumeclaims, namespace, claimName) === undefined
+          ? undefined
+          : claimPath(namespace, claimName),
     });
     const base: KubeconfigOptions = {
       server: server.url,
@@ -208,6 +227,24 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
         const created = createOrReplace(server.moduleInfo, moduleInfo);
         await started.sync();
         return created;
+      },
+
+      async createClaim(name) {
+        const path = claimPath(REGISTRY_NAMESPACE, name);
+        await mkdir(path, { recursive: true });
+        createOrReplace(BuiltIn.persistentvolumeclaims, {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: { name, namespace: REGISTRY_NAMESPACE },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            resources: { requests: { storage: '10Gi' } },
+            volumeName: `pvc-${name}`,
+          },
+          status: { phase: 'Bound', accessModes: ['ReadWriteOnce'], capacity: { storage: '10Gi' } },
+        });
+        await started.sync();
+        return path;
       },
 
       async waitForReadyPod(timeoutMs = 30_000) {

@@ -224,6 +224,14 @@ export async function discoverBackup(
   } else {
     const registry = deps.profile();
     const found = await registry.discover();
+    const { claim } = found.storage;
+    if (claim !== undefined)
+      throw new InputError(
+        `the registry keeps its blobs on PersistentVolumeClaim ${claim.namespace}/${claim.claimName}, not in a bucket`,
+        [
+          `source: back the volume up where it is mounted: regvault backup --source-dir <its mount>${claim.subPath === '' ? '' : `/${claim.subPath}`} (docs/filesystem.md); a backup through a Kubernetes Job that mounts the claim is not built yet`,
+        ],
+      );
     profile = registry.name;
     resourceName = found.resourceName;
     rootDirectory = normaliseRoot(found.storage.rootDirectory);

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { InputError, messageOf, VaultError } from '../errors.ts';
 import {
+  claimRefSchema,
   type RolloutStatus,
   type StorageRef,
   type SwitchResult,
@@ -227,7 +228,11 @@ async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<st
   const checked: string[] = [];
   if (state.switchRegistry) {
     const found = await deps.profile().discover();
-    checked.push(`registry resource ${found.resourceName} (on s3://${found.storage.bucket})`);
+    const on =
+      found.storage.claim === undefined
+        ? `s3://${found.storage.bucket}`
+        : `PersistentVolumeClaim ${found.storage.claim.namespace}/${found.storage.claim.claimName}`;
+    checked.push(`registry resource ${found.resourceName} (on ${on})`);
   }
   if (state.secretName !== undefined) {
     // The registry will read the target with the Secret's keys after a switch,
@@ -304,6 +309,7 @@ export const registryBeforeSchema = z.object({
     region: z.string(),
     secretName: z.string(),
     rootDirectory: z.string(),
+    claim: claimRefSchema.exactOptional(),
   }),
   /** The registry pods before the patch: the rollback waits for the ones created since. */
   pods: z.array(z.string()),

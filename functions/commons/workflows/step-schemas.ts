@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
+import { claimRefSchema } from '../registry/profile.ts';
 import { selectionSchema } from '../vault/format.ts';
 import type { BackupPlanOutput, BackupState } from './backup.ts';
 import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
@@ -116,6 +117,7 @@ const storageRefSchema = z.strictObject({
   region: z.string(),
   secretName: z.string(),
   rootDirectory: z.string(),
+  claim: claimRefSchema.exactOptional(),
 });
 
 export const switchOutputSchema = schemaOf<SwitchOutput>()(
