@@ -6,6 +6,7 @@ import { ExitCode, exitCodeOf, hintOf, InputError } from '../../functions/common
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
 import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
+import { backupThroughJobIfOnClaim } from '../claim-backup.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
 import { directoryLocationOf } from '../directory-flags.ts';
@@ -84,6 +85,14 @@ export function backupCommand(program: Command): void {
       '--source-dir <dir>',
       "back up the registry stored in this directory (its filesystem driver's rootdirectory, a mounted PVC) instead of the cluster's",
     )
+    .option(
+      '--job-vault-secret <name>',
+      "for a registry on a PVC: the Secret (in the registry's namespace) with the vault's keys that the backup Job reads",
+    )
+    .option(
+      '--job-image <image>',
+      'the image the backup Job of a registry on a PVC runs regvault from',
+    )
     .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
       '--break-lock <run>',
@@ -154,6 +163,8 @@ export function backupCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings, kubeconfig);
       try {
+        const fromCluster = sourceDir === undefined && typeof flags['sourceBucket'] !== 'string';
+        if (fromCluster && (await backupThroughJobIfOnClaim(flags, settings, deps, out))) return;
         // The total comes from the plan (PlanShards), which runs inside the workflow.
         const progress = out.progress('backup copy');
         const result = await runBackupLocally(input, {

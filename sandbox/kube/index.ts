@@ -3,6 +3,7 @@
  * controller with its Service URL, a kubeconfig on disk and a seeding helper
  * that creates what ACP's image-registry plugin leaves in a real cluster.
  */
+import { mkdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import {
   registryService,
   startRegistryController,
 } from './controller.ts';
+import { type JobController, startJobController } from './jobs.ts';
 import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
 import { BuiltIn, type ModuleInfoResource } from './resources.ts';
 import { type KubeApiServer, startKubeApiServer } from './server.ts';
@@ -78,6 +80,8 @@ export interface FakeCluster {
   readonly controller: RegistryController;
   /** Keeps the status of Deployments and StatefulSets (other than the registry's own). */
   readonly workloads: WorkloadController;
+  /** Runs each Job as a local process with its claims' directories (jobs.ts). */
+  readonly jobs: JobController;
   /** Writes another kubeconfig for this cluster, e.g. with a wrong token. */
   writeKubeconfig(path: string, options?: Partial<KubeconfigOptions>): Promise<string>;
   /** Creates the namespace, Secret, ModuleInfo, Deployment and Service ACP would have; returns the ModuleInfo. */
@@ -102,6 +106,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
   });
   const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
   let controller: RegistryController | undefined;
+  let jobs: JobController | undefined;
   const workloads = startWorkloadController({
     server,
     ...(options.imageCheck === undefined ? {} : { imageCheck: options.imageCheck }),
@@ -109,16 +114,21 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       object.metadata.namespace === REGISTRY_NAMESPACE && object.metadata.name === REGISTRY_APP,
   });
   try {
-    // A PersistentVolumeClaim of the sandbox is a directory it owns (`claimDirectory`).
+    // A PersistentVolumeClaim of the sandbox is a directory it owns, made when first mounted.
     const claimPath = (namespace: string, claimName: string) =>
       join(dir, 'volumes', namespace, claimName);
+    const claimDirectory = (namespace: string, claimName: string) => {
+      if (server.store.get(BuiltIn.persistentvolumeclaims, namespace, claimName) === undefined)
+        return undefined;
+      const path = claimPath(namespace, claimName);
+      mkdirSync(path, { recursive: true });
+      return path;
+    };
+    jobs = startJobController({ server, claimDirectory });
     controller = await startRegistryController({
       server,
       startRegistry: options.startRegistry ?? realRegistryStarter,
-      claimDirectory: (namespace, claimName) =>
-        server.store.get(BuiltIn.persistentvolumeclaims, namespace, claimName) === undefined
-          ? undefined
-          : claimPath(namespace, claimName),
+      claimDirectory,
     });
     const base: KubeconfigOptions = {
       server: server.url,
@@ -143,6 +153,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       server,
       controller,
       workloads,
+      jobs,
       writeKubeconfig: (path, overrides = {}) => writeKubeconfig(path, { ...base, ...overrides }),
 
       async seedAcpRegistry(seed) {
@@ -274,6 +285,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       /** Stops the controller (and every registry process), the proxy and the apiserver; safe to call twice. */
       async stop() {
         workloads.stop();
+        await jobs?.stop();
         await started.stop();
         await server.stop();
         await rm(dir, { recursive: true, force: true });
@@ -281,6 +293,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
     };
   } catch (err) {
     workloads.stop();
+    await jobs?.stop();
     await controller?.stop();
     await server.stop();
     await rm(dir, { recursive: true, force: true });

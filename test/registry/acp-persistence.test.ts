@@ -8,6 +8,7 @@
  * claim, the registry switched to it, verified (every image pulled and
  * digest-checked), and rolled back from a claim it cannot serve.
  */
+
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
@@ -19,6 +20,7 @@ import { verifyRegistry } from '../../functions/commons/registry/verify.ts';
 import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/index.ts';
 import { REGISTRY_NAMESPACE } from '../../sandbox/kube/controller.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { type CliRun, jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
 import { serverWithBuckets, storageOn } from '../support/s3.ts';
@@ -105,13 +107,51 @@ describe('the acp profile on a PersistentVolumeClaim', () => {
     });
   });
 
-  it('refuses a backup through the cluster, naming --source-dir, before writing anything', async () => {
+  it('refuses a backup through the cluster without the Secret its Job would read, naming --job-vault-secret and --source-dir', async () => {
     // Act
-    const run = await regvault('backup');
+    const bare = await regvault('backup');
+    const missing = await regvault('backup', '--job-vault-secret', 'no-such-secret');
     // Assess
-    expect(run.code).toBe(2);
-    expect(run.stderr).toContain('PersistentVolumeClaim cpaas-system/registry-data');
-    expect(run.stderr).toContain('--source-dir');
+    expect(bare.code).toBe(2);
+    expect(bare.stderr).toContain('PersistentVolumeClaim cpaas-system/registry-data');
+    expect(bare.stderr).toContain('--job-vault-secret');
+    expect(bare.stderr).toContain('--source-dir');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('Secret cpaas-system/no-such-secret does not exist');
+  });
+
+  it('backs the claim up through a Job that mounts it, with the vault keys only in a Secret, and deletes the Job', async () => {
+    // Prepare
+    const b64 = (value: string) => Buffer.from(value).toString('base64');
+    cluster.server.store.create(BuiltIn.secrets, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'regvault-vault-keys', namespace: REGISTRY_NAMESPACE },
+      type: 'Opaque',
+      data: {
+        AWS_ACCESS_KEY_ID: b64(s3.credentials.accessKeyId),
+        AWS_SECRET_ACCESS_KEY: b64(s3.credentials.secretAccessKey),
+      },
+    });
+    const jobs: unknown[] = [];
+    const unwatch = cluster.server.store.watch((event) => {
+      if (event.ref.resource === 'jobs') jobs.push(event.object);
+    });
+    // Act
+    const run = await regvault('backup', '--job-vault-secret', 'regvault-vault-keys');
+    unwatch();
+    const left = cluster.server.store.list(BuiltIn.jobs, REGISTRY_NAMESPACE);
+    // Assess
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const summary = jsonLines(run.stdout).at(-1)?.['snapshot'] as Record<string, unknown>;
+    expect(summary).toMatchObject({ status: 'complete', repositories: 2, tags: 4, failed: 0 });
+    const spec = JSON.stringify(jobs[0]);
+    expect(spec).toContain('"readOnly":true');
+    expect(spec).toContain('--source-dir');
+    expect(spec).not.toContain(s3.credentials.secretAccessKey);
+    expect(jobs.some((job) => JSON.stringify(job).includes('"succeeded":1'))).toBe(true);
+    expect(left).toEqual([]);
   });
 
   it('round-trips: backed up from the claim, restored into a new claim, switched, verified, and rolled back from an empty claim', async () => {

@@ -229,7 +229,7 @@ export async function discoverBackup(
       throw new InputError(
         `the registry keeps its blobs on PersistentVolumeClaim ${claim.namespace}/${claim.claimName}, not in a bucket`,
         [
-          `source: back the volume up where it is mounted: regvault backup --source-dir <its mount>${claim.subPath === '' ? '' : `/${claim.subPath}`} (docs/filesystem.md); a backup through a Kubernetes Job that mounts the claim is not built yet`,
+          `source: back the volume up where it is mounted (regvault backup --source-dir <its mount>${claim.subPath === '' ? '' : `/${claim.subPath}`}), or let the CLI run a Job that mounts it (regvault backup --job-vault-secret <Secret>; docs/filesystem.md)`,
         ],
       );
     profile = registry.name;
