@@ -6,8 +6,10 @@ import { ExitCode, exitCodeOf, hintOf, InputError } from '../../functions/common
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
 import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
+import { backupThroughJobIfOnClaim } from '../claim-backup.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
+import { directoryLocationOf } from '../directory-flags.ts';
 import { repeatable, selectionFlags } from '../flags.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
 import { captureInputOf, withCaptureFlags } from '../resource-flags.ts';
@@ -79,6 +81,18 @@ export function backupCommand(program: Command): void {
       '--source-endpoint <url>',
       'endpoint of --source-bucket (defaults to the vault endpoint)',
     )
+    .option(
+      '--source-dir <dir>',
+      "back up the registry stored in this directory (its filesystem driver's rootdirectory, a mounted PVC) instead of the cluster's",
+    )
+    .option(
+      '--job-vault-secret <name>',
+      "for a registry on a PVC: the Secret (in the registry's namespace) with the vault's keys that the backup Job reads",
+    )
+    .option(
+      '--job-image <image>',
+      'the image the backup Job of a registry on a PVC runs regvault from',
+    )
     .option('--shard-objects <n>', 'objects per shard', '5000')
     .option(
       '--break-lock <run>',
@@ -112,8 +126,9 @@ export function backupCommand(program: Command): void {
       }
       const numbers = numbersOf(flags, ['shardObjects', 'ttlDays']);
       const kubeconfig = findKubeconfig(settings);
-      if (typeof flags['sourceBucket'] !== 'string')
-        requireCluster(kubeconfig, 'backup (without --source-bucket)');
+      const sourceDir = directoryLocationOf(flags, 'sourceDir', settings.vaultRegion);
+      if (typeof flags['sourceBucket'] !== 'string' && sourceDir === undefined)
+        requireCluster(kubeconfig, 'backup (without --source-bucket or --source-dir)');
       const capture = captureInputOf(flags);
       if (capture.resources !== undefined) requireCluster(kubeconfig, 'backup --resources');
       const names = new FlagNames(BACKUP_FIELDS, run.origins);
@@ -127,6 +142,7 @@ export function backupCommand(program: Command): void {
           ...selectionFlags(flags),
           concurrency: settings.concurrency,
           ...capture,
+          ...(sourceDir !== undefined ? { source: sourceDir } : {}),
           ...(typeof flags['sourceBucket'] === 'string'
             ? {
                 source: {
@@ -147,6 +163,8 @@ export function backupCommand(program: Command): void {
       const out = reporter(settings);
       const deps = depsFor(settings, kubeconfig);
       try {
+        const fromCluster = sourceDir === undefined && typeof flags['sourceBucket'] !== 'string';
+        if (fromCluster && (await backupThroughJobIfOnClaim(flags, settings, deps, out))) return;
         // The total comes from the plan (PlanShards), which runs inside the workflow.
         const progress = out.progress('backup copy');
         const result = await runBackupLocally(input, {

@@ -7,6 +7,7 @@ import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { restoreInputSchema } from '../../functions/commons/workflows/restore.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster } from '../deps.ts';
+import { directoryLocationOf } from '../directory-flags.ts';
 import { pullSampleOf, snapshotNamed } from '../flags.ts';
 import { restoreOutcome, workflowExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
@@ -41,6 +42,10 @@ export function restoreCommand(program: Command): void {
       '--target-bucket <bucket>',
       'empty bucket to restore into (create it first); with --into-live, the live one',
     )
+    .option(
+      '--target-dir <dir>',
+      'restore into this directory instead of a bucket (a registry filesystem rootdirectory; empty unless --allow-non-empty); with --no-switch',
+    )
     .option('--target-region <region>', 'its region (defaults to the vault region)')
     .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
@@ -68,7 +73,12 @@ export function restoreCommand(program: Command): void {
       if (flags['resources'] === true) return restoreResourcesNow(flags, settings);
       const alone = resourceFlagsWithoutResources(flags);
       if (alone.length > 0) throw new InputError('the flags are not valid', alone);
-      if (flags['targetBucket'] === undefined)
+      const targetDir = directoryLocationOf(flags, 'targetDir', settings.vaultRegion);
+      if (targetDir !== undefined && flags['switch'] !== false)
+        throw new InputError('the flags are not valid', [
+          '--target-dir: a restore into a directory copies only; pass --no-switch (the registry is pointed at a PVC by the cluster path, docs/filesystem.md)',
+        ]);
+      if (flags['targetBucket'] === undefined && targetDir === undefined)
         command.error("error: required option '--target-bucket <bucket>' not specified");
       const numbers = numbersOf(flags, ['rolloutTimeout']);
       const pullSample = pullSampleOf(flags['pullSample']);
@@ -83,13 +93,22 @@ export function restoreCommand(program: Command): void {
         restoreInputSchema,
         {
           snapshot: flags['snapshot'],
-          target: {
-            bucket: flags['targetBucket'],
-            region: flags['targetRegion'] ?? settings.vaultRegion,
-            prefix: flags['targetPrefix'],
-            ...(targetEndpoint === undefined ? {} : { endpoint: targetEndpoint }),
-            ...(flags['targetSecret'] === undefined ? {} : { secretName: flags['targetSecret'] }),
-          },
+          target:
+            targetDir !== undefined
+              ? {
+                  bucket: targetDir.bucket,
+                  region: targetDir.region,
+                  endpoint: targetDir.endpoint,
+                }
+              : {
+                  bucket: flags['targetBucket'],
+                  region: flags['targetRegion'] ?? settings.vaultRegion,
+                  prefix: flags['targetPrefix'],
+                  ...(targetEndpoint === undefined ? {} : { endpoint: targetEndpoint }),
+                  ...(flags['targetSecret'] === undefined
+                    ? {}
+                    : { secretName: flags['targetSecret'] }),
+                },
           switchRegistry: flags['switch'] !== false,
           rollbackOnFailure: flags['rollback'] !== false,
           allowNonEmptyTarget: flags['allowNonEmpty'] === true,

@@ -7,6 +7,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
+import { join } from 'node:path';
 import { freePort, LOOPBACK } from '../process.ts';
 import { BuiltIn } from './resources.ts';
 import type { KubeApiServer } from './server.ts';
@@ -20,6 +21,12 @@ export interface RegistryConfig {
   accessKey: string;
   secretKey: string;
   rootDirectory?: string;
+  /**
+   * Set for a registry on a PVC (the ModuleInfo's enabled `persistence`):
+   * the claim's directory, served with the filesystem driver; the S3 fields
+   * are then ''.
+   */
+  directory?: string;
 }
 
 /** One running registry process, as the controller sees it. */
@@ -43,6 +50,8 @@ export interface RegistryControllerOptions {
   readonly namespace?: string;
   /** How often pods are probed and status written. */
   readonly intervalMs?: number;
+  /** The directory a PersistentVolumeClaim stands for (the sandbox's volumes); without it, claims are not served. */
+  readonly claimDirectory?: (namespace: string, claimName: string) => string | undefined;
 }
 
 export interface ControllerPod {
@@ -108,7 +117,15 @@ interface Desired {
   readonly s3: Record<string, unknown>;
   readonly config: RegistryConfig | undefined;
   readonly problem: string | undefined;
+  /** The PersistentVolumeClaim the registry is on, when it is on one. */
+  readonly claim?: string;
 }
+
+/** The claim an enabled persistence block names (the chart's `existingClaim`, or `claimName`/`pvcName`). */
+const claimNameOf = (persistence: Record<string, unknown>) =>
+  text(persistence['existingClaim']) ??
+  text(persistence['claimName']) ??
+  text(persistence['pvcName']);
 
 /** Starts the controller and its proxy; it reconciles at once and on every relevant change. */
 export async function startRegistryController(
@@ -127,6 +144,7 @@ export async function startRegistryController(
     const relevant =
       (ref.group === server.moduleInfo.group && ref.resource === server.moduleInfo.resource) ||
       (ref.resource === 'secrets' && object.metadata.namespace === namespace) ||
+      (ref.resource === 'persistentvolumeclaims' && object.metadata.namespace === namespace) ||
       (ref.resource === 'pods' && event.type === 'DELETED');
     if (relevant) dirty = true;
   });
@@ -139,6 +157,35 @@ export async function startRegistryController(
     const spec = record(module['spec']);
     const s3 = record(record(spec['config'])['s3storage']);
     const image = text(record(spec['config'])['image']) ?? 'registry:2';
+    const persistence = record(record(spec['config'])['persistence']);
+    const storageType = text(record(spec['config'])['storageType']);
+    if (storageType === undefined ? persistence['enabled'] === true : storageType !== 's3') {
+      const claim = claimNameOf(persistence);
+      const hash = hashOf({ persistence, image });
+      const claimDirectory =
+        claim === undefined ? undefined : options.claimDirectory?.(namespace, claim);
+      if (claim === undefined || claimDirectory === undefined)
+        return {
+          hash,
+          image,
+          s3,
+          config: undefined,
+          problem:
+            claim === undefined
+              ? 'persistence is enabled and names no existingClaim'
+              : `persistentvolumeclaim "${claim}" not found in namespace ${namespace}`,
+        };
+      const directory = join(claimDirectory, text(persistence['subPath']) ?? '');
+      const config = {
+        bucket: '',
+        endpoint: '',
+        region: '',
+        accessKey: '',
+        secretKey: '',
+        directory,
+      };
+      return { hash, image, s3, config, problem: undefined, claim };
+    }
     const secretName = text(s3['secretName']);
     const secret =
       secretName === undefined ? undefined : store.get(BuiltIn.secrets, namespace, secretName);
@@ -193,13 +240,21 @@ export async function startRegistryController(
   }
 
   function podObject(state: PodState, want: Desired): KubeObject {
-    const env = Object.entries({
-      REGISTRY_STORAGE: 's3',
-      REGISTRY_STORAGE_S3_BUCKET: want.s3['bucket'],
-      REGISTRY_STORAGE_S3_REGION: want.s3['region'],
-      REGISTRY_STORAGE_S3_REGIONENDPOINT: want.s3['regionEndpoint'],
-      REGISTRY_STORAGE_S3_ROOTDIRECTORY: want.s3['rootdirectory'],
-    })
+    const onClaim = want.claim !== undefined;
+    const env = Object.entries(
+      onClaim
+        ? {
+            REGISTRY_STORAGE: 'filesystem',
+            REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: '/var/lib/registry',
+          }
+        : {
+            REGISTRY_STORAGE: 's3',
+            REGISTRY_STORAGE_S3_BUCKET: want.s3['bucket'],
+            REGISTRY_STORAGE_S3_REGION: want.s3['region'],
+            REGISTRY_STORAGE_S3_REGIONENDPOINT: want.s3['regionEndpoint'],
+            REGISTRY_STORAGE_S3_ROOTDIRECTORY: want.s3['rootdirectory'],
+          },
+    )
       .filter(([, value]) => typeof value === 'string')
       .map(([name, value]) => ({ name, value }));
     const secretName = text(want.s3['secretName']) ?? '';
@@ -232,12 +287,26 @@ export async function startRegistryController(
             ports: [{ name: 'http', containerPort: 5000, protocol: 'TCP' }],
             env: [
               ...env,
-              fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
-              fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
+              ...(onClaim
+                ? []
+                : [
+                    fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
+                    fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
+                  ]),
             ],
+            ...(onClaim
+              ? { volumeMounts: [{ name: 'registry-data', mountPath: '/var/lib/registry' }] }
+              : {}),
             readinessProbe: { httpGet: { path: '/v2/', port: 5000 }, periodSeconds: 1 },
           },
         ],
+        ...(onClaim
+          ? {
+              volumes: [
+                { name: 'registry-data', persistentVolumeClaim: { claimName: want.claim } },
+              ],
+            }
+          : {}),
         restartPolicy: 'Always',
         nodeName: 'sandbox-node',
       },

@@ -3,7 +3,8 @@
  * controller with its Service URL, a kubeconfig on disk and a seeding helper
  * that creates what ACP's image-registry plugin leaves in a real cluster.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../process.ts';
@@ -18,6 +19,7 @@ import {
   registryService,
   startRegistryController,
 } from './controller.ts';
+import { type JobController, startJobController } from './jobs.ts';
 import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
 import { BuiltIn, type ModuleInfoResource } from './resources.ts';
 import { type KubeApiServer, startKubeApiServer } from './server.ts';
@@ -32,7 +34,13 @@ export type { ImageCheck, WorkloadController } from './workloads.ts';
 
 /** Runs the real registry (`sandbox/registry`) on S3 for each pod the controller creates. */
 export const realRegistryStarter: RegistryStarter = async (config) => {
-  const handle = await startRegistry({ storage: { kind: 's3', ...config }, waitReady: false });
+  const handle = await startRegistry({
+    storage:
+      config.directory === undefined
+        ? { kind: 's3', ...config }
+        : { kind: 'filesystem', directory: config.directory },
+    waitReady: false,
+  });
   return {
     url: handle.url,
     logs: () => handle.process.logs.lines(),
@@ -72,12 +80,20 @@ export interface FakeCluster {
   readonly controller: RegistryController;
   /** Keeps the status of Deployments and StatefulSets (other than the registry's own). */
   readonly workloads: WorkloadController;
+  /** Runs each Job as a local process with its claims' directories (jobs.ts). */
+  readonly jobs: JobController;
   /** Writes another kubeconfig for this cluster, e.g. with a wrong token. */
   writeKubeconfig(path: string, options?: Partial<KubeconfigOptions>): Promise<string>;
   /** Creates the namespace, Secret, ModuleInfo, Deployment and Service ACP would have; returns the ModuleInfo. */
   seedAcpRegistry(options: SeedOptions): Promise<KubeObject>;
   /** Waits until the rollout is complete: one pod, from the current config, Ready. Returns its name. */
   waitForReadyPod(timeoutMs?: number): Promise<string>;
+  /**
+   * Creates a Bound PersistentVolumeClaim in the registry's namespace and
+   * the empty directory that is its volume; returns the directory (a pod that
+   * mounts the claim reads and writes there).
+   */
+  createClaim(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -90,6 +106,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
   });
   const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
   let controller: RegistryController | undefined;
+  let jobs: JobController | undefined;
   const workloads = startWorkloadController({
     server,
     ...(options.imageCheck === undefined ? {} : { imageCheck: options.imageCheck }),
@@ -97,9 +114,21 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       object.metadata.namespace === REGISTRY_NAMESPACE && object.metadata.name === REGISTRY_APP,
   });
   try {
+    // A PersistentVolumeClaim of the sandbox is a directory it owns, made when first mounted.
+    const claimPath = (namespace: string, claimName: string) =>
+      join(dir, 'volumes', namespace, claimName);
+    const claimDirectory = (namespace: string, claimName: string) => {
+      if (server.store.get(BuiltIn.persistentvolumeclaims, namespace, claimName) === undefined)
+        return undefined;
+      const path = claimPath(namespace, claimName);
+      mkdirSync(path, { recursive: true });
+      return path;
+    };
+    jobs = startJobController({ server, claimDirectory });
     controller = await startRegistryController({
       server,
       startRegistry: options.startRegistry ?? realRegistryStarter,
+      claimDirectory,
     });
     const base: KubeconfigOptions = {
       server: server.url,
@@ -124,6 +153,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       server,
       controller,
       workloads,
+      jobs,
       writeKubeconfig: (path, overrides = {}) => writeKubeconfig(path, { ...base, ...overrides }),
 
       async seedAcpRegistry(seed) {
@@ -210,6 +240,24 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
         return created;
       },
 
+      async createClaim(name) {
+        const path = claimPath(REGISTRY_NAMESPACE, name);
+        await mkdir(path, { recursive: true });
+        createOrReplace(BuiltIn.persistentvolumeclaims, {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: { name, namespace: REGISTRY_NAMESPACE },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            resources: { requests: { storage: '10Gi' } },
+            volumeName: `pvc-${name}`,
+          },
+          status: { phase: 'Bound', accessModes: ['ReadWriteOnce'], capacity: { storage: '10Gi' } },
+        });
+        await started.sync();
+        return path;
+      },
+
       async waitForReadyPod(timeoutMs = 30_000) {
         let name = '';
         await waitFor(
@@ -237,6 +285,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       /** Stops the controller (and every registry process), the proxy and the apiserver; safe to call twice. */
       async stop() {
         workloads.stop();
+        await jobs?.stop();
         await started.stop();
         await server.stop();
         await rm(dir, { recursive: true, force: true });
@@ -244,6 +293,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
     };
   } catch (err) {
     workloads.stop();
+    await jobs?.stop();
     await controller?.stop();
     await server.stop();
     await rm(dir, { recursive: true, force: true });

@@ -77,6 +77,15 @@ export const BuiltIn = {
     shortNames: ['sts'],
     subresources: ['status'],
   } as ResourceDefinition,
+  jobs: {
+    group: 'batch',
+    version: 'v1',
+    resource: 'jobs',
+    kind: 'Job',
+    singular: 'job',
+    namespaced: true,
+    subresources: ['status'],
+  } as ResourceDefinition,
   storageclasses: {
     group: 'storage.k8s.io',
     version: 'v1',

@@ -67,6 +67,8 @@ export interface ResourceApi {
   get(type: ApiType, namespace: string | undefined, name: string): Promise<KubeObject | undefined>;
   /** Server-side apply as regvault; `force` takes fields other managers own. */
   apply(type: ApiType, object: KubeObject, options: { force: boolean }): Promise<KubeObject>;
+  /** Deletes one object (its dependents in the background); one that is gone already is fine. */
+  delete(type: ApiType, namespace: string | undefined, name: string): Promise<void>;
 }
 
 interface Answer {
@@ -260,6 +262,18 @@ export function resourceApi(kc: KubeConfig): ResourceApi {
         { text: JSON.stringify(object), contentType: 'application/apply-patch+yaml' },
       );
       return body as KubeObject;
+    },
+
+    async delete(type, namespace, name) {
+      try {
+        await send(
+          describe('delete', type, namespace, name),
+          'DELETE',
+          `${pathOf(type, namespace, name)}?propagationPolicy=Background`,
+        );
+      } catch (err) {
+        if (field(err, 'status') !== 404) throw err;
+      }
     },
   };
 }

@@ -7,6 +7,7 @@
  * `copy` command and the bench's scripts/copy-run.ts.
  */
 import type { S3Client } from '@aws-sdk/client-s3';
+import { isDirectoryEndpoint } from '../s3/directory.ts';
 import { createFastCopier, type FastCopier } from '../s3/fast-copy.ts';
 import type { Location } from './model.ts';
 import type { CopyPolicy } from './policy.ts';
@@ -111,7 +112,8 @@ export function createCopyContext(options: CopyJobOptions): CopyContext {
   const sideOf = ({ client, location }: Side) => ({
     client,
     bucket: location.bucket,
-    ...((options.fastCopy ?? true)
+    // A directory is answered in this process: the lean request path has nothing to save.
+    ...((options.fastCopy ?? true) && !isDirectoryEndpoint(location.endpoint)
       ? { fast: fastCopierFor(client, location, (options.concurrency ?? 64) + 8) }
       : {}),
   });

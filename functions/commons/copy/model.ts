@@ -9,8 +9,13 @@ import { z } from 'zod';
 export const PAGE_SIZE = 1_000;
 
 export const locationSchema = z.object({
-  /** Omitted for AWS S3. */
-  endpoint: z.url({ protocol: /^https?$/ }).optional(),
+  /**
+   * Omitted for AWS S3. A `file://` URL names a local directory (a registry's
+   * filesystem storage, a PVC mounted into a Job), read and written through
+   * S3's protocol in this process (s3/directory.ts); `bucket` is then
+   * `local-directory`.
+   */
+  endpoint: z.url({ protocol: /^(https?|file)$/ }).optional(),
   region: z.string().min(1),
   bucket: z
     .string()

@@ -15,6 +15,7 @@ import {
 import { stringify } from 'yaml';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError, InputError } from '../errors.ts';
+import { claimOfPersistence, persistencePatch } from './acp-persistence.ts';
 import { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 import {
   type CapturedFile,
@@ -74,7 +75,9 @@ interface KubeObject {
     annotations?: Record<string, string>;
     [k: string]: unknown;
   };
-  spec?: { config?: { s3storage?: Record<string, unknown> } };
+  spec?: {
+    config?: { s3storage?: Record<string, unknown>; persistence?: unknown; storageType?: unknown };
+  };
   [k: string]: unknown;
 }
 
@@ -92,11 +95,15 @@ export function cleanForCapture(object: KubeObject): KubeObject {
   return { ...rest, metadata };
 }
 
-function storageOf(name: string, object: KubeObject): StorageRef {
+function storageOf(name: string, object: KubeObject, namespace: string): StorageRef {
+  // An enabled persistence block puts the registry on a PVC (acp-persistence.ts).
+  const claim = claimOfPersistence(name, object.spec?.config, namespace);
+  if (claim !== undefined)
+    return { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '', claim };
   const block = object.spec?.config?.s3storage;
   if (block === undefined || typeof block !== 'object') {
     throw new ClusterError(
-      `ModuleInfo ${name} has no spec.config.s3storage block; this registry does not use S3 storage, or the resource is not the registry's`,
+      `ModuleInfo ${name} has no spec.config.s3storage block and no enabled spec.config.persistence; this registry uses a storage regvault does not know, or the resource is not the registry's`,
     );
   }
   const text = (key: string) =>
@@ -211,7 +218,7 @@ export function acpProfile(
       return {
         resourceName: name,
         resourceVersion: object.metadata?.resourceVersion ?? '',
-        storage: storageOf(name, object),
+        storage: storageOf(name, object, namespace),
       };
     },
 
@@ -241,18 +248,20 @@ export function acpProfile(
         { name: `moduleinfo-${name}.yaml`, yaml: stringify(cleanForCapture(object)) },
       ];
       if (includeSecret) {
-        const secretName = storageOf(name, object).secretName;
-        const secret = await readSecret(secretName);
-        files.push({
-          name: `secret-${secretName}.yaml`,
-          yaml: stringify(
-            cleanForCapture({
-              apiVersion: 'v1',
-              kind: 'Secret',
-              ...(secret as unknown as KubeObject),
-            }),
-          ),
-        });
+        const secretName = storageOf(name, object, namespace).secretName;
+        // A registry on a PVC has no storage Secret to capture.
+        const secret = secretName === '' ? undefined : await readSecret(secretName);
+        if (secret !== undefined)
+          files.push({
+            name: `secret-${secretName}.yaml`,
+            yaml: stringify(
+              cleanForCapture({
+                apiVersion: 'v1',
+                kind: 'Secret',
+                ...(secret as unknown as KubeObject),
+              }),
+            ),
+          });
       }
       return files;
     },
@@ -260,10 +269,17 @@ export function acpProfile(
     async requiredObjects() {
       const object = await findModuleInfo();
       const name = object.metadata?.name ?? '';
-      const secretName = storageOf(name, object).secretName;
+      const storage = storageOf(name, object, namespace);
       return [
         { apiVersion: `${group}/${version}`, kind: object.kind ?? 'ModuleInfo', name },
-        { apiVersion: 'v1', kind: 'Secret', namespace, name: secretName },
+        storage.claim === undefined
+          ? { apiVersion: 'v1', kind: 'Secret', namespace, name: storage.secretName }
+          : {
+              apiVersion: 'v1',
+              kind: 'PersistentVolumeClaim',
+              namespace,
+              name: storage.claim.claimName,
+            },
         { apiVersion: 'apps/v1', kind: 'Deployment', namespace, name: settings.deployment },
         { apiVersion: 'v1', kind: 'Service', namespace, name: settings.service },
       ];
@@ -273,7 +289,7 @@ export function acpProfile(
       const attempt = async (): Promise<SwitchResult> => {
         const object = await findModuleInfo();
         const name = object.metadata?.name ?? '';
-        const previous = storageOf(name, object);
+        const previous = storageOf(name, object, namespace);
         const podsBefore = (await listPods()).map((p) => p.metadata?.name ?? '');
         const base = {
           resourceName: name,
@@ -283,6 +299,7 @@ export function acpProfile(
           switchedAt: new Date().toISOString(),
         };
         if (sameStorage(previous, next)) return { ...base, changed: false };
+        const volume = persistencePatch(object.spec?.config, next.claim);
         const block: Record<string, string> = {
           bucket: next.bucket,
           regionEndpoint: next.regionEndpoint,
@@ -298,7 +315,13 @@ export function acpProfile(
         // The resourceVersion in a merge patch is a precondition: a concurrent change gives 409.
         const body = {
           metadata: { resourceVersion: object.metadata?.resourceVersion },
-          spec: { config: { s3storage: block } },
+          // A claim changes only the persistence block; a bucket, s3storage (and turns persistence off).
+          spec: {
+            config: {
+              ...(next.claim === undefined ? { s3storage: block } : {}),
+              ...volume,
+            },
+          },
         };
         await kubeCall(server, mi('patch', name), () =>
           custom.patchClusterCustomObject(

@@ -3,9 +3,24 @@
  * registry flavour (ACP's ModuleInfo first; plain Distribution and Quay
  * later), so the workflows never change when a flavour is added.
  */
+import { z } from 'zod';
 import type { RequiredObject } from '../cluster/resources-select.ts';
 
-/** Where a registry keeps its data and which Secret holds the keys. */
+export const claimRefSchema = z.strictObject({
+  claimName: z.string().min(1),
+  namespace: z.string().min(1),
+  /** The directory inside the volume the registry's rootdirectory is ('' for the volume's root). */
+  subPath: z.string(),
+});
+/** A PersistentVolumeClaim that holds a registry's filesystem storage (`docker/registry/v2/` under it). */
+export type ClaimRef = z.infer<typeof claimRefSchema>;
+
+/**
+ * Where a registry keeps its data and which Secret holds the keys. A
+ * registry on a PVC (the filesystem driver) has `claim`, and its S3 fields
+ * are '': the S3 shape stays the default, so code that knows only buckets
+ * reads it as before and code that must tell them apart asks `claim`.
+ */
 export interface StorageRef {
   readonly bucket: string;
   /** Empty for AWS S3. */
@@ -14,6 +29,8 @@ export interface StorageRef {
   readonly secretName: string;
   /** The driver's root directory in the bucket ('' when unset). */
   readonly rootDirectory: string;
+  /** Set when the blobs are on a PVC instead of a bucket. */
+  readonly claim?: ClaimRef;
 }
 
 /** Keys read from the Secret; kept in memory only, never serialised. */
@@ -24,7 +41,10 @@ export function sameStorage(a: StorageRef, b: StorageRef): boolean {
     a.regionEndpoint === b.regionEndpoint &&
     a.region === b.region &&
     a.secretName === b.secretName &&
-    a.rootDirectory === b.rootDirectory
+    a.rootDirectory === b.rootDirectory &&
+    a.claim?.claimName === b.claim?.claimName &&
+    a.claim?.namespace === b.claim?.namespace &&
+    a.claim?.subPath === b.claim?.subPath
   );
 }
 

@@ -9,6 +9,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import { createDirectoryClient, isDirectoryEndpoint } from './directory.ts';
 import { explainS3Error, rewordS3Error, type S3Call, type S3Role } from './explain.ts';
 import { RETRY_POLICY, sdkRetryConfig } from './retry.ts';
 
@@ -63,6 +64,8 @@ export function createS3Client(
   credentials: AwsCredentialIdentity | AwsCredentialIdentityProvider | undefined,
   options: ClientOptions = {},
 ): S3Client {
+  // A local directory is answered in this process: no sockets, no keys.
+  if (isDirectoryEndpoint(endpoint.endpoint)) return createDirectoryClient(endpoint.endpoint);
   const maxSockets = options.maxSockets ?? 64;
   const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
   const client = new S3Client({

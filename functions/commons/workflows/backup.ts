@@ -19,6 +19,7 @@ import { type FailureName, failureNameOf, InputError, messageOf, parseInput } fr
 import { looksLikeRegistry } from '../registry/copy-policy.ts';
 import { normaliseRoot } from '../registry/layout.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
+import { isDirectoryEndpoint } from '../s3/directory.ts';
 import {
   expiresAtOf,
   MAX_TTL_DAYS,
@@ -215,6 +216,7 @@ export async function discoverBackup(
   let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
   if (input.source !== undefined) {
     const given = input.source;
+    if (isDirectoryEndpoint(given.endpoint)) profile = 'directory';
     source = {
       ...(given.endpoint === undefined ? {} : { endpoint: given.endpoint }),
       region: given.region,
@@ -226,6 +228,14 @@ export async function discoverBackup(
   } else {
     const registry = deps.profile();
     const found = await registry.discover();
+    const { claim } = found.storage;
+    if (claim !== undefined)
+      throw new InputError(
+        `the registry keeps its blobs on PersistentVolumeClaim ${claim.namespace}/${claim.claimName}, not in a bucket`,
+        [
+          `source: back the volume up where it is mounted (regvault backup --source-dir <its mount>${claim.subPath === '' ? '' : `/${claim.subPath}`}), or let the CLI run a Job that mounts it (regvault backup --job-vault-secret <Secret>; docs/filesystem.md)`,
+        ],
+      );
     profile = registry.name;
     resourceName = found.resourceName;
     rootDirectory = normaliseRoot(found.storage.rootDirectory);

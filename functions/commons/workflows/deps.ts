@@ -103,6 +103,8 @@ export const Access = {
    * only. Another identity than the vault's, so copies from it stream.
    */
   RegistryRole: 'registry-role',
+  /** A local directory (a `file://` endpoint): this process's own file access, no keys. */
+  Directory: 'directory',
 } as const;
 
 /** The Secret name of a `registry-secret:` reference, if it is one. */
@@ -264,6 +266,7 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     if (keys === undefined) {
       const secretName = registrySecretOf(access);
       if (access === Access.Vault) keys = Promise.resolve(config.vault.credentials);
+      else if (access === Access.Directory) keys = Promise.resolve(undefined);
       else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
       else
         throw new InputError(`unknown access reference "${access}"`, [

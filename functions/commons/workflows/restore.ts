@@ -17,6 +17,7 @@ import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { InputError, messageOf, VaultError } from '../errors.ts';
 import {
+  claimRefSchema,
   type RolloutStatus,
   type StorageRef,
   type SwitchResult,
@@ -24,6 +25,7 @@ import {
 } from '../registry/profile.ts';
 import { describeRolloutFailure, judgeRollout } from '../registry/rollout.ts';
 import { verifyRegistry } from '../registry/verify.ts';
+import { isDirectoryEndpoint } from '../s3/directory.ts';
 import {
   catalogSchema,
   SNAPSHOT_ID,
@@ -54,7 +56,8 @@ export const restoreInputSchema = z
             /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/,
             'a bucket name: 3-63 lowercase letters, digits, dots and hyphens',
           ),
-        endpoint: z.url({ protocol: /^https?$/ }).optional(),
+        /** An S3 endpoint, or a `file://` URL: a local directory (restore --target-dir). */
+        endpoint: z.url({ protocol: /^(https?|file)$/ }).optional(),
         region: z.string().min(1),
         /** The Secret (in the registry's namespace) holding keys for the target bucket. */
         secretName: z.string().min(1).optional(),
@@ -132,7 +135,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
       ? {
           ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
           forcePathStyle: true,
-          access: Access.Vault,
+          access: isDirectoryEndpoint(input.target.endpoint) ? Access.Directory : Access.Vault,
         }
       : deps.storageAccess(
           {
@@ -225,7 +228,11 @@ async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<st
   const checked: string[] = [];
   if (state.switchRegistry) {
     const found = await deps.profile().discover();
-    checked.push(`registry resource ${found.resourceName} (on s3://${found.storage.bucket})`);
+    const on =
+      found.storage.claim === undefined
+        ? `s3://${found.storage.bucket}`
+        : `PersistentVolumeClaim ${found.storage.claim.namespace}/${found.storage.claim.claimName}`;
+    checked.push(`registry resource ${found.resourceName} (on ${on})`);
   }
   if (state.secretName !== undefined) {
     // The registry will read the target with the Secret's keys after a switch,
@@ -302,6 +309,7 @@ export const registryBeforeSchema = z.object({
     region: z.string(),
     secretName: z.string(),
     rootDirectory: z.string(),
+    claim: claimRefSchema.exactOptional(),
   }),
   /** The registry pods before the patch: the rollback waits for the ones created since. */
   pods: z.array(z.string()),

@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
+import { claimRefSchema } from '../registry/profile.ts';
 import { selectionSchema } from '../vault/format.ts';
 import type { BackupState } from './backup.ts';
 import type { BackupPlanOutput } from './backup-plan.ts';
@@ -118,6 +119,7 @@ const storageRefSchema = z.strictObject({
   region: z.string(),
   secretName: z.string(),
   rootDirectory: z.string(),
+  claim: claimRefSchema.exactOptional(),
 });
 
 export const switchOutputSchema = schemaOf<SwitchOutput>()(
