@@ -75,7 +75,7 @@ export const BuiltIn = {
     singular: 'statefulset',
     namespaced: true,
     shortNames: ['sts'],
-    subresources: ['status'],
+    subresources: ['scale', 'status'],
   } as ResourceDefinition,
   storageclasses: {
     group: 'storage.k8s.io',
@@ -104,7 +104,7 @@ export const BuiltIn = {
     singular: 'deployment',
     namespaced: true,
     shortNames: ['deploy'],
-    subresources: ['status'],
+    subresources: ['scale', 'status'],
   } as ResourceDefinition,
   replicasets: {
     group: 'apps',
