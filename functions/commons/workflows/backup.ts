@@ -18,8 +18,10 @@ import { DEFAULT_OBJECTS_PER_SHARD, genericCopyPolicy, planShards } from '../cop
 import { type FailureName, failureNameOf, InputError, messageOf, parseInput } from '../errors.ts';
 import { looksLikeRegistry, registryCopyPolicy } from '../registry/copy-policy.ts';
 import { normaliseRoot, REGISTRY_V2 } from '../registry/layout.ts';
+import type { QuiesceRecord } from '../registry/profile.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
 import {
+  type DatabaseDumpRecord,
   expiresAtOf,
   MAX_TTL_DAYS,
   newSnapshotId,
@@ -43,6 +45,7 @@ import { saveJob } from '../vault/runs.ts';
 import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault/store.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
+import { quiesceAndDump, resumeRegistry } from './registry-state.ts';
 import { type CaptureSummary, captureResources } from './resources-capture.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
@@ -110,6 +113,8 @@ export interface BackupState {
   readonly expiresAt?: string;
   /** A partial backup's repositories (absent: the whole registry). */
   readonly selection?: RepositorySelection;
+  /** The registry's database, dumped while it was quiesced (quay). */
+  readonly database?: DatabaseDumpRecord;
 }
 
 /** The source a backup's run lease guards. */
@@ -183,6 +188,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     checks: {},
     failures: { count: 0, sample: [] },
     clusterFiles: [...state.clusterFiles],
+    ...(state.database === undefined ? {} : { database: state.database }),
     ...(state.resources === undefined ? {} : { resources: state.resources }),
     inventory: { records: 0, parts: [] },
   };
@@ -209,6 +215,7 @@ export async function discoverBackup(
   let rootDirectory = '';
   const clusterFiles: string[] = [];
   let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
+  let quiesce: QuiesceRecord | undefined;
   if (input.source !== undefined) {
     const given = input.source;
     source = {
@@ -239,6 +246,8 @@ export async function discoverBackup(
       prefix: '',
     };
     captured = await registry.captureConfig({ includeSecret: input.includeSecret });
+    // What quiescing will change, and that it can be done, is known before anything is written.
+    quiesce = await registry.planQuiesce?.();
   }
   // Everything that can fail for want of access (the keys, the bucket) is read
   // before the first vault write, so a refused discovery leaves nothing behind.
@@ -312,6 +321,7 @@ export async function discoverBackup(
     ...(selection === undefined ? {} : { selection }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
+  if (quiesce !== undefined) return quiesceForBackup(state, quiesce, deps);
   deps.log.info('backup discovered its source', {
     runId: state.runId,
     bucket: source.bucket,
@@ -319,6 +329,36 @@ export async function discoverBackup(
     previous: previous?.id,
   });
   return state;
+}
+
+/**
+ * Quiesces the registry and dumps its database into the snapshot; the
+ * state with the dump. On failure the run is marked failed, which resumes
+ * the registry, before the error goes on.
+ */
+async function quiesceForBackup(
+  state: BackupState,
+  plan: QuiesceRecord,
+  deps: WorkflowDeps,
+): Promise<BackupState> {
+  try {
+    const database = await quiesceAndDump(state, plan, deps);
+    const dumped = database === undefined ? state : { ...state, database };
+    await putJson(
+      deps.vault,
+      vaultKeys.manifest(rootOf(deps.vault), state.snapshotId),
+      baseManifest(dumped, deps),
+    );
+    return dumped;
+  } catch (err) {
+    await markBackupFailed(
+      state,
+      undefined,
+      { error: err instanceof Error ? err.name : 'Error', cause: messageOf(err) },
+      deps,
+    );
+    throw err;
+  }
 }
 
 export interface BackupPlanOutput {
@@ -427,6 +467,8 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
+  // The registry first: whatever else fails, what this run stopped serves again.
+  const resumed = await resumeRegistry(state.runId, deps);
   // A run seen dead and taken over must not write its manifest over the failure the taker wrote.
   await renewBackupLease(state, deps);
   const run = await tallyRun(deps, state, plan);
@@ -474,6 +516,7 @@ export async function finalizeBackup(
       detail: `${gone} objects were listed but gone when copied (deleted, or removed by a registry garbage collection during the backup); run the backup again outside GC windows`,
     };
   }
+  if (resumed !== undefined) checks['registryResumed'] = resumed;
   if (error !== undefined)
     checks['workflow'] = { ok: false, detail: `${error.error}: ${error.cause}` };
   const ok = Object.values(checks).every((check) => check.ok);
@@ -563,6 +606,7 @@ export async function markBackupFailed(
       error,
     );
   } catch (err) {
+    await resumeRegistry(state.runId, deps);
     if (err instanceof RunLeaseLostError) return failed; // the run that took over marked it failed
     const manifest =
       (await readManifest(deps.vault, state.snapshotId)) ?? baseManifest(state, deps);

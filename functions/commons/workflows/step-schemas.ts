@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
-import { selectionSchema } from '../vault/format.ts';
+import { databaseDumpSchema, selectionSchema } from '../vault/format.ts';
 import type { BackupPlanOutput, BackupState } from './backup.ts';
 import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
 import type { RestoreState, RolloutCheck, SwitchOutput, VerifyOutput } from './restore.ts';
@@ -65,6 +65,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
     resources: z.strictObject({ objects: count, secrets: count, types: count }).exactOptional(),
     expiresAt: z.iso.datetime().exactOptional(),
     selection: selectionSchema.exactOptional(),
+    database: databaseDumpSchema.exactOptional(),
   }),
 );
 
