@@ -437,6 +437,14 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       const registry = registryConfigOf(config.parsed);
       const key = JSON.stringify(registry);
       if (state.configKey !== key) {
+        // A new config is a new ReplicaSet: the quay-app pods are replaced.
+        for (const pod of store.list(BuiltIn.pods, namespace)) {
+          const labels = pod.metadata.labels ?? {};
+          if (labels[QUAY_REGISTRY_LABEL] !== name || labels[COMPONENT_LABEL] !== 'quay-app')
+            continue;
+          store.delete(BuiltIn.pods, namespace, pod.metadata.name);
+          server.setPodExec(namespace, pod.metadata.name, undefined);
+        }
         await state.instance?.stop();
         state.instance = undefined;
         state.ready = false;

@@ -158,6 +158,10 @@ export function quayProfile(
     }));
 
   const switchStorage = async (next: StorageRef): Promise<SwitchResult> => {
+    if (next.bucket === '')
+      throw new ClusterError(
+        `there was no QuayRegistry in namespace ${namespace} before the restore, so there is nothing to switch back to; the restored one is left for inspection (kubectl -n ${namespace} delete quayregistry ... removes it)`,
+      );
     const registry = await cluster.registry();
     const name = registry.metadata?.name ?? '';
     const previous = (await discover()).storage;
