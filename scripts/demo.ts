@@ -16,6 +16,7 @@ import { acpProfile } from '../functions/commons/registry/acp.ts';
 import { listKeys } from '../functions/commons/vault/store.ts';
 import type { BackupSummary } from '../functions/commons/workflows/backup.ts';
 import { pullImage } from '../sandbox/images/index.ts';
+import { runQuayDemo } from './demo-quay.ts';
 import { ensureSandboxPackages, type Say, startSandboxBed } from './sandbox-bed.ts';
 
 const program = new Command()
@@ -24,8 +25,18 @@ const program = new Command()
   .option('--json', 'JSON lines of progress, then one result object', false)
   .option('--repositories <n>', 'repositories to push', '4')
   .option('--tags <n>', 'tags per repository', '3')
+  .option(
+    '--profile <name>',
+    'acp (a ModuleInfo) or quay (a QuayRegistry with its database)',
+    'acp',
+  )
   .parse();
-const options = program.opts<{ json: boolean; repositories: string; tags: string }>();
+const options = program.opts<{
+  json: boolean;
+  repositories: string;
+  tags: string;
+  profile: string;
+}>();
 
 const say: Say = (event, text, fields = {}) => {
   if (options.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
@@ -34,6 +45,10 @@ const say: Say = (event, text, fields = {}) => {
 
 async function main(): Promise<number> {
   ensureSandboxPackages('the demo', say, options.json);
+  if (options.profile === 'quay')
+    return runQuayDemo({ json: options.json, images: Number(options.repositories), say });
+  if (options.profile !== 'acp')
+    throw new Error(`--profile: "${options.profile}" is not one the demo runs; give acp or quay`);
   const started = Date.now();
   say(
     'sandbox',
