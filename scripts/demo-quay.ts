@@ -9,16 +9,15 @@
  * the dump with psql, points the config bundle at `quay-restored`, resumes
  * and verifies; then every image is pulled back and the rows compared.
  */
-import { CreateBucketCommand, DeleteObjectsCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
-import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
-import { listKeys } from '../functions/commons/vault/store.ts';
-import type { BackupSummary } from '../functions/commons/workflows/backup.ts';
+import { runRestoreLocally } from '../functions/commons/local/runner.ts';
 import { pullImage } from '../sandbox/images/index.ts';
 import { BuiltIn } from '../sandbox/kube/resources.ts';
 import { QUAY_DATABASE, startQuayBed } from '../sandbox/quay-bed.ts';
 import { quayRows } from '../sandbox/quay-schema.ts';
 import { startS3Server } from '../sandbox/s3/index.ts';
+import { demoBackup, emptyBucket } from './demo-steps.ts';
 import type { Say } from './sandbox-bed.ts';
 
 const NAMESPACE = 'quay-enterprise';
@@ -80,40 +79,10 @@ export async function runQuayDemo(options: {
       'backup',
       'backup: capture the QuayRegistry and Secrets, quiesce Quay, pg_dump through the postgres pod, copy the blobs, resume',
     );
-    const backup = await runBackupLocally(
-      {},
-      { deps, onState: (state) => say('state', `  - ${state}`, { workflow: 'backup', state }) },
-    );
-    const summary = backup.output as BackupSummary | undefined;
-    say('backup-done', `backup ${backup.status}: ${summary?.message ?? backup.cause}`, {
-      status: backup.status,
-    });
-    if (backup.status !== 'SUCCEEDED' || summary === undefined)
-      throw new Error(`backup failed: ${backup.cause}`);
+    const summary = await demoBackup(deps, say);
 
     say('disaster', 'disaster: every object of "quay-storage" deleted and the database dropped');
-    const keys = (
-      await listKeys(
-        {
-          location: {
-            region: s3.region,
-            bucket: 'quay-storage',
-            prefix: '',
-            forcePathStyle: true,
-            access: 'vault',
-          },
-          client: admin,
-        },
-        '',
-      )
-    ).map((object) => object.key);
-    for (let i = 0; i < keys.length; i += 1000)
-      await admin.send(
-        new DeleteObjectsCommand({
-          Bucket: 'quay-storage',
-          Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) },
-        }),
-      );
+    await emptyBucket(admin, s3.region, 'quay-storage');
     await (await bed.database()).sql('postgres', `DROP DATABASE "${QUAY_DATABASE}" WITH (FORCE);`);
 
     bed.api.store.create(BuiltIn.secrets, {
