@@ -40,7 +40,13 @@ export interface QuayBed {
 /** Starts the cluster and seeds Quay on `bucket`: `count` images pushed, their rows in the database. */
 export async function startQuayBed(
   s3: S3ServerHandle,
-  options: { version: string; namespace: string; bucket: string; count?: number },
+  options: {
+    version: string;
+    namespace: string;
+    bucket: string;
+    count?: number;
+    noobaa?: boolean;
+  },
 ): Promise<QuayBed> {
   const dir = await mkdtemp(join(tmpdir(), 'quay-bed-'));
   const api = await startKubeApiServer({ token: TOKEN });
@@ -70,6 +76,7 @@ export async function startQuayBed(
     region: s3.region,
     accessKey: s3.credentials.accessKeyId,
     secretKey: s3.credentials.secretAccessKey,
+    ...(options.noobaa === true ? { noobaa: true } : {}),
   });
   await operator.waitForAvailable(options.namespace, QUAY_NAME, 60_000);
   const registryUrl = await operator.serviceUrl(options.namespace, QUAY_NAME);

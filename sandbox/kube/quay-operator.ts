@@ -119,6 +119,8 @@ export interface QuaySeed {
   readonly accessKey: string;
   readonly secretKey: string;
   readonly configBundleSecret?: string;
+  /** Managed object storage (ODF/NooBaa): the bucket in a claim's ConfigMap and Secret, none in the bundle. */
+  readonly noobaa?: boolean;
 }
 
 const record = (value: unknown): Record<string, unknown> =>
@@ -399,6 +401,10 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     const raw = text(record(bundle?.['data'])['config.yaml']);
     if (raw === undefined) return `Secret ${namespace}/${bundleName} has no config.yaml`;
     const parsed = record(parseYaml(Buffer.from(raw, 'base64').toString('utf8')));
+    if (parsed['DISTRIBUTED_STORAGE_CONFIG'] === undefined) {
+      const claim = noobaaStorage(namespace);
+      if (claim !== undefined) parsed['DISTRIBUTED_STORAGE_CONFIG'] = { default: claim };
+    }
     if (parsed['DB_URI'] === undefined) {
       const keys = store.get(
         BuiltIn.secrets,
@@ -413,6 +419,32 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
           : Buffer.from(managed, 'base64').toString('utf8');
     }
     return { yaml: stringify(parsed), parsed };
+  }
+
+  /**
+   * Managed object storage: the bucket claim's ConfigMap and Secret
+   * (labelled app=noobaa) as the operator writes them into the running
+   * config. The sandbox's S3 is plain HTTP, so is_secure is false here.
+   */
+  function noobaaStorage(namespace: string): unknown[] | undefined {
+    const labelled = (kind: typeof BuiltIn.secrets | typeof BuiltIn.configmaps) =>
+      store.list(kind, namespace).find((o) => o.metadata.labels?.['app'] === 'noobaa');
+    const claim = record(labelled(BuiltIn.configmaps)?.['data']);
+    const keys = record(labelled(BuiltIn.secrets)?.['data']);
+    const key = (name: string) => Buffer.from(String(keys[name] ?? ''), 'base64').toString('utf8');
+    if (text(claim['BUCKET_NAME']) === undefined) return undefined;
+    return [
+      'RHOCSStorage',
+      {
+        hostname: claim['BUCKET_HOST'],
+        port: Number(claim['BUCKET_PORT']),
+        is_secure: false,
+        bucket_name: claim['BUCKET_NAME'],
+        access_key: key('AWS_ACCESS_KEY_ID'),
+        secret_key: key('AWS_SECRET_ACCESS_KEY'),
+        storage_path: '',
+      },
+    ];
   }
 
   /** The kubelet's part: pods that follow each Deployment's replicas, and what runs in them. */
@@ -774,8 +806,41 @@ export function seedQuayRegistry(server: KubeApiServer, seed: QuaySeed): KubeObj
     kind: 'Secret',
     type: 'Opaque',
     metadata: { name: bundle, namespace: seed.namespace },
-    data: { 'config.yaml': b64(quayConfigYaml(seed)) },
+    data: {
+      'config.yaml': b64(
+        seed.noobaa === true
+          ? stringify({ SERVER_HOSTNAME: `${seed.name}-quay-${seed.namespace}.apps.example.com` })
+          : quayConfigYaml(seed),
+      ),
+    },
   });
+  if (seed.noobaa === true) {
+    // What the ObjectBucketClaim leaves: a ConfigMap and a Secret of one name, labelled app=noobaa.
+    const claim = {
+      name: `${seed.name}-quay-datastorage`,
+      namespace: seed.namespace,
+      labels: { app: 'noobaa' },
+    };
+    const url = new URL(seed.endpoint);
+    store.create(BuiltIn.configmaps, {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: claim,
+      data: {
+        BUCKET_HOST: url.hostname,
+        BUCKET_PORT: url.port,
+        BUCKET_NAME: seed.bucket,
+        BUCKET_REGION: seed.region,
+      },
+    });
+    store.create(BuiltIn.secrets, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      metadata: claim,
+      data: { AWS_ACCESS_KEY_ID: b64(seed.accessKey), AWS_SECRET_ACCESS_KEY: b64(seed.secretKey) },
+    });
+  }
   return store.create(QUAY_REGISTRY, {
     apiVersion: `${QUAY_GROUP}/v1`,
     kind: 'QuayRegistry',
@@ -789,7 +854,7 @@ export function seedQuayRegistry(server: KubeApiServer, seed: QuaySeed): KubeObj
         { kind: 'clairpostgres', managed: true },
         { kind: 'redis', managed: true },
         { kind: 'horizontalpodautoscaler', managed: true },
-        { kind: 'objectstorage', managed: false },
+        { kind: 'objectstorage', managed: seed.noobaa === true },
         { kind: 'route', managed: true },
         { kind: 'mirror', managed: true },
         { kind: 'monitoring', managed: false },

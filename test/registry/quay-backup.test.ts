@@ -285,3 +285,39 @@ describe('quay backup refuses bad input before changing anything', () => {
     expect(replicas(older, older.namespace, 'registry-quay-app')).toBe(2);
   });
 });
+
+describe('quay backup on ODF managed object storage (NooBaa)', () => {
+  let noobaa: QuayBed;
+  beforeAll(async () => {
+    const client = clientFor(s3);
+    await createBucket(client, 'vault-noobaa');
+    client.destroy();
+    noobaa = await startQuayBed(s3, {
+      version: '3.9.1',
+      namespace: 'quay-odf',
+      bucket: 'noobaa-claim',
+      count: 1,
+      noobaa: true,
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await noobaa?.stop();
+  });
+
+  it('takes the bucket from the app=noobaa ConfigMap and the keys from the app=noobaa Secret', async () => {
+    // Act
+    const { result, deps } = await backUp(noobaa, 'vault-noobaa');
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    const output = result.output as { snapshotId: string; status: string };
+    expect(output.status).toBe('complete');
+    const manifest = await readManifest(deps.vault, output.snapshotId);
+    expect(manifest?.source.bucket).toBe('noobaa-claim');
+    expect(manifest?.database?.bytes).toBeGreaterThan(0);
+    const pool = await listAll(deps.vault.client, 'vault-noobaa', 'blobs/');
+    for (const blob of noobaa.images.flatMap((i) => i.blobs))
+      expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
+    expect(availableNow(noobaa)).toBe(true);
+  });
+});

@@ -104,16 +104,20 @@ export function quayProfile(
       throw new ClusterError(
         `${where}'s config.yaml names no DISTRIBUTED_STORAGE_CONFIG, and namespace ${namespace} has no ConfigMap and Secret labelled ${NOOBAA_SELECTOR} (ODF managed storage); regvault backs up Quay on S3 storage`,
       );
+    // The endpoint as the operator wrote it into the running config (scheme included).
+    const running = 'the running /conf/stack/config.yaml';
+    const live = quayStorageOf(parseQuayConfig(await runningConfig(cluster), running), running);
     const host = claim['BUCKET_HOST'] ?? '';
     const port = claim['BUCKET_PORT'] ?? '';
     return {
       ...base,
       storage: {
         bucket: claim['BUCKET_NAME'],
-        regionEndpoint: host === '' ? '' : `https://${host}${port === '' ? '' : `:${port}`}`,
+        regionEndpoint:
+          live?.endpoint ?? (host === '' ? '' : `https://${host}${port === '' ? '' : `:${port}`}`),
         region: claim['BUCKET_REGION'] ?? 'us-east-1',
         secretName: keys['.name'] ?? '',
-        rootDirectory: '',
+        rootDirectory: live?.rootDirectory ?? '',
       },
     };
   };
