@@ -18,7 +18,12 @@ export interface PodTarget {
   readonly container?: string;
 }
 
-/** A running command: its stdout, and its end (rejects when it fails). */
+/**
+ * A running command: its stdout, and its end (rejects when it fails). When
+ * the command fails, `stdout` fails too (an 'error' event), so a reader
+ * streaming it somewhere (a dump into the vault) never takes a cut output as
+ * whole: read it, or listen for its 'error'.
+ */
 export interface PodCommand {
   readonly stdout: Readable;
   readonly finished: Promise<void>;
