@@ -11,12 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { runInPod } from '../../functions/commons/cluster/exec.ts';
 import { loadKubeConfig } from '../../functions/commons/cluster/kube.ts';
-import {
-  type KubeApiServer,
-  startKubeApiServer,
-  writeKubeconfig,
-} from '../../sandbox/kube/index.ts';
-import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import type { KubeApiServer } from '../../sandbox/kube/index.ts';
+import { apiWithPod } from './support.ts';
 
 const NS = 'quay-enterprise';
 const POD = 'dumper';
@@ -31,24 +27,7 @@ let kubeconfig: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'exec-stream-'));
-  api = await startKubeApiServer({ token: TOKEN });
-  kubeconfig = await writeKubeconfig(join(dir, 'kubeconfig'), {
-    server: api.url,
-    token: TOKEN,
-    ...(api.caCert === undefined ? {} : { certificateAuthority: api.caCert }),
-  });
-  api.store.create(BuiltIn.namespaces, {
-    apiVersion: 'v1',
-    kind: 'Namespace',
-    metadata: { name: NS },
-  });
-  api.store.create(BuiltIn.pods, {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: POD, namespace: NS },
-    spec: { containers: [{ name: 'postgres', image: 'postgres:15' }] },
-    status: { phase: 'Running' },
-  });
+  ({ api, kubeconfig: kubeconfig } = await apiWithPod(dir, TOKEN, NS, POD));
   api.setPodExec(NS, POD, async ([program], io) => {
     if (program === 'fail') {
       io.stdout('partial\n');
