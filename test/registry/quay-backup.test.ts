@@ -13,6 +13,7 @@ import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { vaultKeys } from '../../functions/commons/vault/format.ts';
 import { quiesceKey } from '../../functions/commons/vault/runs.ts';
 import { getBytes, listSnapshots, readManifest } from '../../functions/commons/vault/store.ts';
+import { discoverBackup, endDeadExecution } from '../../functions/commons/workflows/backup.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
@@ -172,6 +173,37 @@ describe('quay backup, 3.7 and later', () => {
     ).toBeUndefined();
     expect(componentsOf(current)).toBe(before);
     expect(availableNow(current)).toBe(true);
+  });
+});
+
+describe('quay backup whose execution dies', () => {
+  it('resumes the registry when the run of an aborted execution is ended', async () => {
+    // Prepare: discover ran (Quay quiesced, the dump taken), then the execution was aborted.
+    const before = componentsOf(current);
+    const execution = 'arn:aws:states:us-east-1:123456789012:execution:regvault-backup:dies';
+    const deps = quayDeps(s3, 'vault-current', current);
+    try {
+      await discoverBackup({}, deps, execution);
+      const quiesced = componentsOf(current);
+
+      // Act
+      const ended = await endDeadExecution(
+        {
+          source: 'aws.states',
+          'detail-type': 'Step Functions Execution Status Change',
+          detail: { executionArn: execution, name: 'dies', status: 'ABORTED' },
+        },
+        deps,
+      );
+
+      // Assess
+      expect(quiesced).not.toBe(before);
+      expect(ended.ended).toBe(true);
+      expect(componentsOf(current)).toBe(before);
+      expect(availableNow(current)).toBe(true);
+    } finally {
+      deps.close();
+    }
   });
 });
 

@@ -667,6 +667,8 @@ export async function endDeadExecution(
   const reason = `the execution ${detail.name} ended ${detail.status} at ${at.toISOString()}${why === '' ? '' : ` (${why})`}`;
   const ended = await endRunOfExecution(deps.vault, detail.executionArn, reason, deps.now());
   if (ended === undefined) return { ended: false };
+  // What the dead run quiesced (quay) serves again; without cluster access it is logged, not thrown.
+  await resumeRegistry(ended.runId, deps);
   deps.log.warn('a backup execution ended without finishing its run; run ended', {
     runId: ended.runId,
     snapshotId: ended.snapshotId,
