@@ -170,10 +170,9 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
         throw new ClusterError(
           `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
         );
+      // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
       const deployments = (await cluster.deployments(namespace)).filter(
-        (d) =>
-          d.replicas > 0 &&
-          Object.values(STOPPED).some((c) => d.name.endsWith(`-${c}`) || d.name.includes(`${c}`)),
+        (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
       );
       const undo: QuayUndo = { mode: 'scale', name, operator, deployments };
       return {
@@ -201,7 +200,7 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
 
     async unquiesce(plan) {
       await resume(undoOf(plan));
-      return `resumed: ${plan.summary.replace(/ (overridden|scaled) to 0.*$/, '')} as before`;
+      return `put back as recorded before: ${plan.summary}`;
     },
 
     async dumpDatabase(): Promise<DatabaseDump> {
