@@ -106,7 +106,13 @@ export async function startPostgres(options: { name?: string } = {}): Promise<Po
     program: Exclude<PostgresProgram, 'initdb' | 'postgres'>,
     args: readonly string[],
   ) => {
-    const [first = '', ...rest] = command(bin, program, ['-h', home, '-p', String(port), ...args]);
+    // `--version` takes no connection options (and refuses them), as in a pod.
+    const version = args[0] === '--version' || args[0] === '-V';
+    const [first = '', ...rest] = command(
+      bin,
+      program,
+      version ? args : ['-h', home, '-p', String(port), ...args],
+    );
     return spawn(first, rest, { stdio: ['pipe', 'pipe', 'pipe'] });
   };
   const finished = (child: ChildProcess) =>

@@ -43,7 +43,7 @@ export async function seedQuayDatabase(
   database: string,
   images: readonly QuayImage[],
 ): Promise<void> {
-  await postgres.sql('postgres', `CREATE DATABASE ${database};`);
+  await postgres.sql('postgres', `CREATE DATABASE "${database}";`);
   const rows: string[] = [SCHEMA, 'BEGIN;'];
   for (const image of images) {
     const repository = `(SELECT id FROM repository WHERE namespace = ${literal(image.namespace)} AND name = ${literal(image.repository)})`;

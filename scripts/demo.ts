@@ -8,14 +8,14 @@
  *
  * `--json` prints progress as JSON lines and ends with one result object.
  */
-import { DeleteBucketCommand, DeleteObjectsCommand } from '@aws-sdk/client-s3';
+import { DeleteBucketCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { loadKubeConfig } from '../functions/commons/cluster/kube.ts';
-import { runBackupLocally, runRestoreLocally } from '../functions/commons/local/runner.ts';
+import { runRestoreLocally } from '../functions/commons/local/runner.ts';
 import { acpProfile } from '../functions/commons/registry/acp.ts';
-import { listKeys } from '../functions/commons/vault/store.ts';
-import type { BackupSummary } from '../functions/commons/workflows/backup.ts';
 import { pullImage } from '../sandbox/images/index.ts';
+import { runQuayDemo } from './demo-quay.ts';
+import { demoBackup, emptyBucket } from './demo-steps.ts';
 import { ensureSandboxPackages, type Say, startSandboxBed } from './sandbox-bed.ts';
 
 const program = new Command()
@@ -24,8 +24,18 @@ const program = new Command()
   .option('--json', 'JSON lines of progress, then one result object', false)
   .option('--repositories <n>', 'repositories to push', '4')
   .option('--tags <n>', 'tags per repository', '3')
+  .option(
+    '--profile <name>',
+    'acp (a ModuleInfo) or quay (a QuayRegistry with its database)',
+    'acp',
+  )
   .parse();
-const options = program.opts<{ json: boolean; repositories: string; tags: string }>();
+const options = program.opts<{
+  json: boolean;
+  repositories: string;
+  tags: string;
+  profile: string;
+}>();
 
 const say: Say = (event, text, fields = {}) => {
   if (options.json) process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
@@ -34,6 +44,10 @@ const say: Say = (event, text, fields = {}) => {
 
 async function main(): Promise<number> {
   ensureSandboxPackages('the demo', say, options.json);
+  if (options.profile === 'quay')
+    return runQuayDemo({ json: options.json, images: Number(options.repositories), say });
+  if (options.profile !== 'acp')
+    throw new Error(`--profile: "${options.profile}" is not one the demo runs; give acp or quay`);
   const started = Date.now();
   say(
     'sandbox',
@@ -64,41 +78,10 @@ async function main(): Promise<number> {
       'backup',
       'backup: discover the ModuleInfo, plan, copy links then blobs, finalize the snapshot',
     );
-    const backup = await runBackupLocally(
-      {},
-      { deps, onState: (state) => say('state', `  - ${state}`, { workflow: 'backup', state }) },
-    );
-    const summary = backup.output as BackupSummary | undefined;
-    say('backup-done', `backup ${backup.status}: ${summary?.message ?? backup.cause}`, {
-      status: backup.status,
-    });
-    if (backup.status !== 'SUCCEEDED' || summary === undefined)
-      throw new Error(`backup failed: ${backup.cause}`);
+    const summary = await demoBackup(deps, say);
 
     say('disaster', 'disaster: deleting every object and the bucket "registry"');
-    const keys = (
-      await listKeys(
-        {
-          location: {
-            region: s3.region,
-            bucket: 'registry',
-            prefix: '',
-            forcePathStyle: true,
-            access: 'vault',
-          },
-          client: admin,
-        },
-        '',
-      )
-    ).map((object) => object.key);
-    for (let i = 0; i < keys.length; i += 1000) {
-      await admin.send(
-        new DeleteObjectsCommand({
-          Bucket: 'registry',
-          Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) },
-        }),
-      );
-    }
+    await emptyBucket(admin, s3.region, 'registry');
     await admin.send(new DeleteBucketCommand({ Bucket: 'registry' }));
 
     say(

@@ -5,12 +5,11 @@
  * keeps a stable reverse proxy, the "Service URL", pointed at the ready one.
  */
 import { createHash, randomInt } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, request } from 'node:http';
 import { join } from 'node:path';
-import { freePort, LOOPBACK } from '../process.ts';
+import { LOOPBACK } from '../process.ts';
 import { BuiltIn } from './resources.ts';
 import type { KubeApiServer } from './server.ts';
+import { startServiceProxy } from './service-proxy.ts';
 import type { KubeObject, StoreEvent } from './store.ts';
 
 /** What the registry needs to serve from S3. */
@@ -501,8 +500,10 @@ export async function startRegistryController(
     }
   }
 
-  const proxyPort = await freePort();
-  const registryUrl = `http://${LOOPBACK}:${proxyPort}`;
+  /** The newest ready pod's registry: where the Service sends traffic. */
+  const target = () => [...pods].reverse().find((state) => state.ready)?.instance?.url;
+  const proxy = await startServiceProxy(REGISTRY_APP, target);
+  const registryUrl = proxy.url;
 
   function deploymentObject(): KubeObject {
     return registryDeployment(namespace);
@@ -510,33 +511,6 @@ export async function startRegistryController(
   function serviceObject(): KubeObject {
     return registryService(namespace, registryUrl);
   }
-
-  /** The newest ready pod's registry: where the Service sends traffic. */
-  const target = () => [...pods].reverse().find((state) => state.ready)?.instance?.url;
-
-  const proxy = createServer((req, res) => {
-    const upstream = target();
-    if (upstream === undefined) {
-      res.writeHead(503, { 'Content-Type': 'text/plain' });
-      res.end('no ready endpoints for service image-registry\n');
-      return;
-    }
-    const forward = request(
-      `${upstream}${req.url ?? '/'}`,
-      { method: req.method, headers: req.headers, agent: false },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    forward.on('error', (err) => {
-      if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/plain' });
-      res.end(`upstream ${upstream} failed: ${err.message}\n`);
-    });
-    req.pipe(forward);
-  });
-  proxy.listen(proxyPort, LOOPBACK);
-  await once(proxy, 'listening');
 
   /** Rounds run one at a time; a caller waits for a round that starts after its call. */
   let queue: Promise<void> = Promise.resolve();
@@ -576,10 +550,7 @@ export async function startRegistryController(
         unsubscribe();
         await queue;
         await Promise.all(pods.map((state) => state.instance?.stop()));
-        const closed = once(proxy, 'close');
-        proxy.close();
-        proxy.closeAllConnections();
-        await closed;
+        await proxy.stop();
       })();
       return stopping;
     },

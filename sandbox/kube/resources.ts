@@ -75,7 +75,7 @@ export const BuiltIn = {
     singular: 'statefulset',
     namespaced: true,
     shortNames: ['sts'],
-    subresources: ['status'],
+    subresources: ['scale', 'status'],
   } as ResourceDefinition,
   jobs: {
     group: 'batch',
@@ -113,7 +113,7 @@ export const BuiltIn = {
     singular: 'deployment',
     namespaced: true,
     shortNames: ['deploy'],
-    subresources: ['status'],
+    subresources: ['scale', 'status'],
   } as ResourceDefinition,
   replicasets: {
     group: 'apps',

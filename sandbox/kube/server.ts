@@ -346,7 +346,8 @@ export async function startKubeApiServer(
           name: `${d.resource}/${sub}`,
           singularName: '',
           namespaced: d.namespaced,
-          kind: sub === 'log' ? 'Pod' : d.kind,
+          kind: sub === 'log' ? 'Pod' : sub === 'scale' ? 'Scale' : d.kind,
+          ...(sub === 'scale' ? { group: 'autoscaling', version: 'v1' } : {}),
           verbs: sub === 'log' ? ['get'] : ['get', 'patch', 'update'],
         })),
       ]),
@@ -548,6 +549,58 @@ export async function startKubeApiServer(
     });
   }
 
+  /**
+   * The `scale` subresource of Deployments and StatefulSets (what `kubectl
+   * scale` reads and patches): an autoscaling/v1 Scale whose `spec.replicas`
+   * is the workload's.
+   */
+  function scale(
+    r: Route,
+    name: string,
+    verb: Verb,
+    body: unknown,
+    contentType: string,
+  ): KubeObject {
+    const asScale = (object: KubeObject): KubeObject => {
+      const spec = isObject(object['spec']) ? object['spec'] : {};
+      const status = isObject(object['status']) ? object['status'] : {};
+      return {
+        apiVersion: 'autoscaling/v1',
+        kind: 'Scale',
+        metadata: {
+          name,
+          ...(r.namespace === undefined ? {} : { namespace: r.namespace }),
+          uid: object.metadata.uid,
+          resourceVersion: object.metadata.resourceVersion,
+          creationTimestamp: object.metadata.creationTimestamp,
+        },
+        spec: { replicas: typeof spec['replicas'] === 'number' ? spec['replicas'] : 1 },
+        status: { replicas: typeof status['replicas'] === 'number' ? status['replicas'] : 0 },
+      } as KubeObject;
+    };
+    const current = store.read(r.definition, r.namespace, name);
+    if (verb === 'get') return asScale(current);
+    const type = contentType.split(';')[0]?.trim();
+    const wanted =
+      verb === 'update'
+        ? body
+        : type === 'application/json-patch+json'
+          ? jsonPatch(asScale(current), body)
+          : mergePatch(asScale(current), body);
+    const replicas =
+      isObject(wanted) && isObject(wanted['spec']) ? wanted['spec']['replicas'] : undefined;
+    if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0)
+      throw new KubeApiError(
+        'Invalid',
+        `Scale.autoscaling "${name}" is invalid: spec.replicas: Invalid value: must be greater than or equal to 0`,
+      );
+    const written = store.update(r.definition, r.namespace, name, (object) => ({
+      ...object,
+      spec: { ...(isObject(object['spec']) ? object['spec'] : {}), replicas },
+    }));
+    return asScale(written);
+  }
+
   function podLog(r: Route, name: string, query: URLSearchParams): string {
     const pod = store.read(r.definition, r.namespace, name);
     const container = query.get('container') ?? undefined;
@@ -709,6 +762,12 @@ export async function startKubeApiServer(
     if (r.subresource === 'log') {
       if (verb !== 'get') throw new KubeApiError('MethodNotAllowed', 'pods/log only supports GET');
       return send(res, 200, podLog(r, name, query), 'text/plain');
+    }
+    if (r.subresource === 'scale') {
+      if (!['get', 'update', 'patch'].includes(verb))
+        throw new KubeApiError('MethodNotAllowed', `${verb} is not allowed on scale`);
+      const contentType = req.headers['content-type'] ?? '';
+      return reply(200, scale(r, name, verb, body, contentType));
     }
     if (verb === 'get') return reply(200, store.read(definition, namespace, name));
     if (verb === 'update') {

@@ -12,8 +12,9 @@
  * another conditional write of the key is in flight), and regvault's run
  * lock relies on them, so this server evaluates them here, against the store.
  */
-import { appendFileSync } from 'node:fs';
+
 import { createHash } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { buildApp } from 'fauxqs';
 import {
   bucketAndKey,

@@ -14,14 +14,10 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
 import { Exec, KubeConfig } from '@kubernetes/client-node';
 import type { PodExecHandler } from '../../sandbox/kube/exec.ts';
-import {
-  type KubeApiServer,
-  startKubeApiServer,
-  writeKubeconfig,
-} from '../../sandbox/kube/index.ts';
-import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import type { KubeApiServer } from '../../sandbox/kube/index.ts';
 import { type PostgresHandle, startPostgres } from '../../sandbox/postgres.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
+import { apiWithPod } from './support.ts';
 
 const run = promisify(execFile);
 const TOKEN = 'exec-test-token';
@@ -76,24 +72,9 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'exec-test-'));
   postgres = await startPostgres({ name: 'postgres-exec-test' });
   await seedQuayDatabase(postgres, 'quay', [ONE_IMAGE]);
-  api = await startKubeApiServer({ token: TOKEN });
-  kubeconfigPath = await writeKubeconfig(join(dir, 'kubeconfig'), {
-    server: api.url,
-    token: TOKEN,
-    ...(api.caCert === undefined ? {} : { certificateAuthority: api.caCert }),
-  });
-  api.store.create(BuiltIn.namespaces, {
-    apiVersion: 'v1',
-    kind: 'Namespace',
-    metadata: { name: NS },
-  });
-  api.store.create(BuiltIn.pods, {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: POD, namespace: NS, labels: { 'quay-component': 'postgres' } },
-    spec: { containers: [{ name: 'postgres', image: 'postgres:15' }] },
-    status: { phase: 'Running' },
-  });
+  ({ api, kubeconfig: kubeconfigPath } = await apiWithPod(dir, TOKEN, NS, POD, {
+    'quay-component': 'postgres',
+  }));
   api.setPodExec(NS, POD, postgresPod);
 }, 60_000);
 

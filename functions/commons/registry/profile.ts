@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type { RequiredObject } from '../cluster/resources-select.ts';
+import { InputError } from '../errors.ts';
 
 export const claimRefSchema = z.strictObject({
   claimName: z.string().min(1),
@@ -33,7 +34,6 @@ export interface StorageRef {
   readonly claim?: ClaimRef;
 }
 
-/** Keys read from the Secret; kept in memory only, never serialised. */
 /** True when two storage references name the same place (bucket, endpoint, region, Secret, root). */
 export function sameStorage(a: StorageRef, b: StorageRef): boolean {
   return (
@@ -48,6 +48,7 @@ export function sameStorage(a: StorageRef, b: StorageRef): boolean {
   );
 }
 
+/** Keys read from the Secret; kept in memory only, never serialised. */
 export interface StorageKeys {
   readonly accessKeyId: string;
   readonly secretAccessKey: string;
@@ -96,6 +97,36 @@ export interface RolloutStatus {
   readonly message: string;
 }
 
+/**
+ * What quiescing a registry changed, as the profile will need it to undo
+ * exactly that (JSON: it is kept in the run's files in the vault, so any
+ * later step, also the failure path, can resume the registry).
+ */
+export interface QuiesceRecord {
+  /** One line for logs and results: what was stopped. */
+  readonly summary: string;
+  /** The profile's own record of the values it changed (no secrets). */
+  readonly undo: unknown;
+}
+
+/** A database dump being read from the registry's database. */
+export interface DatabaseDump {
+  /** The database's name. */
+  readonly database: string;
+  readonly stream: AsyncIterable<Buffer>;
+  /** Resolves when the dump command ended well; rejects, naming why, when it failed. */
+  readonly finished: Promise<void>;
+}
+
+/** What a restore applies from the snapshot before the registry serves the target (Quay). */
+export interface RegistryRestore {
+  /** The snapshot's captured files (cluster/), by name. */
+  readonly files: readonly CapturedFile[];
+  /** The snapshot's database dump, opened when the profile is ready to load it. */
+  openDump(): Promise<AsyncIterable<Buffer>>;
+  readonly storage: StorageRef;
+}
+
 export interface RegistryProfile {
   readonly name: string;
   discover(): Promise<DiscoveredRegistry>;
@@ -105,4 +136,29 @@ export interface RegistryProfile {
   requiredObjects(): Promise<RequiredObject[]>;
   switchStorage(next: StorageRef): Promise<SwitchResult>;
   rolloutStatus(switched: Pick<SwitchResult, 'podsBefore'>): Promise<RolloutStatus>;
+  /**
+   * Optional, for registries that keep state beside the bucket (Quay's
+   * database): what quiescing would change, read before anything changes;
+   * undefined when there is nothing to stop.
+   */
+  planQuiesce?(): Promise<QuiesceRecord | undefined>;
+  /** Stops the registry's writers as `plan` says and waits until they are gone. */
+  quiesce?(plan: QuiesceRecord): Promise<void>;
+  /** Undoes exactly what `plan` recorded and waits until the registry serves again. */
+  unquiesce?(plan: QuiesceRecord): Promise<string>;
+  /** Starts a dump of the registry's database; undefined when it has none. */
+  dumpDatabase?(): Promise<DatabaseDump | undefined>;
+  /**
+   * Restores the registry itself from a snapshot (its resources, quiesced;
+   * its database; its storage pointed at `storage`; then resumed), where
+   * other profiles only switch storage.
+   */
+  restoreRegistry?(restore: RegistryRestore): Promise<SwitchResult>;
 }
+
+/**
+ * The registry's own resource is not in the cluster (a restore into a new
+ * namespace or cluster, before it applies the snapshot's): bad input for a
+ * backup, the expected start for a profile that restores the registry itself.
+ */
+export class RegistryMissingError extends InputError {}

@@ -11,6 +11,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { acpSettingsSchema } from './acp-settings.ts';
 import type { RegistryProfile } from './profile.ts';
+import { quaySettingsSchema } from './quay-settings.ts';
 
 export interface ProfileKind<S extends z.ZodType = z.ZodType> {
   /** What the profile is for, one line (help text, docs). */
@@ -31,6 +32,13 @@ export const PROFILES = {
     settingsSchema: acpSettingsSchema,
     secretNamespace: (settings) => settings.namespace,
     load: async (kc, settings) => (await import('./acp.ts')).acpProfile(kc, settings),
+  }),
+  quay: kind({
+    summary:
+      "Red Hat Quay run by its operator (a QuayRegistry's config bundle storage, its database dumped through the postgres pod)",
+    settingsSchema: quaySettingsSchema,
+    secretNamespace: (settings) => settings.namespace,
+    load: async (kc, settings) => (await import('./quay.ts')).quayProfile(kc, settings),
   }),
 } satisfies Record<string, ProfileKind>;
 

@@ -84,6 +84,9 @@ export const vaultKeys = {
   catalog: (root: string, id: string) => `${root}snapshots/${id}/catalog.json`,
   objects: (root: string, id: string) => `${root}snapshots/${id}/objects/`,
   cluster: (root: string, id: string, name: string) => `${root}snapshots/${id}/cluster/${name}`,
+  /** A registry database's dump (`pg_dump -C` text), by the database's name. */
+  database: (root: string, id: string, name: string) =>
+    `${root}snapshots/${id}/database/${encodeURIComponent(name)}.sql`,
   /** The folder of the snapshot's cluster objects (vault/resources.ts names the files). */
   resources: (root: string, id: string) => `${root}snapshots/${id}/resources/`,
   run: (root: string, id: string) => `${root}runs/${id}/`,
@@ -144,6 +147,14 @@ export function selectionOf(given: RepositorySelection): Selection | undefined {
   };
 }
 
+/** A database dump in a snapshot. */
+export const databaseDumpSchema = z.strictObject({
+  name: z.string().min(1),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type DatabaseDumpRecord = z.infer<typeof databaseDumpSchema>;
+
 export const snapshotManifestSchema = z.object({
   formatVersion: z.literal(VAULT_FORMAT_VERSION),
   id: z.string().regex(SNAPSHOT_ID),
@@ -180,6 +191,12 @@ export const snapshotManifestSchema = z.object({
   checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string() })),
   failures: z.object({ count: z.number().int().nonnegative(), sample: z.array(failureSchema) }),
   clusterFiles: z.array(z.string()),
+  /**
+   * The registry's database, dumped while the registry was quiesced (the
+   * quay profile): its name, and the dump's size and SHA-256 (hex) under
+   * `database/<name>.sql`. Absent for registries that keep no database.
+   */
+  database: databaseDumpSchema.optional(),
   /**
    * Counts of the cluster objects captured under `resources/` (its
    * `index.json` names them); absent when the backup captured none.

@@ -418,6 +418,10 @@ export async function countListedShards(vault: Vault, runId: string): Promise<nu
 export const registryBeforeKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}registry-before.json`;
 
+/** What a backup's quiesce changed in the cluster (the profile's undo record, no keys), and whether it was undone. */
+export const quiesceKey = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}quiesce.json`;
+
 /** What a restore proved before its switch (ProveRestoredContent's output). */
 export async function saveProof(vault: Vault, runId: string, proof: unknown): Promise<void> {
   await putJson(vault, `${vaultKeys.run(rootOf(vault), runId)}proof.json`, proof);

@@ -18,9 +18,11 @@ import { DEFAULT_OBJECTS_PER_SHARD } from '../copy/plan.ts';
 import { type FailureName, failureNameOf, InputError, messageOf, parseInput } from '../errors.ts';
 import { looksLikeRegistry } from '../registry/copy-policy.ts';
 import { normaliseRoot } from '../registry/layout.ts';
+import type { QuiesceRecord } from '../registry/profile.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
 import { isDirectoryEndpoint } from '../s3/directory.ts';
 import {
+  type DatabaseDumpRecord,
   expiresAtOf,
   MAX_TTL_DAYS,
   newSnapshotId,
@@ -44,6 +46,7 @@ import { listSnapshots, putBytes, putJson, readManifest, rootOf } from '../vault
 import type { BackupPlanOutput } from './backup-plan.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
 import { tallyRun } from './finalize-records.ts';
+import { quiesceAndDump, resumeRegistry } from './registry-state.ts';
 import { type CaptureSummary, captureResources } from './resources-capture.ts';
 
 /** The one parser of workflow input (it lives with the errors it throws). */
@@ -111,6 +114,8 @@ export interface BackupState {
   readonly expiresAt?: string;
   /** A partial backup's repositories (absent: the whole registry). */
   readonly selection?: RepositorySelection;
+  /** The registry's database, dumped while it was quiesced (quay). */
+  readonly database?: DatabaseDumpRecord;
 }
 
 /** The source a backup's run lease guards. */
@@ -188,6 +193,7 @@ function baseManifest(state: BackupState, deps: WorkflowDeps): SnapshotManifest 
     checks: {},
     failures: { count: 0, sample: [] },
     clusterFiles: [...state.clusterFiles],
+    ...(state.database === undefined ? {} : { database: state.database }),
     ...(state.resources === undefined ? {} : { resources: state.resources }),
     inventory: { records: 0, parts: [] },
   };
@@ -214,6 +220,7 @@ export async function discoverBackup(
   let rootDirectory = '';
   const clusterFiles: string[] = [];
   let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
+  let quiesce: QuiesceRecord | undefined;
   if (input.source !== undefined) {
     const given = input.source;
     if (isDirectoryEndpoint(given.endpoint)) profile = 'directory';
@@ -253,6 +260,8 @@ export async function discoverBackup(
       prefix: '',
     };
     captured = await registry.captureConfig({ includeSecret: input.includeSecret });
+    // What quiescing will change, and that it can be done, is known before anything is written.
+    quiesce = await registry.planQuiesce?.();
   }
   // Everything that can fail for want of access (the keys, the bucket) is read
   // before the first vault write, so a refused discovery leaves nothing behind.
@@ -326,6 +335,7 @@ export async function discoverBackup(
     ...(selection === undefined ? {} : { selection }),
   };
   await putJson(deps.vault, vaultKeys.manifest(root, snapshotId), baseManifest(state, deps));
+  if (quiesce !== undefined) return quiesceForBackup(state, quiesce, deps);
   deps.log.info('backup discovered its source', {
     runId: state.runId,
     bucket: source.bucket,
@@ -333,6 +343,36 @@ export async function discoverBackup(
     previous: previous?.id,
   });
   return state;
+}
+
+/**
+ * Quiesces the registry and dumps its database into the snapshot; the
+ * state with the dump. On failure the run is marked failed, which resumes
+ * the registry, before the error goes on.
+ */
+async function quiesceForBackup(
+  state: BackupState,
+  plan: QuiesceRecord,
+  deps: WorkflowDeps,
+): Promise<BackupState> {
+  try {
+    const database = await quiesceAndDump(state, plan, deps);
+    const dumped = database === undefined ? state : { ...state, database };
+    await putJson(
+      deps.vault,
+      vaultKeys.manifest(rootOf(deps.vault), state.snapshotId),
+      baseManifest(dumped, deps),
+    );
+    return dumped;
+  } catch (err) {
+    await markBackupFailed(
+      state,
+      undefined,
+      { error: err instanceof Error ? err.name : 'Error', cause: messageOf(err) },
+      deps,
+    );
+    throw err;
+  }
 }
 
 export interface BackupSummary {
@@ -361,6 +401,8 @@ export async function finalizeBackup(
   error?: { error: string; cause: string },
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
+  // The registry first: whatever else fails, what this run stopped serves again.
+  const resumed = await resumeRegistry(state.runId, deps);
   // A run seen dead and taken over must not write its manifest over the failure the taker wrote.
   await renewBackupLease(state, deps);
   const run = await tallyRun(deps, state, plan);
@@ -408,6 +450,7 @@ export async function finalizeBackup(
       detail: `${gone} objects were listed but gone when copied (deleted, or removed by a registry garbage collection during the backup); run the backup again outside GC windows`,
     };
   }
+  if (resumed !== undefined) checks['registryResumed'] = resumed;
   if (error !== undefined)
     checks['workflow'] = { ok: false, detail: `${error.error}: ${error.cause}` };
   const ok = Object.values(checks).every((check) => check.ok);
@@ -497,6 +540,7 @@ export async function markBackupFailed(
       error,
     );
   } catch (err) {
+    await resumeRegistry(state.runId, deps);
     if (err instanceof RunLeaseLostError) return failed; // the run that took over marked it failed
     const manifest =
       (await readManifest(deps.vault, state.snapshotId)) ?? baseManifest(state, deps);
@@ -557,6 +601,8 @@ export async function endDeadExecution(
   const reason = `the execution ${detail.name} ended ${detail.status} at ${at.toISOString()}${why === '' ? '' : ` (${why})`}`;
   const ended = await endRunOfExecution(deps.vault, detail.executionArn, reason, deps.now());
   if (ended === undefined) return { ended: false };
+  // What the dead run quiesced (quay) serves again; without cluster access it is logged, not thrown.
+  await resumeRegistry(ended.runId, deps);
   deps.log.warn('a backup execution ended without finishing its run; run ended', {
     runId: ended.runId,
     snapshotId: ended.snapshotId,

@@ -223,10 +223,28 @@ function lazyProfile(
     requiredObjects: forward('requiredObjects'),
     switchStorage: forward('switchStorage'),
     rolloutStatus: forward('rolloutStatus'),
+    // The optional hooks: a profile without one has nothing to stop, dump or apply.
+    planQuiesce: async () => (await real()).planQuiesce?.(),
+    quiesce: async (plan) => (await real()).quiesce?.(plan),
+    unquiesce: async (plan) => (await (await real()).unquiesce?.(plan)) ?? '',
+    dumpDatabase: async () => (await real()).dumpDatabase?.(),
+    restoreRegistry: async (restore) => {
+      const profile = await real();
+      return profile.restoreRegistry === undefined
+        ? profile.switchStorage(restore.storage)
+        : profile.restoreRegistry(restore);
+    },
   };
 }
 
-type ProfileMethod = Exclude<keyof RegistryProfile, 'name'>;
+/** The methods every profile has (the optional hooks are forwarded one by one). */
+type ProfileMethod =
+  | 'discover'
+  | 'readStorageKeys'
+  | 'captureConfig'
+  | 'requiredObjects'
+  | 'switchStorage'
+  | 'rolloutStatus';
 
 /** The one dependency factory: Lambda containers and local runs differ only in `config`. */
 export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void } {

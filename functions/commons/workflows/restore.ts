@@ -18,6 +18,7 @@ import type { Location } from '../copy/model.ts';
 import { InputError, messageOf, VaultError } from '../errors.ts';
 import {
   claimRefSchema,
+  RegistryMissingError,
   type RolloutStatus,
   type StorageRef,
   type SwitchResult,
@@ -38,6 +39,7 @@ import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, registrySecretOf, type WorkflowDeps } from './deps.ts';
 import { proveSnapshotHeld } from './prove.ts';
+import { openDump, snapshotFiles } from './registry-state.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -227,12 +229,17 @@ export async function preflightRestore(
 async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<string[]> {
   const checked: string[] = [];
   if (state.switchRegistry) {
-    const found = await deps.profile().discover();
-    const on =
-      found.storage.claim === undefined
-        ? `s3://${found.storage.bucket}`
-        : `PersistentVolumeClaim ${found.storage.claim.namespace}/${found.storage.claim.claimName}`;
-    checked.push(`registry resource ${found.resourceName} (on ${on})`);
+    const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
+    const found = await discoverUnlessRestored(manifest, deps);
+    checked.push(
+      found === undefined
+        ? `no registry resource yet: the restore applies the snapshot's (${manifest.source.profile})`
+        : `registry resource ${found.resourceName} (on ${
+            found.storage.claim === undefined
+              ? `s3://${found.storage.bucket}`
+              : `PersistentVolumeClaim ${found.storage.claim.namespace}/${found.storage.claim.claimName}`
+          })`,
+    );
   }
   if (state.secretName !== undefined) {
     // The registry will read the target with the Secret's keys after a switch,
@@ -292,6 +299,27 @@ async function checkTargetWritable(state: RestoreState, client: S3Client): Promi
   return 'target writable';
 }
 
+/**
+ * The registry's resource; undefined when it is missing and the snapshot
+ * holds what a profile restores the registry itself from (its database).
+ */
+async function discoverUnlessRestored(manifest: SnapshotManifest, deps: WorkflowDeps) {
+  try {
+    return await deps.profile().discover();
+  } catch (err) {
+    if (err instanceof RegistryMissingError && manifest.database !== undefined) return undefined;
+    throw err;
+  }
+}
+
+const NO_STORAGE: StorageRef = {
+  bucket: '',
+  regionEndpoint: '',
+  region: '',
+  secretName: '',
+  rootDirectory: '',
+};
+
 export interface SwitchOutput {
   readonly changed: boolean;
   readonly previous: StorageRef;
@@ -336,15 +364,31 @@ export async function switchRegistry(
   // which predates any patch of this run.
   const key = registryBeforeKey(deps.vault, state.runId);
   let recorded = await getJson(deps.vault, key, registryBeforeSchema);
+  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
+  const profile = deps.profile();
   if (recorded === undefined) {
-    const storage = (await deps.profile().discover()).storage;
-    const status = await deps.profile().rolloutStatus({ podsBefore: [] });
-    recorded = { storage, pods: status.newPods.map((pod) => pod.name) };
+    const found = await discoverUnlessRestored(manifest, deps);
+    const status =
+      found === undefined ? undefined : await profile.rolloutStatus({ podsBefore: [] });
+    recorded = {
+      storage: found?.storage ?? NO_STORAGE,
+      pods: status?.newPods.map((pod) => pod.name) ?? [],
+    };
     await putJson(deps.vault, key, recorded);
   }
   const before = recorded.storage;
   const target = targetStorage(state);
-  const result: SwitchResult = await deps.profile().switchStorage(target);
+  // A snapshot with a database (quay) restores the registry itself: its
+  // resources, its database, then its storage; others switch the storage.
+  const { database } = manifest;
+  const result: SwitchResult =
+    database === undefined || profile.restoreRegistry === undefined
+      ? await profile.switchStorage(target)
+      : await profile.restoreRegistry({
+          files: await snapshotFiles(manifest, deps),
+          openDump: openDump(manifest, deps, database),
+          storage: target,
+        });
   deps.log.info('registry storage switched', {
     runId: state.runId,
     changed: result.changed,

@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { locationSchema } from '../copy/model.ts';
 import { claimRefSchema } from '../registry/profile.ts';
-import { selectionSchema } from '../vault/format.ts';
+import { databaseDumpSchema, selectionSchema } from '../vault/format.ts';
 import type { BackupState } from './backup.ts';
 import type { BackupPlanOutput } from './backup-plan.ts';
 import { type CountEvent, type EnqueueEvent, SHARD_SETS } from './fan-out.ts';
@@ -67,6 +67,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
     resources: z.strictObject({ objects: count, secrets: count, types: count }).exactOptional(),
     expiresAt: z.iso.datetime().exactOptional(),
     selection: selectionSchema.exactOptional(),
+    database: databaseDumpSchema.exactOptional(),
   }),
 );
 

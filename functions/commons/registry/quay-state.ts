@@ -1,0 +1,320 @@
+/**
+ * What the `quay` profile does beyond pointing a registry at a bucket: stop
+ * Quay's writers so the database and the blobs agree (3.7 and later: the
+ * QuayRegistry's overrides with the HPA unmanaged; before: the operator's
+ * Deployment, then the components' Deployments, scaled to 0), resume exactly
+ * what was stopped, dump the database through the postgres pod, and restore
+ * the registry itself from a snapshot (its Secrets and QuayRegistry, quiesced;
+ * its database through psql; its storage; then resumed).
+ */
+import { Readable } from 'node:stream';
+import type { V1Secret } from '@kubernetes/client-node';
+import { parse } from 'yaml';
+import { type PodTarget, podText, runInPod } from '../cluster/exec.ts';
+import { ClusterError } from '../errors.ts';
+import {
+  type CapturedFile,
+  type DatabaseDump,
+  type DiscoveredRegistry,
+  type PodState,
+  type QuiesceRecord,
+  RegistryMissingError,
+  type RegistryProfile,
+  type RegistryRestore,
+  type StorageKeys,
+  type StorageRef,
+  type SwitchResult,
+} from './profile.ts';
+import {
+  execTarget,
+  isAvailable,
+  isReady,
+  type QuayCluster,
+  type QuayComponent,
+  type QuayRegistryObject,
+} from './quay-cluster.ts';
+import { databaseOf, parseQuayConfig } from './quay-config.ts';
+
+/** The components the runbook scales to 0 (as QuayRegistry kinds), and their pods' component labels. */
+const STOPPED = { quay: 'quay-app', clair: 'clair-app', mirror: 'quay-mirror' } as const;
+
+/** How a quiesce was done and what it changed: the QuayRegistry's components, or Deployments' replicas. */
+type QuayUndo =
+  | { readonly mode: 'overrides'; readonly name: string; readonly components: QuayComponent[] }
+  | {
+      readonly mode: 'scale';
+      readonly name: string;
+      readonly operator: ReadonlyArray<{ namespace: string; name: string; replicas: number }>;
+      readonly deployments: ReadonlyArray<{ name: string; replicas: number }>;
+    };
+
+/** True for versions before 3.7 (`3.6.4`, `v3.5.1`). */
+export function before37(version: string): boolean {
+  const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
+  return major < 3 || (major === 3 && minor < 7);
+}
+
+/** The components with quay, clair and mirror at 0 replicas and the HPA unmanaged (runbook 15.1.2). */
+export function quiescedComponents(components: readonly QuayComponent[]): QuayComponent[] {
+  const out = components.map((c): QuayComponent => {
+    if (c.kind === 'horizontalpodautoscaler') return { ...c, managed: false };
+    if (c.kind in STOPPED && c.managed !== false)
+      return { ...c, overrides: { ...(c.overrides ?? {}), replicas: 0 } };
+    return c;
+  });
+  if (!out.some((c) => c.kind === 'horizontalpodautoscaler'))
+    out.push({ kind: 'horizontalpodautoscaler', managed: false });
+  return out;
+}
+
+interface ProfileParts {
+  discover(): Promise<DiscoveredRegistry>;
+  readStorageKeys(secretName: string): Promise<StorageKeys>;
+  switchStorage(next: StorageRef): Promise<SwitchResult>;
+  quayAppPods(): Promise<PodState[]>;
+}
+
+type Hooks = Required<
+  Pick<
+    RegistryProfile,
+    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'restoreRegistry'
+  >
+>;
+
+/** The hooks of the quay profile over its cluster calls. */
+export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks {
+  const { namespace, settings } = cluster;
+  const undoOf = (plan: QuiesceRecord) => plan.undo as QuayUndo;
+
+  /** The running postgres pod (`quay-component=postgres`, the runbook's selector). */
+  const postgresPod = async (): Promise<PodTarget> => {
+    const pod = (await cluster.pods('postgres')).find((p) => p.status?.phase === 'Running');
+    if (pod === undefined)
+      throw new ClusterError(
+        `no running pod labelled quay-component=postgres in namespace ${namespace}: Quay's database is not one the operator manages (component postgres managed: false?); back an external database up with its own tools`,
+      );
+    return execTarget(pod);
+  };
+
+  /** The database's name: DB_URI of the running config, then of the managed keys, then the operator's default. */
+  const databaseName = async (registry: QuayRegistryObject): Promise<string> => {
+    const name = registry.metadata?.name ?? '';
+    const pod = (await cluster.pods('quay-app')).find(isReady);
+    if (pod !== undefined) {
+      const text = await podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+      const found = databaseOf(
+        parseQuayConfig(text, `/conf/stack/config.yaml of ${pod.metadata?.name}`),
+      );
+      if (found !== undefined) return found;
+    }
+    const keys = await cluster.secret(`${name}-quay-registry-managed-secret-keys`);
+    const uri = keys?.data?.['DB_URI'];
+    const fromKeys =
+      uri === undefined
+        ? undefined
+        : databaseOf({ DB_URI: Buffer.from(uri, 'base64').toString('utf8') });
+    return fromKeys ?? `${name}-quay-database`;
+  };
+
+  /** Stopped: no pod of quay-app, clair-app or quay-mirror left. */
+  const stopped = async () => {
+    for (const component of Object.values(STOPPED))
+      if ((await cluster.pods(component)).length > 0) return false;
+    return true;
+  };
+
+  /** Serving: Available=True and a ready quay-app pod (an operator that was down leaves its old status). */
+  const serving = async () =>
+    isAvailable(await cluster.registry()) && (await cluster.pods('quay-app')).some(isReady);
+
+  const resume = async (undo: QuayUndo) => {
+    if (undo.mode === 'overrides')
+      await cluster.patchRegistry(undo.name, { spec: { components: undo.components } });
+    else {
+      for (const d of undo.deployments) await cluster.scale(namespace, d.name, d.replicas);
+      for (const o of undo.operator) await cluster.scale(o.namespace, o.name, o.replicas);
+    }
+    await cluster.until(
+      `QuayRegistry ${namespace}/${undo.name} Available=True with a ready quay-app pod`,
+      serving,
+    );
+  };
+
+  return {
+    async planQuiesce() {
+      const registry = await cluster.registry();
+      const name = registry.metadata?.name ?? '';
+      // Everything the dump needs is checked before anything is stopped.
+      await podText(cluster.kc, await postgresPod(), ['pg_dump', '--version']);
+      await databaseName(registry);
+      const version = registry.status?.currentVersion;
+      const older =
+        version === undefined
+          ? (await cluster.secret(`${name}-quay-registry-managed-secret-keys`)) === undefined
+          : before37(version);
+      if (!older) {
+        const undo: QuayUndo = {
+          mode: 'overrides',
+          name,
+          components: registry.spec?.components ?? [],
+        };
+        return {
+          summary: `QuayRegistry ${namespace}/${name}: HPA unmanaged, quay, clair and mirror overridden to 0 replicas`,
+          undo,
+        };
+      }
+      const operator = (await cluster.deployments(settings.operatorNamespace))
+        .filter((d) => d.name.startsWith('quay-operator') && d.replicas > 0)
+        .map((d) => ({ namespace: settings.operatorNamespace, ...d }));
+      if (operator.length === 0)
+        throw new ClusterError(
+          `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
+        );
+      // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
+      const deployments = (await cluster.deployments(namespace)).filter(
+        (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
+      );
+      const undo: QuayUndo = { mode: 'scale', name, operator, deployments };
+      return {
+        summary: `Quay ${version ?? 'before 3.7'}: operator ${operator.map((o) => o.name).join(', ')} and ${deployments.map((d) => d.name).join(', ')} scaled to 0`,
+        undo,
+      };
+    },
+
+    async quiesce(plan) {
+      const undo = undoOf(plan);
+      if (undo.mode === 'overrides')
+        await cluster.patchRegistry(undo.name, {
+          spec: { components: quiescedComponents(undo.components) },
+        });
+      else {
+        // The operator first, or it scales the components straight back.
+        for (const o of undo.operator) await cluster.scale(o.namespace, o.name, 0);
+        for (const d of undo.deployments) await cluster.scale(namespace, d.name, 0);
+      }
+      await cluster.until(
+        `the quay-app, clair-app and quay-mirror pods of ${namespace} to be gone`,
+        stopped,
+      );
+    },
+
+    async unquiesce(plan) {
+      await resume(undoOf(plan));
+      return `put back as recorded before: ${plan.summary}`;
+    },
+
+    async dumpDatabase(): Promise<DatabaseDump> {
+      const registry = await cluster.registry();
+      const database = await databaseName(registry);
+      const run = runInPod(cluster.kc, await postgresPod(), ['pg_dump', '-C', database]);
+      return { database, stream: run.stdout, finished: run.finished };
+    },
+
+    async restoreRegistry(restore: RegistryRestore): Promise<SwitchResult> {
+      const file = (prefix: string) => restore.files.find((f) => f.name.startsWith(prefix));
+      const quayFile = file('quayregistry-');
+      if (quayFile === undefined)
+        throw new ClusterError(
+          'the snapshot holds no quayregistry-*.yaml; it was not taken with the quay profile',
+        );
+      const captured = parse(quayFile.yaml) as QuayRegistryObject;
+      const name = settings.name ?? captured.metadata?.name ?? '';
+      const capturedBundle = captured.spec?.configBundleSecret ?? '';
+      const existing = await cluster.registry().catch((err: unknown) => {
+        if (err instanceof RegistryMissingError) return undefined;
+        throw err;
+      });
+      const previous =
+        existing === undefined
+          ? { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '' }
+          : (await parts.discover()).storage;
+      const podsBefore = (await parts.quayAppPods()).map((p) => p.name);
+      // The Secrets: managed keys as captured (they decrypt the database); the bundle under its name when free.
+      for (const f of restore.files.filter((x) => x.name.startsWith('secret-'))) {
+        const secret = parse(f.yaml) as V1Secret;
+        const secretName = secret.metadata?.name ?? '';
+        if (secretName === capturedBundle && (await cluster.secret(secretName)) !== undefined)
+          continue;
+        await cluster.putSecret({
+          ...secret,
+          metadata: { name: secretName, labels: secret.metadata?.labels ?? {} },
+        });
+      }
+      const components = captured.spec?.components ?? [];
+      const quiet = { ...(captured.spec ?? {}), components: quiescedComponents(components) };
+      if (existing === undefined)
+        await cluster.createRegistry({
+          apiVersion: 'quay.redhat.com/v1',
+          kind: 'QuayRegistry',
+          metadata: {
+            name,
+            ...(captured.metadata?.['labels'] === undefined
+              ? {}
+              : { labels: captured.metadata['labels'] }),
+          },
+          spec: quiet,
+        });
+      else await cluster.patchRegistry(name, { spec: quiet });
+      await cluster.until(`the quay-app pods of ${namespace} to be gone`, stopped);
+      await loadDatabase(
+        cluster,
+        restore,
+        await postgresDatabase(restore.files, name),
+        postgresPod,
+      );
+      // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
+      const switched = await parts.switchStorage(restore.storage);
+      await cluster.patchRegistry(name, { spec: { components } });
+      return { ...switched, changed: true, previous, podsBefore };
+    },
+  };
+}
+
+/** The database the snapshot's running config names (DB_URI), or the operator's default. */
+async function postgresDatabase(files: readonly CapturedFile[], name: string): Promise<string> {
+  const config = files.find((f) => f.name === 'quay-config.yaml');
+  const found =
+    config === undefined
+      ? undefined
+      : databaseOf(parseQuayConfig(config.yaml, 'the snapshot quay-config.yaml'));
+  return found ?? `${name}-quay-database`;
+}
+
+/** Replaces the database with the snapshot's dump: dropped, then the `pg_dump -C` text fed to psql. */
+async function loadDatabase(
+  cluster: QuayCluster,
+  restore: RegistryRestore,
+  database: string,
+  postgresPod: () => Promise<PodTarget>,
+): Promise<void> {
+  const { namespace } = cluster;
+  let pod: PodTarget | undefined;
+  await cluster.until(`a running postgres pod in ${namespace} that runs psql`, async () => {
+    try {
+      pod = await postgresPod();
+      await podText(cluster.kc, pod, ['psql', '--version']);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const quoted = `"${database.replaceAll('"', '""')}"`;
+  if (pod === undefined) throw new ClusterError(`no postgres pod in ${namespace} to restore into`);
+  await podText(cluster.kc, pod, [
+    'psql',
+    '-d',
+    'postgres',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-c',
+    `DROP DATABASE IF EXISTS ${quoted} WITH (FORCE)`,
+  ]);
+  const load = runInPod(
+    cluster.kc,
+    pod,
+    ['psql', '-d', 'postgres', '-q', '-v', 'ON_ERROR_STOP=1'],
+    Readable.from(await restore.openDump()),
+  );
+  load.stdout.resume();
+  await load.finished;
+}

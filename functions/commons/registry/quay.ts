@@ -1,0 +1,304 @@
+/**
+ * The `quay` profile: Red Hat Quay run by the Quay Operator (seed 003, the
+ * runbook "Backing up and restoring Red Hat Quay managed by the Red Hat Quay
+ * Operator"). The QuayRegistry's `spec.configBundleSecret` holds
+ * config.yaml, whose `DISTRIBUTED_STORAGE_CONFIG` names the bucket and its
+ * keys (on ODF/NooBaa managed storage, the ConfigMap and Secret labelled
+ * `app=noobaa` do); Quay's database lives in the postgres pod. Quiescing,
+ * the database dump and the restore of the registry itself are in
+ * quay-state.ts; docs/quay.md maps each runbook step to this code.
+ */
+import { createHash } from 'node:crypto';
+import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { podText } from '../cluster/exec.ts';
+import { ClusterError, InputError } from '../errors.ts';
+import { ACCESS_KEY_NAMES, cleanForCapture, SECRET_KEY_NAMES } from './acp.ts';
+import {
+  type CapturedFile,
+  type DiscoveredRegistry,
+  type PodState,
+  type RegistryProfile,
+  type RolloutStatus,
+  type StorageKeys,
+  type StorageRef,
+  type SwitchResult,
+  sameStorage,
+} from './profile.ts';
+import { execTarget, isAvailable, isReady, type QuayCluster, quayCluster } from './quay-cluster.ts';
+import { parseQuayConfig, quayStorageOf, withStorage } from './quay-config.ts';
+import { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
+import { quayStateHooks } from './quay-state.ts';
+
+export { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
+
+/** The NooBaa (ODF) bucket claim's objects, as the runbook reads them. */
+const NOOBAA_SELECTOR = 'app=noobaa';
+
+const decode = (value: string | undefined) =>
+  value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+
+/** The config.yaml a config bundle Secret holds. */
+export function bundleConfigText(secret: V1Secret, where: string): string {
+  const text = decode(secret.data?.['config.yaml']);
+  if (text === undefined)
+    throw new ClusterError(
+      `${where} holds no config.yaml (it holds ${Object.keys(secret.data ?? {}).join(', ') || 'nothing'}); is spec.configBundleSecret the Quay config bundle?`,
+    );
+  return text;
+}
+
+/** The running config of a quay-app pod (`cat /conf/stack/config.yaml`, as the runbook does). */
+export async function runningConfig(cluster: QuayCluster): Promise<string> {
+  const pod = (await cluster.pods('quay-app')).find(isReady);
+  if (pod === undefined)
+    throw new ClusterError(
+      `no ready quay-app pod (quay-component=quay-app) in namespace ${cluster.namespace} to read /conf/stack/config.yaml from; regvault backs up a healthy Quay (condition Available=True)`,
+    );
+  return podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+}
+
+/** Creates the Quay profile over a loaded kubeconfig. */
+export function quayProfile(
+  kc: KubeConfig,
+  settings: QuaySettings = quaySettingsSchema.parse({}),
+): RegistryProfile {
+  const cluster = quayCluster(kc, settings);
+  const { namespace } = settings;
+
+  /** The config bundle Secret, which must exist. */
+  const bundleOf = async (name: string): Promise<V1Secret> => {
+    const secret = await cluster.secret(name);
+    if (secret === undefined)
+      throw new InputError(`Secret ${namespace}/${name} does not exist at ${cluster.server}`, [
+        `Secret ${namespace}/${name}: the QuayRegistry's spec.configBundleSecret names it; create it or point the QuayRegistry at the config bundle (kubectl -n ${namespace} get secrets)`,
+      ]);
+    return secret;
+  };
+
+  const discover = async (): Promise<DiscoveredRegistry> => {
+    const registry = await cluster.registry();
+    const name = registry.metadata?.name ?? '';
+    const bundleName = registry.spec?.configBundleSecret;
+    if (bundleName === undefined || bundleName === '')
+      throw new ClusterError(`QuayRegistry ${namespace}/${name} has no spec.configBundleSecret`);
+    const where = `Secret ${namespace}/${bundleName}`;
+    const config = parseQuayConfig(bundleConfigText(await bundleOf(bundleName), where), where);
+    const storage = quayStorageOf(config, where);
+    const base = { resourceName: name, resourceVersion: registry.metadata?.resourceVersion ?? '' };
+    if (storage !== undefined)
+      return {
+        ...base,
+        storage: {
+          bucket: storage.bucket,
+          regionEndpoint: storage.endpoint,
+          region: storage.region,
+          secretName: bundleName,
+          rootDirectory: storage.rootDirectory,
+        },
+      };
+    // Managed object storage: the operator's bucket claim (ODF/NooBaa) holds bucket and keys.
+    const claim = await cluster.labelled('configmaps', NOOBAA_SELECTOR);
+    const keys = await cluster.labelled('secrets', NOOBAA_SELECTOR);
+    if (claim?.['BUCKET_NAME'] === undefined || keys === undefined)
+      throw new ClusterError(
+        `${where}'s config.yaml names no DISTRIBUTED_STORAGE_CONFIG, and namespace ${namespace} has no ConfigMap and Secret labelled ${NOOBAA_SELECTOR} (ODF managed storage); regvault backs up Quay on S3 storage`,
+      );
+    // The endpoint as the operator wrote it into the running config (scheme included).
+    const running = 'the running /conf/stack/config.yaml';
+    const live = quayStorageOf(parseQuayConfig(await runningConfig(cluster), running), running);
+    const host = claim['BUCKET_HOST'] ?? '';
+    const port = claim['BUCKET_PORT'] ?? '';
+    return {
+      ...base,
+      storage: {
+        bucket: claim['BUCKET_NAME'],
+        regionEndpoint:
+          live?.endpoint ?? (host === '' ? '' : `https://${host}${port === '' ? '' : `:${port}`}`),
+        region: claim['BUCKET_REGION'] ?? 'us-east-1',
+        secretName: keys['.name'] ?? '',
+        rootDirectory: live?.rootDirectory ?? '',
+      },
+    };
+  };
+
+  const readStorageKeys = async (secretName: string): Promise<StorageKeys> => {
+    const where = `Secret ${namespace}/${secretName}`;
+    const secret = await cluster.secret(secretName);
+    if (secret === undefined)
+      throw new InputError(`${where} does not exist at ${cluster.server}`, [
+        `${where}: create it in namespace ${namespace} with the bucket's keys (kubectl -n ${namespace} create secret generic ${secretName} --from-literal=access-key-id=... --from-literal=secret-access-key=...), or name the config bundle`,
+      ]);
+    const data = secret.data ?? {};
+    if (data['config.yaml'] !== undefined) {
+      const storage = quayStorageOf(parseQuayConfig(bundleConfigText(secret, where), where), where);
+      if (storage !== undefined && storage.keys.accessKeyId !== '') return storage.keys;
+    }
+    const access = ACCESS_KEY_NAMES.find((k) => data[k] !== undefined);
+    const secretKey = SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
+    if (access === undefined || secretKey === undefined)
+      throw new ClusterError(
+        `${where} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected a config.yaml whose storage has keys, or access-key-id and secret-access-key (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on NooBaa)`,
+      );
+    return {
+      accessKeyId: (decode(data[access]) ?? '').trim(),
+      secretAccessKey: (decode(data[secretKey]) ?? '').trim(),
+    };
+  };
+
+  const secretFile = (secret: V1Secret): CapturedFile => ({
+    name: `secret-${secret.metadata?.name ?? ''}.yaml`,
+    yaml: stringify(cleanForCapture({ apiVersion: 'v1', kind: 'Secret', ...(secret as object) })),
+  });
+
+  const quayAppPods = async (): Promise<PodState[]> =>
+    (await cluster.pods('quay-app')).map((p) => ({
+      name: p.metadata?.name ?? '',
+      ready: isReady(p),
+      phase: p.status?.phase ?? 'Unknown',
+      ...(p.metadata?.creationTimestamp === undefined
+        ? {}
+        : { createdAt: new Date(p.metadata.creationTimestamp).toISOString() }),
+    }));
+
+  const switchStorage = async (next: StorageRef): Promise<SwitchResult> => {
+    if (next.bucket === '')
+      throw new ClusterError(
+        `there was no QuayRegistry in namespace ${namespace} before the restore, so there is nothing to switch back to; the restored one is left for inspection (kubectl -n ${namespace} delete quayregistry ... removes it)`,
+      );
+    const registry = await cluster.registry();
+    const name = registry.metadata?.name ?? '';
+    const previous = (await discover()).storage;
+    const podsBefore = (await quayAppPods()).map((p) => p.name);
+    const base = { resourceName: name, previous, podsBefore, switchedAt: new Date().toISOString() };
+    if (sameStorage(previous, next)) return { ...base, current: next, changed: false };
+    // A bundle that already says `next` (the one before a restore, on rollback) is pointed at
+    // as it is; otherwise a new bundle is made, and the old one stays for the rollback.
+    const named = await cluster.secret(next.secretName);
+    const namedWhere = `Secret ${namespace}/${next.secretName}`;
+    const namedStorage =
+      named?.data?.['config.yaml'] === undefined
+        ? undefined
+        : quayStorageOf(
+            parseQuayConfig(bundleConfigText(named, namedWhere), namedWhere),
+            namedWhere,
+          );
+    let bundle = next.secretName;
+    if (
+      namedStorage === undefined ||
+      namedStorage.bucket !== next.bucket ||
+      namedStorage.endpoint !== next.regionEndpoint
+    ) {
+      const from = `Secret ${namespace}/${previous.secretName}`;
+      const text = withStorage(
+        bundleConfigText(await bundleOf(previous.secretName), from),
+        {
+          bucket: next.bucket,
+          endpoint: next.regionEndpoint,
+          region: next.region,
+          keys: await readStorageKeys(next.secretName),
+        },
+        from,
+      );
+      bundle = restoredBundleName(name, next);
+      await cluster.putSecret({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        type: 'Opaque',
+        metadata: { name: bundle, labels: { 'regvault.dev/restored-from': previous.secretName } },
+        data: { 'config.yaml': Buffer.from(text).toString('base64') },
+      });
+    }
+    await cluster.patchRegistry(name, { spec: { configBundleSecret: bundle } });
+    return { ...base, current: { ...next, secretName: bundle }, changed: true };
+  };
+
+  const rolloutStatus = async ({
+    podsBefore,
+  }: {
+    podsBefore: readonly string[];
+  }): Promise<RolloutStatus> => {
+    const before = new Set(podsBefore);
+    const registry = await cluster.registry();
+    const pods = await quayAppPods();
+    const newPods = pods.filter((p) => !before.has(p.name));
+    const oldPods = pods.filter((p) => before.has(p.name)).map((p) => p.name);
+    const ready = newPods.filter((p) => p.ready).length;
+    const storageErrors: Array<{ pod: string; line: string }> = [];
+    for (const pod of newPods.filter((p) => !p.ready))
+      for (const line of (await cluster.podLog(pod.name)).split('\n'))
+        if (settings.storageErrorPatterns.some((pattern) => line.includes(pattern)))
+          storageErrors.push({ pod: pod.name, line: line.trim() });
+    const available = isAvailable(registry);
+    const done = available && oldPods.length === 0 && ready > 0 && newPods.every((p) => p.ready);
+    const condition = registry.status?.conditions?.find((c) => c.type === 'Available');
+    return {
+      done,
+      ready,
+      desired: Math.max(1, newPods.length),
+      newPods,
+      oldPods,
+      storageErrors,
+      message: `QuayRegistry ${registry.metadata?.name ?? ''} Available=${condition?.status ?? 'unknown'}${condition?.message === undefined ? '' : ` (${condition.message})`}; ${ready} new quay-app pod(s) ready, ${oldPods.length} old still running`,
+    };
+  };
+
+  const profile: RegistryProfile = {
+    name: 'quay',
+    discover,
+    readStorageKeys,
+    async captureConfig(): Promise<CapturedFile[]> {
+      // Quay's Secrets are always captured: a restore cannot work without them
+      // (DATABASE_SECRET_KEY decrypts the database's fields).
+      const registry = await cluster.registry();
+      const name = registry.metadata?.name ?? '';
+      const files: CapturedFile[] = [
+        {
+          name: `quayregistry-${name}.yaml`,
+          yaml: stringify(cleanForCapture(registry as Parameters<typeof cleanForCapture>[0])),
+        },
+      ];
+      const notes: string[] = [];
+      const keys = await cluster.secret(`${name}-quay-registry-managed-secret-keys`);
+      if (keys === undefined)
+        notes.push(
+          `no ${name}-quay-registry-managed-secret-keys Secret: Quay before 3.7 makes none, so it was skipped (the runbook's note)`,
+        );
+      else files.push(secretFile(keys));
+      const bundleName = registry.spec?.configBundleSecret ?? '';
+      files.push(secretFile(await bundleOf(bundleName)));
+      files.push({ name: 'quay-config.yaml', yaml: await runningConfig(cluster) });
+      files.push({
+        name: 'quay-notes.yaml',
+        yaml: stringify({ version: registry.status?.currentVersion ?? 'unknown', notes }),
+      });
+      return files;
+    },
+    async requiredObjects() {
+      const registry = await cluster.registry();
+      const name = registry.metadata?.name ?? '';
+      return [
+        { apiVersion: 'quay.redhat.com/v1', kind: 'QuayRegistry', namespace, name },
+        {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          namespace,
+          name: registry.spec?.configBundleSecret ?? '',
+        },
+      ];
+    },
+    switchStorage,
+    rolloutStatus,
+    ...quayStateHooks(cluster, { discover, readStorageKeys, switchStorage, quayAppPods }),
+  };
+  return profile;
+}
+
+/** The name of a config bundle made for `storage` (stable, so a retried switch reuses it). */
+export function restoredBundleName(registry: string, storage: StorageRef): string {
+  const tag = createHash('sha256')
+    .update(`${storage.bucket}|${storage.regionEndpoint}|${storage.secretName}`)
+    .digest('hex')
+    .slice(0, 8);
+  return `${registry}-config-bundle-${tag}`;
+}

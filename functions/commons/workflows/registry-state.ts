@@ -1,0 +1,100 @@
+/**
+ * A registry that keeps state beside its bucket (Quay's database), inside
+ * the existing steps: discover quiesces the registry (its undo record in the
+ * run's files first) and streams the database dump into the snapshot;
+ * finalize, and every failure path, resumes exactly what was stopped; the
+ * restore's switch gives the profile the snapshot's files and dump.
+ */
+import { z } from 'zod';
+import { messageOf } from '../errors.ts';
+import type { CapturedFile, QuiesceRecord } from '../registry/profile.ts';
+import { type DatabaseDumpRecord, type SnapshotManifest, vaultKeys } from '../vault/format.ts';
+import { quiesceKey } from '../vault/runs.ts';
+import { getBytes, getJson, putJson, rootOf } from '../vault/store.ts';
+import { downloadStream, uploadStream } from '../vault/stream-upload.ts';
+import type { WorkflowDeps } from './deps.ts';
+
+const quiesceFileSchema = z.object({
+  summary: z.string(),
+  undo: z.unknown(),
+  resumed: z.boolean(),
+});
+
+/**
+ * Stops the registry's writers as `plan` says (recorded before anything
+ * changes) and streams its database into the snapshot; the dump's record.
+ */
+export async function quiesceAndDump(
+  run: { readonly runId: string; readonly snapshotId: string },
+  plan: QuiesceRecord,
+  deps: WorkflowDeps,
+): Promise<DatabaseDumpRecord | undefined> {
+  await putJson(deps.vault, quiesceKey(deps.vault, run.runId), { ...plan, resumed: false });
+  const profile = deps.profile();
+  await profile.quiesce?.(plan);
+  deps.log.info('registry quiesced', { runId: run.runId, what: plan.summary });
+  const dump = await profile.dumpDatabase?.();
+  if (dump === undefined) return undefined;
+  const key = vaultKeys.database(rootOf(deps.vault), run.snapshotId, dump.database);
+  const written = await uploadStream(deps.vault, key, 'application/sql', dump.stream);
+  await dump.finished;
+  deps.log.info('database dumped into the snapshot', {
+    runId: run.runId,
+    database: dump.database,
+    bytes: written.bytes,
+  });
+  return { name: dump.database, bytes: written.bytes, sha256: written.sha256 };
+}
+
+/**
+ * Undoes the run's quiesce, if it made one that is not undone yet: a check
+ * for the manifest (undefined when the run stopped nothing). Safe to call
+ * from every path, any number of times.
+ */
+export async function resumeRegistry(
+  runId: string,
+  deps: WorkflowDeps,
+): Promise<{ ok: boolean; detail: string } | undefined> {
+  const key = quiesceKey(deps.vault, runId);
+  const recorded = await getJson(deps.vault, key, quiesceFileSchema);
+  if (recorded === undefined) return undefined;
+  if (recorded.resumed) return { ok: true, detail: `${recorded.summary}; resumed` };
+  try {
+    const said = await deps
+      .profile()
+      .unquiesce?.({ summary: recorded.summary, undo: recorded.undo });
+    await putJson(deps.vault, key, { ...recorded, resumed: true });
+    deps.log.info('registry resumed', { runId, what: recorded.summary });
+    return { ok: true, detail: `${recorded.summary}; ${said ?? 'resumed'}` };
+  } catch (err) {
+    deps.log.warn('the registry could not be resumed', { runId, error: messageOf(err) });
+    return {
+      ok: false,
+      detail: `the registry was quiesced (${recorded.summary}) and could NOT be resumed: ${messageOf(err)}; undo it by hand (the record is ${key})`,
+    };
+  }
+}
+
+/** The snapshot's captured files (cluster/), for a profile that restores the registry itself. */
+export async function snapshotFiles(
+  manifest: SnapshotManifest,
+  deps: WorkflowDeps,
+): Promise<CapturedFile[]> {
+  const root = rootOf(deps.vault);
+  const files: CapturedFile[] = [];
+  for (const name of manifest.clusterFiles) {
+    const bytes = await getBytes(deps.vault, vaultKeys.cluster(root, manifest.id, name));
+    if (bytes !== undefined) files.push({ name, yaml: bytes.toString('utf8') });
+  }
+  return files;
+}
+
+/** The snapshot's database dump as a stream, its SHA-256 checked at its end. */
+export function openDump(manifest: SnapshotManifest, deps: WorkflowDeps, dump: DatabaseDumpRecord) {
+  return async () =>
+    downloadStream(
+      deps.vault,
+      vaultKeys.database(rootOf(deps.vault), manifest.id, dump.name),
+      dump.sha256,
+    );
+}

@@ -1,0 +1,179 @@
+/**
+ * The quay profile's restore (issue 20), through the local runner on the
+ * sandbox Quay Operator: into a new namespace and a new bucket (Secrets and
+ * QuayRegistry applied quiesced, the database loaded with psql through
+ * pods/exec, the config bundle pointed at the new bucket, resumed, verified
+ * through the registry API), into the same namespace after the bucket and
+ * the database were lost, and rolled back when verification fails. After a
+ * restore, Quay's rows and the blobs agree with what was backed up.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
+import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { quayRows } from '../../sandbox/quay-schema.ts';
+import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
+import { QUAY_DATABASE, QUAY_NAME, type QuayBed, quayDeps, startQuayBed } from '../support/quay.ts';
+import { clientFor, createBucket, deleteKeys, listAll } from '../support/s3.ts';
+
+const NS = 'quay-enterprise';
+const DR = 'quay-dr';
+let s3: S3ServerHandle;
+let bed: QuayBed;
+let snapshotId: string;
+/** Quay's rows as backed up: every restore must bring back exactly these. */
+let rows: string[];
+
+const b64 = (text: string) => Buffer.from(text).toString('base64');
+const spec = (namespace: string) =>
+  bed.api.store.read(QUAY_REGISTRY, namespace, QUAY_NAME)['spec'] as {
+    configBundleSecret: string;
+    components: unknown;
+  };
+const available = (namespace: string) =>
+  JSON.stringify(bed.api.store.read(QUAY_REGISTRY, namespace, QUAY_NAME)['status']).includes(
+    '"type":"Available","status":"True"',
+  );
+
+/** A Secret with the test server's keys, as a user makes for the restore target. */
+function keysSecret(namespace: string, name: string): void {
+  if (bed.api.store.get(BuiltIn.secrets, namespace, name) !== undefined) return;
+  bed.api.store.create(BuiltIn.secrets, {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name, namespace },
+    data: {
+      'access-key-id': b64(s3.credentials.accessKeyId),
+      'secret-access-key': b64(s3.credentials.secretAccessKey),
+    },
+  });
+}
+
+/** The blob digests a bucket's registry layout holds. */
+async function blobsIn(bucket: string): Promise<Set<string>> {
+  const keys = await listAll(clientFor(s3), bucket, 'docker/registry/v2/blobs/');
+  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-2) ?? ''}`));
+}
+
+async function restore(namespace: string, bucket: string, secretName: string, registryUrl: string) {
+  const deps = quayDeps(s3, 'vault', bed, [], {
+    profileSettings: { namespace, waitSeconds: 60 },
+    registryUrl,
+  });
+  try {
+    return await runRestoreLocally(
+      {
+        snapshot: snapshotId,
+        target: { bucket, endpoint: s3.endpoint, region: s3.region, secretName },
+        pullSample: 'all',
+        rolloutTimeoutSeconds: 60,
+      },
+      { deps, waitMs: 200 },
+    );
+  } finally {
+    deps.close();
+  }
+}
+
+beforeAll(async () => {
+  s3 = await startS3Server({ name: 's3-quay-restore', computeChecksums: true });
+  const client = clientFor(s3);
+  for (const bucket of ['vault', 'quay-dr-bucket', 'quay-again', 'quay-rollback'])
+    await createBucket(client, bucket);
+  client.destroy();
+  bed = await startQuayBed(s3, {
+    version: '3.9.1',
+    namespace: NS,
+    bucket: 'quay-source',
+    count: 3,
+  });
+  rows = await quayRows(await bed.database(), QUAY_DATABASE);
+  const deps = quayDeps(s3, 'vault', bed);
+  try {
+    const backup = await runBackupLocally({}, { deps });
+    expect(backup.cause).toBeUndefined();
+    snapshotId = (backup.output as { snapshotId: string }).snapshotId;
+  } finally {
+    deps.close();
+  }
+}, 240_000);
+
+afterAll(async () => {
+  await bed?.stop();
+  await s3?.stop();
+});
+
+describe('quay restore', () => {
+  it('restores into a new namespace and bucket: Secrets, QuayRegistry, database, storage, verified', async () => {
+    // Prepare
+    bed.api.store.create(BuiltIn.namespaces, {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: DR },
+    });
+    keysSecret(DR, 'dr-s3');
+    const url = await bed.operator.serviceUrl(DR, QUAY_NAME);
+
+    // Act
+    const result = await restore(DR, 'quay-dr-bucket', 'dr-s3', url);
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    expect(result.status).toBe('SUCCEEDED');
+    expect(await quayRows(await bed.operator.database(DR, QUAY_NAME), QUAY_DATABASE)).toEqual(rows);
+    const blobs = await blobsIn('quay-dr-bucket');
+    for (const image of bed.images)
+      for (const blob of image.blobs) expect(blobs.has(blob.digest)).toBe(true);
+    expect(spec(DR).components).toEqual(spec(NS).components);
+    expect(spec(DR).configBundleSecret).not.toBe(spec(NS).configBundleSecret);
+    expect(available(DR)).toBe(true);
+    const keys = (namespace: string) =>
+      bed.api.store.read(
+        BuiltIn.secrets,
+        namespace,
+        `${QUAY_NAME}-quay-registry-managed-secret-keys`,
+      )['data'];
+    expect(keys(DR)).toEqual(keys(NS));
+    const tags = (await (await fetch(`${url}/v2/team/app0/tags/list`)).json()) as {
+      tags: string[];
+    };
+    expect(tags.tags).toEqual(['v1']);
+  });
+
+  it('restores in place after the bucket and the database were lost', async () => {
+    // Prepare
+    const postgres = await bed.database();
+    await postgres.sql('postgres', `DROP DATABASE "${QUAY_DATABASE}" WITH (FORCE);`);
+    const client = clientFor(s3);
+    await deleteKeys(client, 'quay-source', [...(await listAll(client, 'quay-source')).keys()]);
+    keysSecret(NS, 'quay-s3');
+
+    // Act
+    const result = await restore(NS, 'quay-again', 'quay-s3', bed.registryUrl);
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    expect(await quayRows(postgres, QUAY_DATABASE)).toEqual(rows);
+    const blobs = await blobsIn('quay-again');
+    for (const image of bed.images)
+      for (const blob of image.blobs) expect(blobs.has(blob.digest)).toBe(true);
+    expect(available(NS)).toBe(true);
+  });
+
+  it('rolls the config bundle back when the restored registry does not verify', async () => {
+    // Prepare
+    const bundle = spec(NS).configBundleSecret;
+    keysSecret(NS, 'quay-s3');
+
+    // Act: a registry URL nothing answers on, so the verification fails.
+    const result = await restore(NS, 'quay-rollback', 'quay-s3', 'http://127.0.0.1:9');
+
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect({ error: result.error, cause: result.cause }).toMatchObject({
+      error: 'RestoreRolledBack',
+    });
+    expect(spec(NS).configBundleSecret).toBe(bundle);
+    await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
+  });
+});
