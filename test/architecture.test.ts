@@ -164,3 +164,26 @@ describe(`imports in functions/commons point down (${RULE})`, () => {
     expect(breaches).toEqual([]);
   });
 });
+
+/** The folders of shipped source: every file in them keeps to `MAX_LINES`. */
+const SOURCE_ROOTS = ['functions', 'bin', 'infra', 'scripts'] as const;
+const MAX_LINES = 500;
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+describe(`no source file outside test/ and sandbox/ is over ${MAX_LINES} lines`, () => {
+  it('holds for every TypeScript file of functions/, bin/, infra/ and scripts/', () => {
+    // Act
+    const files = SOURCE_ROOTS.flatMap((root) =>
+      readdirSync(join(repo, root), { recursive: true, encoding: 'utf8' })
+        .filter((path) => path.endsWith('.ts'))
+        .map((path) => join(root, path)),
+    );
+    const long = files.flatMap((file) => {
+      const lines = readFileSync(join(repo, file), 'utf8').split('\n').length - 1;
+      return lines > MAX_LINES ? [`${file}: ${lines} lines`] : [];
+    });
+    // Assess: the scan saw the tree, then every long file is listed at once.
+    expect(files.length).toBeGreaterThan(100);
+    expect(long).toEqual([]);
+  });
+});

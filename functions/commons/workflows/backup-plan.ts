@@ -12,7 +12,7 @@ import { REGISTRY_V2 } from '../registry/layout.ts';
 import { selectionOf, vaultKeys } from '../vault/format.ts';
 import { previousPlanOf, saveJob } from '../vault/runs.ts';
 import { rootOf } from '../vault/store.ts';
-import { type BackupState, renewBackupLease, vaultLocation } from './backup.ts';
+import { type BackupState, renewBackupLease, vaultLocation } from './backup-run.ts';
 import type { WorkflowDeps } from './deps.ts';
 
 export interface BackupPlanOutput {

@@ -1,21 +1,14 @@
 /**
  * The restore workflow's steps (state-machines/restore.asl.json): validate and
  * resolve the snapshot, check everything before writing anything (cluster,
- * target, snapshot) and write the run's job, (copy inventory parts: the
+ * target, snapshot: restore-preflight.ts) and write the run's job, (copy inventory parts: the
  * workers, blobs before links), (prove the target: prove.ts), switch the
  * registry, poll the rollout and verify; the failure path is in rollback.ts.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  DeleteObjectCommand,
-  HeadBucketCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
-import { InputError, messageOf, VaultError } from '../errors.ts';
+import { InputError, VaultError } from '../errors.ts';
 import {
   claimRefSchema,
   RegistryMissingError,
@@ -34,11 +27,10 @@ import {
   type SnapshotManifest,
   vaultKeys,
 } from '../vault/format.ts';
-import { type RestorePart, registryBeforeKey, saveJob } from '../vault/runs.ts';
+import { type RestorePart, registryBeforeKey } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
-import { Access, registrySecretOf, type WorkflowDeps } from './deps.ts';
-import { proveSnapshotHeld } from './prove.ts';
+import { Access, type WorkflowDeps } from './deps.ts';
 import { openDump, snapshotFiles } from './registry-state.ts';
 
 export const restoreInputSchema = z
@@ -172,7 +164,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
 }
 
 /** The copy job's parts: one per inventory part of the snapshot, named by its index. */
-function restorePartsOf(manifest: SnapshotManifest): RestorePart[] {
+export function restorePartsOf(manifest: SnapshotManifest): RestorePart[] {
   return manifest.inventory.parts.map((part, partIndex) => ({
     id: `p${String(partIndex).padStart(5, '0')}`,
     partIndex,
@@ -180,130 +172,11 @@ function restorePartsOf(manifest: SnapshotManifest): RestorePart[] {
   }));
 }
 
-export interface PreflightOutput {
-  readonly ok: true;
-  /** What was checked, in order, each in a few words. */
-  readonly checked: readonly string[];
-}
-
-/**
- * Step 2: every check a restore makes before it writes anything, cheapest
- * first, then the run's job (the restore's first write, the copy workers'
- * orders). The cluster answers, the registry's resource and the target's
- * Secret are found; the target bucket exists and is empty (unless allowed);
- * the snapshot is complete and passes fsck's plain check (every object held
- * at its size in the vault, every reference resolving); the target can be
- * written (one empty probe object, deleted at once). A wrong kube context, a
- * missing Secret, a non-empty target or a damaged snapshot therefore leaves
- * the target bucket and the vault's runs/ as they were.
- */
-export async function preflightRestore(
-  state: RestoreState,
-  deps: WorkflowDeps,
-): Promise<PreflightOutput> {
-  const checked = [...(await checkCluster(state, deps))];
-  const client = await deps.s3(state.target);
-  checked.push(...(await checkTargetEmpty(state, client)));
-  const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
-  checked.push(await proveSnapshotHeld(deps.vault, manifest));
-  checked.push(await checkTargetWritable(state, client));
-  await saveJob(deps.vault, {
-    purpose: 'restore',
-    runId: state.runId,
-    snapshotId: manifest.id,
-    source: { ...deps.vault.location, access: Access.Vault },
-    target: state.target,
-    sourcePrefix: manifest.source.prefix,
-    targetMayHoldObjects: state.allowNonEmptyTarget,
-    concurrency: state.concurrency,
-    parts: restorePartsOf(manifest),
-  });
-  return { ok: true, checked };
-}
-
-/**
- * The cluster, when the restore needs it: the registry's resource (to switch
- * it) and the Secret the target's keys come from. The Secret is read through
- * `deps.s3`, so its keys are cached for the steps after.
- */
-async function checkCluster(state: RestoreState, deps: WorkflowDeps): Promise<string[]> {
-  const checked: string[] = [];
-  if (state.switchRegistry) {
-    const manifest = await resolveSnapshot(deps.vault, state.snapshotId);
-    const found = await discoverUnlessRestored(manifest, deps);
-    checked.push(
-      found === undefined
-        ? `no registry resource yet: the restore applies the snapshot's (${manifest.source.profile})`
-        : `registry resource ${found.resourceName} (on ${
-            found.storage.claim === undefined
-              ? `s3://${found.storage.bucket}`
-              : `PersistentVolumeClaim ${found.storage.claim.namespace}/${found.storage.claim.claimName}`
-          })`,
-    );
-  }
-  if (state.secretName !== undefined) {
-    // The registry will read the target with the Secret's keys after a switch,
-    // also when regvault itself reaches it with the vault's identity.
-    if (registrySecretOf(state.target.access) === undefined)
-      await deps.profile().readStorageKeys(state.secretName);
-    else await deps.s3(state.target);
-    checked.push(`Secret ${state.secretName}`);
-  }
-  return checked;
-}
-
-/** The target bucket exists and, unless allowed, holds nothing under the target prefix. */
-async function checkTargetEmpty(state: RestoreState, client: S3Client): Promise<string[]> {
-  const where = `s3://${state.target.bucket}/${state.target.prefix}`;
-  try {
-    await client.send(new HeadBucketCommand({ Bucket: state.target.bucket }));
-  } catch (err) {
-    // The S3 client already explained it (which bucket, whose keys, the fix): say it once.
-    if (err instanceof InputError) throw err;
-    throw new InputError(`the restore target ${where} cannot be used`, [
-      `target.bucket: ${messageOf(err)}; create the bucket first (the restore never creates buckets) or fix target.endpoint/region/secretName`,
-    ]);
-  }
-  if (state.allowNonEmptyTarget) return ['target exists', 'target may hold objects'];
-  const listed = await client.send(
-    new ListObjectsV2Command({
-      Bucket: state.target.bucket,
-      Prefix: state.target.prefix,
-      MaxKeys: 1,
-    }),
-  );
-  const found = listed.Contents?.[0]?.Key;
-  if (found !== undefined) {
-    throw new InputError(`the restore target ${where} is not empty`, [
-      `target.bucket: it holds objects (e.g. ${found}); restore into an empty bucket, or set allowNonEmptyTarget to true to overwrite`,
-    ]);
-  }
-  return ['target exists', 'target empty'];
-}
-
-/** The keys can write the target: one empty probe object, deleted at once. */
-async function checkTargetWritable(state: RestoreState, client: S3Client): Promise<string> {
-  const probe = `${state.target.prefix}.regvault-preflight-${state.runId}`;
-  try {
-    await client.send(
-      new PutObjectCommand({ Bucket: state.target.bucket, Key: probe, Body: '', ContentLength: 0 }),
-    );
-    await client.send(new DeleteObjectCommand({ Bucket: state.target.bucket, Key: probe }));
-  } catch (err) {
-    if (err instanceof InputError) throw err;
-    throw new InputError(
-      `the restore target s3://${state.target.bucket}/${state.target.prefix} cannot be written`,
-      [`target.secretName: the keys cannot write the bucket (${messageOf(err)})`],
-    );
-  }
-  return 'target writable';
-}
-
 /**
  * The registry's resource; undefined when it is missing and the snapshot
  * holds what a profile restores the registry itself from (its database).
  */
-async function discoverUnlessRestored(manifest: SnapshotManifest, deps: WorkflowDeps) {
+export async function discoverUnlessRestored(manifest: SnapshotManifest, deps: WorkflowDeps) {
   try {
     return await deps.profile().discover();
   } catch (err) {

@@ -19,13 +19,8 @@ import { planBackup } from './backup-plan.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { countFinishedShards, enqueueShards } from './fan-out.ts';
 import { proveRestore } from './prove.ts';
-import {
-  checkRollout,
-  preflightRestore,
-  resolveRestore,
-  switchRegistry,
-  verifyRestore,
-} from './restore.ts';
+import { checkRollout, resolveRestore, switchRegistry, verifyRestore } from './restore.ts';
+import { preflightRestore } from './restore-preflight.ts';
 import { causeText, rollBackOrReport } from './rollback.ts';
 import {
   backupPlanOutputSchema,
