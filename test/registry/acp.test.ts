@@ -208,6 +208,55 @@ describe('discovering the registry from its ModuleInfo', () => {
     expect(keys.accessKeyId).toBe(s3.credentials.accessKeyId);
   });
 
+  it("reads Alibaba Cloud's access-key-id / access-key-secret names", async () => {
+    // Prepare
+    await resetCluster();
+    await cluster.seedAcpRegistry({
+      ...seedFor('registry-bucket'),
+      secretName: 'alibaba-keys',
+      secretKeyNames: { accessKey: 'access-key-id', secretKey: 'access-key-secret' },
+    });
+    // Act
+    const keys = await profile().readStorageKeys('alibaba-keys');
+    // Assess
+    expect(keys).toEqual({
+      accessKeyId: s3.credentials.accessKeyId,
+      secretAccessKey: s3.credentials.secretAccessKey,
+    });
+  });
+
+  it('reads keys under the names the secretKeyNames setting gives, and only those', async () => {
+    // Prepare
+    await resetCluster();
+    await cluster.seedAcpRegistry({
+      ...seedFor('registry-bucket'),
+      secretName: 'own-names',
+      secretKeyNames: { accessKey: 'user', secretKey: 'pass' },
+    });
+    const named = acpProfile(
+      loadKubeConfig({ path: cluster.kubeconfigPath }),
+      acpSettingsSchema.parse({ secretKeyNames: { accessKey: ['user'], secretKey: ['pass'] } }),
+    );
+    const narrowed = acpProfile(
+      loadKubeConfig({ path: cluster.kubeconfigPath }),
+      acpSettingsSchema.parse({ secretKeyNames: { accessKey: ['id-only'] } }),
+    );
+    // Act
+    const keys = await named.readStorageKeys('own-names');
+    const refused = narrowed.readStorageKeys('registry-s3-secret');
+    // Assess
+    expect(keys.secretAccessKey).toBe(s3.credentials.secretAccessKey);
+    await expect(refused).rejects.toThrow(/expected id-only and secret-access-key.*secretKeyNames/);
+  });
+
+  it('refuses a secretKeyNames setting with an empty list, naming the field', () => {
+    // Act
+    const parsed = acpSettingsSchema.safeParse({ secretKeyNames: { secretKey: [] } });
+    // Assess
+    expect(parsed.success).toBe(false);
+    expect(parsed.error?.issues[0]?.path).toEqual(['secretKeyNames', 'secretKey']);
+  });
+
   it('explains a refused patch with the RBAC rule that would allow it', async () => {
     // Prepare
     await resetCluster();

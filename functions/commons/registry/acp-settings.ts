@@ -4,6 +4,7 @@
  * client: a backup of a bucket given by name never needs the cluster.
  */
 import { z } from 'zod';
+import { secretKeyNamesSchema } from './storage-keys.ts';
 
 /** Strict: a misspelt setting (`namespce`) would otherwise be dropped and its default used. */
 export const acpSettingsSchema = z.strictObject({
@@ -18,6 +19,8 @@ export const acpSettingsSchema = z.strictObject({
   container: z.string().default('registry'),
   deployment: z.string().default('image-registry'),
   service: z.string().default('image-registry'),
+  /** The Secret's data keys holding the S3 keys (storage-keys.ts). */
+  secretKeyNames: secretKeyNamesSchema,
   /** Log lines of new registry pods that mean the storage is wrong. */
   storageErrorPatterns: z
     .array(z.string())

@@ -27,28 +27,9 @@ import {
   type SwitchResult,
   sameStorage,
 } from './profile.ts';
+import { keysFromSecretData } from './storage-keys.ts';
 
 export { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
-
-/** Secret keys accepted for the access key and the secret key, in order of preference. */
-export const ACCESS_KEY_NAMES = [
-  'access-key-id',
-  'accessKey',
-  'accesskey',
-  'access_key_id',
-  'AWS_ACCESS_KEY_ID',
-  'accessKeyId',
-  'access-key',
-];
-export const SECRET_KEY_NAMES = [
-  'secret-access-key',
-  'secretKey',
-  'secretkey',
-  'secret_access_key',
-  'AWS_SECRET_ACCESS_KEY',
-  'secretAccessKey',
-  'secret-key',
-];
 
 /** Server-set fields removed before a resource is saved, so it can be applied to a new cluster. */
 const SERVER_FIELDS = [
@@ -217,21 +198,10 @@ export function acpProfile(
 
     async readStorageKeys(secretName: string): Promise<StorageKeys> {
       const secret = await readSecret(secretName);
-      const data = secret.data ?? {};
-      const decode = (key: string | undefined) =>
-        key === undefined
-          ? undefined
-          : Buffer.from(data[key] ?? '', 'base64')
-              .toString('utf8')
-              .trim();
-      const accessKey = ACCESS_KEY_NAMES.find((k) => data[k] !== undefined);
-      const secretKey = SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
-      if (accessKey === undefined || secretKey === undefined) {
-        throw new ClusterError(
-          `Secret ${namespace}/${secretName} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected ${ACCESS_KEY_NAMES[0]} and ${SECRET_KEY_NAMES[0]} (or accessKey/secretKey): add them (kubectl -n ${namespace} edit secret ${secretName}), or name another Secret`,
-        );
-      }
-      return { accessKeyId: decode(accessKey) ?? '', secretAccessKey: decode(secretKey) ?? '' };
+      return keysFromSecretData(secret.data ?? {}, settings.secretKeyNames, {
+        namespace,
+        secretName,
+      });
     },
 
     async captureConfig({ includeSecret }): Promise<CapturedFile[]> {
