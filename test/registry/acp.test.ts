@@ -194,30 +194,28 @@ describe('discovering the registry from its ModuleInfo', () => {
     );
   });
 
-  it('reads keys stored under the usual alternative names', async () => {
+  it.each([
+    { names: 'the usual alternative names', accessKey: 'accessKey', secretKey: 'secretKey' },
+    {
+      names: "Alibaba Cloud's backup center names",
+      accessKey: 'access-key-id',
+      secretKey: 'access-key-secret',
+    },
+    {
+      names: "the Harbor chart's names",
+      accessKey: 'REGISTRY_STORAGE_S3_ACCESSKEY',
+      secretKey: 'REGISTRY_STORAGE_S3_SECRETKEY',
+    },
+  ])('reads keys stored under $names', async ({ accessKey, secretKey }) => {
     // Prepare
     await resetCluster();
     await cluster.seedAcpRegistry({
       ...seedFor('registry-bucket'),
       secretName: 'alt-keys',
-      secretKeyNames: { accessKey: 'accessKey', secretKey: 'secretKey' },
+      secretKeyNames: { accessKey, secretKey },
     });
     // Act
     const keys = await profile().readStorageKeys('alt-keys');
-    // Assess
-    expect(keys.accessKeyId).toBe(s3.credentials.accessKeyId);
-  });
-
-  it("reads Alibaba Cloud's access-key-id / access-key-secret names", async () => {
-    // Prepare
-    await resetCluster();
-    await cluster.seedAcpRegistry({
-      ...seedFor('registry-bucket'),
-      secretName: 'alibaba-keys',
-      secretKeyNames: { accessKey: 'access-key-id', secretKey: 'access-key-secret' },
-    });
-    // Act
-    const keys = await profile().readStorageKeys('alibaba-keys');
     // Assess
     expect(keys).toEqual({
       accessKeyId: s3.credentials.accessKeyId,
