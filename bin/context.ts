@@ -86,6 +86,14 @@ export function commandWithSettings(program: Command, name: string, description:
       '--vault-content-md5',
       'send Content-MD5 with vault uploads (a bucket with Object Lock default retention needs it)',
     )
+    .option(
+      '--vault-path-style',
+      'address the vault path style (https://host/bucket/key); default: virtual-hosted, path style on an IP address or localhost (REGVAULT_VAULT_PATH_STYLE)',
+    )
+    .option(
+      '--storage-path-style',
+      "address buckets on other endpoints path style: the registry's, a restore target, --source-bucket (REGVAULT_STORAGE_PATH_STYLE)",
+    )
     .option('--kubeconfig <file>', 'kubeconfig of the registry cluster (KUBECONFIG)')
     .option('--context <name>', 'kubeconfig context')
     .option(

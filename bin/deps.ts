@@ -11,6 +11,7 @@ import type { Location } from '../functions/commons/copy/model.ts';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { RegistryApiError } from '../functions/commons/registry/client-http.ts';
+import { pathStyleFor } from '../functions/commons/s3/addressing.ts';
 import type { S3Role } from '../functions/commons/s3/client.ts';
 import type { StepProgress, WorkflowDeps } from '../functions/commons/workflows/deps.ts';
 import { run } from './context.ts';
@@ -69,7 +70,7 @@ function vaultLocation(settings: Settings): Location {
     region: settings.vaultRegion,
     bucket: settings.vaultBucket,
     prefix: settings.vaultPrefix,
-    forcePathStyle: settings.vaultEndpoint !== undefined,
+    forcePathStyle: pathStyleFor(settings.vaultEndpoint, settings.vaultPathStyle),
     access: 'vault',
     ...(settings.vaultContentMd5 ? { contentMd5: true } : {}),
   };
@@ -117,7 +118,11 @@ export function s3Location(
     region,
     bucket: where.bucket,
     prefix: where.prefix,
-    forcePathStyle: endpoint !== undefined,
+    // A bucket beside the vault is addressed as the vault; one elsewhere as the registry's.
+    forcePathStyle: pathStyleFor(
+      endpoint,
+      endpoint === settings.vaultEndpoint ? settings.vaultPathStyle : settings.storagePathStyle,
+    ),
     access: 'vault',
   };
 }
@@ -177,6 +182,7 @@ export function depsFor(
             ...(settings.context === undefined ? {} : { context: settings.context }),
           },
         }),
+    storagePathStyle: settings.storagePathStyle,
     profileName: settings.profile,
     profileSettings: {
       ...settings.profileSettings,

@@ -41,6 +41,12 @@ export function numberFrom<S extends z.ZodType<number, number>>(schema: S) {
   );
 }
 
+/** A switch: a flag or config file boolean, or `true` / `false` in a variable. */
+const flagBoolean = z.union([
+  z.boolean(),
+  z.enum(['true', 'false'], { error: 'true or false' }).transform((v) => v === 'true'),
+]);
+
 /** Every setting the commands read, after flags, environment and config file are merged. */
 export const settingsSchema = z
   .object({
@@ -49,9 +55,11 @@ export const settingsSchema = z
     vaultEndpoint: endpointUrl.optional(),
     vaultPrefix: z.string().default(''),
     /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
-    vaultContentMd5: z
-      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-      .default(false),
+    vaultContentMd5: flagBoolean.default(false),
+    /** Path-style addressing for the vault (functions/commons/s3/addressing.ts). */
+    vaultPathStyle: flagBoolean.default(false),
+    /** Path-style addressing for buckets on other endpoints: the registry's, a restore target, --source-bucket. */
+    storagePathStyle: flagBoolean.default(false),
     kubeconfig: z.string().optional(),
     context: z.string().optional(),
     profile: profileNameSchema.default(DEFAULT_PROFILE),
@@ -75,6 +83,8 @@ const ENV: Partial<Record<SettingKey, string>> = {
   vaultEndpoint: 'REGVAULT_VAULT_ENDPOINT',
   vaultPrefix: 'REGVAULT_VAULT_PREFIX',
   vaultContentMd5: 'REGVAULT_VAULT_CONTENT_MD5',
+  vaultPathStyle: 'REGVAULT_VAULT_PATH_STYLE',
+  storagePathStyle: 'REGVAULT_STORAGE_PATH_STYLE',
   profile: 'REGVAULT_PROFILE',
   registryUrl: 'REGVAULT_REGISTRY_URL',
   registryUsername: 'REGVAULT_REGISTRY_USERNAME',

@@ -147,6 +147,12 @@ const BAD_INPUT: readonly Case[] = [
     says: ['--vault-content-md5 (from REGVAULT_VAULT_CONTENT_MD5)'],
   },
   {
+    case: 'a path style switch from the environment that is neither true nor false',
+    args: ['snapshots', 'list'],
+    env: { REGVAULT_VAULT_PATH_STYLE: 'sometimes' },
+    says: ['--vault-path-style (from REGVAULT_VAULT_PATH_STYLE): true or false'],
+  },
+  {
     case: 'no vault keys anywhere',
     args: ['snapshots', 'list'],
     env: { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined },

@@ -13,6 +13,7 @@ import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { DEFAULT_PROFILE, PROFILES, type ProfileName } from '../registry/profiles.ts';
+import { pathStyleFor } from '../s3/addressing.ts';
 import { createS3Client, type S3Role } from '../s3/client.ts';
 import { type LeaseSettings, LOCAL_LEASE_TTL_MS, localLeaseHolder } from '../vault/run-lease.ts';
 import type { Vault } from '../vault/store.ts';
@@ -35,6 +36,12 @@ export interface WorkflowDeps {
    * it and the vault; else the keys in the Secret.
    */
   storageAccess(storage: StorageOnCluster, use: 'read' | 'write'): StorageAccess;
+  /**
+   * Whether a bucket at `endpoint` is addressed path style (s3/addressing.ts):
+   * on the vault's endpoint as the vault is, elsewhere virtual-hosted unless
+   * `storagePathStyle` asks for path style or the endpoint is an IP address.
+   */
+  pathStyle(endpoint: string | undefined): boolean;
   /** The registry-side profile (cluster access). */
   profile(): RegistryProfile;
   /** Any resource type of the cluster (backup: capture; restore: the target cluster). */
@@ -135,6 +142,8 @@ export interface DepsConfig {
   readonly profileName?: ProfileName;
   /** That profile's settings, checked by its schema when the profile is first used. */
   readonly profileSettings?: Readonly<Record<string, unknown>>;
+  /** Path style for buckets on endpoints other than the vault's (s3/addressing.ts). */
+  readonly storagePathStyle?: boolean;
   readonly registryUrl?: string;
   readonly registryCredentials?: RegistryCredentials;
   readonly logger?: StepLogger;
@@ -325,9 +334,15 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
         ...(storage.endpoint === undefined || storage.endpoint === ''
           ? {}
           : { endpoint: storage.endpoint }),
-        forcePathStyle: true,
+        forcePathStyle: deps.pathStyle(storage.endpoint),
         access: Access.registrySecret(storage.secretName),
       };
+    },
+    pathStyle(endpoint) {
+      const vault = config.vault.location;
+      if (endpointIdentity(endpoint) === endpointIdentity(vault.endpoint))
+        return vault.forcePathStyle;
+      return pathStyleFor(endpoint, config.storagePathStyle);
     },
     profile: getProfile,
     resources: getResources,

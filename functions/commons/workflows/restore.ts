@@ -131,7 +131,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     ...(input.target.secretName === undefined
       ? {
           ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
-          forcePathStyle: true,
+          forcePathStyle: deps.pathStyle(input.target.endpoint),
           access: Access.Vault,
         }
       : deps.storageAccess(
