@@ -99,6 +99,10 @@ function endpointIdentity(endpoint: string | undefined): string {
 export const Access = {
   /** The vault's own credentials (the Lambda role in AWS; the configured vault keys locally). */
   Vault: 'vault',
+  /** The source's own keys (a plain bucket's, `regvault copy --from`), when it has other keys than the vault. */
+  Source: 'source',
+  /** The target's own keys (`regvault copy --to`). */
+  Target: 'target',
   /** Keys from the registry's storage Secret, read through the cluster. */
   registrySecret: (secretName: string) => `registry-secret:${secretName}`,
 } as const;
@@ -126,6 +130,14 @@ export interface DepsConfig {
     readonly credentials?: StorageKeys;
     readonly role?: S3Role;
   };
+  /**
+   * Keys of their own for a plain source or target bucket (Access.Source,
+   * Access.Target), with how failures name them; without them such a
+   * location cannot be reached.
+   */
+  readonly ownKeys?: Partial<
+    Record<'source' | 'target', { readonly credentials: StorageKeys; readonly role: S3Role }>
+  >;
   /**
    * Kubeconfig for the registry's cluster; without it only plain-bucket
    * backups run. `eks`: authenticate with short-lived EKS tokens.
@@ -253,10 +265,17 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     if (keys === undefined) {
       const secretName = registrySecretOf(access);
       if (access === Access.Vault) keys = Promise.resolve(config.vault.credentials);
-      else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
+      else if (access === Access.Source || access === Access.Target) {
+        const own = config.ownKeys?.[access];
+        if (own === undefined)
+          throw new InputError(`no keys are configured for the ${access}`, [
+            `access: "${access}" needs the ${access}'s own keys (CLI: REGVAULT_${access.toUpperCase()}_ACCESS_KEY_ID and REGVAULT_${access.toUpperCase()}_SECRET_ACCESS_KEY); or use "${Access.Vault}"`,
+          ]);
+        keys = Promise.resolve(own.credentials);
+      } else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
       else
         throw new InputError(`unknown access reference "${access}"`, [
-          `access: expected "${Access.Vault}" or "${Access.registrySecret('<name>')}"`,
+          `access: expected "${Access.Vault}", "${Access.Source}", "${Access.Target}" or "${Access.registrySecret('<name>')}"`,
         ]);
       // A refused read is not cached: the next step asks the cluster again.
       keys.catch(() => keyCache.delete(access));
@@ -278,6 +297,9 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
     : undefined;
   /** Whose keys sign a location's requests, for failures: the vault's, or a Secret's. */
   const roleOf = (access: string): S3Role => {
+    const own =
+      access === Access.Source || access === Access.Target ? config.ownKeys?.[access] : undefined;
+    if (own !== undefined) return own.role;
     const secretName = registrySecretOf(access);
     return secretName === undefined
       ? { keys: vaultRole.keys, fixKeys: vaultRole.fixKeys }
