@@ -103,6 +103,10 @@ export function commandWithSettings(program: Command, name: string, description:
     .option('--module-info <name>', 'the registry ModuleInfo, when the label finds several')
     .option('--registry-url <url>', 'where the registry answers, for verification')
     .option('--registry-username <user>', 'registry user (basic or token auth)')
+    .option(
+      '--registry-password-file <path>',
+      'file holding the registry password (REGVAULT_REGISTRY_PASSWORD_FILE); there is no password flag',
+    )
     .option('--concurrency <n>', 'copies in flight')
     .option('--json', 'JSON lines of progress and one result object');
 }

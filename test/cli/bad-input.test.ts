@@ -57,6 +57,8 @@ const FILES = {
   'bad-values.yaml': `vaultBucket: Bad_Bucket\nregistryPassword: ${PASSWORD}\nconcurrency: lots\n`,
   'list.yaml': `- vaultBucket: ${BUCKET.vault}\n`,
   'twice.yaml': `vaultBucket: ${BUCKET.vault}\nvaultBucket: ${BUCKET.target}\n`,
+  'empty-password.txt': '\n',
+  'wrong-password.txt': `${WRONG_PASSWORD}\n`,
   'broken-kubeconfig.yaml': `apiVersion: v1\nusers:\n- name: u\n  user:\n    token: ${KUBE_TOKEN}\n   bad: [\n`,
 } as const;
 
@@ -521,6 +523,53 @@ const BAD_INPUT: readonly Case[] = [
     args: (f) => ['verify', '--registry-url', loginUrl(f), '--registry-username', 'regvault'],
     env: { REGVAULT_REGISTRY_PASSWORD: WRONG_PASSWORD },
     says: ['refused user "regvault"', 'HTTP 401', 'REGVAULT_REGISTRY_PASSWORD'],
+  },
+  {
+    case: 'a registry password file that does not exist',
+    args: (f) => [
+      'verify',
+      '--registry-url',
+      loginUrl(f),
+      '--registry-username',
+      'regvault',
+      '--registry-password-file',
+      join(f.file('empty-password.txt'), 'missing'),
+    ],
+    says: ['--registry-password-file: ', 'cannot be read (ENOTDIR)'],
+  },
+  {
+    case: 'an empty registry password file from the environment',
+    args: (f) => ['verify', '--registry-url', loginUrl(f), '--registry-username', 'regvault'],
+    env: (f) => ({ REGVAULT_REGISTRY_PASSWORD_FILE: f.file('empty-password.txt') }),
+    says: [
+      '--registry-password-file (from REGVAULT_REGISTRY_PASSWORD_FILE): ',
+      'holds no password',
+    ],
+  },
+  {
+    case: 'a registry password given both in a file and in the environment',
+    args: (f) => [
+      'verify',
+      '--registry-url',
+      loginUrl(f),
+      '--registry-password-file',
+      f.file('wrong-password.txt'),
+    ],
+    env: { REGVAULT_REGISTRY_PASSWORD: PASSWORD },
+    says: ['given twice', '--registry-password-file: ', 'REGVAULT_REGISTRY_PASSWORD, not both'],
+  },
+  {
+    case: 'verifying with a wrong registry password from a file',
+    args: (f) => [
+      'verify',
+      '--registry-url',
+      loginUrl(f),
+      '--registry-username',
+      'regvault',
+      '--registry-password-file',
+      f.file('wrong-password.txt'),
+    ],
+    says: ['refused user "regvault"', 'HTTP 401'],
   },
   {
     case: 'a switching restore with a wrong registry password',
