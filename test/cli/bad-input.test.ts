@@ -81,6 +81,15 @@ interface Case {
 }
 
 const loginUrl = (f: Fixture) => f.loginRegistry.url;
+/** `verify` of the login registry as user regvault, with `more` flags. */
+const verifyAsRegvault = (f: Fixture, ...more: string[]) => [
+  'verify',
+  '--registry-url',
+  loginUrl(f),
+  '--registry-username',
+  'regvault',
+  ...more,
+];
 /** Every request of `operation` to `bucket` fails with `code`. */
 const refused = (bucket: string, code: string, operations: readonly string[]): FaultRule[] =>
   operations.map((operation) => ({ operation, status: 403, code, count: 1_000, bucket }));
@@ -526,20 +535,17 @@ const BAD_INPUT: readonly Case[] = [
   },
   {
     case: 'a registry password file that does not exist',
-    args: (f) => [
-      'verify',
-      '--registry-url',
-      loginUrl(f),
-      '--registry-username',
-      'regvault',
-      '--registry-password-file',
-      join(f.file('empty-password.txt'), 'missing'),
-    ],
+    args: (f) =>
+      verifyAsRegvault(
+        f,
+        '--registry-password-file',
+        join(f.file('empty-password.txt'), 'missing'),
+      ),
     says: ['--registry-password-file: ', 'cannot be read (ENOTDIR)'],
   },
   {
     case: 'an empty registry password file from the environment',
-    args: (f) => ['verify', '--registry-url', loginUrl(f), '--registry-username', 'regvault'],
+    args: (f) => verifyAsRegvault(f),
     env: (f) => ({ REGVAULT_REGISTRY_PASSWORD_FILE: f.file('empty-password.txt') }),
     says: [
       '--registry-password-file (from REGVAULT_REGISTRY_PASSWORD_FILE): ',
@@ -560,15 +566,7 @@ const BAD_INPUT: readonly Case[] = [
   },
   {
     case: 'verifying with a wrong registry password from a file',
-    args: (f) => [
-      'verify',
-      '--registry-url',
-      loginUrl(f),
-      '--registry-username',
-      'regvault',
-      '--registry-password-file',
-      f.file('wrong-password.txt'),
-    ],
+    args: (f) => verifyAsRegvault(f, '--registry-password-file', f.file('wrong-password.txt')),
     says: ['refused user "regvault"', 'HTTP 401'],
   },
   {
