@@ -341,6 +341,65 @@ describe('discovering the registry from its ModuleInfo', () => {
   });
 });
 
+describe("finding the ModuleInfo's group and version through discovery", () => {
+  let cluster: FakeCluster;
+  const profileWith = (settings: Record<string, unknown> = {}) =>
+    acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }), acpSettingsSchema.parse(settings));
+
+  beforeAll(async () => {
+    // ModuleInfo served under another group and version than ACP's usual ones.
+    cluster = await startFakeCluster({
+      tls: true,
+      startRegistry: fakeRegistries().start,
+      moduleInfo: { group: 'modules.example.io', version: 'v1beta2' },
+    });
+    await cluster.seedAcpRegistry(seedFor('registry-bucket'));
+  });
+  afterAll(async () => cluster?.stop());
+
+  it('finds the group and version the cluster serves when the settings name none', async () => {
+    // Act
+    const found = await profileWith().discover();
+    const required = await profileWith().requiredObjects();
+    // Assess
+    expect(found.storage.bucket).toBe('registry-bucket');
+    expect(required[0]).toMatchObject({ apiVersion: 'modules.example.io/v1beta2' });
+  });
+
+  it('switches through the discovered group and version', async () => {
+    // Act
+    const result = await profileWith().switchStorage(storageOf('switched-bucket'));
+    // Assess
+    expect(result.changed).toBe(true);
+    expect((await profileWith().discover()).storage.bucket).toBe('switched-bucket');
+    await profileWith().switchStorage(storageOf('registry-bucket'));
+  });
+
+  it.each([
+    {
+      case: 'a group the cluster does not serve it in',
+      settings: { group: 'cluster.alauda.io' },
+      says: 'serves no moduleinfos resource in group cluster.alauda.io',
+    },
+    {
+      case: 'a version the cluster does not serve',
+      settings: { group: 'modules.example.io', version: 'v1alpha1' },
+      says: 'in group modules.example.io at version v1alpha1',
+    },
+    {
+      case: 'a resource no group serves',
+      settings: { plural: 'registrymodules' },
+      says: 'serves no registrymodules resource in any API group',
+    },
+  ])('refuses $case, saying what it looked for and how to set it', async ({ settings, says }) => {
+    // Act
+    const attempt = profileWith(settings).discover();
+    // Assess
+    await expect(attempt).rejects.toThrow(says);
+    await expect(attempt).rejects.toThrow("set group and version in the acp profile's settings");
+  });
+});
+
 describe('switching the registry to another bucket', () => {
   let cluster: FakeCluster;
   let images: PopulatedRegistry;

@@ -8,8 +8,13 @@ import { secretKeyNamesSchema } from './storage-keys.ts';
 
 /** Strict: a misspelt setting (`namespce`) would otherwise be dropped and its default used. */
 export const acpSettingsSchema = z.strictObject({
-  group: z.string().default('cluster.alauda.io'),
-  version: z.string().default('v1alpha1'),
+  /**
+   * The ModuleInfo's API group and version: found through the cluster's API
+   * discovery when unset (ACP's `cluster.alauda.io` tried first); set them
+   * to use only that group (and version).
+   */
+  group: z.string().min(1).optional(),
+  version: z.string().min(1).optional(),
   plural: z.string().default('moduleinfos'),
   /** A ModuleInfo name; when unset the label selector must match exactly one. */
   moduleInfoName: z.string().optional(),
@@ -32,4 +37,7 @@ export const acpSettingsSchema = z.strictObject({
       'connection refused',
     ]),
 });
+/** The group ACP serves ModuleInfo in; discovery looks there first. */
+export const ACP_GROUP = 'cluster.alauda.io';
+
 export type AcpSettings = z.infer<typeof acpSettingsSchema>;

@@ -14,8 +14,9 @@ import {
 } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
+import { servedAt } from '../cluster/served.ts';
 import { ClusterError, InputError } from '../errors.ts';
-import { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
+import { ACP_GROUP, type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 import {
   type CapturedFile,
   type DiscoveredRegistry,
@@ -108,16 +109,42 @@ export function acpProfile(
   const custom = kc.makeApiClient(CustomObjectsApi);
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
-  const { group, version, plural, namespace } = settings;
-  const mi = (verb: CallDescription['verb'], name?: string): CallDescription => ({
+  const { plural, namespace } = settings;
+  const mi = (verb: CallDescription['verb'], group: string, name?: string): CallDescription => ({
     verb,
     resource: plural,
     group,
     ...(name === undefined ? {} : { name }),
   });
 
+  /** The ModuleInfo's group and version as the cluster serves them, found once (a failure is asked again). */
+  let served: Promise<{ group: string; version: string }> | undefined;
+  const servedType = () => {
+    served ??= servedAt(kc, plural, {
+      group: settings.group,
+      version: settings.version,
+      prefer: [ACP_GROUP],
+    }).then((type) => {
+      if (type === undefined) {
+        const where =
+          settings.group === undefined
+            ? 'in any API group'
+            : `in group ${settings.group}${settings.version === undefined ? '' : ` at version ${settings.version}`}`;
+        throw new ClusterError(
+          `the cluster at ${server} serves no ${plural} resource ${where} (kubectl api-resources | grep -i ${plural}); is ACP's registry plugin installed, and is this the registry's cluster (--context)? If ACP serves it under another group or version, set group and version in the acp profile's settings`,
+        );
+      }
+      return { group: type.group, version: type.version };
+    });
+    served.catch(() => {
+      served = undefined;
+    });
+    return served;
+  };
+
   const listModuleInfos = async (labelSelector?: string): Promise<KubeObject[]> => {
-    const list = (await kubeCall(server, mi('list'), () =>
+    const { group, version } = await servedType();
+    const list = (await kubeCall(server, mi('list', group), () =>
       custom.listClusterCustomObject({
         group,
         version,
@@ -132,8 +159,9 @@ export function acpProfile(
 
   /** The ModuleInfo the settings name; one that does not exist is bad input, naming those that do. */
   const getModuleInfo = async (name: string): Promise<KubeObject> => {
+    const { group, version } = await servedType();
     try {
-      return (await kubeCall(server, mi('get', name), () =>
+      return (await kubeCall(server, mi('get', group, name), () =>
         custom.getClusterCustomObject({ group, version, plural, name }),
       )) as KubeObject;
     } catch (err) {
@@ -231,6 +259,7 @@ export function acpProfile(
       const object = await findModuleInfo();
       const name = object.metadata?.name ?? '';
       const secretName = storageOf(name, object).secretName;
+      const { group, version } = await servedType();
       return [
         { apiVersion: `${group}/${version}`, kind: object.kind ?? 'ModuleInfo', name },
         { apiVersion: 'v1', kind: 'Secret', namespace, name: secretName },
@@ -270,7 +299,8 @@ export function acpProfile(
           metadata: { resourceVersion: object.metadata?.resourceVersion },
           spec: { config: { s3storage: block } },
         };
-        await kubeCall(server, mi('patch', name), () =>
+        const { group, version } = await servedType();
+        await kubeCall(server, mi('patch', group, name), () =>
           custom.patchClusterCustomObject(
             { group, version, plural, name, body },
             setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
