@@ -37,10 +37,36 @@ export const REGISTRY_NAMESPACE = 'cpaas-system';
 export const REGISTRY_APP = 'image-registry';
 export const MODULE_LABEL = 'cpaas.io/module-name';
 
+/**
+ * A registry workload the controller runs: where its pods live, what they
+ * are labelled, and what the cluster's objects say they should run. ACP's
+ * (a ModuleInfo and its Secret) is the default; the Distribution chart's
+ * (a Deployment and its config.yml) is in ./distribution.ts.
+ */
+export interface RegistryWorkload {
+  readonly namespace: string;
+  /** The pods' name prefix and `app` label. */
+  readonly app: string;
+  /** The Deployment whose status the controller writes. */
+  readonly deployment: string;
+  /** Labels every pod carries (the Deployment's selector matches them). */
+  readonly podLabels: Readonly<Record<string, string>>;
+  /** True when a change to this object may change what the pods should run. */
+  relevant(event: StoreEvent): boolean;
+  /** What the pods should run now, or undefined when nothing asks for a registry. */
+  desired(): Desired | undefined;
+  /** Objects the controller creates when they are missing (ACP's Deployment and Service). */
+  ensure?(
+    registryUrl: string,
+  ): ReadonlyArray<readonly [typeof BuiltIn.deployments | typeof BuiltIn.services, KubeObject]>;
+}
+
 export interface RegistryControllerOptions {
   readonly server: KubeApiServer;
   readonly startRegistry: RegistryStarter;
   readonly namespace?: string;
+  /** The workload to run; ACP's by default. */
+  readonly workload?: RegistryWorkload;
   /** How often pods are probed and status written. */
   readonly intervalMs?: number;
 }
@@ -102,12 +128,108 @@ const timestamp = (ms = Date.now()) => new Date(ms).toISOString().replace(/\.\d{
 const logLine = (level: string, msg: string) =>
   `time="${new Date().toISOString()}" level=${level} msg="${msg}"`;
 
-interface Desired {
+/** What a registry's pods should run: the config hash that names the revision, and the pod's container. */
+export interface Desired {
   readonly hash: string;
   readonly image: string;
-  readonly s3: Record<string, unknown>;
+  /** The container's env as the pod shows it (values and secretKeyRefs, never key values). */
+  readonly env: ReadonlyArray<Record<string, unknown>>;
   readonly config: RegistryConfig | undefined;
   readonly problem: string | undefined;
+}
+
+export const hashOfConfig = (value: unknown) => hashOf(value);
+export { record as recordOf, text as textOf };
+
+/** ACP's workload: the image-registry ModuleInfo's s3storage and the Secret it names. */
+export function acpWorkload(
+  server: KubeApiServer,
+  namespace = REGISTRY_NAMESPACE,
+): RegistryWorkload {
+  const { store } = server;
+  return {
+    namespace,
+    app: REGISTRY_APP,
+    deployment: REGISTRY_APP,
+    podLabels: { app: REGISTRY_APP },
+    relevant: ({ ref, object }) =>
+      (ref.group === server.moduleInfo.group && ref.resource === server.moduleInfo.resource) ||
+      (ref.resource === 'secrets' && object.metadata.namespace === namespace),
+    ensure: (registryUrl) => [
+      [BuiltIn.deployments, registryDeployment(namespace)],
+      [BuiltIn.services, registryService(namespace, registryUrl)],
+    ],
+    desired() {
+      const module = store
+        .list(server.moduleInfo)
+        .find((object) => object.metadata.labels?.[MODULE_LABEL] === REGISTRY_APP);
+      if (module === undefined) return undefined;
+      const spec = record(module['spec']);
+      const s3 = record(record(spec['config'])['s3storage']);
+      const image = text(record(spec['config'])['image']) ?? 'registry:2';
+      const secretName = text(s3['secretName']);
+      const secret =
+        secretName === undefined ? undefined : store.get(BuiltIn.secrets, namespace, secretName);
+      const data = record(secret?.['data']);
+      const decode = (key: string) => {
+        const value = text(data[key]);
+        return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+      };
+      const hash = hashOf({ s3, data, image });
+      const env = acpEnv(s3);
+      const failed = (problem: string): Desired => ({
+        hash,
+        image,
+        env,
+        config: undefined,
+        problem,
+      });
+      const missing = ['bucket', 'regionEndpoint', 'region', 'secretName'].filter(
+        (key) => text(s3[key]) === undefined,
+      );
+      if (missing.length > 0)
+        return failed(`s3storage is incomplete: missing ${missing.join(', ')}`);
+      if (secret === undefined)
+        return failed(`secret "${secretName}" not found in namespace ${namespace}`);
+      const accessKey = decode('access-key-id');
+      const secretKey = decode('secret-access-key');
+      if (accessKey === undefined || secretKey === undefined)
+        return failed(`secret "${secretName}" lacks access-key-id or secret-access-key`);
+      const rootDirectory = text(s3['rootdirectory']) ?? text(s3['rootDirectory']);
+      const config: RegistryConfig = {
+        bucket: s3['bucket'] as string,
+        endpoint: s3['regionEndpoint'] as string,
+        region: s3['region'] as string,
+        accessKey,
+        secretKey,
+        ...(rootDirectory === undefined ? {} : { rootDirectory }),
+      };
+      return { hash, image, env, config, problem: undefined };
+    },
+  };
+}
+
+/** The env ACP's operator gives the registry container: the s3storage fields, the keys by reference. */
+function acpEnv(s3: Record<string, unknown>): Array<Record<string, unknown>> {
+  const env = Object.entries({
+    REGISTRY_STORAGE: 's3',
+    REGISTRY_STORAGE_S3_BUCKET: s3['bucket'],
+    REGISTRY_STORAGE_S3_REGION: s3['region'],
+    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3['regionEndpoint'],
+    REGISTRY_STORAGE_S3_ROOTDIRECTORY: s3['rootdirectory'],
+  })
+    .filter(([, value]) => typeof value === 'string')
+    .map(([name, value]) => ({ name, value }));
+  const secretName = text(s3['secretName']) ?? '';
+  const fromSecret = (name: string, key: string) => ({
+    name,
+    valueFrom: { secretKeyRef: { name: secretName, key } },
+  });
+  return [
+    ...env,
+    fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
+    fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
+  ];
 }
 
 /** Starts the controller and its proxy; it reconciles at once and on every relevant change. */
@@ -116,110 +238,32 @@ export async function startRegistryController(
 ): Promise<RegistryController> {
   const { server, startRegistry } = options;
   const { store } = server;
-  const namespace = options.namespace ?? REGISTRY_NAMESPACE;
+  const workload = options.workload ?? acpWorkload(server, options.namespace);
+  const { namespace, app } = workload;
   const pods: PodState[] = [];
   let dirty = true;
   let stopped = false;
   let currentHash: string | undefined;
 
   const unsubscribe = store.watch((event: StoreEvent) => {
-    const { ref, object } = event;
-    const relevant =
-      (ref.group === server.moduleInfo.group && ref.resource === server.moduleInfo.resource) ||
-      (ref.resource === 'secrets' && object.metadata.namespace === namespace) ||
-      (ref.resource === 'pods' && event.type === 'DELETED');
-    if (relevant) dirty = true;
+    if (workload.relevant(event) || (event.ref.resource === 'pods' && event.type === 'DELETED'))
+      dirty = true;
   });
 
-  function desired(): Desired | undefined {
-    const module = store
-      .list(server.moduleInfo)
-      .find((object) => object.metadata.labels?.[MODULE_LABEL] === REGISTRY_APP);
-    if (module === undefined) return undefined;
-    const spec = record(module['spec']);
-    const s3 = record(record(spec['config'])['s3storage']);
-    const image = text(record(spec['config'])['image']) ?? 'registry:2';
-    const secretName = text(s3['secretName']);
-    const secret =
-      secretName === undefined ? undefined : store.get(BuiltIn.secrets, namespace, secretName);
-    const data = record(secret?.['data']);
-    const decode = (key: string) => {
-      const value = text(data[key]);
-      return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-    };
-    const hash = hashOf({ s3, data, image });
-    const missing = ['bucket', 'regionEndpoint', 'region', 'secretName'].filter(
-      (key) => text(s3[key]) === undefined,
-    );
-    if (missing.length > 0) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `s3storage is incomplete: missing ${missing.join(', ')}`,
-      };
-    }
-    if (secret === undefined) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `secret "${secretName}" not found in namespace ${namespace}`,
-      };
-    }
-    const accessKey = decode('access-key-id');
-    const secretKey = decode('secret-access-key');
-    if (accessKey === undefined || secretKey === undefined) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `secret "${secretName}" lacks access-key-id or secret-access-key`,
-      };
-    }
-    const rootDirectory = text(s3['rootdirectory']) ?? text(s3['rootDirectory']);
-    const config: RegistryConfig = {
-      bucket: s3['bucket'] as string,
-      endpoint: s3['regionEndpoint'] as string,
-      region: s3['region'] as string,
-      accessKey,
-      secretKey,
-      ...(rootDirectory === undefined ? {} : { rootDirectory }),
-    };
-    return { hash, image, s3, config, problem: undefined };
-  }
-
   function podObject(state: PodState, want: Desired): KubeObject {
-    const env = Object.entries({
-      REGISTRY_STORAGE: 's3',
-      REGISTRY_STORAGE_S3_BUCKET: want.s3['bucket'],
-      REGISTRY_STORAGE_S3_REGION: want.s3['region'],
-      REGISTRY_STORAGE_S3_REGIONENDPOINT: want.s3['regionEndpoint'],
-      REGISTRY_STORAGE_S3_ROOTDIRECTORY: want.s3['rootdirectory'],
-    })
-      .filter(([, value]) => typeof value === 'string')
-      .map(([name, value]) => ({ name, value }));
-    const secretName = text(want.s3['secretName']) ?? '';
-    const fromSecret = (name: string, key: string) => ({
-      name,
-      valueFrom: { secretKeyRef: { name: secretName, key } },
-    });
     return {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: {
         name: state.name,
         namespace,
-        generateName: `${REGISTRY_APP}-${state.hash}-`,
-        labels: { app: REGISTRY_APP, 'pod-template-hash': state.hash },
+        generateName: `${app}-${state.hash}-`,
+        labels: { ...workload.podLabels, app, 'pod-template-hash': state.hash },
         ownerReferences: [
           {
             apiVersion: 'apps/v1',
             kind: 'ReplicaSet',
-            name: `${REGISTRY_APP}-${state.hash}`,
+            name: `${app}-${state.hash}`,
             controller: true,
           },
         ],
@@ -230,11 +274,7 @@ export async function startRegistryController(
             name: 'registry',
             image: want.image,
             ports: [{ name: 'http', containerPort: 5000, protocol: 'TCP' }],
-            env: [
-              ...env,
-              fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
-              fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
-            ],
+            env: want.env,
             readinessProbe: { httpGet: { path: '/v2/', port: 5000 }, periodSeconds: 1 },
           },
         ],
@@ -308,7 +348,7 @@ export async function startRegistryController(
 
   async function createPod(want: Desired): Promise<void> {
     const state: PodState = {
-      name: `${REGISTRY_APP}-${want.hash}-${randomSuffix(5)}`,
+      name: `${app}-${want.hash}-${randomSuffix(5)}`,
       hash: want.hash,
       instance: undefined,
       crash: undefined,
@@ -375,12 +415,11 @@ export async function startRegistryController(
       for (const state of [...pods]) {
         if (store.get(BuiltIn.pods, namespace, state.name) === undefined) await removePod(state);
       }
-      const want = desired();
+      const want = workload.desired();
       if (want !== undefined && store.get(BuiltIn.namespaces, undefined, namespace) !== undefined) {
         currentHash = want.hash;
         const newest = pods.at(-1);
-        ensure(BuiltIn.deployments, deploymentObject());
-        ensure(BuiltIn.services, serviceObject());
+        for (const [kind, object] of workload.ensure?.(registryUrl) ?? []) ensure(kind, object);
         if (newest === undefined || newest.hash !== want.hash) {
           // A new revision supersedes pods that never became ready; going back to the
           // config of a pod still running keeps that pod, as a Deployment rollback does.
@@ -406,9 +445,9 @@ export async function startRegistryController(
     }
     const ready = pods.filter((state) => state.ready).length;
     const updated = pods.filter((state) => state.hash === currentHash).length;
-    const deployment = store.get(BuiltIn.deployments, namespace, REGISTRY_APP);
+    const deployment = store.get(BuiltIn.deployments, namespace, workload.deployment);
     if (deployment !== undefined) {
-      writeStatus(BuiltIn.deployments, REGISTRY_APP, {
+      writeStatus(BuiltIn.deployments, workload.deployment, {
         observedGeneration: deployment.metadata.generation ?? 1,
         replicas: pods.length,
         updatedReplicas: updated,
@@ -425,7 +464,7 @@ export async function startRegistryController(
             type: 'Progressing',
             status: 'True',
             reason: latest?.ready === true ? 'NewReplicaSetAvailable' : 'ReplicaSetUpdated',
-            message: `ReplicaSet "${REGISTRY_APP}-${latest?.hash ?? ''}" ${latest?.ready === true ? 'has successfully progressed' : 'is progressing'}.`,
+            message: `ReplicaSet "${app}-${latest?.hash ?? ''}" ${latest?.ready === true ? 'has successfully progressed' : 'is progressing'}.`,
           },
         ],
       });
@@ -435,13 +474,6 @@ export async function startRegistryController(
   const proxyPort = await freePort();
   const registryUrl = `http://${LOOPBACK}:${proxyPort}`;
 
-  function deploymentObject(): KubeObject {
-    return registryDeployment(namespace);
-  }
-  function serviceObject(): KubeObject {
-    return registryService(namespace, registryUrl);
-  }
-
   /** The newest ready pod's registry: where the Service sends traffic. */
   const target = () => [...pods].reverse().find((state) => state.ready)?.instance?.url;
 
@@ -449,7 +481,7 @@ export async function startRegistryController(
     const upstream = target();
     if (upstream === undefined) {
       res.writeHead(503, { 'Content-Type': 'text/plain' });
-      res.end('no ready endpoints for service image-registry\n');
+      res.end(`no ready endpoints for service ${app}\n`);
       return;
     }
     const forward = request(

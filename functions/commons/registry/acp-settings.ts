@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { secretKeyNamesSchema } from './storage-keys.ts';
+import { storageErrorPatternsSchema } from './workload-settings.ts';
 
 /** Strict: a misspelt setting (`namespce`) would otherwise be dropped and its default used. */
 export const acpSettingsSchema = z.strictObject({
@@ -27,15 +28,7 @@ export const acpSettingsSchema = z.strictObject({
   /** The Secret's data keys holding the S3 keys (storage-keys.ts). */
   secretKeyNames: secretKeyNamesSchema,
   /** Log lines of new registry pods that mean the storage is wrong. */
-  storageErrorPatterns: z
-    .array(z.string())
-    .default([
-      'NoSuchBucket',
-      'AccessDenied',
-      'InvalidAccessKeyId',
-      'SignatureDoesNotMatch',
-      'connection refused',
-    ]),
+  storageErrorPatterns: storageErrorPatternsSchema,
 });
 /** The group ACP serves ModuleInfo in; discovery looks there first. */
 export const ACP_GROUP = 'cluster.alauda.io';

@@ -5,8 +5,6 @@
  * Secret (in `cpaas-system`) with the keys. This automates seeds 000/001.
  */
 import {
-  AppsV1Api,
-  CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
   PatchStrategy,
@@ -20,31 +18,16 @@ import { ACP_GROUP, type AcpSettings, acpSettingsSchema } from './acp-settings.t
 import {
   type CapturedFile,
   type DiscoveredRegistry,
-  type PodState,
   type RegistryProfile,
-  type RolloutStatus,
   type StorageKeys,
   type StorageRef,
   type SwitchResult,
   sameStorage,
 } from './profile.ts';
 import { keysFromSecretData } from './storage-keys.ts';
+import { cleanForCapture, registryWorkload } from './workload.ts';
 
 export { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
-
-/** Server-set fields removed before a resource is saved, so it can be applied to a new cluster. */
-const SERVER_FIELDS = [
-  'uid',
-  'resourceVersion',
-  'creationTimestamp',
-  'generation',
-  'managedFields',
-  'finalizers',
-  'ownerReferences',
-  'selfLink',
-  'deletionTimestamp',
-  'deletionGracePeriodSeconds',
-] as const;
 
 interface KubeObject {
   apiVersion?: string;
@@ -58,20 +41,6 @@ interface KubeObject {
   };
   spec?: { config?: { s3storage?: Record<string, unknown> } };
   [k: string]: unknown;
-}
-
-/** A copy of `object` without status and server-set metadata. */
-export function cleanForCapture(object: KubeObject): KubeObject {
-  const { status: _status, ...rest } = object;
-  const metadata = { ...(rest.metadata ?? {}) };
-  for (const field of SERVER_FIELDS) delete metadata[field];
-  if (metadata.annotations !== undefined) {
-    const { 'kubectl.kubernetes.io/last-applied-configuration': _applied, ...annotations } =
-      metadata.annotations;
-    if (Object.keys(annotations).length === 0) delete metadata.annotations;
-    else metadata.annotations = annotations;
-  }
-  return { ...rest, metadata };
 }
 
 function storageOf(name: string, object: KubeObject): StorageRef {
@@ -107,8 +76,6 @@ export function acpProfile(
 ): RegistryProfile {
   const server = kc.getCurrentCluster()?.server ?? '(unknown server)';
   const custom = kc.makeApiClient(CustomObjectsApi);
-  const core = kc.makeApiClient(CoreV1Api);
-  const apps = kc.makeApiClient(AppsV1Api);
   const { plural, namespace } = settings;
   const mi = (verb: CallDescription['verb'], group: string, name?: string): CallDescription => ({
     verb,
@@ -188,28 +155,14 @@ export function acpProfile(
     );
   };
 
-  /** The storage Secret; one that does not exist is bad input, with how to create it or find another. */
-  const readSecret = (secretName: string) =>
-    kubeCall(
-      server,
-      { verb: 'get', resource: 'secrets', group: '', namespace, name: secretName },
-      () => core.readNamespacedSecret({ name: secretName, namespace }),
-    ).catch((err: unknown) => {
-      // The name came from the user (--target-secret) or the ModuleInfo: either way a fix, not a retry.
-      if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
-      throw new InputError(`Secret ${namespace}/${secretName} does not exist at ${server}`, [
-        `Secret ${namespace}/${secretName}: create it in namespace ${namespace} with the bucket's keys (kubectl -n ${namespace} create secret generic ${secretName} --from-literal=access-key-id=... --from-literal=secret-access-key=...), or name an existing one (kubectl -n ${namespace} get secrets)`,
-      ]);
-    });
-
-  const listPods = async () => {
-    const pods = await kubeCall(
-      server,
-      { verb: 'list', resource: 'pods', group: '', namespace },
-      () => core.listNamespacedPod({ namespace, labelSelector: settings.podSelector }),
-    );
-    return pods.items.filter((p) => p.metadata?.deletionTimestamp === undefined);
-  };
+  const workload = registryWorkload(kc, {
+    namespace,
+    podSelector: settings.podSelector,
+    deployment: settings.deployment,
+    container: settings.container,
+    storageErrorPatterns: settings.storageErrorPatterns,
+  });
+  const { readSecret, listPods } = workload;
 
   const profile: RegistryProfile = {
     name: 'acp',
@@ -316,91 +269,7 @@ export function acpProfile(
       }
     },
 
-    async rolloutStatus({ podsBefore }): Promise<RolloutStatus> {
-      const before = new Set(podsBefore);
-      const pods = await listPods();
-      let desired = 1;
-      try {
-        const deployment = await kubeCall(
-          server,
-          {
-            verb: 'get',
-            resource: 'deployments',
-            group: 'apps',
-            namespace,
-            name: settings.deployment,
-          },
-          () => apps.readNamespacedDeployment({ name: settings.deployment, namespace }),
-        );
-        desired = deployment.spec?.replicas ?? 1;
-      } catch (err) {
-        if (!(err instanceof KubeApiError) || (err.status !== 404 && err.status !== 403)) throw err;
-        desired = Math.max(1, podsBefore.length);
-      }
-      const newPods: PodState[] = pods
-        .filter((p) => !before.has(p.metadata?.name ?? ''))
-        .map((p) => {
-          const ready =
-            p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-          const waiting = p.status?.containerStatuses?.find((c) => c.name === settings.container)
-            ?.state?.waiting?.reason;
-          return {
-            name: p.metadata?.name ?? '',
-            ready,
-            phase: p.status?.phase ?? 'Unknown',
-            ...(waiting === undefined ? {} : { reason: waiting }),
-            ...(p.metadata?.creationTimestamp === undefined
-              ? {}
-              : { createdAt: new Date(p.metadata.creationTimestamp).toISOString() }),
-          };
-        });
-      const oldPods = pods.map((p) => p.metadata?.name ?? '').filter((n) => before.has(n));
-      const storageErrors: Array<{ pod: string; line: string }> = [];
-      for (const pod of newPods.filter((p) => !p.ready)) {
-        let log = '';
-        try {
-          log = await kubeCall(
-            server,
-            {
-              verb: 'get',
-              resource: 'pods',
-              subresource: 'log',
-              group: '',
-              namespace,
-              name: pod.name,
-            },
-            () =>
-              core.readNamespacedPodLog({
-                name: pod.name,
-                namespace,
-                container: settings.container,
-                tailLines: 200,
-              }),
-          );
-        } catch (err) {
-          // A pod whose container has not started has no log yet; that is not a failure.
-          if (!(err instanceof KubeApiError) || (err.status !== 400 && err.status !== 404))
-            throw err;
-        }
-        for (const line of log.split('\n')) {
-          if (settings.storageErrorPatterns.some((pattern) => line.includes(pattern)))
-            storageErrors.push({ pod: pod.name, line: line.trim() });
-        }
-      }
-      const ready = newPods.filter((p) => p.ready).length;
-      const done =
-        oldPods.length === 0 &&
-        newPods.length > 0 &&
-        ready >= desired &&
-        newPods.every((p) => p.ready);
-      const waitingReasons = newPods
-        .filter((p) => p.reason !== undefined)
-        .map((p) => `${p.name}: ${p.reason}`);
-      const message = done
-        ? `${ready}/${desired} new registry pods ready, old pods gone`
-        : `${ready}/${desired} new registry pods ready, ${oldPods.length} old pod(s) still running${waitingReasons.length === 0 ? '' : `; ${waitingReasons.join('; ')}`}`;
-      return { done, ready, desired, newPods, oldPods, storageErrors, message };
-    },
+    rolloutStatus: ({ podsBefore }) => workload.rolloutStatus(podsBefore),
   };
   return profile;
 }
