@@ -47,6 +47,8 @@ export interface RegistryWorkload {
   readonly namespace: string;
   /** The pods' name prefix and `app` label. */
   readonly app: string;
+  /** The registry container's name in the pods. */
+  readonly container: string;
   /** The Deployment whose status the controller writes. */
   readonly deployment: string;
   /** Labels every pod carries (the Deployment's selector matches them). */
@@ -139,6 +141,11 @@ export interface Desired {
 }
 
 export const hashOfConfig = (value: unknown) => hashOf(value);
+
+/** What pods of `base` run when their config is wrong: a crash that logs `problem`. */
+export const failingWith =
+  (base: Pick<Desired, 'hash' | 'image' | 'env'>) =>
+  (problem: string): Desired => ({ ...base, config: undefined, problem });
 export { record as recordOf, text as textOf };
 
 /** ACP's workload: the image-registry ModuleInfo's s3storage and the Secret it names. */
@@ -150,6 +157,7 @@ export function acpWorkload(
   return {
     namespace,
     app: REGISTRY_APP,
+    container: 'registry',
     deployment: REGISTRY_APP,
     podLabels: { app: REGISTRY_APP },
     relevant: ({ ref, object }) =>
@@ -177,13 +185,8 @@ export function acpWorkload(
       };
       const hash = hashOf({ s3, data, image });
       const env = acpEnv(s3);
-      const failed = (problem: string): Desired => ({
-        hash,
-        image,
-        env,
-        config: undefined,
-        problem,
-      });
+      const failed = failingWith({ hash, image, env });
+
       const missing = ['bucket', 'regionEndpoint', 'region', 'secretName'].filter(
         (key) => text(s3[key]) === undefined,
       );
@@ -271,7 +274,7 @@ export async function startRegistryController(
       spec: {
         containers: [
           {
-            name: 'registry',
+            name: workload.container,
             image: want.image,
             ports: [{ name: 'http', containerPort: 5000, protocol: 'TCP' }],
             env: want.env,
@@ -298,7 +301,7 @@ export async function startRegistryController(
       ? {
           waiting: {
             reason: 'CrashLoopBackOff',
-            message: `back-off restarting failed container registry in pod ${state.name}_${namespace}`,
+            message: `back-off restarting failed container ${workload.container} in pod ${state.name}_${namespace}`,
           },
         }
       : exited
@@ -317,7 +320,7 @@ export async function startRegistryController(
       ],
       containerStatuses: [
         {
-          name: 'registry',
+          name: workload.container,
           ready: state.ready,
           started: !crashing && !exited,
           // A crash loop restarts about every ten seconds here; real back-off grows to five minutes.

@@ -25,7 +25,7 @@ import {
   sameStorage,
 } from './profile.ts';
 import { keysFromSecretData } from './storage-keys.ts';
-import { cleanForCapture, registryWorkload } from './workload.ts';
+import { capturedFile, cleanForCapture, registryWorkload, retryOnConflict } from './workload.ts';
 
 export { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 
@@ -194,16 +194,7 @@ export function acpProfile(
       if (includeSecret) {
         const secretName = storageOf(name, object).secretName;
         const secret = await readSecret(secretName);
-        files.push({
-          name: `secret-${secretName}.yaml`,
-          yaml: stringify(
-            cleanForCapture({
-              apiVersion: 'v1',
-              kind: 'Secret',
-              ...(secret as unknown as KubeObject),
-            }),
-          ),
-        });
+        files.push(capturedFile(`secret-${secretName}.yaml`, 'v1', 'Secret', secret));
       }
       return files;
     },
@@ -261,12 +252,7 @@ export function acpProfile(
         );
         return { ...base, changed: true };
       };
-      try {
-        return await attempt();
-      } catch (err) {
-        if (err instanceof KubeApiError && err.status === 409) return attempt();
-        throw err;
-      }
+      return retryOnConflict(attempt);
     },
 
     rolloutStatus: ({ podsBefore }) => workload.rolloutStatus(podsBefore),

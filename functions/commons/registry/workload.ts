@@ -5,9 +5,10 @@
  * Ready, old ones gone, storage errors in new pods' logs).
  */
 import { AppsV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
 import { KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { InputError } from '../errors.ts';
-import type { PodState, RolloutStatus } from './profile.ts';
+import type { CapturedFile, PodState, RolloutStatus } from './profile.ts';
 
 /** A Kubernetes object as captured: its metadata and any other fields. */
 export interface CapturedObject {
@@ -41,6 +42,29 @@ export function cleanForCapture(object: CapturedObject): CapturedObject {
     else metadata.annotations = annotations;
   }
   return { ...rest, metadata };
+}
+
+/** Runs `attempt`, and once more (reading afresh) when the object changed under it: 409 Conflict. */
+export async function retryOnConflict<T>(attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 409) return attempt();
+    throw err;
+  }
+}
+
+/** `object` (of `kind`, which a read object lacks) as a file of the snapshot's cluster folder. */
+export function capturedFile(
+  name: string,
+  apiVersion: string,
+  kind: string,
+  object: object,
+): CapturedFile {
+  return {
+    name,
+    yaml: stringify(cleanForCapture({ apiVersion, kind, ...(object as CapturedObject) })),
+  };
 }
 
 /** Where the registry's Deployment and pods are, and what in their logs means wrong storage. */
