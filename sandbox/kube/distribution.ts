@@ -74,7 +74,11 @@ export function distributionWorkload(
 
       const mount = list(container['volumeMounts'])
         .map(recordOf)
-        .find((m) => textOf(m['mountPath'])?.replace(/\/$/, '') === CONFIG_DIRECTORY);
+        .find((m) => {
+          // The image's own directory, or the file itself (Harbor: /etc/registry/config.yml).
+          const path = textOf(m['mountPath'])?.replace(/\/$/, '');
+          return path === CONFIG_DIRECTORY || path?.endsWith('/config.yml') === true;
+        });
       const volume = list(pod['volumes'])
         .map(recordOf)
         .find((v) => mount !== undefined && v['name'] === mount['name']);
@@ -98,7 +102,18 @@ export function distributionWorkload(
       // The registry reads REGISTRY_STORAGE_S3_<FIELD> over config.yml's storage.s3.<field>.
       const field = (name: string): string | undefined => {
         const variable = env.find((e) => e['name'] === `REGISTRY_STORAGE_S3_${name.toUpperCase()}`);
-        if (variable === undefined) return textOf(s3[name]);
+        if (variable === undefined) {
+          // A Secret taken whole through envFrom (Harbor's) sets variables by its data keys.
+          const fromSecret = list(container['envFrom'])
+            .map((e) => textOf(recordOf(recordOf(e)['secretRef'])['name']))
+            .flatMap((secretName) =>
+              secretName === undefined
+                ? []
+                : [decoded(secretName, `REGISTRY_STORAGE_S3_${name.toUpperCase()}`)],
+            )
+            .find((value) => value !== undefined);
+          return fromSecret ?? textOf(s3[name]);
+        }
         const plain = textOf(variable['value']);
         if (plain !== undefined) return plain;
         const ref = recordOf(recordOf(variable['valueFrom'])['secretKeyRef']);

@@ -71,6 +71,14 @@ export interface DistributionSeed extends S3Storage {
   readonly name?: string;
   /** Put config.yml in a Secret instead of a ConfigMap. */
   readonly configInSecret?: boolean;
+  /**
+   * `harbor`: lay it out as the Harbor chart's registry component does
+   * (Deployment, ConfigMap and Secret all `<name>`, config.yml mounted at
+   * /etc/registry/config.yml, the S3 keys as REGISTRY_STORAGE_S3_* in the
+   * Secret the container takes whole through envFrom, a registryctl
+   * container beside it); the docker-registry chart's otherwise.
+   */
+  readonly layout?: 'chart' | 'harbor';
   /** Data keys of the keys Secret; the chart's `s3AccessKey` / `s3SecretKey` unless given. */
   readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };
 }
@@ -269,9 +277,17 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
       waitForReadyPod: (timeoutMs = 30_000) => readyPodOf(started, timeoutMs),
 
       async seedDistributionRegistry(seed) {
-        const namespace = seed.namespace ?? 'registry';
-        const name = seed.name ?? 'docker-registry';
-        const keys = seed.secretKeyNames ?? { accessKey: 's3AccessKey', secretKey: 's3SecretKey' };
+        const harbor = seed.layout === 'harbor';
+        const namespace = seed.namespace ?? (harbor ? 'harbor' : 'registry');
+        const name = seed.name ?? (harbor ? 'harbor-registry' : 'docker-registry');
+        const keys =
+          seed.secretKeyNames ??
+          (harbor
+            ? {
+                accessKey: 'REGISTRY_STORAGE_S3_ACCESSKEY',
+                secretKey: 'REGISTRY_STORAGE_S3_SECRETKEY',
+              }
+            : { accessKey: 's3AccessKey', secretKey: 's3SecretKey' });
         const b64 = (value: string) => Buffer.from(value).toString('base64');
         const labels = { app: name, release: name };
         if (store.get(BuiltIn.namespaces, undefined, namespace) === undefined)
@@ -298,7 +314,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
           },
           http: { addr: ':5000', headers: { 'X-Content-Type-Options': ['nosniff'] } },
         });
-        const configName = `${name}-config`;
+        const configName = harbor ? name : `${name}-config`;
         createOrReplace(
           seed.configInSecret === true ? BuiltIn.secrets : BuiltIn.configmaps,
           seed.configInSecret === true
@@ -316,14 +332,14 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
                 data: { 'config.yml': configYml },
               },
         );
-        const secretName = `${name}-secret`;
+        const secretName = harbor ? name : `${name}-secret`;
         createOrReplace(BuiltIn.secrets, {
           apiVersion: 'v1',
           kind: 'Secret',
           metadata: { name: secretName, namespace, labels },
           type: 'Opaque',
           data: {
-            haSharedSecret: b64('sandbox-shared-secret'),
+            [harbor ? 'REGISTRY_HTTP_SECRET' : 'haSharedSecret']: b64('sandbox-shared-secret'),
             [keys.accessKey]: b64(seed.accessKey),
             [keys.secretKey]: b64(seed.secretKey),
           },
@@ -349,25 +365,44 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
               metadata: {
                 labels,
                 annotations: {
-                  'checksum/config': createHash('sha256').update(configYml).digest('hex'),
+                  [harbor ? 'checksum/configmap' : 'checksum/config']: createHash('sha256')
+                    .update(configYml)
+                    .digest('hex'),
                 },
               },
               spec: {
-                containers: [
-                  {
-                    name: 'docker-registry',
-                    image: 'registry:2.8.1',
-                    command: ['/bin/registry', 'serve', `${CONFIG_DIRECTORY}/config.yml`],
-                    ports: [{ containerPort: 5000 }],
-                    env: [
-                      fromSecret('REGISTRY_HTTP_SECRET', 'haSharedSecret'),
-                      fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', keys.accessKey),
-                      fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', keys.secretKey),
+                containers: harbor
+                  ? [
+                      {
+                        name: 'registry',
+                        image: 'goharbor/registry-photon:v2.10.0',
+                        ports: [{ containerPort: 5000 }],
+                        envFrom: [{ secretRef: { name: secretName } }],
+                        volumeMounts: [
+                          {
+                            name: 'registry-config',
+                            mountPath: '/etc/registry/config.yml',
+                            subPath: 'config.yml',
+                          },
+                        ],
+                      },
+                      { name: 'registryctl', image: 'goharbor/harbor-registryctl:v2.10.0' },
+                    ]
+                  : [
+                      {
+                        name: 'docker-registry',
+                        image: 'registry:2.8.1',
+                        command: ['/bin/registry', 'serve', `${CONFIG_DIRECTORY}/config.yml`],
+                        ports: [{ containerPort: 5000 }],
+                        env: [
+                          fromSecret('REGISTRY_HTTP_SECRET', 'haSharedSecret'),
+                          fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', keys.accessKey),
+                          fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', keys.secretKey),
+                        ],
+                        volumeMounts: [{ name: `${name}-config`, mountPath: CONFIG_DIRECTORY }],
+                      },
                     ],
-                    volumeMounts: [{ name: `${name}-config`, mountPath: CONFIG_DIRECTORY }],
-                  },
-                ],
-                volumes: [configVolume],
+                volumes: [harbor ? { ...configVolume, name: 'registry-config' } : configVolume],
               },
             },
           },
