@@ -86,6 +86,14 @@ export function commandWithSettings(program: Command, name: string, description:
       '--vault-content-md5',
       'send Content-MD5 with vault uploads (a bucket with Object Lock default retention needs it)',
     )
+    .option(
+      '--vault-path-style',
+      'address the vault path style (https://host/bucket/key); default: virtual-hosted, path style on an IP address or localhost (REGVAULT_VAULT_PATH_STYLE)',
+    )
+    .option(
+      '--storage-path-style',
+      "address buckets on other endpoints path style: the registry's, a restore target, --source-bucket (REGVAULT_STORAGE_PATH_STYLE)",
+    )
     .option('--kubeconfig <file>', 'kubeconfig of the registry cluster (KUBECONFIG)')
     .option('--context <name>', 'kubeconfig context')
     .option(
@@ -95,6 +103,10 @@ export function commandWithSettings(program: Command, name: string, description:
     .option('--module-info <name>', 'the registry ModuleInfo, when the label finds several')
     .option('--registry-url <url>', 'where the registry answers, for verification')
     .option('--registry-username <user>', 'registry user (basic or token auth)')
+    .option(
+      '--registry-password-file <path>',
+      'file holding the registry password (REGVAULT_REGISTRY_PASSWORD_FILE); there is no password flag',
+    )
     .option('--concurrency <n>', 'copies in flight')
     .option('--json', 'JSON lines of progress and one result object');
 }

@@ -11,8 +11,13 @@ import type { Location } from '../functions/commons/copy/model.ts';
 import { InputError, messageOf } from '../functions/commons/errors.ts';
 import { createLocalDeps } from '../functions/commons/local/deps.ts';
 import { RegistryApiError } from '../functions/commons/registry/client-http.ts';
+import { pathStyleFor } from '../functions/commons/s3/addressing.ts';
 import type { S3Role } from '../functions/commons/s3/client.ts';
-import type { StepProgress, WorkflowDeps } from '../functions/commons/workflows/deps.ts';
+import {
+  Access,
+  type StepProgress,
+  type WorkflowDeps,
+} from '../functions/commons/workflows/deps.ts';
 import { run } from './context.ts';
 import { bucketName, endpointUrl, type Settings, settingLabel } from './settings.ts';
 import { cliHalf } from './workflow-flags.ts';
@@ -69,7 +74,7 @@ function vaultLocation(settings: Settings): Location {
     region: settings.vaultRegion,
     bucket: settings.vaultBucket,
     prefix: settings.vaultPrefix,
-    forcePathStyle: settings.vaultEndpoint !== undefined,
+    forcePathStyle: pathStyleFor(settings.vaultEndpoint, settings.vaultPathStyle),
     access: 'vault',
     ...(settings.vaultContentMd5 ? { contentMd5: true } : {}),
   };
@@ -92,14 +97,56 @@ const locationSchema = z.object({
   region: z.string().min(1, 'a region, e.g. us-east-1'),
 });
 
+/** A plain bucket's side in a command: its own keys come from REGVAULT_SOURCE_* / REGVAULT_TARGET_*. */
+export type Side = 'source' | 'target';
+
 /**
- * An S3 location the commands reach with the vault's keys; its endpoint and
- * region default to the vault's. Bad values are bad input, each naming its flag.
+ * The source's and the target's own keys, from REGVAULT_SOURCE_ACCESS_KEY_ID
+ * and REGVAULT_SOURCE_SECRET_ACCESS_KEY (REGVAULT_TARGET_... likewise):
+ * variables only, never flags, which shell history and process listings keep.
+ * One of a pair without the other is bad input naming the missing one.
+ */
+export function ownKeysOf(
+  env: NodeJS.ProcessEnv = process.env,
+): Partial<Record<Side, { accessKeyId: string; secretAccessKey: string }>> {
+  const keys: Partial<Record<Side, { accessKeyId: string; secretAccessKey: string }>> = {};
+  const issues: string[] = [];
+  for (const side of ['source', 'target'] as const) {
+    const prefix = `REGVAULT_${side.toUpperCase()}`;
+    const id = `${prefix}_ACCESS_KEY_ID`;
+    const secret = `${prefix}_SECRET_ACCESS_KEY`;
+    const accessKeyId = env[id] === '' ? undefined : env[id];
+    const secretAccessKey = env[secret] === '' ? undefined : env[secret];
+    if (accessKeyId !== undefined && secretAccessKey !== undefined)
+      keys[side] = { accessKeyId, secretAccessKey };
+    else if (accessKeyId !== undefined || secretAccessKey !== undefined)
+      issues.push(
+        `${accessKeyId === undefined ? id : secret}: set it too, since ${accessKeyId === undefined ? secret : id} is set (the ${side}'s own keys come as a pair), or unset both to use the vault's keys`,
+      );
+  }
+  if (issues.length > 0) throw new InputError('the keys are not complete', issues);
+  return keys;
+}
+
+/** How failures name a side's own keys, and how to fix them. */
+function ownRole(side: Side): S3Role {
+  const prefix = `REGVAULT_${side.toUpperCase()}`;
+  return {
+    keys: `the ${side}'s keys (${prefix}_ACCESS_KEY_ID and ${prefix}_SECRET_ACCESS_KEY)`,
+    fixKeys: `set ${prefix}_ACCESS_KEY_ID and ${prefix}_SECRET_ACCESS_KEY to keys this S3 accepts for the ${side} bucket`,
+  };
+}
+
+/**
+ * An S3 location the commands reach with the vault's keys, or with the
+ * side's own keys when they are set; its endpoint and region default to the
+ * vault's. Bad values are bad input, each naming its flag.
  */
 export function s3Location(
   settings: Settings,
   where: { bucket: string; prefix: string; endpoint?: unknown; region?: unknown },
   flags: LocationFlags,
+  side?: Side,
 ): Location {
   const endpoint = typeof where.endpoint === 'string' ? where.endpoint : settings.vaultEndpoint;
   const region = typeof where.region === 'string' ? where.region : settings.vaultRegion;
@@ -117,8 +164,12 @@ export function s3Location(
     region,
     bucket: where.bucket,
     prefix: where.prefix,
-    forcePathStyle: endpoint !== undefined,
-    access: 'vault',
+    // A bucket beside the vault is addressed as the vault; one elsewhere as the registry's.
+    forcePathStyle: pathStyleFor(
+      endpoint,
+      endpoint === settings.vaultEndpoint ? settings.vaultPathStyle : settings.storagePathStyle,
+    ),
+    access: side !== undefined && ownKeysOf()[side] !== undefined ? side : Access.Vault,
   };
 }
 
@@ -160,6 +211,7 @@ export function depsFor(
   onProgress?: (event: StepProgress) => void,
 ) {
   const keys = envKeys();
+  const own = ownKeysOf();
   // Several files in $KUBECONFIG: no path, so client-node's loadFromDefault merges that list.
   const path =
     kubeconfig === undefined || kubeconfig.paths.length > 1 ? undefined : kubeconfig.paths[0];
@@ -169,6 +221,12 @@ export function depsFor(
       ...(keys === undefined ? {} : { credentials: keys }),
       role: vaultRole(keys !== undefined),
     },
+    ownKeys: Object.fromEntries(
+      Object.entries(own).map(([side, credentials]) => [
+        side,
+        { credentials, role: ownRole(side as Side) },
+      ]),
+    ),
     ...(kubeconfig === undefined
       ? {}
       : {
@@ -177,6 +235,7 @@ export function depsFor(
             ...(settings.context === undefined ? {} : { context: settings.context }),
           },
         }),
+    storagePathStyle: settings.storagePathStyle,
     profileName: settings.profile,
     profileSettings: {
       ...settings.profileSettings,

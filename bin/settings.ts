@@ -41,6 +41,12 @@ export function numberFrom<S extends z.ZodType<number, number>>(schema: S) {
   );
 }
 
+/** A switch: a flag or config file boolean, or `true` / `false` in a variable. */
+const flagBoolean = z.union(
+  [z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')],
+  { error: 'true or false' },
+);
+
 /** Every setting the commands read, after flags, environment and config file are merged. */
 export const settingsSchema = z
   .object({
@@ -49,9 +55,11 @@ export const settingsSchema = z
     vaultEndpoint: endpointUrl.optional(),
     vaultPrefix: z.string().default(''),
     /** Uploads to the vault carry Content-MD5 (a bucket with Object Lock default retention needs it). */
-    vaultContentMd5: z
-      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-      .default(false),
+    vaultContentMd5: flagBoolean.default(false),
+    /** Path-style addressing for the vault (functions/commons/s3/addressing.ts). */
+    vaultPathStyle: flagBoolean.default(false),
+    /** Path-style addressing for buckets on other endpoints: the registry's, a restore target, --source-bucket. */
+    storagePathStyle: flagBoolean.default(false),
     kubeconfig: z.string().optional(),
     context: z.string().optional(),
     profile: profileNameSchema.default(DEFAULT_PROFILE),
@@ -61,6 +69,8 @@ export const settingsSchema = z
     registryUrl: z.url().optional(),
     registryUsername: z.string().optional(),
     registryPassword: z.string().optional(),
+    /** A file holding the registry password (a mounted Secret): the password without a flag. */
+    registryPasswordFile: z.string().min(1, 'a file path').optional(),
     concurrency: numberFrom(z.number().int().min(1).max(512)).default(64),
     json: z.boolean().default(false),
   })
@@ -75,10 +85,13 @@ const ENV: Partial<Record<SettingKey, string>> = {
   vaultEndpoint: 'REGVAULT_VAULT_ENDPOINT',
   vaultPrefix: 'REGVAULT_VAULT_PREFIX',
   vaultContentMd5: 'REGVAULT_VAULT_CONTENT_MD5',
+  vaultPathStyle: 'REGVAULT_VAULT_PATH_STYLE',
+  storagePathStyle: 'REGVAULT_STORAGE_PATH_STYLE',
   profile: 'REGVAULT_PROFILE',
   registryUrl: 'REGVAULT_REGISTRY_URL',
   registryUsername: 'REGVAULT_REGISTRY_USERNAME',
   registryPassword: 'REGVAULT_REGISTRY_PASSWORD',
+  registryPasswordFile: 'REGVAULT_REGISTRY_PASSWORD_FILE',
 };
 
 const SETTING_KEYS = new Set<string>(Object.keys(settingsSchema.shape));
@@ -290,5 +303,37 @@ export async function resolveSettings(
       }),
     );
   }
-  return { settings: Object.freeze(parsed.data), origins: Object.freeze(origins) };
+  const settings = await withPasswordFile(parsed.data, origins);
+  return { settings: Object.freeze(settings), origins: Object.freeze(origins) };
+}
+
+/**
+ * The registry password read from `registryPasswordFile`, before anything
+ * runs: a file that cannot be read or holds nothing, or a password given
+ * both ways, is bad input naming the setting; the file's text never appears.
+ * One trailing line break is dropped (`echo pw > file`, a mounted Secret).
+ */
+async function withPasswordFile(settings: Settings, origins: SettingOrigins): Promise<Settings> {
+  const path = settings.registryPasswordFile;
+  if (path === undefined) return settings;
+  const label = settingLabel('registryPasswordFile', origins.registryPasswordFile);
+  if (settings.registryPassword !== undefined)
+    throw new InputError('the registry password is given twice', [
+      `${label}: give the password either in this file or in ${settingLabel('registryPassword', origins.registryPassword)}, not both`,
+    ]);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = Reflect.get(err as object, 'code');
+    throw new InputError('the registry password file cannot be read', [
+      `${label}: ${path} cannot be read (${typeof code === 'string' ? code : messageOf(err)}); name a file holding the registry password`,
+    ]);
+  }
+  const password = text.replace(/\r?\n$/, '');
+  if (password.trim() === '')
+    throw new InputError('the registry password file is empty', [
+      `${label}: ${path} holds no password; write the registry password into it`,
+    ]);
+  return { ...settings, registryPassword: password };
 }

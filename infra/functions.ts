@@ -61,6 +61,7 @@ export function makeFunctions(
     ),
     PROFILE: settings.profile,
     PROFILE_SETTINGS: JSON.stringify(settings.profileSettings),
+    ...(settings.storagePathStyle ? { STORAGE_PATH_STYLE: 'true' } : {}),
     COPY_QUEUE_URL: props.copyQueue.queueUrl,
     COPY_CONCURRENCY: String(settings.copyConcurrency),
     REGVAULT_VERSION: packageVersion(),

@@ -118,6 +118,14 @@ export const regvaultSettingsSchema = z
     /** That profile's settings overriding its defaults (names, namespace, labels). */
     profileSettings: jsonObject.default({}),
     /**
+     * Address the registry's bucket and restore targets on a non-AWS endpoint
+     * path style (an old MinIO); virtual-hosted otherwise, path style always
+     * on an IP address.
+     */
+    storagePathStyle: z
+      .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+      .default(false),
+    /**
      * The kubeconfig of regvault's read identity in the cluster: the
      * registry's resource, storage Secrets and rollout. Every function that
      * calls the cluster reads it, except switch and rollback when

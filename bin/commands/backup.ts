@@ -5,10 +5,11 @@ import type { Command } from 'commander';
 import { ExitCode, exitCodeOf, hintOf, InputError } from '../../functions/commons/errors.ts';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
 import { backupInputSchema } from '../../functions/commons/workflows/backup.ts';
+import { Access } from '../../functions/commons/workflows/deps.ts';
 import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workflows/retry.ts';
 import { backupThroughJobIfOnClaim } from '../claim-backup.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
-import { depsFor, findKubeconfig, requireCluster } from '../deps.ts';
+import { depsFor, findKubeconfig, ownKeysOf, requireCluster } from '../deps.ts';
 import { directoryLocationOf } from '../directory-flags.ts';
 import { repeatable, selectionFlags } from '../flags.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
@@ -148,6 +149,8 @@ export function backupCommand(program: Command): void {
                 source: {
                   bucket: flags['sourceBucket'],
                   region: flags['sourceRegion'] ?? settings.vaultRegion,
+                  // Its own keys when REGVAULT_SOURCE_* are set; the vault's otherwise.
+                  ...(ownKeysOf().source === undefined ? {} : { access: Access.Source }),
                   // As plan and copy do: a bucket beside the vault needs no second endpoint.
                   ...(typeof flags['sourceEndpoint'] === 'string'
                     ? { endpoint: flags['sourceEndpoint'] }

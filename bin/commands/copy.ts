@@ -40,11 +40,13 @@ export function copyCommand(program: Command): void {
           settings,
           { ...from, endpoint: flags['fromEndpoint'], region: flags['fromRegion'] },
           { bucket: '--from', endpoint: '--from-endpoint', region: '--from-region' },
+          'source',
         );
         const target = s3Location(
           settings,
           { ...to, endpoint: flags['toEndpoint'], region: flags['toRegion'] },
           { bucket: '--to', endpoint: '--to-endpoint', region: '--to-region' },
+          'target',
         );
         const [sourceClient, targetClient] = await Promise.all([deps.s3(source), deps.s3(target)]);
         const [registry, targetState] = await Promise.all([

@@ -61,6 +61,7 @@ export function planCommand(program: Command): void {
             region: flags['sourceRegion'],
           },
           { bucket: '--source-bucket', endpoint: '--source-endpoint', region: '--source-region' },
+          'source',
         );
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);

@@ -43,14 +43,42 @@ export const REGISTRY_NAMESPACE = 'cpaas-system';
 export const REGISTRY_APP = 'image-registry';
 export const MODULE_LABEL = 'cpaas.io/module-name';
 
+/**
+ * A registry workload the controller runs: where its pods live, what they
+ * are labelled, and what the cluster's objects say they should run. ACP's
+ * (a ModuleInfo and its Secret) is the default; the Distribution chart's
+ * (a Deployment and its config.yml) is in ./distribution.ts.
+ */
+export interface RegistryWorkload {
+  readonly namespace: string;
+  /** The pods' name prefix and `app` label. */
+  readonly app: string;
+  /** The registry container's name in the pods. */
+  readonly container: string;
+  /** The Deployment whose status the controller writes. */
+  readonly deployment: string;
+  /** Labels every pod carries (the Deployment's selector matches them). */
+  readonly podLabels: Readonly<Record<string, string>>;
+  /** True when a change to this object may change what the pods should run. */
+  relevant(event: StoreEvent): boolean;
+  /** What the pods should run now, or undefined when nothing asks for a registry. */
+  desired(): Desired | undefined;
+  /** Objects the controller creates when they are missing (ACP's Deployment and Service). */
+  ensure?(
+    registryUrl: string,
+  ): ReadonlyArray<readonly [typeof BuiltIn.deployments | typeof BuiltIn.services, KubeObject]>;
+}
+
 export interface RegistryControllerOptions {
   readonly server: KubeApiServer;
   readonly startRegistry: RegistryStarter;
   readonly namespace?: string;
+  /** The workload to run; ACP's by default. */
+  readonly workload?: RegistryWorkload;
+  /** The directory a PersistentVolumeClaim stands for (the sandbox's volumes); without it, ACP's claims are not served. */
+  readonly claimDirectory?: (namespace: string, claimName: string) => string | undefined;
   /** How often pods are probed and status written. */
   readonly intervalMs?: number;
-  /** The directory a PersistentVolumeClaim stands for (the sandbox's volumes); without it, claims are not served. */
-  readonly claimDirectory?: (namespace: string, claimName: string) => string | undefined;
 }
 
 export interface ControllerPod {
@@ -110,13 +138,15 @@ const timestamp = (ms = Date.now()) => new Date(ms).toISOString().replace(/\.\d{
 const logLine = (level: string, msg: string) =>
   `time="${new Date().toISOString()}" level=${level} msg="${msg}"`;
 
-interface Desired {
+/** What a registry's pods should run: the config hash that names the revision, and the pod's container. */
+export interface Desired {
   readonly hash: string;
   readonly image: string;
-  readonly s3: Record<string, unknown>;
+  /** The container's env as the pod shows it (values and secretKeyRefs, never key values). */
+  readonly env: ReadonlyArray<Record<string, unknown>>;
   readonly config: RegistryConfig | undefined;
   readonly problem: string | undefined;
-  /** The PersistentVolumeClaim the registry is on, when it is on one. */
+  /** The PersistentVolumeClaim the registry is on, when it is on one: the pod mounts it. */
   readonly claim?: string;
 }
 
@@ -126,154 +156,167 @@ const claimNameOf = (persistence: Record<string, unknown>) =>
   text(persistence['claimName']) ??
   text(persistence['pvcName']);
 
+/** Where the registry container keeps its data on a claim. */
+const CLAIM_MOUNT = '/var/lib/registry';
+
+export const hashOfConfig = (value: unknown) => hashOf(value);
+
+/** What pods of `base` run when their config is wrong: a crash that logs `problem`. */
+export const failingWith =
+  (base: Pick<Desired, 'hash' | 'image' | 'env'>) =>
+  (problem: string): Desired => ({ ...base, config: undefined, problem });
+export { record as recordOf, text as textOf };
+
+/** ACP's workload: the image-registry ModuleInfo's s3storage and the Secret it names. */
+export function acpWorkload(
+  server: KubeApiServer,
+  namespace = REGISTRY_NAMESPACE,
+  claimDirectory?: RegistryControllerOptions['claimDirectory'],
+): RegistryWorkload {
+  const { store } = server;
+  return {
+    namespace,
+    app: REGISTRY_APP,
+    container: 'registry',
+    deployment: REGISTRY_APP,
+    podLabels: { app: REGISTRY_APP },
+    relevant: ({ ref, object }) =>
+      (ref.group === server.moduleInfo.group && ref.resource === server.moduleInfo.resource) ||
+      (ref.resource === 'secrets' && object.metadata.namespace === namespace) ||
+      (ref.resource === 'persistentvolumeclaims' && object.metadata.namespace === namespace),
+    ensure: (registryUrl) => [
+      [BuiltIn.deployments, registryDeployment(namespace)],
+      [BuiltIn.services, registryService(namespace, registryUrl)],
+    ],
+    desired() {
+      const module = store
+        .list(server.moduleInfo)
+        .find((object) => object.metadata.labels?.[MODULE_LABEL] === REGISTRY_APP);
+      if (module === undefined) return undefined;
+      const spec = record(module['spec']);
+      const s3 = record(record(spec['config'])['s3storage']);
+      const image = text(record(spec['config'])['image']) ?? 'registry:2';
+      const persistence = record(record(spec['config'])['persistence']);
+      const storageType = text(record(spec['config'])['storageType']);
+      if (storageType === undefined ? persistence['enabled'] === true : storageType !== 's3')
+        return onClaim(persistence, image);
+      const secretName = text(s3['secretName']);
+      const secret =
+        secretName === undefined ? undefined : store.get(BuiltIn.secrets, namespace, secretName);
+      const data = record(secret?.['data']);
+      const decode = (key: string) => {
+        const value = text(data[key]);
+        return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
+      };
+      const hash = hashOf({ s3, data, image });
+      const env = acpEnv(s3);
+      const failed = failingWith({ hash, image, env });
+
+      const missing = ['bucket', 'regionEndpoint', 'region', 'secretName'].filter(
+        (key) => text(s3[key]) === undefined,
+      );
+      if (missing.length > 0)
+        return failed(`s3storage is incomplete: missing ${missing.join(', ')}`);
+      if (secret === undefined)
+        return failed(`secret "${secretName}" not found in namespace ${namespace}`);
+      const accessKey = decode('access-key-id');
+      const secretKey = decode('secret-access-key');
+      if (accessKey === undefined || secretKey === undefined)
+        return failed(`secret "${secretName}" lacks access-key-id or secret-access-key`);
+      const rootDirectory = text(s3['rootdirectory']) ?? text(s3['rootDirectory']);
+      const config: RegistryConfig = {
+        bucket: s3['bucket'] as string,
+        endpoint: s3['regionEndpoint'] as string,
+        region: s3['region'] as string,
+        accessKey,
+        secretKey,
+        ...(rootDirectory === undefined ? {} : { rootDirectory }),
+      };
+      return { hash, image, env, config, problem: undefined };
+    },
+  };
+
+  /** A registry on the claim the persistence block names, served from the claim's directory. */
+  function onClaim(persistence: Record<string, unknown>, image: string): Desired {
+    const claim = claimNameOf(persistence);
+    const hash = hashOf({ persistence, image });
+    const env = [
+      { name: 'REGISTRY_STORAGE', value: 'filesystem' },
+      { name: 'REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY', value: CLAIM_MOUNT },
+    ];
+    const failed = failingWith({ hash, image, env });
+    if (claim === undefined) return failed('persistence is enabled and names no existingClaim');
+    const directory = claimDirectory?.(namespace, claim);
+    if (directory === undefined)
+      return failed(`persistentvolumeclaim "${claim}" not found in namespace ${namespace}`);
+    const config: RegistryConfig = {
+      bucket: '',
+      endpoint: '',
+      region: '',
+      accessKey: '',
+      secretKey: '',
+      directory: join(directory, text(persistence['subPath']) ?? ''),
+    };
+    return { hash, image, env, config, problem: undefined, claim };
+  }
+}
+
+/** The env ACP's operator gives the registry container: the s3storage fields, the keys by reference. */
+function acpEnv(s3: Record<string, unknown>): Array<Record<string, unknown>> {
+  const env = Object.entries({
+    REGISTRY_STORAGE: 's3',
+    REGISTRY_STORAGE_S3_BUCKET: s3['bucket'],
+    REGISTRY_STORAGE_S3_REGION: s3['region'],
+    REGISTRY_STORAGE_S3_REGIONENDPOINT: s3['regionEndpoint'],
+    REGISTRY_STORAGE_S3_ROOTDIRECTORY: s3['rootdirectory'],
+  })
+    .filter(([, value]) => typeof value === 'string')
+    .map(([name, value]) => ({ name, value }));
+  const secretName = text(s3['secretName']) ?? '';
+  const fromSecret = (name: string, key: string) => ({
+    name,
+    valueFrom: { secretKeyRef: { name: secretName, key } },
+  });
+  return [
+    ...env,
+    fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
+    fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
+  ];
+}
+
 /** Starts the controller and its proxy; it reconciles at once and on every relevant change. */
 export async function startRegistryController(
   options: RegistryControllerOptions,
 ): Promise<RegistryController> {
   const { server, startRegistry } = options;
   const { store } = server;
-  const namespace = options.namespace ?? REGISTRY_NAMESPACE;
+  const workload =
+    options.workload ?? acpWorkload(server, options.namespace, options.claimDirectory);
+  const { namespace, app } = workload;
   const pods: PodState[] = [];
   let dirty = true;
   let stopped = false;
   let currentHash: string | undefined;
 
   const unsubscribe = store.watch((event: StoreEvent) => {
-    const { ref, object } = event;
-    const relevant =
-      (ref.group === server.moduleInfo.group && ref.resource === server.moduleInfo.resource) ||
-      (ref.resource === 'secrets' && object.metadata.namespace === namespace) ||
-      (ref.resource === 'persistentvolumeclaims' && object.metadata.namespace === namespace) ||
-      (ref.resource === 'pods' && event.type === 'DELETED');
-    if (relevant) dirty = true;
+    if (workload.relevant(event) || (event.ref.resource === 'pods' && event.type === 'DELETED'))
+      dirty = true;
   });
 
-  function desired(): Desired | undefined {
-    const module = store
-      .list(server.moduleInfo)
-      .find((object) => object.metadata.labels?.[MODULE_LABEL] === REGISTRY_APP);
-    if (module === undefined) return undefined;
-    const spec = record(module['spec']);
-    const s3 = record(record(spec['config'])['s3storage']);
-    const image = text(record(spec['config'])['image']) ?? 'registry:2';
-    const persistence = record(record(spec['config'])['persistence']);
-    const storageType = text(record(spec['config'])['storageType']);
-    if (storageType === undefined ? persistence['enabled'] === true : storageType !== 's3') {
-      const claim = claimNameOf(persistence);
-      const hash = hashOf({ persistence, image });
-      const claimDirectory =
-        claim === undefined ? undefined : options.claimDirectory?.(namespace, claim);
-      if (claim === undefined || claimDirectory === undefined)
-        return {
-          hash,
-          image,
-          s3,
-          config: undefined,
-          problem:
-            claim === undefined
-              ? 'persistence is enabled and names no existingClaim'
-              : `persistentvolumeclaim "${claim}" not found in namespace ${namespace}`,
-        };
-      const directory = join(claimDirectory, text(persistence['subPath']) ?? '');
-      const config = {
-        bucket: '',
-        endpoint: '',
-        region: '',
-        accessKey: '',
-        secretKey: '',
-        directory,
-      };
-      return { hash, image, s3, config, problem: undefined, claim };
-    }
-    const secretName = text(s3['secretName']);
-    const secret =
-      secretName === undefined ? undefined : store.get(BuiltIn.secrets, namespace, secretName);
-    const data = record(secret?.['data']);
-    const decode = (key: string) => {
-      const value = text(data[key]);
-      return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-    };
-    const hash = hashOf({ s3, data, image });
-    const missing = ['bucket', 'regionEndpoint', 'region', 'secretName'].filter(
-      (key) => text(s3[key]) === undefined,
-    );
-    if (missing.length > 0) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `s3storage is incomplete: missing ${missing.join(', ')}`,
-      };
-    }
-    if (secret === undefined) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `secret "${secretName}" not found in namespace ${namespace}`,
-      };
-    }
-    const accessKey = decode('access-key-id');
-    const secretKey = decode('secret-access-key');
-    if (accessKey === undefined || secretKey === undefined) {
-      return {
-        hash,
-        image,
-        s3,
-        config: undefined,
-        problem: `secret "${secretName}" lacks access-key-id or secret-access-key`,
-      };
-    }
-    const rootDirectory = text(s3['rootdirectory']) ?? text(s3['rootDirectory']);
-    const config: RegistryConfig = {
-      bucket: s3['bucket'] as string,
-      endpoint: s3['regionEndpoint'] as string,
-      region: s3['region'] as string,
-      accessKey,
-      secretKey,
-      ...(rootDirectory === undefined ? {} : { rootDirectory }),
-    };
-    return { hash, image, s3, config, problem: undefined };
-  }
-
   function podObject(state: PodState, want: Desired): KubeObject {
-    const onClaim = want.claim !== undefined;
-    const env = Object.entries(
-      onClaim
-        ? {
-            REGISTRY_STORAGE: 'filesystem',
-            REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: '/var/lib/registry',
-          }
-        : {
-            REGISTRY_STORAGE: 's3',
-            REGISTRY_STORAGE_S3_BUCKET: want.s3['bucket'],
-            REGISTRY_STORAGE_S3_REGION: want.s3['region'],
-            REGISTRY_STORAGE_S3_REGIONENDPOINT: want.s3['regionEndpoint'],
-            REGISTRY_STORAGE_S3_ROOTDIRECTORY: want.s3['rootdirectory'],
-          },
-    )
-      .filter(([, value]) => typeof value === 'string')
-      .map(([name, value]) => ({ name, value }));
-    const secretName = text(want.s3['secretName']) ?? '';
-    const fromSecret = (name: string, key: string) => ({
-      name,
-      valueFrom: { secretKeyRef: { name: secretName, key } },
-    });
     return {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: {
         name: state.name,
         namespace,
-        generateName: `${REGISTRY_APP}-${state.hash}-`,
-        labels: { app: REGISTRY_APP, 'pod-template-hash': state.hash },
+        generateName: `${app}-${state.hash}-`,
+        labels: { ...workload.podLabels, app, 'pod-template-hash': state.hash },
         ownerReferences: [
           {
             apiVersion: 'apps/v1',
             kind: 'ReplicaSet',
-            name: `${REGISTRY_APP}-${state.hash}`,
+            name: `${app}-${state.hash}`,
             controller: true,
           },
         ],
@@ -281,31 +324,23 @@ export async function startRegistryController(
       spec: {
         containers: [
           {
-            name: 'registry',
+            name: workload.container,
             image: want.image,
             ports: [{ name: 'http', containerPort: 5000, protocol: 'TCP' }],
-            env: [
-              ...env,
-              ...(onClaim
-                ? []
-                : [
-                    fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', 'access-key-id'),
-                    fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', 'secret-access-key'),
-                  ]),
-            ],
-            ...(onClaim
-              ? { volumeMounts: [{ name: 'registry-data', mountPath: '/var/lib/registry' }] }
-              : {}),
+            env: want.env,
+            ...(want.claim === undefined
+              ? {}
+              : { volumeMounts: [{ name: 'registry-data', mountPath: CLAIM_MOUNT }] }),
             readinessProbe: { httpGet: { path: '/v2/', port: 5000 }, periodSeconds: 1 },
           },
         ],
-        ...(onClaim
-          ? {
+        ...(want.claim === undefined
+          ? {}
+          : {
               volumes: [
                 { name: 'registry-data', persistentVolumeClaim: { claimName: want.claim } },
               ],
-            }
-          : {}),
+            }),
         restartPolicy: 'Always',
         nodeName: 'sandbox-node',
       },
@@ -326,7 +361,7 @@ export async function startRegistryController(
       ? {
           waiting: {
             reason: 'CrashLoopBackOff',
-            message: `back-off restarting failed container registry in pod ${state.name}_${namespace}`,
+            message: `back-off restarting failed container ${workload.container} in pod ${state.name}_${namespace}`,
           },
         }
       : exited
@@ -345,7 +380,7 @@ export async function startRegistryController(
       ],
       containerStatuses: [
         {
-          name: 'registry',
+          name: workload.container,
           ready: state.ready,
           started: !crashing && !exited,
           // A crash loop restarts about every ten seconds here; real back-off grows to five minutes.
@@ -376,7 +411,7 @@ export async function startRegistryController(
 
   async function createPod(want: Desired): Promise<void> {
     const state: PodState = {
-      name: `${REGISTRY_APP}-${want.hash}-${randomSuffix(5)}`,
+      name: `${app}-${want.hash}-${randomSuffix(5)}`,
       hash: want.hash,
       instance: undefined,
       crash: undefined,
@@ -443,12 +478,11 @@ export async function startRegistryController(
       for (const state of [...pods]) {
         if (store.get(BuiltIn.pods, namespace, state.name) === undefined) await removePod(state);
       }
-      const want = desired();
+      const want = workload.desired();
       if (want !== undefined && store.get(BuiltIn.namespaces, undefined, namespace) !== undefined) {
         currentHash = want.hash;
         const newest = pods.at(-1);
-        ensure(BuiltIn.deployments, deploymentObject());
-        ensure(BuiltIn.services, serviceObject());
+        for (const [kind, object] of workload.ensure?.(registryUrl) ?? []) ensure(kind, object);
         if (newest === undefined || newest.hash !== want.hash) {
           // A new revision supersedes pods that never became ready; going back to the
           // config of a pod still running keeps that pod, as a Deployment rollback does.
@@ -474,9 +508,9 @@ export async function startRegistryController(
     }
     const ready = pods.filter((state) => state.ready).length;
     const updated = pods.filter((state) => state.hash === currentHash).length;
-    const deployment = store.get(BuiltIn.deployments, namespace, REGISTRY_APP);
+    const deployment = store.get(BuiltIn.deployments, namespace, workload.deployment);
     if (deployment !== undefined) {
-      writeStatus(BuiltIn.deployments, REGISTRY_APP, {
+      writeStatus(BuiltIn.deployments, workload.deployment, {
         observedGeneration: deployment.metadata.generation ?? 1,
         replicas: pods.length,
         updatedReplicas: updated,
@@ -493,7 +527,7 @@ export async function startRegistryController(
             type: 'Progressing',
             status: 'True',
             reason: latest?.ready === true ? 'NewReplicaSetAvailable' : 'ReplicaSetUpdated',
-            message: `ReplicaSet "${REGISTRY_APP}-${latest?.hash ?? ''}" ${latest?.ready === true ? 'has successfully progressed' : 'is progressing'}.`,
+            message: `ReplicaSet "${app}-${latest?.hash ?? ''}" ${latest?.ready === true ? 'has successfully progressed' : 'is progressing'}.`,
           },
         ],
       });
@@ -502,15 +536,8 @@ export async function startRegistryController(
 
   /** The newest ready pod's registry: where the Service sends traffic. */
   const target = () => [...pods].reverse().find((state) => state.ready)?.instance?.url;
-  const proxy = await startServiceProxy(REGISTRY_APP, target);
+  const proxy = await startServiceProxy(app, target);
   const registryUrl = proxy.url;
-
-  function deploymentObject(): KubeObject {
-    return registryDeployment(namespace);
-  }
-  function serviceObject(): KubeObject {
-    return registryService(namespace, registryUrl);
-  }
 
   /** Rounds run one at a time; a caller waits for a round that starts after its call. */
   let queue: Promise<void> = Promise.resolve();

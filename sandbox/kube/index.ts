@@ -3,10 +3,12 @@
  * controller with its Service URL, a kubeconfig on disk and a seeding helper
  * that creates what ACP's image-registry plugin leaves in a real cluster.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { waitFor } from '../process.ts';
 import { type S3Storage, startRegistry } from '../registry/index.ts';
 import {
@@ -19,6 +21,7 @@ import {
   registryService,
   startRegistryController,
 } from './controller.ts';
+import { CONFIG_DIRECTORY, distributionWorkload } from './distribution.ts';
 import { type JobController, startJobController } from './jobs.ts';
 import { type KubeconfigOptions, writeKubeconfig } from './kubeconfig.ts';
 import { BuiltIn, type ModuleInfoResource } from './resources.ts';
@@ -69,6 +72,34 @@ export interface SeedOptions extends S3Storage {
   readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };
 }
 
+export interface DistributionSeed extends S3Storage {
+  /** Namespace of the registry (made if missing); `registry` unless given. */
+  readonly namespace?: string;
+  /** The Deployment's name (the chart's fullname); the ConfigMap is `<name>-config`, the Secret `<name>-secret`. */
+  readonly name?: string;
+  /** Put config.yml in a Secret instead of a ConfigMap. */
+  readonly configInSecret?: boolean;
+  /**
+   * `harbor`: lay it out as the Harbor chart's registry component does
+   * (Deployment, ConfigMap and Secret all `<name>`, config.yml mounted at
+   * /etc/registry/config.yml, the S3 keys as REGISTRY_STORAGE_S3_* in the
+   * Secret the container takes whole through envFrom, a registryctl
+   * container beside it); the docker-registry chart's otherwise.
+   */
+  readonly layout?: 'chart' | 'harbor';
+  /** Data keys of the keys Secret; the chart's `s3AccessKey` / `s3SecretKey` unless given. */
+  readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };
+}
+
+/** A Distribution registry the cluster runs as a plain Deployment. */
+export interface DistributionRegistry {
+  /** Its Service URL: a proxy to whichever of its pods is ready. */
+  readonly registryUrl: string;
+  readonly controller: RegistryController;
+  /** Waits until one pod of the current template runs, Ready; returns its name. */
+  waitForReadyPod(timeoutMs?: number): Promise<string>;
+}
+
 export interface FakeCluster {
   /** The apiserver URL (`http://` or, with a token, `https://127.0.0.1:PORT`). */
   readonly api: string;
@@ -94,7 +125,37 @@ export interface FakeCluster {
    * mounts the claim reads and writes there).
    */
   createClaim(name: string): Promise<string>;
+  /**
+   * Creates what the docker-registry Helm chart installs (a ConfigMap with
+   * config.yml, a Secret with the S3 keys, a Deployment mounting the one and
+   * reading the other through env, a Service) and runs its pods.
+   */
+  seedDistributionRegistry(seed: DistributionSeed): Promise<DistributionRegistry>;
   stop(): Promise<void>;
+}
+
+/** Waits until `controller` runs one pod, from its current revision, Ready; returns its name. */
+async function readyPodOf(controller: RegistryController, timeoutMs: number): Promise<string> {
+  let name = '';
+  await waitFor(
+    'registry rollout',
+    async () => {
+      await controller.sync();
+      const pods = controller.pods();
+      const only = pods[0];
+      if (
+        pods.length !== 1 ||
+        only === undefined ||
+        !only.ready ||
+        only.hash !== controller.desiredHash()
+      )
+        return false;
+      name = only.name;
+      return true;
+    },
+    { timeoutMs, intervalMs: 100 },
+  );
+  return name;
 }
 
 /** Starts the apiserver and the registry controller; nothing is seeded yet. */
@@ -107,11 +168,14 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
   const dir = await mkdtemp(join(tmpdir(), 'regvault-kube-'));
   let controller: RegistryController | undefined;
   let jobs: JobController | undefined;
+  /** `namespace/name` of the Deployments a registry controller keeps, and those controllers. */
+  const registryDeployments = new Set([`${REGISTRY_NAMESPACE}/${REGISTRY_APP}`]);
+  const others: RegistryController[] = [];
   const workloads = startWorkloadController({
     server,
     ...(options.imageCheck === undefined ? {} : { imageCheck: options.imageCheck }),
     skip: (object) =>
-      object.metadata.namespace === REGISTRY_NAMESPACE && object.metadata.name === REGISTRY_APP,
+      registryDeployments.has(`${object.metadata.namespace ?? ''}/${object.metadata.name}`),
   });
   try {
     // A PersistentVolumeClaim of the sandbox is a directory it owns, made when first mounted.
@@ -258,34 +322,172 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
         return path;
       },
 
-      async waitForReadyPod(timeoutMs = 30_000) {
-        let name = '';
-        await waitFor(
-          'registry rollout',
-          async () => {
-            await started.sync();
-            const pods = started.pods();
-            const only = pods[0];
-            if (
-              pods.length !== 1 ||
-              only === undefined ||
-              !only.ready ||
-              only.hash !== started.desiredHash()
-            ) {
-              return false;
-            }
-            name = only.name;
-            return true;
+      waitForReadyPod: (timeoutMs = 30_000) => readyPodOf(started, timeoutMs),
+
+      async seedDistributionRegistry(seed) {
+        const harbor = seed.layout === 'harbor';
+        const namespace = seed.namespace ?? (harbor ? 'harbor' : 'registry');
+        const name = seed.name ?? (harbor ? 'harbor-registry' : 'docker-registry');
+        const keys =
+          seed.secretKeyNames ??
+          (harbor
+            ? {
+                accessKey: 'REGISTRY_STORAGE_S3_ACCESSKEY',
+                secretKey: 'REGISTRY_STORAGE_S3_SECRETKEY',
+              }
+            : { accessKey: 's3AccessKey', secretKey: 's3SecretKey' });
+        const b64 = (value: string) => Buffer.from(value).toString('base64');
+        const labels = { app: name, release: name };
+        if (store.get(BuiltIn.namespaces, undefined, namespace) === undefined)
+          store.create(BuiltIn.namespaces, {
+            apiVersion: 'v1',
+            kind: 'Namespace',
+            metadata: { name: namespace, labels: { 'kubernetes.io/metadata.name': namespace } },
+            spec: { finalizers: ['kubernetes'] },
+            status: { phase: 'Active' },
+          });
+        const configYml = stringify({
+          version: 0.1,
+          log: { fields: { service: 'registry' } },
+          storage: {
+            s3: {
+              bucket: seed.bucket,
+              region: seed.region,
+              regionendpoint: seed.endpoint,
+              ...(seed.rootDirectory === undefined ? {} : { rootdirectory: seed.rootDirectory }),
+              secure: false,
+              v4auth: true,
+            },
+            redirect: { disable: true },
           },
-          { timeoutMs, intervalMs: 100 },
+          http: { addr: ':5000', headers: { 'X-Content-Type-Options': ['nosniff'] } },
+        });
+        const configName = harbor ? name : `${name}-config`;
+        createOrReplace(
+          seed.configInSecret === true ? BuiltIn.secrets : BuiltIn.configmaps,
+          seed.configInSecret === true
+            ? {
+                apiVersion: 'v1',
+                kind: 'Secret',
+                metadata: { name: configName, namespace, labels },
+                type: 'Opaque',
+                data: { 'config.yml': b64(configYml) },
+              }
+            : {
+                apiVersion: 'v1',
+                kind: 'ConfigMap',
+                metadata: { name: configName, namespace, labels },
+                data: { 'config.yml': configYml },
+              },
         );
-        return name;
+        const secretName = harbor ? name : `${name}-secret`;
+        createOrReplace(BuiltIn.secrets, {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: secretName, namespace, labels },
+          type: 'Opaque',
+          data: {
+            [harbor ? 'REGISTRY_HTTP_SECRET' : 'haSharedSecret']: b64('sandbox-shared-secret'),
+            [keys.accessKey]: b64(seed.accessKey),
+            [keys.secretKey]: b64(seed.secretKey),
+          },
+        });
+        const fromSecret = (variable: string, key: string) => ({
+          name: variable,
+          valueFrom: { secretKeyRef: { name: secretName, key } },
+        });
+        const configVolume =
+          seed.configInSecret === true
+            ? { name: `${name}-config`, secret: { secretName: configName } }
+            : { name: `${name}-config`, configMap: { name: configName } };
+        registryDeployments.add(`${namespace}/${name}`);
+        createOrReplace(BuiltIn.deployments, {
+          apiVersion: 'apps/v1',
+          kind: 'Deployment',
+          metadata: { name, namespace, labels: { ...labels, chart: 'docker-registry-2.2.3' } },
+          spec: {
+            replicas: 1,
+            selector: { matchLabels: labels },
+            strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+            template: {
+              metadata: {
+                labels,
+                annotations: {
+                  [harbor ? 'checksum/configmap' : 'checksum/config']: createHash('sha256')
+                    .update(configYml)
+                    .digest('hex'),
+                },
+              },
+              spec: {
+                containers: harbor
+                  ? [
+                      {
+                        name: 'registry',
+                        image: 'goharbor/registry-photon:v2.10.0',
+                        ports: [{ containerPort: 5000 }],
+                        envFrom: [{ secretRef: { name: secretName } }],
+                        volumeMounts: [
+                          {
+                            name: 'registry-config',
+                            mountPath: '/etc/registry/config.yml',
+                            subPath: 'config.yml',
+                          },
+                        ],
+                      },
+                      { name: 'registryctl', image: 'goharbor/harbor-registryctl:v2.10.0' },
+                    ]
+                  : [
+                      {
+                        name: 'docker-registry',
+                        image: 'registry:2.8.1',
+                        command: ['/bin/registry', 'serve', `${CONFIG_DIRECTORY}/config.yml`],
+                        ports: [{ containerPort: 5000 }],
+                        env: [
+                          fromSecret('REGISTRY_HTTP_SECRET', 'haSharedSecret'),
+                          fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', keys.accessKey),
+                          fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', keys.secretKey),
+                        ],
+                        volumeMounts: [{ name: `${name}-config`, mountPath: CONFIG_DIRECTORY }],
+                      },
+                    ],
+                volumes: [harbor ? { ...configVolume, name: 'registry-config' } : configVolume],
+              },
+            },
+          },
+        });
+        const controller = await startRegistryController({
+          server,
+          startRegistry: options.startRegistry ?? realRegistryStarter,
+          workload: distributionWorkload(server, namespace, name),
+        });
+        others.push(controller);
+        createOrReplace(BuiltIn.services, {
+          ...registryService(namespace, controller.registryUrl),
+          metadata: {
+            name,
+            namespace,
+            labels,
+            annotations: { 'sandbox.regvault.dev/url': controller.registryUrl },
+          },
+          spec: {
+            type: 'ClusterIP',
+            clusterIP: '127.0.0.1',
+            selector: labels,
+            ports: [{ name: 'http', port: 5000, targetPort: 5000, protocol: 'TCP' }],
+          },
+        });
+        return {
+          registryUrl: controller.registryUrl,
+          controller,
+          waitForReadyPod: (timeoutMs = 30_000) => readyPodOf(controller, timeoutMs),
+        };
       },
 
       /** Stops the controller (and every registry process), the proxy and the apiserver; safe to call twice. */
       async stop() {
         workloads.stop();
         await jobs?.stop();
+        await Promise.all(others.map((other) => other.stop()));
         await started.stop();
         await server.stop();
         await rm(dir, { recursive: true, force: true });

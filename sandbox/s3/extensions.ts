@@ -296,3 +296,44 @@ export function decodeNumericQuotes(body: unknown): unknown {
   const text = body.toString('utf8');
   return text.includes('&#34;') ? Buffer.from(text.replaceAll('&#34;', '"'), 'utf8') : body;
 }
+
+/** The access key id a request is signed with (header or presigned query), or undefined. */
+export function accessKeyOf(request: SandboxRequest): string | undefined {
+  const header = request.headers['authorization'];
+  const fromHeader = typeof header === 'string' ? /Credential=([^/,\s]+)\//.exec(header) : null;
+  if (fromHeader?.[1] !== undefined) return fromHeader[1];
+  const credential = new URL(request.url, 'http://sandbox').searchParams.get('X-Amz-Credential');
+  return credential === null ? undefined : credential.split('/')[0];
+}
+
+/**
+ * Why an S3 request is refused under `keyBuckets` (access key id -> the
+ * buckets it may use), as AWS refuses it, or undefined when it may go on:
+ * a key not in the table is unknown, a bucket (or a copy's source bucket)
+ * not in its list is denied. Only the key id is checked, not the signature:
+ * this tells two key pairs apart, it is no authentication.
+ */
+export function keyRefusal(
+  request: SandboxRequest,
+  bucket: string,
+  keyBuckets: ReadonlyMap<string, ReadonlySet<string>>,
+): { code: string; message: string } | undefined {
+  if (keyBuckets.size === 0 || request.headers['x-amz-target'] !== undefined) return undefined;
+  const key = accessKeyOf(request);
+  const buckets = key === undefined ? undefined : keyBuckets.get(key);
+  if (buckets === undefined)
+    return {
+      code: 'InvalidAccessKeyId',
+      message: 'The AWS Access Key Id you provided does not exist in our records.',
+    };
+  const copySource = request.headers['x-amz-copy-source'];
+  const sourceBucket =
+    typeof copySource === 'string'
+      ? decodeURIComponent(copySource).replace(/^\//, '').split('/')[0]
+      : undefined;
+  for (const used of [bucket, sourceBucket]) {
+    if (used !== undefined && used !== '' && !buckets.has(used))
+      return { code: 'AccessDenied', message: `Access Denied to bucket ${used} for ${key}` };
+  }
+  return undefined;
+}

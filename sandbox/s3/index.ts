@@ -63,6 +63,13 @@ export interface S3ServerOptions {
     readonly mode: 'GOVERNANCE' | 'COMPLIANCE';
     readonly days: number;
   };
+  /**
+   * Access key ids and the buckets each may use; any other key is refused
+   * (InvalidAccessKeyId), and a listed key on another bucket gets
+   * AccessDenied. Unset: any key may use any bucket. Only the key id is
+   * checked, not the signature.
+   */
+  readonly keyBuckets?: Readonly<Record<string, readonly string[]>>;
   /** The server process's V8 heap limit in MiB (Node's default is about 4 GiB here). */
   readonly heapMiB?: number;
 }
@@ -107,6 +114,9 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Se
       REGVAULT_S3_REGION: region,
       REGVAULT_S3_CHECKSUMS: options.computeChecksums === true ? '1' : '0',
       REGVAULT_S3_OBJECT_LOCK_BUCKETS: (options.objectLockBuckets ?? []).join(','),
+      ...(options.keyBuckets === undefined
+        ? {}
+        : { REGVAULT_S3_KEY_BUCKETS: JSON.stringify(options.keyBuckets) }),
       ...(options.objectLockRetention === undefined
         ? {}
         : {

@@ -22,6 +22,7 @@ import {
   decodeNumericQuotes,
   errorXml,
   type FaultRule,
+  keyRefusal,
   listMultipartUploads,
   listParts,
   operationOf,
@@ -44,6 +45,13 @@ const objectLockBuckets = new Set(
 const [lockMode, lockDays] = (
   process.env['REGVAULT_S3_OBJECT_LOCK_RETENTION'] ?? 'GOVERNANCE:1'
 ).split(':');
+
+/** Access key id -> the buckets it may use; empty: any key may use any bucket (fauxqs's way). */
+const keyBuckets = new Map(
+  Object.entries(
+    JSON.parse(process.env['REGVAULT_S3_KEY_BUCKETS'] ?? '{}') as Record<string, string[]>,
+  ).map(([key, buckets]) => [key, new Set(buckets)]),
+);
 
 // fauxqs exports only `buildApp`; its store classes are loaded from the same
 // package directory so this process can read multipart uploads in flight.
@@ -202,6 +210,17 @@ app.addHook('preHandler', async (request, reply) => {
   }
   const query = new URL(request.url, 'http://sandbox').searchParams;
   const send = reply as unknown as SandboxReply;
+  /** Answers with the S3 error `error`. */
+  const refuse = (status: number, error: { code: string; message: string }) => {
+    send
+      .status(status)
+      .header('content-type', 'application/xml')
+      .send(errorXml(error.code, error.message));
+    return reply;
+  };
+  const refused =
+    operation === 'Sandbox' ? undefined : keyRefusal(request as SandboxRequest, bucket, keyBuckets);
+  if (refused !== undefined) return refuse(403, refused);
   /** Answers with `xml`, or with the S3 error `missing` when the handler found nothing. */
   const answer = (xml: string | undefined, missing: { code: string; message: string }) => {
     send
@@ -242,23 +261,11 @@ app.addHook('preHandler', async (request, reply) => {
   }
   if ((operation === 'PutObject' || operation === 'UploadPart') && objectLockBuckets.has(bucket)) {
     const refusal = objectLockRefusal(request.headers['content-md5'], request.body);
-    if (refusal !== undefined) {
-      send
-        .status(400)
-        .header('content-type', 'application/xml')
-        .send(errorXml(refusal.code, refusal.message));
-      return reply;
-    }
+    if (refusal !== undefined) return refuse(400, refusal);
   }
   if (operation === 'PutObject') {
     const refusal = conditionalPutRefusal(request as SandboxRequest, bucket, key);
-    if (refusal !== undefined) {
-      send
-        .status(refusal.status)
-        .header('content-type', 'application/xml')
-        .send(errorXml(refusal.code, refusal.message));
-      return reply;
-    }
+    if (refusal !== undefined) return refuse(refusal.status, refusal);
   }
   if (operation === 'CompleteMultipartUpload') {
     (request as SandboxRequest).body = decodeNumericQuotes(request.body);

@@ -57,6 +57,8 @@ const FILES = {
   'bad-values.yaml': `vaultBucket: Bad_Bucket\nregistryPassword: ${PASSWORD}\nconcurrency: lots\n`,
   'list.yaml': `- vaultBucket: ${BUCKET.vault}\n`,
   'twice.yaml': `vaultBucket: ${BUCKET.vault}\nvaultBucket: ${BUCKET.target}\n`,
+  'empty-password.txt': '\n',
+  'wrong-password.txt': `${WRONG_PASSWORD}\n`,
   'broken-kubeconfig.yaml': `apiVersion: v1\nusers:\n- name: u\n  user:\n    token: ${KUBE_TOKEN}\n   bad: [\n`,
 } as const;
 
@@ -79,6 +81,15 @@ interface Case {
 }
 
 const loginUrl = (f: Fixture) => f.loginRegistry.url;
+/** `verify` of the login registry as user regvault, with `more` flags. */
+const verifyAsRegvault = (f: Fixture, ...more: string[]) => [
+  'verify',
+  '--registry-url',
+  loginUrl(f),
+  '--registry-username',
+  'regvault',
+  ...more,
+];
 /** Every request of `operation` to `bucket` fails with `code`. */
 const refused = (bucket: string, code: string, operations: readonly string[]): FaultRule[] =>
   operations.map((operation) => ({ operation, status: 403, code, count: 1_000, bucket }));
@@ -145,6 +156,12 @@ const BAD_INPUT: readonly Case[] = [
     args: ['snapshots', 'list'],
     env: { REGVAULT_VAULT_CONTENT_MD5: 'yes' },
     says: ['--vault-content-md5 (from REGVAULT_VAULT_CONTENT_MD5)'],
+  },
+  {
+    case: 'a path style switch from the environment that is neither true nor false',
+    args: ['snapshots', 'list'],
+    env: { REGVAULT_VAULT_PATH_STYLE: 'sometimes' },
+    says: ['--vault-path-style (from REGVAULT_VAULT_PATH_STYLE): true or false'],
   },
   {
     case: 'no vault keys anywhere',
@@ -515,6 +532,42 @@ const BAD_INPUT: readonly Case[] = [
     args: (f) => ['verify', '--registry-url', loginUrl(f), '--registry-username', 'regvault'],
     env: { REGVAULT_REGISTRY_PASSWORD: WRONG_PASSWORD },
     says: ['refused user "regvault"', 'HTTP 401', 'REGVAULT_REGISTRY_PASSWORD'],
+  },
+  {
+    case: 'a registry password file that does not exist',
+    args: (f) =>
+      verifyAsRegvault(
+        f,
+        '--registry-password-file',
+        join(f.file('empty-password.txt'), 'missing'),
+      ),
+    says: ['--registry-password-file: ', 'cannot be read (ENOTDIR)'],
+  },
+  {
+    case: 'an empty registry password file from the environment',
+    args: (f) => verifyAsRegvault(f),
+    env: (f) => ({ REGVAULT_REGISTRY_PASSWORD_FILE: f.file('empty-password.txt') }),
+    says: [
+      '--registry-password-file (from REGVAULT_REGISTRY_PASSWORD_FILE): ',
+      'holds no password',
+    ],
+  },
+  {
+    case: 'a registry password given both in a file and in the environment',
+    args: (f) => [
+      'verify',
+      '--registry-url',
+      loginUrl(f),
+      '--registry-password-file',
+      f.file('wrong-password.txt'),
+    ],
+    env: { REGVAULT_REGISTRY_PASSWORD: PASSWORD },
+    says: ['given twice', '--registry-password-file: ', 'REGVAULT_REGISTRY_PASSWORD, not both'],
+  },
+  {
+    case: 'verifying with a wrong registry password from a file',
+    args: (f) => verifyAsRegvault(f, '--registry-password-file', f.file('wrong-password.txt')),
+    says: ['refused user "regvault"', 'HTTP 401'],
   },
   {
     case: 'a switching restore with a wrong registry password',

@@ -194,18 +194,65 @@ describe('discovering the registry from its ModuleInfo', () => {
     );
   });
 
-  it('reads keys stored under the usual alternative names', async () => {
+  it.each([
+    { names: 'the usual alternative names', accessKey: 'accessKey', secretKey: 'secretKey' },
+    {
+      names: "Alibaba Cloud's backup center names",
+      accessKey: 'access-key-id',
+      secretKey: 'access-key-secret',
+    },
+    {
+      names: "the Harbor chart's names",
+      accessKey: 'REGISTRY_STORAGE_S3_ACCESSKEY',
+      secretKey: 'REGISTRY_STORAGE_S3_SECRETKEY',
+    },
+  ])('reads keys stored under $names', async ({ accessKey, secretKey }) => {
     // Prepare
     await resetCluster();
     await cluster.seedAcpRegistry({
       ...seedFor('registry-bucket'),
       secretName: 'alt-keys',
-      secretKeyNames: { accessKey: 'accessKey', secretKey: 'secretKey' },
+      secretKeyNames: { accessKey, secretKey },
     });
     // Act
     const keys = await profile().readStorageKeys('alt-keys');
     // Assess
-    expect(keys.accessKeyId).toBe(s3.credentials.accessKeyId);
+    expect(keys).toEqual({
+      accessKeyId: s3.credentials.accessKeyId,
+      secretAccessKey: s3.credentials.secretAccessKey,
+    });
+  });
+
+  it('reads keys under the names the secretKeyNames setting gives, and only those', async () => {
+    // Prepare
+    await resetCluster();
+    await cluster.seedAcpRegistry({
+      ...seedFor('registry-bucket'),
+      secretName: 'own-names',
+      secretKeyNames: { accessKey: 'user', secretKey: 'pass' },
+    });
+    const named = acpProfile(
+      loadKubeConfig({ path: cluster.kubeconfigPath }),
+      acpSettingsSchema.parse({ secretKeyNames: { accessKey: ['user'], secretKey: ['pass'] } }),
+    );
+    const narrowed = acpProfile(
+      loadKubeConfig({ path: cluster.kubeconfigPath }),
+      acpSettingsSchema.parse({ secretKeyNames: { accessKey: ['id-only'] } }),
+    );
+    // Act
+    const keys = await named.readStorageKeys('own-names');
+    const refused = narrowed.readStorageKeys('registry-s3-secret');
+    // Assess
+    expect(keys.secretAccessKey).toBe(s3.credentials.secretAccessKey);
+    await expect(refused).rejects.toThrow(/expected id-only and secret-access-key.*secretKeyNames/);
+  });
+
+  it('refuses a secretKeyNames setting with an empty list, naming the field', () => {
+    // Act
+    const parsed = acpSettingsSchema.safeParse({ secretKeyNames: { secretKey: [] } });
+    // Assess
+    expect(parsed.success).toBe(false);
+    expect(parsed.error?.issues[0]?.path).toEqual(['secretKeyNames', 'secretKey']);
   });
 
   it('explains a refused patch with the RBAC rule that would allow it', async () => {
@@ -291,6 +338,65 @@ describe('discovering the registry from its ModuleInfo', () => {
     const attempt = acpProfile(loadKubeConfig({ path }), acpSettingsSchema.parse({})).discover();
     // Assess
     await expect(attempt).rejects.toThrow(/http:\/\/127\.0\.0\.1:9/);
+  });
+});
+
+describe("finding the ModuleInfo's group and version through discovery", () => {
+  let cluster: FakeCluster;
+  const profileWith = (settings: Record<string, unknown> = {}) =>
+    acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }), acpSettingsSchema.parse(settings));
+
+  beforeAll(async () => {
+    // ModuleInfo served under another group and version than ACP's usual ones.
+    cluster = await startFakeCluster({
+      tls: true,
+      startRegistry: fakeRegistries().start,
+      moduleInfo: { group: 'modules.example.io', version: 'v1beta2' },
+    });
+    await cluster.seedAcpRegistry(seedFor('registry-bucket'));
+  });
+  afterAll(async () => cluster?.stop());
+
+  it('finds the group and version the cluster serves when the settings name none', async () => {
+    // Act
+    const found = await profileWith().discover();
+    const required = await profileWith().requiredObjects();
+    // Assess
+    expect(found.storage.bucket).toBe('registry-bucket');
+    expect(required[0]).toMatchObject({ apiVersion: 'modules.example.io/v1beta2' });
+  });
+
+  it('switches through the discovered group and version', async () => {
+    // Act
+    const result = await profileWith().switchStorage(storageOf('switched-bucket'));
+    // Assess
+    expect(result.changed).toBe(true);
+    expect((await profileWith().discover()).storage.bucket).toBe('switched-bucket');
+    await profileWith().switchStorage(storageOf('registry-bucket'));
+  });
+
+  it.each([
+    {
+      case: 'a group the cluster does not serve it in',
+      settings: { group: 'cluster.alauda.io' },
+      says: 'serves no moduleinfos resource in group cluster.alauda.io',
+    },
+    {
+      case: 'a version the cluster does not serve',
+      settings: { group: 'modules.example.io', version: 'v1alpha1' },
+      says: 'in group modules.example.io at version v1alpha1',
+    },
+    {
+      case: 'a resource no group serves',
+      settings: { plural: 'registrymodules' },
+      says: 'serves no registrymodules resource in any API group',
+    },
+  ])('refuses $case, saying what it looked for and how to set it', async ({ settings, says }) => {
+    // Act
+    const attempt = profileWith(settings).discover();
+    // Assess
+    await expect(attempt).rejects.toThrow(says);
+    await expect(attempt).rejects.toThrow("set group and version in the acp profile's settings");
   });
 });
 

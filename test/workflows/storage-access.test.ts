@@ -122,6 +122,38 @@ describe('the access to a bucket the cluster names', () => {
   });
 });
 
+describe('the addressing of a bucket the cluster names', () => {
+  const vaultAt = (endpoint: string, forcePathStyle: boolean, storagePathStyle?: boolean) =>
+    createLocalDeps({
+      vault: {
+        location: {
+          endpoint,
+          region: 'us-east-1',
+          bucket: 'vault',
+          prefix: '',
+          forcePathStyle,
+          access: Access.Vault,
+        },
+      },
+      ...(storagePathStyle === undefined ? {} : { storagePathStyle }),
+    });
+
+  it.each([
+    ['on the vault endpoint, as the vault is', 'https://s3.example.com', undefined, true],
+    ['on another named endpoint, virtual-hosted', 'https://minio.example.com', undefined, false],
+    ['on another named endpoint, path style asked', 'https://minio.example.com', true, true],
+    ['on an IP address, path style whatever is asked', 'http://10.0.0.7:9000', false, true],
+  ] as const)('is right %s', (_case, endpoint, storagePathStyle, pathStyle) => {
+    // Prepare
+    const deps = vaultAt('https://s3.example.com', true, storagePathStyle);
+    // Act
+    const reached = deps.storageAccess({ bucket: 'registry', endpoint, secretName: 'k' }, 'read');
+    deps.close();
+    // Assess
+    expect(reached.forcePathStyle).toBe(pathStyle);
+  });
+});
+
 describe('a backup of a registry whose Secret holds other keys than the vault', () => {
   let s3: S3ServerHandle;
   let client: S3Client;

@@ -60,6 +60,8 @@ export const runtimeConfigSchema = z.object({
   /** Secrets Manager ARN of `{"username": ..., "password": ...}` for the registry API. */
   REGISTRY_CREDENTIALS_SECRET_ARN: z.string().optional(),
   COPY_QUEUE_URL: z.string().optional(),
+  /** 'true': buckets on other endpoints than AWS S3 (a registry's MinIO) are addressed path style. */
+  STORAGE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
   /** Comma-separated registry buckets the role may read (registryBucketNames): read with it, copied server-side. */
   REGISTRY_BUCKETS: z.string().default(''),
   /** A role in another account the REGISTRY_BUCKETS are read through (registryReadRoleArn), and its external id. */
@@ -159,6 +161,7 @@ export async function awsDeps(config: RuntimeConfig): Promise<WorkflowDeps> {
               : { externalId: config.REGISTRY_READ_EXTERNAL_ID }),
           },
         }),
+    storagePathStyle: config.STORAGE_PATH_STYLE === 'true',
     profileName: config.PROFILE,
     profileSettings: profileSettingsOf(config.PROFILE, config.PROFILE_SETTINGS),
     ...(config.REGISTRY_URL === undefined ? {} : { registryUrl: config.REGISTRY_URL }),

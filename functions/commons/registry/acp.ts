@@ -5,8 +5,6 @@
  * Secret (in `cpaas-system`) with the keys. This automates seeds 000/001.
  */
 import {
-  AppsV1Api,
-  CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
   PatchStrategy,
@@ -14,56 +12,23 @@ import {
 } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { type CallDescription, KubeApiError, kubeCall } from '../cluster/kube.ts';
+import { servedAt } from '../cluster/served.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import { claimOfPersistence, persistencePatch } from './acp-persistence.ts';
-import { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
+import { ACP_GROUP, type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
 import {
   type CapturedFile,
   type DiscoveredRegistry,
-  type PodState,
   type RegistryProfile,
-  type RolloutStatus,
   type StorageKeys,
   type StorageRef,
   type SwitchResult,
   sameStorage,
 } from './profile.ts';
+import { keysFromSecretData } from './storage-keys.ts';
+import { capturedFile, cleanForCapture, registryWorkload, retryOnConflict } from './workload.ts';
 
 export { type AcpSettings, acpSettingsSchema } from './acp-settings.ts';
-
-/** Secret keys accepted for the access key and the secret key, in order of preference. */
-export const ACCESS_KEY_NAMES = [
-  'access-key-id',
-  'accessKey',
-  'accesskey',
-  'access_key_id',
-  'AWS_ACCESS_KEY_ID',
-  'accessKeyId',
-  'access-key',
-];
-export const SECRET_KEY_NAMES = [
-  'secret-access-key',
-  'secretKey',
-  'secretkey',
-  'secret_access_key',
-  'AWS_SECRET_ACCESS_KEY',
-  'secretAccessKey',
-  'secret-key',
-];
-
-/** Server-set fields removed before a resource is saved, so it can be applied to a new cluster. */
-const SERVER_FIELDS = [
-  'uid',
-  'resourceVersion',
-  'creationTimestamp',
-  'generation',
-  'managedFields',
-  'finalizers',
-  'ownerReferences',
-  'selfLink',
-  'deletionTimestamp',
-  'deletionGracePeriodSeconds',
-] as const;
 
 interface KubeObject {
   apiVersion?: string;
@@ -79,20 +44,6 @@ interface KubeObject {
     config?: { s3storage?: Record<string, unknown>; persistence?: unknown; storageType?: unknown };
   };
   [k: string]: unknown;
-}
-
-/** A copy of `object` without status and server-set metadata. */
-export function cleanForCapture(object: KubeObject): KubeObject {
-  const { status: _status, ...rest } = object;
-  const metadata = { ...(rest.metadata ?? {}) };
-  for (const field of SERVER_FIELDS) delete metadata[field];
-  if (metadata.annotations !== undefined) {
-    const { 'kubectl.kubernetes.io/last-applied-configuration': _applied, ...annotations } =
-      metadata.annotations;
-    if (Object.keys(annotations).length === 0) delete metadata.annotations;
-    else metadata.annotations = annotations;
-  }
-  return { ...rest, metadata };
 }
 
 function storageOf(name: string, object: KubeObject, namespace: string): StorageRef {
@@ -132,18 +83,42 @@ export function acpProfile(
 ): RegistryProfile {
   const server = kc.getCurrentCluster()?.server ?? '(unknown server)';
   const custom = kc.makeApiClient(CustomObjectsApi);
-  const core = kc.makeApiClient(CoreV1Api);
-  const apps = kc.makeApiClient(AppsV1Api);
-  const { group, version, plural, namespace } = settings;
-  const mi = (verb: CallDescription['verb'], name?: string): CallDescription => ({
+  const { plural, namespace } = settings;
+  const mi = (verb: CallDescription['verb'], group: string, name?: string): CallDescription => ({
     verb,
     resource: plural,
     group,
     ...(name === undefined ? {} : { name }),
   });
 
+  /** The ModuleInfo's group and version as the cluster serves them, found once (a failure is asked again). */
+  let served: Promise<{ group: string; version: string }> | undefined;
+  const servedType = () => {
+    served ??= servedAt(kc, plural, {
+      group: settings.group,
+      version: settings.version,
+      prefer: [ACP_GROUP],
+    }).then((type) => {
+      if (type === undefined) {
+        const where =
+          settings.group === undefined
+            ? 'in any API group'
+            : `in group ${settings.group}${settings.version === undefined ? '' : ` at version ${settings.version}`}`;
+        throw new ClusterError(
+          `the cluster at ${server} serves no ${plural} resource ${where} (kubectl api-resources | grep -i ${plural}); is ACP's registry plugin installed, and is this the registry's cluster (--context)? If ACP serves it under another group or version, set group and version in the acp profile's settings`,
+        );
+      }
+      return { group: type.group, version: type.version };
+    });
+    served.catch(() => {
+      served = undefined;
+    });
+    return served;
+  };
+
   const listModuleInfos = async (labelSelector?: string): Promise<KubeObject[]> => {
-    const list = (await kubeCall(server, mi('list'), () =>
+    const { group, version } = await servedType();
+    const list = (await kubeCall(server, mi('list', group), () =>
       custom.listClusterCustomObject({
         group,
         version,
@@ -158,8 +133,9 @@ export function acpProfile(
 
   /** The ModuleInfo the settings name; one that does not exist is bad input, naming those that do. */
   const getModuleInfo = async (name: string): Promise<KubeObject> => {
+    const { group, version } = await servedType();
     try {
-      return (await kubeCall(server, mi('get', name), () =>
+      return (await kubeCall(server, mi('get', group, name), () =>
         custom.getClusterCustomObject({ group, version, plural, name }),
       )) as KubeObject;
     } catch (err) {
@@ -186,28 +162,14 @@ export function acpProfile(
     );
   };
 
-  /** The storage Secret; one that does not exist is bad input, with how to create it or find another. */
-  const readSecret = (secretName: string) =>
-    kubeCall(
-      server,
-      { verb: 'get', resource: 'secrets', group: '', namespace, name: secretName },
-      () => core.readNamespacedSecret({ name: secretName, namespace }),
-    ).catch((err: unknown) => {
-      // The name came from the user (--target-secret) or the ModuleInfo: either way a fix, not a retry.
-      if (!(err instanceof KubeApiError) || err.status !== 404) throw err;
-      throw new InputError(`Secret ${namespace}/${secretName} does not exist at ${server}`, [
-        `Secret ${namespace}/${secretName}: create it in namespace ${namespace} with the bucket's keys (kubectl -n ${namespace} create secret generic ${secretName} --from-literal=access-key-id=... --from-literal=secret-access-key=...), or name an existing one (kubectl -n ${namespace} get secrets)`,
-      ]);
-    });
-
-  const listPods = async () => {
-    const pods = await kubeCall(
-      server,
-      { verb: 'list', resource: 'pods', group: '', namespace },
-      () => core.listNamespacedPod({ namespace, labelSelector: settings.podSelector }),
-    );
-    return pods.items.filter((p) => p.metadata?.deletionTimestamp === undefined);
-  };
+  const workload = registryWorkload(kc, {
+    namespace,
+    podSelector: settings.podSelector,
+    deployment: settings.deployment,
+    container: settings.container,
+    storageErrorPatterns: settings.storageErrorPatterns,
+  });
+  const { readSecret, listPods } = workload;
 
   const profile: RegistryProfile = {
     name: 'acp',
@@ -224,21 +186,10 @@ export function acpProfile(
 
     async readStorageKeys(secretName: string): Promise<StorageKeys> {
       const secret = await readSecret(secretName);
-      const data = secret.data ?? {};
-      const decode = (key: string | undefined) =>
-        key === undefined
-          ? undefined
-          : Buffer.from(data[key] ?? '', 'base64')
-              .toString('utf8')
-              .trim();
-      const accessKey = ACCESS_KEY_NAMES.find((k) => data[k] !== undefined);
-      const secretKey = SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
-      if (accessKey === undefined || secretKey === undefined) {
-        throw new ClusterError(
-          `Secret ${namespace}/${secretName} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected ${ACCESS_KEY_NAMES[0]} and ${SECRET_KEY_NAMES[0]} (or accessKey/secretKey): add them (kubectl -n ${namespace} edit secret ${secretName}), or name another Secret`,
-        );
-      }
-      return { accessKeyId: decode(accessKey) ?? '', secretAccessKey: decode(secretKey) ?? '' };
+      return keysFromSecretData(secret.data ?? {}, settings.secretKeyNames, {
+        namespace,
+        secretName,
+      });
     },
 
     async captureConfig({ includeSecret }): Promise<CapturedFile[]> {
@@ -250,18 +201,10 @@ export function acpProfile(
       if (includeSecret) {
         const secretName = storageOf(name, object, namespace).secretName;
         // A registry on a PVC has no storage Secret to capture.
-        const secret = secretName === '' ? undefined : await readSecret(secretName);
-        if (secret !== undefined)
-          files.push({
-            name: `secret-${secretName}.yaml`,
-            yaml: stringify(
-              cleanForCapture({
-                apiVersion: 'v1',
-                kind: 'Secret',
-                ...(secret as unknown as KubeObject),
-              }),
-            ),
-          });
+        if (secretName !== '')
+          files.push(
+            capturedFile(`secret-${secretName}.yaml`, 'v1', 'Secret', await readSecret(secretName)),
+          );
       }
       return files;
     },
@@ -270,6 +213,7 @@ export function acpProfile(
       const object = await findModuleInfo();
       const name = object.metadata?.name ?? '';
       const storage = storageOf(name, object, namespace);
+      const { group, version } = await servedType();
       return [
         { apiVersion: `${group}/${version}`, kind: object.kind ?? 'ModuleInfo', name },
         storage.claim === undefined
@@ -323,7 +267,8 @@ export function acpProfile(
             },
           },
         };
-        await kubeCall(server, mi('patch', name), () =>
+        const { group, version } = await servedType();
+        await kubeCall(server, mi('patch', group, name), () =>
           custom.patchClusterCustomObject(
             { group, version, plural, name, body },
             setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
@@ -331,99 +276,10 @@ export function acpProfile(
         );
         return { ...base, changed: true };
       };
-      try {
-        return await attempt();
-      } catch (err) {
-        if (err instanceof KubeApiError && err.status === 409) return attempt();
-        throw err;
-      }
+      return retryOnConflict(attempt);
     },
 
-    async rolloutStatus({ podsBefore }): Promise<RolloutStatus> {
-      const before = new Set(podsBefore);
-      const pods = await listPods();
-      let desired = 1;
-      try {
-        const deployment = await kubeCall(
-          server,
-          {
-            verb: 'get',
-            resource: 'deployments',
-            group: 'apps',
-            namespace,
-            name: settings.deployment,
-          },
-          () => apps.readNamespacedDeployment({ name: settings.deployment, namespace }),
-        );
-        desired = deployment.spec?.replicas ?? 1;
-      } catch (err) {
-        if (!(err instanceof KubeApiError) || (err.status !== 404 && err.status !== 403)) throw err;
-        desired = Math.max(1, podsBefore.length);
-      }
-      const newPods: PodState[] = pods
-        .filter((p) => !before.has(p.metadata?.name ?? ''))
-        .map((p) => {
-          const ready =
-            p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-          const waiting = p.status?.containerStatuses?.find((c) => c.name === settings.container)
-            ?.state?.waiting?.reason;
-          return {
-            name: p.metadata?.name ?? '',
-            ready,
-            phase: p.status?.phase ?? 'Unknown',
-            ...(waiting === undefined ? {} : { reason: waiting }),
-            ...(p.metadata?.creationTimestamp === undefined
-              ? {}
-              : { createdAt: new Date(p.metadata.creationTimestamp).toISOString() }),
-          };
-        });
-      const oldPods = pods.map((p) => p.metadata?.name ?? '').filter((n) => before.has(n));
-      const storageErrors: Array<{ pod: string; line: string }> = [];
-      for (const pod of newPods.filter((p) => !p.ready)) {
-        let log = '';
-        try {
-          log = await kubeCall(
-            server,
-            {
-              verb: 'get',
-              resource: 'pods',
-              subresource: 'log',
-              group: '',
-              namespace,
-              name: pod.name,
-            },
-            () =>
-              core.readNamespacedPodLog({
-                name: pod.name,
-                namespace,
-                container: settings.container,
-                tailLines: 200,
-              }),
-          );
-        } catch (err) {
-          // A pod whose container has not started has no log yet; that is not a failure.
-          if (!(err instanceof KubeApiError) || (err.status !== 400 && err.status !== 404))
-            throw err;
-        }
-        for (const line of log.split('\n')) {
-          if (settings.storageErrorPatterns.some((pattern) => line.includes(pattern)))
-            storageErrors.push({ pod: pod.name, line: line.trim() });
-        }
-      }
-      const ready = newPods.filter((p) => p.ready).length;
-      const done =
-        oldPods.length === 0 &&
-        newPods.length > 0 &&
-        ready >= desired &&
-        newPods.every((p) => p.ready);
-      const waitingReasons = newPods
-        .filter((p) => p.reason !== undefined)
-        .map((p) => `${p.name}: ${p.reason}`);
-      const message = done
-        ? `${ready}/${desired} new registry pods ready, old pods gone`
-        : `${ready}/${desired} new registry pods ready, ${oldPods.length} old pod(s) still running${waitingReasons.length === 0 ? '' : `; ${waitingReasons.join('; ')}`}`;
-      return { done, ready, desired, newPods, oldPods, storageErrors, message };
-    },
+    rolloutStatus: ({ podsBefore }) => workload.rolloutStatus(podsBefore),
   };
   return profile;
 }

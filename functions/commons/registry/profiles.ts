@@ -10,6 +10,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { acpSettingsSchema } from './acp-settings.ts';
+import { distributionSettingsSchema, harborSettingsSchema } from './distribution-settings.ts';
 import type { RegistryProfile } from './profile.ts';
 import { quaySettingsSchema } from './quay-settings.ts';
 
@@ -26,6 +27,20 @@ export interface ProfileKind<S extends z.ZodType = z.ZodType> {
 /** Keeps each entry's settings type tied to its own schema. */
 const kind = <S extends z.ZodType>(entry: ProfileKind<S>): ProfileKind => entry as ProfileKind;
 
+/** A registry run as a Deployment reading a config.yml (./distribution.ts), under `name`. */
+const deploymentKind = (
+  name: string,
+  summary: string,
+  settingsSchema: typeof distributionSettingsSchema,
+): ProfileKind =>
+  kind({
+    summary,
+    settingsSchema,
+    secretNamespace: (settings) => settings.namespace,
+    load: async (kc, settings) =>
+      (await import('./distribution.ts')).distributionProfile(kc, settings, name),
+  });
+
 export const PROFILES = {
   acp: kind({
     summary: "Alauda Container Platform's registry plugin (a ModuleInfo's s3storage)",
@@ -33,6 +48,16 @@ export const PROFILES = {
     secretNamespace: (settings) => settings.namespace,
     load: async (kc, settings) => (await import('./acp.ts')).acpProfile(kc, settings),
   }),
+  distribution: deploymentKind(
+    'distribution',
+    "Docker Distribution as a Deployment (the docker-registry chart): its config.yml's storage.s3",
+    distributionSettingsSchema,
+  ),
+  harbor: deploymentKind(
+    'harbor',
+    "Harbor's registry component (the Harbor chart): its config.yml's storage.s3 and S3 keys Secret",
+    harborSettingsSchema,
+  ),
   quay: kind({
     summary:
       "Red Hat Quay run by its operator (a QuayRegistry's config bundle storage, its database dumped through the postgres pod)",

@@ -13,7 +13,6 @@ import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { podText } from '../cluster/exec.ts';
 import { ClusterError, InputError } from '../errors.ts';
-import { ACCESS_KEY_NAMES, cleanForCapture, SECRET_KEY_NAMES } from './acp.ts';
 import {
   type CapturedFile,
   type DiscoveredRegistry,
@@ -29,6 +28,8 @@ import { execTarget, isAvailable, isReady, type QuayCluster, quayCluster } from 
 import { parseQuayConfig, quayStorageOf, withStorage } from './quay-config.ts';
 import { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
 import { quayStateHooks } from './quay-state.ts';
+import { DEFAULT_ACCESS_KEY_NAMES, DEFAULT_SECRET_KEY_NAMES } from './storage-keys.ts';
+import { cleanForCapture } from './workload.ts';
 
 export { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
 
@@ -134,8 +135,8 @@ export function quayProfile(
       const storage = quayStorageOf(parseQuayConfig(bundleConfigText(secret, where), where), where);
       if (storage !== undefined && storage.keys.accessKeyId !== '') return storage.keys;
     }
-    const access = ACCESS_KEY_NAMES.find((k) => data[k] !== undefined);
-    const secretKey = SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
+    const access = DEFAULT_ACCESS_KEY_NAMES.find((k) => data[k] !== undefined);
+    const secretKey = DEFAULT_SECRET_KEY_NAMES.find((k) => data[k] !== undefined);
     if (access === undefined || secretKey === undefined)
       throw new ClusterError(
         `${where} has no usable S3 keys: it holds ${Object.keys(data).join(', ') || 'nothing'}; expected a config.yaml whose storage has keys, or access-key-id and secret-access-key (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY on NooBaa)`,

@@ -26,6 +26,7 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity } from '@smithy/types';
 import { NodeSha256 } from '../sha256.ts';
+import { virtualHostable } from './addressing.ts';
 import { rewordFor } from './client.ts';
 import { isRetryable, RETRY_POLICY, withRetries } from './retry.ts';
 
@@ -178,7 +179,9 @@ export function createFastCopier(
   });
   // What is thrown after the retries says where and whose keys, as the SDK's calls do; its code stays.
   const reword = rewordFor(client);
-  const pathStyle = where.forcePathStyle || where.endpoint !== undefined;
+  // As the SDK: a bucket that cannot be a host name label goes path style whatever was asked.
+  const pathStyleOf = (bucket: string) =>
+    where.forcePathStyle || !virtualHostable(bucket, base.protocol);
   const basePath = base.pathname.replace(/\/$/, '');
 
   const once = async (
@@ -190,6 +193,7 @@ export function createFastCopier(
     contentType: string | undefined;
   }> => {
     const encodedKey = call.key.split('/').map(encode).join('/');
+    const pathStyle = pathStyleOf(call.bucket);
     const hostname = pathStyle ? base.hostname : `${call.bucket}.${base.hostname}`;
     const path = pathStyle
       ? `${basePath}/${call.bucket}${call.key === '' ? '' : `/${encodedKey}`}`

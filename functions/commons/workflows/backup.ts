@@ -55,7 +55,11 @@ export const backupInputSchema = z
     /** Back up a plain bucket instead of the registry the cluster names. */
     source: locationSchema
       .pick({ endpoint: true, region: true, bucket: true, prefix: true, forcePathStyle: true })
-      .extend({ access: z.string().default(Access.Vault) })
+      .extend({
+        access: z.string().default(Access.Vault),
+        /** Unset: as the deps address a bucket at that endpoint (deps.pathStyle). */
+        forcePathStyle: z.boolean().optional(),
+      })
       .strict()
       .optional(),
     /** Capture the storage Secret too (it holds keys: off unless asked). */
@@ -122,7 +126,7 @@ export async function discoverBackup(
       region: given.region,
       bucket: given.bucket,
       prefix: given.prefix,
-      forcePathStyle: given.forcePathStyle,
+      forcePathStyle: given.forcePathStyle ?? deps.pathStyle(given.endpoint),
       access: given.access,
     };
   } else {

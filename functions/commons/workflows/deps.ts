@@ -14,6 +14,7 @@ import { RegistryClient } from '../registry/client.ts';
 import type { RegistryCredentials } from '../registry/client-http.ts';
 import type { RegistryProfile, StorageKeys } from '../registry/profile.ts';
 import { DEFAULT_PROFILE, PROFILES, type ProfileName } from '../registry/profiles.ts';
+import { pathStyleFor } from '../s3/addressing.ts';
 import { createS3Client, type S3Role } from '../s3/client.ts';
 import { type LeaseSettings, LOCAL_LEASE_TTL_MS, localLeaseHolder } from '../vault/run-lease.ts';
 import type { Vault } from '../vault/store.ts';
@@ -38,6 +39,12 @@ export interface WorkflowDeps {
    * else the keys in the Secret.
    */
   storageAccess(storage: StorageOnCluster, use: 'read' | 'write'): StorageAccess;
+  /**
+   * Whether a bucket at `endpoint` is addressed path style (s3/addressing.ts):
+   * on the vault's endpoint as the vault is, elsewhere virtual-hosted unless
+   * `storagePathStyle` asks for path style or the endpoint is an IP address.
+   */
+  pathStyle(endpoint: string | undefined): boolean;
   /** The registry-side profile (cluster access). */
   profile(): RegistryProfile;
   /** Any resource type of the cluster (backup: capture; restore: the target cluster). */
@@ -95,6 +102,10 @@ function endpointIdentity(endpoint: string | undefined): string {
 export const Access = {
   /** The vault's own credentials (the Lambda role in AWS; the configured vault keys locally). */
   Vault: 'vault',
+  /** The source's own keys (a plain bucket's, `regvault copy --from`), when it has other keys than the vault. */
+  Source: 'source',
+  /** The target's own keys (`regvault copy --to`). */
+  Target: 'target',
   /** Keys from the registry's storage Secret, read through the cluster. */
   registrySecret: (secretName: string) => `registry-secret:${secretName}`,
   /**
@@ -131,6 +142,14 @@ export interface DepsConfig {
     readonly role?: S3Role;
   };
   /**
+   * Keys of their own for a plain source or target bucket (Access.Source,
+   * Access.Target), with how failures name them; without them such a
+   * location cannot be reached.
+   */
+  readonly ownKeys?: Partial<
+    Record<'source' | 'target', { readonly credentials: StorageKeys; readonly role: S3Role }>
+  >;
+  /**
    * Kubeconfig for the registry's cluster; without it only plain-bucket
    * backups run. `eks`: authenticate with short-lived EKS tokens.
    */
@@ -146,6 +165,8 @@ export interface DepsConfig {
   readonly profileName?: ProfileName;
   /** That profile's settings, checked by its schema when the profile is first used. */
   readonly profileSettings?: Readonly<Record<string, unknown>>;
+  /** Path style for buckets on endpoints other than the vault's (s3/addressing.ts). */
+  readonly storagePathStyle?: boolean;
   readonly registryUrl?: string;
   readonly registryCredentials?: RegistryCredentials;
   readonly logger?: StepLogger;
@@ -285,10 +306,17 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
       const secretName = registrySecretOf(access);
       if (access === Access.Vault) keys = Promise.resolve(config.vault.credentials);
       else if (access === Access.Directory) keys = Promise.resolve(undefined);
-      else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
+      else if (access === Access.Source || access === Access.Target) {
+        const own = config.ownKeys?.[access];
+        if (own === undefined)
+          throw new InputError(`no keys are configured for the ${access}`, [
+            `access: "${access}" needs the ${access}'s own keys (CLI: REGVAULT_${access.toUpperCase()}_ACCESS_KEY_ID and REGVAULT_${access.toUpperCase()}_SECRET_ACCESS_KEY); or use "${Access.Vault}"`,
+          ]);
+        keys = Promise.resolve(own.credentials);
+      } else if (secretName !== undefined) keys = getProfile().readStorageKeys(secretName);
       else
         throw new InputError(`unknown access reference "${access}"`, [
-          `access: expected "${Access.Vault}", "${Access.RegistryRole}" or "${Access.registrySecret('<name>')}"`,
+          `access: expected "${Access.Vault}", "${Access.RegistryRole}", "${Access.Source}", "${Access.Target}" or "${Access.registrySecret('<name>')}"`,
         ]);
       // A refused read is not cached: the next step asks the cluster again.
       keys.catch(() => keyCache.delete(access));
@@ -342,6 +370,9 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
         fixKeys:
           "let that role list and read the registry bucket, and trust the function roles (the stack's RegistryReadRolePolicy and RegistryReadRoleTrustPolicy outputs)",
       };
+    const own =
+      access === Access.Source || access === Access.Target ? config.ownKeys?.[access] : undefined;
+    if (own !== undefined) return own.role;
     const secretName = registrySecretOf(access);
     return secretName === undefined
       ? { keys: vaultRole.keys, fixKeys: vaultRole.fixKeys }
@@ -409,9 +440,15 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
         ...(storage.endpoint === undefined || storage.endpoint === ''
           ? {}
           : { endpoint: storage.endpoint }),
-        forcePathStyle: true,
+        forcePathStyle: deps.pathStyle(storage.endpoint),
         access: Access.registrySecret(storage.secretName),
       };
+    },
+    pathStyle(endpoint) {
+      const vault = config.vault.location;
+      if (endpointIdentity(endpoint) === endpointIdentity(vault.endpoint))
+        return vault.forcePathStyle;
+      return pathStyleFor(endpoint, config.storagePathStyle);
     },
     profile: getProfile,
     resources: getResources,

@@ -128,7 +128,9 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     ...(input.target.secretName === undefined
       ? {
           ...(input.target.endpoint === undefined ? {} : { endpoint: input.target.endpoint }),
-          forcePathStyle: true,
+          forcePathStyle: isDirectoryEndpoint(input.target.endpoint)
+            ? true
+            : deps.pathStyle(input.target.endpoint),
           access: isDirectoryEndpoint(input.target.endpoint) ? Access.Directory : Access.Vault,
         }
       : deps.storageAccess(

@@ -114,7 +114,7 @@ async function liveTarget(
       region: storage.region,
       bucket: storage.bucket,
       prefix: '',
-      forcePathStyle: true,
+      forcePathStyle: deps.pathStyle(storage.regionEndpoint),
       access: Access.registrySecret(storage.secretName),
     },
     base: `${normaliseRoot(storage.rootDirectory)}${REGISTRY_V2}`,
