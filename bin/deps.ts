@@ -212,6 +212,10 @@ export function depsFor(
 ) {
   const keys = envKeys();
   const own = ownKeysOf();
+  if (settings.moduleInfo !== undefined && settings.profile !== 'acp')
+    throw new InputError(`the ${settings.profile} profile has no ModuleInfo to name`, [
+      `${settingLabel('moduleInfo', run.origins.moduleInfo)}: names an ACP ModuleInfo; leave it out, or give --profile acp`,
+    ]);
   // Several files in $KUBECONFIG: no path, so client-node's loadFromDefault merges that list.
   const path =
     kubeconfig === undefined || kubeconfig.paths.length > 1 ? undefined : kubeconfig.paths[0];

@@ -380,6 +380,11 @@ const BAD_INPUT: readonly Case[] = [
     says: ['--profile', 'harbour', '"acp"'],
   },
   {
+    case: 'a ModuleInfo named for a profile that has none',
+    args: ['backup', '--profile', 'distribution', '--module-info', 'image-registry'],
+    says: ['the distribution profile has no ModuleInfo', '--module-info: ', '--profile acp'],
+  },
+  {
     case: 'a ModuleInfo the cluster does not have',
     args: ['backup', '--module-info', 'nosuch'],
     says: ['no ModuleInfo "nosuch"', '--module-info: ', 'image-registry'],
