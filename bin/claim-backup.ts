@@ -13,6 +13,18 @@ import type { Settings } from './settings.ts';
 /** The default image of the backup Job: regvault's own, at this version. */
 export const DEFAULT_JOB_IMAGE = 'regvault:0.1.0';
 
+/** The vault settings a Job's regvault gets as REGVAULT_* variables: names and places, no keys. */
+export function jobVaultEnv(settings: Settings): Record<string, string> {
+  return {
+    REGVAULT_VAULT_BUCKET: settings.vaultBucket,
+    REGVAULT_VAULT_REGION: settings.vaultRegion,
+    ...(settings.vaultEndpoint === undefined
+      ? {}
+      : { REGVAULT_VAULT_ENDPOINT: settings.vaultEndpoint }),
+    ...(settings.vaultPrefix === '' ? {} : { REGVAULT_VAULT_PREFIX: settings.vaultPrefix }),
+  };
+}
+
 /**
  * Backs the registry up through a Job when the cluster says it is on a
  * claim, and says whether it did (false: the registry is on a bucket).
@@ -36,14 +48,7 @@ export async function backupThroughJobIfOnClaim(
   const manifest = await backupClaimThroughJob(claim, deps, {
     image: typeof flags['jobImage'] === 'string' ? flags['jobImage'] : DEFAULT_JOB_IMAGE,
     vaultSecret: secret,
-    vaultEnv: {
-      REGVAULT_VAULT_BUCKET: settings.vaultBucket,
-      REGVAULT_VAULT_REGION: settings.vaultRegion,
-      ...(settings.vaultEndpoint === undefined
-        ? {}
-        : { REGVAULT_VAULT_ENDPOINT: settings.vaultEndpoint }),
-      ...(settings.vaultPrefix === '' ? {} : { REGVAULT_VAULT_PREFIX: settings.vaultPrefix }),
-    },
+    vaultEnv: jobVaultEnv(settings),
   });
   run.exitCode = ExitCode.Ok;
   const message = `snapshot ${manifest.id} of PersistentVolumeClaim ${claim.namespace}/${claim.claimName} (through a Job): ${manifest.counts.objects} objects, ${manifest.counts.repositories} repositories, ${manifest.counts.tags} tags`;

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { InputError } from '../../functions/commons/errors.ts';
 import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { restoreInputSchema } from '../../functions/commons/workflows/restore.ts';
+import { restoreClaimNow } from '../claim-restore.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster } from '../deps.ts';
 import { directoryLocationOf } from '../directory-flags.ts';
@@ -46,6 +47,18 @@ export function restoreCommand(program: Command): void {
       '--target-dir <dir>',
       'restore into this directory instead of a bucket (a registry filesystem rootdirectory; empty unless --allow-non-empty); with --no-switch',
     )
+    .option(
+      '--target-claim <name>',
+      "for a registry on a PVC: the claim (in the registry's namespace; made when missing) a Job restores into before the switch",
+    )
+    .option(
+      '--job-vault-secret <name>',
+      "with --target-claim: the Secret (in the registry's namespace) with the vault's keys that the restore Job reads",
+    )
+    .option(
+      '--job-image <image>',
+      'with --target-claim: the image the restore Job runs regvault from',
+    )
     .option('--target-region <region>', 'its region (defaults to the vault region)')
     .option('--target-endpoint <url>', 'its endpoint (defaults to the vault endpoint)')
     .option('--target-prefix <prefix>', 'key prefix in the target bucket', '')
@@ -73,6 +86,7 @@ export function restoreCommand(program: Command): void {
       if (flags['resources'] === true) return restoreResourcesNow(flags, settings);
       const alone = resourceFlagsWithoutResources(flags);
       if (alone.length > 0) throw new InputError('the flags are not valid', alone);
+      if (flags['targetClaim'] !== undefined) return restoreClaimNow(flags, settings);
       const targetDir = directoryLocationOf(flags, 'targetDir', settings.vaultRegion);
       if (targetDir !== undefined && flags['switch'] !== false)
         throw new InputError('the flags are not valid', [

@@ -72,7 +72,29 @@ beforeAll(async () => {
     repositories: 2,
     tagsPerRepository: 2,
   });
+  // The vault's keys for the Jobs, as the operator would create them.
+  const b64 = (value: string) => Buffer.from(value).toString('base64');
+  cluster.server.store.create(BuiltIn.secrets, {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: 'regvault-vault-keys', namespace: REGISTRY_NAMESPACE },
+    type: 'Opaque',
+    data: {
+      AWS_ACCESS_KEY_ID: b64(s3.credentials.accessKeyId),
+      AWS_SECRET_ACCESS_KEY: b64(s3.credentials.secretAccessKey),
+    },
+  });
 }, 180_000);
+
+/** Puts the registry back on `registry-data`, where every test starts. */
+async function backOnData(): Promise<void> {
+  const back = await switchVerifyRollback(profile(), onClaim('registry-data'), {
+    rollbackOnFailure: false,
+    verify: verifyAll,
+    ...rollout,
+  });
+  if (!back.ok) throw new Error(`the registry did not go back onto registry-data: ${back.error}`);
+}
 
 afterAll(async () => {
   await cluster?.stop();
@@ -122,17 +144,6 @@ describe('the acp profile on a PersistentVolumeClaim', () => {
 
   it('backs the claim up through a Job that mounts it, with the vault keys only in a Secret, and deletes the Job', async () => {
     // Prepare
-    const b64 = (value: string) => Buffer.from(value).toString('base64');
-    cluster.server.store.create(BuiltIn.secrets, {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'regvault-vault-keys', namespace: REGISTRY_NAMESPACE },
-      type: 'Opaque',
-      data: {
-        AWS_ACCESS_KEY_ID: b64(s3.credentials.accessKeyId),
-        AWS_SECRET_ACCESS_KEY: b64(s3.credentials.secretAccessKey),
-      },
-    });
     const jobs: unknown[] = [];
     const unwatch = cluster.server.store.watch((event) => {
       if (event.ref.resource === 'jobs') jobs.push(event.object);
@@ -191,5 +202,79 @@ describe('the acp profile on a PersistentVolumeClaim', () => {
     expect(failed.rollback?.restored.claim?.claimName).toBe('registry-restored');
     expect((await profile().discover()).storage.claim?.claimName).toBe('registry-restored');
     expect((await verifyAll()).ok).toBe(true);
+    await backOnData();
+  });
+
+  it('restores into a new claim through a Job, switches the registry to it and verifies every image', async () => {
+    // Prepare
+    const backup = await regvault('backup', '--source-dir', String(claims['registry-data']));
+    const snapshot = jsonLines(backup.stdout).at(-1)?.['snapshot'] as { snapshotId: string };
+    const jobs: unknown[] = [];
+    const unwatch = cluster.server.store.watch((event) => {
+      if (event.ref.resource === 'jobs') jobs.push(event.object);
+    });
+    try {
+      // Act
+      const restore = await regvault(
+        'restore',
+        '--snapshot',
+        snapshot.snapshotId,
+        '--target-claim',
+        'registry-via-job',
+        '--job-vault-secret',
+        'regvault-vault-keys',
+        '--rollout-timeout',
+        '60',
+      );
+      unwatch();
+      // Assess
+      expect(restore.stderr).toBe('');
+      expect(restore.code).toBe(0);
+      const result = jsonLines(restore.stdout).at(-1) as Record<string, unknown>;
+      expect(result).toMatchObject({ status: 'SUCCEEDED', created: true, verified: true });
+      expect(
+        cluster.server.store.get(
+          BuiltIn.persistentvolumeclaims,
+          REGISTRY_NAMESPACE,
+          'registry-via-job',
+        ),
+      ).toBeDefined();
+      expect((await profile().discover()).storage.claim?.claimName).toBe('registry-via-job');
+      const spec = JSON.stringify(jobs[0]);
+      expect(spec).toContain('--target-dir');
+      expect(spec).not.toContain('"readOnly":true');
+      expect(spec).not.toContain(s3.credentials.secretAccessKey);
+      expect(cluster.server.store.list(BuiltIn.jobs, REGISTRY_NAMESPACE)).toEqual([]);
+      expect((await verifyAll()).ok).toBe(true);
+    } finally {
+      unwatch();
+      await backOnData();
+    }
+  });
+
+  it('refuses a restore into a claim without the Secret its Job would read, making no claim and no Job', async () => {
+    // Prepare: a snapshot to restore
+    const backup = await regvault('backup', '--source-dir', String(claims['registry-data']));
+    expect(backup.code).toBe(0);
+    // Act
+    const missing = await regvault(
+      'restore',
+      '--target-claim',
+      'registry-never',
+      '--job-vault-secret',
+      'no-such-secret',
+    );
+    // Assess
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('Secret cpaas-system/no-such-secret does not exist');
+    expect(
+      cluster.server.store.get(
+        BuiltIn.persistentvolumeclaims,
+        REGISTRY_NAMESPACE,
+        'registry-never',
+      ),
+    ).toBeUndefined();
+    expect(cluster.server.store.list(BuiltIn.jobs, REGISTRY_NAMESPACE)).toEqual([]);
+    expect((await profile().discover()).storage.claim?.claimName).toBe('registry-data');
   });
 });

@@ -66,6 +66,24 @@ export function claimBackupJob(
   options: ClaimJobOptions,
 ): KubeObject {
   const mount = mountPathOf(claim);
+  const directory = claim.subPath === '' ? mount : `${mount}/${claim.subPath}`;
+  return claimJob(claim, name, options, {
+    args: ['backup', '--source-dir', directory, '--json'],
+    readOnly: true,
+  });
+}
+
+/**
+ * A Job that runs regvault with `run.args` on `claim` mounted at its mount
+ * path (read-only when `run.readOnly`), the vault keys from the Secret.
+ */
+export function claimJob(
+  claim: ClaimRef,
+  name: string,
+  options: ClaimJobOptions,
+  run: { readonly args: readonly string[]; readonly readOnly: boolean },
+): KubeObject {
+  const mount = mountPathOf(claim);
   const fromSecret = (variable: string) => ({
     name: variable,
     valueFrom: { secretKeyRef: { name: options.vaultSecret, key: variable } },
@@ -88,24 +106,28 @@ export function claimBackupJob(
               name: 'regvault',
               image: options.image,
               command: ['regvault'],
-              args: [
-                'backup',
-                '--source-dir',
-                claim.subPath === '' ? mount : `${mount}/${claim.subPath}`,
-                '--json',
-              ],
+              args: [...run.args],
               env: [
                 ...Object.entries(options.vaultEnv).map(([n, value]) => ({ name: n, value })),
                 fromSecret(VAULT_SECRET_KEYS.accessKeyId),
                 fromSecret(VAULT_SECRET_KEYS.secretAccessKey),
               ],
-              volumeMounts: [{ name: 'registry-data', mountPath: mount, readOnly: true }],
+              volumeMounts: [
+                {
+                  name: 'registry-data',
+                  mountPath: mount,
+                  ...(run.readOnly ? { readOnly: true } : {}),
+                },
+              ],
             },
           ],
           volumes: [
             {
               name: 'registry-data',
-              persistentVolumeClaim: { claimName: claim.claimName, readOnly: true },
+              persistentVolumeClaim: {
+                claimName: claim.claimName,
+                ...(run.readOnly ? { readOnly: true } : {}),
+              },
             },
           ],
         },
@@ -115,7 +137,7 @@ export function claimBackupJob(
 }
 
 /** Creates the Job, waits until it succeeded or failed, deletes it; says how it ended. */
-async function runJob(
+export async function runJob(
   api: ResourceApi,
   job: KubeObject,
   deps: Pick<WorkflowDeps, 'now'>,
@@ -147,6 +169,25 @@ async function runJob(
 }
 
 /**
+ * Refuses, before any Job exists, a vault Secret the Job could not read the
+ * vault's keys from (missing, or without both keys); never reads the values.
+ */
+export async function requireVaultSecret(
+  api: ResourceApi,
+  namespace: string,
+  secretName: string,
+  what: 'backup' | 'restore',
+): Promise<void> {
+  const secret = await api.get(SECRETS, namespace, secretName);
+  const data = record(secret?.['data']);
+  const missing = Object.values(VAULT_SECRET_KEYS).filter((key) => data[key] === undefined);
+  if (secret === undefined || missing.length > 0)
+    throw new InputError(`the ${what} Job cannot reach the vault`, [
+      `--job-vault-secret: Secret ${namespace}/${secretName} ${secret === undefined ? 'does not exist' : `lacks ${missing.join(', ')}`}; create it with the vault's keys (kubectl -n ${namespace} create secret generic ${secretName} --from-literal=${VAULT_SECRET_KEYS.accessKeyId}=... --from-literal=${VAULT_SECRET_KEYS.secretAccessKey}=...)`,
+    ]);
+}
+
+/**
  * Backs `claim` up through a Job and returns the snapshot it made. A missing
  * vault Secret is bad input, found before the Job is created.
  */
@@ -156,13 +197,7 @@ export async function backupClaimThroughJob(
   options: ClaimJobOptions,
 ): Promise<SnapshotManifest> {
   const api = await deps.resources();
-  const secret = await api.get(SECRETS, claim.namespace, options.vaultSecret);
-  const data = record(secret?.['data']);
-  const missing = Object.values(VAULT_SECRET_KEYS).filter((key) => data[key] === undefined);
-  if (secret === undefined || missing.length > 0)
-    throw new InputError('the backup Job cannot reach the vault', [
-      `--job-vault-secret: Secret ${claim.namespace}/${options.vaultSecret} ${secret === undefined ? 'does not exist' : `lacks ${missing.join(', ')}`}; create it with the vault's keys (kubectl -n ${claim.namespace} create secret generic ${options.vaultSecret} --from-literal=${VAULT_SECRET_KEYS.accessKeyId}=... --from-literal=${VAULT_SECRET_KEYS.secretAccessKey}=...)`,
-    ]);
+  await requireVaultSecret(api, claim.namespace, options.vaultSecret, 'backup');
   const started = deps.now();
   const name = `regvault-backup-${started.getTime().toString(36)}`;
   const ended = await runJob(api, claimBackupJob(claim, name, options), deps, options);
