@@ -234,14 +234,16 @@ export const FUNCTIONS = {
     vault: { snapshots: 'read', runs: 'write' },
     roleBuckets: 'read',
   },
-  // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json).
+  // Records the registry's storage in the run before it patches (runs/<id>/registry-before.json);
+  // reads the snapshot's manifest, and for a profile that restores the registry itself (quay)
+  // its captured objects and database dump.
   switch: {
     description: 'Restore: point the registry storage at the restored bucket',
     timeout: Duration.minutes(2),
     memorySize: 1024,
     cluster: 'patch',
     registryApi: false,
-    vault: { runs: 'write' },
+    vault: { snapshots: 'read', runs: 'write' },
     roleBuckets: 'none',
   },
   // The ASL gives CheckRollout 120 s; the function must end before that.
