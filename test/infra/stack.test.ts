@@ -48,7 +48,7 @@ const ACCESS = {
   plan: {
     kubeconfig: true,
     registryLogin: false,
-    vault: { runs: 'write', locks: 'read' },
+    vault: { snapshots: 'read', runs: 'write', locks: 'read' },
     roleBuckets: 'list',
     runLease: 'renew',
   },
@@ -91,7 +91,12 @@ const ACCESS = {
     vault: { snapshots: 'read', runs: 'write' },
     roleBuckets: 'read',
   },
-  switch: { kubeconfig: true, registryLogin: false, vault: { runs: 'write' }, roleBuckets: 'none' },
+  switch: {
+    kubeconfig: true,
+    registryLogin: false,
+    vault: { snapshots: 'read', runs: 'write' },
+    roleBuckets: 'none',
+  },
   'rollout-status': {
     kubeconfig: true,
     registryLogin: false,
