@@ -28,6 +28,16 @@ export interface RegistryConfig {
   directory?: string;
 }
 
+/** A registry on a directory (a claim's): the filesystem driver, no bucket, no keys. */
+export const directoryConfig = (directory: string): RegistryConfig => ({
+  bucket: '',
+  endpoint: '',
+  region: '',
+  accessKey: '',
+  secretKey: '',
+  directory,
+});
+
 /** One running registry process, as the controller sees it. */
 export interface RegistryInstance {
   url: string;
@@ -249,14 +259,7 @@ export function acpWorkload(
     const directory = claimDirectory?.(namespace, claim);
     if (directory === undefined)
       return failed(`persistentvolumeclaim "${claim}" not found in namespace ${namespace}`);
-    const config: RegistryConfig = {
-      bucket: '',
-      endpoint: '',
-      region: '',
-      accessKey: '',
-      secretKey: '',
-      directory: join(directory, text(persistence['subPath']) ?? ''),
-    };
+    const config = directoryConfig(join(directory, text(persistence['subPath']) ?? ''));
     return { hash, image, env, config, problem: undefined, claim };
   }
 }

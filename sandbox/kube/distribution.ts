@@ -8,9 +8,11 @@
  * changes: editing the ConfigMap alone changes nothing until the template
  * does (the charts put a checksum of the config in a template annotation).
  */
+import { join, relative } from 'node:path';
 import { parse } from 'yaml';
 import {
   type Desired,
+  directoryConfig,
   failingWith,
   hashOfConfig,
   type RegistryConfig,
@@ -31,6 +33,7 @@ export function distributionWorkload(
   server: KubeApiServer,
   namespace: string,
   deployment: string,
+  claimDirectory?: (namespace: string, claimName: string) => string | undefined,
 ): RegistryWorkload {
   const { store } = server;
   const decoded = (secretName: string, key: string): string | undefined => {
@@ -96,9 +99,38 @@ export function distributionWorkload(
           text = decoded(secret, 'config.yml');
         }
       }
-      const s3 = recordOf(
-        recordOf(recordOf(text === undefined ? {} : parse(text))['storage'])['s3'],
-      );
+      const storage = recordOf(recordOf(text === undefined ? {} : parse(text))['storage']);
+      if (storage['filesystem'] !== undefined) {
+        // The chart's persistence: the filesystem driver on the claim mounted at its rootdirectory.
+        const root =
+          textOf(recordOf(storage['filesystem'])['rootdirectory']) ?? '/var/lib/registry';
+        const data = list(container['volumeMounts'])
+          .map(recordOf)
+          .find((m) => {
+            const path = textOf(m['mountPath'])?.replace(/\/$/, '');
+            return path !== undefined && (root === path || root.startsWith(`${path}/`));
+          });
+        const claim = textOf(
+          recordOf(
+            list(pod['volumes'])
+              .map(recordOf)
+              .find((v) => data !== undefined && v['name'] === data['name'])?.[
+              'persistentVolumeClaim'
+            ],
+          )['claimName'],
+        );
+        const directory = claim === undefined ? undefined : claimDirectory?.(namespace, claim);
+        if (data === undefined || claim === undefined)
+          return failed(`no persistentVolumeClaim is mounted at ${root}`);
+        if (directory === undefined)
+          return failed(`persistentvolumeclaim "${claim}" not found in namespace ${namespace}`);
+        const mountPath = (textOf(data['mountPath']) ?? '').replace(/\/$/, '');
+        const config = directoryConfig(
+          join(directory, textOf(data['subPath']) ?? '', relative(mountPath, root)),
+        );
+        return { hash, image, env, config, problem: undefined };
+      }
+      const s3 = recordOf(storage['s3']);
       // The registry reads REGISTRY_STORAGE_S3_<FIELD> over config.yml's storage.s3.<field>.
       const field = (name: string): string | undefined => {
         const variable = env.find((e) => e['name'] === `REGISTRY_STORAGE_S3_${name.toUpperCase()}`);

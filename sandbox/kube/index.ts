@@ -89,6 +89,11 @@ export interface DistributionSeed extends S3Storage {
   readonly layout?: 'chart' | 'harbor';
   /** Data keys of the keys Secret; the chart's `s3AccessKey` / `s3SecretKey` unless given. */
   readonly secretKeyNames?: { readonly accessKey: string; readonly secretKey: string };
+  /**
+   * The chart's `persistence.enabled`: this claim (made if missing) mounted at
+   * /var/lib/registry and the filesystem driver on it; the S3 fields are then unused.
+   */
+  readonly claim?: string;
 }
 
 /** A Distribution registry the cluster runs as a plain Deployment. */
@@ -346,20 +351,40 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
             spec: { finalizers: ['kubernetes'] },
             status: { phase: 'Active' },
           });
+        const onClaim = seed.claim !== undefined && !harbor;
+        if (
+          onClaim &&
+          store.get(BuiltIn.persistentvolumeclaims, namespace, seed.claim ?? '') === undefined
+        )
+          createOrReplace(BuiltIn.persistentvolumeclaims, {
+            apiVersion: 'v1',
+            kind: 'PersistentVolumeClaim',
+            metadata: { name: seed.claim ?? '', namespace, labels },
+            spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '10Gi' } } },
+            status: {
+              phase: 'Bound',
+              accessModes: ['ReadWriteOnce'],
+              capacity: { storage: '10Gi' },
+            },
+          });
         const configYml = stringify({
           version: 0.1,
           log: { fields: { service: 'registry' } },
-          storage: {
-            s3: {
-              bucket: seed.bucket,
-              region: seed.region,
-              regionendpoint: seed.endpoint,
-              ...(seed.rootDirectory === undefined ? {} : { rootdirectory: seed.rootDirectory }),
-              secure: false,
-              v4auth: true,
-            },
-            redirect: { disable: true },
-          },
+          storage: onClaim
+            ? { filesystem: { rootdirectory: '/var/lib/registry' } }
+            : {
+                s3: {
+                  bucket: seed.bucket,
+                  region: seed.region,
+                  regionendpoint: seed.endpoint,
+                  ...(seed.rootDirectory === undefined
+                    ? {}
+                    : { rootdirectory: seed.rootDirectory }),
+                  secure: false,
+                  v4auth: true,
+                },
+                redirect: { disable: true },
+              },
           http: { addr: ':5000', headers: { 'X-Content-Type-Options': ['nosniff'] } },
         });
         const configName = harbor ? name : `${name}-config`;
@@ -444,13 +469,25 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
                         ports: [{ containerPort: 5000 }],
                         env: [
                           fromSecret('REGISTRY_HTTP_SECRET', 'haSharedSecret'),
-                          fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', keys.accessKey),
-                          fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', keys.secretKey),
+                          ...(onClaim
+                            ? []
+                            : [
+                                fromSecret('REGISTRY_STORAGE_S3_ACCESSKEY', keys.accessKey),
+                                fromSecret('REGISTRY_STORAGE_S3_SECRETKEY', keys.secretKey),
+                              ]),
                         ],
-                        volumeMounts: [{ name: `${name}-config`, mountPath: CONFIG_DIRECTORY }],
+                        volumeMounts: [
+                          { name: `${name}-config`, mountPath: CONFIG_DIRECTORY },
+                          ...(onClaim ? [{ name: 'data', mountPath: '/var/lib/registry' }] : []),
+                        ],
                       },
                     ],
-                volumes: [harbor ? { ...configVolume, name: 'registry-config' } : configVolume],
+                volumes: [
+                  harbor ? { ...configVolume, name: 'registry-config' } : configVolume,
+                  ...(onClaim
+                    ? [{ name: 'data', persistentVolumeClaim: { claimName: seed.claim } }]
+                    : []),
+                ],
               },
             },
           },
@@ -458,7 +495,7 @@ export async function startFakeCluster(options: FakeClusterOptions = {}): Promis
         const controller = await startRegistryController({
           server,
           startRegistry: options.startRegistry ?? realRegistryStarter,
-          workload: distributionWorkload(server, namespace, name),
+          workload: distributionWorkload(server, namespace, name, claimDirectory),
         });
         others.push(controller);
         createOrReplace(BuiltIn.services, {

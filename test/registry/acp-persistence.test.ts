@@ -22,6 +22,7 @@ import { REGISTRY_NAMESPACE } from '../../sandbox/kube/controller.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
+import { onClaim as claimOn, createVaultKeysSecret } from '../support/claims.ts';
 import { type CliRun, jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
 import { serverWithBuckets, storageOn } from '../support/s3.ts';
 
@@ -33,14 +34,7 @@ let images: PopulatedRegistry;
 const claims: Record<string, string> = {};
 
 const profile = () => acpProfile(loadKubeConfig({ path: cluster.kubeconfigPath }));
-const onClaim = (claimName: string): StorageRef => ({
-  bucket: '',
-  regionEndpoint: '',
-  region: '',
-  secretName: '',
-  rootDirectory: '',
-  claim: { claimName, namespace: REGISTRY_NAMESPACE, subPath: '' },
-});
+const onClaim = (claimName: string): StorageRef => claimOn(claimName, REGISTRY_NAMESPACE);
 const regvault = (...args: string[]): Promise<CliRun> =>
   runRegvault(
     [...args, '--json'],
@@ -73,17 +67,7 @@ beforeAll(async () => {
     tagsPerRepository: 2,
   });
   // The vault's keys for the Jobs, as the operator would create them.
-  const b64 = (value: string) => Buffer.from(value).toString('base64');
-  cluster.server.store.create(BuiltIn.secrets, {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: { name: 'regvault-vault-keys', namespace: REGISTRY_NAMESPACE },
-    type: 'Opaque',
-    data: {
-      AWS_ACCESS_KEY_ID: b64(s3.credentials.accessKeyId),
-      AWS_SECRET_ACCESS_KEY: b64(s3.credentials.secretAccessKey),
-    },
-  });
+  createVaultKeysSecret(cluster, s3, REGISTRY_NAMESPACE);
 }, 180_000);
 
 /** Puts the registry back on `registry-data`, where every test starts. */

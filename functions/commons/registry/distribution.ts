@@ -10,6 +10,7 @@
  * registry component (./harbor.ts).
  */
 import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
 import {
   AppsV1Api,
   CoreV1Api,
@@ -22,6 +23,7 @@ import { KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import type { DistributionSettings } from './distribution-settings.ts';
 import {
+  type ClaimRef,
   type RegistryProfile,
   type StorageRef,
   type SwitchResult,
@@ -41,6 +43,9 @@ const CONFIG_DIRECTORY = '/etc/docker/registry';
 export const KEYS_IN_CONFIG = '(config.yml)';
 /** The secretName of a registry with no keys at all: it runs with an IAM role. */
 export const IAM_ROLE = '(iam-role)';
+
+/** The bucket fields of a registry on a claim. */
+const NO_BUCKET = { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '' };
 
 /** The fields of `storage.s3` regvault reads and switches, and the StorageRef field of each. */
 const FIELDS = {
@@ -153,6 +158,15 @@ export function distributionProfile(
         `Deployment ${where} has no container ${settings.container ?? ''} (it has ${containers.map((c) => c.name).join(', ') || 'none'}); set container in the ${name} profile's settings`,
       );
     const config = await readConfig(container, deployment);
+    const claim = claimOf(config.text, container, deployment);
+    if (claim !== undefined)
+      return {
+        deployment,
+        container,
+        config,
+        storage: { ...NO_BUCKET, claim },
+        keyNames: {},
+      };
     const s3 = parseDocument(config.text).getIn(['storage', 's3']);
     const block = isMap(s3) ? (s3.toJSON() as Record<string, unknown>) : {};
     const env = container.env ?? [];
@@ -190,6 +204,38 @@ export function distributionProfile(
         ...(accessRef?.key === undefined ? {} : { accessKey: accessRef.key }),
         ...(keyRef('secretkey')?.key === undefined ? {} : { secretKey: keyRef('secretkey')?.key }),
       },
+    };
+  };
+
+  /**
+   * The claim a filesystem-driver registry keeps its blobs on (the chart's
+   * `persistence.enabled`): the PVC mounted at or above `storage.filesystem.rootdirectory`.
+   */
+  const claimOf = (
+    text: string,
+    container: V1Container,
+    deployment: V1Deployment,
+  ): ClaimRef | undefined => {
+    const filesystem = parseDocument(text).getIn(['storage', 'filesystem']);
+    if (filesystem === undefined) return undefined;
+    const fs = isMap(filesystem) ? (filesystem.toJSON() as Record<string, unknown>) : {};
+    const root =
+      typeof fs['rootdirectory'] === 'string' ? fs['rootdirectory'] : '/var/lib/registry';
+    const mount = container.volumeMounts?.find((m) => {
+      const path = m.mountPath.replace(/\/$/, '');
+      return root === path || root.startsWith(`${path}/`);
+    });
+    const claimName = deployment.spec?.template.spec?.volumes?.find((v) => v.name === mount?.name)
+      ?.persistentVolumeClaim?.claimName;
+    if (mount === undefined || claimName === undefined)
+      throw new ClusterError(
+        `the registry of Deployment ${where} stores on the filesystem at ${root}, and no PersistentVolumeClaim is mounted there; regvault backs up registries on S3 or on a claim`,
+      );
+    const below = posix.relative(mount.mountPath.replace(/\/$/, ''), root);
+    return {
+      claimName,
+      namespace,
+      subPath: posix.join(mount.subPath ?? '', below).replace(/^\.$/, ''),
     };
   };
 
@@ -235,6 +281,43 @@ export function distributionProfile(
     for (const from of container?.envFrom ?? [])
       if (from.secretRef?.name === found.storage.secretName) from.secretRef.name = next.secretName;
     return deployment;
+  };
+
+  /** Points the Deployment's data volume at `next`'s claim; the new checksum rolls the pods. */
+  const switchClaim = async (
+    found: Found,
+    next: StorageRef,
+    base: Omit<SwitchResult, 'changed'>,
+  ): Promise<SwitchResult> => {
+    const [from, to] = [found.storage.claim, next.claim];
+    if (from === undefined || to === undefined || to.subPath !== from.subPath)
+      throw new InputError(
+        `the registry of Deployment ${where} cannot move between a bucket and a claim`,
+        [
+          from === undefined
+            ? 'target: it stores in a bucket; restore into a bucket (--target-bucket)'
+            : `target: it stores on claim ${from.claimName}${from.subPath === '' ? '' : ` at ${from.subPath}`}; restore into another claim (--target-claim) at the same path`,
+        ],
+      );
+    const deployment = structuredClone(found.deployment);
+    const template = deployment.spec?.template;
+    const volume = template?.spec?.volumes?.find(
+      (v) => v.persistentVolumeClaim?.claimName === from.claimName,
+    );
+    if (template === undefined || volume?.persistentVolumeClaim === undefined)
+      throw new ClusterError(`Deployment ${where} no longer mounts claim ${from.claimName}`);
+    volume.persistentVolumeClaim.claimName = to.claimName;
+    const checksum = createHash('sha256')
+      .update(`${found.config.text}\n${to.claimName}`)
+      .digest('hex');
+    template.metadata = {
+      ...template.metadata,
+      annotations: { ...template.metadata?.annotations, [settings.checksumAnnotation]: checksum },
+    };
+    await kubeCall(server, call('update', 'deployments', settings.deployment), () =>
+      apps.replaceNamespacedDeployment({ name: settings.deployment, namespace, body: deployment }),
+    );
+    return { ...base, changed: true };
   };
 
   const writeConfig = (found: Found, text: string) => {
@@ -318,7 +401,12 @@ export function distributionProfile(
           ),
         );
       const secretName = found.storage.secretName;
-      if (includeSecret && !secretName.startsWith('(') && secretName !== found.config.name) {
+      if (
+        includeSecret &&
+        secretName !== '' &&
+        !secretName.startsWith('(') &&
+        secretName !== found.config.name
+      ) {
         const secret = await workloadOf(found).readSecret(secretName);
         files.push(capturedFile(`secret-${secretName}.yaml`, 'v1', 'Secret', secret));
       }
@@ -327,13 +415,15 @@ export function distributionProfile(
 
     async requiredObjects() {
       const found = await find();
-      const secretName = found.storage.secretName;
+      const { secretName, claim } = found.storage;
       return [
         { apiVersion: 'apps/v1', kind: 'Deployment', namespace, name: settings.deployment },
         { apiVersion: 'v1', kind: found.config.kind, namespace, name: found.config.name },
-        ...(secretName.startsWith('(')
-          ? []
-          : [{ apiVersion: 'v1', kind: 'Secret', namespace, name: secretName }]),
+        ...(claim !== undefined
+          ? [{ apiVersion: 'v1', kind: 'PersistentVolumeClaim', namespace, name: claim.claimName }]
+          : secretName.startsWith('(')
+            ? []
+            : [{ apiVersion: 'v1', kind: 'Secret', namespace, name: secretName }]),
         {
           apiVersion: 'v1',
           kind: 'Service',
@@ -355,6 +445,8 @@ export function distributionProfile(
           switchedAt: new Date().toISOString(),
         };
         if (sameStorage(found.storage, next)) return { ...base, changed: false };
+        if (found.storage.claim !== undefined || next.claim !== undefined)
+          return switchClaim(found, next, base);
         if (
           next.secretName !== found.storage.secretName &&
           found.storage.secretName.startsWith('(')
