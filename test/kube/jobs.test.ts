@@ -4,7 +4,9 @@
  * the pod spec (Secrets included), and reports succeeded or failed in its
  * status.
  */
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { REGISTRY_NAMESPACE } from '../../sandbox/kube/controller.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
@@ -60,7 +62,8 @@ async function ended(name: string): Promise<Record<string, unknown>> {
 }
 
 beforeAll(async () => {
-  cluster = await startFakeCluster({ tls: true });
+  // A token: kubectl asks for credentials (and waits on stdin) for an https server without any.
+  cluster = await startFakeCluster({ token: 'jobs-token' });
   cluster.server.store.create(BuiltIn.namespaces, {
     apiVersion: 'v1',
     kind: 'Namespace',
@@ -96,6 +99,23 @@ describe('Jobs in the fake cluster', () => {
       conditions: [{ type: 'Complete', status: 'True' }],
     });
     expect(await readFile(`${claim}/out.txt`, 'utf8')).toBe('plain from-secret home none\n');
+    const env = { ...process.env };
+    delete env['KUBECONFIG'];
+    const listed = await promisify(execFile)(
+      'kubectl',
+      [
+        '--kubeconfig',
+        cluster.kubeconfigPath,
+        '-n',
+        REGISTRY_NAMESPACE,
+        'get',
+        'jobs',
+        '-o',
+        'name',
+      ],
+      { env, timeout: 30_000 },
+    );
+    expect(listed.stdout).toContain('job.batch/writes');
   });
 
   it('reports a Job whose process fails as failed', async () => {
