@@ -17,24 +17,18 @@ import { type SnapshotManifest, SnapshotStatus } from '../vault/format.ts';
 import { listSnapshots } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 
-const JOBS: ApiType = {
-  group: 'batch',
+/** A namespaced type regvault's Jobs use, by group, plural and kind (all at v1). */
+export const namespacedType = (group: string, resource: string, kind: string): ApiType => ({
+  group,
   version: 'v1',
-  resource: 'jobs',
-  kind: 'Job',
+  resource,
+  kind,
   namespaced: true,
   verbs: [],
   shortNames: [],
-};
-const SECRETS: ApiType = {
-  group: '',
-  version: 'v1',
-  resource: 'secrets',
-  kind: 'Secret',
-  namespaced: true,
-  verbs: [],
-  shortNames: [],
-};
+});
+const JOBS = namespacedType('batch', 'jobs', 'Job');
+const SECRETS = namespacedType('', 'secrets', 'Secret');
 
 /** The Secret keys the Job reads the vault's keys from. */
 export const VAULT_SECRET_KEYS = {
@@ -56,7 +50,7 @@ export interface ClaimJobOptions {
 /** Where the Job mounts a claim: one path per claim, so each claim is its own source in the vault. */
 export const mountPathOf = (claim: ClaimRef) => `/data/${claim.namespace}/${claim.claimName}`;
 
-const record = (value: unknown): Record<string, unknown> =>
+export const record = (value: unknown): Record<string, unknown> =>
   typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
 
 /** The Job that backs `claim` up: the volume read-only, the vault keys from the Secret. */

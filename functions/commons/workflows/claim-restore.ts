@@ -8,7 +8,7 @@
  * for the rollout, verifies every image through the registry API and rolls
  * back to the old claim when that fails. The old claim is left as it was.
  */
-import type { ApiType, KubeObject } from '../cluster/resources-api.ts';
+import type { KubeObject } from '../cluster/resources-api.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import type { StorageRef } from '../registry/profile.ts';
 import { type SwitchOutcome, switchVerifyRollback, type WaitOptions } from '../registry/rollout.ts';
@@ -19,23 +19,14 @@ import {
   type ClaimJobOptions,
   claimJob,
   mountPathOf,
+  namespacedType,
+  record,
   requireVaultSecret,
   runJob,
 } from './claim-backup.ts';
 import type { WorkflowDeps } from './deps.ts';
 
-const CLAIMS: ApiType = {
-  group: '',
-  version: 'v1',
-  resource: 'persistentvolumeclaims',
-  kind: 'PersistentVolumeClaim',
-  namespaced: true,
-  verbs: [],
-  shortNames: [],
-};
-
-const record = (value: unknown): Record<string, unknown> =>
-  typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+const CLAIMS = namespacedType('', 'persistentvolumeclaims', 'PersistentVolumeClaim');
 
 export interface ClaimRestoreOptions extends ClaimJobOptions {
   readonly snapshotId: string;
