@@ -38,6 +38,7 @@ afterAll(async () => {
 
 type Estimate = {
   objects: number;
+  shards: number;
   requests: { s3: Record<string, number>; total: number; sqs: number };
   stepFunctionsTransitions: number;
   lambdaGbSeconds: number;
@@ -74,10 +75,18 @@ describe('the estimate of a backup, before it runs', () => {
     expect(backup.code).toBe(0);
     const estimate = jsonLines(planned.stdout).at(-1)?.['estimate'] as Estimate;
     expect(estimate.objects).toBe(dataset.objects.length);
+    expect(estimate.shards).toBeGreaterThan(1);
+    // The estimate is of the run on AWS. The CLI runs every step in one
+    // process, which spares three kinds of request the AWS run makes: its
+    // memory queue delivers each message once (on SQS a worker first looks
+    // for the shard's result: a GET per shard), the job its plan step wrote
+    // is not read back (once per worker on AWS), and finalize does not renew
+    // the lease this process renewed moments before (a GET, a PUT, a GET).
+    const onAws = { GetObject: estimate.shards + 1 + 2, PutObject: 1 };
     const counted = {
       CopyObject: counters['CopyObject'] ?? 0,
-      GetObject: counters['GetObject'] ?? 0,
-      PutObject: counters['PutObject'] ?? 0,
+      GetObject: (counters['GetObject'] ?? 0) + onAws.GetObject,
+      PutObject: (counters['PutObject'] ?? 0) + onAws.PutObject,
       ListObjectsV2: counters['ListObjectsV2'] ?? 0,
       DeleteObject: counters['DeleteObject'] ?? 0,
     };

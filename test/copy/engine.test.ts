@@ -115,11 +115,14 @@ const planGeneric = (
  * A registry data set in a fresh source that plans into exactly one link
  * shard, and a fresh, empty target.
  */
-async function oneLinkShard(options: DatasetOptions) {
+async function oneLinkShard(options: DatasetOptions, targetObjectsPerShard?: number) {
   const source = await freshBucket();
   const data = buildDataset(options);
   await writeDataset(client, source, data.objects);
-  const plan = await planRegistry(source);
+  const plan = await planRegistry(
+    source,
+    targetObjectsPerShard === undefined ? {} : { targetObjectsPerShard },
+  );
   const shard = plan.linkShards[0];
   if (shard === undefined || plan.linkShards.length !== 1) throw new Error('one link shard');
   return { source, data, shard, target: await freshBucket() };
@@ -786,6 +789,59 @@ describe('planning', () => {
     // Revisions and layer links are listed only once every tag link is copied.
     expect(phases[1]?.tagsCopiedBefore).toBe(tags.length);
     expect(phases[2]?.tagsCopiedBefore).toBe(tags.length);
+  });
+
+  it("lists an unchanged link shard's manifests once, and twice again once a tag was re-pointed", async () => {
+    // Prepare: a link shard copied once, so a second run finds every link unchanged
+    const { source, data, shard, target } = await oneLinkShard(
+      {
+        repositories: 10,
+        tagsPerRepository: 40,
+        layersPerImage: 1,
+        layerSize: 64,
+        seed: 12,
+      },
+      100_000,
+    );
+    const run = () => {
+      const kinds: string[] = [];
+      const result = runShard(
+        job(locationOn(server, source), locationOn(server, target), registry),
+        shard,
+        {
+          afterList: async (keys) => {
+            for (const key of keys) kinds.push(key.includes('/_manifests/tags/') ? 'tag' : 'other');
+          },
+        },
+      );
+      return result.then((r) => ({ ...r, kinds }));
+    };
+    const first = await run();
+    // Act
+    const unchanged = await run();
+    const tag = data.objects.find((o) => o.key.includes('/_manifests/tags/'))?.key ?? '';
+    const revision = data.objects.find((o) => o.key.includes('/_manifests/revisions/'))?.key ?? '';
+    await client.send(
+      new PutObjectCommand({
+        Bucket: source,
+        Key: tag,
+        Body: `sha256:${revision.split('/').at(-2)}`,
+      }),
+    );
+    const retagged = await run();
+    // Assess
+    expect(first.totals.copied).toBe(first.totals.listed);
+    // The tag pass and the revision pass list the same pages; the layer pass lists its own.
+    expect(first.totals.pages).toBeGreaterThanOrEqual(5);
+    expect(unchanged.totals.copied).toBe(0);
+    expect(unchanged.totals.listed).toBe(first.totals.listed);
+    expect(unchanged.kinds.sort()).toEqual(first.kinds.sort());
+    const tagPages = first.totals.pages - unchanged.totals.pages;
+    expect(tagPages).toBeGreaterThanOrEqual(2);
+    expect(retagged.totals.copied).toBe(1);
+    expect(retagged.totals.pages).toBe(first.totals.pages);
+    expect(unchanged.failures).toEqual([]);
+    expect(retagged.failures).toEqual([]);
   });
 
   it('copies odd keys in a registry tree exactly once although link phases roll directories up', async () => {

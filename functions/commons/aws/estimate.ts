@@ -115,7 +115,8 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
   const putObject = 5 + 2 * shards + linkShards;
   // The run lease (vault/run-lease.ts): taken (written, read back), renewed
   // at finalize (read, write, read back), released (read, delete): 4 GETs,
-  // 2 PUTs and a DELETE, counted on a local run. The plan and every count
+  // 2 PUTs and a DELETE (the CLI's finalize, in the process that renewed it
+  // moments before, skips the renewal). The plan and every count
   // renew it only once a quarter of its life has passed since the last
   // renewal: one more renewal per quarter of the copy's time.
   const renewals = Math.floor(copySeconds / (AWS_LEASE_TTL_MS / 4 / 1_000));

@@ -75,6 +75,14 @@ export interface Pass {
    * pass's listing is never handed on to another worker.
    */
   readonly barrier?: boolean;
+  /**
+   * An earlier barrier pass whose listing this one is the same as (the same
+   * roll-up). When that pass copied nothing and was listed whole in this run,
+   * its pages are taken again instead of a second listing: nothing it
+   * captured is new, so nothing it captured can point at a key written after
+   * its listing (docs/consistency.md, "An unchanged shard").
+   */
+  readonly relists?: number;
 }
 
 /** What a pass does with one listed key (undefined: nothing, another pass copies it). */

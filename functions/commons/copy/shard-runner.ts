@@ -149,7 +149,11 @@ async function runCounted(
   const lookahead = route.lookahead ?? ctx.queue.concurrency;
 
   /** Queues copies of the listed objects this pass copies (failing them if the target cannot be read). */
-  const copyListed = async (objects: readonly ListedObject[], pass: number): Promise<void> => {
+  const copyListed = async (
+    objects: readonly ListedObject[],
+    pass: number,
+    pages = 1,
+  ): Promise<void> => {
     const entries: Queued[] = [];
     let listedBytes = 0;
     let uploads = 0;
@@ -176,7 +180,7 @@ async function runCounted(
       listed: entries.length,
       bytesListed: listedBytes,
       uploadsSkipped: uploads,
-      pages: 1,
+      pages,
     });
     await options.afterList?.(entries.map((e) => e.entry.object.key));
     await queuePage(ctx, run, entries, shard.kind, lookahead);
@@ -184,8 +188,23 @@ async function runCounted(
 
   // A cursor's `phase` is the index of the pass it continues.
   const startPass = options.cursor?.phase ?? 0;
+  // The pages of each pass listed whole in this run, kept while a later pass
+  // may take them again (Pass.relists), with whether the pass copied nothing.
+  const kept = new Map<number, { objects: ListedObject[][]; unchanged: boolean }>();
+  const keeps = (pass: number) => passes.some((later) => later.relists === pass);
   for (let pass = startPass; pass < passes.length; pass++) {
-    const { rollUp, barrier } = passes[pass] ?? {};
+    const { rollUp, barrier, relists } = passes[pass] ?? {};
+    const earlier = relists === undefined ? undefined : kept.get(relists);
+    if (earlier?.unchanged === true) {
+      for (const objects of earlier.objects) await copyListed(objects, pass, 0);
+      options.onProgress?.(tally.totals);
+      if (barrier === true) await drain();
+      continue;
+    }
+    const keeping =
+      keeps(pass) && !(pass === startPass && options.cursor?.continuationToken !== undefined)
+        ? { objects: [] as ListedObject[][], copiedBefore: tally.totals.copied + tally.failed }
+        : undefined;
     let token = pass === startPass ? options.cursor?.continuationToken : undefined;
     let pending: Promise<Page> = listPage(ctx, shard, token, rollUp);
     // The cursor names the page whose listing failed: a retry lists it again.
@@ -214,6 +233,7 @@ async function runCounted(
         (await options.handOn({ phase: pass, continuationToken: nextToken }));
       // List ahead: the next page is requested before this one is copied.
       if (nextToken !== undefined && !handedOn) pending = listPage(ctx, shard, nextToken, rollUp);
+      keeping?.objects.push(page.objects);
       await copyListed(page.objects, pass);
       // A common prefix the roll-up did not mean to roll up is listed in full
       // here, page by page, so no key below it is missed.
@@ -227,6 +247,7 @@ async function runCounted(
             void pending.catch(() => undefined);
             return listingFailed(err, prefix);
           }
+          keeping?.objects.push(sub.objects);
           await copyListed(sub.objects, pass);
           subToken = sub.next;
         } while (subToken !== undefined);
@@ -257,6 +278,12 @@ async function runCounted(
     // A barrier pass's copies all finish before the next pass is listed (a
     // registry's tag links: docs/consistency.md); after any other, copies trail.
     if (barrier === true) await drain();
+    if (keeping !== undefined)
+      kept.set(pass, {
+        objects: keeping.objects,
+        // Only a barrier pass's copies are all done here.
+        unchanged: barrier === true && tally.totals.copied + tally.failed === keeping.copiedBefore,
+      });
   }
   options.onListed?.();
   await drain();

@@ -102,6 +102,14 @@ export interface LocalRunResult {
   readonly totals: Totals;
 }
 
+/** A message as a worker receives it; `firstDelivery` only from the memory queue. */
+interface Delivered {
+  readonly messageId: string;
+  readonly body: string;
+  readonly receipt?: string;
+  readonly firstDelivery?: boolean;
+}
+
 /** Works the run's copy messages: the local stand-in for the copy queue and its workers. */
 class WorkerPool implements MessageSender {
   messages = 0;
@@ -113,6 +121,8 @@ class WorkerPool implements MessageSender {
   readonly #budgetMs: number;
   readonly #visibilitySeconds: number;
   readonly #memoryQueue: ShardMessage[] = [];
+  /** Memory-queue messages put back after a failure: the next delivery is not the first. */
+  readonly #again = new WeakSet<ShardMessage>();
   #wake: (() => void) | undefined;
   #running = true;
   readonly #loops: Array<Promise<void>> = [];
@@ -197,7 +207,7 @@ class WorkerPool implements MessageSender {
       await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
-  async #next(): Promise<Array<{ messageId: string; body: string; receipt?: string }>> {
+  async #next(): Promise<Delivered[]> {
     if (this.#transport.kind === 'sqs') {
       const received = await this.#transport.client.send(
         new ReceiveMessageCommand({
@@ -214,7 +224,14 @@ class WorkerPool implements MessageSender {
       }));
     }
     const message = this.#memoryQueue.shift();
-    if (message !== undefined) return [{ messageId: randomUUID(), body: JSON.stringify(message) }];
+    if (message !== undefined)
+      return [
+        {
+          messageId: randomUUID(),
+          body: JSON.stringify(message),
+          firstDelivery: !this.#again.has(message),
+        },
+      ];
     await new Promise<void>((resolve) => {
       this.#wake = resolve;
       setTimeout(resolve, 200);
@@ -224,7 +241,7 @@ class WorkerPool implements MessageSender {
 
   async #loop(): Promise<void> {
     while (this.#running) {
-      let batch: Array<{ messageId: string; body: string; receipt?: string }>;
+      let batch: Delivered[];
       try {
         batch = await this.#next();
       } catch (err) {
@@ -238,6 +255,8 @@ class WorkerPool implements MessageSender {
       const result = await processShardRecords(batch, this.#deps, {
         sender: this,
         deadline: Date.now() + this.#budgetMs,
+        // The memory queue delivers a message once, here: no look for a finished shard.
+        firstDelivery: batch.every((record) => record.firstDelivery === true),
         // Running totals after every page, so progress moves during a long shard.
         onProgress: (running) => {
           this.#inFlight.set(slot, running);
@@ -262,7 +281,9 @@ class WorkerPool implements MessageSender {
             }),
           );
         } else if (this.#transport.kind === 'memory' && retry.has(record.messageId)) {
-          this.#memoryQueue.push(JSON.parse(record.body) as ShardMessage);
+          const again = JSON.parse(record.body) as ShardMessage;
+          this.#again.add(again);
+          this.#memoryQueue.push(again);
         }
       }
     }

@@ -277,12 +277,14 @@ const underManifests = (relativeKey: string) =>
  * are listed only after every tag link is copied (a re-pointed tag is copied
  * with its new value, whose revision the next listing then finds); revision
  * and layer links never change (their content is their own digest): for
- * them, listing in order is enough and copies may trail.
+ * them, listing in order is enough and copies may trail. When the tag pass
+ * copied nothing, the revision pass takes its pages again (`relists`).
  */
 const LINK_PASSES: readonly RegistryPass[] = [
   { rollUp: rollingUp('/_layers/'), barrier: true, copies: (kind) => kind === KeyKind.Tag },
   {
     rollUp: rollingUp('/_layers/'),
+    relists: 0,
     copies: (kind, key) =>
       kind === KeyKind.Revision || (kind === KeyKind.Other && underManifests(key)),
   },

@@ -173,10 +173,12 @@ async function writeLease(
 
 /**
  * The lease this process last wrote, by bucket and key: a step that renews
- * "unless fresh" (the plan, each count) skips the three requests of a
- * renewal while less than a quarter of the lease's life has passed since.
- * A lease renewed that recently cannot have expired, so no other run can
- * have taken it over; finalize and the local timer always renew for real.
+ * "unless fresh" (the plan, each count, finalize) skips the three requests
+ * of a renewal while less than a quarter of the lease's life has passed
+ * since. A lease renewed that recently cannot have expired, and its holder
+ * (this process) is alive, so no other run can have seen it dead and taken
+ * it over; the local timer always renews for real. On AWS each step is its
+ * own Lambda, which never wrote the lease, so every step renews.
  */
 const writtenHere = new Map<string, RunLease>();
 

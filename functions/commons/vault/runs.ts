@@ -32,7 +32,7 @@ import {
   listKeys,
   putBytes,
   putJson,
-  readManifest,
+  readCompleteManifest,
   rootOf,
   type Vault,
 } from './store.ts';
@@ -102,8 +102,15 @@ export const jobKey = (vault: Vault, runId: string) =>
 
 const cache = new Map<string, CopyJob>();
 
+const remember = (job: CopyJob) => {
+  cache.set(job.runId, job);
+  if (cache.size > 20) cache.delete(cache.keys().next().value ?? '');
+};
+
+/** Saves a run's job, and keeps it for this process's workers (the local runner plans and copies in one). */
 export async function saveJob(vault: Vault, job: CopyJob): Promise<void> {
   await putJson(vault, jobKey(vault, job.runId), job);
+  remember(job);
 }
 
 /** Loads a run's job (cached: a Lambda container serves many messages of one run). */
@@ -115,8 +122,7 @@ export async function loadJob(vault: Vault, runId: string): Promise<CopyJob> {
     throw new VaultError(
       `run ${runId} has no job in the vault (${jobKey(vault, runId)}); was it planned?`,
     );
-  cache.set(runId, job);
-  if (cache.size > 20) cache.delete(cache.keys().next().value ?? '');
+  remember(job);
   return job;
 }
 
@@ -437,8 +443,8 @@ export async function previousPlanOf(
   vault: Vault,
   snapshotId: string,
 ): Promise<PreviousPlan | undefined> {
-  const manifest = await readManifest(vault, snapshotId);
-  if (manifest === undefined || manifest.status !== 'complete') return undefined;
+  const manifest = await readCompleteManifest(vault, snapshotId);
+  if (manifest === undefined) return undefined;
   const job = await getJson(vault, jobKey(vault, manifest.runId), copyJobSchema);
   if (job === undefined || job.purpose !== 'backup') return undefined;
   const objects: Partial<Record<ShardKind, number>> = {};

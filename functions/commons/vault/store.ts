@@ -230,6 +230,52 @@ export async function readManifest(
   return getJson(vault, vaultKeys.manifest(rootOf(vault), id), snapshotManifestSchema);
 }
 
+/**
+ * Complete manifests read by `readCompleteManifest`, per vault, for a while:
+ * a backup reads its previous snapshot's manifest in discover, plan and every
+ * worker process, and a complete snapshot's manifest does not change while a
+ * backup builds on it (retention keeps the newest complete one).
+ */
+const completeManifests = new WeakMap<
+  Vault,
+  Map<string, { manifest: SnapshotManifest; at: number }>
+>();
+const COMPLETE_MANIFEST_MS = 10 * 60_000;
+
+/** The manifest of snapshot `id` if it is complete, read once per process and vault for ten minutes. */
+export async function readCompleteManifest(
+  vault: Vault,
+  id: string,
+): Promise<SnapshotManifest | undefined> {
+  let known = completeManifests.get(vault);
+  const hit = known?.get(id);
+  if (hit !== undefined && Date.now() - hit.at < COMPLETE_MANIFEST_MS) return hit.manifest;
+  const manifest = await readManifest(vault, id);
+  if (manifest?.status !== 'complete') return undefined;
+  if (known === undefined) {
+    known = new Map();
+    completeManifests.set(vault, known);
+  }
+  known.set(id, { manifest, at: Date.now() });
+  return manifest;
+}
+
+/**
+ * The newest complete snapshot that `accept` takes, reading manifests newest
+ * first and stopping at it (a vault keeping 30 snapshots costs one or two
+ * reads, not 30).
+ */
+export async function newestComplete(
+  vault: Vault,
+  accept: (manifest: SnapshotManifest) => boolean,
+): Promise<SnapshotManifest | undefined> {
+  for (const id of (await listSnapshotIds(vault)).reverse()) {
+    const manifest = await readCompleteManifest(vault, id);
+    if (manifest !== undefined && accept(manifest)) return manifest;
+  }
+  return undefined;
+}
+
 /** Every snapshot with a manifest, oldest first. */
 export async function listSnapshots(vault: Vault): Promise<SnapshotManifest[]> {
   const manifests: SnapshotManifest[] = [];

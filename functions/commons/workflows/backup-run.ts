@@ -44,6 +44,8 @@ export interface BackupState {
   readonly selection?: RepositorySelection;
   /** The registry's database, dumped while it was quiesced (quay). */
   readonly database?: DatabaseDumpRecord;
+  /** Discover quiesced the registry (its undo record is in the run's files). */
+  readonly quiesced?: true;
 }
 
 /** The source a backup's run lease guards. */

@@ -17,14 +17,13 @@ import {
   expiresAtOf,
   MAX_TTL_DAYS,
   newSnapshotId,
-  SnapshotStatus,
   selectionOf,
   selectionSchema,
   vaultKeys,
 } from '../vault/format.ts';
 import { lineOf, sourceOf } from '../vault/retention.ts';
 import { acquireRunLease } from '../vault/run-lease.ts';
-import { listSnapshots, putBytes, putJson, rootOf } from '../vault/store.ts';
+import { newestComplete, putBytes, putJson, rootOf } from '../vault/store.ts';
 import { markBackupFailed } from './backup-end.ts';
 import { type BackupState, baseManifest, leaseSourceOf } from './backup-run.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
@@ -173,9 +172,7 @@ export async function discoverBackup(
     ]);
   // A partial backup builds on the last one of the same selection, as retention judges them.
   const line = lineOf(source, selection);
-  const previous = (await listSnapshots(deps.vault))
-    .filter((m) => m.status === SnapshotStatus.Complete && sourceOf(m) === line)
-    .at(-1);
+  const previous = await newestComplete(deps.vault, (m) => sourceOf(m) === line);
   // The first write: a backup of this source already running keeps this one out.
   const taken = await acquireRunLease(
     deps.vault,
@@ -254,7 +251,8 @@ async function quiesceForBackup(
 ): Promise<BackupState> {
   try {
     const database = await quiesceAndDump(state, plan, deps);
-    const dumped = database === undefined ? state : { ...state, database };
+    const quiesced: BackupState = { ...state, quiesced: true };
+    const dumped = database === undefined ? quiesced : { ...quiesced, database };
     await putJson(
       deps.vault,
       vaultKeys.manifest(rootOf(deps.vault), state.snapshotId),

@@ -68,6 +68,7 @@ export const backupStateSchema = schemaOf<BackupState>()(
     expiresAt: z.iso.datetime().exactOptional(),
     selection: selectionSchema.exactOptional(),
     database: databaseDumpSchema.exactOptional(),
+    quiesced: z.literal(true).exactOptional(),
   }),
 );
 

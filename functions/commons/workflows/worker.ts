@@ -45,7 +45,7 @@ import {
   shardMessageSchema,
   writeRunRecords,
 } from '../vault/runs.ts';
-import { readInventoryPart, readManifest } from '../vault/store.ts';
+import { readCompleteManifest, readInventoryPart, readManifest } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
 
 /** Where shard messages go (the copy queue in AWS): a run's first messages, and continuations. */
@@ -156,7 +156,7 @@ function targetCheckOf(job: CopyJob, deps: WorkflowDeps): TargetCheck {
     return {
       kind: 'inventory',
       open: async () => {
-        const manifest = await readManifest(deps.vault, previous);
+        const manifest = await readCompleteManifest(deps.vault, previous);
         if (manifest === undefined)
           throw new VaultError(
             `the previous snapshot ${previous} disappeared from the vault during the backup`,
@@ -294,6 +294,13 @@ export async function handleShardMessage(
     deadline: number;
     /** This message's running totals after each page (the local runner's progress). */
     onProgress?: (totals: Totals) => void;
+    /**
+     * The message's first delivery, by a transport that delivers each message
+     * once and to this process alone (the local runner's memory queue): its
+     * shard cannot have finished yet, so the vault is not asked. SQS delivers
+     * at least once, so its messages are always looked up.
+     */
+    firstDelivery?: boolean;
   },
 ): Promise<Totals> {
   const parsed = shardMessageSchema.safeParse(raw);
@@ -301,7 +308,10 @@ export async function handleShardMessage(
     throw inputErrorFrom(parsed.error, 'copy worker message', '(message)');
   }
   const message = parsed.data;
-  if ((await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined) {
+  if (
+    transport.firstDelivery !== true &&
+    (await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined
+  ) {
     // A duplicate delivery of a finished shard (SQS at least once, or a re-run enqueue).
     deps.log.info('shard already finished; message dropped', {
       runId: message.runId,
