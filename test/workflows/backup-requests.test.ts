@@ -108,6 +108,10 @@ describe('the requests of a backup through the workflow', () => {
       // Listings, the run's own files and the link shards' listed markers: a few dozen for about 1,000 objects.
       expect(total).toBeLessThan(80);
       expect(unchanged.requests['GetObject'] ?? 0).toBeLessThan(30);
+      // A third run costs the same: the snapshots kept do not add manifest reads.
+      const again = await backup(deps, source);
+      expect(again.output.status).toBe('complete');
+      expect(again.requests).toEqual(unchanged.requests);
 
       // Prepare: one tag moved to another image's manifest, as a registry writes it
       const moved = dataset.images[0];
