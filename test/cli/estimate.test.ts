@@ -39,6 +39,7 @@ afterAll(async () => {
 type Estimate = {
   objects: number;
   shards: number;
+  linkShards: number;
   requests: { s3: Record<string, number>; total: number; sqs: number };
   stepFunctionsTransitions: number;
   lambdaGbSeconds: number;
@@ -75,19 +76,27 @@ describe('the estimate of a backup, before it runs', () => {
     expect(backup.code).toBe(0);
     const estimate = jsonLines(planned.stdout).at(-1)?.['estimate'] as Estimate;
     expect(estimate.objects).toBe(dataset.objects.length);
-    expect(estimate.shards).toBeGreaterThan(1);
+    expect(estimate.linkShards).toBeGreaterThan(1);
+    expect(estimate.shards).toBeGreaterThan(estimate.linkShards);
     // The estimate is of the run on AWS. The CLI runs every step in one
-    // process, which spares three kinds of request the AWS run makes: its
-    // memory queue delivers each message once (on SQS a worker first looks
-    // for the shard's result: a GET per shard), the job its plan step wrote
-    // is not read back (once per worker on AWS), and finalize does not renew
-    // the lease this process renewed moments before (a GET, a PUT, a GET).
-    const onAws = { GetObject: estimate.shards + 1 + 2, PutObject: 1 };
+    // process, which spares requests the AWS run makes: its memory queue
+    // delivers each message once (on SQS a worker first looks for the
+    // shard's result: a GET per shard) and works every message of the run
+    // (a link shard's listed marker stays in memory: a PUT per link shard);
+    // the job its plan step wrote is neither read back (a GET) nor looked up
+    // for shards already ended before its first send (a LIST); finalize
+    // neither renews nor reads before releasing the lease this process
+    // renewed moments before (three GETs and a PUT).
+    const onAws = {
+      GetObject: estimate.shards + 1 + 3,
+      PutObject: estimate.linkShards + 1,
+      ListObjectsV2: 1,
+    };
     const counted = {
       CopyObject: counters['CopyObject'] ?? 0,
       GetObject: (counters['GetObject'] ?? 0) + onAws.GetObject,
       PutObject: (counters['PutObject'] ?? 0) + onAws.PutObject,
-      ListObjectsV2: counters['ListObjectsV2'] ?? 0,
+      ListObjectsV2: (counters['ListObjectsV2'] ?? 0) + onAws.ListObjectsV2,
       DeleteObject: counters['DeleteObject'] ?? 0,
     };
     expect(estimate.requests.s3['CopyObject']).toBe(counted.CopyObject);

@@ -553,8 +553,8 @@ describe('pruning a vault of real snapshots', () => {
   });
 
   it('prunes while a real backup runs; that backup completes and both remaining snapshots restore', async () => {
-    // Prepare: the first snapshot pruned; a backup held when its link shard says it has listed
-    // every link, after it planned and copied its links and before any blob shard starts
+    // Prepare: the first snapshot pruned; a backup held when its link shard writes its records
+    // (its one worker busy), after it planned and copied its links and before any blob shard starts
     await pruneFirst();
     await push('fourth');
     let release: () => void = () => {};
@@ -564,7 +564,7 @@ describe('pruning a vault of real snapshots', () => {
     let held = false;
     const heldClient = withHook(deps.vault.client, async (command) => {
       const key = (command.input as { Key?: string }).Key ?? '';
-      if (command instanceof PutObjectCommand && key.includes('/listed/')) {
+      if (command instanceof PutObjectCommand && key.includes('/records/links-')) {
         held = true;
         await gate;
       }

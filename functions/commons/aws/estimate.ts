@@ -55,6 +55,8 @@ const STEP_SECONDS = 10;
 export interface BackupEstimate {
   readonly objects: number;
   readonly shards: number;
+  /** Of `shards`, the link shards (each writes a listed marker). */
+  readonly linkShards: number;
   readonly requests: {
     readonly s3: {
       readonly CopyObject: number;
@@ -116,7 +118,7 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
   // The run lease (vault/run-lease.ts): taken (written, read back), renewed
   // at finalize (read, write, read back), released (read, delete): 4 GETs,
   // 2 PUTs and a DELETE (the CLI's finalize, in the process that renewed it
-  // moments before, skips the renewal). The plan and every count
+  // moments before, skips the renewal and the read before the delete). The plan and every count
   // renew it only once a quarter of its life has passed since the last
   // renewal: one more renewal per quarter of the copy's time.
   const renewals = Math.floor(copySeconds / (AWS_LEASE_TTL_MS / 4 / 1_000));
@@ -152,6 +154,7 @@ export function estimateBackup(input: EstimateInput): BackupEstimate {
   return {
     objects,
     shards,
+    linkShards,
     requests: { s3, sqs, total: s3Total + sqs },
     stepFunctionsTransitions: transitions,
     lambdaGbSeconds: Math.round(lambdaGbSeconds),

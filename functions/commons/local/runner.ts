@@ -255,8 +255,9 @@ class WorkerPool implements MessageSender {
       const result = await processShardRecords(batch, this.#deps, {
         sender: this,
         deadline: Date.now() + this.#budgetMs,
-        // The memory queue delivers a message once, here: no look for a finished shard.
-        firstDelivery: batch.every((record) => record.firstDelivery === true),
+        ...(this.#transport.kind === 'memory'
+          ? { local: { firstDelivery: batch.every((record) => record.firstDelivery === true) } }
+          : {}),
         // Running totals after every page, so progress moves during a long shard.
         onProgress: (running) => {
           this.#inFlight.set(slot, running);

@@ -182,6 +182,20 @@ async function writeLease(
  */
 const writtenHere = new Map<string, RunLease>();
 
+/** The lease of `runId` at `key` if this process renewed it less than a quarter of its life ago. */
+function freshHere(
+  vault: Vault,
+  key: string,
+  runId: string,
+  ttlMs: number,
+  now: Date,
+): RunLease | undefined {
+  const mine = writtenHere.get(`${vault.location.bucket}/${key}`);
+  return mine?.runId === runId && now.getTime() - Date.parse(mine.renewedAt) < ttlMs / 4
+    ? mine
+    : undefined;
+}
+
 /** Why a lease no longer guards its run, or undefined while it is live. */
 export function deadLeaseReason(
   lease: RunLease,
@@ -325,13 +339,11 @@ export async function renewRunLease(
   options: { readonly unlessFresh?: boolean } = {},
 ): Promise<RunLease> {
   const key = leaseKeyOf(vault, run.source);
-  const mine = writtenHere.get(`${vault.location.bucket}/${key}`);
-  if (
-    options.unlessFresh === true &&
-    mine?.runId === run.runId &&
-    now.getTime() - Date.parse(mine.renewedAt) < settings.ttlMs / 4
-  )
-    return mine;
+  const mine =
+    options.unlessFresh === true
+      ? freshHere(vault, key, run.runId, settings.ttlMs, now)
+      : undefined;
+  if (mine !== undefined) return mine;
   for (let attempt = 0; attempt < 5; attempt++) {
     const held = await readLease(vault, key);
     if (held === undefined || held.lease.runId !== run.runId)
@@ -354,11 +366,21 @@ export async function renewRunLease(
 export async function releaseRunLease(
   vault: Vault,
   run: { runId: string; source: LeaseSource },
+  settings?: Pick<LeaseSettings, 'ttlMs'>,
+  now?: Date,
 ): Promise<void> {
   const key = leaseKeyOf(vault, run.source);
-  const held = await readLease(vault, key);
-  if (held === undefined || held.lease.runId !== run.runId) return;
+  // A lease this process renewed moments ago is still this run's (see writtenHere): not read again.
+  const fresh =
+    settings !== undefined &&
+    now !== undefined &&
+    freshHere(vault, key, run.runId, settings.ttlMs, now) !== undefined;
+  if (!fresh) {
+    const held = await readLease(vault, key);
+    if (held === undefined || held.lease.runId !== run.runId) return;
+  }
   await vault.client.send(new DeleteObjectCommand({ Bucket: vault.location.bucket, Key: key }));
+  writtenHere.delete(`${vault.location.bucket}/${key}`);
 }
 
 /** Every lease in the vault (a few: one per source being backed up). */

@@ -101,6 +101,8 @@ export const jobKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}job.json`;
 
 const cache = new Map<string, CopyJob>();
+/** Runs whose job this process saved and whose shards it has not yet sent. */
+const unsent = new Set<string>();
 
 const remember = (job: CopyJob) => {
   cache.set(job.runId, job);
@@ -111,6 +113,19 @@ const remember = (job: CopyJob) => {
 export async function saveJob(vault: Vault, job: CopyJob): Promise<void> {
   await putJson(vault, jobKey(vault, job.runId), job);
   remember(job);
+  unsent.add(job.runId);
+  // A plan Lambda saves jobs it never sends: keep the set small.
+  if (unsent.size > 20) unsent.delete(unsent.values().next().value ?? '');
+}
+
+/**
+ * True once, for a run whose job this process saved and for which it has
+ * saved no shard result: none of its shards can have ended before they were
+ * first sent (the local runner plans and sends in one process; on AWS the
+ * plan is another Lambda's, so this is false there).
+ */
+export function firstSendOfSavedJob(runId: string): boolean {
+  return unsent.delete(runId);
 }
 
 /** Loads a run's job (cached: a Lambda container serves many messages of one run). */
@@ -164,6 +179,7 @@ const shardsPrefix = (vault: Vault, runId: string) =>
  * acknowledged).
  */
 export async function saveShardResult(vault: Vault, runId: string, result: ShardResult) {
+  unsent.delete(runId);
   if (result.aborted !== undefined)
     await putJson(vault, `${shardsPrefix(vault, runId)}${result.shardId}${ABORTED_SUFFIX}`, {
       shardId: result.shardId,

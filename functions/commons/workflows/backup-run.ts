@@ -88,7 +88,12 @@ export async function renewBackupLease(
 
 /** Lets the next backup of the source in, once the run's manifest is final. */
 export async function releaseBackupLease(state: BackupState, deps: WorkflowDeps): Promise<void> {
-  await releaseRunLease(deps.vault, { runId: state.runId, source: leaseSourceOf(state.source) });
+  await releaseRunLease(
+    deps.vault,
+    { runId: state.runId, source: leaseSourceOf(state.source) },
+    deps.lease,
+    deps.now(),
+  );
 }
 
 export function vaultLocation(deps: WorkflowDeps): Location {

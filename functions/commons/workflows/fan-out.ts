@@ -10,7 +10,13 @@
  */
 import PQueue from 'p-queue';
 import { RunLeaseLostError } from '../vault/run-lease.ts';
-import { type CopyJob, listFinishedShards, loadJob, loadShardResult } from '../vault/runs.ts';
+import {
+  type CopyJob,
+  firstSendOfSavedJob,
+  listFinishedShards,
+  loadJob,
+  loadShardResult,
+} from '../vault/runs.ts';
 import { renewBackupLease } from './backup.ts';
 import type { WorkflowDeps } from './deps.ts';
 import { type MessageSender, SEND_BATCH } from './worker.ts';
@@ -62,7 +68,10 @@ export async function enqueueShards(
 ): Promise<EnqueueOutput> {
   const job = await loadJob(deps.vault, event.runId);
   const ids = shardIdsOf(job, event.which);
-  const { finished } = await listFinishedShards(deps.vault, job.runId);
+  // A retried step sends only what has not ended; the first send of a job planned here lists nothing.
+  const { finished } = firstSendOfSavedJob(job.runId)
+    ? { finished: new Set<string>() }
+    : await listFinishedShards(deps.vault, job.runId);
   const pending = ids.filter((id) => !finished.has(id));
   const sends = new PQueue({ concurrency: SENDS_IN_FLIGHT });
   const batches: Array<Promise<void>> = [];

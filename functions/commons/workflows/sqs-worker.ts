@@ -37,7 +37,7 @@ export async function processShardRecords(
     sender: MessageSender;
     deadline: number;
     onProgress?: (totals: Totals) => void;
-    firstDelivery?: boolean;
+    local?: { readonly firstDelivery: boolean };
   },
 ): Promise<BatchResult> {
   const failures: Array<{ itemIdentifier: string }> = [];

@@ -69,35 +69,47 @@ export function sqsDelay(delayMs: number | undefined): { DelaySeconds?: number }
 export const LINKS_LISTED_POLL_MS = 250;
 
 /**
- * The link shards of the run this process works on: the ones it has listed
- * (their markers written) and the ones it is listing now. A blob shard of that
- * run waits in process for a link shard listing here rather than polling the
- * vault: the local runner works every message of a run in one process. A
- * Lambda container works one message at a time, so there blob shards poll.
+ * The link shards of a run this process works on: the ones it has listed
+ * and the ones it is listing now. A blob shard of that run waits in process
+ * for a link shard listing here rather than polling the vault: the local
+ * runner works every message of a run in one process. A Lambda container
+ * works one message at a time, so there blob shards poll the markers.
  */
 interface LinksHere {
-  readonly runId: string;
   readonly listed: Set<string>;
   readonly listing: Set<string>;
   readonly waiters: Array<() => void>;
 }
 
-let linksHere: LinksHere = { runId: '', listed: new Set(), listing: new Set(), waiters: [] };
+/** By run id: the last few runs (tests run several in one process, some at once). */
+const linksHere = new Map<string, LinksHere>();
 
-/** This process's link shards of `runId` (the last run only). */
 function linksHereOf(runId: string): LinksHere {
-  if (linksHere.runId !== runId)
-    linksHere = { runId, listed: new Set(), listing: new Set(), waiters: [] };
-  return linksHere;
+  let here = linksHere.get(runId);
+  if (here === undefined) {
+    here = { listed: new Set(), listing: new Set(), waiters: [] };
+    linksHere.set(runId, here);
+    if (linksHere.size > 16) linksHere.delete(linksHere.keys().next().value ?? '');
+  }
+  return here;
 }
 
 function wake(here: LinksHere): void {
   for (const waiter of here.waiters.splice(0)) waiter();
 }
 
-/** Writes a link shard's listed marker and remembers it in this process. */
-async function markListed(deps: WorkflowDeps, runId: string, shardId: string): Promise<void> {
-  await markShardListed(deps.vault, runId, shardId);
+/**
+ * Remembers in this process that a link shard has listed, and writes its
+ * marker in the vault for blob shards worked elsewhere, unless every message
+ * of the run is worked here (the local runner's memory queue).
+ */
+async function markListed(
+  deps: WorkflowDeps,
+  runId: string,
+  shardId: string,
+  soleProcess: boolean,
+): Promise<void> {
+  if (!soleProcess) await markShardListed(deps.vault, runId, shardId);
   const here = linksHereOf(runId);
   here.listed.add(shardId);
   wake(here);
@@ -295,12 +307,14 @@ export async function handleShardMessage(
     /** This message's running totals after each page (the local runner's progress). */
     onProgress?: (totals: Totals) => void;
     /**
-     * The message's first delivery, by a transport that delivers each message
-     * once and to this process alone (the local runner's memory queue): its
-     * shard cannot have finished yet, so the vault is not asked. SQS delivers
-     * at least once, so its messages are always looked up.
+     * Present when the message came from the local runner's memory queue,
+     * which works every message of the run in this process: a link shard's
+     * listed marker is then kept in memory only. On its first delivery (the
+     * memory queue delivers each message once; it puts back only a failed
+     * one) its shard cannot have finished, so the vault is not asked. SQS
+     * delivers at least once, so its messages are always looked up.
      */
-    firstDelivery?: boolean;
+    local?: { readonly firstDelivery: boolean };
   },
 ): Promise<Totals> {
   const parsed = shardMessageSchema.safeParse(raw);
@@ -309,7 +323,7 @@ export async function handleShardMessage(
   }
   const message = parsed.data;
   if (
-    transport.firstDelivery !== true &&
+    transport.local?.firstDelivery !== true &&
     (await loadShardResult(deps.vault, message.runId, message.shardId)) !== undefined
   ) {
     // A duplicate delivery of a finished shard (SQS at least once, or a re-run enqueue).
@@ -341,7 +355,7 @@ export async function handleShardMessage(
     if (shard.kind === 'links') {
       // Said as soon as the last phase is listed: the blob shards start while its copies trail.
       onListed = () => {
-        marking ??= markListed(deps, job.runId, shard.id);
+        marking ??= markListed(deps, job.runId, shard.id, transport.local !== undefined);
       };
     } else if (message.cursor === undefined && !(await linksListed(job, deps))) {
       // Blobs are listed only after every link is listed (docs/consistency.md): look again soon.
@@ -356,7 +370,7 @@ export async function handleShardMessage(
       // A link shard that ended without listing everything (aborted) still frees the blob
       // shards: the run fails on its result, and finalize says why.
       if (shard.kind === 'links' && result.next === undefined)
-        marking ??= markListed(deps, job.runId, shard.id);
+        marking ??= markListed(deps, job.runId, shard.id, transport.local !== undefined);
       await marking;
     } finally {
       // Blob shards waiting here on a shard that handed on or failed look at the vault instead.
@@ -446,6 +460,6 @@ export async function recordShardGaveUp(
     job.purpose === 'backup' &&
     job.shards.some((shard) => shard.id === message.shardId && shard.kind === 'links')
   )
-    await markListed(deps, job.runId, message.shardId);
+    await markListed(deps, job.runId, message.shardId, false);
   return true;
 }
