@@ -49,10 +49,10 @@ function keysSecret(namespace: string, name: string): void {
   });
 }
 
-/** The blob digests a bucket's registry layout holds. */
+/** The blob digests a bucket in Quay's layout holds (`<storage_path>/sha256/<2>/<hex>`). */
 async function blobsIn(bucket: string): Promise<Set<string>> {
-  const keys = await listAll(clientFor(s3), bucket, 'docker/registry/v2/blobs/');
-  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-2) ?? ''}`));
+  const keys = await listAll(clientFor(s3), bucket, 'datastorage/registry/sha256/');
+  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-1) ?? ''}`));
 }
 
 async function restore(namespace: string, bucket: string, secretName: string, registryUrl: string) {
