@@ -189,8 +189,9 @@ export async function proveRestore(state: RestoreState, deps: WorkflowDeps): Pro
     for (const [key, found] of shown) {
       const record = records.get(sourceKeyOf(key));
       const digest = digestOf(key);
+      // Quay's references are in its database, which no report here reads.
       const who =
-        digest === undefined
+        digest === undefined || state.layout === 'quay'
           ? ''
           : `; needed by ${(users.get(digest) ?? ['no tag']).slice(0, 3).join(', ')}`;
       const what = digest === undefined ? key : `blob ${digest}`;
