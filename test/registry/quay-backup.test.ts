@@ -392,6 +392,18 @@ describe("quay backup on Quay's layout", () => {
   }
 
   it("writes the snapshot's catalog from the database's live tags, every blob they need in the vault", async () => {
+    // Prepare: a push abandoned mid-way leaves its upload at <storage_path>/uploads/<uuid>.
+    const started = await fetch(`${bed.registryUrl}/v2/team/app0/blobs/uploads/`, {
+      method: 'POST',
+    });
+    const upload = started.headers.get('docker-upload-uuid') ?? '';
+    await fetch(`${bed.registryUrl}${started.headers.get('location') ?? ''}`, {
+      method: 'PATCH',
+      body: 'half a layer',
+    });
+    const bucket = await listAll(clientFor(s3), 'quay-layout');
+    expect(bucket.has(`datastorage/registry/uploads/${upload}`)).toBe(true);
+
     // Act
     const { result, deps } = await backUp(bed, 'vault-layout');
 
@@ -409,6 +421,9 @@ describe("quay backup on Quay's layout", () => {
     expect(manifest?.source.rootDirectory).toBe('datastorage/registry/');
     expect(manifest?.counts).toMatchObject({ repositories: 2, tags: 2 });
     expect(manifest?.checks['references']).toMatchObject({ ok: true });
+    // The upload is left out and named; no key of Distribution's layout anywhere.
+    expect(manifest?.uploadsSkipped).toEqual([upload]);
+    expect([...bucket.keys()].some((key) => key.includes('docker/registry/v2'))).toBe(false);
     const pool = await listAll(deps.vault.client, 'vault-layout', 'blobs/');
     for (const blob of bed.images.flatMap((i) => i.blobs))
       expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
