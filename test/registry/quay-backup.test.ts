@@ -13,7 +13,11 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
-import { catalogSchema, vaultKeys } from '../../functions/commons/vault/format.ts';
+import {
+  catalogSchema,
+  type SnapshotManifest,
+  vaultKeys,
+} from '../../functions/commons/vault/format.ts';
 import { quiesceKey } from '../../functions/commons/vault/runs.ts';
 import {
   getBytes,
@@ -22,6 +26,7 @@ import {
   readManifest,
 } from '../../functions/commons/vault/store.ts';
 import { discoverBackup, endDeadExecution } from '../../functions/commons/workflows/backup.ts';
+import { exportLayout } from '../../functions/commons/workflows/export.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
@@ -427,6 +432,20 @@ describe("quay backup on Quay's layout", () => {
     const pool = await listAll(deps.vault.client, 'vault-layout', 'blobs/');
     for (const blob of bed.images.flatMap((i) => i.blobs))
       expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
+    // Its manifests are in the dump, so it is not exported as an OCI layout, and says why.
+    const exported: string[] = [];
+    const sink = {
+      blob: async (digest: string) => void exported.push(digest),
+      file: async (name: string) => void exported.push(name),
+    };
+    await expect(
+      exportLayout(
+        { snapshot: manifest as SnapshotManifest, repositories: ['team/*'] },
+        deps,
+        sink,
+      ),
+    ).rejects.toThrow(/Quay's layout/);
+    expect(exported).toEqual([]);
   });
 
   it('fails a backup whose database names a blob the bucket lacks, naming the digest', async () => {
