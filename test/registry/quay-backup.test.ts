@@ -27,6 +27,7 @@ import {
 } from '../../functions/commons/vault/store.ts';
 import { discoverBackup, endDeadExecution } from '../../functions/commons/workflows/backup.ts';
 import { exportLayout } from '../../functions/commons/workflows/export.ts';
+import { OciLayout, pushImage } from '../../sandbox/images/index.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
@@ -408,6 +409,22 @@ describe("quay backup on Quay's layout", () => {
     });
     const bucket = await listAll(clientFor(s3), 'quay-layout');
     expect(bucket.has(`datastorage/registry/uploads/${upload}`)).toBe(true);
+    // An index of two platforms: its tag needs its manifests' blobs (Quay's manifestchild).
+    const layout = await OciLayout.create();
+    let index: Awaited<ReturnType<OciLayout['addImage']>>;
+    try {
+      index = await layout.addImage(
+        'multi',
+        [{ seed: 'quay-multi', size: 2_500 }],
+        [
+          { architecture: 'amd64', os: 'linux' },
+          { architecture: 'arm64', os: 'linux' },
+        ],
+      );
+      await pushImage(layout, 'multi', `${new URL(bed.registryUrl).host}/team/multi:v1`);
+    } finally {
+      await layout.remove();
+    }
 
     // Act
     const { result, deps } = await backUp(bed, 'vault-layout');
@@ -419,19 +436,28 @@ describe("quay backup on Quay's layout", () => {
     const written = Object.fromEntries(
       (catalog?.repositories ?? []).map((r) => [r.name, r.tags] as const),
     );
-    expect(written).toEqual(await liveTags());
-    expect(Object.keys(written)).toHaveLength(2);
+    const { 'team/multi': multi, ...singles } = written;
+    expect(multi).toEqual({ v1: index.digest });
+    expect(singles).toEqual(await liveTags());
+    expect(Object.keys(singles)).toHaveLength(2);
     const manifest = await readManifest(deps.vault, snapshotId);
     expect(manifest?.layout).toBe('quay');
     expect(manifest?.source.rootDirectory).toBe('datastorage/registry/');
-    expect(manifest?.counts).toMatchObject({ repositories: 2, tags: 2 });
-    expect(manifest?.checks['references']).toMatchObject({ ok: true });
+    expect(manifest?.counts).toMatchObject({ repositories: 3, tags: 3 });
+    // Two images of a config and a layer, and the index's two manifests' configs and layers.
+    expect(manifest?.checks['references']).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining('all 8 blobs'),
+    });
     // The upload is left out and named; no key of Distribution's layout anywhere.
     expect(manifest?.uploadsSkipped).toEqual([upload]);
     expect([...bucket.keys()].some((key) => key.includes('docker/registry/v2'))).toBe(false);
     const pool = await listAll(deps.vault.client, 'vault-layout', 'blobs/');
     for (const blob of bed.images.flatMap((i) => i.blobs))
       expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
+    // The index's layers and configs are in the pool; its manifests are rows, not blobs.
+    const inPool = index.blobs.filter((digest) => pool.has(vaultKeys.blob('', digest)));
+    expect(inPool).toHaveLength(4);
     // Its manifests are in the dump, so it is not exported as an OCI layout, and says why.
     const exported: string[] = [];
     const sink = {
