@@ -2,23 +2,19 @@
  * A Quay deployment on the sandbox (the quay profile's tests and `npm run
  * demo -- --profile quay`): the fake apiserver with the sandbox Quay
  * Operator (a version given), a QuayRegistry on a bucket of the S3 server,
- * images pushed through its registry API and Quay's rows in its real
- * database.
+ * and images pushed through its registry API: the sandbox's quay-app
+ * (quay-app.ts) keeps them as Quay does, rows in its real database and
+ * blobs at Quay's keys in the bucket.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { OciLayout, pushImage } from './images/index.ts';
-import {
-  type KubeApiServer,
-  realRegistryStarter,
-  startKubeApiServer,
-  writeKubeconfig,
-} from './kube/index.ts';
+import { type KubeApiServer, startKubeApiServer, writeKubeconfig } from './kube/index.ts';
 import { type QuayOperator, seedQuayRegistry, startQuayOperator } from './kube/quay-operator.ts';
 import type { PostgresHandle } from './postgres.ts';
-import { type QuayImage, seedQuayDatabase } from './quay-schema.ts';
+import type { QuayImage } from './quay-schema.ts';
 import type { S3ServerHandle } from './s3/index.ts';
 
 /** The QuayRegistry's name in every Quay test; its database is `<name>-quay-database`. */
@@ -37,7 +33,7 @@ export interface QuayBed {
   stop(): Promise<void>;
 }
 
-/** Starts the cluster and seeds Quay on `bucket`: `count` images pushed, their rows in the database. */
+/** Starts the cluster and seeds Quay on `bucket`: `count` images pushed (their rows in the database, their blobs in the bucket). */
 export async function startQuayBed(
   s3: S3ServerHandle,
   options: {
@@ -50,11 +46,7 @@ export async function startQuayBed(
 ): Promise<QuayBed> {
   const dir = await mkdtemp(join(tmpdir(), 'quay-bed-'));
   const api = await startKubeApiServer({ token: TOKEN });
-  const operator = await startQuayOperator({
-    server: api,
-    version: options.version,
-    startRegistry: realRegistryStarter,
-  });
+  const operator = await startQuayOperator({ server: api, version: options.version });
   const kubeconfig = await writeKubeconfig(join(dir, 'kubeconfig'), {
     server: api.url,
     token: TOKEN,
@@ -109,7 +101,6 @@ export async function startQuayBed(
     await layout.remove();
   }
   const database = () => operator.database(options.namespace, QUAY_NAME);
-  await seedQuayDatabase(await database(), QUAY_DATABASE, images);
   return {
     api,
     operator,

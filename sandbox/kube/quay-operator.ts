@@ -11,9 +11,11 @@
  *   `horizontalpodautoscaler` component is managed: the HPA would scale the
  *   Deployment back to its minimum of 2, so the runbook unmanages it first);
  * - pods that follow the Deployments' replicas, whoever set them: quay-app
- *   pods serve the registry API with a real `docker-registry` process on the
- *   bucket of the config bundle's `DISTRIBUTED_STORAGE_CONFIG`, and their
- *   pods/exec `cat /conf/stack/config.yaml` prints the running config; the
+ *   pods serve the registry API with the sandbox's quay-app (../quay-app.ts:
+ *   Quay's layout, manifests and tags as rows of the database pod's
+ *   PostgreSQL, blobs at `<storage_path>/sha256/..` of the bucket of the
+ *   config bundle's `DISTRIBUTED_STORAGE_CONFIG`), and their pods/exec
+ *   `cat /conf/stack/config.yaml` prints the running config; the
  *   database pod (`quay-component=postgres`) is a real PostgreSQL whose
  *   pods/exec runs `pg_dump` and `psql` against it;
  * - `status.conditions` `Available=True` once every wanted pod is ready;
@@ -22,15 +24,16 @@
  *   (`quay-operator.v3.6.x`) that reconciles only while it has replicas, so
  *   a scale to 0 of it, then of the components, sticks (the runbook's scale path).
  *
- * Simplifications: all quay-app pods of one registry share one registry
- * process (pods are what regvault counts; one process serves them), and
+ * Simplifications: all quay-app pods of one registry share one quay-app
+ * server (pods are what regvault counts; one server serves them), and
  * clair and mirror pods run nothing.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { parse as parseYaml, stringify } from 'yaml';
 import { type PostgresHandle, startPostgres } from '../postgres.ts';
 import { LOOPBACK, waitFor } from '../process.ts';
-import type { RegistryConfig, RegistryInstance, RegistryStarter } from './controller.ts';
+import { type QuayAppStarter, type QuayAppStorage, startQuayApp } from '../quay-app.ts';
+import type { RegistryInstance, RegistryStarter } from './controller.ts';
 import type { PodExecHandler } from './exec.ts';
 import { BuiltIn, definitionsOfCrd, type ResourceDefinition } from './resources.ts';
 import type { KubeApiServer } from './server.ts';
@@ -85,7 +88,13 @@ export interface QuayOperatorOptions {
   readonly version?: string;
   /** Where the operator's own Deployment lives (before 3.7 only). */
   readonly operatorNamespace?: string;
-  readonly startRegistry: RegistryStarter;
+  /** What quay-app pods run (default: the sandbox's quay-app, ../quay-app.ts). */
+  readonly startQuayApp?: QuayAppStarter;
+  /**
+   * @deprecated Ignored: quay-app pods no longer run a docker-registry (Quay
+   * does not keep Distribution's layout); kept so that older callers compile.
+   */
+  readonly startRegistry?: RegistryStarter;
   readonly intervalMs?: number;
 }
 
@@ -133,6 +142,9 @@ const b64 = (value: string) => Buffer.from(value).toString('base64');
 const randomName = () =>
   Array.from({ length: 5 }, () => 'bcdfghjklmnpqrstvwxz2456789'[randomInt(27)]).join('');
 
+/** The storage_path the sandbox's configs give Quay (the operator's default for managed storage). */
+export const QUAY_STORAGE_PATH = '/datastorage/registry';
+
 /** True for versions before 3.7 (`3.6.4`, `v3.5.1`). */
 export function olderThan37(version: string): boolean {
   const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
@@ -157,15 +169,15 @@ export function quayConfigYaml(seed: QuaySeed): string {
           bucket_name: seed.bucket,
           access_key: seed.accessKey,
           secret_key: seed.secretKey,
-          storage_path: '',
+          storage_path: QUAY_STORAGE_PATH,
         },
       ],
     },
   });
 }
 
-/** The registry config a quay-app pod runs with, from its config.yaml; or why it cannot start. */
-function registryConfigOf(config: Record<string, unknown>): RegistryConfig | string {
+/** The storage a quay-app pod runs with, from its config.yaml; or why it cannot start. */
+function storageConfigOf(config: Record<string, unknown>): QuayAppStorage | string {
   const storage = record(config['DISTRIBUTED_STORAGE_CONFIG']);
   const first = Object.values(storage)[0];
   if (!Array.isArray(first) || first.length < 2)
@@ -180,22 +192,30 @@ function registryConfigOf(config: Record<string, unknown>): RegistryConfig | str
       region: text(s['s3_region']) ?? 'us-east-1',
       accessKey: String(s['s3_access_key'] ?? ''),
       secretKey: String(s['s3_secret_key'] ?? ''),
+      storagePath: storagePathOf(s),
     };
   }
   if (driver === 'RadosGWStorage' || driver === 'RHOCSStorage') {
     const scheme = s['is_secure'] === true ? 'https' : 'http';
-    const root = text(s['storage_path'])?.replace(/^\/+/, '');
     return {
       bucket: String(s['bucket_name'] ?? ''),
       endpoint: `${scheme}://${String(s['hostname'] ?? '')}:${String(s['port'] ?? 80)}`,
       region: 'us-east-1',
       accessKey: String(s['access_key'] ?? ''),
       secretKey: String(s['secret_key'] ?? ''),
-      ...(root === undefined ? {} : { rootDirectory: root }),
+      storagePath: storagePathOf(s),
     };
   }
   return `storage driver ${driver} is not one the sandbox runs (S3Storage, RadosGWStorage, RHOCSStorage)`;
 }
+
+/** A storage entry's `storage_path`, as Quay uses it in keys: no leading or trailing slash. */
+const storagePathOf = (s: Record<string, unknown>) =>
+  (text(s['storage_path']) ?? '').replace(/^\/+/, '').replace(/\/+$/, '');
+
+/** The database a config's `DB_URI` names (its path). */
+const databaseOfUri = (uri: unknown) =>
+  typeof uri === 'string' ? decodeURIComponent(new URL(uri).pathname.slice(1)) : '';
 
 interface RegistryState {
   readonly namespace: string;
@@ -442,7 +462,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
         bucket_name: claim['BUCKET_NAME'],
         access_key: key('AWS_ACCESS_KEY_ID'),
         secret_key: key('AWS_SECRET_ACCESS_KEY'),
-        storage_path: '',
+        storage_path: QUAY_STORAGE_PATH,
       },
     ];
   }
@@ -466,8 +486,9 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     const config = runningConfig(quay);
     const quayReplicas = replicasOf(SCALED.quay);
     if (quayReplicas > 0 && typeof config !== 'string') {
-      const registry = registryConfigOf(config.parsed);
-      const key = JSON.stringify(registry);
+      const storage = storageConfigOf(config.parsed);
+      const database = databaseOfUri(config.parsed['DB_URI']);
+      const key = JSON.stringify({ storage, database });
       if (state.configKey !== key) {
         // A new config is a new ReplicaSet: the quay-app pods are replaced.
         for (const pod of store.list(BuiltIn.pods, namespace)) {
@@ -482,8 +503,21 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
         state.ready = false;
         state.configKey = key;
         state.crash = undefined;
-        if (typeof registry === 'string') state.crash = registry;
-        else state.instance = await options.startRegistry(registry);
+        if (typeof storage === 'string') state.crash = storage;
+        else if (state.postgres === undefined)
+          state.crash = 'the database pod is not running, and quay-app needs its database';
+        else
+          try {
+            state.instance = await (options.startQuayApp ?? startQuayApp)({
+              storage,
+              postgres: await state.postgres,
+              database,
+            });
+          } catch (err) {
+            // Quay's pod would crash-loop: the next round starts it again.
+            state.crash = `quay-app could not start: ${err instanceof Error ? err.message : String(err)}`;
+            state.configKey = undefined;
+          }
       }
       state.running = config.yaml;
     } else if (state.instance !== undefined || state.configKey !== undefined) {

@@ -2,12 +2,14 @@
  * The sandbox's Quay Operator (issue 20's test bed), as kubectl and
  * client-node see it: the QuayRegistry type is served, it reconciles into
  * Deployments whose replicas follow the overrides (with the HPA unmanaged),
- * quay-app pods serve the registry API from the config bundle's bucket, the
+ * quay-app pods serve the registry API as Quay does (rows in the database,
+ * blobs at Quay's keys in the config bundle's bucket), the
  * postgres pod runs real pg_dump through pods/exec, Available follows the
  * pods, and before 3.7 the operator is a Deployment whose scale to 0 lets
  * the components stay scaled down.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +25,6 @@ import {
 import { pushOneLayerImage } from '../../sandbox/images/index.ts';
 import {
   type KubeApiServer,
-  realRegistryStarter,
   startKubeApiServer,
   writeKubeconfig,
 } from '../../sandbox/kube/index.ts';
@@ -36,7 +37,7 @@ import {
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { clientFor, createBucket, storageOn } from '../support/s3.ts';
+import { clientFor, createBucket, listAll, storageOn } from '../support/s3.ts';
 
 const run = promisify(execFile);
 const NS = 'quay-enterprise';
@@ -57,11 +58,7 @@ let older: Bed;
 
 async function bed(version: string, namespace: string, bucket: string): Promise<Bed> {
   const api = await startKubeApiServer({ token: TOKEN });
-  const operator = await startQuayOperator({
-    server: api,
-    version,
-    startRegistry: realRegistryStarter,
-  });
+  const operator = await startQuayOperator({ server: api, version });
   const kubeconfig = await writeKubeconfig(join(dir, `kubeconfig-${version}`), {
     server: api.url,
     token: TOKEN,
@@ -212,10 +209,46 @@ describe('the sandbox Quay Operator, 3.7 and later', () => {
     expect(tags.tags).toEqual(['v1']);
   });
 
+  it("keeps a push as Quay does: blobs at Quay's keys under storage_path, the manifest and tag as rows", async () => {
+    // Prepare
+    const url = await current.operator.serviceUrl(NS, 'registry');
+
+    // Act
+    const digest = await pushOneLayerImage(
+      `${new URL(url).host}/team/api:v2`,
+      'quay-layout',
+      3_000,
+    );
+
+    // Assess: no Distribution layout; every key is sha256/<2 hex>/<its 64 hex> below storage_path.
+    const keys = [...(await listAll(clientFor(s3), 'quay-current')).keys()];
+    expect(keys.length).toBeGreaterThanOrEqual(2);
+    for (const key of keys) {
+      expect(key).not.toContain('docker/registry/v2');
+      expect(key).toMatch(/^datastorage\/registry\/sha256\/([0-9a-f]{2})\/\1[0-9a-f]{62}$/);
+    }
+    const rows = await quayRows(
+      await current.operator.database(NS, 'registry'),
+      'registry-quay-database',
+    );
+    const row = rows.find((line) => line.startsWith('team/api:v2 '));
+    expect(row?.split(' ')[1]).toBe(digest);
+    // Every blob the rows name for it is in the bucket at its key.
+    for (const blob of (row?.split(' ')[2] ?? '').split(',')) {
+      const hex = blob.split('=')[0]?.replace('sha256:', '') ?? '';
+      expect(keys).toContain(`datastorage/registry/sha256/${hex.slice(0, 2)}/${hex}`);
+    }
+    const manifest = await fetch(`${url}/v2/team/api/manifests/v2`);
+    expect(manifest.headers.get('docker-content-digest')).toBe(digest);
+    const bytes = Buffer.from(await manifest.arrayBuffer());
+    expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).toBe(digest);
+  });
+
   it('runs pg_dump in the postgres pod through kubectl exec', async () => {
     // Prepare
     const postgres = await current.operator.database(NS, 'registry');
-    await seedQuayDatabase(postgres, 'registry-quay-database', [ONE_IMAGE]);
+    const image = { ...ONE_IMAGE, repository: 'dumped' };
+    await seedQuayDatabase(postgres, 'registry-quay-database', [image]);
 
     // Act
     const dump = await execInto(
@@ -230,7 +263,9 @@ describe('the sandbox Quay Operator, 3.7 and later', () => {
     // Assess
     expect(dump).toContain('CREATE DATABASE "registry-quay-database"');
     expect(dump).toContain(ONE_IMAGE.manifestDigest);
-    expect(await quayRows(postgres, 'registry-quay-database')).toHaveLength(1);
+    expect(await quayRows(postgres, 'registry-quay-database')).toContainEqual(
+      expect.stringMatching(/^team\/dumped:v1 /),
+    );
   });
 
   it('scales quay, clair and mirror to the overrides only once the HPA is unmanaged, and back', async () => {

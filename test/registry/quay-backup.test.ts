@@ -4,18 +4,33 @@
  * unmanaged; before 3.7: the operator then the components scaled to 0),
  * pg_dump streamed through pods/exec into the snapshot, blobs copied, and
  * the registry resumed exactly as it was, also when the dump fails; bad
- * input refused before anything changes.
+ * input refused before anything changes. On Quay's layout (blobs by digest
+ * under storage_path, tags in the database) the catalog is the database's
+ * live tags, and a blob the database names that the bucket lacks fails the
+ * backup, naming it.
  */
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
-import { vaultKeys } from '../../functions/commons/vault/format.ts';
+import {
+  catalogSchema,
+  type SnapshotManifest,
+  vaultKeys,
+} from '../../functions/commons/vault/format.ts';
 import { quiesceKey } from '../../functions/commons/vault/runs.ts';
-import { getBytes, listSnapshots, readManifest } from '../../functions/commons/vault/store.ts';
+import {
+  getBytes,
+  getJson,
+  listSnapshots,
+  readManifest,
+} from '../../functions/commons/vault/store.ts';
 import { discoverBackup, endDeadExecution } from '../../functions/commons/workflows/backup.ts';
+import { exportLayout } from '../../functions/commons/workflows/export.ts';
+import { OciLayout, pushImage } from '../../sandbox/images/index.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed, quayDeps, startQuayBed } from '../support/quay.ts';
 import { clientFor, createBucket, listAll } from '../support/s3.ts';
@@ -351,5 +366,138 @@ describe('quay backup on ODF managed object storage (NooBaa)', () => {
     for (const blob of noobaa.images.flatMap((i) => i.blobs))
       expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
     expect(availableNow(noobaa)).toBe(true);
+  });
+});
+
+describe("quay backup on Quay's layout", () => {
+  let bed: QuayBed;
+  beforeAll(async () => {
+    const client = clientFor(s3);
+    for (const bucket of ['vault-layout', 'vault-dangling']) await createBucket(client, bucket);
+    client.destroy();
+    bed = await startQuayBed(s3, {
+      version: '3.9.1',
+      namespace: 'quay-layout',
+      bucket: 'quay-layout',
+      count: 2,
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await bed?.stop();
+  });
+
+  /** The database's live tags as a catalog (repository -> tag -> manifest digest). */
+  async function liveTags(): Promise<Record<string, Record<string, string>>> {
+    const catalog: Record<string, Record<string, string>> = {};
+    for (const line of await quayRows(await bed.database(), QUAY_DATABASE)) {
+      const [name = '', digest = ''] = line.split(' ');
+      const at = name.lastIndexOf(':');
+      catalog[name.slice(0, at)] = { ...catalog[name.slice(0, at)], [name.slice(at + 1)]: digest };
+    }
+    return catalog;
+  }
+
+  it("writes the snapshot's catalog from the database's live tags, every blob they need in the vault", async () => {
+    // Prepare: a push abandoned mid-way leaves its upload at <storage_path>/uploads/<uuid>.
+    const started = await fetch(`${bed.registryUrl}/v2/team/app0/blobs/uploads/`, {
+      method: 'POST',
+    });
+    const upload = started.headers.get('docker-upload-uuid') ?? '';
+    await fetch(`${bed.registryUrl}${started.headers.get('location') ?? ''}`, {
+      method: 'PATCH',
+      body: 'half a layer',
+    });
+    const bucket = await listAll(clientFor(s3), 'quay-layout');
+    expect(bucket.has(`datastorage/registry/uploads/${upload}`)).toBe(true);
+    // An index of two platforms: its tag needs its manifests' blobs (Quay's manifestchild).
+    const layout = await OciLayout.create();
+    let index: Awaited<ReturnType<OciLayout['addImage']>>;
+    try {
+      index = await layout.addImage(
+        'multi',
+        [{ seed: 'quay-multi', size: 2_500 }],
+        [
+          { architecture: 'amd64', os: 'linux' },
+          { architecture: 'arm64', os: 'linux' },
+        ],
+      );
+      await pushImage(layout, 'multi', `${new URL(bed.registryUrl).host}/team/multi:v1`);
+    } finally {
+      await layout.remove();
+    }
+
+    // Act
+    const { result, deps } = await backUp(bed, 'vault-layout');
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    const { snapshotId } = result.output as { snapshotId: string };
+    const catalog = await getJson(deps.vault, vaultKeys.catalog('', snapshotId), catalogSchema);
+    const written = Object.fromEntries(
+      (catalog?.repositories ?? []).map((r) => [r.name, r.tags] as const),
+    );
+    const { 'team/multi': multi, ...singles } = written;
+    expect(multi).toEqual({ v1: index.digest });
+    expect(singles).toEqual(await liveTags());
+    expect(Object.keys(singles)).toHaveLength(2);
+    const manifest = await readManifest(deps.vault, snapshotId);
+    expect(manifest?.layout).toBe('quay');
+    expect(manifest?.source.rootDirectory).toBe('datastorage/registry/');
+    expect(manifest?.counts).toMatchObject({ repositories: 3, tags: 3 });
+    // Two images of a config and a layer, and the index's two manifests' configs and layers.
+    expect(manifest?.checks['references']).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining('all 8 blobs'),
+    });
+    // The upload is left out and named; no key of Distribution's layout anywhere.
+    expect(manifest?.uploadsSkipped).toEqual([upload]);
+    expect([...bucket.keys()].some((key) => key.includes('docker/registry/v2'))).toBe(false);
+    const pool = await listAll(deps.vault.client, 'vault-layout', 'blobs/');
+    for (const blob of bed.images.flatMap((i) => i.blobs))
+      expect(pool.has(vaultKeys.blob('', blob.digest))).toBe(true);
+    // The index's layers and configs are in the pool; its manifests are rows, not blobs.
+    const inPool = index.blobs.filter((digest) => pool.has(vaultKeys.blob('', digest)));
+    expect(inPool).toHaveLength(4);
+    // Its manifests are in the dump, so it is not exported as an OCI layout, and says why.
+    const exported: string[] = [];
+    const sink = {
+      blob: async (digest: string) => void exported.push(digest),
+      file: async (name: string) => void exported.push(name),
+    };
+    await expect(
+      exportLayout(
+        { snapshot: manifest as SnapshotManifest, repositories: ['team/*'] },
+        deps,
+        sink,
+      ),
+    ).rejects.toThrow(/Quay's layout/);
+    expect(exported).toEqual([]);
+  });
+
+  it('fails a backup whose database names a blob the bucket lacks, naming the digest', async () => {
+    // Prepare: rows for an image whose blob never reached the bucket.
+    const lost = { ...ONE_IMAGE, repository: 'lost' };
+    const postgres = await bed.database();
+    await seedQuayDatabase(postgres, QUAY_DATABASE, [lost]);
+    try {
+      // Act
+      const { result, deps } = await backUp(bed, 'vault-dangling');
+
+      // Assess
+      expect(result.status).toBe('FAILED');
+      const missing = lost.blobs[0]?.digest ?? '';
+      expect(result.cause).toContain(missing);
+      expect(result.cause).toContain('team/lost:v1');
+      const manifest = (await listSnapshots(deps.vault)).at(-1);
+      expect(manifest?.status).toBe('failed');
+      expect(manifest?.checks['references']).toMatchObject({ ok: false });
+      expect(manifest?.checks['references']?.detail).toContain(missing);
+      expect(availableNow(bed)).toBe(true);
+    } finally {
+      await postgres.sql(
+        QUAY_DATABASE,
+        `UPDATE tag SET lifetime_end_ms = 1 WHERE repository_id = (SELECT id FROM repository WHERE name = 'lost');`,
+      );
+    }
   });
 });

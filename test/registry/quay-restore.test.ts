@@ -49,10 +49,10 @@ function keysSecret(namespace: string, name: string): void {
   });
 }
 
-/** The blob digests a bucket's registry layout holds. */
+/** The blob digests a bucket in Quay's layout holds (`<storage_path>/sha256/<2>/<hex>`). */
 async function blobsIn(bucket: string): Promise<Set<string>> {
-  const keys = await listAll(clientFor(s3), bucket, 'docker/registry/v2/blobs/');
-  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-2) ?? ''}`));
+  const keys = await listAll(clientFor(s3), bucket, 'datastorage/registry/sha256/');
+  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-1) ?? ''}`));
 }
 
 async function restore(namespace: string, bucket: string, secretName: string, registryUrl: string) {
@@ -78,7 +78,7 @@ async function restore(namespace: string, bucket: string, secretName: string, re
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-quay-restore', computeChecksums: true });
   const client = clientFor(s3);
-  for (const bucket of ['vault', 'quay-dr-bucket', 'quay-again', 'quay-rollback'])
+  for (const bucket of ['vault', 'quay-dr-bucket', 'quay-again', 'quay-rollback', 'quay-lost'])
     await createBucket(client, bucket);
   client.destroy();
   bed = await startQuayBed(s3, {
@@ -158,6 +158,41 @@ describe('quay restore', () => {
     for (const image of bed.images)
       for (const blob of image.blobs) expect(blobs.has(blob.digest)).toBe(true);
     expect(available(NS)).toBe(true);
+  });
+
+  it('does not switch Quay when the target lost a blob the database needs', async () => {
+    // Prepare: every write of one blob into the target fails, so the target lacks it.
+    const bundle = spec(NS).configBundleSecret;
+    const before = await quayRows(await bed.database(), QUAY_DATABASE);
+    keysSecret(NS, 'quay-s3');
+    const lost = bed.images[1]?.blobs[0]?.digest.replace('sha256:', '') ?? '';
+    const keyPrefix = `datastorage/registry/sha256/${lost.slice(0, 2)}/${lost}`;
+    for (const operation of ['CopyObject', 'PutObject', 'CreateMultipartUpload'])
+      await s3.injectFaults({
+        operation,
+        status: 500,
+        code: 'InternalError',
+        count: 1_000,
+        bucket: 'quay-lost',
+        keyPrefix,
+      });
+
+    // Act
+    let result: Awaited<ReturnType<typeof restore>>;
+    try {
+      result = await restore(NS, 'quay-lost', 'quay-s3', bed.registryUrl);
+    } finally {
+      await s3.clearFaults();
+    }
+
+    // Assess: refused before the switch, naming the blob; Quay as it was, serving.
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toContain(lost);
+    expect(result.cause).toContain('so the registry was not switched');
+    expect(spec(NS).configBundleSecret).toBe(bundle);
+    expect(await quayRows(await bed.database(), QUAY_DATABASE)).toEqual(before);
+    expect(await blobsIn('quay-lost')).not.toContain(`sha256:${lost}`);
+    await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
   });
 
   it('rolls the config bundle back when the restored registry does not verify', async () => {

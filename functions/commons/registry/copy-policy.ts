@@ -152,7 +152,7 @@ function shardsOf(
 }
 
 /** How a tree is counted: shard target, the LIST requests in flight, the pages a count may take. */
-interface Counting {
+export interface Counting {
   readonly target: number;
   readonly limit: PQueue;
   readonly pages: number;
@@ -186,8 +186,12 @@ async function planLinks(
   );
 }
 
-/** Blob shards: runs of fan-outs and pieces of fan-outs of about `target` blobs each; at least one. */
-async function planBlobs(
+/**
+ * Blob shards: runs of fan-outs and pieces of fan-outs of about `target`
+ * blobs each; at least one. Any layout whose blob keys are
+ * `<blobsPrefix><2 hex>/<hex>...` (Distribution's, Quay's) is cut this way.
+ */
+export async function planBlobs(
   list: Lister,
   blobsPrefix: string,
   base: string,
@@ -212,11 +216,7 @@ async function planBlobs(
  * key range around the two trees that holds a key.
  */
 async function splitRegistry(list: Lister, root: string, options: SplitOptions): Promise<Split> {
-  const counting: Counting = {
-    target: options.targetObjectsPerShard,
-    limit: new PQueue({ concurrency: options.listConcurrency ?? 16 }),
-    pages: options.countPages ?? COUNT_PAGES,
-  };
+  const counting = countingOf(options);
   const base = registryPrefix(root);
   const reposPrefix = `${base}repositories/`;
   const blobsPrefix = `${base}blobs/sha256/`;
@@ -226,7 +226,7 @@ async function splitRegistry(list: Lister, root: string, options: SplitOptions):
     list.page(reposPrefix, { delimiter: REPOSITORY_DELIMITER }),
     list.page(reposPrefix),
     list.page(blobsPrefix),
-    otherShards(list, base),
+    otherShards(list, base, [blobsPrefix, reposPrefix]),
   ]);
   const [linkShards, blobShards] = await Promise.all([
     planLinks(list, reposPrefix, base, { repositories, links }, counting),
@@ -332,6 +332,13 @@ function routeOf(shard: Shard): ShardRoute {
     },
   };
 }
+
+/** How a tree is counted, from a split's options. */
+export const countingOf = (options: SplitOptions): Counting => ({
+  target: options.targetObjectsPerShard,
+  limit: new PQueue({ concurrency: options.listConcurrency ?? 16 }),
+  pages: options.countPages ?? COUNT_PAGES,
+});
 
 /** A bucket in the Docker Distribution layout: links before blobs, each link shard in three passes. */
 export const registryCopyPolicy: CopyPolicy = {

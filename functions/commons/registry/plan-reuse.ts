@@ -75,7 +75,10 @@ export async function reuseRegistryPlan(
   const linkShards = rescaled(ofKind('links'), previous.objects.links, target);
   const blobShards = rescaled(ofKind('blobs'), previous.objects.blobs, target);
   if (linkShards === undefined || blobShards === undefined) return undefined;
-  const dataShards = [...blobShards, ...(await otherShards(list, base))];
+  const dataShards = [
+    ...blobShards,
+    ...(await otherShards(list, base, [`${base}blobs/sha256/`, `${base}repositories/`])),
+  ];
   const estimatedObjects = [...linkShards, ...dataShards].reduce(
     (sum, shard) => sum + (shard.estimatedObjects ?? 0),
     0,

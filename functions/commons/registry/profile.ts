@@ -118,6 +118,20 @@ export interface DatabaseDump {
   readonly finished: Promise<void>;
 }
 
+/**
+ * A live tag as the registry's database records it (Quay keeps its
+ * manifests and tags there, not in the bucket): the manifest it points at
+ * and every blob that manifest needs (its config and layers, and those of
+ * the manifests an index lists).
+ */
+export interface DatabaseTag {
+  /** `namespace/name`. */
+  readonly repository: string;
+  readonly tag: string;
+  readonly manifest: string;
+  readonly blobs: readonly string[];
+}
+
 /** What a restore applies from the snapshot before the registry serves the target (Quay). */
 export interface RegistryRestore {
   /** The snapshot's captured files (cluster/), by name. */
@@ -148,6 +162,19 @@ export interface RegistryProfile {
   unquiesce?(plan: QuiesceRecord): Promise<string>;
   /** Starts a dump of the registry's database; undefined when it has none. */
   dumpDatabase?(): Promise<DatabaseDump | undefined>;
+  /**
+   * The layout of the registry's bucket when it is not Docker
+   * Distribution's: `quay` (blobs by digest under the storage path, the
+   * references in the database). The backup plans and copies by it
+   * (registry/quay-copy-policy.ts) and takes its catalog from `databaseTags`.
+   */
+  readonly bucketLayout?: 'quay';
+  /**
+   * The live tags from the registry's database, read while it is quiesced
+   * (after the dump, so both say the same): the snapshot's catalog, and the
+   * blobs the backup must hold.
+   */
+  databaseTags?(): Promise<DatabaseTag[]>;
   /**
    * Restores the registry itself from a snapshot (its resources, quiesced;
    * its database; its storage pointed at `storage`; then resumed), where

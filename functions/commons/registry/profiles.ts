@@ -21,6 +21,8 @@ export interface ProfileKind<S extends z.ZodType = z.ZodType> {
   readonly settingsSchema: S;
   /** The namespace of the Secrets the profile reads keys from, for messages. */
   secretNamespace(settings: z.infer<S>): string;
+  /** The profile's `bucketLayout` (profile.ts), known before it is loaded. */
+  readonly bucketLayout?: 'quay';
   load(kc: KubeConfig, settings: z.infer<S>): Promise<RegistryProfile>;
 }
 
@@ -63,6 +65,7 @@ export const PROFILES = {
       "Red Hat Quay run by its operator (a QuayRegistry's config bundle storage, its database dumped through the postgres pod)",
     settingsSchema: quaySettingsSchema,
     secretNamespace: (settings) => settings.namespace,
+    bucketLayout: 'quay',
     load: async (kc, settings) => (await import('./quay.ts')).quayProfile(kc, settings),
   }),
 } satisfies Record<string, ProfileKind>;

@@ -34,6 +34,7 @@ import {
   type QuayRegistryObject,
 } from './quay-cluster.ts';
 import { databaseOf, parseQuayConfig } from './quay-config.ts';
+import { readLiveTags } from './quay-database.ts';
 
 /** The components the runbook scales to 0 (as QuayRegistry kinds), and their pods' component labels. */
 const STOPPED = { quay: 'quay-app', clair: 'clair-app', mirror: 'quay-mirror' } as const;
@@ -77,7 +78,7 @@ interface ProfileParts {
 type Hooks = Required<
   Pick<
     RegistryProfile,
-    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'restoreRegistry'
+    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'databaseTags' | 'restoreRegistry'
   >
 >;
 
@@ -208,6 +209,11 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
       const database = await databaseName(registry);
       const run = runInPod(cluster.kc, await postgresPod(), ['pg_dump', '-C', database]);
       return { database, stream: run.stdout, finished: run.finished };
+    },
+
+    async databaseTags() {
+      const database = await databaseName(await cluster.registry());
+      return readLiveTags(cluster.kc, await postgresPod(), database);
     },
 
     async restoreRegistry(restore: RegistryRestore): Promise<SwitchResult> {

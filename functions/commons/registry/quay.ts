@@ -290,6 +290,8 @@ export function quayProfile(
     },
     switchStorage,
     rolloutStatus,
+    // Quay's bucket holds its blobs by digest; its tags and manifests are in its database.
+    bucketLayout: 'quay',
     ...quayStateHooks(cluster, { discover, readStorageKeys, switchStorage, quayAppPods }),
   };
   return profile;

@@ -101,7 +101,7 @@ export const vaultKeys = {
 /**
  * Where a source object goes in the vault. `relativeKey` is the key below the
  * source location's prefix; a blob (its key under the registry prefix holds
- * its digest) goes to the shared pool, everything else under the snapshot.
+ * its digest, as `digestOf` reads it: Distribution's layout unless told) goes to the shared pool, everything else under the snapshot.
  * Order-preserving within a shard, as the copy engine requires.
  */
 export function backupKeyFor(
@@ -109,9 +109,10 @@ export function backupKeyFor(
   snapshotId: string,
   registryPrefix: string | undefined,
   relativeKey: string,
+  digestOf: (relativeKey: string) => string | undefined = blobDigestOf,
 ): string {
   if (registryPrefix !== undefined && relativeKey.startsWith(registryPrefix)) {
-    const digest = blobDigestOf(relativeKey.slice(registryPrefix.length));
+    const digest = digestOf(relativeKey.slice(registryPrefix.length));
     if (digest !== undefined) return vaultKeys.blob(root, digest);
   }
   return `${vaultKeys.objects(root, snapshotId)}${relativeKey}`;
@@ -169,7 +170,12 @@ export const snapshotManifestSchema = z.object({
    */
   expiresAt: z.iso.datetime().optional(),
   toolVersion: z.string(),
-  layout: z.enum(['registry', 'generic']),
+  /**
+   * `registry`: Docker Distribution's layout; `quay`: Quay's (blobs only,
+   * by digest under the storage path; the catalog from its database);
+   * `generic`: a plain bucket.
+   */
+  layout: z.enum(['registry', 'quay', 'generic']),
   source: z.object({
     profile: z.string(),
     resourceName: z.string().optional(),

@@ -5,7 +5,7 @@
  * inventory-lookup.ts read it.
  */
 import type { InventoryRecord } from '../copy/model.ts';
-import { classifyRegistryKey, KeyKind } from '../registry/layout.ts';
+import { type BlobLayout, DISTRIBUTION_LAYOUT } from '../registry/blob-layout.ts';
 import { type SnapshotManifest, vaultKeys } from './format.ts';
 import { gzipLines, openUpload, rootOf, type Vault, type VaultUpload } from './store.ts';
 
@@ -30,6 +30,7 @@ export const byKey = (a: { readonly key: string }, b: { readonly key: string }) 
 export class InventoryWriter {
   readonly #upload: VaultUpload;
   readonly #registryBase: string | undefined;
+  readonly #layout: BlobLayout;
   readonly #partRecords: number;
   readonly #held = new Map<PartKind, InventoryRecord[]>();
   readonly #parts: Array<PartEntry & { order: number }> = [];
@@ -40,7 +41,7 @@ export class InventoryWriter {
     vault: Vault,
     snapshotId: string,
     registryBase: string | undefined,
-    options: { partRecords?: number; uploadPartBytes?: number } = {},
+    options: { partRecords?: number; uploadPartBytes?: number; layout?: BlobLayout } = {},
   ) {
     this.#upload = openUpload(
       vault,
@@ -49,16 +50,20 @@ export class InventoryWriter {
       options.uploadPartBytes,
     );
     this.#registryBase = registryBase;
+    this.#layout = options.layout ?? DISTRIBUTION_LAYOUT;
     this.#partRecords = options.partRecords ?? INVENTORY_PART_RECORDS;
   }
 
   #kindOf(record: InventoryRecord): PartKind {
     const base = this.#registryBase;
     if (base === undefined) return 'objects';
-    return record.key.startsWith(base) &&
-      classifyRegistryKey(record.key.slice(base.length)) === KeyKind.Blob
-      ? 'blobs'
-      : 'links';
+    if (
+      record.key.startsWith(base) &&
+      this.#layout.digestOf(record.key.slice(base.length)) !== undefined
+    )
+      return 'blobs';
+    // Quay's bucket holds no links (its references are in its database).
+    return this.#layout.name === 'quay' ? 'objects' : 'links';
   }
 
   /** Takes a run of records (one shard's, say); a part is written once it is full. */

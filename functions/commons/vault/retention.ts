@@ -187,7 +187,7 @@ export async function runningBackupOf(
     runId: manifest.runId,
     startedAt: manifest.startedAt,
     ...(base === undefined ? {} : { baseSnapshotId: base }),
-    adoptsFromPool: base === undefined && manifest.layout === 'registry',
+    adoptsFromPool: base === undefined && manifest.layout !== 'generic',
   };
 }
 

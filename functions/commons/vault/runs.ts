@@ -54,6 +54,8 @@ export const copyJobSchema = z.discriminatedUnion('purpose', [
     target: locationSchema,
     /** The registry data prefix relative to the source prefix; absent for a generic bucket. */
     registryPrefix: z.string().optional(),
+    /** Quay's layout below `registryPrefix` (registry/quay-copy-policy.ts); absent: Distribution's. */
+    registryLayout: z.literal('quay').optional(),
     /** The newest complete snapshot of the same source: its inventory replaces a target listing. */
     previousSnapshotId: z.string().optional(),
     /**
@@ -443,6 +445,14 @@ export const registryBeforeKey = (vault: Vault, runId: string) =>
 /** What a backup's quiesce changed in the cluster (the profile's undo record, no keys), and whether it was undone. */
 export const quiesceKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}quiesce.json`;
+
+/**
+ * The live tags a backup read from the registry's database while it was
+ * quiesced, with the blobs each needs (Quay): finalize builds the catalog
+ * and the reference check from them.
+ */
+export const databaseTagsKey = (vault: Vault, runId: string) =>
+  `${vaultKeys.run(rootOf(vault), runId)}database-tags.json`;
 
 /** What a restore proved before its switch (ProveRestoredContent's output). */
 export async function saveProof(vault: Vault, runId: string, proof: unknown): Promise<void> {

@@ -29,7 +29,9 @@ export function snapshotSource(
 ): RegistrySource {
   if (manifest.layout !== 'registry') {
     throw new VaultError(
-      `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
+      manifest.layout === 'quay'
+        ? `snapshot ${manifest.id} holds Quay's layout (its tags are in its database dump, not in links); fsck checks Docker Distribution layouts only: its backup's references check and a restore's proof and verification check a quay snapshot`
+        : `snapshot ${manifest.id} holds a plain bucket, not a registry layout; fsck checks registry snapshots only`,
     );
   }
   const base = `${manifest.source.prefix}${normaliseRoot(manifest.source.rootDirectory)}${REGISTRY_V2}`;

@@ -9,6 +9,7 @@ import { genericCopyPolicy, planShards } from '../copy/plan.ts';
 import type { PreviousPlan } from '../copy/policy.ts';
 import { registryCopyPolicy } from '../registry/copy-policy.ts';
 import { REGISTRY_V2 } from '../registry/layout.ts';
+import { quayCopyPolicy } from '../registry/quay-copy-policy.ts';
 import { selectionOf, vaultKeys } from '../vault/format.ts';
 import { previousPlanOf, saveJob } from '../vault/runs.ts';
 import { rootOf } from '../vault/store.ts';
@@ -45,17 +46,25 @@ export async function planBackup(
       ? undefined
       : await previousPlanOf(deps.vault, state.previousSnapshotId);
   const planWith = (targetObjectsPerShard: number, again?: PreviousPlan) =>
-    state.layout === 'registry'
+    state.layout === 'quay'
       ? planShards(
           client,
           state.source.bucket,
           `${state.source.prefix}${state.rootDirectory}`,
-          registryCopyPolicy,
-          { targetObjectsPerShard, previous: again },
+          quayCopyPolicy,
+          { targetObjectsPerShard },
         )
-      : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
-          targetObjectsPerShard,
-        });
+      : state.layout === 'registry'
+        ? planShards(
+            client,
+            state.source.bucket,
+            `${state.source.prefix}${state.rootDirectory}`,
+            registryCopyPolicy,
+            { targetObjectsPerShard, previous: again },
+          )
+        : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
+            targetObjectsPerShard,
+          });
   let plan = await planWith(state.targetObjectsPerShard, previous);
   const shardCount = plan.linkShards.length + plan.dataShards.length;
   if (shardCount > MAX_SHARDS) {
@@ -77,6 +86,9 @@ export async function planBackup(
     target: vaultLocation(deps),
     ...(state.layout === 'registry'
       ? { registryPrefix: `${state.rootDirectory}${REGISTRY_V2}` }
+      : {}),
+    ...(state.layout === 'quay'
+      ? { registryPrefix: state.rootDirectory, registryLayout: 'quay' as const }
       : {}),
     ...(state.previousSnapshotId === undefined
       ? {}

@@ -4,6 +4,7 @@
  * and the running manifest discovery writes and finalize completes.
  */
 import { emptyTotals, type Location } from '../copy/model.ts';
+import type { SourceLayout } from '../registry/blob-layout.ts';
 import type { RepositorySelection } from '../registry/selection.ts';
 import {
   type DatabaseDumpRecord,
@@ -27,7 +28,7 @@ export interface BackupState {
   readonly runId: string;
   readonly snapshotId: string;
   readonly startedAt: string;
-  readonly layout: 'registry' | 'generic';
+  readonly layout: SourceLayout;
   readonly source: Location;
   readonly profile: string;
   readonly resourceName?: string;

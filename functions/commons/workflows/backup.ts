@@ -9,6 +9,7 @@ import { resourceSelectionSchema } from '../cluster/resources-select.ts';
 import { type Location, locationSchema } from '../copy/model.ts';
 import { DEFAULT_OBJECTS_PER_SHARD } from '../copy/plan.ts';
 import { InputError, messageOf, parseInput } from '../errors.ts';
+import type { SourceLayout } from '../registry/blob-layout.ts';
 import { looksLikeRegistry } from '../registry/copy-policy.ts';
 import { normaliseRoot } from '../registry/layout.ts';
 import type { QuiesceRecord } from '../registry/profile.ts';
@@ -117,6 +118,8 @@ export async function discoverBackup(
   const clusterFiles: string[] = [];
   let captured: ReadonlyArray<{ name: string; yaml: string }> = [];
   let quiesce: QuiesceRecord | undefined;
+  /** The layout the profile says its bucket is in (Quay's); else it is looked for. */
+  let declared: SourceLayout | undefined;
   if (input.source !== undefined) {
     const given = input.source;
     if (isDirectoryEndpoint(given.endpoint)) profile = 'directory';
@@ -140,6 +143,7 @@ export async function discoverBackup(
         ],
       );
     profile = registry.name;
+    declared = registry.bucketLayout;
     resourceName = found.resourceName;
     rootDirectory = normaliseRoot(found.storage.rootDirectory);
     source = {
@@ -162,14 +166,21 @@ export async function discoverBackup(
   // Everything that can fail for want of access (the keys, the bucket) is read
   // before the first vault write, so a refused discovery leaves nothing behind.
   const sourceClient = await deps.s3(source);
-  const layout = (await looksLikeRegistry(sourceClient, source, rootDirectory))
-    ? 'registry'
-    : 'generic';
+  const layout: SourceLayout =
+    declared ??
+    ((await looksLikeRegistry(sourceClient, source, rootDirectory)) ? 'registry' : 'generic');
   const selection = selectionOf(input);
   if (selection !== undefined && layout !== 'registry')
-    throw new InputError('a plain bucket cannot be backed up by repository', [
-      `repositories: s3://${source.bucket}/${source.prefix} holds no registry layout; leave out repositories and excludeRepositories`,
-    ]);
+    throw new InputError(
+      layout === 'quay'
+        ? 'a Quay registry is backed up whole (its database holds every repository)'
+        : 'a plain bucket cannot be backed up by repository',
+      [
+        layout === 'quay'
+          ? 'repositories: leave out repositories and excludeRepositories for the quay profile'
+          : `repositories: s3://${source.bucket}/${source.prefix} holds no registry layout; leave out repositories and excludeRepositories`,
+      ],
+    );
   // A partial backup builds on the last one of the same selection, as retention judges them.
   const line = lineOf(source, selection);
   const previous = await newestComplete(deps.vault, (m) => sourceOf(m) === line);

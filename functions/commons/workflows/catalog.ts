@@ -20,8 +20,8 @@ const REVISION_LINK = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9
 const BLOB_DATA = /^blobs\/sha256\/[0-9a-f]{2}\/([0-9a-f]{64})\/data$/;
 
 /** What refers to a blob: a tag (its manifest), a revision link, a layer link. */
-const Referrer = { Tag: 0, Revision: 1, Layer: 2 } as const;
-type Referrer = (typeof Referrer)[keyof typeof Referrer];
+export const Referrer = { Tag: 0, Revision: 1, Layer: 2 } as const;
+export type Referrer = (typeof Referrer)[keyof typeof Referrer];
 
 const DIGEST_BYTES = 32;
 
@@ -31,7 +31,7 @@ const DIGEST_BYTES = 32;
  * a set of key strings ten times that. Sorted once, then matched against the
  * blobs as they come in key order (a blob's key sorts by its digest).
  */
-class References {
+export class References {
   #digests = Buffer.alloc(DIGEST_BYTES * 1024);
   #referrers = new Uint8Array(1024);
   #names = new Uint32Array(1024);
@@ -121,7 +121,7 @@ class References {
 }
 
 /** Dangling references shown in a check's detail; the rest are counted. */
-const DANGLING_SHOWN = 5;
+export const DANGLING_SHOWN = 5;
 
 /**
  * What a backup's finalize learns of a registry from its records, fed shard

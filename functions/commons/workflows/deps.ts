@@ -236,8 +236,10 @@ function lazyProfile(
     async (...args: Parameters<RegistryProfile[K]>) =>
       // biome-ignore lint/suspicious/noExplicitAny: each method forwards its own arguments.
       ((await real())[method] as (...a: any[]) => any)(...args);
+  const { bucketLayout } = PROFILES[name];
   return {
     name,
+    ...(bucketLayout === undefined ? {} : { bucketLayout }),
     discover: forward('discover'),
     readStorageKeys: forward('readStorageKeys'),
     captureConfig: forward('captureConfig'),
@@ -249,6 +251,7 @@ function lazyProfile(
     quiesce: async (plan) => (await real()).quiesce?.(plan),
     unquiesce: async (plan) => (await (await real()).unquiesce?.(plan)) ?? '',
     dumpDatabase: async () => (await real()).dumpDatabase?.(),
+    databaseTags: async () => (await (await real()).databaseTags?.()) ?? [],
     restoreRegistry: async (restore) => {
       const profile = await real();
       return profile.restoreRegistry === undefined

@@ -8,7 +8,7 @@
  * referrers. Where the bytes go (a folder, a tar file) is the caller's sink.
  */
 import { createHash } from 'node:crypto';
-import { VaultError } from '../errors.ts';
+import { InputError, VaultError } from '../errors.ts';
 import { objectReader } from '../registry/fsck-sources.ts';
 import { REF_NAME, REPOSITORY_ANNOTATION } from '../registry/oci-import.ts';
 import { headObject } from '../s3/get-object.ts';
@@ -76,6 +76,10 @@ export async function exportLayout(
   onBlob?: (done: { blobs: number; bytes: number }) => void,
 ): Promise<ExportResult> {
   const { snapshot } = request;
+  if (snapshot.layout === 'quay')
+    throw new InputError('a quay snapshot cannot be exported as an OCI image layout', [
+      `snapshot: ${snapshot.id} holds Quay's layout, whose manifests and tags are in its database dump, not in the vault's objects; restore it whole with the quay profile`,
+    ]);
   const { selected, links, manifestOf } = await readSelection(deps, snapshot, request);
   const entries: Array<{ digest: string; annotations: Record<string, string> }> = [];
   const blobs = new Set<string>();

@@ -7,7 +7,7 @@
  * the records alone took gigabytes.
  */
 import type { Failure } from '../copy/model.ts';
-import { REGISTRY_V2 } from '../registry/layout.ts';
+import { blobLayoutOf, DISTRIBUTION_LAYOUT, layoutBase } from '../registry/blob-layout.ts';
 import type { SnapshotCatalog, SnapshotManifest } from '../vault/format.ts';
 import { InventoryWriter } from '../vault/inventory.ts';
 import {
@@ -18,7 +18,9 @@ import {
 } from '../vault/runs.ts';
 import type { BackupState } from './backup.ts';
 import { RegistryRecords } from './catalog.ts';
+import { DatabaseRecords } from './catalog-database.ts';
 import type { WorkflowDeps } from './deps.ts';
+import { databaseTagsOf } from './registry-state.ts';
 
 /** Shards whose record files are read ahead of the one being added. */
 const SHARDS_READ_AHEAD = 8;
@@ -67,14 +69,22 @@ export async function tallyRun(
   state: BackupState,
   plan: { readonly linkShardIds: readonly string[]; readonly dataShardIds: readonly string[] },
 ): Promise<RunTally> {
+  const layout = blobLayoutOf(state.layout);
   const registryBase =
-    state.layout === 'registry'
-      ? `${state.source.prefix}${state.rootDirectory}${REGISTRY_V2}`
-      : undefined;
+    layout === undefined
+      ? undefined
+      : `${state.source.prefix}${layoutBase(layout, state.rootDirectory)}`;
   const files = await listRunRecordFiles(deps.vault, state.runId);
   const { order, links } = shardOrder(plan.linkShardIds, [...plan.dataShardIds, ...files.keys()]);
-  const writer = new InventoryWriter(deps.vault, state.snapshotId, registryBase);
-  const registry = registryBase === undefined ? undefined : new RegistryRecords(deps, state);
+  const writer = new InventoryWriter(deps.vault, state.snapshotId, registryBase, {
+    layout: layout ?? DISTRIBUTION_LAYOUT,
+  });
+  // Distribution's catalog comes from its links; Quay's from its database's tags.
+  const registry = state.layout === 'registry' ? new RegistryRecords(deps, state) : undefined;
+  const database =
+    state.layout === 'quay'
+      ? new DatabaseRecords(await databaseTagsOf(state.runId, deps), registryBase ?? '')
+      : undefined;
   let objects = 0;
   let bytes = 0;
   const verified = { 'server-sha256': 0, 'stream-sha256': 0, unverified: 0 };
@@ -97,6 +107,7 @@ export async function tallyRun(
       if (record.verified !== undefined) verified[record.verified]++;
     }
     await writer.add(shard.records);
+    database?.addBlobs(shard.records);
     if (registry === undefined) return;
     if (links.has(id)) await registry.addLinkShard(shard.records);
     else registry.addBlobs(shard.records);
@@ -127,7 +138,8 @@ export async function tallyRun(
     throw err;
   }
   const inventory = await writer.finish();
-  const { catalog, references } = registry?.finish() ?? { catalog: { repositories: [] } };
+  const { catalog, references } = registry?.finish() ??
+    database?.finish() ?? { catalog: { repositories: [] } };
   return {
     inventory,
     catalog,

@@ -7,9 +7,9 @@
  */
 import { z } from 'zod';
 import { messageOf } from '../errors.ts';
-import type { CapturedFile, QuiesceRecord } from '../registry/profile.ts';
+import type { CapturedFile, DatabaseTag, QuiesceRecord } from '../registry/profile.ts';
 import { type DatabaseDumpRecord, type SnapshotManifest, vaultKeys } from '../vault/format.ts';
-import { quiesceKey } from '../vault/runs.ts';
+import { databaseTagsKey, quiesceKey } from '../vault/runs.ts';
 import { getBytes, getJson, putJson, rootOf } from '../vault/store.ts';
 import { downloadStream, uploadStream } from '../vault/stream-upload.ts';
 import type { WorkflowDeps } from './deps.ts';
@@ -19,6 +19,26 @@ const quiesceFileSchema = z.object({
   undo: z.unknown(),
   resumed: z.boolean(),
 });
+
+const digest = z.string().regex(/^sha256:[0-9a-f]{64}$/);
+const databaseTagsSchema = z.object({
+  tags: z.array(
+    z.object({
+      repository: z.string().min(1),
+      tag: z.string().min(1),
+      manifest: digest,
+      blobs: z.array(digest),
+    }),
+  ),
+});
+
+/** The live tags the run read from the registry's database; undefined when it read none. */
+export async function databaseTagsOf(
+  runId: string,
+  deps: WorkflowDeps,
+): Promise<DatabaseTag[] | undefined> {
+  return (await getJson(deps.vault, databaseTagsKey(deps.vault, runId), databaseTagsSchema))?.tags;
+}
 
 /**
  * Stops the registry's writers as `plan` says (recorded before anything
@@ -43,6 +63,12 @@ export async function quiesceAndDump(
     database: dump.database,
     bytes: written.bytes,
   });
+  // Read while still quiesced: the tags and the dump say the same.
+  const tags = profile.bucketLayout === 'quay' ? await profile.databaseTags?.() : undefined;
+  if (tags !== undefined) {
+    await putJson(deps.vault, databaseTagsKey(deps.vault, run.runId), { tags });
+    deps.log.info('live tags read from the database', { runId: run.runId, tags: tags.length });
+  }
   return { name: dump.database, bytes: written.bytes, sha256: written.sha256 };
 }
 

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Location } from '../copy/model.ts';
 import { InputError, VaultError } from '../errors.ts';
+import type { SourceLayout } from '../registry/blob-layout.ts';
 import {
   claimRefSchema,
   RegistryMissingError,
@@ -93,7 +94,7 @@ export interface RestoreState {
   readonly target: Location;
   readonly secretName?: string;
   readonly rootDirectory: string;
-  readonly layout: 'registry' | 'generic';
+  readonly layout: SourceLayout;
   readonly switchRegistry: boolean;
   readonly rollbackOnFailure: boolean;
   readonly allowNonEmptyTarget: boolean;
@@ -119,7 +120,7 @@ export async function resolveRestore(raw: unknown, deps: WorkflowDeps): Promise<
     ]);
   }
   const manifest = await resolveSnapshot(deps.vault, input.snapshot);
-  if (input.switchRegistry && manifest.layout !== 'registry') {
+  if (input.switchRegistry && manifest.layout === 'generic') {
     throw new InputError('the restore input is not valid', [
       `switchRegistry: snapshot ${manifest.id} is a plain bucket, not a registry; set switchRegistry to false`,
     ]);

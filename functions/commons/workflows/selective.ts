@@ -418,7 +418,9 @@ export async function restoreSelection(
 ): Promise<SelectiveRestoreResult> {
   if (request.snapshot.layout !== 'registry')
     throw new InputError('the snapshot cannot be restored by repository', [
-      `snapshot: ${request.snapshot.id} holds a plain bucket, not a registry; restore it whole`,
+      request.snapshot.layout === 'quay'
+        ? `snapshot: ${request.snapshot.id} holds Quay's layout, whose tags are in its database dump; restore it whole (regvault restore --profile quay)`
+        : `snapshot: ${request.snapshot.id} holds a plain bucket, not a registry; restore it whole`,
     ]);
   const registry = deps.registry();
   if (registry === undefined && !request.dryRun)

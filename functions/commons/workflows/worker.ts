@@ -29,8 +29,15 @@ import { runShard } from '../copy/shard-runner.ts';
 import { type TargetCheck, targetStateFor } from '../copy/target-state.ts';
 import { CopyMode } from '../copy/transfer.ts';
 import { InputError, inputErrorFrom, VaultError } from '../errors.ts';
+import {
+  type BlobLayout,
+  blobLayoutOf,
+  DISTRIBUTION_LAYOUT,
+  layoutBase,
+  QUAY_LAYOUT,
+} from '../registry/blob-layout.ts';
 import { registryCopyPolicy, selectiveRegistryPolicy } from '../registry/copy-policy.ts';
-import { blobDigestOf } from '../registry/layout.ts';
+import { quayCopyPolicy } from '../registry/quay-copy-policy.ts';
 import { backupKeyFor, SnapshotStatus, vaultRoot } from '../vault/format.ts';
 import { InventoryLookup } from '../vault/inventory-lookup.ts';
 import {
@@ -180,6 +187,10 @@ function targetCheckOf(job: CopyJob, deps: WorkflowDeps): TargetCheck {
   return { kind: job.targetEmpty === true ? 'empty' : 'list' };
 }
 
+/** The blob layout below a backup job's registry prefix. */
+const backupLayoutOf = (job: CopyJob): BlobLayout =>
+  job.purpose === 'backup' && job.registryLayout === 'quay' ? QUAY_LAYOUT : DISTRIBUTION_LAYOUT;
+
 async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContext> {
   const [sourceClient, targetClient, same] = await Promise.all([
     deps.s3(job.source),
@@ -195,6 +206,7 @@ async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContex
             job.snapshotId,
             job.registryPrefix,
             key.slice(job.source.prefix.length),
+            backupLayoutOf(job).digestOf,
           )
       : (key: string) => key;
   return createCopyContext({
@@ -205,9 +217,11 @@ async function openContext(job: CopyJob, deps: WorkflowDeps): Promise<CopyContex
     // A restore copies entries from its inventory: no shard of it is listed.
     policy:
       job.purpose === 'backup' && job.registryPrefix !== undefined
-        ? job.selection === undefined
-          ? registryCopyPolicy
-          : selectiveRegistryPolicy(job.selection)
+        ? job.registryLayout === 'quay'
+          ? quayCopyPolicy
+          : job.selection === undefined
+            ? registryCopyPolicy
+            : selectiveRegistryPolicy(job.selection)
         : genericCopyPolicy,
     targetState: await targetStateFor(
       targetClient,
@@ -231,16 +245,15 @@ async function restoreEntries(
       `snapshot ${job.snapshotId} disappeared from the vault during the restore`,
     );
   const records = await readInventoryPart(deps.vault, manifest, partIndex);
+  const layout = blobLayoutOf(manifest.layout);
   const registryBase =
-    manifest.layout === 'registry'
-      ? `${manifest.source.rootDirectory}docker/registry/v2/`
-      : undefined;
+    layout === undefined ? undefined : layoutBase(layout, manifest.source.rootDirectory);
   return records.map((record) => {
     const relative = record.key.slice(job.sourcePrefix.length);
     // A blob's digest: its key names its content.
     const digest =
-      registryBase !== undefined && relative.startsWith(registryBase)
-        ? blobDigestOf(relative.slice(registryBase.length))
+      layout !== undefined && registryBase !== undefined && relative.startsWith(registryBase)
+        ? layout.digestOf(relative.slice(registryBase.length))
         : undefined;
     return {
       object: { key: record.targetKey, size: record.size, etag: record.etag },
@@ -266,13 +279,14 @@ export async function copyObjectsOfRun(
   const root = vaultRoot(job.target.prefix);
   const entries = objects.map((object) => {
     const relative = object.key.slice(job.source.prefix.length);
+    const { digestOf } = backupLayoutOf(job);
     const digest =
       job.registryPrefix !== undefined && relative.startsWith(job.registryPrefix)
-        ? blobDigestOf(relative.slice(job.registryPrefix.length))
+        ? digestOf(relative.slice(job.registryPrefix.length))
         : undefined;
     return {
       object,
-      targetKey: backupKeyFor(root, job.snapshotId, job.registryPrefix, relative),
+      targetKey: backupKeyFor(root, job.snapshotId, job.registryPrefix, relative, digestOf),
       ...(digest === undefined ? {} : { digest }),
     };
   });
