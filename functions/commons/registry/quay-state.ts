@@ -48,6 +48,8 @@ type QuayUndo =
       readonly deployments: ReadonlyArray<{ name: string; replicas: number }>;
     };
 
+type ScaleUndo = Extract<QuayUndo, { mode: 'scale' }>;
+
 /** True for versions before 3.7 (`3.6.4`, `v3.5.1`). */
 export function before37(version: string): boolean {
   const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
@@ -127,17 +129,55 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
   const serving = async () =>
     isAvailable(await cluster.registry()) && (await cluster.pods('quay-app')).some(isReady);
 
-  const resume = async (undo: QuayUndo) => {
+  /** Puts back what `undo` recorded (components, or the Deployments then the operator). */
+  const putBack = async (undo: QuayUndo) => {
     if (undo.mode === 'overrides')
       await cluster.patchRegistry(undo.name, { spec: { components: undo.components } });
     else {
       for (const d of undo.deployments) await cluster.scale(namespace, d.name, d.replicas);
       for (const o of undo.operator) await cluster.scale(o.namespace, o.name, o.replicas);
     }
+  };
+
+  const resume = async (undo: QuayUndo) => {
+    await putBack(undo);
     await cluster.until(
       `QuayRegistry ${namespace}/${undo.name} Available=True with a ready quay-app pod`,
       serving,
     );
+  };
+
+  /** Stops what `undo` names (the components by overrides, or the operator then the Deployments) and waits. */
+  const stop = async (undo: QuayUndo) => {
+    if (undo.mode === 'overrides')
+      await cluster.patchRegistry(undo.name, {
+        spec: { components: quiescedComponents(undo.components) },
+      });
+    else {
+      // The operator first, or it scales the components straight back.
+      for (const o of undo.operator) await cluster.scale(o.namespace, o.name, 0);
+      for (const d of undo.deployments) await cluster.scale(namespace, d.name, 0);
+    }
+    await cluster.until(
+      `the quay-app, clair-app and quay-mirror pods of ${namespace} to be gone`,
+      stopped,
+    );
+  };
+
+  /** Before 3.7: the running operator Deployment and the components' Deployments, with their replicas. */
+  const scaleUndo = async (name: string, version: string | undefined): Promise<ScaleUndo> => {
+    const operator = (await cluster.deployments(settings.operatorNamespace))
+      .filter((d) => d.name.startsWith('quay-operator') && d.replicas > 0)
+      .map((d) => ({ namespace: settings.operatorNamespace, ...d }));
+    if (operator.length === 0)
+      throw new ClusterError(
+        `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
+      );
+    // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
+    const deployments = (await cluster.deployments(namespace)).filter(
+      (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
+    );
+    return { mode: 'scale', name, operator, deployments };
   };
 
   return {
@@ -163,39 +203,15 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
           undo,
         };
       }
-      const operator = (await cluster.deployments(settings.operatorNamespace))
-        .filter((d) => d.name.startsWith('quay-operator') && d.replicas > 0)
-        .map((d) => ({ namespace: settings.operatorNamespace, ...d }));
-      if (operator.length === 0)
-        throw new ClusterError(
-          `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
-        );
-      // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
-      const deployments = (await cluster.deployments(namespace)).filter(
-        (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
-      );
-      const undo: QuayUndo = { mode: 'scale', name, operator, deployments };
+      const undo = await scaleUndo(name, version);
       return {
-        summary: `Quay ${version ?? 'before 3.7'}: operator ${operator.map((o) => o.name).join(', ')} and ${deployments.map((d) => d.name).join(', ')} scaled to 0`,
+        summary: `Quay ${version ?? 'before 3.7'}: operator ${undo.operator.map((o) => o.name).join(', ')} and ${undo.deployments.map((d) => d.name).join(', ')} scaled to 0`,
         undo,
       };
     },
 
     async quiesce(plan) {
-      const undo = undoOf(plan);
-      if (undo.mode === 'overrides')
-        await cluster.patchRegistry(undo.name, {
-          spec: { components: quiescedComponents(undo.components) },
-        });
-      else {
-        // The operator first, or it scales the components straight back.
-        for (const o of undo.operator) await cluster.scale(o.namespace, o.name, 0);
-        for (const d of undo.deployments) await cluster.scale(namespace, d.name, 0);
-      }
-      await cluster.until(
-        `the quay-app, clair-app and quay-mirror pods of ${namespace} to be gone`,
-        stopped,
-      );
+      await stop(undoOf(plan));
     },
 
     async unquiesce(plan) {
@@ -229,6 +245,12 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
           ? { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '' }
           : (await parts.discover()).storage;
       const podsBefore = (await parts.quayAppPods()).map((p) => p.name);
+      // The target's version decides how to quiesce: the running operator's, else the snapshot's.
+      const version = existing?.status?.currentVersion ?? capturedVersion(restore.files);
+      const older =
+        version === undefined
+          ? file(`secret-${name}-quay-registry-managed-secret-keys`) === undefined
+          : before37(version);
       // The Secrets: managed keys as captured (they decrypt the database); the bundle under its name when free.
       for (const f of restore.files.filter((x) => x.name.startsWith('secret-'))) {
         const secret = parse(f.yaml) as V1Secret;
@@ -241,7 +263,12 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
         });
       }
       const components = captured.spec?.components ?? [];
-      const quiet = { ...(captured.spec ?? {}), components: quiescedComponents(components) };
+      // 3.7 and later: applied with its components quiesced; before, as captured (no overrides
+      // then), and quiesced once the operator has made its Deployments, by scaling them.
+      const applied = {
+        ...(captured.spec ?? {}),
+        components: older ? components : quiescedComponents(components),
+      };
       if (existing === undefined)
         await cluster.createRegistry({
           apiVersion: 'quay.redhat.com/v1',
@@ -252,22 +279,45 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
               ? {}
               : { labels: captured.metadata['labels'] }),
           },
-          spec: quiet,
+          spec: applied,
         });
-      else await cluster.patchRegistry(name, { spec: quiet });
-      await cluster.until(`the quay-app pods of ${namespace} to be gone`, stopped);
-      await loadDatabase(
-        cluster,
-        restore,
-        await postgresDatabase(restore.files, name),
-        postgresPod,
-      );
-      // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
-      const switched = await parts.switchStorage(restore.storage);
-      await cluster.patchRegistry(name, { spec: { components } });
-      return { ...switched, changed: true, previous, podsBefore };
+      else await cluster.patchRegistry(name, { spec: applied });
+      let undo: QuayUndo = { mode: 'overrides', name, components };
+      if (older) {
+        await cluster.until(
+          `the Quay operator to make the quay-app Deployment of ${namespace}/${name}`,
+          async () =>
+            (await cluster.deployments(namespace)).some((d) => d.name.includes('quay-app')),
+        );
+        undo = await scaleUndo(name, version);
+      }
+      await stop(undo);
+      try {
+        await loadDatabase(
+          cluster,
+          restore,
+          await postgresDatabase(restore.files, name),
+          postgresPod,
+        );
+        // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
+        const switched = await parts.switchStorage(restore.storage);
+        await putBack(undo);
+        return { ...switched, changed: true, previous, podsBefore };
+      } catch (err) {
+        // Quay is not left stopped: what was stopped is put back, and the failure stands.
+        await putBack(undo).catch(() => undefined);
+        throw err;
+      }
     },
   };
+}
+
+/** The Quay version the snapshot's notes recorded, when known. */
+function capturedVersion(files: readonly CapturedFile[]): string | undefined {
+  const notes = files.find((f) => f.name === 'quay-notes.yaml');
+  const version =
+    notes === undefined ? undefined : (parse(notes.yaml) as { version?: unknown }).version;
+  return typeof version === 'string' && version !== 'unknown' ? version : undefined;
 }
 
 /** The database the snapshot's running config names (DB_URI), or the operator's default. */
