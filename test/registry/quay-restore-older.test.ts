@@ -11,15 +11,15 @@ import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
-import { QUAY_DATABASE, QUAY_NAME, type QuayBed, startQuayBed } from '../support/quay.ts';
+import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
 import {
-  backUpQuay,
   blobsIn,
   drNamespace,
   keysSecret,
+  type RestoreBed,
   restoreQuay,
+  startRestoreBed,
 } from '../support/quay-restore.ts';
-import { serverWithBuckets } from '../support/s3.ts';
 
 const NS = 'quay-old';
 const DR = 'quay-old-dr';
@@ -51,23 +51,23 @@ const spec = (namespace: string) =>
 const restore = (namespace: string, bucket: string, secretName: string, registryUrl: string) =>
   restoreQuay(s3, bed, { snapshotId, namespace, bucket, secretName, registryUrl });
 
+let started: RestoreBed;
+
 beforeAll(async () => {
-  const started = await serverWithBuckets(
+  started = await startRestoreBed(
     's3-quay-restore-older',
-    ['vault', 'older-dr-bucket', 'older-rollback', 'older-noload'],
-    { computeChecksums: true },
+    ['older-dr-bucket', 'older-rollback', 'older-noload'],
+    { version: '3.6.4', namespace: NS, bucket: 'quay-older', count: 2 },
+    (b: QuayBed) => {
+      bed = b;
+      before = replicas(NS);
+    },
   );
-  s3 = started.server;
-  started.client.destroy();
-  bed = await startQuayBed(s3, { version: '3.6.4', namespace: NS, bucket: 'quay-older', count: 2 });
-  rows = await quayRows(await bed.database(), QUAY_DATABASE);
-  before = replicas(NS);
-  snapshotId = await backUpQuay(s3, bed, 'vault');
+  ({ s3, bed, rows, snapshotId } = started);
 }, 240_000);
 
 afterAll(async () => {
-  await bed?.stop();
-  await s3?.stop();
+  await started?.stop();
 });
 
 describe('quay restore before 3.7 (the scale path)', () => {

@@ -5,10 +5,11 @@
  */
 import { runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { quayRows } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { snapshotWith } from './backup.ts';
-import { QUAY_NAME, type QuayBed, quayDeps } from './quay.ts';
-import { clientFor, listAll } from './s3.ts';
+import { QUAY_DATABASE, QUAY_NAME, type QuayBed, quayDeps, startQuayBed } from './quay.ts';
+import { clientFor, listAll, serverWithBuckets } from './s3.ts';
 
 const b64 = (text: string) => Buffer.from(text).toString('base64');
 
@@ -93,4 +94,40 @@ export async function restoreQuay(
 export async function blobsIn(s3: S3ServerHandle, bucket: string): Promise<Set<string>> {
   const keys = await listAll(clientFor(s3), bucket, 'docker/registry/v2/blobs/');
   return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-2) ?? ''}`));
+}
+
+/** A Quay bed on its own S3 server with these buckets, backed up once into `vault`. */
+export interface RestoreBed {
+  readonly s3: S3ServerHandle;
+  readonly bed: QuayBed;
+  /** Quay's rows as backed up: every restore must bring back exactly these. */
+  readonly rows: string[];
+  readonly snapshotId: string;
+  stop(): Promise<void>;
+}
+
+/** Starts the S3 server (`vault` and `buckets`), the bed (`options`), and backs it up. */
+export async function startRestoreBed(
+  name: string,
+  buckets: readonly string[],
+  options: Parameters<typeof startQuayBed>[1],
+  before: (bed: QuayBed) => void = () => undefined,
+): Promise<RestoreBed> {
+  const started = await serverWithBuckets(name, ['vault', ...buckets], { computeChecksums: true });
+  started.client.destroy();
+  const s3 = started.server;
+  const bed = await startQuayBed(s3, options);
+  const rows = await quayRows(await bed.database(), QUAY_DATABASE);
+  before(bed);
+  const snapshotId = await backUpQuay(s3, bed, 'vault');
+  return {
+    s3,
+    bed,
+    rows,
+    snapshotId,
+    async stop() {
+      await bed.stop();
+      await s3.stop();
+    },
+  };
 }

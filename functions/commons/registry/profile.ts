@@ -35,6 +35,15 @@ export interface StorageRef {
 }
 
 /** True when two storage references name the same place (bucket, endpoint, region, Secret, root). */
+/** No storage: what a restore into a namespace without the registry had before. */
+export const NO_STORAGE: StorageRef = Object.freeze({
+  bucket: '',
+  regionEndpoint: '',
+  region: '',
+  secretName: '',
+  rootDirectory: '',
+});
+
 export function sameStorage(a: StorageRef, b: StorageRef): boolean {
   return (
     a.bucket === b.bucket &&

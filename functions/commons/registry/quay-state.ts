@@ -16,6 +16,7 @@ import {
   type CapturedFile,
   type DatabaseDump,
   type DiscoveredRegistry,
+  NO_STORAGE,
   type PodState,
   type QuiesceRecord,
   RegistryMissingError,
@@ -69,11 +70,23 @@ export function quiescedComponents(components: readonly QuayComponent[]): QuayCo
   return out;
 }
 
+/** The components with `objectstorage` managed (the operator's bucket claim) or not (the bundle's storage). */
+export function withObjectStorage(
+  components: readonly QuayComponent[],
+  managed: boolean,
+): QuayComponent[] {
+  const out = components.map((c) => (c.kind === 'objectstorage' ? { ...c, managed } : c));
+  if (!out.some((c) => c.kind === 'objectstorage')) out.push({ kind: 'objectstorage', managed });
+  return out;
+}
+
 interface ProfileParts {
   discover(): Promise<DiscoveredRegistry>;
   readStorageKeys(secretName: string): Promise<StorageKeys>;
   switchStorage(next: StorageRef): Promise<SwitchResult>;
   quayAppPods(): Promise<PodState[]>;
+  /** The NooBaa claim's bucket in the namespace (managed object storage), if any. */
+  claimBucket(): Promise<string | undefined>;
 }
 
 type Hooks = Required<
@@ -240,10 +253,7 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
         if (err instanceof RegistryMissingError) return undefined;
         throw err;
       });
-      const previous =
-        existing === undefined
-          ? { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '' }
-          : (await parts.discover()).storage;
+      const previous = existing === undefined ? NO_STORAGE : (await parts.discover()).storage;
       const podsBefore = (await parts.quayAppPods()).map((p) => p.name);
       // The target's version decides how to quiesce: the running operator's, else the snapshot's.
       const version = existing?.status?.currentVersion ?? capturedVersion(restore.files);
@@ -262,7 +272,17 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
           metadata: { name: secretName, labels: secret.metadata?.labels ?? {} },
         });
       }
-      const components = captured.spec?.components ?? [];
+      // Managed object storage stays only when the target is the claim's bucket; any other
+      // bucket is named in the config bundle (switchStorage), which the operator allows only
+      // with objectstorage unmanaged.
+      const capturedComponents = captured.spec?.components ?? [];
+      const onManaged = capturedComponents.some(
+        (c) => c.kind === 'objectstorage' && c.managed !== false,
+      );
+      const components =
+        onManaged && restore.storage.bucket !== (await parts.claimBucket())
+          ? withObjectStorage(capturedComponents, false)
+          : capturedComponents;
       // 3.7 and later: applied with its components quiesced; before, as captured (no overrides
       // then), and quiesced once the operator has made its Deployments, by scaling them.
       const applied = {

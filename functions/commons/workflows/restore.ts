@@ -11,6 +11,7 @@ import type { Location } from '../copy/model.ts';
 import { InputError, VaultError } from '../errors.ts';
 import {
   claimRefSchema,
+  NO_STORAGE,
   RegistryMissingError,
   type RolloutStatus,
   type StorageRef,
@@ -186,14 +187,6 @@ export async function discoverUnlessRestored(manifest: SnapshotManifest, deps: W
     throw err;
   }
 }
-
-const NO_STORAGE: StorageRef = {
-  bucket: '',
-  regionEndpoint: '',
-  region: '',
-  secretName: '',
-  rootDirectory: '',
-};
 
 export interface SwitchOutput {
   readonly changed: boolean;
