@@ -134,6 +134,12 @@ export interface RegistryRestore {
   /** The snapshot's database dump, opened when the profile is ready to load it. */
   openDump(): Promise<AsyncIterable<Buffer>>;
   readonly storage: StorageRef;
+  /**
+   * Keeps the target's database as it is before the snapshot's replaces it,
+   * for a rollback: `dump` is started only when nothing is kept yet for this
+   * run (a retried step keeps the first). Resolves once it is stored.
+   */
+  saveDatabase?(database: string, dump: () => DatabaseDump): Promise<void>;
 }
 
 export interface RegistryProfile {
@@ -163,6 +169,11 @@ export interface RegistryProfile {
    * other profiles only switch storage.
    */
   restoreRegistry?(restore: RegistryRestore): Promise<SwitchResult>;
+  /**
+   * Puts a database back from a dump (a rollback of a restore that replaced
+   * it): the registry quiesced, the database replaced, the registry resumed.
+   */
+  loadDatabase?(database: string, open: () => Promise<AsyncIterable<Buffer>>): Promise<void>;
 }
 
 /**

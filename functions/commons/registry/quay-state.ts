@@ -7,7 +7,6 @@
  * the registry itself from a snapshot (its Secrets and QuayRegistry, quiesced;
  * its database through psql; its storage; then resumed).
  */
-import { Readable } from 'node:stream';
 import type { V1Secret } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { type PodTarget, podText, runInPod } from '../cluster/exec.ts';
@@ -35,6 +34,7 @@ import {
   type QuayRegistryObject,
 } from './quay-cluster.ts';
 import { databaseOf, parseQuayConfig } from './quay-config.ts';
+import { loadDump, postgresDatabase } from './quay-database.ts';
 
 /** The components the runbook scales to 0 (as QuayRegistry kinds), and their pods' component labels. */
 const STOPPED = { quay: 'quay-app', clair: 'clair-app', mirror: 'quay-mirror' } as const;
@@ -92,7 +92,7 @@ interface ProfileParts {
 type Hooks = Required<
   Pick<
     RegistryProfile,
-    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'restoreRegistry'
+    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'restoreRegistry' | 'loadDatabase'
   >
 >;
 
@@ -193,35 +193,37 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
     return { mode: 'scale', name, operator, deployments };
   };
 
-  return {
-    async planQuiesce() {
-      const registry = await cluster.registry();
-      const name = registry.metadata?.name ?? '';
-      // Everything the dump needs is checked before anything is stopped.
-      await podText(cluster.kc, await postgresPod(), ['pg_dump', '--version']);
-      await databaseName(registry);
-      const version = registry.status?.currentVersion;
-      const older =
-        version === undefined
-          ? (await cluster.secret(`${name}-quay-registry-managed-secret-keys`)) === undefined
-          : before37(version);
-      if (!older) {
-        const undo: QuayUndo = {
-          mode: 'overrides',
-          name,
-          components: registry.spec?.components ?? [],
-        };
-        return {
-          summary: `QuayRegistry ${namespace}/${name}: HPA unmanaged, quay, clair and mirror overridden to 0 replicas`,
-          undo,
-        };
-      }
-      const undo = await scaleUndo(name, version);
+  const planQuiesce = async () => {
+    const registry = await cluster.registry();
+    const name = registry.metadata?.name ?? '';
+    // Everything the dump needs is checked before anything is stopped.
+    await podText(cluster.kc, await postgresPod(), ['pg_dump', '--version']);
+    await databaseName(registry);
+    const version = registry.status?.currentVersion;
+    const older =
+      version === undefined
+        ? (await cluster.secret(`${name}-quay-registry-managed-secret-keys`)) === undefined
+        : before37(version);
+    if (!older) {
+      const undo: QuayUndo = {
+        mode: 'overrides',
+        name,
+        components: registry.spec?.components ?? [],
+      };
       return {
-        summary: `Quay ${version ?? 'before 3.7'}: operator ${undo.operator.map((o) => o.name).join(', ')} and ${undo.deployments.map((d) => d.name).join(', ')} scaled to 0`,
+        summary: `QuayRegistry ${namespace}/${name}: HPA unmanaged, quay, clair and mirror overridden to 0 replicas`,
         undo,
       };
-    },
+    }
+    const undo = await scaleUndo(name, version);
+    return {
+      summary: `Quay ${version ?? 'before 3.7'}: operator ${undo.operator.map((o) => o.name).join(', ')} and ${undo.deployments.map((d) => d.name).join(', ')} scaled to 0`,
+      undo,
+    };
+  };
+
+  return {
+    planQuiesce,
 
     async quiesce(plan) {
       await stop(undoOf(plan));
@@ -230,6 +232,17 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
     async unquiesce(plan) {
       await resume(undoOf(plan));
       return `put back as recorded before: ${plan.summary}`;
+    },
+
+    async loadDatabase(database, open) {
+      // As a backup quiesces: no Quay writer runs while the database is replaced.
+      const { undo } = await planQuiesce();
+      await stop(undo);
+      try {
+        await loadDump(cluster, database, { open }, postgresPod);
+      } finally {
+        await resume(undo);
+      }
     },
 
     async dumpDatabase(): Promise<DatabaseDump> {
@@ -313,10 +326,10 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
       }
       await stop(undo);
       try {
-        await loadDatabase(
+        await loadDump(
           cluster,
-          restore,
           await postgresDatabase(restore.files, name),
+          { open: restore.openDump, save: restore.saveDatabase },
           postgresPod,
         );
         // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
@@ -338,53 +351,4 @@ function capturedVersion(files: readonly CapturedFile[]): string | undefined {
   const version =
     notes === undefined ? undefined : (parse(notes.yaml) as { version?: unknown }).version;
   return typeof version === 'string' && version !== 'unknown' ? version : undefined;
-}
-
-/** The database the snapshot's running config names (DB_URI), or the operator's default. */
-async function postgresDatabase(files: readonly CapturedFile[], name: string): Promise<string> {
-  const config = files.find((f) => f.name === 'quay-config.yaml');
-  const found =
-    config === undefined
-      ? undefined
-      : databaseOf(parseQuayConfig(config.yaml, 'the snapshot quay-config.yaml'));
-  return found ?? `${name}-quay-database`;
-}
-
-/** Replaces the database with the snapshot's dump: dropped, then the `pg_dump -C` text fed to psql. */
-async function loadDatabase(
-  cluster: QuayCluster,
-  restore: RegistryRestore,
-  database: string,
-  postgresPod: () => Promise<PodTarget>,
-): Promise<void> {
-  const { namespace } = cluster;
-  let pod: PodTarget | undefined;
-  await cluster.until(`a running postgres pod in ${namespace} that runs psql`, async () => {
-    try {
-      pod = await postgresPod();
-      await podText(cluster.kc, pod, ['psql', '--version']);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  const quoted = `"${database.replaceAll('"', '""')}"`;
-  if (pod === undefined) throw new ClusterError(`no postgres pod in ${namespace} to restore into`);
-  await podText(cluster.kc, pod, [
-    'psql',
-    '-d',
-    'postgres',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-c',
-    `DROP DATABASE IF EXISTS ${quoted} WITH (FORCE)`,
-  ]);
-  const load = runInPod(
-    cluster.kc,
-    pod,
-    ['psql', '-d', 'postgres', '-q', '-v', 'ON_ERROR_STOP=1'],
-    Readable.from(await restore.openDump()),
-  );
-  load.stdout.resume();
-  await load.finished;
 }

@@ -249,6 +249,7 @@ function lazyProfile(
     quiesce: async (plan) => (await real()).quiesce?.(plan),
     unquiesce: async (plan) => (await (await real()).unquiesce?.(plan)) ?? '',
     dumpDatabase: async () => (await real()).dumpDatabase?.(),
+    loadDatabase: async (database, open) => (await real()).loadDatabase?.(database, open),
     restoreRegistry: async (restore) => {
       const profile = await real();
       return profile.restoreRegistry === undefined

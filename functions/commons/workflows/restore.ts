@@ -32,7 +32,7 @@ import { type RestorePart, registryBeforeKey } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
-import { openDump, snapshotFiles } from './registry-state.ts';
+import { openDump, saveDatabaseBefore, snapshotFiles } from './registry-state.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -256,6 +256,7 @@ export async function switchRegistry(
           files: await snapshotFiles(manifest, deps),
           openDump: openDump(manifest, deps, database),
           storage: target,
+          saveDatabase: (name, dump) => saveDatabaseBefore(state.runId, name, dump, deps),
         });
   deps.log.info('registry storage switched', {
     runId: state.runId,
