@@ -30,6 +30,7 @@ import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { jsonLines, runRegvault, sandboxEnv } from '../support/cli.ts';
 import { type QuayBed, startQuayBed } from '../support/quay.ts';
+import { keysSecret } from '../support/quay-restore.ts';
 import { clientFor, listAll, serverWithBuckets, storageOn } from '../support/s3.ts';
 
 let s3: S3ServerHandle;
@@ -72,6 +73,8 @@ beforeAll(async () => {
     'vault-acp',
     'vault-both',
     'vault-none',
+    'vault-restore',
+    'quay-detect-restored',
     'acp-detect',
   ]);
   s3 = started.server;
@@ -229,6 +232,49 @@ describe('regvault backup without --profile', () => {
     const text = `${run.stdout}${run.stderr}`;
     expect(text).not.toContain('more than one kind of registry');
     expect(text).toContain('docker-registry');
+  });
+});
+
+describe('regvault restore without --profile', () => {
+  it('detects Quay and restores it into a new bucket, verified', async () => {
+    // Prepare: a snapshot of its own, and the new bucket's keys in the namespace.
+    const env = sandboxEnv(s3, 'vault-restore');
+    const backup = await runRegvault(
+      ['backup', '--profile', 'quay', '--kubeconfig', kubeconfigs.quay, '--json'],
+      env,
+    );
+    const snapshot = jsonLines(backup.stdout).at(-1)?.['snapshot'] as { snapshotId: string };
+    keysSecret(s3, quay, 'quay-enterprise', 'restored-s3');
+
+    // Act
+    const run = await runRegvault(
+      [
+        'restore',
+        '--kubeconfig',
+        kubeconfigs.quay,
+        '--snapshot',
+        snapshot.snapshotId,
+        '--target-bucket',
+        'quay-detect-restored',
+        '--target-secret',
+        'restored-s3',
+        '--registry-url',
+        quay.registryUrl,
+        '--json',
+      ],
+      env,
+    );
+
+    // Assess
+    const lines = jsonLines(run.stdout);
+    expect(lines[0]).toEqual({
+      event: 'profile',
+      profile: 'quay',
+      resources: ['QuayRegistry quay-enterprise/registry'],
+    });
+    expect(lines.at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(run.code).toBe(0);
+    expect((await listAll(clientFor(s3), 'quay-detect-restored')).size).toBeGreaterThan(0);
   });
 });
 
