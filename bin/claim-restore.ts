@@ -10,11 +10,12 @@ import { restoreClaimThroughJob } from '../functions/commons/workflows/claim-res
 import { DEFAULT_JOB_IMAGE, jobVaultEnv } from './claim-backup.ts';
 import { type Flags, reporter, run } from './context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster } from './deps.ts';
+import { withDetectedProfile } from './detect-profile.ts';
 import { snapshotNamed } from './flags.ts';
 import { numbersOf, type Settings } from './settings.ts';
 
 /** Restores into the claim `--target-claim` names, through a Job. */
-export async function restoreClaimNow(flags: Flags, settings: Settings): Promise<void> {
+export async function restoreClaimNow(flags: Flags, given: Settings): Promise<void> {
   const targetClaim = flags['targetClaim'];
   const secret = flags['jobVaultSecret'];
   if (typeof targetClaim !== 'string' || typeof secret !== 'string')
@@ -29,8 +30,9 @@ export async function restoreClaimNow(flags: Flags, settings: Settings): Promise
       `--target-claim: restores into a claim and switches the registry to it; leave out ${[...bucketFlags.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`), ...(flags['switch'] === false ? ['--no-switch'] : [])].join(', ')}`,
     ]);
   const numbers = numbersOf(flags, ['rolloutTimeout']);
-  const kubeconfig = findKubeconfig(settings);
+  const kubeconfig = findKubeconfig(given);
   requireCluster(kubeconfig, 'restore (into a claim, through a Job)');
+  const settings = await withDetectedProfile(given, kubeconfig, reporter(given));
   const out = reporter(settings);
   const deps = depsFor(settings, kubeconfig);
   try {

@@ -98,7 +98,7 @@ export function commandWithSettings(program: Command, name: string, description:
     .option('--context <name>', 'kubeconfig context')
     .option(
       '--profile <name>',
-      `the registry's kind: ${PROFILE_NAMES.join(', ')} (REGVAULT_PROFILE)`,
+      `the registry's kind: ${PROFILE_NAMES.join(', ')} (REGVAULT_PROFILE); found in the cluster when not given`,
     )
     .option('--module-info <name>', 'the registry ModuleInfo, when the label finds several')
     .option('--registry-url <url>', 'where the registry answers, for verification')

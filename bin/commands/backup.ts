@@ -10,6 +10,7 @@ import { backupRunIdOf, retryFailedObjects } from '../../functions/commons/workf
 import { backupThroughJobIfOnClaim } from '../claim-backup.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, ownKeysOf, requireCluster } from '../deps.ts';
+import { withDetectedProfile } from '../detect-profile.ts';
 import { directoryLocationOf } from '../directory-flags.ts';
 import { repeatable, selectionFlags } from '../flags.ts';
 import { hintFields, workflowExitCode } from '../outcome.ts';
@@ -120,7 +121,7 @@ export function backupCommand(program: Command): void {
       'the snapshot expires this many days after it starts; prune deletes it then, whatever the policy',
     )
     .action(async (flags: Flags) => {
-      const settings = await settingsOf(flags);
+      let settings = await settingsOf(flags);
       if (typeof flags['retryFailed'] === 'string') {
         await retryFailed(flags['retryFailed'], settings);
         return;
@@ -163,10 +164,12 @@ export function backupCommand(program: Command): void {
         },
         'backup input',
       );
+      const fromCluster = sourceDir === undefined && typeof flags['sourceBucket'] !== 'string';
+      if (fromCluster)
+        settings = await withDetectedProfile(settings, kubeconfig, reporter(settings));
       const out = reporter(settings);
       const deps = depsFor(settings, kubeconfig);
       try {
-        const fromCluster = sourceDir === undefined && typeof flags['sourceBucket'] !== 'string';
         if (fromCluster && (await backupThroughJobIfOnClaim(flags, settings, deps, out))) return;
         // The total comes from the plan (PlanShards), which runs inside the workflow.
         const progress = out.progress('backup copy');

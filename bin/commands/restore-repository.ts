@@ -15,6 +15,7 @@ import {
 } from '../../functions/commons/workflows/selective.ts';
 import { type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster, s3Location } from '../deps.ts';
+import { withDetectedProfile } from '../detect-profile.ts';
 import { checkSnapshotId, pullSampleOf, repeatable, snapshotNamed } from '../flags.ts';
 import { ExitCode } from '../outcome.ts';
 import { stepProgressReporter } from '../progress.ts';
@@ -147,7 +148,7 @@ function resultText(result: SelectiveRestoreResult): string {
 
 /** Runs a selective restore from the restore command's flags. */
 export async function restoreIntoLive(flags: Flags, command: Command): Promise<void> {
-  const settings = await settingsOf(flags);
+  let settings = await settingsOf(flags);
   const issues = usageIssues(flags, command);
   if (issues.length > 0)
     throw new InputError('the restore into the live registry cannot run as given', issues);
@@ -185,6 +186,7 @@ export async function restoreIntoLive(flags: Flags, command: Command): Promise<v
     command.getOptionValueSource('pullSample') === 'default'
       ? 'all'
       : pullSampleOf(flags['pullSample']);
+  if (!plainBucket) settings = await withDetectedProfile(settings, kubeconfig, reporter(settings));
   const out = reporter(settings);
   const deps = depsFor(settings, kubeconfig, stepProgressReporter({ json: settings.json }));
   try {

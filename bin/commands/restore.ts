@@ -8,6 +8,7 @@ import { restoreInputSchema } from '../../functions/commons/workflows/restore.ts
 import { restoreClaimNow } from '../claim-restore.ts';
 import { commandWithSettings, type Flags, reporter, run, settingsOf } from '../context.ts';
 import { depsFor, findKubeconfig, registryAnswers, requireCluster } from '../deps.ts';
+import { withDetectedProfile } from '../detect-profile.ts';
 import { directoryLocationOf } from '../directory-flags.ts';
 import { pullSampleOf, snapshotNamed } from '../flags.ts';
 import { restoreOutcome, workflowExitCode } from '../outcome.ts';
@@ -82,7 +83,7 @@ export function restoreCommand(program: Command): void {
     .option('--rollout-timeout <seconds>', 'how long the registry may take to roll', '600')
     .action(async (flags: Flags, command: Command) => {
       if (selectsRepositories(flags)) return restoreIntoLive(flags, command);
-      const settings = await settingsOf(flags);
+      let settings = await settingsOf(flags);
       if (flags['resources'] === true) return restoreResourcesNow(flags, settings);
       const alone = resourceFlagsWithoutResources(flags);
       if (alone.length > 0) throw new InputError('the flags are not valid', alone);
@@ -138,6 +139,8 @@ export function restoreCommand(program: Command): void {
         throw new InputError('the restore cannot prove the registry serves the snapshot', [
           `${names.label('registryUrl')}: switching the registry needs its URL to verify it afterwards; pass it, or pass --no-switch to copy only`,
         ]);
+      if (input.switchRegistry || input.target.secretName !== undefined)
+        settings = await withDetectedProfile(settings, kubeconfig, reporter(settings));
       const out = reporter(settings);
       const deps = depsFor(settings, kubeconfig, stepProgressReporter({ json: settings.json }));
       try {

@@ -20,7 +20,7 @@
  *   pods/exec runs `pg_dump` and `psql` against it;
  * - `status.conditions` `Available=True` once every wanted pod is ready;
  * - Quay 3.7 and later: the `<name>-quay-registry-managed-secret-keys`
- *   Secret; earlier: no such Secret, and the operator is a Deployment
+ *   Secret; earlier: no such Secret, no replica overrides (ignored), and the operator is a Deployment
  *   (`quay-operator.v3.6.x`) that reconciles only while it has replicas, so
  *   a scale to 0 of it, then of the components, sticks (the runbook's scale path).
  *
@@ -313,6 +313,8 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     const hpaManaged = hpa === undefined || hpa['managed'] !== false;
     const override = record(component?.['overrides'])['replicas'];
     if (hpaManaged) return kind === 'quay' ? HPA_MIN_REPLICAS : 1;
+    // Replica overrides came with 3.7: before, the runbook scales the Deployments instead.
+    if (older) return 1;
     return typeof override === 'number' ? override : 1;
   }
 

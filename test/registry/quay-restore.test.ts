@@ -8,12 +8,18 @@
  * restore, Quay's rows and the blobs agree with what was backed up.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { runBackupLocally, runRestoreLocally } from '../../functions/commons/local/runner.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
-import { QUAY_DATABASE, QUAY_NAME, type QuayBed, quayDeps, startQuayBed } from '../support/quay.ts';
+import { QUAY_DATABASE, QUAY_NAME, type QuayBed, startQuayBed } from '../support/quay.ts';
+import {
+  backUpQuay,
+  blobsIn as blobsOf,
+  drNamespace,
+  keysSecret as keysOf,
+  restoreQuay,
+} from '../support/quay-restore.ts';
 import { clientFor, createBucket, deleteKeys, listAll } from '../support/s3.ts';
 
 const NS = 'quay-enterprise';
@@ -24,7 +30,6 @@ let snapshotId: string;
 /** Quay's rows as backed up: every restore must bring back exactly these. */
 let rows: string[];
 
-const b64 = (text: string) => Buffer.from(text).toString('base64');
 const spec = (namespace: string) =>
   bed.api.store.read(QUAY_REGISTRY, namespace, QUAY_NAME)['spec'] as {
     configBundleSecret: string;
@@ -35,45 +40,10 @@ const available = (namespace: string) =>
     '"type":"Available","status":"True"',
   );
 
-/** A Secret with the test server's keys, as a user makes for the restore target. */
-function keysSecret(namespace: string, name: string): void {
-  if (bed.api.store.get(BuiltIn.secrets, namespace, name) !== undefined) return;
-  bed.api.store.create(BuiltIn.secrets, {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: { name, namespace },
-    data: {
-      'access-key-id': b64(s3.credentials.accessKeyId),
-      'secret-access-key': b64(s3.credentials.secretAccessKey),
-    },
-  });
-}
-
-/** The blob digests a bucket in Quay's layout holds (`<storage_path>/sha256/<2>/<hex>`). */
-async function blobsIn(bucket: string): Promise<Set<string>> {
-  const keys = await listAll(clientFor(s3), bucket, 'datastorage/registry/sha256/');
-  return new Set([...keys.keys()].map((key) => `sha256:${key.split('/').at(-1) ?? ''}`));
-}
-
-async function restore(namespace: string, bucket: string, secretName: string, registryUrl: string) {
-  const deps = quayDeps(s3, 'vault', bed, [], {
-    profileSettings: { namespace, waitSeconds: 60 },
-    registryUrl,
-  });
-  try {
-    return await runRestoreLocally(
-      {
-        snapshot: snapshotId,
-        target: { bucket, endpoint: s3.endpoint, region: s3.region, secretName },
-        pullSample: 'all',
-        rolloutTimeoutSeconds: 60,
-      },
-      { deps, waitMs: 200 },
-    );
-  } finally {
-    deps.close();
-  }
-}
+const restore = (namespace: string, bucket: string, secretName: string, registryUrl: string) =>
+  restoreQuay(s3, bed, { snapshotId, namespace, bucket, secretName, registryUrl });
+const blobsIn = (bucket: string) => blobsOf(s3, bucket);
+const keysSecret = (namespace: string, name: string) => keysOf(s3, bed, namespace, name);
 
 beforeAll(async () => {
   s3 = await startS3Server({ name: 's3-quay-restore', computeChecksums: true });
@@ -88,14 +58,7 @@ beforeAll(async () => {
     count: 3,
   });
   rows = await quayRows(await bed.database(), QUAY_DATABASE);
-  const deps = quayDeps(s3, 'vault', bed);
-  try {
-    const backup = await runBackupLocally({}, { deps });
-    expect(backup.cause).toBeUndefined();
-    snapshotId = (backup.output as { snapshotId: string }).snapshotId;
-  } finally {
-    deps.close();
-  }
+  snapshotId = await backUpQuay(s3, bed, 'vault');
 }, 240_000);
 
 afterAll(async () => {
@@ -106,13 +69,7 @@ afterAll(async () => {
 describe('quay restore', () => {
   it('restores into a new namespace and bucket: Secrets, QuayRegistry, database, storage, verified', async () => {
     // Prepare
-    bed.api.store.create(BuiltIn.namespaces, {
-      apiVersion: 'v1',
-      kind: 'Namespace',
-      metadata: { name: DR },
-    });
-    keysSecret(DR, 'dr-s3');
-    const url = await bed.operator.serviceUrl(DR, QUAY_NAME);
+    const url = await drNamespace(s3, bed, DR, 'dr-s3');
 
     // Act
     const result = await restore(DR, 'quay-dr-bucket', 'dr-s3', url);

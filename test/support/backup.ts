@@ -1,6 +1,7 @@
 /** A snapshot for tests that restore: a backup of the registry a fake cluster names. */
 import { expect } from '@jest/globals';
 import { runBackupLocally } from '../../functions/commons/local/runner.ts';
+import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { type S3Endpointish, vaultDeps } from './s3.ts';
 
 /**
@@ -12,7 +13,11 @@ export async function backupThroughCluster(
   vault: string,
   kubeconfigPath: string,
 ): Promise<string> {
-  const deps = vaultDeps(server, vault, '', { kube: { path: kubeconfigPath } });
+  return snapshotWith(vaultDeps(server, vault, '', { kube: { path: kubeconfigPath } }));
+}
+
+/** Backs up with `deps` (closed afterwards) through the local runner; the snapshot's id. */
+export async function snapshotWith(deps: WorkflowDeps & { close(): void }): Promise<string> {
   try {
     const backup = await runBackupLocally({}, { deps });
     expect(backup.cause).toBeUndefined();

@@ -35,6 +35,15 @@ export interface StorageRef {
 }
 
 /** True when two storage references name the same place (bucket, endpoint, region, Secret, root). */
+/** No storage: what a restore into a namespace without the registry had before. */
+export const NO_STORAGE: StorageRef = Object.freeze({
+  bucket: '',
+  regionEndpoint: '',
+  region: '',
+  secretName: '',
+  rootDirectory: '',
+});
+
 export function sameStorage(a: StorageRef, b: StorageRef): boolean {
   return (
     a.bucket === b.bucket &&
@@ -139,6 +148,12 @@ export interface RegistryRestore {
   /** The snapshot's database dump, opened when the profile is ready to load it. */
   openDump(): Promise<AsyncIterable<Buffer>>;
   readonly storage: StorageRef;
+  /**
+   * Keeps the target's database as it is before the snapshot's replaces it,
+   * for a rollback: `dump` is started only when nothing is kept yet for this
+   * run (a retried step keeps the first). Resolves once it is stored.
+   */
+  saveDatabase?(database: string, dump: () => DatabaseDump): Promise<void>;
 }
 
 export interface RegistryProfile {
@@ -181,6 +196,11 @@ export interface RegistryProfile {
    * other profiles only switch storage.
    */
   restoreRegistry?(restore: RegistryRestore): Promise<SwitchResult>;
+  /**
+   * Puts a database back from a dump (a rollback of a restore that replaced
+   * it): the registry quiesced, the database replaced, the registry resumed.
+   */
+  loadDatabase?(database: string, open: () => Promise<AsyncIterable<Buffer>>): Promise<void>;
 }
 
 /**

@@ -10,6 +10,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { acpSettingsSchema } from './acp-settings.ts';
+import type { Found } from './detect.ts';
 import { distributionSettingsSchema, harborSettingsSchema } from './distribution-settings.ts';
 import type { RegistryProfile } from './profile.ts';
 import { quaySettingsSchema } from './quay-settings.ts';
@@ -24,6 +25,8 @@ export interface ProfileKind<S extends z.ZodType = z.ZodType> {
   /** The profile's `bucketLayout` (profile.ts), known before it is loaded. */
   readonly bucketLayout?: 'quay';
   load(kc: KubeConfig, settings: z.infer<S>): Promise<RegistryProfile>;
+  /** The registry resources of this kind the cluster holds (profile detection, detect.ts). */
+  detect(kc: KubeConfig, settings: z.infer<S>): Promise<Found>;
 }
 
 /** Keeps each entry's settings type tied to its own schema. */
@@ -41,6 +44,7 @@ const deploymentKind = (
     secretNamespace: (settings) => settings.namespace,
     load: async (kc, settings) =>
       (await import('./distribution.ts')).distributionProfile(kc, settings, name),
+    detect: async (kc, settings) => (await import('./detect.ts')).findDeployment(kc, settings),
   });
 
 export const PROFILES = {
@@ -49,6 +53,7 @@ export const PROFILES = {
     settingsSchema: acpSettingsSchema,
     secretNamespace: (settings) => settings.namespace,
     load: async (kc, settings) => (await import('./acp.ts')).acpProfile(kc, settings),
+    detect: async (kc, settings) => (await import('./detect.ts')).findModuleInfos(kc, settings),
   }),
   distribution: deploymentKind(
     'distribution',
@@ -67,6 +72,7 @@ export const PROFILES = {
     secretNamespace: (settings) => settings.namespace,
     bucketLayout: 'quay',
     load: async (kc, settings) => (await import('./quay.ts')).quayProfile(kc, settings),
+    detect: async (kc) => (await import('./detect.ts')).findQuayRegistries(kc),
   }),
 } satisfies Record<string, ProfileKind>;
 
@@ -83,3 +89,37 @@ export const profileNameSchema = z.enum(PROFILE_NAMES, {
   error: (issue) =>
     `"${String(issue.input)}" is not a profile regvault knows; give one of ${PROFILE_NAMES.map((n) => `"${n}"`).join(', ')}`,
 });
+
+/** What detection saw: the profiles whose resources were found, and the reads the cluster refused. */
+export interface Detection {
+  readonly found: ReadonlyArray<{
+    readonly profile: ProfileName;
+    readonly resources: readonly string[];
+  }>;
+  readonly refused: readonly string[];
+}
+
+/**
+ * Looks for every profile's registry resources in the cluster, each with
+ * its default settings unless `settings` (a config file's profileSettings)
+ * parse as that profile's.
+ */
+export async function detectProfiles(
+  kc: KubeConfig,
+  settings: Readonly<Record<string, unknown>> = {},
+): Promise<Detection> {
+  const looks = await Promise.all(
+    PROFILE_NAMES.map(async (profile) => {
+      const kind: ProfileKind = PROFILES[profile];
+      const given = kind.settingsSchema.safeParse(settings);
+      const parsed = given.success ? given.data : kind.settingsSchema.parse({});
+      return { profile, ...(await kind.detect(kc, parsed)) };
+    }),
+  );
+  return {
+    found: looks
+      .filter((l) => l.resources.length > 0)
+      .map(({ profile, resources }) => ({ profile, resources })),
+    refused: looks.flatMap((l) => (l.refused === undefined ? [] : [l.refused])),
+  };
+}

@@ -115,21 +115,38 @@ export interface StorageChange {
   readonly endpoint: string;
   readonly region: string;
   readonly keys: StorageKeys;
+  /** The key prefix, written only when a storage location is added (managed storage left). */
+  readonly rootDirectory?: string;
 }
+
+/** The location a config gets when it names none (Quay on managed storage moved to a bucket). */
+const ADDED_LOCATION = 'default';
 
 /**
  * The config text with its first storage location moved to `next`, every
  * other setting as it was. The driver stays; an endpoint is written in the
  * driver's own fields (S3Storage: host and port; the others: hostname, port
- * and is_secure).
+ * and is_secure). A config that names no location (managed object storage:
+ * the operator filled it in from its bucket claim) gets one, `default`:
+ * S3Storage on AWS, RadosGWStorage on any other endpoint, with `next`'s
+ * root directory as its storage_path and the preference lists naming it.
  */
 export function withStorage(text: string, next: StorageChange, where: string): string {
   const config = parseQuayConfig(text, where);
-  const found = firstLocation(config);
-  if (found === undefined)
-    throw new ClusterError(
-      `${where} has no DISTRIBUTED_STORAGE_CONFIG to point at the restored bucket; add the storage location to config.yaml`,
-    );
+  const found = firstLocation(config) ?? {
+    name: ADDED_LOCATION,
+    driver: next.endpoint === '' ? 'S3Storage' : 'RadosGWStorage',
+    params: {
+      storage_path:
+        next.rootDirectory === undefined || next.rootDirectory === ''
+          ? ''
+          : `/${next.rootDirectory}`,
+    },
+  };
+  if (config['DISTRIBUTED_STORAGE_CONFIG'] === undefined) {
+    config['DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS'] = [found.name];
+    config['DISTRIBUTED_STORAGE_PREFERENCE'] = [found.name];
+  }
   const p = { ...found.params };
   const url = next.endpoint === '' ? undefined : new URL(next.endpoint);
   const port =
@@ -150,6 +167,7 @@ export function withStorage(text: string, next: StorageChange, where: string): s
     p['bucket_name'] = next.bucket;
     p['access_key'] = next.keys.accessKeyId;
     p['secret_key'] = next.keys.secretAccessKey;
+    // An added RadosGWStorage is always on an endpoint (AWS gets S3Storage).
     if (url !== undefined) {
       p['hostname'] = url.hostname;
       p['port'] = port;

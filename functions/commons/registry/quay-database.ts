@@ -1,80 +1,104 @@
 /**
- * What Quay's database says the registry serves: its live tags, the
- * manifest each points at and the blobs that manifest needs, read with psql
- * through pods/exec in the postgres pod (as the dump is). Table and column
- * names are Quay's (data/database.py): `tag` (lifetime_end_ms, hidden),
- * `repository` (namespace_user_id -> "user".username), `manifest` (digest),
- * `manifestblob` and `manifestchild` (an index's manifests), `imagestorage`
- * (content_checksum).
+ * Quay's database through the postgres pod (pods/exec): which database a
+ * snapshot names, whether the target already holds one worth keeping, and
+ * the load of a `pg_dump -C` text that replaces it (dropped, then fed to
+ * psql), with the database as it was streamed out first when the restore
+ * keeps it for a rollback.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
-import { type PodTarget, podText } from '../cluster/exec.ts';
+import { Readable } from 'node:stream';
+import { type PodTarget, podText, runInPod } from '../cluster/exec.ts';
 import { ClusterError } from '../errors.ts';
-import type { DatabaseTag } from './profile.ts';
+import type { CapturedFile, DatabaseDump } from './profile.ts';
+import type { QuayCluster } from './quay-cluster.ts';
+import { databaseOf, parseQuayConfig } from './quay-config.ts';
 
-/**
- * One row per live tag and blob its manifest needs (directly, or through the
- * manifests an index lists): `namespace/name|tag|manifest digest|blob digest`
- * (the blob empty for a manifest that needs none).
- */
-export const LIVE_TAGS_SQL = `
-SELECT u.username || '/' || r.name, t.name, m.digest, COALESCE(s.content_checksum, '')
-  FROM tag t
-  JOIN repository r ON r.id = t.repository_id
-  JOIN "user" u ON u.id = r.namespace_user_id
-  JOIN manifest m ON m.id = t.manifest_id
-  LEFT JOIN (
-        SELECT manifest_id AS top, blob_id FROM manifestblob
-        UNION
-        SELECT mc.manifest_id, mb.blob_id
-          FROM manifestchild mc JOIN manifestblob mb ON mb.manifest_id = mc.child_manifest_id
-       ) needs ON needs.top = m.id
-  LEFT JOIN imagestorage s ON s.id = needs.blob_id
- WHERE NOT t.hidden
-   AND (t.lifetime_end_ms IS NULL OR t.lifetime_end_ms > (extract(epoch FROM now()) * 1000)::bigint)
- ORDER BY 1, 2, 4;`;
-
-/** The tags of psql's unaligned rows (`-A -t`, fields split by `|`). */
-export function parseLiveTags(text: string): DatabaseTag[] {
-  const tags = new Map<
-    string,
-    { repository: string; tag: string; manifest: string; blobs: string[] }
-  >();
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    const [repository = '', tag = '', manifest = '', blob = ''] = line.split('|');
-    const key = `${repository}:${tag}`;
-    const known = tags.get(key) ?? { repository, tag, manifest, blobs: [] };
-    if (blob !== '') known.blobs.push(blob);
-    tags.set(key, known);
-  }
-  return [...tags.values()];
+/** The database the snapshot's running config names (DB_URI), or the operator's default. */
+export async function postgresDatabase(
+  files: readonly CapturedFile[],
+  name: string,
+): Promise<string> {
+  const config = files.find((f) => f.name === 'quay-config.yaml');
+  const found =
+    config === undefined
+      ? undefined
+      : databaseOf(parseQuayConfig(config.yaml, 'the snapshot quay-config.yaml'));
+  return found ?? `${name}-quay-database`;
 }
 
-/** The live tags of `database`, read in `pod` (Quay quiesced, so they stay so). */
-export async function readLiveTags(
-  kc: KubeConfig,
-  pod: PodTarget,
+/** A SQL string literal. */
+const literal = (text: string) => `'${text.replaceAll("'", "''")}'`;
+
+/** True when `database` exists in the pod's server and holds a table of its own. */
+async function holdsTables(cluster: QuayCluster, pod: PodTarget, database: string) {
+  const exists = await podText(cluster.kc, pod, [
+    'psql',
+    '-d',
+    'postgres',
+    '-tAc',
+    `SELECT 1 FROM pg_database WHERE datname = ${literal(database)}`,
+  ]);
+  if (exists.trim() !== '1') return false;
+  const tables = await podText(cluster.kc, pod, [
+    'psql',
+    '-d',
+    database,
+    '-tAc',
+    "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+  ]);
+  return Number(tables.trim()) > 0;
+}
+
+/** How a load gets its dump, and where it keeps the database it replaces (if it keeps one). */
+export interface DumpLoad {
+  open(): Promise<AsyncIterable<Buffer>>;
+  save?: ((database: string, dump: () => DatabaseDump) => Promise<void>) | undefined;
+}
+
+/**
+ * Replaces `database` with a `pg_dump -C` text: kept first (`save`) when it
+ * holds tables, then dropped, then the text fed to psql.
+ */
+export async function loadDump(
+  cluster: QuayCluster,
   database: string,
-): Promise<DatabaseTag[]> {
-  try {
-    const text = await podText(kc, pod, [
-      'psql',
-      '-d',
-      database,
-      '-X',
-      '-A',
-      '-t',
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-c',
-      LIVE_TAGS_SQL,
-    ]);
-    return parseLiveTags(text);
-  } catch (err) {
-    throw new ClusterError(
-      `could not read Quay's live tags from database ${database} in pod ${pod.namespace}/${pod.pod}: ${err instanceof Error ? err.message : String(err)}`,
-      { cause: err },
-    );
-  }
+  load: DumpLoad,
+  postgresPod: () => Promise<PodTarget>,
+): Promise<void> {
+  const { namespace } = cluster;
+  let pod: PodTarget | undefined;
+  await cluster.until(`a running postgres pod in ${namespace} that runs psql`, async () => {
+    try {
+      pod = await postgresPod();
+      await podText(cluster.kc, pod, ['psql', '--version']);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (pod === undefined) throw new ClusterError(`no postgres pod in ${namespace} to restore into`);
+  const target = pod;
+  if (load.save !== undefined && (await holdsTables(cluster, target, database)))
+    await load.save(database, () => {
+      const run = runInPod(cluster.kc, target, ['pg_dump', '-C', database]);
+      return { database, stream: run.stdout, finished: run.finished };
+    });
+  const quoted = `"${database.replaceAll('"', '""')}"`;
+  await podText(cluster.kc, target, [
+    'psql',
+    '-d',
+    'postgres',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-c',
+    `DROP DATABASE IF EXISTS ${quoted} WITH (FORCE)`,
+  ]);
+  const running = runInPod(
+    cluster.kc,
+    target,
+    ['psql', '-d', 'postgres', '-q', '-v', 'ON_ERROR_STOP=1'],
+    Readable.from(await load.open()),
+  );
+  // Nothing is read from psql's output: its failure comes through `finished`, not the stream.
+  running.stdout.on('error', () => undefined).resume();
+  await running.finished;
 }

@@ -7,7 +7,6 @@
  * the registry itself from a snapshot (its Secrets and QuayRegistry, quiesced;
  * its database through psql; its storage; then resumed).
  */
-import { Readable } from 'node:stream';
 import type { V1Secret } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { type PodTarget, podText, runInPod } from '../cluster/exec.ts';
@@ -16,6 +15,7 @@ import {
   type CapturedFile,
   type DatabaseDump,
   type DiscoveredRegistry,
+  NO_STORAGE,
   type PodState,
   type QuiesceRecord,
   RegistryMissingError,
@@ -34,7 +34,8 @@ import {
   type QuayRegistryObject,
 } from './quay-cluster.ts';
 import { databaseOf, parseQuayConfig } from './quay-config.ts';
-import { readLiveTags } from './quay-database.ts';
+import { loadDump, postgresDatabase } from './quay-database.ts';
+import { readLiveTags } from './quay-live-tags.ts';
 
 /** The components the runbook scales to 0 (as QuayRegistry kinds), and their pods' component labels. */
 const STOPPED = { quay: 'quay-app', clair: 'clair-app', mirror: 'quay-mirror' } as const;
@@ -48,6 +49,8 @@ type QuayUndo =
       readonly operator: ReadonlyArray<{ namespace: string; name: string; replicas: number }>;
       readonly deployments: ReadonlyArray<{ name: string; replicas: number }>;
     };
+
+type ScaleUndo = Extract<QuayUndo, { mode: 'scale' }>;
 
 /** True for versions before 3.7 (`3.6.4`, `v3.5.1`). */
 export function before37(version: string): boolean {
@@ -68,17 +71,35 @@ export function quiescedComponents(components: readonly QuayComponent[]): QuayCo
   return out;
 }
 
+/** The components with `objectstorage` managed (the operator's bucket claim) or not (the bundle's storage). */
+export function withObjectStorage(
+  components: readonly QuayComponent[],
+  managed: boolean,
+): QuayComponent[] {
+  const out = components.map((c) => (c.kind === 'objectstorage' ? { ...c, managed } : c));
+  if (!out.some((c) => c.kind === 'objectstorage')) out.push({ kind: 'objectstorage', managed });
+  return out;
+}
+
 interface ProfileParts {
   discover(): Promise<DiscoveredRegistry>;
   readStorageKeys(secretName: string): Promise<StorageKeys>;
   switchStorage(next: StorageRef): Promise<SwitchResult>;
   quayAppPods(): Promise<PodState[]>;
+  /** The NooBaa claim's bucket in the namespace (managed object storage), if any. */
+  claimBucket(): Promise<string | undefined>;
 }
 
 type Hooks = Required<
   Pick<
     RegistryProfile,
-    'planQuiesce' | 'quiesce' | 'unquiesce' | 'dumpDatabase' | 'databaseTags' | 'restoreRegistry'
+    | 'planQuiesce'
+    | 'quiesce'
+    | 'unquiesce'
+    | 'dumpDatabase'
+    | 'databaseTags'
+    | 'restoreRegistry'
+    | 'loadDatabase'
   >
 >;
 
@@ -128,80 +149,107 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
   const serving = async () =>
     isAvailable(await cluster.registry()) && (await cluster.pods('quay-app')).some(isReady);
 
-  const resume = async (undo: QuayUndo) => {
+  /** Puts back what `undo` recorded (components, or the Deployments then the operator). */
+  const putBack = async (undo: QuayUndo) => {
     if (undo.mode === 'overrides')
       await cluster.patchRegistry(undo.name, { spec: { components: undo.components } });
     else {
       for (const d of undo.deployments) await cluster.scale(namespace, d.name, d.replicas);
       for (const o of undo.operator) await cluster.scale(o.namespace, o.name, o.replicas);
     }
+  };
+
+  const resume = async (undo: QuayUndo) => {
+    await putBack(undo);
     await cluster.until(
       `QuayRegistry ${namespace}/${undo.name} Available=True with a ready quay-app pod`,
       serving,
     );
   };
 
-  return {
-    async planQuiesce() {
-      const registry = await cluster.registry();
-      const name = registry.metadata?.name ?? '';
-      // Everything the dump needs is checked before anything is stopped.
-      await podText(cluster.kc, await postgresPod(), ['pg_dump', '--version']);
-      await databaseName(registry);
-      const version = registry.status?.currentVersion;
-      const older =
-        version === undefined
-          ? (await cluster.secret(`${name}-quay-registry-managed-secret-keys`)) === undefined
-          : before37(version);
-      if (!older) {
-        const undo: QuayUndo = {
-          mode: 'overrides',
-          name,
-          components: registry.spec?.components ?? [],
-        };
-        return {
-          summary: `QuayRegistry ${namespace}/${name}: HPA unmanaged, quay, clair and mirror overridden to 0 replicas`,
-          undo,
-        };
-      }
-      const operator = (await cluster.deployments(settings.operatorNamespace))
-        .filter((d) => d.name.startsWith('quay-operator') && d.replicas > 0)
-        .map((d) => ({ namespace: settings.operatorNamespace, ...d }));
-      if (operator.length === 0)
-        throw new ClusterError(
-          `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
-        );
-      // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
-      const deployments = (await cluster.deployments(namespace)).filter(
-        (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
+  /** Stops what `undo` names (the components by overrides, or the operator then the Deployments) and waits. */
+  const stop = async (undo: QuayUndo) => {
+    if (undo.mode === 'overrides')
+      await cluster.patchRegistry(undo.name, {
+        spec: { components: quiescedComponents(undo.components) },
+      });
+    else {
+      // The operator first, or it scales the components straight back.
+      for (const o of undo.operator) await cluster.scale(o.namespace, o.name, 0);
+      for (const d of undo.deployments) await cluster.scale(namespace, d.name, 0);
+    }
+    await cluster.until(
+      `the quay-app, clair-app and quay-mirror pods of ${namespace} to be gone`,
+      stopped,
+    );
+  };
+
+  /** Before 3.7: the running operator Deployment and the components' Deployments, with their replicas. */
+  const scaleUndo = async (name: string, version: string | undefined): Promise<ScaleUndo> => {
+    const operator = (await cluster.deployments(settings.operatorNamespace))
+      .filter((d) => d.name.startsWith('quay-operator') && d.replicas > 0)
+      .map((d) => ({ namespace: settings.operatorNamespace, ...d }));
+    if (operator.length === 0)
+      throw new ClusterError(
+        `Quay ${version ?? 'before 3.7'} is quiesced by scaling its operator to 0, and namespace ${settings.operatorNamespace} has no running quay-operator Deployment; set the quay profile's operatorNamespace`,
       );
-      const undo: QuayUndo = { mode: 'scale', name, operator, deployments };
+    // The runbook's awk patterns: quay-app, quay-mirror, clair-app.
+    const deployments = (await cluster.deployments(namespace)).filter(
+      (d) => d.replicas > 0 && Object.values(STOPPED).some((c) => d.name.includes(c)),
+    );
+    return { mode: 'scale', name, operator, deployments };
+  };
+
+  const planQuiesce = async () => {
+    const registry = await cluster.registry();
+    const name = registry.metadata?.name ?? '';
+    // Everything the dump needs is checked before anything is stopped.
+    await podText(cluster.kc, await postgresPod(), ['pg_dump', '--version']);
+    await databaseName(registry);
+    const version = registry.status?.currentVersion;
+    const older =
+      version === undefined
+        ? (await cluster.secret(`${name}-quay-registry-managed-secret-keys`)) === undefined
+        : before37(version);
+    if (!older) {
+      const undo: QuayUndo = {
+        mode: 'overrides',
+        name,
+        components: registry.spec?.components ?? [],
+      };
       return {
-        summary: `Quay ${version ?? 'before 3.7'}: operator ${operator.map((o) => o.name).join(', ')} and ${deployments.map((d) => d.name).join(', ')} scaled to 0`,
+        summary: `QuayRegistry ${namespace}/${name}: HPA unmanaged, quay, clair and mirror overridden to 0 replicas`,
         undo,
       };
-    },
+    }
+    const undo = await scaleUndo(name, version);
+    return {
+      summary: `Quay ${version ?? 'before 3.7'}: operator ${undo.operator.map((o) => o.name).join(', ')} and ${undo.deployments.map((d) => d.name).join(', ')} scaled to 0`,
+      undo,
+    };
+  };
+
+  return {
+    planQuiesce,
 
     async quiesce(plan) {
-      const undo = undoOf(plan);
-      if (undo.mode === 'overrides')
-        await cluster.patchRegistry(undo.name, {
-          spec: { components: quiescedComponents(undo.components) },
-        });
-      else {
-        // The operator first, or it scales the components straight back.
-        for (const o of undo.operator) await cluster.scale(o.namespace, o.name, 0);
-        for (const d of undo.deployments) await cluster.scale(namespace, d.name, 0);
-      }
-      await cluster.until(
-        `the quay-app, clair-app and quay-mirror pods of ${namespace} to be gone`,
-        stopped,
-      );
+      await stop(undoOf(plan));
     },
 
     async unquiesce(plan) {
       await resume(undoOf(plan));
       return `put back as recorded before: ${plan.summary}`;
+    },
+
+    async loadDatabase(database, open) {
+      // As a backup quiesces: no Quay writer runs while the database is replaced.
+      const { undo } = await planQuiesce();
+      await stop(undo);
+      try {
+        await loadDump(cluster, database, { open }, postgresPod);
+      } finally {
+        await resume(undo);
+      }
     },
 
     async dumpDatabase(): Promise<DatabaseDump> {
@@ -230,11 +278,14 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
         if (err instanceof RegistryMissingError) return undefined;
         throw err;
       });
-      const previous =
-        existing === undefined
-          ? { bucket: '', regionEndpoint: '', region: '', secretName: '', rootDirectory: '' }
-          : (await parts.discover()).storage;
+      const previous = existing === undefined ? NO_STORAGE : (await parts.discover()).storage;
       const podsBefore = (await parts.quayAppPods()).map((p) => p.name);
+      // The target's version decides how to quiesce: the running operator's, else the snapshot's.
+      const version = existing?.status?.currentVersion ?? capturedVersion(restore.files);
+      const older =
+        version === undefined
+          ? file(`secret-${name}-quay-registry-managed-secret-keys`) === undefined
+          : before37(version);
       // The Secrets: managed keys as captured (they decrypt the database); the bundle under its name when free.
       for (const f of restore.files.filter((x) => x.name.startsWith('secret-'))) {
         const secret = parse(f.yaml) as V1Secret;
@@ -246,8 +297,23 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
           metadata: { name: secretName, labels: secret.metadata?.labels ?? {} },
         });
       }
-      const components = captured.spec?.components ?? [];
-      const quiet = { ...(captured.spec ?? {}), components: quiescedComponents(components) };
+      // Managed object storage stays only when the target is the claim's bucket; any other
+      // bucket is named in the config bundle (switchStorage), which the operator allows only
+      // with objectstorage unmanaged.
+      const capturedComponents = captured.spec?.components ?? [];
+      const onManaged = capturedComponents.some(
+        (c) => c.kind === 'objectstorage' && c.managed !== false,
+      );
+      const components =
+        onManaged && restore.storage.bucket !== (await parts.claimBucket())
+          ? withObjectStorage(capturedComponents, false)
+          : capturedComponents;
+      // 3.7 and later: applied with its components quiesced; before, as captured (no overrides
+      // then), and quiesced once the operator has made its Deployments, by scaling them.
+      const applied = {
+        ...(captured.spec ?? {}),
+        components: older ? components : quiescedComponents(components),
+      };
       if (existing === undefined)
         await cluster.createRegistry({
           apiVersion: 'quay.redhat.com/v1',
@@ -258,69 +324,43 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
               ? {}
               : { labels: captured.metadata['labels'] }),
           },
-          spec: quiet,
+          spec: applied,
         });
-      else await cluster.patchRegistry(name, { spec: quiet });
-      await cluster.until(`the quay-app pods of ${namespace} to be gone`, stopped);
-      await loadDatabase(
-        cluster,
-        restore,
-        await postgresDatabase(restore.files, name),
-        postgresPod,
-      );
-      // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
-      const switched = await parts.switchStorage(restore.storage);
-      await cluster.patchRegistry(name, { spec: { components } });
-      return { ...switched, changed: true, previous, podsBefore };
+      else await cluster.patchRegistry(name, { spec: applied });
+      let undo: QuayUndo = { mode: 'overrides', name, components };
+      if (older) {
+        await cluster.until(
+          `the Quay operator to make the quay-app Deployment of ${namespace}/${name}`,
+          async () =>
+            (await cluster.deployments(namespace)).some((d) => d.name.includes('quay-app')),
+        );
+        undo = await scaleUndo(name, version);
+      }
+      await stop(undo);
+      try {
+        await loadDump(
+          cluster,
+          await postgresDatabase(restore.files, name),
+          { open: restore.openDump, save: restore.saveDatabase },
+          postgresPod,
+        );
+        // Storage: the bundle pointed at the target (a new bundle; the one before stays for a rollback).
+        const switched = await parts.switchStorage(restore.storage);
+        await putBack(undo);
+        return { ...switched, changed: true, previous, podsBefore };
+      } catch (err) {
+        // Quay is not left stopped: what was stopped is put back, and the failure stands.
+        await putBack(undo).catch(() => undefined);
+        throw err;
+      }
     },
   };
 }
 
-/** The database the snapshot's running config names (DB_URI), or the operator's default. */
-async function postgresDatabase(files: readonly CapturedFile[], name: string): Promise<string> {
-  const config = files.find((f) => f.name === 'quay-config.yaml');
-  const found =
-    config === undefined
-      ? undefined
-      : databaseOf(parseQuayConfig(config.yaml, 'the snapshot quay-config.yaml'));
-  return found ?? `${name}-quay-database`;
-}
-
-/** Replaces the database with the snapshot's dump: dropped, then the `pg_dump -C` text fed to psql. */
-async function loadDatabase(
-  cluster: QuayCluster,
-  restore: RegistryRestore,
-  database: string,
-  postgresPod: () => Promise<PodTarget>,
-): Promise<void> {
-  const { namespace } = cluster;
-  let pod: PodTarget | undefined;
-  await cluster.until(`a running postgres pod in ${namespace} that runs psql`, async () => {
-    try {
-      pod = await postgresPod();
-      await podText(cluster.kc, pod, ['psql', '--version']);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  const quoted = `"${database.replaceAll('"', '""')}"`;
-  if (pod === undefined) throw new ClusterError(`no postgres pod in ${namespace} to restore into`);
-  await podText(cluster.kc, pod, [
-    'psql',
-    '-d',
-    'postgres',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-c',
-    `DROP DATABASE IF EXISTS ${quoted} WITH (FORCE)`,
-  ]);
-  const load = runInPod(
-    cluster.kc,
-    pod,
-    ['psql', '-d', 'postgres', '-q', '-v', 'ON_ERROR_STOP=1'],
-    Readable.from(await restore.openDump()),
-  );
-  load.stdout.resume();
-  await load.finished;
+/** The Quay version the snapshot's notes recorded, when known. */
+function capturedVersion(files: readonly CapturedFile[]): string | undefined {
+  const notes = files.find((f) => f.name === 'quay-notes.yaml');
+  const version =
+    notes === undefined ? undefined : (parse(notes.yaml) as { version?: unknown }).version;
+  return typeof version === 'string' && version !== 'unknown' ? version : undefined;
 }

@@ -16,6 +16,7 @@ import { ClusterError, InputError } from '../errors.ts';
 import {
   type CapturedFile,
   type DiscoveredRegistry,
+  NO_STORAGE,
   type PodState,
   type RegistryProfile,
   type RolloutStatus,
@@ -24,10 +25,17 @@ import {
   type SwitchResult,
   sameStorage,
 } from './profile.ts';
-import { execTarget, isAvailable, isReady, type QuayCluster, quayCluster } from './quay-cluster.ts';
+import {
+  execTarget,
+  isAvailable,
+  isReady,
+  type QuayCluster,
+  type QuayRegistryObject,
+  quayCluster,
+} from './quay-cluster.ts';
 import { parseQuayConfig, quayStorageOf, withStorage } from './quay-config.ts';
 import { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
-import { quayStateHooks } from './quay-state.ts';
+import { quayStateHooks, withObjectStorage } from './quay-state.ts';
 import { DEFAULT_ACCESS_KEY_NAMES, DEFAULT_SECRET_KEY_NAMES } from './storage-keys.ts';
 import { cleanForCapture } from './workload.ts';
 
@@ -35,6 +43,8 @@ export { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
 
 /** The NooBaa (ODF) bucket claim's objects, as the runbook reads them. */
 const NOOBAA_SELECTOR = 'app=noobaa';
+/** The label of a config bundle regvault made: the bundle it was made from. */
+const RESTORED_FROM = 'regvault.dev/restored-from';
 
 const decode = (value: string | undefined) =>
   value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
@@ -77,8 +87,14 @@ export function quayProfile(
     return secret;
   };
 
-  const discover = async (): Promise<DiscoveredRegistry> => {
-    const registry = await cluster.registry();
+  /** The bucket of the operator's NooBaa bucket claim in the namespace (managed storage), if any. */
+  const claimBucket = async (): Promise<string | undefined> =>
+    (await cluster.labelled('configmaps', NOOBAA_SELECTOR))?.['BUCKET_NAME'];
+
+  /** Where the QuayRegistry's blobs are; undefined when its bundle names none and there is no claim. */
+  const storageOf = async (
+    registry: QuayRegistryObject,
+  ): Promise<{ storage: StorageRef | undefined; where: string }> => {
     const name = registry.metadata?.name ?? '';
     const bundleName = registry.spec?.configBundleSecret;
     if (bundleName === undefined || bundleName === '')
@@ -86,10 +102,9 @@ export function quayProfile(
     const where = `Secret ${namespace}/${bundleName}`;
     const config = parseQuayConfig(bundleConfigText(await bundleOf(bundleName), where), where);
     const storage = quayStorageOf(config, where);
-    const base = { resourceName: name, resourceVersion: registry.metadata?.resourceVersion ?? '' };
     if (storage !== undefined)
       return {
-        ...base,
+        where,
         storage: {
           bucket: storage.bucket,
           regionEndpoint: storage.endpoint,
@@ -102,16 +117,18 @@ export function quayProfile(
     const claim = await cluster.labelled('configmaps', NOOBAA_SELECTOR);
     const keys = await cluster.labelled('secrets', NOOBAA_SELECTOR);
     if (claim?.['BUCKET_NAME'] === undefined || keys === undefined)
-      throw new ClusterError(
-        `${where}'s config.yaml names no DISTRIBUTED_STORAGE_CONFIG, and namespace ${namespace} has no ConfigMap and Secret labelled ${NOOBAA_SELECTOR} (ODF managed storage); regvault backs up Quay on S3 storage`,
-      );
-    // The endpoint as the operator wrote it into the running config (scheme included).
+      return { where, storage: undefined };
+    // The endpoint as the operator wrote it into the running config (scheme included); while
+    // Quay is quiesced (a restore) there is none to read, and the claim's host stands in.
     const running = 'the running /conf/stack/config.yaml';
-    const live = quayStorageOf(parseQuayConfig(await runningConfig(cluster), running), running);
+    const ready = (await cluster.pods('quay-app')).some(isReady);
+    const live = ready
+      ? quayStorageOf(parseQuayConfig(await runningConfig(cluster), running), running)
+      : undefined;
     const host = claim['BUCKET_HOST'] ?? '';
     const port = claim['BUCKET_PORT'] ?? '';
     return {
-      ...base,
+      where,
       storage: {
         bucket: claim['BUCKET_NAME'],
         regionEndpoint:
@@ -120,6 +137,20 @@ export function quayProfile(
         secretName: keys['.name'] ?? '',
         rootDirectory: live?.rootDirectory ?? '',
       },
+    };
+  };
+
+  const discover = async (): Promise<DiscoveredRegistry> => {
+    const registry = await cluster.registry();
+    const { storage, where } = await storageOf(registry);
+    if (storage === undefined)
+      throw new ClusterError(
+        `${where}'s config.yaml names no DISTRIBUTED_STORAGE_CONFIG, and namespace ${namespace} has no ConfigMap and Secret labelled ${NOOBAA_SELECTOR} (ODF managed storage); regvault backs up Quay on S3 storage`,
+      );
+    return {
+      resourceName: registry.metadata?.name ?? '',
+      resourceVersion: registry.metadata?.resourceVersion ?? '',
+      storage,
     };
   };
 
@@ -169,10 +200,23 @@ export function quayProfile(
       );
     const registry = await cluster.registry();
     const name = registry.metadata?.name ?? '';
-    const previous = (await discover()).storage;
+    const previous = (await storageOf(registry)).storage ?? NO_STORAGE;
     const podsBefore = (await quayAppPods()).map((p) => p.name);
     const base = { resourceName: name, previous, podsBefore, switchedAt: new Date().toISOString() };
     if (sameStorage(previous, next)) return { ...base, current: next, changed: false };
+    const components = registry.spec?.components ?? [];
+    const bundleNow = registry.spec?.configBundleSecret ?? '';
+    if (next.bucket === (await claimBucket())) {
+      // The claim's bucket: the operator points Quay at it while objectstorage is managed and the
+      // bundle names no storage. A bundle regvault made (a restore that left managed storage) is
+      // left for the one it was made from, on rollback.
+      const origin = (await cluster.secret(bundleNow))?.metadata?.labels?.[RESTORED_FROM];
+      if (origin === undefined) return { ...base, current: next, changed: false };
+      await cluster.patchRegistry(name, {
+        spec: { configBundleSecret: origin, components: withObjectStorage(components, true) },
+      });
+      return { ...base, current: next, changed: true };
+    }
     // A bundle that already says `next` (the one before a restore, on rollback) is pointed at
     // as it is; otherwise a new bundle is made, and the old one stays for the rollback.
     const named = await cluster.secret(next.secretName);
@@ -190,14 +234,15 @@ export function quayProfile(
       namedStorage.bucket !== next.bucket ||
       namedStorage.endpoint !== next.regionEndpoint
     ) {
-      const from = `Secret ${namespace}/${previous.secretName}`;
+      const from = `Secret ${namespace}/${bundleNow}`;
       const text = withStorage(
-        bundleConfigText(await bundleOf(previous.secretName), from),
+        bundleConfigText(await bundleOf(bundleNow), from),
         {
           bucket: next.bucket,
           endpoint: next.regionEndpoint,
           region: next.region,
           keys: await readStorageKeys(next.secretName),
+          rootDirectory: previous.rootDirectory,
         },
         from,
       );
@@ -206,11 +251,18 @@ export function quayProfile(
         apiVersion: 'v1',
         kind: 'Secret',
         type: 'Opaque',
-        metadata: { name: bundle, labels: { 'regvault.dev/restored-from': previous.secretName } },
+        metadata: { name: bundle, labels: { [RESTORED_FROM]: bundleNow } },
         data: { 'config.yaml': Buffer.from(text).toString('base64') },
       });
     }
-    await cluster.patchRegistry(name, { spec: { configBundleSecret: bundle } });
+    // Storage named in the bundle: the operator must not manage object storage any more.
+    const managed = components.some((c) => c.kind === 'objectstorage' && c.managed !== false);
+    await cluster.patchRegistry(name, {
+      spec: {
+        configBundleSecret: bundle,
+        ...(managed ? { components: withObjectStorage(components, false) } : {}),
+      },
+    });
     return { ...base, current: { ...next, secretName: bundle }, changed: true };
   };
 
@@ -292,7 +344,13 @@ export function quayProfile(
     rolloutStatus,
     // Quay's bucket holds its blobs by digest; its tags and manifests are in its database.
     bucketLayout: 'quay',
-    ...quayStateHooks(cluster, { discover, readStorageKeys, switchStorage, quayAppPods }),
+    ...quayStateHooks(cluster, {
+      discover,
+      readStorageKeys,
+      switchStorage,
+      quayAppPods,
+      claimBucket,
+    }),
   };
   return profile;
 }

@@ -442,6 +442,15 @@ export async function countListedShards(vault: Vault, runId: string): Promise<nu
 export const registryBeforeKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}registry-before.json`;
 
+/**
+ * A restore's copy of the target's database as it was before the load (the
+ * dump, and its record: name, size, SHA-256), for the rollback.
+ */
+export const databaseBeforeKeys = (vault: Vault, runId: string) => ({
+  dump: `${vaultKeys.run(rootOf(vault), runId)}database-before.sql`,
+  record: `${vaultKeys.run(rootOf(vault), runId)}database-before.json`,
+});
+
 /** What a backup's quiesce changed in the cluster (the profile's undo record, no keys), and whether it was undone. */
 export const quiesceKey = (vault: Vault, runId: string) =>
   `${vaultKeys.run(rootOf(vault), runId)}quiesce.json`;

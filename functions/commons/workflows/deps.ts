@@ -252,6 +252,7 @@ function lazyProfile(
     unquiesce: async (plan) => (await (await real()).unquiesce?.(plan)) ?? '',
     dumpDatabase: async () => (await real()).dumpDatabase?.(),
     databaseTags: async () => (await (await real()).databaseTags?.()) ?? [],
+    loadDatabase: async (database, open) => (await real()).loadDatabase?.(database, open),
     restoreRegistry: async (restore) => {
       const profile = await real();
       return profile.restoreRegistry === undefined

@@ -7,9 +7,14 @@
  */
 import { z } from 'zod';
 import { messageOf } from '../errors.ts';
-import type { CapturedFile, DatabaseTag, QuiesceRecord } from '../registry/profile.ts';
+import type {
+  CapturedFile,
+  DatabaseDump,
+  DatabaseTag,
+  QuiesceRecord,
+} from '../registry/profile.ts';
 import { type DatabaseDumpRecord, type SnapshotManifest, vaultKeys } from '../vault/format.ts';
-import { databaseTagsKey, quiesceKey } from '../vault/runs.ts';
+import { databaseBeforeKeys, databaseTagsKey, quiesceKey } from '../vault/runs.ts';
 import { getBytes, getJson, putJson, rootOf } from '../vault/store.ts';
 import { downloadStream, uploadStream } from '../vault/stream-upload.ts';
 import type { WorkflowDeps } from './deps.ts';
@@ -123,4 +128,76 @@ export function openDump(manifest: SnapshotManifest, deps: WorkflowDeps, dump: D
       vaultKeys.database(rootOf(deps.vault), manifest.id, dump.name),
       dump.sha256,
     );
+}
+
+const databaseBeforeSchema = z.object({
+  name: z.string(),
+  bytes: z.number(),
+  sha256: z.string(),
+  restored: z.boolean(),
+});
+
+/**
+ * Streams the target's database, as it is before the restore loads the
+ * snapshot's, into the run's files (no local file, as the backup's dump);
+ * a run that kept one already keeps it, since a retried step would now
+ * dump what the first attempt loaded.
+ */
+export async function saveDatabaseBefore(
+  runId: string,
+  database: string,
+  dump: () => DatabaseDump,
+  deps: WorkflowDeps,
+): Promise<void> {
+  const keys = databaseBeforeKeys(deps.vault, runId);
+  if ((await getJson(deps.vault, keys.record, databaseBeforeSchema)) !== undefined) return;
+  const started = dump();
+  const written = await uploadStream(deps.vault, keys.dump, 'application/sql', started.stream);
+  await started.finished;
+  await putJson(deps.vault, keys.record, {
+    name: database,
+    bytes: written.bytes,
+    sha256: written.sha256,
+    restored: false,
+  });
+  deps.log.info('database kept before the restore replaces it', {
+    runId,
+    database,
+    bytes: written.bytes,
+  });
+}
+
+/**
+ * On a failed restore: loads back the database the run kept before it
+ * replaced it (its SHA-256 checked as it streams), once. Says what it did,
+ * or undefined when the run kept none (nothing was replaced, or nothing
+ * was there).
+ */
+export async function loadDatabaseBefore(
+  runId: string,
+  deps: WorkflowDeps,
+): Promise<{ ok: boolean; detail: string } | undefined> {
+  const keys = databaseBeforeKeys(deps.vault, runId);
+  const record = await getJson(deps.vault, keys.record, databaseBeforeSchema);
+  if (record === undefined) return undefined;
+  if (record.restored) return { ok: true, detail: `database ${record.name} was put back already` };
+  try {
+    await deps
+      .profile()
+      .loadDatabase?.(record.name, async () =>
+        downloadStream(deps.vault, keys.dump, record.sha256),
+      );
+  } catch (err) {
+    deps.log.warn('the database could not be put back', { runId, error: messageOf(err) });
+    return {
+      ok: false,
+      detail: `database ${record.name} could NOT be put back: ${messageOf(err)}; load ${keys.dump} with psql by hand`,
+    };
+  }
+  await putJson(deps.vault, keys.record, { ...record, restored: true });
+  deps.log.warn('database put back as it was before the restore', { runId, database: record.name });
+  return {
+    ok: true,
+    detail: `database ${record.name} put back as it was before the restore (${record.bytes} bytes)`,
+  };
 }

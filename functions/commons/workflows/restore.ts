@@ -12,6 +12,7 @@ import { InputError, VaultError } from '../errors.ts';
 import type { SourceLayout } from '../registry/blob-layout.ts';
 import {
   claimRefSchema,
+  NO_STORAGE,
   RegistryMissingError,
   type RolloutStatus,
   type StorageRef,
@@ -32,7 +33,7 @@ import { type RestorePart, registryBeforeKey } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
-import { openDump, snapshotFiles } from './registry-state.ts';
+import { openDump, saveDatabaseBefore, snapshotFiles } from './registry-state.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -188,14 +189,6 @@ export async function discoverUnlessRestored(manifest: SnapshotManifest, deps: W
   }
 }
 
-const NO_STORAGE: StorageRef = {
-  bucket: '',
-  regionEndpoint: '',
-  region: '',
-  secretName: '',
-  rootDirectory: '',
-};
-
 export interface SwitchOutput {
   readonly changed: boolean;
   readonly previous: StorageRef;
@@ -264,6 +257,7 @@ export async function switchRegistry(
           files: await snapshotFiles(manifest, deps),
           openDump: openDump(manifest, deps, database),
           storage: target,
+          saveDatabase: (name, dump) => saveDatabaseBefore(state.runId, name, dump, deps),
         });
   deps.log.info('registry storage switched', {
     runId: state.runId,

@@ -10,6 +10,7 @@ import { rollBackStorage } from '../registry/rollout.ts';
 import { registryBeforeKey } from '../vault/runs.ts';
 import { getJson } from '../vault/store.ts';
 import type { WorkflowDeps } from './deps.ts';
+import { loadDatabaseBefore } from './registry-state.ts';
 import {
   type RestoreState,
   type RolloutCheck,
@@ -148,7 +149,13 @@ export async function rollBackOrReport(
     reasons.push(`verification: ${event.verify.problems.slice(0, 5).join('; ')}`);
   const reason = reasons.join('; ') || 'unknown failure';
   const switched = event.switched ?? (await switchThatFailedLate(event.state, deps));
+  // A database the restore replaced is put back whenever rollback was asked for.
+  const databaseBack = async () =>
+    event.state?.rollbackOnFailure === true
+      ? await loadDatabaseBefore(event.state.runId, deps)
+      : undefined;
   if (switched === null || !switched.changed) {
+    const database = await databaseBack();
     return {
       ok: false,
       rolledBack: false,
@@ -160,7 +167,10 @@ export async function rollBackOrReport(
         secretName: '',
         rootDirectory: '',
       },
-      message: `restore failed before the registry was switched (the cluster is unchanged): ${reason}`,
+      message:
+        database === undefined
+          ? `restore failed before the registry was switched (the cluster is unchanged): ${reason}`
+          : `restore failed before the registry was switched: ${reason}; ${database.detail}`,
     };
   }
   if (event.state?.rollbackOnFailure !== true) {
@@ -172,7 +182,13 @@ export async function rollBackOrReport(
       message: `restore failed after the registry was switched to s3://${switched.current.bucket}; it was left there because rollbackOnFailure is false: ${reason}`,
     };
   }
-  const rollback = await rollbackRestore(switched, event.state.rolloutTimeoutSeconds, deps);
+  const storage = await rollbackRestore(switched, event.state.rolloutTimeoutSeconds, deps);
+  const database = await databaseBack();
+  const rollback = {
+    ...storage,
+    ok: storage.ok && database?.ok !== false,
+    message: database === undefined ? storage.message : `${storage.message}; ${database.detail}`,
+  };
   return {
     ...rollback,
     rolledBack: rollback.ok,

@@ -1,0 +1,164 @@
+/**
+ * The quay profile's restore on Quay before 3.7 (issue 20's scale path): the
+ * operator there knows no replica overrides, so the restore quiesces as the
+ * backup does, by scaling the operator's Deployment and then the component
+ * Deployments to 0, and puts back exactly the replicas it found. Into a new
+ * namespace and bucket (verified through the registry API), and in place
+ * with a verification that fails (rolled back, the Deployments as recorded).
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
+import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { quayRows } from '../../sandbox/quay-schema.ts';
+import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
+import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
+import {
+  blobsIn,
+  drNamespace,
+  keysSecret,
+  type RestoreBed,
+  restoreQuay,
+  startRestoreBed,
+} from '../support/quay-restore.ts';
+
+const NS = 'quay-old';
+const DR = 'quay-old-dr';
+const COMPONENTS = ['quay-app', 'clair-app', 'quay-mirror', 'quay-database'] as const;
+let s3: S3ServerHandle;
+let bed: QuayBed;
+let snapshotId: string;
+let rows: string[];
+/** The operator's and the components' replicas before anything ran. */
+let before: Record<string, number>;
+
+const operatorName = () => `quay-operator.v${bed.operator.version}`;
+const replicasOf = (namespace: string, name: string) =>
+  Number(
+    (bed.api.store.get(BuiltIn.deployments, namespace, name)?.['spec'] as { replicas?: number })
+      ?.replicas ?? -1,
+  );
+/** The operator's and `namespace`'s component Deployments' replicas. */
+const replicas = (namespace: string): Record<string, number> => ({
+  operator: replicasOf(bed.operator.operatorNamespace, operatorName()),
+  ...Object.fromEntries(COMPONENTS.map((c) => [c, replicasOf(namespace, `${QUAY_NAME}-${c}`)])),
+});
+const spec = (namespace: string) =>
+  bed.api.store.read(QUAY_REGISTRY, namespace, QUAY_NAME)['spec'] as {
+    configBundleSecret: string;
+    components: unknown;
+  };
+
+const restore = (namespace: string, bucket: string, secretName: string, registryUrl: string) =>
+  restoreQuay(s3, bed, { snapshotId, namespace, bucket, secretName, registryUrl });
+
+let started: RestoreBed;
+
+beforeAll(async () => {
+  started = await startRestoreBed(
+    's3-quay-restore-older',
+    ['older-dr-bucket', 'older-rollback', 'older-noload'],
+    { version: '3.6.4', namespace: NS, bucket: 'quay-older', count: 2 },
+    (b: QuayBed) => {
+      bed = b;
+      before = replicas(NS);
+    },
+  );
+  ({ s3, bed, rows, snapshotId } = started);
+}, 240_000);
+
+afterAll(async () => {
+  await started?.stop();
+});
+
+describe('quay restore before 3.7 (the scale path)', () => {
+  it('restores into a new namespace and bucket, scaling the operator and components and back', async () => {
+    // Prepare
+    const url = await drNamespace(s3, bed, DR, 'dr-s3');
+    // What ran beside psql while it loaded the dump: Quay's writers must all be stopped.
+    const beside: string[][] = [];
+    bed.operator.overrideExec(DR, '*postgres', (fallback) => (command, io, container) => {
+      if (command[0] === 'psql' && !command.includes('--version'))
+        beside.push(
+          bed.api.store
+            .list(BuiltIn.pods, DR)
+            .map((pod) => pod.metadata.labels?.['quay-component'] ?? '')
+            .filter((c) => c !== 'postgres'),
+        );
+      return fallback(command, io, container);
+    });
+    const operatorReplicas: number[] = [];
+    const unwatch = bed.api.store.watch((event) => {
+      if (event.ref.resource === 'deployments' && event.object.metadata.name === operatorName())
+        operatorReplicas.push(Number((event.object['spec'] as { replicas?: number }).replicas));
+    });
+
+    // Act
+    const result = await restore(DR, 'older-dr-bucket', 'dr-s3', url).finally(() => {
+      unwatch();
+      bed.operator.overrideExec(DR, '*postgres', undefined);
+    });
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    expect(result.status).toBe('SUCCEEDED');
+    expect(await quayRows(await bed.operator.database(DR, QUAY_NAME), QUAY_DATABASE)).toEqual(rows);
+    const blobs = await blobsIn(s3, 'older-dr-bucket');
+    for (const image of bed.images)
+      for (const blob of image.blobs) expect(blobs.has(blob.digest)).toBe(true);
+    // No replica overrides written: Quay before 3.7 has none; the components are as captured.
+    expect(spec(DR).components).toEqual(spec(NS).components);
+    expect(replicas(DR)).toEqual(before);
+    expect(replicas(NS)).toEqual(before);
+    expect(beside.length).toBeGreaterThan(0);
+    expect(beside.every((pods) => pods.length === 0)).toBe(true);
+    expect(operatorReplicas).toContain(0);
+    const tags = (await (await fetch(`${url}/v2/team/app1/tags/list`)).json()) as {
+      tags: string[];
+    };
+    expect(tags.tags).toEqual(['v1']);
+  });
+
+  it('rolls back a restore that does not verify, the operator and components as recorded', async () => {
+    // Prepare
+    const bundle = spec(NS).configBundleSecret;
+    keysSecret(s3, bed, NS, 'quay-s3');
+
+    // Act: a registry URL nothing answers on, so the verification fails.
+    const result = await restore(NS, 'older-rollback', 'quay-s3', 'http://127.0.0.1:9');
+
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect({ error: result.error, cause: result.cause }).toMatchObject({
+      error: 'RestoreRolledBack',
+    });
+    expect(spec(NS).configBundleSecret).toBe(bundle);
+    await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
+    expect(replicas(NS)).toEqual(before);
+    expect(await quayRows(await bed.database(), QUAY_DATABASE)).toEqual(rows);
+  });
+
+  it('puts the operator and components back when the database cannot be loaded', async () => {
+    // Prepare: psql in the postgres pod refuses the DROP DATABASE that starts the load.
+    keysSecret(s3, bed, NS, 'quay-s3');
+    const bundle = spec(NS).configBundleSecret;
+    bed.operator.overrideExec(NS, '*postgres', (fallback) => async (command, io, container) => {
+      if (command[0] !== 'psql' || !command.some((a) => a.startsWith('DROP DATABASE')))
+        return fallback(command, io, container);
+      io.stderr('ERROR:  permission denied to drop database\n');
+      return 1;
+    });
+
+    // Act
+    const result = await restore(NS, 'older-noload', 'quay-s3', bed.registryUrl).finally(() =>
+      bed.operator.overrideExec(NS, '*postgres', undefined),
+    );
+
+    // Assess
+    expect(result.status).toBe('FAILED');
+    expect(result.cause).toContain('permission denied to drop database');
+    expect(spec(NS).configBundleSecret).toBe(bundle);
+    expect(replicas(NS)).toEqual(before);
+    await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
+    expect(await quayRows(await bed.database(), QUAY_DATABASE)).toEqual(rows);
+  });
+});
