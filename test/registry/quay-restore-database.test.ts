@@ -42,7 +42,8 @@ beforeAll(async () => {
   const postgres = await bed.database();
   await postgres.sql(
     QUAY_DATABASE,
-    "INSERT INTO tag (name, repository_id, manifest_id) SELECT 'v2', repository_id, id FROM manifest ORDER BY id LIMIT 1;",
+    `INSERT INTO tag (name, repository_id, manifest_id, lifetime_start_ms)
+       SELECT 'v2', repository_id, id, ${Date.now()} FROM manifest ORDER BY id LIMIT 1;`,
   );
   rowsNow = await quayRows(postgres, QUAY_DATABASE);
   expect(rowsNow).not.toEqual(started.rows);

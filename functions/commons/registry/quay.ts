@@ -41,6 +41,13 @@ import { cleanForCapture } from './workload.ts';
 
 export { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
 
+/**
+ * The storage_path the Quay Operator gives managed object storage (its
+ * generated config.yaml), without the leading slash: where Quay's blobs are
+ * in a NooBaa bucket.
+ */
+const MANAGED_STORAGE_PATH = 'datastorage/registry';
+
 /** The NooBaa (ODF) bucket claim's objects, as the runbook reads them. */
 const NOOBAA_SELECTOR = 'app=noobaa';
 /** The label of a config bundle regvault made: the bundle it was made from. */
@@ -135,7 +142,8 @@ export function quayProfile(
           live?.endpoint ?? (host === '' ? '' : `https://${host}${port === '' ? '' : `:${port}`}`),
         region: claim['BUCKET_REGION'] ?? 'us-east-1',
         secretName: keys['.name'] ?? '',
-        rootDirectory: live?.rootDirectory ?? '',
+        // Quiesced, the operator's path for managed object storage stands in, as the endpoint does.
+        rootDirectory: live?.rootDirectory ?? MANAGED_STORAGE_PATH,
       },
     };
   };
@@ -242,7 +250,8 @@ export function quayProfile(
           endpoint: next.regionEndpoint,
           region: next.region,
           keys: await readStorageKeys(next.secretName),
-          rootDirectory: previous.rootDirectory,
+          // Where the restored blobs are (the snapshot's storage_path; the copy keeps keys).
+          rootDirectory: next.rootDirectory === '' ? previous.rootDirectory : next.rootDirectory,
         },
         from,
       );

@@ -49,7 +49,11 @@ export async function finalizeBackup(
 ): Promise<BackupSummary> {
   const root = rootOf(deps.vault);
   // The registry first: whatever else fails, what this run stopped serves again.
-  const resumed = state.quiesced === true ? await resumeRegistry(state.runId, deps) : undefined;
+  // (Its record is read when discover said it quiesced, and on every failure path.)
+  const resumed =
+    state.quiesced === true || error !== undefined
+      ? await resumeRegistry(state.runId, deps)
+      : undefined;
   // A run seen dead and taken over must not write its manifest over the failure the taker wrote.
   // A lease this process renewed less than a quarter of its life ago cannot have been seen
   // dead (it is neither expired nor held by a dead process), so it is not read again here.
