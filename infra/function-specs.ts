@@ -92,6 +92,15 @@ export interface FunctionSpec {
    * kubeconfig secret, each its identity's.
    */
   readonly cluster: ClusterAccess;
+  /**
+   * Runs a quiescing profile's work when the stack's profile is one (quay:
+   * `quiesceWaitSeconds` in functions/commons/registry/profiles.ts): discover
+   * quiesces and dumps the database, finalize and the failure paths resume,
+   * switch and rollback load a database. With such a profile the row calls
+   * the cluster as the patch identity and has `QUIESCE_BUDGET.seconds`
+   * (`forProfile`); with any other, this flag changes nothing.
+   */
+  readonly quiesces?: true;
   /** Calls the registry API (verification): only these get the registry login. */
   readonly registryApi: boolean;
   /** What it does in each vault folder it touches; a folder not named is out of its reach. */
@@ -117,6 +126,8 @@ const FINALIZE = {
   roleBuckets: 'none',
   // Deletes the run's lease once the manifest is final.
   runLease: 'release',
+  // Resumes what discover quiesced, first.
+  quiesces: true,
 } as const satisfies FunctionSpec;
 
 /** Small vault writers that end what died, a minute at most. */
@@ -160,6 +171,8 @@ export const FUNCTIONS = {
     runLease: 'renew',
     roleBuckets: 'list',
     registryBuckets: 'list',
+    // Quiesces the registry, streams its database dump, reads its live tags.
+    quiesces: true,
   },
   // Lists the source (keys from the registry Secret) and writes the run's job.
   plan: {
@@ -245,6 +258,8 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: { snapshots: 'read', runs: 'write' },
     roleBuckets: 'none',
+    // Quiesces, keeps the target's database, loads the snapshot's.
+    quiesces: true,
   },
   // The ASL gives CheckRollout 120 s; the function must end before that.
   'rollout-status': {
@@ -275,6 +290,8 @@ export const FUNCTIONS = {
     registryApi: false,
     vault: { runs: 'read' },
     roleBuckets: 'none',
+    // Loads back the database the switch kept, quiesced.
+    quiesces: true,
   },
   // Backup: source (registry Secret keys) -> vault; restore: vault -> target (keys from the cluster).
   // Its timeout is the stack's copyWorkerTimeoutSeconds (this is the default).
@@ -306,6 +323,8 @@ export const FUNCTIONS = {
     description: 'End the backup run of an execution that was aborted, timed out or failed',
     vault: { snapshots: 'write', locks: 'read' },
     runLease: 'release',
+    // Resumes what the dead run quiesced.
+    quiesces: true,
   },
   // Retention: deletes expired snapshots and the vault objects no snapshot uses any more.
   prune: {
@@ -319,6 +338,26 @@ export const FUNCTIONS = {
     roleBuckets: 'none',
   },
 } as const satisfies Record<FunctionName, FunctionSpec>;
+
+/**
+ * The time a quiescing row gets (Lambda's most), and what of it discover keeps
+ * for the database dump and the live tags after its quiesce wait: a profile
+ * whose quiesce may wait longer than `seconds - dumpSeconds` is refused at
+ * synth (infra/settings.ts). A failure path's resume needs no share of it:
+ * a step that times out while resuming goes to mark-failed, or ends the
+ * execution, whose end-dead-run resumes again (each with its own 900 s).
+ */
+export const QUIESCE_BUDGET = { seconds: 900, dumpSeconds: 300 } as const;
+
+/**
+ * A row as the stack builds it for its profile: a quiescing row of a
+ * quiescing profile calls the cluster as the patch identity, with
+ * `QUIESCE_BUDGET.seconds`; every other row is as the table says.
+ */
+export function forProfile(spec: FunctionSpec, quiescing: boolean): FunctionSpec {
+  if (!quiescing || spec.quiesces !== true) return spec;
+  return { ...spec, cluster: 'patch', timeout: Duration.seconds(QUIESCE_BUDGET.seconds) };
+}
 
 /** `rollout-status` -> `RolloutStatusFunction`, the function's construct id. */
 export function functionId(name: FunctionName): string {

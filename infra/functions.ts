@@ -13,10 +13,12 @@ import { CfnAccessEntry } from 'aws-cdk-lib/aws-eks';
 import { type IRole, PolicyStatement } from 'aws-cdk-lib/aws-iam';
 import type { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { IQueue } from 'aws-cdk-lib/aws-sqs';
+import { PROFILES } from '../functions/commons/registry/profiles.ts';
 import type { FunctionName } from '../functions/commons/workflows/steps.ts';
 import {
   FUNCTIONS,
   type FunctionSpec,
+  forProfile,
   functionId,
   REGISTRY_BUCKET_ACTIONS,
   ROLE_BUCKET_ACTIONS,
@@ -48,7 +50,7 @@ export function makeFunctions(
   )
     Annotations.of(stack).addWarningV2(
       'regvault:oneClusterIdentity',
-      "One cluster identity: every function that calls the cluster reads kubeconfigSecretArn, so it must allow switch's patch. " +
+      "One cluster identity: every function that calls the cluster reads kubeconfigSecretArn, so it must allow switch's patch (and, with a quiescing profile such as quay, its quiesce and pods/exec). " +
         'Give the patch identity its own kubeconfig (patchKubeconfigSecretArn), or use EKS tokens (eksClusterName); see docs/deploy.md.',
     );
   const environment: Record<string, string> = {
@@ -74,8 +76,11 @@ export function makeFunctions(
       : { ROLE_BUCKETS: settings.roleBucketNames.join(',') }),
     ...(settings.registryUrl === undefined ? {} : { REGISTRY_URL: settings.registryUrl }),
   };
+  // A profile that stops the registry (quay) quiesces, dumps and resumes in the rows marked `quiesces`.
+  const quiescing = PROFILES[settings.profile].quiesceWaitSeconds !== undefined;
   return Object.fromEntries(
-    (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).map(([name, spec]) => {
+    (Object.entries(FUNCTIONS) as Array<[FunctionName, FunctionSpec]>).map(([name, row]) => {
+      const spec = forProfile(row, quiescing);
       // The shared runtime reads every secret whose ARN it is given when a
       // container starts, so a secret's ARN goes exactly where its grant goes.
       const secrets = secretsOf(settings, spec);
@@ -134,9 +139,10 @@ function vaultActionsOf(spec: FunctionSpec): Record<string, readonly string[]> {
 }
 
 /**
- * The kubeconfig of a function's cluster identity: switch and rollback use
- * the patch identity's when one is given, every other cluster caller the
- * read identity's.
+ * The kubeconfig of a function's cluster identity: the patch rows (switch,
+ * rollback, and with a quiescing profile the rows that quiesce) use the
+ * patch identity's when one is given, every other cluster caller the read
+ * identity's.
  */
 function kubeconfigOf(settings: RegvaultSettings, spec: FunctionSpec): string | undefined {
   if (spec.cluster === 'none') return undefined;

@@ -6,12 +6,17 @@
  */
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { z } from 'zod';
-import { DEFAULT_PROFILE, profileNameSchema } from '../functions/commons/registry/profiles.ts';
+import {
+  DEFAULT_PROFILE,
+  PROFILES,
+  profileNameSchema,
+} from '../functions/commons/registry/profiles.ts';
 // The copy's times are data both sides read: the stack and the local runner derive them alike.
 import {
   COPY_WORKER_TIMEOUT_RANGE,
   COPY_WORKER_TIMEOUT_SECONDS,
 } from '../functions/commons/workflows/copy-timing.ts';
+import { QUIESCE_BUDGET } from './function-specs.ts';
 
 const bucketName = z
   .string()
@@ -128,11 +133,15 @@ export const regvaultSettingsSchema = z
     /**
      * The kubeconfig of regvault's read identity in the cluster: the
      * registry's resource, storage Secrets and rollout. Every function that
-     * calls the cluster reads it, except switch and rollback when
-     * `patchKubeconfigSecretArn` is set.
+     * calls the cluster reads it, except the patch identity's (switch,
+     * rollback, and quay's quiescing steps) when `patchKubeconfigSecretArn` is set.
      */
     kubeconfigSecretArn: secretArn.optional(),
-    /** The kubeconfig of the identity that may patch the registry's resource: switch and rollback only. */
+    /**
+     * The kubeconfig of the identity that may patch the registry's resource:
+     * switch and rollback, and with a quiescing profile (quay) also discover,
+     * finalize, mark-failed and end-dead-run (`quiesces` in function-specs.ts).
+     */
     patchKubeconfigSecretArn: secretArn.optional(),
     /**
      * An EKS cluster's name: the functions sign short-lived tokens with their
@@ -366,6 +375,7 @@ export const regvaultSettingsSchema = z
         message: 'the external id goes with registryReadRoleArn: set the role too, or drop it',
       });
     }
+    quiesceFits(settings, ctx);
     if (settings.alarmTopicArn !== undefined && settings.alarmEmails.length > 0) {
       ctx.addIssue({
         code: 'custom',
@@ -377,6 +387,38 @@ export const regvaultSettingsSchema = z
   });
 
 export type RegvaultSettings = z.output<typeof regvaultSettingsSchema>;
+
+/**
+ * A profile that quiesces the registry (quay) does it inside discover, whose
+ * Lambda has `QUIESCE_BUDGET.seconds`: its quiesce wait must leave the dump
+ * its share. Its settings are read here with the profile's own schema, so a
+ * misspelt one is refused at synth too, before anything is deployed.
+ */
+function quiesceFits(
+  settings: { profile: keyof typeof PROFILES; profileSettings: Record<string, unknown> },
+  ctx: z.RefinementCtx,
+): void {
+  const kind = PROFILES[settings.profile];
+  if (kind.quiesceWaitSeconds === undefined) return;
+  const parsed = kind.settingsSchema.safeParse(settings.profileSettings);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['profileSettings', ...issue.path.map(String)],
+        message: `${issue.message} (the ${settings.profile} profile's settings)`,
+      });
+    return;
+  }
+  const wait = kind.quiesceWaitSeconds(parsed.data);
+  const most = QUIESCE_BUDGET.seconds - QUIESCE_BUDGET.dumpSeconds;
+  if (wait > most)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['profileSettings', 'waitSeconds'],
+      message: `at most ${most} with profile ${settings.profile} (${wait} given): discover quiesces the registry and then dumps its database in one Lambda of ${QUIESCE_BUDGET.seconds} s (Lambda's most), and the stack keeps ${QUIESCE_BUDGET.dumpSeconds} s of it for the dump; lower waitSeconds, or back up with the CLI's local runner, which has no such limit`,
+    });
+}
 
 /**
  * Context keys that look like ours: plain camelCase. CDK's own keys carry a

@@ -12,6 +12,7 @@ import {
   actionsOn,
   type Built,
   buildStack,
+  environmentOf,
   FULL_CONTEXT,
   type FunctionName,
   logicalIdOf,
@@ -35,17 +36,6 @@ type KeyStatement = {
   Action: string | string[];
   Condition?: unknown;
 };
-
-/** The environment variables of one function. */
-function environmentOf(built: Built, name: FunctionName): Record<string, unknown> {
-  const fn = resourcesOf(built.template, 'AWS::Lambda::Function')[
-    logicalIdOf(built, built.stack.functions[name].function)
-  ];
-  return (
-    (fn?.Properties['Environment'] as { Variables: Record<string, unknown> } | undefined)
-      ?.Variables ?? {}
-  );
-}
 
 function vaultKeyPolicy(built: Built): KeyStatement[] {
   const key = built.stack.vaultKey as unknown as { node: { defaultChild?: unknown } };

@@ -122,3 +122,30 @@ export function actionsOn(built: Built, name: FunctionName, resource: string): s
     .flatMap(actionsOf)
     .sort();
 }
+
+/** The environment variables of one function. */
+export function environmentOf(built: Built, name: FunctionName): Record<string, unknown> {
+  const fn = resourcesOf(built.template, 'AWS::Lambda::Function')[
+    logicalIdOf(built, built.stack.functions[name].function)
+  ];
+  return (
+    (fn?.Properties['Environment'] as { Variables: Record<string, unknown> } | undefined)
+      ?.Variables ?? {}
+  );
+}
+
+/** One function's Lambda properties in the template. */
+export function lambdaPropsOf(built: Built, name: FunctionName): Record<string, unknown> {
+  return (
+    resourcesOf(built.template, 'AWS::Lambda::Function')[
+      logicalIdOf(built, built.stack.functions[name].function)
+    ]?.Properties ?? {}
+  );
+}
+
+/** One function's role ARN as the template refers to it, as JSON text. */
+export function roleArnOf(built: Built, name: FunctionName): string {
+  return JSON.stringify({
+    'Fn::GetAtt': [logicalIdOf(built, built.stack.functions[name].role), 'Arn'],
+  });
+}

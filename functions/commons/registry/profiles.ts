@@ -24,6 +24,13 @@ export interface ProfileKind<S extends z.ZodType = z.ZodType> {
   secretNamespace(settings: z.infer<S>): string;
   /** The profile's `bucketLayout` (profile.ts), known before it is loaded. */
   readonly bucketLayout?: 'quay';
+  /**
+   * A profile that stops the registry for a backup (quiesce, database dump,
+   * resume inside discover, finalize and the failure paths): the longest its
+   * quiesce or its resume may wait, in seconds. The stack gives those steps
+   * the cluster identity that may write, and the time, when it is set.
+   */
+  quiesceWaitSeconds?(settings: z.infer<S>): number;
   load(kc: KubeConfig, settings: z.infer<S>): Promise<RegistryProfile>;
   /** The registry resources of this kind the cluster holds (profile detection, detect.ts). */
   detect(kc: KubeConfig, settings: z.infer<S>): Promise<Found>;
@@ -71,6 +78,7 @@ export const PROFILES = {
     settingsSchema: quaySettingsSchema,
     secretNamespace: (settings) => settings.namespace,
     bucketLayout: 'quay',
+    quiesceWaitSeconds: (settings) => settings.waitSeconds,
     load: async (kc, settings) => (await import('./quay.ts')).quayProfile(kc, settings),
     detect: async (kc) => (await import('./detect.ts')).findQuayRegistries(kc),
   }),
