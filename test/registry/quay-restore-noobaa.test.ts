@@ -17,6 +17,7 @@ import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
 import {
   blobsIn,
   drNamespace,
+  keysSecret,
   type RestoreBed,
   restoreQuay,
   startRestoreBed,
@@ -134,15 +135,7 @@ describe('quay restore onto NooBaa managed storage', () => {
   it('rolls a move off managed storage back: the old bundle and objectstorage managed again', async () => {
     // Prepare
     const bundle = spec(NS).configBundleSecret;
-    bed.api.store.create(BuiltIn.secrets, {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'nb-keys', namespace: NS },
-      data: {
-        'access-key-id': Buffer.from(s3.credentials.accessKeyId).toString('base64'),
-        'secret-access-key': Buffer.from(s3.credentials.secretAccessKey).toString('base64'),
-      },
-    });
+    keysSecret(s3, bed, NS, 'nb-keys');
 
     // Act: a registry URL nothing answers on, so the verification fails.
     const result = await restoreQuay(s3, bed, {

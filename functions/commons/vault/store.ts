@@ -263,18 +263,26 @@ export async function readCompleteManifest(
 /**
  * The newest complete snapshot that `accept` takes, reading manifests newest
  * first and stopping at it (a vault keeping 30 snapshots costs one or two
- * reads, not 30).
+ * reads, not 30). `read` is readCompleteManifest (kept for the backup's later
+ * steps) unless the caller must see the vault as it is now.
  */
 export async function newestComplete(
   vault: Vault,
   accept: (manifest: SnapshotManifest) => boolean,
+  read: typeof readCompleteManifest = readCompleteManifest,
 ): Promise<SnapshotManifest | undefined> {
   for (const id of (await listSnapshotIds(vault)).reverse()) {
-    const manifest = await readCompleteManifest(vault, id);
+    const manifest = await read(vault, id);
     if (manifest !== undefined && accept(manifest)) return manifest;
   }
   return undefined;
 }
+
+/** The manifest of snapshot `id` if it is complete, read now. */
+const readIfComplete = async (vault: Vault, id: string) => {
+  const manifest = await readManifest(vault, id);
+  return manifest?.status === 'complete' ? manifest : undefined;
+};
 
 /** Every snapshot with a manifest, oldest first. */
 export async function listSnapshots(vault: Vault): Promise<SnapshotManifest[]> {
@@ -290,8 +298,7 @@ export async function listSnapshots(vault: Vault): Promise<SnapshotManifest[]> {
 export async function resolveSnapshot(vault: Vault, id: string): Promise<SnapshotManifest> {
   const where = `s3://${vault.location.bucket}/${rootOf(vault)}`;
   if (id === 'latest') {
-    const complete = (await listSnapshots(vault)).filter((m) => m.status === 'complete');
-    const latest = complete.at(-1);
+    const latest = await newestComplete(vault, () => true, readIfComplete);
     if (latest === undefined) {
       throw new VaultError(
         `the vault ${where} holds no complete snapshot; run a backup first or check the vault bucket and prefix`,
