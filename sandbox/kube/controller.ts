@@ -7,6 +7,7 @@
 import { createHash, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { LOOPBACK } from '../process.ts';
+import { observeProbe, type Readiness, unready } from './readiness.ts';
 import { BuiltIn } from './resources.ts';
 import type { KubeApiServer } from './server.ts';
 import { startServiceProxy } from './service-proxy.ts';
@@ -110,24 +111,14 @@ export interface RegistryController {
   stop(): Promise<void>;
 }
 
-interface PodState {
+interface PodState extends Readiness {
   name: string;
   hash: string;
   instance: RegistryInstance | undefined;
   /** Why the container cannot start (crash loop); its log. */
   crash: string[] | undefined;
-  ready: boolean;
-  /** Probe failures in a row since the last success (the kubelet's failureThreshold counter). */
-  failures: number;
   startedAt: number;
 }
-
-/**
- * A kubelet marks a Ready container unready only after this many probe
- * failures in a row (the readinessProbe default), so one slow answer on a
- * loaded machine does not flap the pod.
- */
-const PROBE_FAILURE_THRESHOLD = 3;
 
 const ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
 const randomSuffix = (length: number) =>
@@ -418,8 +409,7 @@ export async function startRegistryController(
       hash: want.hash,
       instance: undefined,
       crash: undefined,
-      ready: false,
-      failures: 0,
+      ...unready(),
       startedAt: Date.now(),
     };
     if (want.config === undefined) {
@@ -449,6 +439,8 @@ export async function startRegistryController(
         },
       });
     }
+    // Out of `pods`, the Service sends it nothing new; it finishes what it took.
+    if (state.instance !== undefined) await proxy.drain(state.instance.url, 5_000);
     await state.instance?.stop();
     if (existing !== undefined) store.delete(BuiltIn.pods, namespace, state.name);
     server.setPodLogs(namespace, state.name, undefined);
@@ -499,10 +491,7 @@ export async function startRegistryController(
     for (const state of pods) {
       const running = state.instance?.running() === true;
       const answered = running && state.instance !== undefined && (await probe(state.instance.url));
-      state.failures = answered ? 0 : state.failures + 1;
-      // An exited process is unready at once; a live one only after repeated failures.
-      state.ready =
-        answered || (running && state.ready && state.failures < PROBE_FAILURE_THRESHOLD);
+      observeProbe(state, running, answered);
     }
     for (const state of pods) writeStatus(BuiltIn.pods, state.name, podStatus(state));
     const latest = pods.at(-1);

@@ -35,6 +35,7 @@ import { LOOPBACK, waitFor } from '../process.ts';
 import { type QuayAppStarter, type QuayAppStorage, startQuayApp } from '../quay-app.ts';
 import type { RegistryInstance, RegistryStarter } from './controller.ts';
 import type { PodExecHandler } from './exec.ts';
+import { observeProbe, type Readiness, unready } from './readiness.ts';
 import { BuiltIn, definitionsOfCrd, type ResourceDefinition } from './resources.ts';
 import type { KubeApiServer } from './server.ts';
 import { type ServiceProxy, startServiceProxy } from './service-proxy.ts';
@@ -217,14 +218,13 @@ const storagePathOf = (s: Record<string, unknown>) =>
 const databaseOfUri = (uri: unknown) =>
   typeof uri === 'string' ? decodeURIComponent(new URL(uri).pathname.slice(1)) : '';
 
-interface RegistryState {
+interface RegistryState extends Readiness {
   readonly namespace: string;
   readonly name: string;
   /** The running registry process and the config it was started from. */
   instance: RegistryInstance | undefined;
   configKey: string | undefined;
   crash: string | undefined;
-  ready: boolean;
   postgres?: Promise<PostgresHandle>;
   proxy?: Promise<ServiceProxy>;
   /** The config.yaml the quay-app pods run with. */
@@ -291,7 +291,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       state = {
         namespace,
         name,
-        ready: false,
+        ...unready(),
         instance: undefined,
         configKey: undefined,
         crash: undefined,
@@ -500,9 +500,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
           store.delete(BuiltIn.pods, namespace, pod.metadata.name);
           server.setPodExec(namespace, pod.metadata.name, undefined);
         }
-        await state.instance?.stop();
-        state.instance = undefined;
-        state.ready = false;
+        await retire(state);
         state.configKey = key;
         state.crash = undefined;
         if (typeof storage === 'string') state.crash = storage;
@@ -523,14 +521,14 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       }
       state.running = config.yaml;
     } else if (state.instance !== undefined || state.configKey !== undefined) {
-      await state.instance?.stop();
-      state.instance = undefined;
+      await retire(state);
       state.configKey = undefined;
-      state.ready = false;
       state.running = undefined;
     }
-    if (state.instance !== undefined)
-      state.ready = state.instance.running() && (await answers(state.instance.url));
+    if (state.instance !== undefined) {
+      const running = state.instance.running();
+      observeProbe(state, running, running && (await answers(state.instance.url)));
+    }
     for (const [suffix, component] of [
       [SCALED.quay, 'quay-app'],
       [SCALED.clair, 'clair-app'],
@@ -540,6 +538,16 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       const ready = component === 'quay-app' ? state.ready : true;
       syncPods(quay, suffix, component, replicasOf(suffix), ready);
     }
+  }
+
+  /** Takes quay-app out of its Service, lets it finish what it took, and stops it. */
+  async function retire(state: RegistryState): Promise<void> {
+    const instance = state.instance;
+    Object.assign(state, unready());
+    state.instance = undefined;
+    if (instance === undefined) return;
+    if (state.proxy !== undefined) await (await state.proxy).drain(instance.url, 5_000);
+    await instance.stop();
   }
 
   async function answers(url: string): Promise<boolean> {
@@ -745,10 +753,8 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     // A QuayRegistry deleted: its pods and processes go (its database too, as its PVC would).
     for (const [key, state] of states) {
       if (registries.some((q) => `${q.metadata.namespace}/${q.metadata.name}` === key)) continue;
-      await state.instance?.stop();
-      state.instance = undefined;
+      await retire(state);
       state.configKey = undefined;
-      state.ready = false;
     }
   }
 

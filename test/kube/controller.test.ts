@@ -144,7 +144,7 @@ describe('the registry controller with the real registry on S3', () => {
     expect(env.find((e) => e.name === 'REGISTRY_STORAGE_S3_BUCKET')?.value).toBe('registry-b');
     expect(pods[0]?.status.containerStatuses[0]?.ready).toBe(true);
     expect(answers.length).toBeGreaterThan(0);
-    expect(answers.every((status) => status === 200)).toBe(true);
+    expect(answers.filter((status) => status !== 200)).toEqual([]);
   });
 
   it('forwards registry traffic to the pod on the new bucket', async () => {
