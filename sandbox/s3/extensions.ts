@@ -110,6 +110,12 @@ export interface FaultRule {
    * begins there, not the planner's.
    */
   readonly listingFrom?: string;
+  /**
+   * A listing matches only when its `delimiter` is this one: a registry link
+   * shard's passes roll up `/_layers/` or `/_manifests/`; the planner's
+   * counting listings have no delimiter.
+   */
+  readonly listingDelimiter?: string;
   /** Close the connection without an answer instead of sending an error (a connection reset). */
   readonly reset?: boolean;
 }
@@ -143,15 +149,17 @@ export class RequestLedger {
   /**
    * The rule a request trips, consuming one of its uses, if any. A copy matches
    * `keyPrefix` by its target key or by its source key (`copySourceKey`); a
-   * listing matches `listingFrom` by its `start-after`.
+   * listing matches `listingFrom` by its `start-after` and `listingDelimiter`
+   * by its `delimiter`.
    */
   trip(
     operation: string,
     bucket: string,
     key: string,
     copySourceKey?: string,
-    startAfter?: string,
+    listing: { readonly startAfter?: string; readonly delimiter?: string } = {},
   ): FaultRule | undefined {
+    const { startAfter, delimiter } = listing;
     const keyMatches = (prefix: string) =>
       key.startsWith(prefix) || (copySourceKey?.startsWith(prefix) ?? false);
     const rule = this.#rules.find(
@@ -161,7 +169,8 @@ export class RequestLedger {
         (candidate.bucket === undefined || candidate.bucket === bucket) &&
         (candidate.keyPrefix === undefined || keyMatches(candidate.keyPrefix)) &&
         (candidate.listingFrom === undefined ||
-          (startAfter !== undefined && startAfter >= candidate.listingFrom)),
+          (startAfter !== undefined && startAfter >= candidate.listingFrom)) &&
+        (candidate.listingDelimiter === undefined || candidate.listingDelimiter === delimiter),
     );
     if (rule !== undefined) rule.remaining -= 1;
     return rule;

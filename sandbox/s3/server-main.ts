@@ -188,6 +188,17 @@ app.addHook('onRequest', async (request) => {
     appendFileSync(requestLog, `${operation} ${request.method} ${request.url}\n`);
 });
 
+/** The listing parameters a fault rule can match. */
+function listingParams(url: string): { startAfter?: string; delimiter?: string } {
+  const params = new URL(url, 'http://sandbox').searchParams;
+  const startAfter = params.get('start-after');
+  const delimiter = params.get('delimiter');
+  return {
+    ...(startAfter === null ? {} : { startAfter }),
+    ...(delimiter === null ? {} : { delimiter }),
+  };
+}
+
 app.addHook('preHandler', async (request, reply) => {
   const operation = operations.get(request) ?? operationOf(request as SandboxRequest);
   const { bucket, key } = bucketAndKey(request as SandboxRequest);
@@ -196,7 +207,7 @@ app.addHook('preHandler', async (request, reply) => {
     bucket,
     key,
     copySourceKeyOf(request as SandboxRequest),
-    new URL(request.url, 'http://sandbox').searchParams.get('start-after') ?? undefined,
+    listingParams(request.url),
   );
   if (fault !== undefined) {
     if (fault.reset === true) {

@@ -105,6 +105,9 @@ function wake(here: LinksHere): void {
   for (const waiter of here.waiters.splice(0)) waiter();
 }
 
+/** A run ended its shard: it listed everything, or it aborted (a cursor then tells a retry where). */
+const ended = (result: ShardRunResult) => result.next === undefined || result.aborted !== undefined;
+
 /**
  * Remembers in this process that a link shard has listed, and writes its
  * marker in the vault for blob shards worked elsewhere, unless every message
@@ -381,9 +384,10 @@ export async function handleShardMessage(
     here?.listing.add(shard.id);
     try {
       result = await runShard(ctx, shard, resume);
-      // A link shard that ended without listing everything (aborted) still frees the blob
-      // shards: the run fails on its result, and finalize says why.
-      if (shard.kind === 'links' && result.next === undefined)
+      // A link shard that ended without listing everything (aborted, with a cursor
+      // for a retry) still frees the blob shards: the run fails on its result, and
+      // finalize says why. Only a shard that hands on has not ended.
+      if (shard.kind === 'links' && ended(result))
         marking ??= markListed(deps, job.runId, shard.id, transport.local !== undefined);
       await marking;
     } finally {
@@ -403,7 +407,7 @@ export async function handleShardMessage(
     result = await copyEntries(ctx, part.id, entries, resume);
   }
   const totals = addTotals(message.totals ?? emptyTotals(), result.totals);
-  const last = result.next === undefined || result.aborted !== undefined;
+  const last = ended(result);
   // The last message's file also carries the shard's result: finalize reads one file per message.
   const shardResult: ShardResult | undefined = last
     ? {
