@@ -24,7 +24,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -418,7 +418,8 @@ export const startQuayApp: QuayAppStarter = async (options) => {
         'Content-Type': 'application/octet-stream',
         'Docker-Content-Digest': digest,
       });
-      (object.Body as Readable).pipe(response);
+      // A body cut mid-way (the S3 server gone) cuts the client's connection too.
+      pipeline(object.Body as Readable, response, () => undefined);
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status === 404)

@@ -7,6 +7,7 @@
  */
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
+import { pipeline } from 'node:stream';
 import { freePort, LOOPBACK } from '../process.ts';
 
 export interface ServiceProxy {
@@ -47,7 +48,9 @@ export async function startServiceProxy(
       { method: req.method, headers: req.headers, agent: false },
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
+        // A pod that dies mid-answer cuts the client's connection, as a Service
+        // does, rather than leaving the client waiting for a body that never ends.
+        pipeline(answer, res, () => undefined);
       },
     );
     forward.on('error', (err) => {
