@@ -3,6 +3,7 @@
  */
 import type { Command } from 'commander';
 import { type BackupEstimate, estimateBackup } from '../../functions/commons/aws/estimate.ts';
+import { leanPathFor } from '../../functions/commons/copy/context.ts';
 import { genericCopyPolicy, planShards } from '../../functions/commons/copy/plan.ts';
 import {
   looksLikeRegistry,
@@ -65,7 +66,10 @@ export function planCommand(program: Command): void {
         );
         const client = await deps.s3(source);
         const registry = await looksLikeRegistry(client, source);
-        const options = { targetObjectsPerShard: numbers.shardObjects ?? 5_000 };
+        const options = {
+          targetObjectsPerShard: numbers.shardObjects ?? 5_000,
+          fast: leanPathFor(client, source),
+        };
         const policy = registry ? registryCopyPolicy : genericCopyPolicy;
         const plan = await planShards(client, source.bucket, '', policy, options);
         // ~700 server-side copies/s per worker process measured on the sandbox; AWS S3 is faster per connection.

@@ -177,7 +177,7 @@ function conditionalPutRefusal(
   return undefined;
 }
 
-/** REGVAULT_S3_LOG: a file each request is appended to (operation, method, URL), to see where a run's requests go. */
+/** REGVAULT_S3_LOG: a file each request is appended to (milliseconds since the epoch, operation, method, URL), to see where and when a run's requests go. */
 const requestLog = process.env['REGVAULT_S3_LOG'];
 
 app.addHook('onRequest', async (request) => {
@@ -185,7 +185,7 @@ app.addHook('onRequest', async (request) => {
   operations.set(request, operation);
   ledger.count(operation);
   if (requestLog !== undefined && operation !== 'Sandbox')
-    appendFileSync(requestLog, `${operation} ${request.method} ${request.url}\n`);
+    appendFileSync(requestLog, `${Date.now()} ${operation} ${request.method} ${request.url}\n`);
 });
 
 /** The listing parameters a fault rule can match. */

@@ -82,6 +82,23 @@ export function fastCopierFor(
 }
 
 /**
+ * The lean request path to `location` for a job copying `concurrency` objects
+ * at once (its sockets; the copier is shared by every user of `client`, so
+ * the planner that lists first sizes it as the copies will need it).
+ * Undefined for a directory: it is answered in this process, and the lean
+ * path has nothing to save.
+ */
+export function leanPathFor(
+  client: S3Client,
+  location: Location,
+  concurrency = 64,
+): FastCopier | undefined {
+  return isDirectoryEndpoint(location.endpoint)
+    ? undefined
+    : fastCopierFor(client, location, concurrency + 8);
+}
+
+/**
  * Server-side copy needs the target's client to read the source: the same
  * endpoint and the same access reference. Anything else streams.
  */
@@ -109,14 +126,11 @@ export function createCopyContext(options: CopyJobOptions): CopyContext {
     ...options.transfer,
     mode,
   };
-  const sideOf = ({ client, location }: Side) => ({
-    client,
-    bucket: location.bucket,
-    // A directory is answered in this process: the lean request path has nothing to save.
-    ...((options.fastCopy ?? true) && !isDirectoryEndpoint(location.endpoint)
-      ? { fast: fastCopierFor(client, location, (options.concurrency ?? 64) + 8) }
-      : {}),
-  });
+  const sideOf = ({ client, location }: Side) => {
+    const fast =
+      (options.fastCopy ?? true) ? leanPathFor(client, location, options.concurrency) : undefined;
+    return { client, bucket: location.bucket, ...(fast === undefined ? {} : { fast }) };
+  };
   return {
     source: sideOf(options.source),
     target: {

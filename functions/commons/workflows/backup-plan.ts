@@ -5,6 +5,7 @@
  * copy workers.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { leanPathFor } from '../copy/context.ts';
 import { genericCopyPolicy, planShards } from '../copy/plan.ts';
 import type { PreviousPlan } from '../copy/policy.ts';
 import { registryCopyPolicy } from '../registry/copy-policy.ts';
@@ -40,6 +41,9 @@ export async function planBackup(
 ): Promise<BackupPlanOutput> {
   await renewBackupLease(state, deps, { unlessFresh: true });
   const client = await deps.s3(state.source);
+  // Listed through the lean request path, as the workers list: the SDK's XML
+  // parsing made planning 3 to 4 times slower (0.55 s against 0.15 s for 20,000 objects).
+  const fast = leanPathFor(client, state.source, state.concurrency);
   // The last backup's shards, when its run's job is still in the vault: the policy may plan with them.
   const previous =
     state.previousSnapshotId === undefined || state.layout !== 'registry'
@@ -52,7 +56,7 @@ export async function planBackup(
           state.source.bucket,
           `${state.source.prefix}${state.rootDirectory}`,
           quayCopyPolicy,
-          { targetObjectsPerShard },
+          { targetObjectsPerShard, fast },
         )
       : state.layout === 'registry'
         ? planShards(
@@ -60,10 +64,11 @@ export async function planBackup(
             state.source.bucket,
             `${state.source.prefix}${state.rootDirectory}`,
             registryCopyPolicy,
-            { targetObjectsPerShard, previous: again },
+            { targetObjectsPerShard, previous: again, fast },
           )
         : planShards(client, state.source.bucket, state.source.prefix, genericCopyPolicy, {
             targetObjectsPerShard,
+            fast,
           });
   let plan = await planWith(state.targetObjectsPerShard, previous);
   const shardCount = plan.linkShards.length + plan.dataShards.length;
