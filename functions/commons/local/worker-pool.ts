@@ -44,7 +44,8 @@ export class WorkerPool implements MessageSender {
   readonly #memoryQueue: ShardMessage[] = [];
   /** Memory-queue messages put back after a failure: the next delivery is not the first. */
   readonly #again = new WeakSet<ShardMessage>();
-  #wake: (() => void) | undefined;
+  /** Idle workers waiting for a message (each looks again after 200 ms anyway). */
+  readonly #idle = new Set<() => void>();
   #running = true;
   readonly #loops: Array<Promise<void>> = [];
 
@@ -90,7 +91,8 @@ export class WorkerPool implements MessageSender {
     }
     const enqueue = () => {
       this.#memoryQueue.push(message);
-      this.#wake?.();
+      const [first] = this.#idle;
+      first?.();
     };
     if (options.delayMs === undefined) enqueue();
     else setTimeout(enqueue, options.delayMs);
@@ -154,8 +156,14 @@ export class WorkerPool implements MessageSender {
         },
       ];
     await new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      setTimeout(resolve, 200);
+      const timer = setTimeout(wake, 200);
+      const idle = this.#idle;
+      function wake() {
+        clearTimeout(timer);
+        idle.delete(wake);
+        resolve();
+      }
+      idle.add(wake);
     });
     return [];
   }
@@ -213,7 +221,8 @@ export class WorkerPool implements MessageSender {
 
   async stop(): Promise<void> {
     this.#running = false;
-    this.#wake?.();
+    // Every idle worker at once: one woken at a time held a run's end up to 200 ms.
+    for (const wake of [...this.#idle]) wake();
     await Promise.all(this.#loops);
   }
 
