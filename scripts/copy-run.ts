@@ -11,11 +11,7 @@ import { createInterface } from 'node:readline';
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
 import { z } from 'zod';
-import {
-  createCopyContext,
-  fastCopierFor,
-  prefixMapper,
-} from '../functions/commons/copy/context.ts';
+import { createCopyContext, leanPathFor, prefixMapper } from '../functions/commons/copy/context.ts';
 import { runPlan } from '../functions/commons/copy/engine.ts';
 import { type InventoryRecord, locationSchema } from '../functions/commons/copy/model.ts';
 import { genericCopyPolicy, planShards } from '../functions/commons/copy/plan.ts';
@@ -84,7 +80,7 @@ async function main(): Promise<void> {
   // As the CLI does: the target check and the plan are independent, so they
   // run at once, and the plan lists through the lean request path.
   // The copier the copy context then reuses (one per client), warm connections included.
-  const fast = fastCopierFor(sourceClient, job.source, clientOptions.maxSockets);
+  const fast = leanPathFor(sourceClient, job.source, job.concurrency);
   const planOptions = { targetObjectsPerShard: LOCAL_SHARD_OBJECTS, fast };
   const policy = job.layout === 'registry' ? registryCopyPolicy : genericCopyPolicy;
   const [targetState, plan] = await Promise.all([
