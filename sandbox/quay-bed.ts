@@ -14,6 +14,7 @@ import { OciLayout, pushImage } from './images/index.ts';
 import { type KubeApiServer, startKubeApiServer, writeKubeconfig } from './kube/index.ts';
 import { type QuayOperator, seedQuayRegistry, startQuayOperator } from './kube/quay-operator.ts';
 import type { PostgresHandle } from './postgres.ts';
+import type { QuayAppStarter } from './quay-app.ts';
 import type { QuayImage } from './quay-schema.ts';
 import type { S3ServerHandle } from './s3/index.ts';
 
@@ -42,11 +43,17 @@ export async function startQuayBed(
     bucket: string;
     count?: number;
     noobaa?: boolean;
+    /** What quay-app pods run (default: the sandbox's quay-app). */
+    startQuayApp?: QuayAppStarter;
   },
 ): Promise<QuayBed> {
   const dir = await mkdtemp(join(tmpdir(), 'quay-bed-'));
   const api = await startKubeApiServer({ token: TOKEN });
-  const operator = await startQuayOperator({ server: api, version: options.version });
+  const operator = await startQuayOperator({
+    server: api,
+    version: options.version,
+    ...(options.startQuayApp === undefined ? {} : { startQuayApp: options.startQuayApp }),
+  });
   const kubeconfig = await writeKubeconfig(join(dir, 'kubeconfig'), {
     server: api.url,
     token: TOKEN,

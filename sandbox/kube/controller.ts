@@ -351,18 +351,21 @@ export async function startRegistryController(
       lastProbeTime: null,
     });
     const crashing = state.crash !== undefined;
-    const containerState = crashing
-      ? {
-          waiting: {
-            reason: 'CrashLoopBackOff',
-            message: `back-off restarting failed container ${workload.container} in pod ${state.name}_${namespace}`,
-          },
-        }
-      : exited
-        ? { terminated: { exitCode: 1, reason: 'Error', startedAt, finishedAt: timestamp() } }
-        : { running: { startedAt } };
+    const starting = state.instance === undefined && !crashing;
+    const containerState = starting
+      ? { waiting: { reason: 'ContainerCreating' } }
+      : crashing
+        ? {
+            waiting: {
+              reason: 'CrashLoopBackOff',
+              message: `back-off restarting failed container ${workload.container} in pod ${state.name}_${namespace}`,
+            },
+          }
+        : exited
+          ? { terminated: { exitCode: 1, reason: 'Error', startedAt, finishedAt: timestamp() } }
+          : { running: { startedAt } };
     return {
-      phase: exited ? 'Failed' : 'Running',
+      phase: starting ? 'Pending' : exited ? 'Failed' : 'Running',
       podIP: LOOPBACK,
       hostIP: LOOPBACK,
       startTime: startedAt,
@@ -376,7 +379,7 @@ export async function startRegistryController(
         {
           name: workload.container,
           ready: state.ready,
-          started: !crashing && !exited,
+          started: !starting && !crashing && !exited,
           // A crash loop restarts about every ten seconds here; real back-off grows to five minutes.
           restartCount: crashing ? 1 + Math.floor((Date.now() - state.startedAt) / 10_000) : 0,
           state: containerState,
@@ -412,18 +415,19 @@ export async function startRegistryController(
       ...unready(),
       startedAt: Date.now(),
     };
-    if (want.config === undefined) {
+    if (want.config === undefined)
       state.crash = [logLine('fatal', `configuration error: ${want.problem ?? 'unknown'}`)];
-    } else {
-      try {
-        state.instance = await startRegistry(want.config);
-      } catch (err) {
-        state.crash = (err instanceof Error ? err.message : String(err)).split('\n');
-      }
-    }
+    // In the API while its process starts (Pending), as a ReplicaSet's pod is.
     pods.push(state);
     store.create(BuiltIn.pods, podObject(state, want));
     server.setPodLogs(namespace, state.name, () => state.instance?.logs() ?? state.crash ?? []);
+    if (want.config === undefined) return;
+    try {
+      state.instance = await startRegistry(want.config);
+    } catch (err) {
+      state.crash = (err instanceof Error ? err.message : String(err)).split('\n');
+    }
+    writeStatus(BuiltIn.pods, state.name, podStatus(state));
   }
 
   async function removePod(state: PodState): Promise<void> {

@@ -82,6 +82,13 @@ const POSTGRES_SUFFIX = 'quay-database';
 /** The pod label each Deployment's pods carry (`quay-component`). */
 const COMPONENT_LABEL = 'quay-component';
 const HPA_MIN_REPLICAS = 2;
+/**
+ * The config bundle the operator last rolled into the component Deployments'
+ * pod template (Quay mounts a config Secret the operator makes from it):
+ * pods run this one, and a bundle changed while the operator is down waits
+ * for it.
+ */
+const CONFIG_ANNOTATION = 'quay-operator/config-bundle';
 
 export interface QuayOperatorOptions {
   readonly server: KubeApiServer;
@@ -326,6 +333,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
   ): KubeObject {
     const name = quay.metadata.name;
     const labels = { [QUAY_REGISTRY_LABEL]: name, [COMPONENT_LABEL]: component };
+    const bundle = text(record(quay['spec'])['configBundleSecret']);
     return {
       apiVersion: 'apps/v1',
       kind: 'Deployment',
@@ -339,7 +347,10 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
         replicas,
         selector: { matchLabels: { [QUAY_REGISTRY_LABEL]: name, [COMPONENT_LABEL]: component } },
         template: {
-          metadata: { labels },
+          metadata: {
+            labels,
+            ...(bundle === undefined ? {} : { annotations: { [CONFIG_ANNOTATION]: bundle } }),
+          },
           spec: {
             containers: [
               {
@@ -355,6 +366,14 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       },
     };
   }
+
+  /** The bundle a Deployment's pod template was rolled with. */
+  const bundleOf = (deployment: KubeObject) =>
+    text(
+      record(record(record(record(deployment['spec'])['template'])['metadata'])['annotations'])[
+        CONFIG_ANNOTATION
+      ],
+    );
 
   const ownerOf = (quay: KubeObject) => ({
     apiVersion: `${QUAY_GROUP}/v1`,
@@ -378,11 +397,15 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     for (const [suffix, component, replicas] of wanted) {
       const existing = store.get(BuiltIn.deployments, namespace, `${name}-${suffix}`);
       const want = deployment(quay, suffix, component, replicas);
+      const template = record(record(want['spec'])['template']);
       if (existing === undefined) store.create(BuiltIn.deployments, want);
-      else if (record(existing['spec'])['replicas'] !== replicas)
+      else if (
+        record(existing['spec'])['replicas'] !== replicas ||
+        bundleOf(existing) !== bundleOf(want)
+      )
         store.replace(BuiltIn.deployments, {
           ...existing,
-          spec: { ...record(existing['spec']), replicas },
+          spec: { ...record(existing['spec']), replicas, template },
         });
     }
     const keysName = `${name}-quay-registry-managed-secret-keys`;
@@ -412,12 +435,22 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     }
   }
 
-  /** The config.yaml quay-app runs with: the bundle's, with the database the operator manages. */
+  /**
+   * The config.yaml quay-app runs with: that of the bundle the operator last
+   * rolled into its Deployment, with the database the operator manages.
+   */
   function runningConfig(
     quay: KubeObject,
   ): { yaml: string; parsed: Record<string, unknown> } | string {
     const namespace = quay.metadata.namespace as string;
-    const bundleName = text(record(quay['spec'])['configBundleSecret']);
+    const rolled = store.get(
+      BuiltIn.deployments,
+      namespace,
+      `${quay.metadata.name}-${SCALED.quay}`,
+    );
+    const bundleName =
+      (rolled === undefined ? undefined : bundleOf(rolled)) ??
+      text(record(quay['spec'])['configBundleSecret']);
     if (bundleName === undefined) return 'spec.configBundleSecret is not set';
     const bundle = store.get(BuiltIn.secrets, namespace, bundleName);
     const raw = text(record(bundle?.['data'])['config.yaml']);
@@ -485,6 +518,13 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       state.postgres ??= startPostgres({ name: `${namespace}-${name}-postgres` });
       await state.postgres;
     }
+    // The other components' pods follow their replicas at once, quay-app's as its process does.
+    for (const [suffix, component] of [
+      [SCALED.clair, 'clair-app'],
+      [SCALED.mirror, 'quay-mirror'],
+      [POSTGRES_SUFFIX, 'postgres'],
+    ] as const)
+      syncPods(quay, suffix, component, replicasOf(suffix), true);
     const config = runningConfig(quay);
     const quayReplicas = replicasOf(SCALED.quay);
     if (quayReplicas > 0 && typeof config !== 'string') {
@@ -492,14 +532,8 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       const database = databaseOfUri(config.parsed['DB_URI']);
       const key = JSON.stringify({ storage, database });
       if (state.configKey !== key) {
-        // A new config is a new ReplicaSet: the quay-app pods are replaced.
-        for (const pod of store.list(BuiltIn.pods, namespace)) {
-          const labels = pod.metadata.labels ?? {};
-          if (labels[QUAY_REGISTRY_LABEL] !== name || labels[COMPONENT_LABEL] !== 'quay-app')
-            continue;
-          store.delete(BuiltIn.pods, namespace, pod.metadata.name);
-          server.setPodExec(namespace, pod.metadata.name, undefined);
-        }
+        // A new config is a new ReplicaSet: the quay-app pods are replaced,
+        // each gone from the API only once its process has stopped.
         await retire(state);
         state.configKey = key;
         state.crash = undefined;
@@ -508,6 +542,9 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
           state.crash = 'the database pod is not running, and quay-app needs its database';
         else
           try {
+            // The pods are in the API while their process starts (Pending), as a
+            // ReplicaSet's are: a scale to 0 meanwhile sees them until they stop.
+            syncPods(quay, SCALED.quay, 'quay-app', quayReplicas, false, 'Pending');
             state.instance = await (options.startQuayApp ?? startQuayApp)({
               storage,
               postgres: await state.postgres,
@@ -529,25 +566,45 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       const running = state.instance.running();
       observeProbe(state, running, running && (await answers(state.instance.url)));
     }
-    for (const [suffix, component] of [
-      [SCALED.quay, 'quay-app'],
-      [SCALED.clair, 'clair-app'],
-      [SCALED.mirror, 'quay-mirror'],
-      [POSTGRES_SUFFIX, 'postgres'],
-    ] as const) {
-      const ready = component === 'quay-app' ? state.ready : true;
-      syncPods(quay, suffix, component, replicasOf(suffix), ready);
-    }
+    // The replicas this round acted on: a scale to 0 since is the next round's, which stops
+    // the process before its pods go.
+    syncPods(quay, SCALED.quay, 'quay-app', quayReplicas, state.ready);
   }
 
-  /** Takes quay-app out of its Service, lets it finish what it took, and stops it. */
+  /**
+   * Takes quay-app out of its Service and marks its pods terminating, lets
+   * it finish what it took, stops it, and only then removes the pods: the
+   * kubelet confirms a pod's deletion once its containers have stopped.
+   */
   async function retire(state: RegistryState): Promise<void> {
     const instance = state.instance;
     Object.assign(state, unready());
     state.instance = undefined;
-    if (instance === undefined) return;
-    if (state.proxy !== undefined) await (await state.proxy).drain(instance.url, 5_000);
-    await instance.stop();
+    const pods = store
+      .list(BuiltIn.pods, state.namespace)
+      .filter(
+        (pod) =>
+          pod.metadata.labels?.[QUAY_REGISTRY_LABEL] === state.name &&
+          pod.metadata.labels?.[COMPONENT_LABEL] === 'quay-app',
+      );
+    for (const pod of pods)
+      store.replace(BuiltIn.pods, {
+        ...pod,
+        metadata: {
+          ...pod.metadata,
+          deletionTimestamp: new Date().toISOString(),
+          deletionGracePeriodSeconds: 30,
+        },
+      });
+    if (instance !== undefined) {
+      if (state.proxy !== undefined) await (await state.proxy).drain(instance.url, 5_000);
+      await instance.stop();
+    }
+    for (const pod of pods) {
+      if (store.get(BuiltIn.pods, state.namespace, pod.metadata.name) !== undefined)
+        store.delete(BuiltIn.pods, state.namespace, pod.metadata.name);
+      server.setPodExec(state.namespace, pod.metadata.name, undefined);
+    }
   }
 
   async function answers(url: string): Promise<boolean> {
@@ -568,6 +625,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     component: string,
     replicas: number,
     ready: boolean,
+    phase: 'Pending' | 'Running' = 'Running',
   ): void {
     const namespace = quay.metadata.namespace as string;
     const name = quay.metadata.name;
@@ -611,15 +669,16 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       )
         continue;
       const status = {
-        phase: 'Running',
-        podIP: LOOPBACK,
+        phase,
+        ...(phase === 'Running' ? { podIP: LOOPBACK } : {}),
         conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
         containerStatuses: [
           {
             name: component,
             ready,
             restartCount: 0,
-            state: { running: {} },
+            state:
+              phase === 'Running' ? { running: {} } : { waiting: { reason: 'ContainerCreating' } },
             image: '',
             imageID: '',
           },

@@ -617,6 +617,18 @@ export async function startKubeApiServer(
         `a container name must be specified for pod ${name}, choose one of: [${containers.map((c) => c.name).join(' ')}]`,
       );
     }
+    // A container that has not started yet has no log: the kubelet answers 400, as here.
+    const status = isObject(pod['status']) ? pod['status'] : {};
+    const statuses = (
+      Array.isArray(status['containerStatuses']) ? status['containerStatuses'] : []
+    ) as Array<{ name?: string; state?: { waiting?: { reason?: string } } }>;
+    const shownName = container ?? containers[0]?.name;
+    const waiting = statuses.find((c) => c.name === shownName)?.state?.waiting?.reason;
+    if (waiting === 'ContainerCreating' || waiting === 'PodInitializing')
+      throw new KubeApiError(
+        'BadRequest',
+        `container "${shownName}" in pod "${name}" is waiting to start: ${waiting}`,
+      );
     const lines = logSources.get(`${r.namespace}/${name}`)?.(container) ?? [];
     const tail = query.get('tailLines');
     const shown = tail === null ? lines : lines.slice(-Math.max(0, Number(tail)));

@@ -283,6 +283,45 @@ describe('the registry controller with a stand-in registry', () => {
     });
   });
 
+  it('shows a pod Pending while its registry process starts, then Running once it has', async () => {
+    // Prepare: the registry's start waits on a gate.
+    const registries = fakeRegistries();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const cluster = await startFakeCluster({
+      startRegistry: async (config) => {
+        await gate;
+        return registries.start(config);
+      },
+    });
+    try {
+      // Act
+      const seeding = seedRegistry(cluster);
+      await until('a pod in the API', () => registryPods(cluster).length === 1);
+      const starting = registryPods(cluster)[0];
+      const log = await fetch(
+        `${cluster.api}/api/v1/namespaces/${NS}/pods/${starting?.metadata.name}/log`,
+      );
+      const logAnswer = { status: log.status, body: await log.text() };
+      open();
+      await seeding;
+      // Assess
+      expect(starting?.status.phase).toBe('Pending');
+      expect(starting?.status.containerStatuses[0]?.state.waiting?.reason).toBe(
+        'ContainerCreating',
+      );
+      expect(logAnswer.status).toBe(400);
+      expect(logAnswer.body).toContain('is waiting to start: ContainerCreating');
+      expect(registries.started).toHaveLength(1);
+      expect(registryPods(cluster)[0]?.status.phase).toBe('Running');
+    } finally {
+      open();
+      await cluster.stop();
+    }
+  });
+
   it('crash-loops a pod whose Secret lacks the expected keys', async () => {
     await withStandIns(async (cluster) => {
       // Act

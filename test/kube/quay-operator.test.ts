@@ -35,6 +35,7 @@ import {
   startQuayOperator,
 } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { startQuayApp } from '../../sandbox/quay-app.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, listAll, storageOn } from '../support/s3.ts';
@@ -388,5 +389,75 @@ describe('the sandbox Quay Operator before 3.7', () => {
     expect(stayed).toBe(0);
     expect(replicasOf(older, OLD_NS, 'registry-quay-app')).toBe(2);
     expect(available(older, OLD_NS)).toBe('True');
+  });
+});
+
+describe('a quay-app pod while its process starts', () => {
+  it('is in the API (Pending) from the start, and a scale to 0 meanwhile removes it only once the process has stopped', async () => {
+    // Prepare: quay-app's start (its migrations, on a real cluster) waits on a gate.
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const instances: Array<{ running(): boolean }> = [];
+    const api = await startKubeApiServer({ token: TOKEN });
+    const operator = await startQuayOperator({
+      server: api,
+      version: '3.9.1',
+      intervalMs: 50,
+      startQuayApp: async (options) => {
+        await gate;
+        const instance = await startQuayApp(options);
+        instances.push(instance);
+        return instance;
+      },
+    });
+    const gated: Bed = { api, operator, kubeconfig: '' };
+    const NS_GATED = 'quay-gated';
+    await createBucket(clientFor(s3), 'quay-gated');
+    try {
+      seedQuayRegistry(api, {
+        namespace: NS_GATED,
+        name: 'registry',
+        ...storageOn(s3, 'quay-gated'),
+      });
+      await until('quay-app pods in the API', () => podsOf(gated, NS_GATED, 'quay-app').length > 0);
+      const starting = podsOf(gated, NS_GATED, 'quay-app').map(
+        (pod) => (pod['status'] as { phase?: string } | undefined)?.phase,
+      );
+
+      // Act: quiesced as a backup does, while the process is still starting.
+      const quay = api.store.get(QUAY_REGISTRY, NS_GATED, 'registry');
+      if (quay === undefined) throw new Error('the QuayRegistry is gone');
+      const spec = quay['spec'] as { components: Array<{ kind: string }> };
+      api.store.replace(QUAY_REGISTRY, {
+        ...quay,
+        spec: {
+          ...spec,
+          components: spec.components.map((c) =>
+            ['quay', 'clair', 'mirror'].includes(c.kind)
+              ? { ...c, overrides: { replicas: 0 } }
+              : c.kind === 'horizontalpodautoscaler'
+                ? { ...c, managed: false }
+                : c,
+          ),
+        },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const whileStarting = podsOf(gated, NS_GATED, 'quay-app').length;
+      open();
+      await until('quay-app pods gone', () => podsOf(gated, NS_GATED, 'quay-app').length === 0);
+      const runningWhenGone = instances.map((instance) => instance.running());
+
+      // Assess
+      expect(starting.every((phase) => phase === 'Pending')).toBe(true);
+      expect(whileStarting).toBeGreaterThan(0);
+      expect(instances).toHaveLength(1);
+      expect(runningWhenGone).toEqual([false]);
+    } finally {
+      open();
+      await operator.stop();
+      await api.stop();
+    }
   });
 });

@@ -30,6 +30,7 @@ import { exportLayout } from '../../functions/commons/workflows/export.ts';
 import { OciLayout, pushImage } from '../../sandbox/images/index.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { startQuayApp } from '../../sandbox/quay-app.ts';
 import { ONE_IMAGE, quayRows, seedQuayDatabase } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed, quayDeps, startQuayBed } from '../support/quay.ts';
@@ -330,6 +331,60 @@ describe('quay backup refuses bad input before changing anything', () => {
     );
     expect(await listAll(clientFor(s3), 'vault-bad')).toEqual(new Map());
     expect(replicas(older, older.namespace, 'registry-quay-app')).toBe(2);
+  });
+});
+
+describe('quay backup while a quay-app pod takes its time to stop', () => {
+  let slow: QuayBed;
+  /** When each quay-app process had stopped (ms since the epoch). */
+  const stoppedAt: number[] = [];
+  beforeAll(async () => {
+    const client = clientFor(s3);
+    await createBucket(client, 'vault-slow');
+    client.destroy();
+    slow = await startQuayBed(s3, {
+      version: '3.9.1',
+      namespace: 'quay-slow',
+      bucket: 'quay-slow',
+      count: 1,
+      // Its pods stay Terminating for 3 s: Quay finishing its requests and workers.
+      startQuayApp: async (options) => {
+        const instance = await startQuayApp(options);
+        return {
+          ...instance,
+          running: () => instance.running(),
+          logs: () => instance.logs(),
+          stop: async () => {
+            await new Promise((resolve) => setTimeout(resolve, 3_000));
+            await instance.stop();
+            stoppedAt.push(Date.now());
+          },
+        };
+      },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await slow?.stop();
+  });
+
+  it('starts pg_dump only once every quay-app process has stopped, not when its pods turn Terminating', async () => {
+    // Prepare: when pg_dump of the database starts.
+    let dumpedAt = 0;
+    slow.operator.overrideExec(slow.namespace, '*postgres', (own) => (command, io, container) => {
+      if (command[0] === 'pg_dump' && !command.includes('--version')) dumpedAt = Date.now();
+      return own(command, io, container);
+    });
+
+    // Act
+    const { result } = await backUp(slow, 'vault-slow').finally(() =>
+      slow.operator.overrideExec(slow.namespace, '*postgres', undefined),
+    );
+
+    // Assess
+    expect(result.cause).toBeUndefined();
+    expect(stoppedAt.length).toBeGreaterThan(0);
+    expect(dumpedAt).toBeGreaterThanOrEqual(Math.max(...stoppedAt));
+    expect(availableNow(slow)).toBe(true);
   });
 });
 

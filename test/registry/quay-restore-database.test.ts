@@ -3,9 +3,10 @@
  * runbook): before the snapshot's dump replaces a database that holds
  * tables, the restore streams it through pods/exec into the run's files,
  * and the rollback loads it back. Tested after a failed verification (the
- * registry had been switched) and after a load that psql refused once the old database was dropped
- * (it had not): each time Quay's rows are those before the restore, which
- * differ from the snapshot's.
+ * registry had been switched) and after a load that psql refused once the
+ * old database was dropped (it had not; the put-back runs while Quay is
+ * still quiesced, before it resumes): each time Quay's rows are those
+ * before the restore, which differ from the snapshot's.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { quayRows } from '../../sandbox/quay-schema.ts';
@@ -79,12 +80,25 @@ describe('quay restore rollback of the database', () => {
 
   it('puts the database back when psql fails to load the dump after the old one was dropped', async () => {
     // Prepare: the first load (psql reading the dump from stdin) fails; the put-back runs.
+    // Between the two, what asked the cluster API to change the QuayRegistry (resume Quay).
     let loads = 0;
+    let failedAt = 0;
+    let patchesBetween: string[] = [];
     bed.operator.overrideExec(NS, '*postgres', (fallback) => async (command, io, container) => {
-      if (command[0] === 'psql' && command.includes('-q') && loads++ === 0) {
-        io.stdin.resume();
-        io.stderr('ERROR:  out of shared memory\n');
-        return 3;
+      if (command[0] === 'psql' && command.includes('-q')) {
+        loads++;
+        if (loads === 1) {
+          failedAt = bed.api.requests().length;
+          io.stdin.resume();
+          io.stderr('ERROR:  out of shared memory\n');
+          return 3;
+        }
+        if (loads === 2)
+          patchesBetween = bed.api
+            .requests()
+            .slice(failedAt)
+            .filter((r) => r.method === 'PATCH' && r.path.includes('/quayregistries/'))
+            .map((r) => r.path);
       }
       return fallback(command, io, container);
     });
@@ -103,6 +117,7 @@ describe('quay restore rollback of the database', () => {
     expect(result.cause).toContain('out of shared memory');
     expect(result.cause).toContain(`database ${QUAY_DATABASE} put back as it was before`);
     expect(loads).toBe(2);
+    expect(patchesBetween).toEqual([]);
     expect(await quayRows(await bed.database(), QUAY_DATABASE)).toEqual(rowsNow);
     await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
   });

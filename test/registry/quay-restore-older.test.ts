@@ -5,8 +5,15 @@
  * Deployments to 0, and puts back exactly the replicas it found. Into a new
  * namespace and bucket (verified through the registry API), and in place
  * with a verification that fails (rolled back, the Deployments as recorded).
+ * A rollout is not done while a quay-app pod still runs the storage from
+ * before the switch (here the components come back before the operator that
+ * rolls the new config).
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { RolloutStatus } from '../../functions/commons/registry/profile.ts';
+import { quayProfile } from '../../functions/commons/registry/quay.ts';
+import { quaySettingsSchema } from '../../functions/commons/registry/quay-settings.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
@@ -56,7 +63,7 @@ let started: RestoreBed;
 beforeAll(async () => {
   started = await startRestoreBed(
     's3-quay-restore-older',
-    ['older-dr-bucket', 'older-rollback', 'older-noload'],
+    ['older-dr-bucket', 'older-rollback', 'older-noload', 'older-moved'],
     { version: '3.6.4', namespace: NS, bucket: 'quay-older', count: 2 },
     (b: QuayBed) => {
       bed = b;
@@ -160,5 +167,85 @@ describe('quay restore before 3.7 (the scale path)', () => {
     expect(replicas(NS)).toEqual(before);
     await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
     expect(await quayRows(await bed.database(), QUAY_DATABASE)).toEqual(rows);
+  });
+
+  it('does not call the rollout done while a ready quay-app pod runs the storage from before the switch', async () => {
+    // Prepare: the operator down (as the scale path leaves it until the end), the
+    // QuayRegistry pointed at a bundle on another bucket, as a switch does.
+    const kc = new KubeConfig();
+    kc.loadFromFile(bed.kubeconfig);
+    const profile = quayProfile(
+      kc,
+      quaySettingsSchema.parse({
+        namespace: NS,
+        operatorNamespace: bed.operator.operatorNamespace,
+        waitSeconds: 30,
+      }),
+    );
+    const store = bed.api.store;
+    const scaleOperator = (count: number) => {
+      const operator = store.read(
+        BuiltIn.deployments,
+        bed.operator.operatorNamespace,
+        operatorName(),
+      );
+      store.replace(BuiltIn.deployments, {
+        ...operator,
+        spec: { ...(operator['spec'] as object), replicas: count },
+      });
+    };
+    const pointAt = (bundle: string) => {
+      const quay = store.read(QUAY_REGISTRY, NS, QUAY_NAME);
+      store.replace(QUAY_REGISTRY, {
+        ...quay,
+        spec: { ...(quay['spec'] as object), configBundleSecret: bundle },
+      });
+    };
+    const original = spec(NS).configBundleSecret;
+    const bundle = store.read(BuiltIn.secrets, NS, original);
+    const config = Buffer.from(
+      String((bundle['data'] as Record<string, string>)['config.yaml']),
+      'base64',
+    )
+      .toString('utf8')
+      .replaceAll('quay-older', 'older-moved');
+    store.create(BuiltIn.secrets, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'config-bundle-moved', namespace: NS },
+      data: { 'config.yaml': Buffer.from(config).toString('base64') },
+    });
+    const doneWithin = async (ms: number): Promise<RolloutStatus> => {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const status = await profile.rolloutStatus({ podsBefore: [] });
+        if (status.done || Date.now() > deadline) return status;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    };
+
+    try {
+      // Act
+      scaleOperator(0);
+      await bed.operator.sync();
+      pointAt('config-bundle-moved');
+      await bed.operator.sync();
+      await bed.operator.sync();
+      const whileDown = await profile.rolloutStatus({ podsBefore: [] });
+      scaleOperator(1);
+      const afterOperator = await doneWithin(20_000);
+
+      // Assess
+      expect(whileDown.ready).toBeGreaterThan(0);
+      expect(whileDown.done).toBe(false);
+      expect(whileDown.message).toContain('still on the storage from before');
+      expect(whileDown.message).toContain('s3://quay-older');
+      expect(afterOperator.done).toBe(true);
+    } finally {
+      scaleOperator(1);
+      pointAt(original);
+      await doneWithin(20_000);
+      store.delete(BuiltIn.secrets, NS, 'config-bundle-moved');
+    }
   });
 });

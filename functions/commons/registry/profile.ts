@@ -154,7 +154,20 @@ export interface RegistryRestore {
    * run (a retried step keeps the first). Resolves once it is stored.
    */
   saveDatabase?(database: string, dump: () => DatabaseDump): Promise<void>;
+  /**
+   * When the restore fails after `saveDatabase` kept a database: loads it
+   * back with `load` while the registry is still quiesced, so that it never
+   * resumes on a database the failed load dropped. Absent when rollback was
+   * not asked for. Says what it did; undefined when nothing was kept.
+   */
+  putBackDatabase?(load: DatabaseLoad): Promise<{ ok: boolean; detail: string } | undefined>;
 }
+
+/** Replaces a database with a dump's text (`open` streams it). */
+export type DatabaseLoad = (
+  database: string,
+  open: () => Promise<AsyncIterable<Buffer>>,
+) => Promise<void>;
 
 export interface RegistryProfile {
   readonly name: string;
@@ -200,7 +213,7 @@ export interface RegistryProfile {
    * Puts a database back from a dump (a rollback of a restore that replaced
    * it): the registry quiesced, the database replaced, the registry resumed.
    */
-  loadDatabase?(database: string, open: () => Promise<AsyncIterable<Buffer>>): Promise<void>;
+  loadDatabase?: DatabaseLoad;
 }
 
 /**

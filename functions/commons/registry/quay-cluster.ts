@@ -168,15 +168,21 @@ export function quayCluster(kc: KubeConfig, settings: QuaySettings) {
         );
     },
 
-    /** Pods of a component (`quay-component=<component>`), without those being deleted. */
-    async pods(component: string): Promise<V1Pod[]> {
+    /**
+     * Pods of a component (`quay-component=<component>`), without those being
+     * deleted unless `terminating` is true: a pod being deleted may still run
+     * (and write) until its containers stop, so "stopped" counts it.
+     */
+    async pods(component: string, options: { terminating?: boolean } = {}): Promise<V1Pod[]> {
       const pods = await kubeCall(
         server,
         { verb: 'list', resource: 'pods', group: '', namespace },
         () =>
           core.listNamespacedPod({ namespace, labelSelector: `${COMPONENT_LABEL}=${component}` }),
       );
-      return pods.items.filter((p) => p.metadata?.deletionTimestamp === undefined);
+      return options.terminating === true
+        ? pods.items
+        : pods.items.filter((p) => p.metadata?.deletionTimestamp === undefined);
     },
 
     async patchRegistry(name: string, body: unknown): Promise<void> {

@@ -138,10 +138,10 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
     return fromKeys ?? `${name}-quay-database`;
   };
 
-  /** Stopped: no pod of quay-app, clair-app or quay-mirror left. */
+  /** Stopped: no pod of quay-app, clair-app or quay-mirror left, not even one still terminating. */
   const stopped = async () => {
     for (const component of Object.values(STOPPED))
-      if ((await cluster.pods(component)).length > 0) return false;
+      if ((await cluster.pods(component, { terminating: true })).length > 0) return false;
     return true;
   };
 
@@ -349,7 +349,11 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
         await putBack(undo);
         return { ...switched, changed: true, previous, podsBefore };
       } catch (err) {
-        // Quay is not left stopped: what was stopped is put back, and the failure stands.
+        // Quay is not left stopped, nor resumed on a database the failed load
+        // dropped: the one kept before goes back first, then what was stopped.
+        await restore
+          .putBackDatabase?.((database, open) => loadDump(cluster, database, { open }, postgresPod))
+          .catch(() => undefined);
         await putBack(undo).catch(() => undefined);
         throw err;
       }

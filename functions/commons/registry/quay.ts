@@ -275,6 +275,23 @@ export function quayProfile(
     return { ...base, current: { ...next, secretName: bundle }, changed: true };
   };
 
+  /** Ready pods among `names` whose running config names other storage than `registry`'s bundle, as `pod (bucket)`. */
+  const podsOnOtherStorage = async (registry: QuayRegistryObject, names: ReadonlySet<string>) => {
+    const wanted = (await storageOf(registry)).storage;
+    if (wanted === undefined) return [];
+    const stale: string[] = [];
+    for (const pod of (await cluster.pods('quay-app')).filter(isReady)) {
+      const name = pod.metadata?.name ?? '';
+      if (!names.has(name)) continue;
+      const where = `/conf/stack/config.yaml of ${name}`;
+      const text = await podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+      const running = quayStorageOf(parseQuayConfig(text, where), where);
+      if (running?.bucket !== wanted.bucket || running.endpoint !== wanted.regionEndpoint)
+        stale.push(`${name} (s3://${running?.bucket ?? '?'})`);
+    }
+    return stale;
+  };
+
   const rolloutStatus = async ({
     podsBefore,
   }: {
@@ -292,7 +309,14 @@ export function quayProfile(
         if (settings.storageErrorPatterns.some((pattern) => line.includes(pattern)))
           storageErrors.push({ pod: pod.name, line: line.trim() });
     const available = isAvailable(registry);
-    const done = available && oldPods.length === 0 && ready > 0 && newPods.every((p) => p.ready);
+    const settled = available && oldPods.length === 0 && ready > 0 && newPods.every((p) => p.ready);
+    // A pod can start on the config from before the switch (before 3.7 the components are
+    // scaled back before the operator that rolls the new config): done only when every ready
+    // new pod runs the storage the QuayRegistry names now.
+    const stale = settled
+      ? await podsOnOtherStorage(registry, new Set(newPods.map((p) => p.name)))
+      : [];
+    const done = settled && stale.length === 0;
     const condition = registry.status?.conditions?.find((c) => c.type === 'Available');
     return {
       done,
@@ -301,7 +325,7 @@ export function quayProfile(
       newPods,
       oldPods,
       storageErrors,
-      message: `QuayRegistry ${registry.metadata?.name ?? ''} Available=${condition?.status ?? 'unknown'}${condition?.message === undefined ? '' : ` (${condition.message})`}; ${ready} new quay-app pod(s) ready, ${oldPods.length} old still running`,
+      message: `QuayRegistry ${registry.metadata?.name ?? ''} Available=${condition?.status ?? 'unknown'}${condition?.message === undefined ? '' : ` (${condition.message})`}; ${ready} new quay-app pod(s) ready, ${oldPods.length} old still running${stale.length === 0 ? '' : `; ${stale.join(', ')} still on the storage from before, until the operator rolls the new config`}`,
     };
   };
 

@@ -10,6 +10,7 @@ import { messageOf } from '../errors.ts';
 import type {
   CapturedFile,
   DatabaseDump,
+  DatabaseLoad,
   DatabaseTag,
   QuiesceRecord,
 } from '../registry/profile.ts';
@@ -169,24 +170,26 @@ export async function saveDatabaseBefore(
 
 /**
  * On a failed restore: loads back the database the run kept before it
- * replaced it (its SHA-256 checked as it streams), once. Says what it did,
- * or undefined when the run kept none (nothing was replaced, or nothing
- * was there).
+ * replaced it (its SHA-256 checked as it streams), once, with `load` (by
+ * default the profile's, which quiesces the registry around it). Says what
+ * it did, or undefined when the run kept none (nothing was replaced, or
+ * nothing was there).
  */
 export async function loadDatabaseBefore(
   runId: string,
   deps: WorkflowDeps,
+  load?: DatabaseLoad,
 ): Promise<{ ok: boolean; detail: string } | undefined> {
   const keys = databaseBeforeKeys(deps.vault, runId);
   const record = await getJson(deps.vault, keys.record, databaseBeforeSchema);
   if (record === undefined) return undefined;
-  if (record.restored) return { ok: true, detail: `database ${record.name} was put back already` };
+  const done = `database ${record.name} put back as it was before the restore (${record.bytes} bytes)`;
+  // Put back by the failed step itself (still quiesced), or by an earlier attempt of this path.
+  if (record.restored) return { ok: true, detail: done };
   try {
-    await deps
-      .profile()
-      .loadDatabase?.(record.name, async () =>
-        downloadStream(deps.vault, keys.dump, record.sha256),
-      );
+    const open = async () => downloadStream(deps.vault, keys.dump, record.sha256);
+    if (load !== undefined) await load(record.name, open);
+    else await deps.profile().loadDatabase?.(record.name, open);
   } catch (err) {
     deps.log.warn('the database could not be put back', { runId, error: messageOf(err) });
     return {
@@ -196,8 +199,5 @@ export async function loadDatabaseBefore(
   }
   await putJson(deps.vault, keys.record, { ...record, restored: true });
   deps.log.warn('database put back as it was before the restore', { runId, database: record.name });
-  return {
-    ok: true,
-    detail: `database ${record.name} put back as it was before the restore (${record.bytes} bytes)`,
-  };
+  return { ok: true, detail: done };
 }

@@ -33,7 +33,12 @@ import { type RestorePart, registryBeforeKey } from '../vault/runs.ts';
 import { getJson, putJson, resolveSnapshot, rootOf } from '../vault/store.ts';
 import { parseInput } from './backup.ts';
 import { Access, type WorkflowDeps } from './deps.ts';
-import { openDump, saveDatabaseBefore, snapshotFiles } from './registry-state.ts';
+import {
+  loadDatabaseBefore,
+  openDump,
+  saveDatabaseBefore,
+  snapshotFiles,
+} from './registry-state.ts';
 
 export const restoreInputSchema = z
   .object({
@@ -258,6 +263,9 @@ export async function switchRegistry(
           openDump: openDump(manifest, deps, database),
           storage: target,
           saveDatabase: (name, dump) => saveDatabaseBefore(state.runId, name, dump, deps),
+          ...(state.rollbackOnFailure
+            ? { putBackDatabase: (load) => loadDatabaseBefore(state.runId, deps, load) }
+            : {}),
         });
   deps.log.info('registry storage switched', {
     runId: state.runId,
