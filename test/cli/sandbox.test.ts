@@ -67,7 +67,10 @@ const jsonLines = (text: string) =>
 
 describe('npm run sandbox', () => {
   it('prints an env the CLI runs with, keeps running, and stops everything on Ctrl-C with exit 0', async () => {
-    // Prepare: its own process group, so SIGINT reaches npm, tsx and the script as Ctrl-C does.
+    // Prepare: its own process group, so SIGINT reaches npm and the script as Ctrl-C does.
+    // The script runs under `node --import tsx`, not the tsx CLI: that CLI relays a signal,
+    // gives its child 30 ms to say it got it, and else SIGKILLs it and exits 130, so on a
+    // loaded machine Ctrl-C killed the sandbox mid-cleanup (CI, seed -877553162).
     const output = { stdout: '', stderr: '' };
     sandbox = spawn('npm', ['run', '--silent', 'sandbox', '--', '--json', '--images', '3'], {
       cwd: root,
