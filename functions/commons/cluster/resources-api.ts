@@ -10,40 +10,14 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { ApiException, type KubeConfig } from '@kubernetes/client-node';
 import { type CallDescription, explainKubeError } from './kube.ts';
+import { type ApiType, apiVersionOf, type KubeObject } from './resource-types.ts';
 
-/** A resource type as discovery describes it, at its group's preferred version. */
-export interface ApiType {
-  readonly group: string;
-  readonly version: string;
-  /** The plural: `deployments`. */
-  readonly resource: string;
-  readonly kind: string;
-  readonly namespaced: boolean;
-  readonly verbs: readonly string[];
-  readonly shortNames: readonly string[];
-}
-
-/** A Kubernetes object as the API serves it: apiVersion, kind, metadata, and free-form JSON. */
-export interface KubeObject {
-  apiVersion: string;
-  kind: string;
-  metadata: {
-    name: string;
-    namespace?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    [key: string]: unknown;
-  };
-  [key: string]: unknown;
-}
-
-/** `v1` or `apps/v1`. */
-export const apiVersionOf = (type: Pick<ApiType, 'group' | 'version'>): string =>
-  type.group === '' ? type.version : `${type.group}/${type.version}`;
-
-/** `deployments.apps`, or `pods` for the core group: how kubectl and Velero name a type. */
-export const groupResourceOf = (type: Pick<ApiType, 'group' | 'resource'>): string =>
-  type.group === '' ? type.resource : `${type.resource}.${type.group}`;
+export {
+  type ApiType,
+  apiVersionOf,
+  groupResourceOf,
+  type KubeObject,
+} from './resource-types.ts';
 
 /** The field manager of every write regvault makes to a cluster's objects. */
 export const FIELD_MANAGER = 'regvault';

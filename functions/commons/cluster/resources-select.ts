@@ -6,7 +6,7 @@
  * without a cluster.
  */
 import { z } from 'zod';
-import { type ApiType, groupResourceOf, type KubeObject } from './resources-api.ts';
+import { type ApiType, groupResourceOf, type KubeObject } from './resource-types.ts';
 
 /** A DNS-1123 label (namespace names), or `*`. */
 const namespaceName = z

@@ -215,6 +215,17 @@ function throttled(
 }
 
 /**
+ * The Kubernetes client's module, loaded once and before any other module
+ * that needs the client: two imports of one module graph at once are fine in
+ * Node, but Jest's ESM loader fails to link them ("a module not been linked").
+ */
+let kubeModule: Promise<typeof import('../cluster/kube.ts')> | undefined;
+const loadKube = () => {
+  kubeModule ??= import('../cluster/kube.ts');
+  return kubeModule;
+};
+
+/**
  * The chosen profile with its module, and the Kubernetes client under it,
  * loaded on the first call: a backup of a bucket given by name never reaches
  * the cluster, and the client is the CLI's largest dependency to load.
@@ -226,7 +237,7 @@ function lazyProfile(
 ): RegistryProfile {
   let loaded: Promise<RegistryProfile> | undefined;
   const real = () => {
-    loaded ??= import('../cluster/kube.ts').then((cluster) =>
+    loaded ??= loadKube().then((cluster) =>
       PROFILES[name].load(cluster.loadKubeConfig(kube), settings),
     );
     return loaded;
@@ -298,10 +309,9 @@ export function createDeps(config: DepsConfig): WorkflowDeps & { close(): void }
   let resources: Promise<ResourceApi> | undefined;
   const getResources = (): Promise<ResourceApi> => {
     const kube = kubeOrFail();
-    resources ??= Promise.all([
-      import('../cluster/resources-api.ts'),
-      import('../cluster/kube.ts'),
-    ]).then(([api, cluster]) => api.resourceApi(cluster.loadKubeConfig(kube)));
+    resources ??= loadKube().then(async (cluster) =>
+      (await import('../cluster/resources-api.ts')).resourceApi(cluster.loadKubeConfig(kube)),
+    );
     return resources;
   };
   const keysFor = (access: string): Promise<StorageKeys | undefined> => {

@@ -6,8 +6,9 @@
  * live in, and the index last. Memory holds the index (a line per object),
  * never the objects of a whole type.
  */
-import type { ApiType, KubeObject, ResourceApi } from '../cluster/resources-api.ts';
-import { apiVersionOf } from '../cluster/resources-api.ts';
+
+import { type ApiType, apiVersionOf, type KubeObject } from '../cluster/resource-types.ts';
+import type { ResourceApi } from '../cluster/resources-api.ts';
 import {
   cleanObject,
   keepOwners,
