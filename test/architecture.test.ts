@@ -187,3 +187,35 @@ describe(`no source file outside test/ and sandbox/ is over ${MAX_LINES} lines`,
     expect(long).toEqual([]);
   });
 });
+
+describe('a backup that reaches no cluster does not load the Kubernetes client', () => {
+  it("keeps @kubernetes/client-node out of the backup command's static imports (it loads when a cluster is used)", async () => {
+    // Arrange: the import graph as the CLI's bundler sees it (scripts/build-cli.mjs).
+    const { build } = await import('esbuild');
+    const entry = 'bin/commands/backup.ts';
+    const { metafile } = await build({
+      entryPoints: [entry],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      write: false,
+      metafile: true,
+      logLevel: 'silent',
+      outdir: 'unused',
+    });
+
+    // Act: every module the entry reaches through static imports.
+    const reached = new Set([entry]);
+    const queue = [entry];
+    for (let file = queue.shift(); file !== undefined; file = queue.shift())
+      for (const found of metafile.inputs[file]?.imports ?? [])
+        if (found.kind !== 'dynamic-import' && !reached.has(found.path)) {
+          reached.add(found.path);
+          queue.push(found.path);
+        }
+
+    // Assert
+    expect(reached.size).toBeGreaterThan(100);
+    expect([...reached].filter((path) => path.includes('@kubernetes/client-node'))).toEqual([]);
+  });
+});
