@@ -13,6 +13,15 @@ import { pathToFileURL } from 'node:url';
 /** The only address sandbox services bind to. */
 export const LOOPBACK = '127.0.0.1';
 
+/**
+ * A URL where nothing answers (connection refused): a privileged port that no
+ * sandbox server takes, since they all bind free ephemeral ports, and that
+ * fetch does not refuse to try (it blocks 1, 9 and others as "bad ports"). A
+ * port that `freePort` gave back is no such place: another test's server may
+ * bind it meanwhile, and then it answers (a CI run got ECONNRESET, not refused).
+ */
+export const NOTHING_ANSWERS = `http://${LOOPBACK}:2`;
+
 /** Asks the kernel for a free TCP port on 127.0.0.1. */
 export async function freePort(): Promise<number> {
   const server = createServer();

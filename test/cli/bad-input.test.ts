@@ -14,7 +14,7 @@ import { ListBucketsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
-import { freePort } from '../../sandbox/process.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { htpasswdLine, type RegistryHandle, startRegistry } from '../../sandbox/registry/index.ts';
 import { type FaultRule, type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { type CliRun, jsonLines, runRegvault } from '../support/cli.ts';
@@ -744,7 +744,7 @@ beforeAll(async () => {
     s3,
     cluster,
     loginRegistry,
-    deadEndpoint: `http://127.0.0.1:${await freePort()}`,
+    deadEndpoint: NOTHING_ANSWERS,
     failedId,
     file: (name) => join(dir, name),
   };

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/glob
 import { InputError } from '../../functions/commons/errors.ts';
 import { createS3Client, type S3Role } from '../../functions/commons/s3/client.ts';
 import { createFastCopier, S3CallError } from '../../functions/commons/s3/fast-copy.ts';
-import { freePort } from '../../sandbox/process.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket } from '../support/s3.ts';
 
@@ -112,7 +112,7 @@ describe('S3 failures through a client with a role', () => {
 
   it('names the endpoint nothing answers at and the setting to check', async () => {
     // Prepare
-    const dead = `http://127.0.0.1:${await freePort()}`;
+    const dead = NOTHING_ANSWERS;
     // Act
     const err = await thrownBy(
       clientOf(ROLE, dead).send(new ListObjectsV2Command({ Bucket: 'explain-vault' })),
