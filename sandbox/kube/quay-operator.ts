@@ -571,6 +571,23 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     syncPods(quay, SCALED.quay, 'quay-app', quayReplicas, state.ready);
   }
 
+  /** The pods of one component of QuayRegistry `namespace/name`. */
+  const componentPods = (namespace: string, name: string, component: string) =>
+    store
+      .list(BuiltIn.pods, namespace)
+      .filter(
+        (pod) =>
+          pod.metadata.labels?.[QUAY_REGISTRY_LABEL] === name &&
+          pod.metadata.labels?.[COMPONENT_LABEL] === component,
+      );
+
+  /** A pod gone from the API, and what exec into it ran. */
+  const removePod = (namespace: string, pod: string) => {
+    if (store.get(BuiltIn.pods, namespace, pod) !== undefined)
+      store.delete(BuiltIn.pods, namespace, pod);
+    server.setPodExec(namespace, pod, undefined);
+  };
+
   /**
    * Takes quay-app out of its Service and marks its pods terminating, lets
    * it finish what it took, stops it, and only then removes the pods: the
@@ -580,13 +597,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     const instance = state.instance;
     Object.assign(state, unready());
     state.instance = undefined;
-    const pods = store
-      .list(BuiltIn.pods, state.namespace)
-      .filter(
-        (pod) =>
-          pod.metadata.labels?.[QUAY_REGISTRY_LABEL] === state.name &&
-          pod.metadata.labels?.[COMPONENT_LABEL] === 'quay-app',
-      );
+    const pods = componentPods(state.namespace, state.name, 'quay-app');
     for (const pod of pods)
       store.replace(BuiltIn.pods, {
         ...pod,
@@ -600,11 +611,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
       if (state.proxy !== undefined) await (await state.proxy).drain(instance.url, 5_000);
       await instance.stop();
     }
-    for (const pod of pods) {
-      if (store.get(BuiltIn.pods, state.namespace, pod.metadata.name) !== undefined)
-        store.delete(BuiltIn.pods, state.namespace, pod.metadata.name);
-      server.setPodExec(state.namespace, pod.metadata.name, undefined);
-    }
+    for (const pod of pods) removePod(state.namespace, pod.metadata.name);
   }
 
   async function answers(url: string): Promise<boolean> {
@@ -630,17 +637,8 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     const namespace = quay.metadata.namespace as string;
     const name = quay.metadata.name;
     const deploymentName = `${name}-${suffix}`;
-    const pods = store
-      .list(BuiltIn.pods, namespace)
-      .filter(
-        (pod) =>
-          pod.metadata.labels?.[QUAY_REGISTRY_LABEL] === name &&
-          pod.metadata.labels?.[COMPONENT_LABEL] === component,
-      );
-    for (const pod of pods.slice(replicas)) {
-      store.delete(BuiltIn.pods, namespace, pod.metadata.name);
-      server.setPodExec(namespace, pod.metadata.name, undefined);
-    }
+    const pods = componentPods(namespace, name, component);
+    for (const pod of pods.slice(replicas)) removePod(namespace, pod.metadata.name);
     for (let i = pods.length; i < replicas; i++) {
       const created = store.create(BuiltIn.pods, {
         apiVersion: 'v1',
@@ -662,12 +660,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
         execIn(namespace, name, component, created.metadata.name)(command, io, container),
       );
     }
-    for (const pod of store.list(BuiltIn.pods, namespace)) {
-      if (
-        pod.metadata.labels?.[QUAY_REGISTRY_LABEL] !== name ||
-        pod.metadata.labels?.[COMPONENT_LABEL] !== component
-      )
-        continue;
+    for (const pod of componentPods(namespace, name, component)) {
       const status = {
         phase,
         ...(phase === 'Running' ? { podIP: LOOPBACK } : {}),

@@ -13,7 +13,7 @@ import {
   type V1Pod,
   type V1Secret,
 } from '@kubernetes/client-node';
-import type { PodTarget } from '../cluster/exec.ts';
+import { type PodTarget, podText } from '../cluster/exec.ts';
 import { KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError } from '../errors.ts';
 import { RegistryMissingError } from './profile.ts';
@@ -266,6 +266,11 @@ export function isAvailable(object: QuayRegistryObject): boolean {
 }
 
 /** Where to exec in a pod: its first container, as `kubectl exec` picks without `-c`. */
+/** The running config of one quay-app pod (`cat /conf/stack/config.yaml` through pods/exec, as the runbook does). */
+export function configOfPod(kc: KubeConfig, pod: V1Pod): Promise<string> {
+  return podText(kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+}
+
 export function execTarget(pod: V1Pod): PodTarget {
   return {
     namespace: pod.metadata?.namespace ?? '',

@@ -26,6 +26,7 @@ import {
   type SwitchResult,
 } from './profile.ts';
 import {
+  configOfPod,
   execTarget,
   isAvailable,
   isReady,
@@ -123,7 +124,7 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
     const name = registry.metadata?.name ?? '';
     const pod = (await cluster.pods('quay-app')).find(isReady);
     if (pod !== undefined) {
-      const text = await podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+      const text = await configOfPod(cluster.kc, pod);
       const found = databaseOf(
         parseQuayConfig(text, `/conf/stack/config.yaml of ${pod.metadata?.name}`),
       );

@@ -9,9 +9,8 @@
  * quay-state.ts; docs/quay.md maps each runbook step to this code.
  */
 import { createHash } from 'node:crypto';
-import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
+import type { KubeConfig, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { podText } from '../cluster/exec.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import {
   type CapturedFile,
@@ -26,7 +25,7 @@ import {
   sameStorage,
 } from './profile.ts';
 import {
-  execTarget,
+  configOfPod,
   isAvailable,
   isReady,
   type QuayCluster,
@@ -73,7 +72,7 @@ export async function runningConfig(cluster: QuayCluster): Promise<string> {
     throw new ClusterError(
       `no ready quay-app pod (quay-component=quay-app) in namespace ${cluster.namespace} to read /conf/stack/config.yaml from; regvault backs up a healthy Quay (condition Available=True)`,
     );
-  return podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+  return configOfPod(cluster.kc, pod);
 }
 
 /** Creates the Quay profile over a loaded kubeconfig. */
@@ -191,15 +190,16 @@ export function quayProfile(
     yaml: stringify(cleanForCapture({ apiVersion: 'v1', kind: 'Secret', ...(secret as object) })),
   });
 
+  const podStateOf = (p: V1Pod): PodState => ({
+    name: p.metadata?.name ?? '',
+    ready: isReady(p),
+    phase: p.status?.phase ?? 'Unknown',
+    ...(p.metadata?.creationTimestamp === undefined
+      ? {}
+      : { createdAt: new Date(p.metadata.creationTimestamp).toISOString() }),
+  });
   const quayAppPods = async (): Promise<PodState[]> =>
-    (await cluster.pods('quay-app')).map((p) => ({
-      name: p.metadata?.name ?? '',
-      ready: isReady(p),
-      phase: p.status?.phase ?? 'Unknown',
-      ...(p.metadata?.creationTimestamp === undefined
-        ? {}
-        : { createdAt: new Date(p.metadata.creationTimestamp).toISOString() }),
-    }));
+    (await cluster.pods('quay-app')).map(podStateOf);
 
   const switchStorage = async (next: StorageRef): Promise<SwitchResult> => {
     if (next.bucket === '')
@@ -275,16 +275,15 @@ export function quayProfile(
     return { ...base, current: { ...next, secretName: bundle }, changed: true };
   };
 
-  /** Ready pods among `names` whose running config names other storage than `registry`'s bundle, as `pod (bucket)`. */
-  const podsOnOtherStorage = async (registry: QuayRegistryObject, names: ReadonlySet<string>) => {
+  /** Those of `pods` whose running config names other storage than `registry`'s bundle, as `pod (bucket)`. */
+  const podsOnOtherStorage = async (registry: QuayRegistryObject, pods: readonly V1Pod[]) => {
     const wanted = (await storageOf(registry)).storage;
     if (wanted === undefined) return [];
     const stale: string[] = [];
-    for (const pod of (await cluster.pods('quay-app')).filter(isReady)) {
+    for (const pod of pods) {
       const name = pod.metadata?.name ?? '';
-      if (!names.has(name)) continue;
       const where = `/conf/stack/config.yaml of ${name}`;
-      const text = await podText(cluster.kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
+      const text = await configOfPod(cluster.kc, pod);
       const running = quayStorageOf(parseQuayConfig(text, where), where);
       if (running?.bucket !== wanted.bucket || running.endpoint !== wanted.regionEndpoint)
         stale.push(`${name} (s3://${running?.bucket ?? '?'})`);
@@ -299,7 +298,8 @@ export function quayProfile(
   }): Promise<RolloutStatus> => {
     const before = new Set(podsBefore);
     const registry = await cluster.registry();
-    const pods = await quayAppPods();
+    const listed = await cluster.pods('quay-app');
+    const pods = listed.map(podStateOf);
     const newPods = pods.filter((p) => !before.has(p.name));
     const oldPods = pods.filter((p) => before.has(p.name)).map((p) => p.name);
     const ready = newPods.filter((p) => p.ready).length;
@@ -314,7 +314,10 @@ export function quayProfile(
     // scaled back before the operator that rolls the new config): done only when every ready
     // new pod runs the storage the QuayRegistry names now.
     const stale = settled
-      ? await podsOnOtherStorage(registry, new Set(newPods.map((p) => p.name)))
+      ? await podsOnOtherStorage(
+          registry,
+          listed.filter((p) => !before.has(p.metadata?.name ?? '') && isReady(p)),
+        )
       : [];
     const done = settled && stale.length === 0;
     const condition = registry.status?.conditions?.find((c) => c.type === 'Available');
