@@ -231,7 +231,12 @@ describe('quay restore before 3.7 (the scale path)', () => {
       pointAt('config-bundle-moved');
       await bed.operator.sync();
       await bed.operator.sync();
-      const whileDown = await profile.rolloutStatus({ podsBefore: [] });
+      // On a loaded machine a probe may keep the pod unready a moment: wait until one is ready.
+      let whileDown = await profile.rolloutStatus({ podsBefore: [] });
+      for (let tries = 0; whileDown.ready === 0 && tries < 40; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        whileDown = await profile.rolloutStatus({ podsBefore: [] });
+      }
       scaleOperator(1);
       const afterOperator = await doneWithin(20_000);
 
