@@ -12,32 +12,76 @@ function gate() {
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Named tasks that each run until the test finishes them; `started` lists them as they start. */
+function gatedTasks() {
+  const started: string[] = [];
+  const gates = new Map<string, ReturnType<typeof gate>>();
+  const task = (name: string) => () => {
+    started.push(name);
+    const g = gate();
+    gates.set(name, g);
+    return g.done;
+  };
+  /** Lets the task that started last finish, after the queue had a turn. */
+  const finishLast = async () => {
+    await tick();
+    gates.get(started.at(-1) ?? '')?.release();
+  };
+  return { started, task, finishLast };
+}
+
 describe('the copy queue', () => {
   it('runs at most its concurrency at once and lanes take turns for free slots', async () => {
     // Prepare: one slot, a lane that queued five tasks before another lane queued three
     const queue = new CopyQueue(1);
-    const started: string[] = [];
-    const gates = new Map<string, ReturnType<typeof gate>>();
-    const task = (name: string) => () => {
-      started.push(name);
-      const g = gate();
-      gates.set(name, g);
-      return g.done;
-    };
+    const { started, task, finishLast } = gatedTasks();
     const all = [
       ...['l1', 'l2', 'l3', 'l4', 'l5'].map((n) => queue.add(task(n), 'links')),
       ...['b1', 'b2', 'b3'].map((n) => queue.add(task(n), 'blobs')),
     ];
     // Act: finish whatever runs, one task at a time
     for (let i = 0; i < 8; i++) {
-      await tick();
+      await finishLast();
       expect(queue.running).toBe(1);
-      gates.get(started.at(-1) ?? '')?.release();
     }
     await Promise.all(all);
     // Assess: first in, first out within a lane; the lanes alternate while both have work
     expect(started).toEqual(['l1', 'b1', 'l2', 'b2', 'l3', 'b3', 'l4', 'l5']);
     expect(queue.running).toBe(0);
+    expect(queue.waiting()).toBe(0);
+  });
+
+  it('serves a held lane only when no other lane has work, until every holder released it', async () => {
+    // Prepare: one slot; the trailing lane is held twice and gets its tasks while a link runs
+    const queue = new CopyQueue(1);
+    const { started, task, finishLast } = gatedTasks();
+    queue.hold('trailing');
+    queue.hold('trailing');
+    const all = [
+      ...['l1', 'l2'].map((n) => queue.add(task(n), 'links')),
+      ...['t1', 't2', 't3'].map((n) => queue.add(task(n), 'trailing')),
+    ];
+    // Act: one holder lets go; a third link comes while the second runs
+    await finishLast();
+    queue.release('trailing');
+    all.push(queue.add(task('l3'), 'links'));
+    await finishLast();
+    await finishLast();
+    // The links ran dry, so the still-held lane had a turn
+    await tick();
+    const whileHeld = [...started];
+    await finishLast();
+    await tick();
+    // The last holder lets go while t2 runs, and a fourth link comes
+    queue.release('trailing');
+    all.push(queue.add(task('l4'), 'links'));
+    await finishLast();
+    await finishLast();
+    await finishLast();
+    await Promise.all(all);
+    // Assess: once released it takes turns like any lane
+    expect(whileHeld).toEqual(['l1', 'l2', 'l3', 't1']);
+    expect(started).toEqual(['l1', 'l2', 'l3', 't1', 't2', 'l4', 't3']);
     expect(queue.waiting()).toBe(0);
   });
 

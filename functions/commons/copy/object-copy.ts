@@ -244,12 +244,19 @@ async function copyOne(
 export interface Queued {
   readonly entry: PageEntry;
   readonly byContent: boolean;
+  /** Copied in the run's trailing lane (KeyTreatment's `trails`). */
+  readonly trails?: boolean;
 }
+
+/** The lane of a lane's copies that may trail its barrier (held while the barrier is pending). */
+export const trailingLane = (lane: string) => `${lane}:trailing`;
 
 /** What the copies of one run share: its tally, its copies in flight and where records go. */
 export interface RunCopies {
   readonly tally: Tally;
   readonly inflight: InFlight;
+  /** The copies that may trail the barrier; without it they go with the others. */
+  readonly trailing?: InFlight;
   readonly onRecord: ((record: InventoryRecord) => void) | undefined;
 }
 
@@ -277,8 +284,9 @@ export async function queuePage(
       run.tally.fail({ key: entry.object.key, operation: 'ListObjectsV2 (target)', code, message });
     return false;
   }
-  for (const { entry, byContent } of page) {
-    run.inflight.add(ctx.queue, lane, () =>
+  for (const { entry, byContent, trails } of page) {
+    const trailing = trails === true ? run.trailing : undefined;
+    (trailing ?? run.inflight).add(ctx.queue, trailing ? trailingLane(lane) : lane, () =>
       counted(() =>
         copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
       ),

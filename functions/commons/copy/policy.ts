@@ -92,7 +92,16 @@ export type KeyTreatment =
    * object of the same size in the target is then the same object, and the
    * bytes are checked against the digest where that costs no extra read.
    */
-  | { readonly leaveOut?: undefined; readonly digest?: string }
+  | {
+      readonly leaveOut?: undefined;
+      readonly digest?: string;
+      /**
+       * In a barrier pass: the next pass need not wait for this copy, whose
+       * key names its content (a registry's tag index entry). It runs after
+       * the pass's other copies and before the shard ends.
+       */
+      readonly trails?: boolean;
+    }
   /**
    * Left out on purpose and counted in `uploadsSkipped` (a registry's
    * unfinished upload); `uploadId` is reported in the shard's `uploadIds`.

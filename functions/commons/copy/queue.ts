@@ -10,6 +10,10 @@
  * served in turns, both work at once. Blobs are still listed only after every
  * link is listed (docs/consistency.md): only the copies overlap.
  *
+ * A lane can be held: it is served only when no other lane has a task
+ * waiting, until it is released (a registry's tag index entries, which may
+ * trail, wait behind the tag links whose copies a link shard waits for).
+ *
  * Written here, not with p-queue: p-queue orders by a fixed priority per task,
  * which cannot express taking turns between lanes that start at different
  * times, and it inserts a prioritised task by splicing an array, which costs a
@@ -65,6 +69,8 @@ export class CopyQueue {
   #turn = 0;
   #running = 0;
   #waiters: Waiter[] = [];
+  /** Held lanes, with how many holders each has. */
+  readonly #held = new Map<string, number>();
 
   constructor(concurrency: number) {
     if (!Number.isInteger(concurrency) || concurrency < 1)
@@ -84,6 +90,25 @@ export class CopyQueue {
       jobs.push({ run, resolve, reject });
       this.#dispatch();
     });
+  }
+
+  /**
+   * Serves `lane` only when no lane that is not held has a task waiting,
+   * until every holder has released it.
+   */
+  hold(lane: string): void {
+    this.#held.set(lane, (this.#held.get(lane) ?? 0) + 1);
+  }
+
+  /** Ends one hold of `lane` (a lane not held is left as it is). */
+  release(lane: string): void {
+    const holders = this.#held.get(lane);
+    if (holders === undefined) return;
+    if (holders > 1) this.#held.set(lane, holders - 1);
+    else {
+      this.#held.delete(lane);
+      this.#dispatch();
+    }
   }
 
   /** Tasks queued and not started, in one lane or in all of them. */
@@ -132,12 +157,18 @@ export class CopyQueue {
     }
   }
 
-  /** The first job of the next lane, in turn, that has one. */
+  /** The first job of the next lane, in turn, that has one: held lanes only when no other has. */
   #nextJob(): Job | undefined {
+    return this.#nextIn(false) ?? (this.#held.size > 0 ? this.#nextIn(true) : undefined);
+  }
+
+  #nextIn(held: boolean): Job | undefined {
     const count = this.#turns.length;
     for (let tried = 0; tried < count; tried++) {
       const at = (this.#turn + tried) % count;
-      const job = this.#lanes.get(this.#turns[at] ?? '')?.shift();
+      const lane = this.#turns[at] ?? '';
+      if (this.#held.has(lane) !== held) continue;
+      const job = this.#lanes.get(lane)?.shift();
       if (job !== undefined) {
         // The lane after this one goes next, also one added after this turn.
         this.#turn = at + 1;

@@ -299,6 +299,12 @@ const LINK_PASSES: readonly RegistryPass[] = [
 
 const ONE_PASS: readonly RegistryPass[] = [{ copies: () => true }];
 
+/** A tag's index entry, `_manifests/tags/<tag>/index/sha256/<digest>/link`. */
+const TAG_INDEX_ENTRY = /\/_manifests\/tags\/[^/]+\/index\/sha256\/[0-9a-f]{64}\/link$/;
+
+/** Copied, and the tag pass need not wait for it: the key names what it holds. */
+const TRAILS: KeyTreatment = { trails: true };
+
 /**
  * Link copies a link shard may have queued before it lists its next page
  * (about 5 MB of entries), so that every link is listed, and blob listing can
@@ -326,6 +332,8 @@ function routeOf(shard: Shard): ShardRoute {
         return { leaveOut: true, ...(uploadId === undefined ? {} : { uploadId }) };
       }
       if (passes[pass]?.copies(kind, relative) === false) return undefined;
+      // A tag's index entry names its manifest: only the current link must be copied before the revisions are listed.
+      if (kind === KeyKind.Tag && TAG_INDEX_ENTRY.test(relative)) return TRAILS;
       if (kind !== KeyKind.Blob) return COPY;
       const digest = blobDigestOf(relative);
       return digest === undefined ? COPY : { digest };
