@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { InventoryRecord } from '../../functions/commons/copy/model.ts';
 import { createLocalDeps } from '../../functions/commons/local/deps.ts';
 import { vaultKeys } from '../../functions/commons/vault/format.ts';
-import { collectRunRecords } from '../../functions/commons/vault/runs.ts';
+import { collectRunRecords, writeRunRecords } from '../../functions/commons/vault/runs.ts';
 import { gzipLines, putBytes, rootOf } from '../../functions/commons/vault/store.ts';
 import type { WorkflowDeps } from '../../functions/commons/workflows/deps.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
@@ -85,5 +85,37 @@ describe('collecting what the copy workers of a run wrote', () => {
     // Assess
     expect(collected.failures).toEqual([failure]);
     expect(collected.records.map((r) => r.key)).toEqual(['y']);
+  });
+
+  it('takes back the record files this process kept without reading them, and says the same as the vault', async () => {
+    // Prepare: one shard's file kept (the local runner's memory queue), another not
+    const failure = { key: 'x', operation: 'CopyObject', code: 'AccessDenied', message: 'denied' };
+    await writeRunRecords(
+      deps.vault,
+      'run-kept',
+      'shard-0',
+      0,
+      { records: [record('a'), record('b', false)], failures: [failure], uploadIds: ['u-1'] },
+      { keep: true },
+    );
+    await writeRunRecords(deps.vault, 'run-kept', 'shard-1', 0, {
+      records: [record('c')],
+      failures: [],
+      uploadIds: [],
+    });
+    await s3.resetCounters();
+    // Act
+    const kept = await collectRunRecords(deps.vault, 'run-kept');
+    const afterKept = await s3.counters();
+    await s3.resetCounters();
+    const read = await collectRunRecords(deps.vault, 'run-kept');
+    const afterRead = await s3.counters();
+    // Assess: the kept file is taken once, then read from the vault like the other
+    expect(afterKept.GetObject).toBe(1);
+    expect(afterRead.GetObject).toBe(2);
+    expect(kept).toEqual(read);
+    expect(kept.records.map((r) => r.key)).toEqual(['a', 'b', 'c']);
+    expect(kept.failures).toEqual([failure]);
+    expect(kept.uploadIds).toEqual(['u-1']);
   });
 });

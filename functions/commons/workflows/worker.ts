@@ -417,12 +417,20 @@ export async function handleShardMessage(
         ...(result.aborted === undefined ? {} : { aborted: result.aborted }),
       }
     : undefined;
-  await writeRunRecords(deps.vault, job.runId, message.shardId, message.seq, {
-    records,
-    failures: result.failures,
-    uploadIds: result.uploadIds,
-    ...(shardResult === undefined ? {} : { result: shardResult }),
-  });
+  await writeRunRecords(
+    deps.vault,
+    job.runId,
+    message.shardId,
+    message.seq,
+    {
+      records,
+      failures: result.failures,
+      uploadIds: result.uploadIds,
+      ...(shardResult === undefined ? {} : { result: shardResult }),
+    },
+    // The memory queue's run is finalized in this process, which then reads them back.
+    { keep: transport.local !== undefined },
+  );
   if (shardResult === undefined) {
     await transport.sender.send({ ...message, seq: message.seq + 1, cursor: result.next, totals });
     return result.totals;
