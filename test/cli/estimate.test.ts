@@ -86,9 +86,11 @@ describe('the estimate of a backup, before it runs', () => {
     // the job its plan step wrote is neither read back (a GET) nor looked up
     // for shards already ended before its first send (a LIST); finalize
     // neither renews nor reads before releasing the lease this process
-    // renewed moments before (three GETs and a PUT).
+    // renewed moments before (three GETs and a PUT); finalize takes the
+    // record files the workers kept in memory instead of reading them (a GET
+    // per message, one per shard here).
     const onAws = {
-      GetObject: estimate.shards + 1 + 3,
+      GetObject: 2 * estimate.shards + 1 + 3,
       PutObject: estimate.linkShards + 1,
       ListObjectsV2: 1,
     };

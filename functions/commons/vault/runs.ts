@@ -24,6 +24,7 @@ import type { PreviousPlan } from '../copy/policy.ts';
 import { VaultError } from '../errors.ts';
 import { selectionSchema, vaultKeys } from './format.ts';
 import { byKey } from './inventory.ts';
+import { KEPT_RECORDS, KeptRecordFiles } from './kept-records.ts';
 import {
   getBytes,
   getJson,
@@ -255,50 +256,12 @@ const recordFileLines = (done: RecordFile): Array<z.infer<typeof recordLineSchem
   ...(done.result === undefined ? [] : [{ s: done.result }]),
 ];
 
-/**
- * Records this process wrote and will read back itself, by vault and key:
- * the local runner's finalize takes them from here instead of reading,
- * unpacking and checking its own files again (about a tenth of a second in
- * the benchmark's 20,000-object backup). Newest first out of a budget, so a
- * run that never reached its finalize cannot hold memory for long; a file
- * not here is read from the vault as always.
- */
-const keptRecordFiles = new Map<string, RecordFile>();
-/** Records kept at most, over every file (about 20 MB). */
-const KEPT_RECORDS = 50_000;
-let keptRecords = 0;
-
-const keptId = (vault: Vault, key: string) =>
-  `${vault.location.endpoint ?? ''}\n${vault.location.bucket}\n${key}`;
-
-function keepRecordFile(vault: Vault, key: string, done: RecordFile): void {
-  const id = keptId(vault, key);
-  takeKeptRecordFile(vault, key);
-  if (done.records.length > KEPT_RECORDS) return;
-  keptRecordFiles.set(id, done);
-  keptRecords += done.records.length;
-  for (const [oldest, file] of keptRecordFiles) {
-    if (keptRecords <= KEPT_RECORDS) break;
-    keptRecordFiles.delete(oldest);
-    keptRecords -= file.records.length;
-  }
-}
-
-function takeKeptRecordFile(vault: Vault, key: string): RecordFile | undefined {
-  const id = keptId(vault, key);
-  const file = keptRecordFiles.get(id);
-  if (file === undefined) return undefined;
-  keptRecordFiles.delete(id);
-  keptRecords -= file.records.length;
-  return file;
-}
+const keptFiles = new KeptRecordFiles<RecordFile>(KEPT_RECORDS);
 
 /**
  * What one copy message did: its records, failures and skipped uploads, and
  * on a shard's last message its result, one gzip file. `keep`: this process
- * also reads the run's records back (the local runner's memory queue, which
- * works every message of a run where its finalize runs), so they are kept
- * here for it once the file is written.
+ * finalizes the run too (the local runner's memory queue), so it keeps them.
  */
 export async function writeRunRecords(
   vault: Vault,
@@ -310,7 +273,7 @@ export async function writeRunRecords(
 ): Promise<void> {
   const key = vaultKeys.runRecords(rootOf(vault), runId, shardId, seq);
   await putBytes(vault, key, await gzipLines(recordFileLines(done)), 'application/gzip');
-  if (options.keep === true) keepRecordFile(vault, key, done);
+  if (options.keep === true) keptFiles.keep(vault, key, done);
 }
 
 /** What the record files of one shard say. */
@@ -366,7 +329,7 @@ export async function readShardRecords(
   const ordered = [...files.filter((f) => !isRetry(f)), ...files.filter(isRetry)];
   const contents = await readAll(ordered, async (file) => {
     // What this process wrote and kept is what the file holds, already checked.
-    const kept = takeKeptRecordFile(vault, file);
+    const kept = keptFiles.take(vault, file);
     if (kept !== undefined) return { retry: isRetry(file), lines: recordFileLines(kept) };
     const bytes = await getBytes(vault, file);
     return {
