@@ -265,11 +265,19 @@ export function createFastCopier(
     });
   };
 
-  /** One attempt of a call: the 200 answer, or an S3CallError shaped like the SDK's. */
+  /**
+   * One attempt of a call: the 200 answer, or an S3CallError shaped like the
+   * SDK's. `text` is the body as text, decoded once here, but for an object's bytes.
+   */
   const attempt = async (
     spec: Call,
     n: number,
-  ): Promise<{ body: Buffer; etag: string | undefined; contentType: string | undefined }> => {
+  ): Promise<{
+    body: Buffer;
+    text: string;
+    etag: string | undefined;
+    contentType: string | undefined;
+  }> => {
     let answer: Awaited<ReturnType<typeof once>>;
     try {
       answer = await once(spec);
@@ -287,7 +295,7 @@ export function createFastCopier(
       spec.method === 'GET' && spec.key !== '' && (status === 200 || status === 206)
         ? ''
         : answer.body.toString('utf8');
-    if ((status === 200 || status === 206) && !text.includes('<Error>')) return answer;
+    if ((status === 200 || status === 206) && !text.includes('<Error>')) return { ...answer, text };
     const code = tag(text, 'Code') ?? (status === 404 ? 'NotFound' : `Http${status}`);
     throw new S3CallError(
       code,
@@ -318,7 +326,7 @@ export function createFastCopier(
 
   return {
     async copyObject(input) {
-      const { body: bytes } = await call({
+      const { text: body } = await call({
         operation: 'CopyObject',
         method: 'PUT',
         bucket: input.bucket,
@@ -329,7 +337,6 @@ export function createFastCopier(
           ...(input.checksumSha256 ? { 'x-amz-checksum-algorithm': 'SHA256' } : {}),
         },
       });
-      const body = bytes.toString('utf8');
       return { etag: tag(body, 'ETag') ?? '', checksumSha256: tag(body, 'ChecksumSHA256') };
     },
     async getObject(input) {
@@ -365,7 +372,7 @@ export function createFastCopier(
       return { etag: etag ?? '' };
     },
     async listObjectsV2(input) {
-      const { body: bytes } = await call({
+      const { text: body } = await call({
         operation: 'ListObjectsV2',
         method: 'GET',
         bucket: input.bucket,
@@ -382,7 +389,6 @@ export function createFastCopier(
         },
         headers: {},
       });
-      const body = bytes.toString('utf8');
       const contents: FastListPage['contents'] = [];
       // Entries are read in place, bounded by their closing tag, without a
       // copy of each entry (a page of 1,000 is ~300 KB of XML).
