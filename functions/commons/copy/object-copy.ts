@@ -248,15 +248,41 @@ export interface Queued {
   readonly trails?: boolean;
 }
 
-/** The lane of a lane's copies that may trail its barrier (held while the barrier is pending). */
-export const trailingLane = (lane: string) => `${lane}:trailing`;
+/**
+ * The copies a barrier pass lets trail (KeyTreatment's `trails`), in a lane
+ * of their own that is held while the barrier is pending: they wait behind
+ * the copies the barrier waits for.
+ */
+export class TrailingCopies {
+  readonly inflight = new InFlight();
+  readonly lane: string;
+  readonly #queue: CopyQueue;
+  #holding = false;
+
+  constructor(queue: CopyQueue, lane: string) {
+    this.#queue = queue;
+    this.lane = `${lane}:trailing`;
+  }
+
+  hold(): void {
+    if (this.#holding) return;
+    this.#holding = true;
+    this.#queue.hold(this.lane);
+  }
+
+  release(): void {
+    if (!this.#holding) return;
+    this.#holding = false;
+    this.#queue.release(this.lane);
+  }
+}
 
 /** What the copies of one run share: its tally, its copies in flight and where records go. */
 export interface RunCopies {
   readonly tally: Tally;
   readonly inflight: InFlight;
   /** The copies that may trail the barrier; without it they go with the others. */
-  readonly trailing?: InFlight;
+  readonly trailing?: TrailingCopies;
   readonly onRecord: ((record: InventoryRecord) => void) | undefined;
 }
 
@@ -286,7 +312,7 @@ export async function queuePage(
   }
   for (const { entry, byContent, trails } of page) {
     const trailing = trails === true ? run.trailing : undefined;
-    (trailing ?? run.inflight).add(ctx.queue, trailing ? trailingLane(lane) : lane, () =>
+    (trailing?.inflight ?? run.inflight).add(ctx.queue, trailing?.lane ?? lane, () =>
       counted(() =>
         copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
       ),

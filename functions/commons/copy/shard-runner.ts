@@ -29,7 +29,7 @@ import {
   queuePage,
   type ShardRunResult,
   Tally,
-  trailingLane,
+  TrailingCopies,
 } from './object-copy.ts';
 import { lister } from './plan.ts';
 import type { Pass } from './policy.ts';
@@ -124,10 +124,16 @@ export async function runShard(
   options: ShardRunOptions = {},
 ): Promise<ShardRunResult> {
   const tally = new Tally(ctx.maxFailures, options.onProgress);
-  return countRetriesIn(
-    () => tally.retried(),
-    () => runCounted(ctx, shard, options, tally),
-  );
+  const trailing = new TrailingCopies(ctx.queue, shard.kind);
+  try {
+    return await countRetriesIn(
+      () => tally.retried(),
+      () => runCounted(ctx, shard, options, tally, trailing),
+    );
+  } finally {
+    // A hold left by a throw would keep the trailing lane waiting for ever.
+    trailing.release();
+  }
 }
 
 async function runCounted(
@@ -135,6 +141,7 @@ async function runCounted(
   shard: Shard,
   options: ShardRunOptions,
   tally: Tally,
+  trailing: TrailingCopies,
 ): Promise<ShardRunResult> {
   await ctx.policy.prepare?.(shard, lister(ctx.source.client, ctx.source.bucket, ctx.source.fast));
   const route = ctx.policy.route(shard);
@@ -143,26 +150,16 @@ async function runCounted(
 
   // This shard's copies in flight; the queue itself is shared with other shards.
   const inflight = new InFlight();
-  // Copies a barrier pass lets trail: their lane is held while the barrier is pending.
-  const trailing = new InFlight();
-  const held = trailingLane(shard.kind);
-  let holding = false;
-  const hold = (on: boolean) => {
-    if (on === holding) return;
-    holding = on;
-    if (on) ctx.queue.hold(held);
-    else ctx.queue.release(held);
-  };
   const run = { tally, inflight, trailing, onRecord: options.onRecord };
   const drain = async () => {
-    hold(false);
+    trailing.release();
     await inflight.drain();
-    await trailing.drain();
+    await trailing.inflight.drain();
   };
-  // A barrier pass's copies, without those it lets trail.
+  // A barrier pass's copies, but for those it lets trail.
   const barrierDrain = async () => {
     await inflight.drain();
-    hold(false);
+    trailing.release();
   };
   // About one page queued ahead of the copies, unless the route lists further
   // ahead (a registry's link shards, so that blob listing starts while link
@@ -208,120 +205,113 @@ async function runCounted(
     await queuePage(ctx, run, entries, shard.kind, lookahead);
   };
 
-  // A hold left by a throw would keep the trailing lane waiting for ever.
-  try {
-    // A cursor's `phase` is the index of the pass it continues.
-    const startPass = options.cursor?.phase ?? 0;
-    // The pages of each pass listed whole in this run, kept while a later pass
-    // may take them again (Pass.relists), with whether the pass copied nothing.
-    const kept = new Map<number, { objects: ListedObject[][]; unchanged: boolean }>();
-    const keeps = (pass: number) => passes.some((later) => later.relists === pass);
-    for (let pass = startPass; pass < passes.length; pass++) {
-      const { rollUp, barrier, relists } = passes[pass] ?? {};
-      const earlier = relists === undefined ? undefined : kept.get(relists);
-      if (earlier?.unchanged === true) {
-        for (const objects of earlier.objects) await copyListed(objects, pass, 0);
-        options.onProgress?.(tally.totals);
-        if (barrier === true) await barrierDrain();
-        continue;
+  // A cursor's `phase` is the index of the pass it continues.
+  const startPass = options.cursor?.phase ?? 0;
+  // The pages of each pass listed whole in this run, kept while a later pass
+  // may take them again (Pass.relists), with whether the pass copied nothing.
+  const kept = new Map<number, { objects: ListedObject[][]; unchanged: boolean }>();
+  const keeps = (pass: number) => passes.some((later) => later.relists === pass);
+  for (let pass = startPass; pass < passes.length; pass++) {
+    const { rollUp, barrier, relists } = passes[pass] ?? {};
+    const earlier = relists === undefined ? undefined : kept.get(relists);
+    if (earlier?.unchanged === true) {
+      for (const objects of earlier.objects) await copyListed(objects, pass, 0);
+      options.onProgress?.(tally.totals);
+      if (barrier === true) await barrierDrain();
+      continue;
+    }
+    if (barrier === true) trailing.hold();
+    const keeping =
+      keeps(pass) && !(pass === startPass && options.cursor?.continuationToken !== undefined)
+        ? { objects: [] as ListedObject[][], copiedBefore: tally.totals.copied + tally.failed }
+        : undefined;
+    let token = pass === startPass ? options.cursor?.continuationToken : undefined;
+    let pending: Promise<Page> = listPage(ctx, shard, token, rollUp);
+    // The cursor names the page whose listing failed: a retry lists it again.
+    const listingFailed = async (err: unknown, prefix: string) => {
+      const { code, message } = describeError(err);
+      tally.fail({ key: prefix, operation: 'ListObjectsV2', code, message });
+      await drain();
+      return finish(shard, tally, uploadIds, {
+        next: { phase: pass, ...(token === undefined ? {} : { continuationToken: token }) },
+        aborted: `listing failed: ${message}`,
+      });
+    };
+    for (;;) {
+      let page: Page;
+      try {
+        page = await pending;
+      } catch (err) {
+        return listingFailed(err, shard.prefix);
       }
-      if (barrier === true) hold(true);
-      const keeping =
-        keeps(pass) && !(pass === startPass && options.cursor?.continuationToken !== undefined)
-          ? { objects: [] as ListedObject[][], copiedBefore: tally.totals.copied + tally.failed }
-          : undefined;
-      let token = pass === startPass ? options.cursor?.continuationToken : undefined;
-      let pending: Promise<Page> = listPage(ctx, shard, token, rollUp);
-      // The cursor names the page whose listing failed: a retry lists it again.
-      const listingFailed = async (err: unknown, prefix: string) => {
-        const { code, message } = describeError(err);
-        tally.fail({ key: prefix, operation: 'ListObjectsV2', code, message });
+      const nextToken = page.next;
+      // Hand on: another worker lists on from here while this run copies the page.
+      const handedOn =
+        nextToken !== undefined &&
+        options.handOn !== undefined &&
+        barrier !== true &&
+        (await options.handOn({ phase: pass, continuationToken: nextToken }));
+      // List ahead: the next page is requested before this one is copied.
+      if (nextToken !== undefined && !handedOn) pending = listPage(ctx, shard, nextToken, rollUp);
+      keeping?.objects.push(page.objects);
+      await copyListed(page.objects, pass);
+      // A common prefix the roll-up did not mean to roll up is listed in full
+      // here, page by page, so no key below it is missed.
+      for (const prefix of page.unexpected) {
+        let subToken: string | undefined;
+        do {
+          let sub: Page;
+          try {
+            sub = await listPage(ctx, { prefix }, subToken, undefined);
+          } catch (err) {
+            void pending.catch(() => undefined);
+            return listingFailed(err, prefix);
+          }
+          keeping?.objects.push(sub.objects);
+          await copyListed(sub.objects, pass);
+          subToken = sub.next;
+        } while (subToken !== undefined);
+      }
+      options.onProgress?.(tally.totals);
+      if (tally.failed >= ctx.maxFailures) {
+        await drain();
+        void pending.catch(() => undefined);
+        return finish(shard, tally, uploadIds, {
+          aborted: `stopped after ${tally.failed} failures`,
+        });
+      }
+      token = nextToken;
+      if (token === undefined) break;
+      if (handedOn) {
         await drain();
         return finish(shard, tally, uploadIds, {
-          next: { phase: pass, ...(token === undefined ? {} : { continuationToken: token }) },
-          aborted: `listing failed: ${message}`,
+          handedOn: { phase: pass, continuationToken: token },
         });
-      };
-      for (;;) {
-        let page: Page;
-        try {
-          page = await pending;
-        } catch (err) {
-          return listingFailed(err, shard.prefix);
-        }
-        const nextToken = page.next;
-        // Hand on: another worker lists on from here while this run copies the page.
-        const handedOn =
-          nextToken !== undefined &&
-          options.handOn !== undefined &&
-          barrier !== true &&
-          (await options.handOn({ phase: pass, continuationToken: nextToken }));
-        // List ahead: the next page is requested before this one is copied.
-        if (nextToken !== undefined && !handedOn) pending = listPage(ctx, shard, nextToken, rollUp);
-        keeping?.objects.push(page.objects);
-        await copyListed(page.objects, pass);
-        // A common prefix the roll-up did not mean to roll up is listed in full
-        // here, page by page, so no key below it is missed.
-        for (const prefix of page.unexpected) {
-          let subToken: string | undefined;
-          do {
-            let sub: Page;
-            try {
-              sub = await listPage(ctx, { prefix }, subToken, undefined);
-            } catch (err) {
-              void pending.catch(() => undefined);
-              return listingFailed(err, prefix);
-            }
-            keeping?.objects.push(sub.objects);
-            await copyListed(sub.objects, pass);
-            subToken = sub.next;
-          } while (subToken !== undefined);
-        }
-        options.onProgress?.(tally.totals);
-        if (tally.failed >= ctx.maxFailures) {
-          await drain();
-          void pending.catch(() => undefined);
-          return finish(shard, tally, uploadIds, {
-            aborted: `stopped after ${tally.failed} failures`,
-          });
-        }
-        token = nextToken;
-        if (token === undefined) break;
-        if (handedOn) {
-          await drain();
-          return finish(shard, tally, uploadIds, {
-            handedOn: { phase: pass, continuationToken: token },
-          });
-        }
-        if (options.deadline !== undefined && Date.now() >= options.deadline) {
-          await drain();
-          // The listed-ahead page is dropped; the next worker lists it again.
-          void pending.catch(() => undefined);
-          return finish(shard, tally, uploadIds, {
-            next: { phase: pass, continuationToken: token },
-          });
-        }
       }
-      // A barrier pass's copies finish before the next pass is listed (a
-      // registry's tag links: docs/consistency.md), but for those it lets
-      // trail; after any other pass, copies trail.
-      if (barrier === true) await barrierDrain();
-      if (keeping !== undefined) {
-        const copiedNothing = () => tally.totals.copied + tally.failed === keeping.copiedBefore;
-        // Unchanged only if the copies it let trail copied nothing either (an
-        // unchanged shard's are all skipped, so waiting for them costs nothing).
-        if (barrier === true && copiedNothing()) await trailing.drain();
-        kept.set(pass, {
-          objects: keeping.objects,
-          // Only a barrier pass's copies are all done here.
-          unchanged: barrier === true && copiedNothing(),
-        });
+      if (options.deadline !== undefined && Date.now() >= options.deadline) {
+        await drain();
+        // The listed-ahead page is dropped; the next worker lists it again.
+        void pending.catch(() => undefined);
+        return finish(shard, tally, uploadIds, { next: { phase: pass, continuationToken: token } });
       }
     }
-    options.onListed?.();
-    await drain();
-    return finish(shard, tally, uploadIds);
-  } finally {
-    hold(false);
+    // A barrier pass's copies finish before the next pass is listed (a
+    // registry's tag links: docs/consistency.md), but for those it lets
+    // trail; after any other pass, copies trail.
+    if (barrier === true) await barrierDrain();
+    if (keeping !== undefined) {
+      const copiedNothing = () => tally.totals.copied + tally.failed === keeping.copiedBefore;
+      // Unchanged only if the copies it let trail copied nothing either (an
+      // unchanged shard's are all skipped, so waiting for them costs nothing).
+      if (barrier === true && copiedNothing()) await trailing.inflight.drain();
+      kept.set(pass, {
+        objects: keeping.objects,
+        // Only a barrier pass's copies are all done here.
+        unchanged: barrier === true && copiedNothing(),
+      });
+    }
   }
+  options.onListed?.();
+  await drain();
+  return finish(shard, tally, uploadIds);
 }
