@@ -136,6 +136,17 @@ const record = (value: unknown): Record<string, unknown> =>
 const text = (value: unknown): string | undefined =>
   typeof value === 'string' && value !== '' ? value : undefined;
 const timestamp = (ms = Date.now()) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+/**
+ * A pod as the API shows it once its deletion began: still listed, with a
+ * deletion time and grace period, until its containers have stopped.
+ */
+export function terminating(pod: KubeObject): KubeObject {
+  return {
+    ...pod,
+    metadata: { ...pod.metadata, deletionTimestamp: timestamp(), deletionGracePeriodSeconds: 30 },
+  };
+}
 const logLine = (level: string, msg: string) =>
   `time="${new Date().toISOString()}" level=${level} msg="${msg}"`;
 
@@ -433,16 +444,7 @@ export async function startRegistryController(
   async function removePod(state: PodState): Promise<void> {
     pods.splice(pods.indexOf(state), 1);
     const existing = store.get(BuiltIn.pods, namespace, state.name);
-    if (existing !== undefined) {
-      store.replace(BuiltIn.pods, {
-        ...existing,
-        metadata: {
-          ...existing.metadata,
-          deletionTimestamp: timestamp(),
-          deletionGracePeriodSeconds: 30,
-        },
-      });
-    }
+    if (existing !== undefined) store.replace(BuiltIn.pods, terminating(existing));
     // Out of `pods`, the Service sends it nothing new; it finishes what it took.
     if (state.instance !== undefined) await proxy.drain(state.instance.url, 5_000);
     await state.instance?.stop();

@@ -33,7 +33,7 @@ import { parse as parseYaml, stringify } from 'yaml';
 import { type PostgresHandle, startPostgres } from '../postgres.ts';
 import { LOOPBACK, waitFor } from '../process.ts';
 import { type QuayAppStarter, type QuayAppStorage, startQuayApp } from '../quay-app.ts';
-import type { RegistryInstance, RegistryStarter } from './controller.ts';
+import { type RegistryInstance, type RegistryStarter, terminating } from './controller.ts';
 import type { PodExecHandler } from './exec.ts';
 import { observeProbe, type Readiness, unready } from './readiness.ts';
 import { BuiltIn, definitionsOfCrd, type ResourceDefinition } from './resources.ts';
@@ -598,15 +598,7 @@ export async function startQuayOperator(options: QuayOperatorOptions): Promise<Q
     Object.assign(state, unready());
     state.instance = undefined;
     const pods = componentPods(state.namespace, state.name, 'quay-app');
-    for (const pod of pods)
-      store.replace(BuiltIn.pods, {
-        ...pod,
-        metadata: {
-          ...pod.metadata,
-          deletionTimestamp: new Date().toISOString(),
-          deletionGracePeriodSeconds: 30,
-        },
-      });
+    for (const pod of pods) store.replace(BuiltIn.pods, terminating(pod));
     if (instance !== undefined) {
       if (state.proxy !== undefined) await (await state.proxy).drain(instance.url, 5_000);
       await instance.stop();
