@@ -24,6 +24,11 @@ export const Referrer = { Tag: 0, Revision: 1, Layer: 2 } as const;
 export type Referrer = (typeof Referrer)[keyof typeof Referrer];
 
 const DIGEST_BYTES = 32;
+/** Bytes of a digest in a reference's sort key; the key's other three bytes are its index. */
+const PREFIX_BYTES = 5;
+/** References beyond three bytes of index are sorted by comparing digests. */
+const INDEX_LIMIT = 2 ** 24;
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * Blob digests the links refer to, 37 bytes each (the digest, what refers,
@@ -67,22 +72,55 @@ export class References {
     return this.#digests.compare(digest, 0, DIGEST_BYTES, at, at + DIGEST_BYTES);
   }
 
+  /** Orders two references by digest (a typed array's sort comparator). */
+  readonly #byDigest = (a: number, b: number): number =>
+    this.#digests.compare(
+      this.#digests,
+      b * DIGEST_BYTES,
+      (b + 1) * DIGEST_BYTES,
+      a * DIGEST_BYTES,
+      (a + 1) * DIGEST_BYTES,
+    );
+
+  /**
+   * The references in digest order. Sorted as 64-bit integers, each a
+   * digest's first five bytes above its index, which a typed array sorts
+   * natively (a comparator that compares buffers took seconds at millions of
+   * links); runs that share the five bytes are then sorted by the whole digest.
+   */
   #sorted(): Uint32Array {
-    if (this.#order === undefined) {
-      const digests = this.#digests;
-      const order = Uint32Array.from({ length: this.#count }, (_, i) => i);
-      order.sort((a, b) =>
-        digests.compare(
-          digests,
-          b * DIGEST_BYTES,
-          (b + 1) * DIGEST_BYTES,
-          a * DIGEST_BYTES,
-          (a + 1) * DIGEST_BYTES,
-        ),
-      );
-      this.#order = order;
+    if (this.#order !== undefined) return this.#order;
+    const count = this.#count;
+    if (count >= INDEX_LIMIT || !LITTLE_ENDIAN) {
+      this.#order = Uint32Array.from({ length: count }, (_, i) => i).sort(this.#byDigest);
+      return this.#order;
     }
-    return this.#order;
+    const keys = new BigUint64Array(count);
+    const bytes = new Uint8Array(keys.buffer);
+    const digests = this.#digests;
+    for (let i = 0; i < count; i++) {
+      const at = i * DIGEST_BYTES;
+      const key = i * 8;
+      // Little-endian: the digest's first byte is the key's most significant.
+      for (let b = 0; b < PREFIX_BYTES; b++) bytes[key + 7 - b] = digests[at + b] ?? 0;
+      bytes[key] = i & 0xff;
+      bytes[key + 1] = (i >>> 8) & 0xff;
+      bytes[key + 2] = (i >>> 16) & 0xff;
+    }
+    keys.sort();
+    const order = new Uint32Array(count);
+    for (let i = 0; i < count; i++) {
+      const key = i * 8;
+      order[i] = (bytes[key] ?? 0) | ((bytes[key + 1] ?? 0) << 8) | ((bytes[key + 2] ?? 0) << 16);
+    }
+    const prefix = (index: number) => keys[index] ?? 0n;
+    for (let start = 0, end = 1; end <= count; end++) {
+      if (end < count && prefix(end) >> 24n === prefix(start) >> 24n) continue;
+      if (end - start > 1) order.subarray(start, end).sort(this.#byDigest);
+      start = end;
+    }
+    this.#order = order;
+    return order;
   }
 
   /**
