@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { KubeConfig, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
+import { KubeApiError } from '../cluster/kube.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import {
   type CapturedFile,
@@ -283,7 +284,17 @@ export function quayProfile(
     for (const pod of pods) {
       const name = pod.metadata?.name ?? '';
       const where = `/conf/stack/config.yaml of ${name}`;
-      const text = await configOfPod(cluster.kc, pod);
+      let text: string;
+      try {
+        text = await configOfPod(cluster.kc, pod);
+      } catch (err) {
+        // Replaced since the poll listed it: not done, the next poll lists again.
+        if (err instanceof KubeApiError && err.status === 404) {
+          stale.push(`${name} (gone since it was listed)`);
+          continue;
+        }
+        throw err;
+      }
       const running = quayStorageOf(parseQuayConfig(text, where), where);
       if (running?.bucket !== wanted.bucket || running.endpoint !== wanted.regionEndpoint)
         stale.push(`${name} (s3://${running?.bucket ?? '?'})`);
