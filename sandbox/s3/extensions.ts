@@ -32,7 +32,7 @@ export interface SandboxRequest {
 export interface SandboxReply {
   status(code: number): SandboxReply;
   header(name: string, value: string): SandboxReply;
-  send(payload?: string): SandboxReply;
+  send(payload?: string | Buffer): SandboxReply;
 }
 
 /** Operation names as AWS spells them, so counters read like CloudTrail. */

@@ -232,12 +232,17 @@ app.addHook('preHandler', async (request, reply) => {
   const refused =
     operation === 'Sandbox' ? undefined : keyRefusal(request as SandboxRequest, bucket, keyBuckets);
   if (refused !== undefined) return refuse(403, refused);
-  /** Answers with `xml`, or with the S3 error `missing` when the handler found nothing. */
-  const answer = (xml: string | undefined, missing: { code: string; message: string }) => {
+  /**
+   * Answers with `xml`, or with the S3 error `missing` when the handler found
+   * nothing. Sent as bytes: a string of a listing page's size (300 KB) cost
+   * the server's one thread about 4 ms to write to the socket.
+   */
+  const answer = (xml: string | Buffer | undefined, missing: { code: string; message: string }) => {
+    const text = xml ?? errorXml(missing.code, missing.message);
     send
       .status(xml === undefined ? 404 : 200)
       .header('content-type', 'application/xml')
-      .send(xml ?? errorXml(missing.code, missing.message));
+      .send(typeof text === 'string' ? Buffer.from(text) : text);
     return reply;
   };
   if (operation === 'ListMultipartUploads') {

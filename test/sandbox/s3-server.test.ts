@@ -300,6 +300,34 @@ describe('the sandbox S3 server', () => {
     expect(decodeURIComponent(page.Contents?.[0]?.Key ?? '')).toBe(key);
   });
 
+  it('lists an overwritten object as it is now, in either encoding, after listing it before', async () => {
+    // Prepare: both encodings listed once, so the server has made each entry.
+    const key = 'relisted/a b';
+    await putObjects(client, bucket, [{ key, body: 'first' }]);
+    const list = (encoded: boolean) =>
+      client.send(
+        new ListObjectsV2Command({
+          Bucket: bucket,
+          Prefix: 'relisted/',
+          ...(encoded ? { EncodingType: 'url' } : {}),
+        }),
+      );
+    const before = await list(false);
+    await list(true);
+    // Act
+    await putObjects(client, bucket, [{ key, body: 'the second body' }]);
+    const plain = await list(false);
+    const encoded = await list(true);
+    // Assess
+    expect(before.Contents?.map((c) => c.Size)).toEqual([5]);
+    for (const page of [plain, encoded]) {
+      expect(page.Contents?.map((c) => c.Size)).toEqual([15]);
+      expect(page.Contents?.[0]?.ETag).not.toBe(before.Contents?.[0]?.ETag);
+    }
+    expect(plain.Contents?.map((c) => c.Key)).toEqual([key]);
+    expect(encoded.Contents?.map((c) => c.Key)).toEqual([encodeURIComponent(key)]);
+  });
+
   it('answers NoSuchBucket for a listing of a bucket that does not exist', async () => {
     // Act
     const listing = client.send(new ListObjectsV2Command({ Bucket: 'no-such-bucket-here' }));
