@@ -61,6 +61,20 @@ export interface LostAnswerRule {
   readonly count: number;
 }
 
+/**
+ * A change made while an answer is on its way: the next `count` requests
+ * matching verb and resource are carried out, then `change` runs (it may
+ * change the store) and the answer computed before it is sent, as when
+ * something else changes the cluster between a client's read and its next
+ * call (a controller replacing a pod that a list just returned).
+ */
+export interface RacingChangeRule {
+  readonly verb: Verb;
+  readonly resource: string;
+  readonly count: number;
+  readonly change: (answer: KubeObject | KubeObject[]) => void;
+}
+
 export interface RecordedRequest {
   readonly method: string;
   readonly path: string;
@@ -110,6 +124,8 @@ export interface KubeApiServer {
   setForbidden(rules: readonly ForbidRule[]): void;
   /** Applies the next matching requests but drops their answers (see LostAnswerRule). */
   loseAnswers(rule: LostAnswerRule): void;
+  /** Changes the cluster after the next matching requests, before their answers go (see RacingChangeRule). */
+  raceAnswers(rule: RacingChangeRule): void;
   /** Registers (or with `undefined` removes) where `pods/log` of a pod reads from. */
   setPodLogs(namespace: string, name: string, source: PodLogSource | undefined): void;
   /** Registers (or with `undefined` removes) what runs the commands `pods/exec` sends a pod. */
@@ -281,6 +297,7 @@ export async function startKubeApiServer(
   const user = options.user ?? 'regvault';
   let forbidden: readonly ForbidRule[] = options.forbid ?? [];
   const lostAnswers: Array<{ verb: Verb; resource: string; remaining: number }> = [];
+  const racingChanges: Array<RacingChangeRule & { remaining: number }> = [];
   const recorded: RecordedRequest[] = [];
   const logSources = new Map<string, PodLogSource>();
   const execHandlers = new Map<string, PodExecHandler>();
@@ -724,6 +741,13 @@ export async function startKubeApiServer(
     }
     const accept = req.headers.accept;
     const reply = (code: number, value: KubeObject | KubeObject[], page?: Page) => {
+      const racing = racingChanges.find(
+        (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
+      );
+      if (racing !== undefined) {
+        racing.remaining--;
+        racing.change(value);
+      }
       const lost = lostAnswers.find(
         (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
       );
@@ -933,6 +957,9 @@ export async function startKubeApiServer(
     clearRequests: () => void recorded.splice(0),
     setForbidden(rules) {
       forbidden = [...rules];
+    },
+    raceAnswers(rule) {
+      racingChanges.push({ ...rule, remaining: rule.count });
     },
     loseAnswers(rule) {
       lostAnswers.push({ verb: rule.verb, resource: rule.resource, remaining: rule.count });

@@ -7,12 +7,15 @@
  * with a verification that fails (rolled back, the Deployments as recorded).
  * A rollout is not done while a quay-app pod still runs the storage from
  * before the switch (here the components come back before the operator that
- * rolls the new config).
+ * rolls the new config). A quay-app pod replaced between a listing and the
+ * read of its config (the fake API server's raceAnswers) is passed over, not
+ * an error: it failed a restore in CI at 6681492.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { RolloutStatus } from '../../functions/commons/registry/profile.ts';
-import { quayProfile } from '../../functions/commons/registry/quay.ts';
+import { quayProfile, runningConfig } from '../../functions/commons/registry/quay.ts';
+import { quayCluster } from '../../functions/commons/registry/quay-cluster.ts';
 import { quaySettingsSchema } from '../../functions/commons/registry/quay-settings.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
@@ -54,6 +57,33 @@ const spec = (namespace: string) =>
     configBundleSecret: string;
     components: unknown;
   };
+
+/** The bed's kubeconfig, and the quay profile's settings for the QuayRegistry in NS. */
+const bedKubeConfig = () => {
+  const kc = new KubeConfig();
+  kc.loadFromFile(bed.kubeconfig);
+  return kc;
+};
+const bedSettings = () =>
+  quaySettingsSchema.parse({
+    namespace: NS,
+    operatorNamespace: bed.operator.operatorNamespace,
+    waitSeconds: 30,
+  });
+const profileOfBed = () => quayProfile(bedKubeConfig(), bedSettings());
+
+/** Polls the rollout as a restore does until it is done or `ms` pass. */
+const doneWithin = async (
+  profile: ReturnType<typeof quayProfile>,
+  ms: number,
+): Promise<RolloutStatus> => {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const status = await profile.rolloutStatus({ podsBefore: [] });
+    if (status.done || Date.now() > deadline) return status;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+};
 
 const restore = (namespace: string, bucket: string, secretName: string, registryUrl: string) =>
   restoreQuay(s3, bed, { snapshotId, namespace, bucket, secretName, registryUrl });
@@ -172,16 +202,7 @@ describe('quay restore before 3.7 (the scale path)', () => {
   it('does not call the rollout done while a ready quay-app pod runs the storage from before the switch', async () => {
     // Prepare: the operator down (as the scale path leaves it until the end), the
     // QuayRegistry pointed at a bundle on another bucket, as a switch does.
-    const kc = new KubeConfig();
-    kc.loadFromFile(bed.kubeconfig);
-    const profile = quayProfile(
-      kc,
-      quaySettingsSchema.parse({
-        namespace: NS,
-        operatorNamespace: bed.operator.operatorNamespace,
-        waitSeconds: 30,
-      }),
-    );
+    const profile = profileOfBed();
     const store = bed.api.store;
     const scaleOperator = (count: number) => {
       const operator = store.read(
@@ -215,15 +236,6 @@ describe('quay restore before 3.7 (the scale path)', () => {
       metadata: { name: 'config-bundle-moved', namespace: NS },
       data: { 'config.yaml': Buffer.from(config).toString('base64') },
     });
-    const doneWithin = async (ms: number): Promise<RolloutStatus> => {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const status = await profile.rolloutStatus({ podsBefore: [] });
-        if (status.done || Date.now() > deadline) return status;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
-    };
-
     try {
       // Act
       scaleOperator(0);
@@ -238,7 +250,7 @@ describe('quay restore before 3.7 (the scale path)', () => {
         whileDown = await profile.rolloutStatus({ podsBefore: [] });
       }
       scaleOperator(1);
-      const afterOperator = await doneWithin(20_000);
+      const afterOperator = await doneWithin(profile, 20_000);
 
       // Assess
       expect(whileDown.ready).toBeGreaterThan(0);
@@ -249,8 +261,107 @@ describe('quay restore before 3.7 (the scale path)', () => {
     } finally {
       scaleOperator(1);
       pointAt(original);
-      await doneWithin(20_000);
+      await doneWithin(profile, 20_000);
       store.delete(BuiltIn.secrets, NS, 'config-bundle-moved');
+    }
+  });
+
+  it('takes a quay-app pod replaced between the poll listing it and reading its config as not rolled yet', async () => {
+    // Prepare: Quay rolled and available; the next listing of the pods races with
+    // their replacement (the operator rolling them), as it did in CI at 6681492.
+    await bed.operator.waitForAvailable(NS, QUAY_NAME, 30_000);
+    const profile = profileOfBed();
+    expect((await doneWithin(profile, 20_000)).done).toBe(true);
+    const gone: string[] = [];
+    bed.api.raceAnswers({
+      verb: 'list',
+      resource: 'pods',
+      count: 1,
+      change: (answer) => {
+        for (const pod of [answer].flat()) {
+          if (pod.metadata.labels?.['quay-component'] !== 'quay-app') continue;
+          bed.api.store.delete(BuiltIn.pods, pod.metadata.namespace, pod.metadata.name);
+          gone.push(pod.metadata.name);
+        }
+      },
+    });
+
+    // Act
+    const racing = await profile.rolloutStatus({ podsBefore: [] });
+    await bed.operator.sync();
+    const later = await doneWithin(profile, 20_000);
+
+    // Assess
+    expect(gone.length).toBeGreaterThan(0);
+    expect(racing.done).toBe(false);
+    expect(racing.message).toContain(`${gone[0]} (gone since it was listed)`);
+    expect(later.done).toBe(true);
+  });
+
+  it('reads the running config from another ready quay-app pod when the one listed is replaced', async () => {
+    // Prepare: two quay-app pods (the operator down, so it leaves the Deployment's
+    // replicas as set); the first listing's first ready pod is deleted as it is answered.
+    const store = bed.api.store;
+    const operator = store.read(
+      BuiltIn.deployments,
+      bed.operator.operatorNamespace,
+      operatorName(),
+    );
+    const app = store.read(BuiltIn.deployments, NS, `${QUAY_NAME}-quay-app`);
+    const scale = (object: typeof app, count: number) =>
+      store.replace(BuiltIn.deployments, {
+        ...object,
+        spec: { ...(object['spec'] as object), replicas: count },
+      });
+    const readyApps = () =>
+      store
+        .list(BuiltIn.pods, NS)
+        .filter(
+          (pod) =>
+            pod.metadata.labels?.['quay-component'] === 'quay-app' &&
+            (
+              pod['status'] as { conditions?: Array<{ type: string; status: string }> }
+            )?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+        );
+    const gone: string[] = [];
+    try {
+      scale(store.read(BuiltIn.deployments, bed.operator.operatorNamespace, operatorName()), 0);
+      scale(store.read(BuiltIn.deployments, NS, `${QUAY_NAME}-quay-app`), 2);
+      await bed.operator.sync();
+      for (let tries = 0; readyApps().length < 2 && tries < 80; tries++)
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      bed.api.raceAnswers({
+        verb: 'list',
+        resource: 'pods',
+        count: 1,
+        change: (answer) => {
+          const first = [answer]
+            .flat()
+            .find((pod) => readyApps().some((r) => r.metadata.name === pod.metadata.name));
+          if (first === undefined) return;
+          store.delete(BuiltIn.pods, first.metadata.namespace, first.metadata.name);
+          gone.push(first.metadata.name);
+        },
+      });
+
+      // Act
+      const text = await runningConfig(quayCluster(bedKubeConfig(), bedSettings()));
+
+      // Assess
+      expect(readyApps().length).toBeGreaterThan(0);
+      expect(gone).toHaveLength(1);
+      expect(text).toContain('quay-older');
+    } finally {
+      scale(
+        store.read(BuiltIn.deployments, NS, `${QUAY_NAME}-quay-app`),
+        Number((app['spec'] as { replicas?: number }).replicas ?? 1),
+      );
+      scale(
+        store.read(BuiltIn.deployments, bed.operator.operatorNamespace, operatorName()),
+        Number((operator['spec'] as { replicas?: number }).replicas ?? 1),
+      );
+      await bed.operator.sync();
+      await doneWithin(profileOfBed(), 20_000);
     }
   });
 });

@@ -120,6 +120,11 @@ export class KubeApiError extends ClusterError {
   }
 }
 
+/** True when the API server answered 404: the object, or its type, is not there (any more). */
+export function isNotFound(err: unknown): boolean {
+  return err instanceof KubeApiError && err.status === 404;
+}
+
 function target(call: CallDescription): string {
   const what = `${call.resource}${call.subresource === undefined ? '' : `/${call.subresource}`}${call.group === '' ? '' : `.${call.group}`}`;
   const where =

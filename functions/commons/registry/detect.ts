@@ -7,7 +7,7 @@
  * reported as such, so that the caller can say what it could not look at.
  */
 import { AppsV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { KubeApiError, kubeCall } from '../cluster/kube.ts';
+import { isNotFound, KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { servedAt } from '../cluster/served.ts';
 import { ACP_GROUP, type AcpSettings } from './acp-settings.ts';
 import type { DistributionSettings } from './distribution-settings.ts';
@@ -27,7 +27,7 @@ async function looked(what: string, look: () => Promise<string[]>): Promise<Foun
   try {
     return { resources: await look() };
   } catch (err) {
-    if (err instanceof KubeApiError && err.status === 404) return { resources: [] };
+    if (isNotFound(err)) return { resources: [] };
     if (err instanceof KubeApiError && err.status === 403)
       return { resources: [], refused: `${what}: refused (403)` };
     throw err;

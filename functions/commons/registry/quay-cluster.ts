@@ -14,7 +14,7 @@ import {
   type V1Secret,
 } from '@kubernetes/client-node';
 import { type PodTarget, podText } from '../cluster/exec.ts';
-import { KubeApiError, kubeCall } from '../cluster/kube.ts';
+import { isNotFound, KubeApiError, kubeCall } from '../cluster/kube.ts';
 import { ClusterError } from '../errors.ts';
 import { RegistryMissingError } from './profile.ts';
 import type { QuaySettings } from './quay-settings.ts';
@@ -52,7 +52,6 @@ export function quayCluster(kc: KubeConfig, settings: QuaySettings) {
   const apps = kc.makeApiClient(AppsV1Api);
   const { namespace } = settings;
   const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-  const notFound = (err: unknown) => err instanceof KubeApiError && err.status === 404;
 
   const listRegistries = async (): Promise<QuayRegistryObject[]> => {
     const list = (await kubeCall(
@@ -61,7 +60,7 @@ export function quayCluster(kc: KubeConfig, settings: QuaySettings) {
       () => custom.listNamespacedCustomObject({ ...QUAY, namespace }),
     ).catch((err: unknown) => {
       // No such type at all: Quay's operator is not installed in this cluster.
-      if (notFound(err)) return { items: [] };
+      if (isNotFound(err)) return { items: [] };
       throw err;
     })) as { items?: QuayRegistryObject[] };
     return list.items ?? [];
@@ -72,7 +71,6 @@ export function quayCluster(kc: KubeConfig, settings: QuaySettings) {
     kc,
     settings,
     namespace,
-    notFound,
 
     /** The QuayRegistry the settings name, or the only one in the namespace. */
     async registry(): Promise<QuayRegistryObject> {
@@ -105,7 +103,7 @@ export function quayCluster(kc: KubeConfig, settings: QuaySettings) {
         { verb: 'get', resource: 'secrets', group: '', namespace, name },
         () => core.readNamespacedSecret({ name, namespace }),
       ).catch((err: unknown) => {
-        if (notFound(err)) return undefined;
+        if (isNotFound(err)) return undefined;
         throw err;
       });
     },
@@ -265,12 +263,35 @@ export function isAvailable(object: QuayRegistryObject): boolean {
   );
 }
 
-/** Where to exec in a pod: its first container, as `kubectl exec` picks without `-c`. */
 /** The running config of one quay-app pod (`cat /conf/stack/config.yaml` through pods/exec, as the runbook does). */
 export function configOfPod(kc: KubeConfig, pod: V1Pod): Promise<string> {
   return podText(kc, execTarget(pod), ['cat', '/conf/stack/config.yaml']);
 }
 
+/** Listings of the quay-app pods a read of a ready one's config takes at most. */
+const READY_CONFIG_LISTINGS = 3;
+
+/**
+ * A ready quay-app pod and its running config, or undefined when no pod is
+ * ready. A pod replaced between the listing and the exec (the exec answers
+ * 404, as while the operator rolls its pods) is passed over: the pods are
+ * listed again, a few times at most.
+ */
+export async function readyPodConfig(
+  cluster: QuayCluster,
+): Promise<{ pod: V1Pod; text: string } | undefined> {
+  for (let listing = 1; ; listing++) {
+    const pod = (await cluster.pods('quay-app')).find(isReady);
+    if (pod === undefined) return undefined;
+    try {
+      return { pod, text: await configOfPod(cluster.kc, pod) };
+    } catch (err) {
+      if (!isNotFound(err) || listing === READY_CONFIG_LISTINGS) throw err;
+    }
+  }
+}
+
+/** Where to exec in a pod: its first container, as `kubectl exec` picks without `-c`. */
 export function execTarget(pod: V1Pod): PodTarget {
   return {
     namespace: pod.metadata?.namespace ?? '',

@@ -26,13 +26,13 @@ import {
   type SwitchResult,
 } from './profile.ts';
 import {
-  configOfPod,
   execTarget,
   isAvailable,
   isReady,
   type QuayCluster,
   type QuayComponent,
   type QuayRegistryObject,
+  readyPodConfig,
 } from './quay-cluster.ts';
 import { databaseOf, parseQuayConfig } from './quay-config.ts';
 import { loadDump, postgresDatabase } from './quay-database.ts';
@@ -122,11 +122,10 @@ export function quayStateHooks(cluster: QuayCluster, parts: ProfileParts): Hooks
   /** The database's name: DB_URI of the running config, then of the managed keys, then the operator's default. */
   const databaseName = async (registry: QuayRegistryObject): Promise<string> => {
     const name = registry.metadata?.name ?? '';
-    const pod = (await cluster.pods('quay-app')).find(isReady);
-    if (pod !== undefined) {
-      const text = await configOfPod(cluster.kc, pod);
+    const read = await readyPodConfig(cluster);
+    if (read !== undefined) {
       const found = databaseOf(
-        parseQuayConfig(text, `/conf/stack/config.yaml of ${pod.metadata?.name}`),
+        parseQuayConfig(read.text, `/conf/stack/config.yaml of ${read.pod.metadata?.name}`),
       );
       if (found !== undefined) return found;
     }

@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import type { KubeConfig, V1Pod, V1Secret } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { KubeApiError } from '../cluster/kube.ts';
+import { isNotFound } from '../cluster/kube.ts';
 import { ClusterError, InputError } from '../errors.ts';
 import {
   type CapturedFile,
@@ -32,6 +32,7 @@ import {
   type QuayCluster,
   type QuayRegistryObject,
   quayCluster,
+  readyPodConfig,
 } from './quay-cluster.ts';
 import { parseQuayConfig, quayStorageOf, withStorage } from './quay-config.ts';
 import { type QuaySettings, quaySettingsSchema } from './quay-settings.ts';
@@ -68,12 +69,12 @@ export function bundleConfigText(secret: V1Secret, where: string): string {
 
 /** The running config of a quay-app pod (`cat /conf/stack/config.yaml`, as the runbook does). */
 export async function runningConfig(cluster: QuayCluster): Promise<string> {
-  const pod = (await cluster.pods('quay-app')).find(isReady);
-  if (pod === undefined)
+  const read = await readyPodConfig(cluster);
+  if (read === undefined)
     throw new ClusterError(
       `no ready quay-app pod (quay-component=quay-app) in namespace ${cluster.namespace} to read /conf/stack/config.yaml from; regvault backs up a healthy Quay (condition Available=True)`,
     );
-  return configOfPod(cluster.kc, pod);
+  return read.text;
 }
 
 /** Creates the Quay profile over a loaded kubeconfig. */
@@ -289,7 +290,7 @@ export function quayProfile(
         text = await configOfPod(cluster.kc, pod);
       } catch (err) {
         // Replaced since the poll listed it: not done, the next poll lists again.
-        if (err instanceof KubeApiError && err.status === 404) {
+        if (isNotFound(err)) {
           stale.push(`${name} (gone since it was listed)`);
           continue;
         }

@@ -9,14 +9,14 @@
 import type { Vault } from './store.ts';
 
 /** Records kept at most, over every file (about 20 MB). */
-export const KEPT_RECORDS = 50_000;
+const KEPT_RECORDS = 50_000;
 
 export class KeptRecordFiles<F extends { readonly records: readonly unknown[] }> {
   readonly #files = new Map<string, F>();
   readonly #budget: number;
   #records = 0;
 
-  constructor(budget: number) {
+  constructor(budget = KEPT_RECORDS) {
     this.#budget = budget;
   }
 

@@ -24,7 +24,7 @@ import type { PreviousPlan } from '../copy/policy.ts';
 import { VaultError } from '../errors.ts';
 import { selectionSchema, vaultKeys } from './format.ts';
 import { byKey } from './inventory.ts';
-import { KEPT_RECORDS, KeptRecordFiles } from './kept-records.ts';
+import { KeptRecordFiles } from './kept-records.ts';
 import {
   getBytes,
   getJson,
@@ -256,7 +256,7 @@ const recordFileLines = (done: RecordFile): Array<z.infer<typeof recordLineSchem
   ...(done.result === undefined ? [] : [{ s: done.result }]),
 ];
 
-const keptFiles = new KeptRecordFiles<RecordFile>(KEPT_RECORDS);
+const keptFiles = new KeptRecordFiles<RecordFile>();
 
 /**
  * What one copy message did: its records, failures and skipped uploads, and
