@@ -105,6 +105,42 @@ describe("finalize's inventory, written as the records come", () => {
     expect(lookup.requests).toBe(1);
   }, 60_000);
 
+  it('fails with the refusal of an upload part while later parts compress, and aborts the upload', async () => {
+    // Prepare: parts are compressed while the next records come; the vault
+    // refuses the first upload part, which goes out during the adds.
+    const vault: Vault = { location: locationOn(s3, 'vault', ''), client };
+    const records = bulkyRecords(130_000);
+    const writer = new InventoryWriter(vault, '20261204T000000.000Z-refused', undefined, {
+      uploadPartBytes: 5 * MiB,
+    });
+    await s3.resetCounters();
+    await s3.injectFaults({
+      operation: 'UploadPart',
+      status: 403,
+      code: 'AccessDenied',
+      count: 10,
+      bucket: 'vault',
+    });
+    let failure: unknown;
+    try {
+      // Act
+      for (let at = 0; at < records.length; at += 20_000)
+        await writer.add(records.slice(at, at + 20_000));
+      await writer.finish();
+    } catch (err) {
+      failure = err;
+      await writer.abort();
+    } finally {
+      await s3.clearFaults();
+    }
+    // Assess
+    const counters = await s3.counters();
+    expect(String(failure)).toContain('AccessDenied');
+    expect(counters['UploadPart']).toBeGreaterThanOrEqual(1);
+    expect(counters['CompleteMultipartUpload'] ?? 0).toBe(0);
+    expect(counters['AbortMultipartUpload']).toBe(1);
+  }, 60_000);
+
   it('writes a small inventory with one PUT', async () => {
     // Prepare
     const vault: Vault = { location: locationOn(s3, 'vault', ''), client };

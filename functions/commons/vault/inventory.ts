@@ -36,6 +36,8 @@ export class InventoryWriter {
   readonly #parts: Array<PartEntry & { order: number }> = [];
   #offset = 0;
   #records = 0;
+  /** The part last handed on: its member is appended once the ones before it are. */
+  #appended: Promise<void> = Promise.resolve();
 
   constructor(
     vault: Vault,
@@ -81,21 +83,34 @@ export class InventoryWriter {
     }
   }
 
+  /**
+   * Hands a part on: it is compressed (zlib's thread pool) while the caller
+   * goes on to its next records, and appended after the parts before it.
+   * Returns once the part before it is appended, so one part at most waits.
+   */
   async #writePart(kind: PartKind, records: InventoryRecord[]): Promise<void> {
     records.sort(byKey);
-    const member = await gzipLines(records);
+    const compressed = gzipLines(records);
     const first = records[0]?.key;
     const last = records.at(-1)?.key;
-    this.#parts.push({
-      kind,
-      offset: this.#offset,
-      length: member.length,
-      records: records.length,
-      ...(first === undefined || last === undefined ? {} : { first, last }),
-      order: this.#parts.length,
-    });
-    this.#offset += member.length;
-    await this.#upload.write(member);
+    const before = this.#appended;
+    this.#appended = (async () => {
+      const member = await compressed;
+      await before;
+      this.#parts.push({
+        kind,
+        offset: this.#offset,
+        length: member.length,
+        records: records.length,
+        ...(first === undefined || last === undefined ? {} : { first, last }),
+        order: this.#parts.length,
+      });
+      this.#offset += member.length;
+      await this.#upload.write(member);
+    })();
+    // Awaited below or by the next part; a failure must not go unhandled meanwhile.
+    this.#appended.catch(() => undefined);
+    await before;
   }
 
   /** Writes what is held and ends the file; the part table, blob parts first. */
@@ -106,6 +121,7 @@ export class InventoryWriter {
         if (held.length > 0) await this.#writePart(kind, held);
       }
       this.#held.clear();
+      await this.#appended;
       await this.#upload.close();
     } catch (err) {
       await this.#upload.abort();
@@ -119,8 +135,9 @@ export class InventoryWriter {
   }
 
   /** Stops: a multipart upload under way is aborted. */
-  abort(): Promise<void> {
-    return this.#upload.abort();
+  async abort(): Promise<void> {
+    await this.#appended.catch(() => undefined);
+    await this.#upload.abort();
   }
 }
 

@@ -430,9 +430,16 @@ export function openUpload(
     );
     etags.push(part.ETag ?? '');
   };
+  let aborted = false;
+  const refuseAborted = () => {
+    if (aborted) throw new VaultError(`the upload of s3://${bucket}/${key} was aborted`);
+  };
+  // Once: a failed write aborts, and so does its caller's clean-up.
   const abort = async () => {
     held = [];
     heldBytes = 0;
+    if (aborted) return;
+    aborted = true;
     if (uploadId === undefined) return;
     await vault.client
       .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))
@@ -440,6 +447,7 @@ export function openUpload(
   };
   return {
     async write(bytes) {
+      refuseAborted();
       held.push(bytes);
       heldBytes += bytes.byteLength;
       if (heldBytes < partBytes) return;
@@ -451,6 +459,7 @@ export function openUpload(
       }
     },
     async close() {
+      refuseAborted();
       if (uploadId === undefined) {
         await putBytes(vault, key, Buffer.concat(held), contentType);
         return;
