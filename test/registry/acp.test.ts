@@ -14,6 +14,7 @@ import { switchVerifyRollback } from '../../functions/commons/registry/rollout.t
 import { verifyRegistry } from '../../functions/commons/registry/verify.ts';
 import { type PopulatedRegistry, populateRegistry } from '../../sandbox/images/index.ts';
 import { type FakeCluster, startFakeCluster } from '../../sandbox/kube/index.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { startRegistry } from '../../sandbox/registry/index.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { fakeRegistries } from '../kube/fake-registry.ts';
@@ -332,12 +333,12 @@ describe('discovering the registry from its ModuleInfo', () => {
     const path = join(await mkdtemp(join(tmpdir(), 'regvault-kc-')), 'config');
     await writeFile(
       path,
-      'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n',
+      `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "${NOTHING_ANSWERS}"}}]\nusers: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`,
     );
     // Act
     const attempt = acpProfile(loadKubeConfig({ path }), acpSettingsSchema.parse({})).discover();
     // Assess
-    await expect(attempt).rejects.toThrow(/http:\/\/127\.0\.0\.1:9/);
+    await expect(attempt).rejects.toThrow(NOTHING_ANSWERS);
   });
 });
 

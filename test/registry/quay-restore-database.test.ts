@@ -9,6 +9,7 @@
  * before the restore, which differ from the snapshot's.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
@@ -63,7 +64,7 @@ describe('quay restore rollback of the database', () => {
       namespace: NS,
       bucket: 'db-verify',
       secretName: 'quay-s3',
-      registryUrl: 'http://127.0.0.1:9',
+      registryUrl: NOTHING_ANSWERS,
     });
 
     // Assess

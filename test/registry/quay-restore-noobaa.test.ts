@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { parse } from 'yaml';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
@@ -143,7 +144,7 @@ describe('quay restore onto NooBaa managed storage', () => {
       namespace: NS,
       bucket: 'nb-back',
       secretName: 'nb-keys',
-      registryUrl: 'http://127.0.0.1:9',
+      registryUrl: NOTHING_ANSWERS,
     });
 
     // Assess

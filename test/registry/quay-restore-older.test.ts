@@ -19,6 +19,7 @@ import { quayCluster } from '../../functions/commons/registry/quay-cluster.ts';
 import { quaySettingsSchema } from '../../functions/commons/registry/quay-settings.ts';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import type { S3ServerHandle } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed } from '../support/quay.ts';
@@ -161,7 +162,7 @@ describe('quay restore before 3.7 (the scale path)', () => {
     keysSecret(s3, bed, NS, 'quay-s3');
 
     // Act: a registry URL nothing answers on, so the verification fails.
-    const result = await restore(NS, 'older-rollback', 'quay-s3', 'http://127.0.0.1:9');
+    const result = await restore(NS, 'older-rollback', 'quay-s3', NOTHING_ANSWERS);
 
     // Assess
     expect(result.status).toBe('FAILED');

@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { QUAY_REGISTRY } from '../../sandbox/kube/quay-operator.ts';
 import { BuiltIn } from '../../sandbox/kube/resources.ts';
+import { NOTHING_ANSWERS } from '../../sandbox/process.ts';
 import { quayRows } from '../../sandbox/quay-schema.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { QUAY_DATABASE, QUAY_NAME, type QuayBed, startQuayBed } from '../support/quay.ts';
@@ -158,7 +159,7 @@ describe('quay restore', () => {
     keysSecret(NS, 'quay-s3');
 
     // Act: a registry URL nothing answers on, so the verification fails.
-    const result = await restore(NS, 'quay-rollback', 'quay-s3', 'http://127.0.0.1:9');
+    const result = await restore(NS, 'quay-rollback', 'quay-s3', NOTHING_ANSWERS);
 
     // Assess
     expect(result.status).toBe('FAILED');
