@@ -118,26 +118,54 @@ const NAMED_ENTITIES: Readonly<Record<string, string>> = {
   amp: '&',
 };
 
+const QUOT = '&quot;';
+
 /**
  * XML entities back to characters, in one pass (a listing page holds three
- * fields per object); text without `&` passes untouched.
+ * fields per object); text without `&` passes untouched, and so, but for its
+ * quotes, does an ETag as S3 writes it (`&quot;<hex>&quot;`).
  */
-const unescapeXml = (text: string) =>
-  !text.includes('&')
-    ? text
-    : text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, entity: string) => {
-        if (entity.startsWith('#x'))
-          return String.fromCodePoint(Number.parseInt(entity.slice(2), 16));
-        if (entity.startsWith('#')) return String.fromCodePoint(Number(entity.slice(1)));
-        return NAMED_ENTITIES[entity] ?? whole;
-      });
+const unescapeXml = (text: string) => {
+  const first = text.indexOf('&');
+  if (first === -1) return text;
+  if (
+    first === 0 &&
+    text.length >= 2 * QUOT.length &&
+    text.startsWith(QUOT) &&
+    text.indexOf('&', QUOT.length) === text.length - QUOT.length &&
+    text.endsWith(QUOT)
+  )
+    return `"${text.slice(QUOT.length, -QUOT.length)}"`;
+  return text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, entity: string) => {
+    if (entity.startsWith('#x')) return String.fromCodePoint(Number.parseInt(entity.slice(2), 16));
+    if (entity.startsWith('#')) return String.fromCodePoint(Number(entity.slice(1)));
+    return NAMED_ENTITIES[entity] ?? whole;
+  });
+};
+
+/** An element's opening and closing tags, made once rather than for every entry of a page. */
+const element = (name: string) => ({ open: `<${name}>`, close: `</${name}>` });
+const KEY = element('Key');
+const SIZE = element('Size');
+const ETAG = element('ETag');
+const PREFIX = element('Prefix');
+const IS_TRUNCATED = element('IsTruncated');
+const NEXT_TOKEN = element('NextContinuationToken');
+const CHECKSUM_SHA256 = element('ChecksumSHA256');
+const CODE = element('Code');
+const MESSAGE = element('Message');
 
 /** The text of the first `<name>` element in `xml` between `from` and `to`. */
-const tag = (xml: string, name: string, from = 0, to = xml.length): string | undefined => {
-  const start = xml.indexOf(`<${name}>`, from);
+const tag = (
+  xml: string,
+  { open, close }: { open: string; close: string },
+  from = 0,
+  to = xml.length,
+): string | undefined => {
+  const start = xml.indexOf(open, from);
   if (start === -1 || start >= to) return undefined;
-  const end = xml.indexOf(`</${name}>`, start);
-  return end === -1 || end > to ? undefined : unescapeXml(xml.slice(start + name.length + 2, end));
+  const end = xml.indexOf(close, start);
+  return end === -1 || end > to ? undefined : unescapeXml(xml.slice(start + open.length, end));
 };
 
 interface Call {
@@ -296,10 +324,10 @@ export function createFastCopier(
         ? ''
         : answer.body.toString('utf8');
     if ((status === 200 || status === 206) && !text.includes('<Error>')) return { ...answer, text };
-    const code = tag(text, 'Code') ?? (status === 404 ? 'NotFound' : `Http${status}`);
+    const code = tag(text, CODE) ?? (status === 404 ? 'NotFound' : `Http${status}`);
     throw new S3CallError(
       code,
-      tag(text, 'Message') ?? `${spec.operation} answered HTTP ${status}`,
+      tag(text, MESSAGE) ?? `${spec.operation} answered HTTP ${status}`,
       status,
       n,
       status === 200 || isRetryable({ Code: code, $metadata: { httpStatusCode: status } }),
@@ -337,7 +365,7 @@ export function createFastCopier(
           ...(input.checksumSha256 ? { 'x-amz-checksum-algorithm': 'SHA256' } : {}),
         },
       });
-      return { etag: tag(body, 'ETag') ?? '', checksumSha256: tag(body, 'ChecksumSHA256') };
+      return { etag: tag(body, ETAG) ?? '', checksumSha256: tag(body, CHECKSUM_SHA256) };
     },
     async getObject(input) {
       const { body, contentType } = await call({
@@ -389,36 +417,41 @@ export function createFastCopier(
         },
         headers: {},
       });
-      const contents: FastListPage['contents'] = [];
-      // Entries are read in place, bounded by their closing tag, without a
-      // copy of each entry (a page of 1,000 is ~300 KB of XML).
-      let at = body.indexOf('<Contents>');
-      while (at !== -1) {
-        const end = body.indexOf('</Contents>', at);
-        contents.push({
-          key: tag(body, 'Key', at, end) ?? '',
-          size: Number(tag(body, 'Size', at, end) ?? 0),
-          etag: tag(body, 'ETag', at, end) ?? '',
-        });
-        at = body.indexOf('<Contents>', end);
-      }
-      const commonPrefixes: string[] = [];
-      at = body.indexOf('<CommonPrefixes>');
-      while (at !== -1) {
-        const end = body.indexOf('</CommonPrefixes>', at);
-        commonPrefixes.push(tag(body, 'Prefix', at, end) ?? '');
-        at = body.indexOf('<CommonPrefixes>', end);
-      }
-      return {
-        contents,
-        commonPrefixes,
-        isTruncated: tag(body, 'IsTruncated') === 'true',
-        nextContinuationToken: tag(body, 'NextContinuationToken'),
-      };
+      return parseListPage(body);
     },
     destroy() {
       agent.destroy();
     },
+  };
+}
+
+/** A ListObjectsV2 answer's entries, read in place from its XML. */
+export function parseListPage(body: string): FastListPage {
+  const contents: FastListPage['contents'] = [];
+  // Entries are read in place, bounded by their closing tag, without a
+  // copy of each entry (a page of 1,000 is ~300 KB of XML).
+  let at = body.indexOf('<Contents>');
+  while (at !== -1) {
+    const end = body.indexOf('</Contents>', at);
+    contents.push({
+      key: tag(body, KEY, at, end) ?? '',
+      size: Number(tag(body, SIZE, at, end) ?? 0),
+      etag: tag(body, ETAG, at, end) ?? '',
+    });
+    at = body.indexOf('<Contents>', end);
+  }
+  const commonPrefixes: string[] = [];
+  at = body.indexOf('<CommonPrefixes>');
+  while (at !== -1) {
+    const end = body.indexOf('</CommonPrefixes>', at);
+    commonPrefixes.push(tag(body, PREFIX, at, end) ?? '');
+    at = body.indexOf('<CommonPrefixes>', end);
+  }
+  return {
+    contents,
+    commonPrefixes,
+    isTruncated: tag(body, IS_TRUNCATED) === 'true',
+    nextContinuationToken: tag(body, NEXT_TOKEN),
   };
 }
 
