@@ -740,20 +740,20 @@ export async function startKubeApiServer(
       );
     }
     const accept = req.headers.accept;
+    /** Spends one use of the first rule of `rules` that this request matches. */
+    const spend = <R extends { verb: Verb; resource: string; remaining: number }>(
+      rules: readonly R[],
+    ): R | undefined => {
+      const rule = rules.find(
+        (r) => r.remaining > 0 && r.verb === verb && r.resource === definition.resource,
+      );
+      if (rule !== undefined) rule.remaining--;
+      return rule;
+    };
     const reply = (code: number, value: KubeObject | KubeObject[], page?: Page) => {
-      const racing = racingChanges.find(
-        (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
-      );
-      if (racing !== undefined) {
-        racing.remaining--;
-        racing.change(value);
-      }
-      const lost = lostAnswers.find(
-        (rule) => rule.remaining > 0 && rule.verb === verb && rule.resource === definition.resource,
-      );
-      if (lost !== undefined) {
+      spend(racingChanges)?.change(value);
+      if (spend(lostAnswers) !== undefined) {
         // The write above is done; the client never hears of it.
-        lost.remaining--;
         req.socket.destroy();
         return;
       }

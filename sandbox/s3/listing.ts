@@ -204,7 +204,7 @@ export function listObjectsXml(
     startAfter: marker,
   });
   const url = query.get('encoding-type') === 'url';
-  const text = (value: string) => escapeXml(url ? encodeURIComponent(value) : value);
+  const text = (value: string) => xmlText(value, url);
   const head = [
     '<?xml version="1.0" encoding="UTF-8"?>',
     '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
@@ -262,6 +262,9 @@ const contentsCache = new WeakMap<StoredObject, { key: string; plain?: Buffer; u
 
 const LISTING_END = Buffer.from('</ListBucketResult>');
 
+/** A key or prefix as an element's text: URL-encoded first when the client asked for `encoding-type=url`. */
+const xmlText = (value: string, url: boolean) => escapeXml(url ? encodeURIComponent(value) : value);
+
 function contentsXml(object: StoredObject, url: boolean): Buffer {
   let cached = contentsCache.get(object);
   if (cached?.key !== object.key) {
@@ -270,9 +273,8 @@ function contentsXml(object: StoredObject, url: boolean): Buffer {
   }
   const known = url ? cached.url : cached.plain;
   if (known !== undefined) return known;
-  const key = escapeXml(url ? encodeURIComponent(object.key) : object.key);
   const xml = Buffer.from(
-    `<Contents><Key>${key}</Key><LastModified>${object.lastModified.toISOString()}</LastModified><ETag>${escapeXml(object.etag)}</ETag><Size>${object.contentLength}</Size><StorageClass>STANDARD</StorageClass></Contents>\n`,
+    `<Contents><Key>${xmlText(object.key, url)}</Key><LastModified>${object.lastModified.toISOString()}</LastModified><ETag>${escapeXml(object.etag)}</ETag><Size>${object.contentLength}</Size><StorageClass>STANDARD</StorageClass></Contents>\n`,
   );
   if (url) cached.url = xml;
   else cached.plain = xml;

@@ -126,10 +126,8 @@ const QUOT = '&quot;';
  * quotes, does an ETag as S3 writes it (`&quot;<hex>&quot;`).
  */
 const unescapeXml = (text: string) => {
-  const first = text.indexOf('&');
-  if (first === -1) return text;
+  if (!text.includes('&')) return text;
   if (
-    first === 0 &&
     text.length >= 2 * QUOT.length &&
     text.startsWith(QUOT) &&
     text.indexOf('&', QUOT.length) === text.length - QUOT.length &&

@@ -124,7 +124,7 @@ export class InventoryWriter {
       await this.#appended;
       await this.#upload.close();
     } catch (err) {
-      await this.#upload.abort();
+      await this.abort();
       throw err;
     }
     const rank = { blobs: 0, links: 1, objects: 1 } as const;
