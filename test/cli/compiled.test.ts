@@ -4,6 +4,8 @@
  * and runs a real command against the sandbox S3 server.
  */
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -41,6 +43,25 @@ describe('the compiled CLI', () => {
     });
     // Assess
     expect(stdout.trim()).toBe(process.env['npm_package_version'] ?? '0.1.0');
+  });
+
+  it('takes node:http without an ES module view of it (scripts/node-http.mjs)', () => {
+    // Prepare
+    const dist = join(root, 'dist');
+    const files = [
+      ...readdirSync(dist).filter((name) => name.endsWith('.mjs')),
+      ...readdirSync(join(dist, 'chunks')).map((name) => join('chunks', name)),
+    ];
+    // Act
+    const importers = files.filter((file) =>
+      /from\s*["'](node:)?http["']/.test(readFileSync(join(dist, file), 'utf8')),
+    );
+    const shims = files.filter((file) =>
+      readFileSync(join(dist, file), 'utf8').includes('getBuiltinModule("node:http")'),
+    );
+    // Assess: the commands below send their requests through it.
+    expect(importers).toEqual([]);
+    expect(shims).toHaveLength(1);
   });
 
   /** The compiled CLI against the test's S3 server; the last JSON line it printed. */

@@ -77,6 +77,11 @@ describe('cdk synth', () => {
     expect(synth.stderr).not.toMatch(/docker/i);
     expect(bundles).toHaveLength(Object.keys(FUNCTIONS).length);
     for (const bundle of bundles) expect(existsSync(join(bundle, 'index.mjs'))).toBe(true);
+    // node:http comes through scripts/node-http.mjs, never as an ES module (40 ms of a cold start).
+    for (const bundle of bundles)
+      expect(readFileSync(join(bundle, 'index.mjs'), 'utf8')).not.toMatch(
+        /from\s*["'](node:)?http["']/,
+      );
   });
 
   it('gives every function an ESM bundle that Node 22 loads, exporting its handler', async () => {
