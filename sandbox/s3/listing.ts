@@ -10,7 +10,7 @@
  * keys changes, and answers a page with a binary search plus the page itself,
  * as an indexed store does.
  */
-import { compareKeys } from '../../functions/commons/copy/model.ts';
+import { compareKeys, sortKeys } from '../../functions/commons/copy/model.ts';
 import { escapeXml } from './extensions.ts';
 
 /** A bucket's object map that also keeps its keys sorted between writes that add or drop a key. */
@@ -35,7 +35,7 @@ export class SortedObjects<V> extends Map<string, V> {
 
   /** Every key in S3 order. */
   sortedKeys(): readonly string[] {
-    this.#sorted ??= [...this.keys()].sort(compareKeys);
+    this.#sorted ??= sortKeys([...this.keys()]);
     return this.#sorted;
   }
 }

@@ -10,7 +10,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { compareKeys } from '../../functions/commons/copy/model.ts';
+import { compareKeys, sortKeys } from '../../functions/commons/copy/model.ts';
 import { portInUse } from '../../sandbox/process.ts';
 import { type S3ServerHandle, startS3Server } from '../../sandbox/s3/index.ts';
 import { clientFor, createBucket, putObjects, readObject } from '../support/s3.ts';
@@ -198,29 +198,43 @@ describe('the sandbox S3 server', () => {
     expect(extra.process.running()).toBe(false);
   });
 
-  it('lists keys in UTF-8 byte order, as S3 does, not in locale order', async () => {
+  // The server sorts a bucket's keys natively when none holds a code unit at
+  // or above U+D800 (sortKeys), and through compareKeys when one does: a
+  // bucket of each.
+  it.each([
+    ['below U+D800 only', 'order-plain', ['a', 'B', '+', '0', 'é', '\u00ff', 'ab', 'a+']],
+    ['beyond U+FFFF and near it', 'order-high', ['a', 'B', '+', '0', 'é', '\u{1F600}', '\uFFFD']],
+  ])(
+    'lists keys in UTF-8 byte order, as S3 does, not in locale order (%s)',
+    async (_name, name, names) => {
+      // Prepare
+      const keys = names.map((n) => `order/${n}`);
+      await createBucket(client, name);
+      await putObjects(
+        client,
+        name,
+        keys.map((key) => ({ key, body: key })),
+      );
+      // Act
+      const page = await client.send(new ListObjectsV2Command({ Bucket: name, Prefix: 'order/' }));
+      // Assess
+      const listed = (page.Contents ?? []).map((item) => item.Key);
+      const bytewise = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      expect(listed).toEqual(bytewise);
+      expect(listed.slice(0, 4)).toEqual(['order/+', 'order/0', 'order/B', 'order/a']);
+    },
+  );
+
+  it('sorts keys as compareKeys orders them, natively where the two orders agree', () => {
     // Prepare
-    const keys = [
-      'order/a',
-      'order/B',
-      'order/+',
-      'order/0',
-      'order/é',
-      'order/\u{1F600}',
-      'order/\uFFFD',
-    ];
-    await putObjects(
-      client,
-      bucket,
-      keys.map((key) => ({ key, body: key })),
-    );
-    // Act
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'order/' }));
-    // Assess
-    const listed = (page.Contents ?? []).map((item) => item.Key);
-    const bytewise = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-    expect(listed).toEqual(bytewise);
-    expect(listed.slice(0, 4)).toEqual(['order/+', 'order/0', 'order/B', 'order/a']);
+    const plain = ['b/2', 'a', 'B', '+', 'é', 'a/b', 'a+', '\u00ff', '\u07ff', '\u0800'];
+    const high = [...plain, '\u{1F600}', '\uFFFD', '\uE000', '\uD7FF'];
+    // Act and Assess
+    for (const keys of [plain, high]) {
+      const bytewise = [...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      expect(sortKeys([...keys])).toEqual(bytewise);
+      expect([...keys].sort(compareKeys)).toEqual(bytewise);
+    }
     expect(compareKeys('\u{1F600}', '\uFFFD')).toBeGreaterThan(0);
   });
 

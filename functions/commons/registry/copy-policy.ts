@@ -29,7 +29,7 @@ import {
   runRanges,
   type ShardRange,
 } from '../copy/key-ranges.ts';
-import { compareKeys, type Location, PAGE_SIZE, type Shard } from '../copy/model.ts';
+import { type Location, PAGE_SIZE, type Shard, sortKeys } from '../copy/model.ts';
 import {
   COPY,
   type CopyPolicy,
@@ -132,7 +132,7 @@ async function repositoryStarts(
     if (page.next === undefined) break;
     page = await list.page(reposPrefix, { delimiter: REPOSITORY_DELIMITER, token: page.next });
   }
-  return [...found].sort(compareKeys);
+  return sortKeys([...found]);
 }
 
 /** One shard of `kind` below `prefix` per range. */
