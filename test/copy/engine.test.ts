@@ -393,6 +393,7 @@ describe('failures and retries', () => {
     );
     // Assess
     expect(result.failures).toEqual([]);
+    expect(result.totals.retries).toBe(2);
     expect((await readObject(client, target, 'reset/me')).toString()).toBe('survives resets');
   });
 
@@ -419,7 +420,33 @@ describe('failures and retries', () => {
     // Assess
     expect(result.failures).toEqual([]);
     expect(result.totals.copied).toBe(10);
+    expect(result.totals.retries).toBe(4);
     expect((await server.counters()).CopyObject).toBe(14);
+    await server.clearFaults();
+  });
+
+  it('counts in its totals the retries of its listing, its target lookup and its copies', async () => {
+    // Prepare: 500s for the source's listing (lean path), the target's (SDK) and two copies
+    const source = await freshBucket();
+    const target = await freshBucket();
+    await putObjects(
+      client,
+      source,
+      Array.from({ length: 5 }, (_, i) => ({ key: `n/${i}`, body: `${i}` })),
+    );
+    const fault = { status: 500, code: 'InternalError' };
+    await server.injectFaults({ ...fault, operation: 'ListObjectsV2', count: 2, bucket: source });
+    await server.injectFaults({ ...fault, operation: 'ListObjectsV2', count: 1, bucket: target });
+    await server.injectFaults({ ...fault, operation: 'CopyObject', count: 2, bucket: target });
+    // Act
+    const result = await runShard(
+      job(locationOn(server, source), locationOn(server, target), { targetState: 'list' }),
+      wholeShard(),
+    );
+    // Assess
+    expect(result.failures).toEqual([]);
+    expect(result.totals.copied).toBe(5);
+    expect(result.totals.retries).toBe(5);
     await server.clearFaults();
   });
 
@@ -723,13 +750,16 @@ describe('planning', () => {
     const events: string[] = [];
     const fast = ctx.source.fast;
     if (fast === undefined) throw new Error('the context lists through the lean path');
-    (ctx.source as { fast: FastCopier }).fast = {
-      ...fast,
+    // A run lists through its own view of the lean path (withRetrySink): spied on too.
+    const spied = (copier: FastCopier): FastCopier => ({
+      ...copier,
       listObjectsV2: (input) => {
         events.push(`list ${input.prefix} ${input.delimiter ?? ''}`);
-        return fast.listObjectsV2(input);
+        return copier.listObjectsV2(input);
       },
-    };
+      withRetrySink: (sink) => spied(copier.withRetrySink(sink)),
+    });
+    (ctx.source as { fast: FastCopier }).fast = spied(fast);
     const outcome = await runPlan(ctx, plan, {
       onRecord: (r) => events.push(`copy ${r.key}`),
     });

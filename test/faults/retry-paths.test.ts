@@ -2,8 +2,9 @@
  * Each place the one retry policy (functions/commons/s3/retry.ts) covers,
  * against a real S3 server behind the fault proxy: a body cut mid-stream is
  * read again (the SDK's GET, the lean GET and listing), throttling and resets
- * of SDK calls are retried and counted, and a CompleteMultipartUpload whose
- * answer was lost is not a failure when the object is there.
+ * of SDK calls are retried and counted (in the process, and in the sink of a
+ * client view or lean path made for a run), and a CompleteMultipartUpload
+ * whose answer was lost is not a failure when the object is there.
  */
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
@@ -18,7 +19,12 @@ import { objectReader } from '../../functions/commons/registry/fsck-sources.ts';
 import { createS3Client } from '../../functions/commons/s3/client.ts';
 import { createFastCopier } from '../../functions/commons/s3/fast-copy.ts';
 import { getObjectBytes } from '../../functions/commons/s3/get-object.ts';
-import { countRetriesIn, isRetryable, retriesSoFar } from '../../functions/commons/s3/retry.ts';
+import {
+  countingRetries,
+  isRetryable,
+  type RetrySink,
+  retriesSoFar,
+} from '../../functions/commons/s3/retry.ts';
 import { getBytes, listKeys, openUpload } from '../../functions/commons/vault/store.ts';
 import { seededBytes } from '../../sandbox/dataset.ts';
 import { type FaultProxy, startFaultProxy } from '../../sandbox/s3/fault-proxy.ts';
@@ -57,10 +63,18 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-/** Runs `task`, returning its result and the retries it made. */
-async function counting<T>(task: () => Promise<T>): Promise<{ value: T; retries: number }> {
+/**
+ * Runs `task` with a sink, returning its result, the retries counted in the
+ * sink and the process's count of them (the two must agree: a retry made
+ * for the task and not counted in its sink is a run's retry lost).
+ */
+async function counting<T>(
+  task: (sink: RetrySink) => Promise<T>,
+): Promise<{ value: T; retries: number }> {
   let retries = 0;
-  const value = await countRetriesIn(() => retries++, task);
+  const before = retriesSoFar();
+  const value = await task(() => retries++);
+  expect(retriesSoFar() - before).toBe(retries);
   return { value, retries };
 }
 
@@ -68,17 +82,18 @@ describe('a body cut mid-stream', () => {
   it('is read again from the start by the SDK path (getObjectBytes, vault getBytes)', async () => {
     // Prepare: the first 10 GETs lose the second half of their body
     proxy.setRates({ resetMidBody: 1, operations: ['GetObject'], limit: 10 });
-    const vault = { location: locationOn(s3, 'bucket'), client };
     // Act
-    const { value, retries } = await counting(() =>
-      Promise.all(
+    const { value, retries } = await counting((sink) => {
+      const counted = countingRetries(client, sink);
+      const vault = { location: locationOn(s3, 'bucket'), client: counted };
+      return Promise.all(
         OBJECTS.map(async ({ key }, i) =>
           i % 2 === 0
-            ? Buffer.from((await getObjectBytes(client, { Bucket: 'bucket', Key: key })).body)
+            ? Buffer.from((await getObjectBytes(counted, { Bucket: 'bucket', Key: key })).body)
             : getBytes(vault, key),
         ),
-      ),
-    );
+      );
+    });
     // Assess
     expect(value.map((body, i) => body?.equals(OBJECTS[i]?.body ?? Buffer.alloc(0)))).toEqual(
       OBJECTS.map(() => true),
@@ -96,10 +111,11 @@ describe('a body cut mid-stream', () => {
     );
     try {
       // Act
-      const { value: err, retries } = await counting(() =>
-        getObjectBytes(vaultClient, { Bucket: 'bucket', Key: OBJECTS[0]?.key ?? '' }).catch(
-          (failure: unknown) => failure,
-        ),
+      const { value: err, retries } = await counting((sink) =>
+        getObjectBytes(countingRetries(vaultClient, sink), {
+          Bucket: 'bucket',
+          Key: OBJECTS[0]?.key ?? '',
+        }).catch((failure: unknown) => failure),
       );
       // Assess
       expect(retries).toBe(5);
@@ -116,8 +132,10 @@ describe('a body cut mid-stream', () => {
     await admin.send(new PutObjectCommand({ Bucket: 'bucket', Key: 'stream/blob', Body: bytes }));
     proxy.setRates({ resetMidBody: 1, operations: ['GetObject'], limit: 2 });
     // Act
-    const { value, retries } = await counting(async () => {
-      const stream = await objectReader(client, 'bucket').open('stream/blob');
+    const { value, retries } = await counting(async (sink) => {
+      const stream = await objectReader(countingRetries(client, sink), 'bucket').open(
+        'stream/blob',
+      );
       const chunks: Uint8Array[] = [];
       for await (const chunk of stream ?? []) chunks.push(chunk);
       return Buffer.concat(chunks);
@@ -130,9 +148,13 @@ describe('a body cut mid-stream', () => {
   it('is read again in a listing page through the SDK (vault listKeys)', async () => {
     // Prepare
     proxy.setRates({ resetMidBody: 1, operations: ['ListObjectsV2'], limit: 3 });
-    const vault = { location: locationOn(s3, 'bucket'), client };
     // Act
-    const { value, retries } = await counting(() => listKeys(vault, 'data/'));
+    const { value, retries } = await counting((sink) =>
+      listKeys(
+        { location: locationOn(s3, 'bucket'), client: countingRetries(client, sink) },
+        'data/',
+      ),
+    );
     // Assess
     expect(value.map((k) => k.key)).toEqual(OBJECTS.map((o) => o.key));
     expect(retries).toBe(3);
@@ -148,12 +170,15 @@ describe('a body cut mid-stream', () => {
     proxy.setRates({ resetMidBody: 1, operations: ['GetObject', 'ListObjectsV2'], limit: 4 });
     try {
       // Act
-      const { value, retries } = await counting(async () => ({
-        listed: await fast.listObjectsV2({ bucket: 'bucket', prefix: 'data/' }),
-        bodies: await Promise.all(
-          OBJECTS.slice(0, 5).map(({ key }) => fast.getObject({ bucket: 'bucket', key })),
-        ),
-      }));
+      const { value, retries } = await counting(async (sink) => {
+        const counted = fast.withRetrySink(sink);
+        return {
+          listed: await counted.listObjectsV2({ bucket: 'bucket', prefix: 'data/' }),
+          bodies: await Promise.all(
+            OBJECTS.slice(0, 5).map(({ key }) => counted.getObject({ bucket: 'bucket', key })),
+          ),
+        };
+      });
       // Assess
       expect(value.listed.contents.map((c) => c.key)).toEqual(OBJECTS.map((o) => o.key));
       value.bodies.forEach(({ body }, i) => {
@@ -175,23 +200,23 @@ describe('SDK calls', () => {
   ])('are retried after $fault and the retries counted', async ({ fault }) => {
     // Prepare
     proxy.setRates({ [fault]: 1, operations: ['PutObject'], limit: 3 });
-    const before = retriesSoFar();
     // Act
-    const { retries } = await counting(() =>
-      client.send(
+    const { retries } = await counting((sink) =>
+      countingRetries(client, sink).send(
         new PutObjectCommand({ Bucket: 'bucket', Key: `sdk/${fault}`, Body: Buffer.from(fault) }),
       ),
     );
     // Assess
     expect(retries).toBe(3);
-    expect(retriesSoFar() - before).toBe(3);
     expect((await readObject(admin, 'bucket', `sdk/${fault}`)).toString()).toBe(fault);
   });
 
   it('are not retried after a 4xx answer', async () => {
     // Act
-    const { retries } = await counting(() =>
-      getObjectBytes(client, { Bucket: 'bucket', Key: 'missing' }).catch((err: unknown) => err),
+    const { retries } = await counting((sink) =>
+      getObjectBytes(countingRetries(client, sink), { Bucket: 'bucket', Key: 'missing' }).catch(
+        (err: unknown) => err,
+      ),
     );
     // Assess
     expect(retries).toBe(0);

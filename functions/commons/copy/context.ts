@@ -9,6 +9,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import { isDirectoryEndpoint } from '../s3/directory.ts';
 import { createFastCopier, type FastCopier } from '../s3/fast-copy.ts';
+import { countingRetries, type RetrySink } from '../s3/retry.ts';
 import type { Location } from './model.ts';
 import type { CopyPolicy } from './policy.ts';
 import { CopyQueue } from './queue.ts';
@@ -115,6 +116,20 @@ export function copyModeFor(source: Location, target: Location): CopyMode {
  * in 10,000 (see partRanges).
  */
 const STREAM_PART_SIZE = 8 * 1024 ** 2;
+
+/**
+ * `ctx` as one run (a shard, a list of entries) sees it: the same queue,
+ * budget and connections, with the retries of its S3 calls (SDK and lean
+ * path) also counted in `sink`. The run's target lookups take `sink` too.
+ */
+export function withRetrySink(ctx: CopyContext, sink: RetrySink): CopyContext {
+  const side = <S extends { readonly client: S3Client; readonly fast?: FastCopier }>(of: S): S => ({
+    ...of,
+    client: countingRetries(of.client, sink),
+    ...(of.fast === undefined ? {} : { fast: of.fast.withRetrySink(sink) }),
+  });
+  return { ...ctx, source: side(ctx.source), target: side(ctx.target) };
+}
 
 /** Builds the context every shard of one copy job shares (queue, budget, clients). */
 export function createCopyContext(options: CopyJobOptions): CopyContext {

@@ -3,7 +3,7 @@
  * inventory) with the same skip rules, queue, retries, accounting and
  * deadline hand-on as a listed shard.
  */
-import type { CopyContext } from './context.ts';
+import { type CopyContext, withRetrySink } from './context.ts';
 import { PAGE_SIZE } from './model.ts';
 import { finish, InFlight, queuePage, type ShardRunResult, Tally } from './object-copy.ts';
 import type { ShardRunOptions } from './shard-runner.ts';
@@ -26,12 +26,14 @@ export type ListEntry = PageEntry;
  * cursor (the offset reached) that another worker continues from.
  */
 export async function copyEntries(
-  ctx: CopyContext,
+  shared: CopyContext,
   id: string,
   entries: readonly ListEntry[],
   options: Pick<ShardRunOptions, 'onRecord' | 'onProgress' | 'cursor' | 'deadline'> = {},
 ): Promise<ShardRunResult> {
-  const tally = new Tally(ctx.maxFailures, options.onProgress);
+  const tally = new Tally(shared.maxFailures, options.onProgress);
+  // The run's view of the context counts its calls' retries in its tally.
+  const ctx = withRetrySink(shared, () => tally.retried());
   const inflight = new InFlight();
   const run = { tally, inflight, onRecord: options.onRecord };
   for (let start = options.cursor?.offset ?? 0; start < entries.length; start += PAGE_SIZE) {

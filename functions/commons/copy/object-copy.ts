@@ -7,7 +7,6 @@
  */
 import { messageOf } from '../errors.ts';
 import { getObjectBytes } from '../s3/get-object.ts';
-import { countRetriesIn } from '../s3/retry.ts';
 import type { CopyContext } from './context.ts';
 import {
   type Cursor,
@@ -300,10 +299,12 @@ export async function queuePage(
   lookahead: number,
 ): Promise<boolean> {
   let known: ReadonlyMap<string, KnownObject>;
-  // Retries are counted in the run's tally, wherever the shared queue runs its copies from.
-  const counted = <T>(task: () => Promise<T>) => countRetriesIn(() => run.tally.retried(), task);
+  // `ctx` is the run's (withRetrySink): its copies count their retries in its tally.
   try {
-    known = await counted(() => ctx.targetState.lookup(page.map((queued) => queued.entry)));
+    known = await ctx.targetState.lookup(
+      page.map((queued) => queued.entry),
+      () => run.tally.retried(),
+    );
   } catch (err) {
     const { code, message } = describeError(err);
     for (const { entry } of page)
@@ -313,9 +314,7 @@ export async function queuePage(
   for (const { entry, byContent, trails } of page) {
     const trailing = trails === true ? run.trailing : undefined;
     (trailing?.inflight ?? run.inflight).add(ctx.queue, trailing?.lane ?? lane, () =>
-      counted(() =>
-        copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
-      ),
+      copyOne(ctx, run.tally, entry, byContent, known.get(entry.object.key), run.onRecord),
     );
   }
   await ctx.queue.onWaitingBelow(lookahead, lane);

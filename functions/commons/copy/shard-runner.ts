@@ -9,8 +9,7 @@
  * object-copy.ts.
  */
 import { listObjectsPage } from '../s3/fast-copy.ts';
-import { countRetriesIn } from '../s3/retry.ts';
-import type { CopyContext } from './context.ts';
+import { type CopyContext, withRetrySink } from './context.ts';
 import {
   type Cursor,
   cleanEtag,
@@ -126,10 +125,9 @@ export async function runShard(
   const tally = new Tally(ctx.maxFailures, options.onProgress);
   const trailing = new TrailingCopies(ctx.queue, shard.kind);
   try {
-    return await countRetriesIn(
-      () => tally.retried(),
-      () => runCounted(ctx, shard, options, tally, trailing),
-    );
+    // The run's view of the context counts its calls' retries in its tally.
+    const counted = withRetrySink(ctx, () => tally.retried());
+    return await runCounted(counted, shard, options, tally, trailing);
   } finally {
     // A hold left by a throw would keep the trailing lane waiting for ever.
     trailing.release();

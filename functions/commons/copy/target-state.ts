@@ -6,6 +6,7 @@
  * target known to be empty).
  */
 import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { countingRetries, type RetrySink } from '../s3/retry.ts';
 import { cleanEtag, type InventoryRecord, keyJustBefore, type ListedObject } from './model.ts';
 
 /** What is known of an object's copy in the target. */
@@ -33,7 +34,8 @@ export interface PageEntry {
 
 /** Answers, for a page of source objects, what the target already holds (by source key). */
 export interface TargetState {
-  lookup(page: readonly PageEntry[]): Promise<ReadonlyMap<string, KnownObject>>;
+  /** What the target holds of `page`; the retries its requests take are counted in `sink` too. */
+  lookup(page: readonly PageEntry[], sink?: RetrySink): Promise<ReadonlyMap<string, KnownObject>>;
   /** S3 requests made so far. */
   readonly requests: number;
 }
@@ -71,9 +73,13 @@ export class ListedTarget implements TargetState {
     return this.#requests;
   }
 
-  async lookup(page: readonly PageEntry[]): Promise<ReadonlyMap<string, KnownObject>> {
+  async lookup(
+    page: readonly PageEntry[],
+    sink?: RetrySink,
+  ): Promise<ReadonlyMap<string, KnownObject>> {
     const found = new Map<string, KnownObject>();
     if (page.length === 0) return found;
+    const client = sink === undefined ? this.#client : countingRetries(this.#client, sink);
     const targets = page.map((entry) => entry.targetKey).sort();
     const first = targets[0] ?? '';
     const last = targets[targets.length - 1] ?? '';
@@ -83,7 +89,7 @@ export class ListedTarget implements TargetState {
     // A proper prefix of `first` sorts before it, so listing starts at `first` itself.
     const startAfter = first.length > 0 ? keyJustBefore(first) : undefined;
     do {
-      const response = await this.#client.send(
+      const response = await client.send(
         new ListObjectsV2Command({
           Bucket: this.#bucket,
           Prefix: commonPrefix(first, last),

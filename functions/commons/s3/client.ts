@@ -11,7 +11,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { createDirectoryClient, isDirectoryEndpoint } from './directory.ts';
 import { explainS3Error, rewordS3Error, type S3Call, type S3Role } from './explain.ts';
-import { RETRY_POLICY, sdkRetryConfig } from './retry.ts';
+import { clientBehind, RETRY_POLICY, sdkRetryConfig } from './retry.ts';
 
 export type { S3Role } from './explain.ts';
 
@@ -48,7 +48,7 @@ const explained = new WeakMap<S3Client, { readonly endpoint: Endpoint; readonly 
 export function rewordFor(
   client: S3Client,
 ): (err: unknown, call: Pick<S3Call, 'operation' | 'bucket' | 'key'>) => unknown {
-  const known = explained.get(client);
+  const known = explained.get(clientBehind(client));
   if (known === undefined) return (err) => err;
   return (err, call) =>
     rewordS3Error(

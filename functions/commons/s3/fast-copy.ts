@@ -28,7 +28,7 @@ import type { AwsCredentialIdentity } from '@smithy/types';
 import { NodeSha256 } from '../sha256.ts';
 import { virtualHostable } from './addressing.ts';
 import { rewordFor } from './client.ts';
-import { isRetryable, RETRY_POLICY, withRetries } from './retry.ts';
+import { isRetryable, RETRY_POLICY, type RetrySink, withRetries } from './retry.ts';
 
 /** An S3 error as the SDK shapes it. */
 export class S3CallError extends Error {
@@ -96,6 +96,8 @@ export interface FastCopier {
     /** Send Content-MD5 (buckets with Object Lock default retention need it). */
     contentMd5?: boolean;
   }): Promise<{ etag: string }>;
+  /** The same copier (its connections), its retries also counted in `sink` (a shard run's tally). */
+  withRetrySink(sink: RetrySink): FastCopier;
   destroy(): void;
 }
 
@@ -332,95 +334,100 @@ export function createFastCopier(
     );
   };
 
-  /** One call retried by the one policy (./retry.ts); returns the 200 answer. */
-  const retried = (spec: Call) =>
+  /** One call retried by the one policy (./retry.ts), its retries counted in `sink`; returns the 200 answer. */
+  const retried = (spec: Call, sink: RetrySink | undefined) =>
     withRetries(
       (n) => attempt(spec, n),
       (err) => err instanceof S3CallError && err.$retryable,
       policy,
+      sink,
     );
 
-  /** A call as `retried` makes it, its last failure in words (where, whose keys, what to do). */
-  const call = (spec: Call) =>
-    retried(spec).catch((err: unknown) => {
-      throw reword(err, {
-        operation: spec.operation,
-        bucket: spec.bucket,
-        ...(spec.key === '' ? {} : { key: spec.key }),
+  /** The copier's calls, their retries counted in `sink`; every view shares the agent. */
+  const copier = (sink?: RetrySink): FastCopier => {
+    /** A call as `retried` makes it, its last failure in words (where, whose keys, what to do). */
+    const call = (spec: Call) =>
+      retried(spec, sink).catch((err: unknown) => {
+        throw reword(err, {
+          operation: spec.operation,
+          bucket: spec.bucket,
+          ...(spec.key === '' ? {} : { key: spec.key }),
+        });
       });
-    });
-
-  return {
-    async copyObject(input) {
-      const { text: body } = await call({
-        operation: 'CopyObject',
-        method: 'PUT',
-        bucket: input.bucket,
-        key: input.key,
-        query: {},
-        headers: {
-          'x-amz-copy-source': input.copySource,
-          ...(input.checksumSha256 ? { 'x-amz-checksum-algorithm': 'SHA256' } : {}),
-        },
-      });
-      return { etag: tag(body, ETAG) ?? '', checksumSha256: tag(body, CHECKSUM_SHA256) };
-    },
-    async getObject(input) {
-      const { body, contentType } = await call({
-        operation: 'GetObject',
-        method: 'GET',
-        bucket: input.bucket,
-        key: input.key,
-        query: {},
-        headers:
-          input.range === undefined
-            ? {}
-            : { range: `bytes=${input.range.start}-${input.range.end}` },
-      });
-      return { body, contentType };
-    },
-    async putObject(input) {
-      const { etag } = await call({
-        operation: input.uploadId === undefined ? 'PutObject' : 'UploadPart',
-        method: 'PUT',
-        bucket: input.bucket,
-        key: input.key,
-        query:
-          input.uploadId === undefined || input.partNumber === undefined
-            ? {}
-            : { partNumber: String(input.partNumber), uploadId: input.uploadId },
-        headers: {
-          ...(input.contentType === undefined ? {} : { 'content-type': input.contentType }),
-          ...(input.contentMd5 === true ? { 'content-md5': md5Base64(input.body) } : {}),
-        },
-        body: input.body,
-      });
-      return { etag: etag ?? '' };
-    },
-    async listObjectsV2(input) {
-      const { text: body } = await call({
-        operation: 'ListObjectsV2',
-        method: 'GET',
-        bucket: input.bucket,
-        key: '',
-        query: {
-          'list-type': '2',
-          prefix: input.prefix,
-          ...(input.delimiter === undefined ? {} : { delimiter: input.delimiter }),
-          'max-keys': String(input.maxKeys ?? 1000),
-          ...(input.startAfter === undefined ? {} : { 'start-after': input.startAfter }),
-          ...(input.continuationToken === undefined
-            ? {}
-            : { 'continuation-token': input.continuationToken }),
-        },
-        headers: {},
-      });
-      return parseListPage(body);
-    },
-    destroy() {
-      agent.destroy();
-    },
+    return {
+      async copyObject(input) {
+        const { text: body } = await call({
+          operation: 'CopyObject',
+          method: 'PUT',
+          bucket: input.bucket,
+          key: input.key,
+          query: {},
+          headers: {
+            'x-amz-copy-source': input.copySource,
+            ...(input.checksumSha256 ? { 'x-amz-checksum-algorithm': 'SHA256' } : {}),
+          },
+        });
+        return { etag: tag(body, ETAG) ?? '', checksumSha256: tag(body, CHECKSUM_SHA256) };
+      },
+      async getObject(input) {
+        const { body, contentType } = await call({
+          operation: 'GetObject',
+          method: 'GET',
+          bucket: input.bucket,
+          key: input.key,
+          query: {},
+          headers:
+            input.range === undefined
+              ? {}
+              : { range: `bytes=${input.range.start}-${input.range.end}` },
+        });
+        return { body, contentType };
+      },
+      async putObject(input) {
+        const { etag } = await call({
+          operation: input.uploadId === undefined ? 'PutObject' : 'UploadPart',
+          method: 'PUT',
+          bucket: input.bucket,
+          key: input.key,
+          query:
+            input.uploadId === undefined || input.partNumber === undefined
+              ? {}
+              : { partNumber: String(input.partNumber), uploadId: input.uploadId },
+          headers: {
+            ...(input.contentType === undefined ? {} : { 'content-type': input.contentType }),
+            ...(input.contentMd5 === true ? { 'content-md5': md5Base64(input.body) } : {}),
+          },
+          body: input.body,
+        });
+        return { etag: etag ?? '' };
+      },
+      async listObjectsV2(input) {
+        const { text: body } = await call({
+          operation: 'ListObjectsV2',
+          method: 'GET',
+          bucket: input.bucket,
+          key: '',
+          query: {
+            'list-type': '2',
+            prefix: input.prefix,
+            ...(input.delimiter === undefined ? {} : { delimiter: input.delimiter }),
+            'max-keys': String(input.maxKeys ?? 1000),
+            ...(input.startAfter === undefined ? {} : { 'start-after': input.startAfter }),
+            ...(input.continuationToken === undefined
+              ? {}
+              : { 'continuation-token': input.continuationToken }),
+          },
+          headers: {},
+        });
+        return parseListPage(body);
+      },
+      withRetrySink: (other) => copier(other),
+      destroy() {
+        agent.destroy();
+      },
+    };
   };
+  return copier();
 }
 
 /** A ListObjectsV2 answer's entries, read in place from its XML. */

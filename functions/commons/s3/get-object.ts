@@ -12,7 +12,14 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { rewordFor } from './client.ts';
-import { backoffMs, isRetryable, noteRetry, RETRY_POLICY, withRetries } from './retry.ts';
+import {
+  backoffMs,
+  isRetryable,
+  noteRetry,
+  RETRY_POLICY,
+  retrySinkOf,
+  withRetries,
+} from './retry.ts';
 
 /** A response body that ended before its Content-Length: the connection broke mid-body. */
 export class BodyCutShortError extends Error {
@@ -49,6 +56,8 @@ export async function getObjectBytes(
       return { body, response };
     },
     (err) => !requestFailed && isRetryable(err),
+    RETRY_POLICY,
+    retrySinkOf(client),
   );
   // The request's own failures were explained by the client; a body that kept breaking is put in the same words.
   return read.catch((err: unknown) => {
@@ -98,7 +107,7 @@ export async function* resumableBody(
           bucket: input.Bucket,
           key: input.Key,
         });
-      noteRetry();
+      noteRetry(retrySinkOf(client));
       await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt, false)));
       response = await client.send(
         new GetObjectCommand({

@@ -15,6 +15,7 @@ import {
   type PageEntry,
   type TargetState,
 } from '../copy/target-state.ts';
+import { countingRetries, type RetrySink } from '../s3/retry.ts';
 import type { SnapshotManifest } from './format.ts';
 import { readInventory, readInventoryPart, type Vault } from './store.ts';
 
@@ -69,7 +70,10 @@ export class InventoryLookup implements TargetState {
     return this.#requests;
   }
 
-  async lookup(page: readonly PageEntry[]): Promise<ReadonlyMap<string, KnownObject>> {
+  async lookup(
+    page: readonly PageEntry[],
+    sink?: RetrySink,
+  ): Promise<ReadonlyMap<string, KnownObject>> {
     const found = new Map<string, KnownObject>();
     if (page.length === 0) return found;
     let low = page[0]?.object.key ?? '';
@@ -79,8 +83,8 @@ export class InventoryLookup implements TargetState {
       if (object.key > high) high = object.key;
     }
     const sources = this.#whole
-      ? [await this.#readAll()]
-      : await Promise.all(this.#overlapping(low, high).map((index) => this.#part(index)));
+      ? [await this.#readAll(sink)]
+      : await Promise.all(this.#overlapping(low, high).map((index) => this.#part(index, sink)));
     for (const { object } of page) {
       for (const known of sources) {
         const hit = known.get(object.key);
@@ -92,10 +96,17 @@ export class InventoryLookup implements TargetState {
     return found;
   }
 
-  #readAll(): Promise<Known> {
+  /** The vault, its retries also counted in `sink` (a read's, for the lookup that started it). */
+  #vaultFor(sink: RetrySink | undefined): Vault {
+    return sink === undefined
+      ? this.#vault
+      : { ...this.#vault, client: countingRetries(this.#vault.client, sink) };
+  }
+
+  #readAll(sink: RetrySink | undefined): Promise<Known> {
     this.#all ??= (async () => {
       this.#requests++;
-      const records = await readInventory(this.#vault, this.#manifest);
+      const records = await readInventory(this.#vaultFor(sink), this.#manifest);
       this.recordsRead += records.length;
       return byKey(records);
     })();
@@ -111,7 +122,7 @@ export class InventoryLookup implements TargetState {
     return indexes;
   }
 
-  #part(index: number): Promise<Known> {
+  #part(index: number, sink: RetrySink | undefined): Promise<Known> {
     const kept = this.#parts.get(index);
     if (kept !== undefined) {
       this.#parts.delete(index);
@@ -120,7 +131,7 @@ export class InventoryLookup implements TargetState {
     }
     const loading = (async () => {
       this.#requests++;
-      const records = await readInventoryPart(this.#vault, this.#manifest, index);
+      const records = await readInventoryPart(this.#vaultFor(sink), this.#manifest, index);
       this.recordsRead += records.length;
       return byKey(records);
     })();
