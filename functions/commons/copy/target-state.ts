@@ -79,7 +79,7 @@ export class ListedTarget implements TargetState {
   ): Promise<ReadonlyMap<string, KnownObject>> {
     const found = new Map<string, KnownObject>();
     if (page.length === 0) return found;
-    const client = sink === undefined ? this.#client : countingRetries(this.#client, sink);
+    const client = countingRetries(this.#client, sink);
     const targets = page.map((entry) => entry.targetKey).sort();
     const first = targets[0] ?? '';
     const last = targets[targets.length - 1] ?? '';

@@ -152,21 +152,23 @@ export function retriesSoFar(): number {
 }
 
 /** Retries the SDK made for a call that answered, or failed, with `$metadata.attempts`. */
-export function sdkRetriesOf(answer: unknown): number {
+function sdkRetriesOf(answer: unknown): number {
   const attempts = (answer as { $metadata?: { attempts?: unknown } } | undefined)?.$metadata
     ?.attempts;
   return typeof attempts === 'number' && attempts > 1 ? attempts - 1 : 0;
 }
 
-const sinks = new WeakMap<object, RetrySink>();
-const behind = new WeakMap<object, S3Client>();
+/** Each `countingRetries` view: the client it calls, and the sink it reports to. */
+const views = new WeakMap<object, { readonly client: S3Client; readonly sink: RetrySink }>();
 
 /**
  * A view of `client` whose calls report the SDK's retries to `sink` (read
  * from each answer's `$metadata` once the call ends; the process count is
- * the retry strategy's). Everything else is the client's own.
+ * the retry strategy's). Everything else is the client's own. Without a
+ * sink, `client` itself.
  */
-export function countingRetries(client: S3Client, sink: RetrySink): S3Client {
+export function countingRetries(client: S3Client, sink: RetrySink | undefined): S3Client {
+  if (sink === undefined) return client;
   const report = (answer: unknown) => {
     for (let n = sdkRetriesOf(answer); n > 0; n--) sink();
   };
@@ -183,19 +185,18 @@ export function countingRetries(client: S3Client, sink: RetrySink): S3Client {
   const view = new Proxy(client, {
     get: (target, property) => (property === 'send' ? send : Reflect.get(target, property, target)),
   });
-  sinks.set(view, sink);
-  behind.set(view, client);
+  views.set(view, { client, sink });
   return view;
 }
 
 /** The client a `countingRetries` view calls (for what is kept by client: its role, its lean path); else `client`. */
 export function clientBehind(client: S3Client): S3Client {
-  return behind.get(client) ?? client;
+  return views.get(client)?.client ?? client;
 }
 
 /** The sink a `countingRetries` view reports to: for the retries made around its calls. */
 export function retrySinkOf(client: S3Client): RetrySink | undefined {
-  return sinks.get(client);
+  return views.get(client)?.sink;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -98,9 +98,7 @@ export class InventoryLookup implements TargetState {
 
   /** The vault, its retries also counted in `sink` (a read's, for the lookup that started it). */
   #vaultFor(sink: RetrySink | undefined): Vault {
-    return sink === undefined
-      ? this.#vault
-      : { ...this.#vault, client: countingRetries(this.#vault.client, sink) };
+    return { ...this.#vault, client: countingRetries(this.#vault.client, sink) };
   }
 
   #readAll(sink: RetrySink | undefined): Promise<Known> {
